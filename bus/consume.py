@@ -1,0 +1,48 @@
+"""Consuming: connecting with reconnects, and pulling batches from durable consumers."""
+
+import asyncio
+import logging
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connect with unlimited reconnects, so a restarted nats-server is picked up again."""
+
+    async def on_disconnected() -> None:
+        log.warning("disconnected from NATS at %s", url)
+
+    async def on_reconnected() -> None:
+        log.info("reconnected to NATS at %s", url)
+
+    async def on_error(error: Exception) -> None:
+        log.warning("NATS error: %s", error)
+
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+        error_cb=on_error,
+        pending_size=64 * 1024 * 1024,
+    )
+
+
+async def bind_pull(js: JetStreamContext, stream: str, durable: str) -> JetStreamContext.PullSubscription:
+    return await js.pull_subscribe_bind(durable=durable, stream=stream, pending_msgs_limit=-1)
+
+
+async def pull(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    """Up to ``batch`` messages: returns as soon as any are there, or [] after ``timeout``."""
+    try:
+        return await sub.fetch(batch=batch, timeout=timeout)
+    except (NatsTimeout, asyncio.TimeoutError):
+        return []

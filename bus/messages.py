@@ -1,0 +1,123 @@
+"""Wire messages: frozen msgspec Structs, each with a version field ``v``, decoded once at the edge.
+
+Inputs and outputs travel as ``msgspec.Raw`` (JSON bytes passed through untouched), so the control
+plane and the workers never decode a document they only forward.
+"""
+
+from typing import Literal, TypeVar
+
+import msgspec
+
+WIRE_VERSION = 1
+
+
+class ToolRuntime(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How to execute a tool: a command with its files, or a built-in answered by the worker."""
+
+    command: tuple[str, ...] = ()
+    files: dict[str, str] = {}
+    builtin: str | None = None
+    rootfs: str | None = None
+    image: str | None = None
+
+
+class ToolLimits(msgspec.Struct, frozen=True, kw_only=True):
+    wall_seconds: float = 30.0
+    cpu_seconds: int = 30
+    memory_mb: int = 512
+    processes: int = 64
+    output_bytes: int = 1_048_576
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of one step, published on ``af.<tenant>.tasks.<queue>``."""
+
+    v: int = WIRE_VERSION
+    tenant: str
+    run_id: str
+    task_id: str
+    attempt: int
+    step: str
+    tool: str
+    runtime: ToolRuntime
+    limits: ToolLimits = ToolLimits()
+    network: Literal["none", "egress"] = "none"
+    input: msgspec.Raw
+
+
+ErrorKind = Literal["exit", "timeout", "bad-output", "output-too-large", "sandbox", "malformed", "cancelled"]
+
+
+class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The outcome of one task attempt, published on ``af.<tenant>.results.<run_id>``."""
+
+    v: int = WIRE_VERSION
+    tenant: str
+    run_id: str
+    task_id: str
+    attempt: int
+    ok: bool
+    output: msgspec.Raw | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    worker_id: str
+    sandbox: str
+    started_at: float
+    finished_at: float
+    exit_code: int | None = None
+    stderr_tail: str | None = None
+    cpu_seconds: float | None = None
+    max_rss_kb: int | None = None
+
+
+class RunEvent(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    type: str
+    at: float
+    data: msgspec.Raw
+
+
+class RunEvents(msgspec.Struct, frozen=True, kw_only=True):
+    """Events of one run, committed together, published on ``af.<tenant>.events.<run_id>``."""
+
+    v: int = WIRE_VERSION
+    tenant: str
+    run_id: str
+    events: tuple[RunEvent, ...]
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker's registration and liveness, the value of its key in the ``af_workers`` bucket."""
+
+    v: int = WIRE_VERSION
+    worker_id: str
+    tenant: str
+    queues: tuple[str, ...]
+    concurrency: int
+    in_flight: int
+    sandbox: str
+    pid: int
+    host: str
+    started_at: float
+    at: float
+
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[type, msgspec.json.Decoder[object]] = {}
+
+M = TypeVar("M", Task, Result, RunEvents, Heartbeat)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(data: bytes, kind: type[M]) -> M:
+    """Decode one message; raises ``msgspec.ValidationError``/``DecodeError`` on anything malformed."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    message: M = decoder.decode(data)  # type: ignore[assignment]
+    if message.v != WIRE_VERSION:
+        raise msgspec.ValidationError(f"unsupported message version {message.v}, expected {WIRE_VERSION}")
+    return message

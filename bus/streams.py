@@ -1,0 +1,109 @@
+"""Idempotent setup of AgentFlow's streams, consumers and the worker bucket."""
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+
+from bus import subjects
+
+DUPLICATE_WINDOW_SECONDS = 120.0
+EVENTS_MAX_AGE_SECONDS = 24 * 3600.0
+CHANNELS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+WORKER_TTL_SECONDS = 15.0
+TASK_ACK_WAIT_SECONDS = 60.0
+
+STREAMS = (
+    StreamConfig(
+        name=subjects.TASKS_STREAM,
+        subjects=[subjects.ALL_TASKS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    ),
+    StreamConfig(
+        name=subjects.RESULTS_STREAM,
+        subjects=[subjects.ALL_RESULTS],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    ),
+    StreamConfig(
+        name=subjects.EVENTS_STREAM,
+        subjects=[subjects.ALL_EVENTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=EVENTS_MAX_AGE_SECONDS,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    ),
+    StreamConfig(
+        name=subjects.CHANNELS_STREAM,
+        subjects=[subjects.ALL_CHANNELS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=CHANNELS_MAX_AGE_SECONDS,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    ),
+)
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create each stream, or bring an existing one to the configuration above."""
+    for config in STREAMS:
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+
+
+async def ensure_task_consumer(js: JetStreamContext, tenant: str, queue: str) -> str:
+    """The durable pull consumer shared by every worker of (tenant, queue); returns its name."""
+    durable = subjects.task_consumer(tenant, queue)
+    await js.add_consumer(
+        subjects.TASKS_STREAM,
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subjects.tasks(tenant, queue),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=TASK_ACK_WAIT_SECONDS,
+            max_ack_pending=20_000,
+            max_waiting=512,
+        ),
+    )
+    return durable
+
+
+async def ensure_results_consumer(js: JetStreamContext) -> str:
+    await js.add_consumer(
+        subjects.RESULTS_STREAM,
+        ConsumerConfig(
+            durable_name=subjects.RESULTS_CONSUMER,
+            filter_subject=subjects.ALL_RESULTS,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30.0,
+            max_ack_pending=50_000,
+        ),
+    )
+    return subjects.RESULTS_CONSUMER
+
+
+async def workers_bucket(js: JetStreamContext) -> KeyValue:
+    """The ``af_workers`` bucket: one key per live worker, expiring when heartbeats stop."""
+    try:
+        return await js.key_value(subjects.WORKERS_BUCKET)
+    except NotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=subjects.WORKERS_BUCKET, history=1, ttl=WORKER_TTL_SECONDS)
+        )

@@ -1,0 +1,434 @@
+"""Runs, their tasks and their events: the hot path, written in batches.
+
+Each write is ONE statement over ``unnest`` arrays, so a batch of a thousand runs costs one round trip
+and one commit. Concurrent writers are kept apart optimistically: a run's ``last_seq`` (the sequence
+number of its latest event) is its version, and a change to a run applies only if the version it was
+planned from is still current.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from registry.db import Pool
+
+FINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_TASK_STATES = frozenset({"succeeded", "failed", "cancelled", "dead"})
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    id: str
+    tenant: str
+    target_kind: str
+    target_name: str
+    target_version: str
+    state: str
+    input: str
+    idempotency_key: str | None
+    request_digest: str
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    id: str
+    tenant: str
+    run_id: str
+    step: str
+    tool_name: str
+    tool_version: str
+    queue: str
+    input: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    run_id: str
+    seq: int
+    tenant: str
+    type: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUpdate:
+    """The recorded outcome of one attempt; applies only if that attempt is still the task's current one."""
+
+    id: str
+    run_id: str
+    attempt: int
+    state: str
+    output: str | None
+    error: str | None
+    detail: str | None
+    worker_id: str | None
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunUpdate:
+    id: str
+    expected_seq: int
+    last_seq: int
+    state: str
+    output: str | None
+    error: str | None
+
+
+@dataclass(slots=True)
+class TaskState:
+    id: str
+    step: str
+    tool_name: str
+    tool_version: str
+    queue: str
+    attempt: int
+    state: str
+    output: str | None
+    error: str | None
+
+
+@dataclass(slots=True)
+class RunState:
+    """What the orchestrator plans from: a run and all of its tasks."""
+
+    id: str
+    tenant: str
+    target_kind: str
+    target_name: str
+    target_version: str
+    state: str
+    input: str
+    last_seq: int
+    tasks: list[TaskState]
+
+
+def _columns(rows: Sequence[object], *names: str) -> list[list[object]]:
+    return [[getattr(row, name) for row in rows] for name in names]
+
+
+_CREATE_RUNS = """
+WITH r AS (
+    INSERT INTO runs (id, tenant, target_kind, target_name, target_version, state, input,
+                      idempotency_key, request_digest, last_seq)
+    SELECT u.id, u.tenant, u.target_kind, u.target_name, u.target_version, u.state, u.input::jsonb,
+           u.idempotency_key, u.request_digest, u.last_seq
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::text[], $9::text[], $10::int[])
+         AS u(id, tenant, target_kind, target_name, target_version, state, input,
+              idempotency_key, request_digest, last_seq)
+    ON CONFLICT (tenant, idempotency_key) DO NOTHING
+    RETURNING id
+), t AS (
+    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input)
+    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb
+    FROM unnest($11::uuid[], $12::text[], $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[],
+                $18::text[]) AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input)
+    WHERE u.run_id IN (SELECT id FROM r)
+), e AS (
+    INSERT INTO events (run_id, seq, tenant, type, data)
+    SELECT u.run_id, u.seq, u.tenant, u.type, u.data::jsonb
+    FROM unnest($19::uuid[], $20::int[], $21::text[], $22::text[], $23::text[]) AS u(run_id, seq, tenant, type, data)
+    WHERE u.run_id IN (SELECT id FROM r)
+)
+SELECT id::text FROM r
+"""
+
+
+async def create_runs(
+    pool: Pool, runs: Sequence[NewRun], tasks: Sequence[NewTask], events: Sequence[NewEvent]
+) -> set[str]:
+    """Insert runs with their first tasks and events in one statement; returns the ids inserted.
+
+    A run whose (tenant, idempotency key) already exists is not inserted, nor are its tasks and events.
+    """
+    rows = await pool.fetch(
+        _CREATE_RUNS,
+        *_columns(
+            runs,
+            "id",
+            "tenant",
+            "target_kind",
+            "target_name",
+            "target_version",
+            "state",
+            "input",
+            "idempotency_key",
+            "request_digest",
+            "last_seq",
+        ),
+        *_columns(tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
+        *_columns(events, "run_id", "seq", "tenant", "type", "data"),
+    )
+    return {row["id"] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class ExistingRun:
+    id: str
+    request_digest: str
+
+
+async def find_by_idempotency_keys(pool: Pool, tenant: str, keys: Sequence[str]) -> dict[str, ExistingRun]:
+    rows = await pool.fetch(
+        "SELECT idempotency_key, id::text, request_digest FROM runs"
+        " WHERE tenant = $1 AND idempotency_key = ANY($2::text[])",
+        tenant,
+        list(keys),
+    )
+    return {row["idempotency_key"]: ExistingRun(row["id"], row["request_digest"]) for row in rows}
+
+
+_LOAD_RUNS = """
+SELECT r.id::text AS run_id, r.tenant, r.target_kind, r.target_name, r.target_version, r.state AS run_state,
+       r.input::text AS run_input, r.last_seq,
+       t.id::text AS task_id, t.step, t.tool_name, t.tool_version, t.queue, t.attempt, t.state AS task_state,
+       t.output::text AS task_output, t.error AS task_error
+FROM runs r LEFT JOIN tasks t ON t.run_id = r.id
+WHERE r.id = ANY($1::uuid[])
+"""
+
+
+async def load_runs(pool: Pool, run_ids: Sequence[str]) -> dict[str, RunState]:
+    """The runs with all of their tasks, keyed by run id (unknown ids are absent)."""
+    found: dict[str, RunState] = {}
+    for row in await pool.fetch(_LOAD_RUNS, list(run_ids)):
+        run = found.get(row["run_id"])
+        if run is None:
+            run = found[row["run_id"]] = RunState(
+                row["run_id"],
+                row["tenant"],
+                row["target_kind"],
+                row["target_name"],
+                row["target_version"],
+                row["run_state"],
+                row["run_input"],
+                row["last_seq"],
+                [],
+            )
+        if row["task_id"] is not None:
+            run.tasks.append(
+                TaskState(
+                    row["task_id"],
+                    row["step"],
+                    row["tool_name"],
+                    row["tool_version"],
+                    row["queue"],
+                    row["attempt"],
+                    row["task_state"],
+                    row["task_output"],
+                    row["task_error"],
+                )
+            )
+    return found
+
+
+_APPLY = """
+WITH r AS (
+    UPDATE runs SET state = u.state,
+                    output = COALESCE(u.output::jsonb, runs.output),
+                    error = COALESCE(u.error, runs.error),
+                    last_seq = u.last_seq,
+                    updated_at = now(),
+                    finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled')
+                                       THEN now() ELSE runs.finished_at END
+    FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[])
+         AS u(id, expected_seq, last_seq, state, output, error)
+    WHERE runs.id = u.id AND runs.last_seq = u.expected_seq
+    RETURNING runs.id
+), t AS (
+    UPDATE tasks SET state = u.state,
+                     output = u.output::jsonb,
+                     error = u.error,
+                     detail = u.detail::jsonb,
+                     worker_id = u.worker_id,
+                     started_at = to_timestamp(u.started_at),
+                     finished_at = COALESCE(to_timestamp(u.finished_at), now())
+    FROM unnest($7::uuid[], $8::uuid[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
+                $14::text[], $15::float8[], $16::float8[])
+         AS u(id, run_id, attempt, state, output, error, detail, worker_id, started_at, finished_at)
+    WHERE tasks.id = u.id AND tasks.attempt = u.attempt AND u.run_id IN (SELECT id FROM r)
+), n AS (
+    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input)
+    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb
+    FROM unnest($17::uuid[], $18::text[], $19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[],
+                $24::text[]) AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input)
+    WHERE u.run_id IN (SELECT id FROM r)
+), e AS (
+    INSERT INTO events (run_id, seq, tenant, type, data)
+    SELECT u.run_id, u.seq, u.tenant, u.type, u.data::jsonb
+    FROM unnest($25::uuid[], $26::int[], $27::text[], $28::text[], $29::text[]) AS u(run_id, seq, tenant, type, data)
+    WHERE u.run_id IN (SELECT id FROM r)
+)
+SELECT id::text FROM r
+"""
+
+
+async def apply_changes(
+    pool: Pool,
+    runs: Sequence[RunUpdate],
+    task_updates: Sequence[TaskUpdate],
+    new_tasks: Sequence[NewTask],
+    events: Sequence[NewEvent],
+) -> set[str]:
+    """Apply planned changes in one statement; returns the ids of the runs whose changes applied.
+
+    A run whose ``last_seq`` moved since it was loaded is left untouched, with its task updates, new
+    tasks and events: the caller reloads it and plans again.
+    """
+    rows = await pool.fetch(
+        _APPLY,
+        *_columns(runs, "id", "expected_seq", "last_seq", "state", "output", "error"),
+        *_columns(
+            task_updates,
+            "id",
+            "run_id",
+            "attempt",
+            "state",
+            "output",
+            "error",
+            "detail",
+            "worker_id",
+            "started_at",
+            "finished_at",
+        ),
+        *_columns(new_tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
+        *_columns(events, "run_id", "seq", "tenant", "type", "data"),
+    )
+    return {row["id"] for row in rows}
+
+
+async def mark_published(pool: Pool, task_ids: Sequence[str]) -> None:
+    await pool.execute("UPDATE tasks SET published = true WHERE id = ANY($1::uuid[])", list(task_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTask:
+    id: str
+    tenant: str
+    run_id: str
+    step: str
+    tool_name: str
+    tool_version: str
+    queue: str
+    attempt: int
+    input: str
+
+
+async def unpublished_tasks(pool: Pool, older_than_seconds: float, limit: int) -> list[PendingTask]:
+    """The outbox: queued tasks recorded at least ``older_than_seconds`` ago and not known to be on the bus."""
+    rows = await pool.fetch(
+        "SELECT id::text, tenant, run_id::text, step, tool_name, tool_version, queue, attempt, input::text"
+        " FROM tasks WHERE NOT published AND state = 'queued'"
+        " AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
+        older_than_seconds,
+        limit,
+    )
+    return [PendingTask(*row.values()) for row in rows]
+
+
+# --- reads for the API ---------------------------------------------------------------------------
+
+_RUN_COLUMNS = (
+    "id::text, tenant, target_kind, target_name, target_version, state, input::text AS input,"
+    " output::text AS output, error, created_at, updated_at, finished_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: str
+    tenant: str
+    target_kind: str
+    target_name: str
+    target_version: str
+    state: str
+    input: str
+    output: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    id: str
+    step: str
+    tool_name: str
+    tool_version: str
+    queue: str
+    attempt: int
+    state: str
+    input: str
+    output: str | None
+    error: str | None
+    detail: str | None
+    worker_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def _run_row(row: asyncpg.Record) -> RunRow:
+    return RunRow(*row.values())
+
+
+async def get_run(pool: Pool, tenant: str, run_id: str) -> RunRow | None:
+    row = await pool.fetchrow(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1 AND id = $2::uuid", tenant, run_id
+    )
+    return None if row is None else _run_row(row)
+
+
+async def get_tasks(pool: Pool, run_id: str) -> list[TaskRow]:
+    rows = await pool.fetch(
+        "SELECT id::text, step, tool_name, tool_version, queue, attempt, state, input::text, output::text,"
+        " error, detail::text, worker_id, created_at, started_at, finished_at"
+        " FROM tasks WHERE run_id = $1::uuid ORDER BY created_at, step",
+        run_id,
+    )
+    return [TaskRow(*row.values()) for row in rows]
+
+
+async def list_runs(
+    pool: Pool, tenant: str, *, state: str | None, before_id: str | None, limit: int
+) -> list[RunRow]:
+    """Newest first; ``before_id`` is the cursor (ids are time-ordered)."""
+    rows = await pool.fetch(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1"
+        " AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR id < $3::uuid)"
+        " ORDER BY id DESC LIMIT $4",
+        tenant,
+        state,
+        before_id,
+        limit,
+    )
+    return [_run_row(row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    seq: int
+    type: str
+    data: str
+    at: datetime
+
+
+async def events_after(pool: Pool, tenant: str, run_id: str, after_seq: int) -> list[EventRow]:
+    rows = await pool.fetch(
+        "SELECT seq, type, data::text, at FROM events WHERE tenant = $1 AND run_id = $2::uuid AND seq > $3"
+        " ORDER BY seq",
+        tenant,
+        run_id,
+        after_seq,
+    )
+    return [EventRow(*row.values()) for row in rows]
+
+
+async def ping(pool: Pool) -> None:
+    await pool.fetchval("SELECT 1")
