@@ -57,7 +57,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     task_id: str
     attempt: int
     ok: bool
-    output: msgspec.Raw | None = None
+    # msgspec cannot decode Raw inside a union, so a failed result carries JSON null here.
+    output: msgspec.Raw = msgspec.Raw(b"null")
     error: str | None = None
     error_kind: ErrorKind | None = None
     worker_id: str

@@ -1,0 +1,64 @@
+"""``python -m control_plane``: run the control plane (HTTP API, orchestrator, outbox relay)."""
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+import uvicorn
+from litestar import Litestar
+
+from control_plane.api import create_app
+from control_plane.services import Services
+from control_plane.settings import Settings, SettingsError, load
+
+
+def build(settings: Settings) -> Litestar:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        app.state.services = await Services.start(settings)
+        try:
+            yield
+        finally:
+            await app.state.services.close()
+
+    return create_app(lifespan)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="af control-plane start", description="Run the AgentFlow control plane.")
+    parser.add_argument("command", nargs="?", choices=["start"], default="start")
+    parser.add_argument("--host", help="listen address (AF_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (AF_PORT, default 8080)")
+    parser.add_argument("--nats-url", dest="nats_url", help="AF_NATS_URL")
+    parser.add_argument("--database-url", dest="database_url", help="AF_DATABASE_URL")
+    args = parser.parse_args(argv)
+    try:
+        settings = load({k: v for k, v in vars(args).items() if k != "command"})
+    except SettingsError as error:
+        print(f"af control-plane: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s control-plane %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        build(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools" if _has("httptools") else "h11",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,311 @@
+"""The HTTP API (v1) on Litestar: routes, problem documents, authentication of every /v1 route."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bus import subjects
+from control_plane import metrics, views
+from control_plane.auth import Identity
+from control_plane.events import FINAL_EVENT_TYPES
+from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem, field_from_msgspec
+from control_plane.services import Services
+from control_plane.specs import BatchRequest, RunRequest, ToolSpec, check_name_field, check_version, convert
+from registry import catalog as store
+from registry import runs
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+SSE_POLL_SECONDS = 1.0
+
+
+def _json(document: Any, status: int = 200) -> Response[bytes]:
+    return Response(_encode(document), status_code=status, media_type=MediaType.JSON)
+
+
+def _problem_response(problem: Problem) -> Response[bytes]:
+    return Response(_encode(problem.body()), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _on_problem(_: Request[Any, Any, Any], problem: Problem) -> Response[bytes]:
+    return _problem_response(problem)
+
+
+def _on_validation(_: Request[Any, Any, Any], error: ValidationException) -> Response[bytes]:
+    # Litestar keeps msgspec's message, with the full path of the offending field, as the cause.
+    cause = error.__cause__
+    if isinstance(cause, msgspec.ValidationError):
+        detail, field = field_from_msgspec(str(cause))
+        if field is not None:
+            field = field.removeprefix("data").lstrip(".") or None
+    else:
+        extra = error.extra if isinstance(error.extra, list) and error.extra else [{}]
+        detail, field = str(extra[0].get("message", error.detail)), extra[0].get("key")
+    return _problem_response(Problem(422, "validation-error", detail, field))
+
+
+def _on_http(_: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:
+    if error.status_code == 400:
+        return _problem_response(Problem(400, "malformed-json", f"the body is not valid JSON: {error.detail}"))
+    slug = {401: "unauthorized", 404: "not-found", 405: "not-allowed", 503: "unavailable"}.get(
+        error.status_code, "validation-error"
+    )
+    return _problem_response(Problem(error.status_code, slug, str(error.detail)))
+
+
+def _on_crash(_: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
+    log.exception("request failed", exc_info=error)
+    return _problem_response(Problem(500, "internal", "the control plane failed to answer; see its log"))
+
+
+async def _services(request: Request[Any, Any, Any]) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def _identity(request: Request[Any, Any, Any]) -> Identity:
+    services: Services = request.app.state.services
+    return await services.auth.identify(request.headers.get("authorization"))
+
+
+# --- tools and workflows ----------------------------------------------------------------------------
+
+
+@post("/v1/tools", status_code=201)
+async def register_tool(data: ToolSpec, services: Services, identity: Identity) -> Response[bytes]:
+    """Register a tool version (immutable; the same content again is a no-op answered 200)."""
+    entry, created = await services.catalog.register_tool(identity.tenant, data)
+    return _json(views.catalog_entry(entry), 201 if created else 200)
+
+
+@get("/v1/tools")
+async def list_tools(services: Services, identity: Identity) -> Response[bytes]:
+    entries = await store.list_latest(services.pool, store.Kind.TOOL, identity.tenant)
+    return _json({"items": [views.catalog_entry(e) for e in entries]})
+
+
+@get("/v1/tools/{name:str}/versions/{version:str}")
+async def get_tool(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
+    return await _get_entry(services, store.Kind.TOOL, identity.tenant, name, version)
+
+
+@post("/v1/workflows", status_code=201)
+async def apply_workflow(data: dict[str, Any], services: Services, identity: Identity) -> Response[bytes]:
+    """Apply a workflow version: validated, its tools pinned to versions, stored immutably."""
+    entry, created = await services.catalog.register_workflow(identity.tenant, data)
+    return _json(views.catalog_entry(entry), 201 if created else 200)
+
+
+@get("/v1/workflows")
+async def list_workflows(services: Services, identity: Identity) -> Response[bytes]:
+    entries = await store.list_latest(services.pool, store.Kind.WORKFLOW, identity.tenant)
+    return _json({"items": [views.catalog_entry(e) for e in entries]})
+
+
+@get("/v1/workflows/{name:str}/versions/{version:str}")
+async def get_workflow(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
+    return await _get_entry(services, store.Kind.WORKFLOW, identity.tenant, name, version)
+
+
+async def _get_entry(services: Services, kind: store.Kind, tenant: str, name: str, version: str) -> Response[bytes]:
+    check_name_field("name", name, "name")
+    wanted = None if version == "latest" else check_version(version)
+    entry = await store.get(services.pool, kind, tenant, name, wanted)
+    if entry is None:
+        raise Problem(404, "not-found", f"no {kind.value[:-1]} {name}@{version}", "name")
+    return _json(views.catalog_entry(entry))
+
+
+# --- runs -------------------------------------------------------------------------------------------
+
+
+@post("/v1/runs", status_code=201)
+async def start_run(
+    data: RunRequest,
+    services: Services,
+    identity: Identity,
+    idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", required=False)] = None,
+) -> Response[bytes]:
+    """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run."""
+    submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
+    (accepted,) = await services.submitter.submit([submission])
+    metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
+    return _json({"id": accepted.run_id, "state": "running", "created": accepted.created}, 201 if accepted.created else 200)
+
+
+@post("/v1/runs:batch", status_code=200)
+async def start_runs(data: BatchRequest, services: Services, identity: Identity) -> Response[bytes]:
+    """Start up to 1,000 runs; each item is answered with its run id or its own problem."""
+    answers: list[dict[str, Any] | None] = [None] * len(data.runs)
+    prepared = []
+    for index, item in enumerate(data.runs):
+        try:
+            request = convert(item, RunRequest, f"runs[{index}]")
+            prepared.append((index, await services.submitter.prepare(identity.tenant, request, request.idempotency_key)))
+        except Problem as problem:
+            answers[index] = {"problem": problem.as_dict()}
+    if prepared:
+        try:
+            accepted = await services.submitter.submit([s for _, s in prepared])
+        except Problem as problem:
+            for index, _ in prepared:
+                answers[index] = {"problem": problem.as_dict()}
+        else:
+            for (index, submission), outcome in zip(prepared, accepted, strict=True):
+                answers[index] = {"id": outcome.run_id, "created": outcome.created}
+                metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
+    return _json({"items": answers})
+
+
+@get("/v1/runs")
+async def list_runs(
+    services: Services,
+    identity: Identity,
+    run_state: Annotated[str | None, Parameter(query="state", required=False)] = None,
+    limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Response[bytes]:
+    """Runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    if run_state is not None and run_state not in ("pending", "running", "succeeded", "failed", "cancelled"):
+        raise Problem(422, "validation-error", f"unknown state {run_state!r}", "state")
+    if cursor is not None:
+        _check_run_id(cursor, "cursor")
+    rows = await runs.list_runs(services.pool, identity.tenant, state=run_state, before_id=cursor, limit=limit)
+    next_cursor = rows[-1].id if len(rows) == limit else None
+    return _json({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
+
+
+def _check_run_id(run_id: str, field: str = "id") -> str:
+    if subjects.ID_RE.fullmatch(run_id) is None:
+        raise Problem(404 if field == "id" else 422, "not-found" if field == "id" else "validation-error",
+                      f"no run {run_id}" if field == "id" else f"invalid {field} {run_id!r}", field)
+    return run_id
+
+
+async def _run_row(services: Services, tenant: str, run_id: str) -> runs.RunRow:
+    row = await runs.get_run(services.pool, tenant, _check_run_id(run_id))
+    if row is None:
+        raise Problem(404, "not-found", f"no run {run_id}", "id")
+    return row
+
+
+@get("/v1/runs/{run_id:str}")
+async def get_run(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
+    """A run with its tasks."""
+    row = await _run_row(services, identity.tenant, run_id)
+    return _json(views.run(row, await runs.get_tasks(services.pool, run_id)))
+
+
+@post("/v1/runs/{run_id:str}/cancel", status_code=200)
+async def cancel_run(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
+    """Cancel a run: its unfinished tasks are marked cancelled and late results are ignored."""
+    await _run_row(services, identity.tenant, run_id)
+    await services.orchestrator.cancel(identity.tenant, run_id)
+    row = await _run_row(services, identity.tenant, run_id)
+    return _json(views.run(row))
+
+
+@get("/v1/runs/{run_id:str}/events")
+async def run_events(
+    run_id: str,
+    services: Services,
+    identity: Identity,
+    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
+) -> ServerSentEvent:
+    """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one."""
+    await _run_row(services, identity.tenant, run_id)
+    try:
+        after = int(last_event_id) if last_event_id else 0
+    except ValueError:
+        raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID") from None
+    return ServerSentEvent(_event_stream(services, identity.tenant, run_id, after))
+
+
+async def _event_stream(
+    services: Services, tenant: str, run_id: str, after: int
+) -> AsyncIterator[ServerSentEventMessage]:
+    # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
+    # one poll interval and never a gap.
+    sub = await services.nc.subscribe(subjects.events(tenant, run_id))
+    try:
+        while True:
+            for row in await runs.events_after(services.pool, tenant, run_id, after):
+                after = row.seq
+                yield ServerSentEventMessage(data=_encode(views.event(row)).decode(), event=row.type, id=row.seq)
+                if row.type in FINAL_EVENT_TYPES:
+                    return
+            try:
+                await sub.next_msg(timeout=SSE_POLL_SECONDS)
+            except (TimeoutError, asyncio.TimeoutError):
+                continue
+            except Exception:  # noqa: BLE001 - nats-py raises its own TimeoutError subclass
+                continue
+            while sub.pending_msgs:
+                await sub.next_msg(timeout=0)
+    finally:
+        await sub.unsubscribe()
+
+
+# --- fleet, health, metrics ------------------------------------------------------------------------
+
+
+@get("/v1/workers")
+async def list_workers(services: Services, identity: Identity) -> Response[bytes]:
+    """The live worker fleet: queues, load and last heartbeat (workers whose heartbeats stopped drop out)."""
+    beats = await services.fleet()
+    return _json({"items": [views.worker(b) for b in beats if b.tenant == identity.tenant]})
+
+
+@get("/healthz")
+async def healthz() -> Response[bytes]:
+    return _json({"status": "ok"})
+
+
+@get("/readyz")
+async def readyz(services: Services) -> Response[bytes]:
+    checks = await services.checks()
+    ready = all(value == "ok" for value in checks.values())
+    return _json({"status": "ready" if ready else "not-ready", "checks": checks}, 200 if ready else 503)
+
+
+@get("/metrics")
+async def prometheus() -> Response[bytes]:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return _json(request.app.openapi_schema.to_schema())
+
+
+def create_app(lifespan: Any) -> Litestar:
+    app = Litestar(
+        route_handlers=[
+            register_tool, list_tools, get_tool, apply_workflow, list_workflows, get_workflow,
+            start_run, start_runs, list_runs, get_run, cancel_run, run_events, list_workers,
+            healthz, readyz, prometheus, openapi,
+        ],
+        dependencies={"services": Provide(_services), "identity": Provide(_identity)},
+        exception_handlers={
+            Problem: _on_problem,
+            ValidationException: _on_validation,
+            HTTPException: _on_http,
+            Exception: _on_crash,
+        },
+        openapi_config=OpenAPIConfig(title="AgentFlow", version="1.0.0", path="/schema"),
+        lifespan=[lifespan],
+        logging_config=None,
+        debug=False,
+    )
+    return app

@@ -1,0 +1,239 @@
+"""Tools and workflows as the control plane uses them: validated at registration, resolved by
+``name[@version]``, and cached (a stored version never changes, so only ``latest`` can go stale)."""
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import msgspec
+
+from bus.messages import ToolLimits, ToolRuntime
+from control_plane.planning import DagWorkflow, WorkflowInvalid, parse_dag
+from control_plane.problems import Problem
+from control_plane.specs import ToolSpec, check_name_field, check_tool, check_version
+from registry import catalog as store
+from registry.db import Pool
+
+LATEST_TTL_SECONDS = 2.0
+BUILTIN_NOOP = "noop"
+BUILTIN_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool version ready to dispatch."""
+
+    name: str
+    version: str
+    queue: str
+    runtime: ToolRuntime
+    limits: ToolLimits
+    network: str
+    input_validator: jsonschema.protocols.Validator | None
+    output_validator: jsonschema.protocols.Validator | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    name: str
+    version: str
+    kind: str
+    plan: DagWorkflow
+    tools: dict[str, Tool]
+    """The pinned tool of each step, by step name."""
+    input_validator: jsonschema.protocols.Validator | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+NOOP = Tool(
+    name=BUILTIN_NOOP,
+    version=BUILTIN_VERSION,
+    queue="default",
+    runtime=ToolRuntime(builtin=BUILTIN_NOOP),
+    limits=ToolLimits(),
+    network="none",
+    input_validator=None,
+    output_validator=None,
+)
+
+
+def digest(document: Any) -> str:
+    return hashlib.sha256(msgspec.json.encode(document, order="sorted")).hexdigest()
+
+
+def _validator(schema: dict[str, Any] | None, field: str) -> jsonschema.protocols.Validator | None:
+    if schema is None:
+        return None
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        raise Problem(422, "validation-error", f"not a valid JSON Schema: {error.message}", field) from None
+    validator: jsonschema.protocols.Validator = cls(schema)
+    return validator
+
+
+def schema_problem(validator: jsonschema.protocols.Validator, document: Any, field: str) -> str | None:
+    """The first way ``document`` breaks the schema, as one sentence naming where, or None."""
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return f"{field}{where}: {error.message}"
+
+
+def _tool_from_spec(spec: ToolSpec) -> Tool:
+    return Tool(
+        name=spec.name,
+        version=spec.version,
+        queue=spec.queue,
+        runtime=ToolRuntime(
+            command=tuple(spec.runtime.command),
+            files=dict(spec.runtime.files),
+            rootfs=spec.runtime.rootfs,
+            image=spec.runtime.image,
+        ),
+        limits=msgspec.convert(msgspec.to_builtins(spec.limits), ToolLimits),
+        network=spec.network,
+        input_validator=_validator(spec.input_schema, "input_schema"),
+        output_validator=_validator(spec.output_schema, "output_schema"),
+    )
+
+
+class Catalog:
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._tools: dict[tuple[str, str, str], Tool] = {}
+        self._workflows: dict[tuple[str, str, str], Workflow] = {}
+        self._latest: dict[tuple[store.Kind, str, str], tuple[str, float]] = {}
+
+    # --- registration ------------------------------------------------------------------------------
+
+    async def register_tool(self, tenant: str, spec: ToolSpec) -> tuple[store.Entry, bool]:
+        check_tool(spec)
+        _tool_from_spec(spec)  # validates the schemas before anything is stored
+        document = msgspec.to_builtins(spec)
+        return await self._put(store.Kind.TOOL, tenant, spec.name, spec.version, document, digest(document), None)
+
+    async def register_workflow(self, tenant: str, document: dict[str, Any]) -> tuple[store.Entry, bool]:
+        name, version, kind = (document.get(key) for key in ("name", "version", "kind"))
+        if not isinstance(name, str):
+            raise Problem(422, "validation-error", "a workflow needs a name", "name")
+        check_name_field("workflow name", name, "name")
+        if not isinstance(version, str):
+            raise Problem(422, "bad-version", "a workflow needs a version string such as \"1.0.0\"", "version")
+        check_version(version)
+        if kind != "dag":
+            raise Problem(422, "validation-error", f"unsupported kind {kind!r}: this version plans 'dag'", "kind")
+        _validator(document.get("input_schema"), "input_schema")
+        submitted_digest = digest(document)
+        plan = self._parse(document)
+        pinned = dict(document)
+        pinned["steps"] = [dict(step) for step in document["steps"]]
+        steps = {step.name: step for step in plan.steps}
+        for index, raw in enumerate(pinned["steps"]):
+            step = steps[raw["name"]]
+            tool = await self.tool(tenant, step.tool, step.tool_version, field=f"steps[{index}].tool")
+            raw["tool"] = tool.ref
+        return await self._put(store.Kind.WORKFLOW, tenant, name, version, pinned, submitted_digest, kind)
+
+    async def _put(
+        self,
+        kind: store.Kind,
+        tenant: str,
+        name: str,
+        version: str,
+        document: dict[str, Any],
+        doc_digest: str,
+        wf_kind: str | None,
+    ) -> tuple[store.Entry, bool]:
+        entry, created = await store.put(
+            self._pool, kind, tenant, name, version, msgspec.json.encode(document).decode(), doc_digest, wf_kind
+        )
+        if not created and entry.digest != doc_digest:
+            raise Problem(
+                409,
+                "duplicate-version",
+                f"{name}@{version} already exists with other content; versions are immutable, use a new version",
+                "version",
+            )
+        self._latest.pop((kind, tenant, name), None)
+        return entry, created
+
+    @staticmethod
+    def _parse(document: dict[str, Any]) -> DagWorkflow:
+        try:
+            return parse_dag(document)
+        except WorkflowInvalid as invalid:
+            first = invalid.problems[0]
+            raise Problem(
+                422,
+                "invalid-workflow",
+                "; ".join(f"{p.field}: {p.detail}" for p in invalid.problems),
+                first.field,
+                [{"field": p.field, "detail": p.detail} for p in invalid.problems],
+            ) from None
+
+    # --- resolution --------------------------------------------------------------------------------
+
+    async def _entry(
+        self, kind: store.Kind, tenant: str, name: str, version: str | None
+    ) -> store.Entry | None:
+        if version is None:
+            cached = self._latest.get((kind, tenant, name))
+            if cached is not None and cached[1] > time.monotonic():
+                version = cached[0]
+        entry = await store.get(self._pool, kind, tenant, name, version)
+        if entry is not None and version is None:
+            self._latest[(kind, tenant, name)] = (entry.version, time.monotonic() + LATEST_TTL_SECONDS)
+        return entry
+
+    async def tool(self, tenant: str, name: str, version: str | None, *, field: str = "tool") -> Tool:
+        if name == BUILTIN_NOOP and version in (None, BUILTIN_VERSION):
+            return NOOP
+        if version is not None and (found := self._tools.get((tenant, name, version))) is not None:
+            return found
+        latest = self._latest.get((store.Kind.TOOL, tenant, name))
+        if version is None and latest is not None and latest[1] > time.monotonic():
+            if (found := self._tools.get((tenant, name, latest[0]))) is not None:
+                return found
+        entry = await self._entry(store.Kind.TOOL, tenant, name, version)
+        if entry is None:
+            wanted = f"{name}@{version}" if version else name
+            raise Problem(422, "unknown-tool", f"no tool {wanted} is registered", field)
+        tool = _tool_from_spec(msgspec.json.decode(entry.spec, type=ToolSpec))
+        self._tools[(tenant, entry.name, entry.version)] = tool
+        return tool
+
+    async def workflow(self, tenant: str, name: str, version: str | None, *, field: str = "workflow") -> Workflow:
+        if version is not None and (found := self._workflows.get((tenant, name, version))) is not None:
+            return found
+        entry = await self._entry(store.Kind.WORKFLOW, tenant, name, version)
+        if entry is None:
+            wanted = f"{name}@{version}" if version else name
+            raise Problem(422, "unknown-workflow", f"no workflow {wanted} is registered", field)
+        cached = self._workflows.get((tenant, entry.name, entry.version))
+        if cached is not None:
+            return cached
+        document = msgspec.json.decode(entry.spec)
+        plan = self._parse(document)
+        tools = {step.name: await self.tool(tenant, step.tool, step.tool_version) for step in plan.steps}
+        workflow = Workflow(
+            entry.name,
+            entry.version,
+            entry.kind or "dag",
+            plan,
+            tools,
+            _validator(document.get("input_schema"), "input_schema"),
+        )
+        self._workflows[(tenant, entry.name, entry.version)] = workflow
+        return workflow

@@ -1,0 +1,106 @@
+"""Dispatch: tasks recorded in PostgreSQL go onto the bus, and the outbox makes sure none is left behind.
+
+A task is first committed (``published = false``), then published with ``Nats-Msg-Id = <task>:<attempt>``,
+then marked published. If the control plane dies in between, the relay publishes it again; the stream's
+duplicate window drops the second copy if the first had arrived.
+"""
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from bus import subjects
+from bus.messages import Task, encode
+from bus.publish import Outgoing, notify, publish_all
+from control_plane.background import Background
+from control_plane.catalog import Catalog, Tool
+from registry import runs
+from registry.db import Pool
+
+log = logging.getLogger(__name__)
+
+RELAY_INTERVAL_SECONDS = 5.0
+RELAY_AGE_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A task to publish, with the tool that runs it."""
+
+    tenant: str
+    run_id: str
+    task_id: str
+    attempt: int
+    step: str
+    queue: str
+    tool: Tool
+    input: str
+
+    def outgoing(self) -> Outgoing:
+        task = Task(
+            tenant=self.tenant,
+            run_id=self.run_id,
+            task_id=self.task_id,
+            attempt=self.attempt,
+            step=self.step,
+            tool=self.tool.ref,
+            runtime=self.tool.runtime,
+            limits=self.tool.limits,
+            network="egress" if self.tool.network == "egress" else "none",
+            input=msgspec.Raw(self.input.encode()),
+        )
+        return Outgoing(subjects.tasks(self.tenant, self.queue), encode(task), f"{self.task_id}:{self.attempt}")
+
+
+class Dispatcher:
+    def __init__(self, pool: Pool, nc: NATS, js: JetStreamContext, catalog: Catalog) -> None:
+        self._pool = pool
+        self._nc = nc
+        self._js = js
+        self._catalog = catalog
+        self._background = Background("marking tasks published (the relay publishes them again)")
+
+    async def publish_tasks(self, dispatches: Sequence[Dispatch]) -> None:
+        """Publish and wait until the stream stored every task, then mark them published (in the background)."""
+        if not dispatches:
+            return
+        await publish_all(self._js, [d.outgoing() for d in dispatches])
+        self._background.spawn(runs.mark_published(self._pool, [d.task_id for d in dispatches]))
+
+    async def publish_events(self, messages: Iterable[Outgoing]) -> None:
+        """Events of committed state: published without waiting; watchers also read them from PostgreSQL."""
+        for message in messages:
+            await notify(self._nc, message)
+
+    async def relay(self, stop: asyncio.Event) -> None:
+        """The outbox relay: publish queued tasks that were committed but never marked published."""
+        while not stop.is_set():
+            try:
+                await self.relay_once()
+            except Exception as error:  # noqa: BLE001 - the relay must outlive a passing outage
+                log.warning("outbox relay pass failed: %s", error)
+            try:
+                await asyncio.wait_for(stop.wait(), RELAY_INTERVAL_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def relay_once(self, older_than: float = RELAY_AGE_SECONDS) -> int:
+        pending = await runs.unpublished_tasks(self._pool, older_than, 1000)
+        dispatches = []
+        for task in pending:
+            tool = await self._catalog.tool(task.tenant, task.tool_name, task.tool_version)
+            dispatches.append(
+                Dispatch(task.tenant, task.run_id, task.id, task.attempt, task.step, task.queue, tool, task.input)
+            )
+        if dispatches:
+            log.info("outbox relay: publishing %d task(s) left unpublished", len(dispatches))
+            await self.publish_tasks(dispatches)
+        return len(dispatches)
+
+    async def close(self) -> None:
+        await self._background.close()

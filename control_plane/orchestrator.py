@@ -1,0 +1,271 @@
+"""The durable orchestrator: folds task results into run state and plans what comes next.
+
+Results are pulled in batches. For each batch: load the runs involved with all their tasks, plan every
+run in memory, write all changes in one statement (guarded by each run's version), publish the new
+tasks and then the events, and only then acknowledge the results. A result whose attempt is not the
+task's current one, or whose task already finished, changes nothing: results apply once per
+(task_id, attempt) however often they are delivered.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from bus import subjects
+from bus.consume import bind_pull, pull
+from bus.messages import Result, decode
+from bus.publish import Outgoing
+from control_plane.catalog import Catalog, Tool, schema_problem
+from control_plane.dispatch import Dispatch, Dispatcher
+from control_plane.events import EventLog, outgoing
+from control_plane.ids import new_id
+from control_plane.planning import StepState, decide
+from control_plane.problems import Problem
+from registry import runs
+from registry.db import Pool
+
+log = logging.getLogger(__name__)
+
+BATCH = 512
+MAX_REPLANS = 8
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(slots=True)
+class Change:
+    """Everything one run's planning step writes and publishes."""
+
+    run: runs.RunUpdate
+    task_updates: list[runs.TaskUpdate] = field(default_factory=list)
+    new_tasks: list[runs.NewTask] = field(default_factory=list)
+    dispatches: list[Dispatch] = field(default_factory=list)
+    events: list[runs.NewEvent] = field(default_factory=list)
+    tenant: str = ""
+
+
+class Orchestrator:
+    def __init__(self, pool: Pool, js: JetStreamContext, catalog: Catalog, dispatcher: Dispatcher) -> None:
+        self._pool = pool
+        self._js = js
+        self._catalog = catalog
+        self._dispatcher = dispatcher
+        self.applied = 0
+        self.duplicates = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await bind_pull(self._js, subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+        while not stop.is_set():
+            msgs = await pull(sub, BATCH, 1.0)
+            if not msgs:
+                continue
+            try:
+                await self.handle(msgs)
+            except Exception:
+                # Unacknowledged results come back after the consumer's ack wait; nothing is lost.
+                log.exception("applying %d result(s) failed; they will be redelivered", len(msgs))
+                await asyncio.sleep(0.5)
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        results: list[Result] = []
+        decoded: list[Msg] = []
+        for msg in msgs:
+            try:
+                results.append(decode(msg.data, Result))
+                decoded.append(msg)
+            except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                log.warning("terminating a malformed result on %s: %s", msg.subject, error)
+                await msg.term()
+        if results:
+            await self.apply(results)
+        for msg in decoded:
+            await msg.ack()
+
+    async def apply(self, results: list[Result]) -> None:
+        """Apply a batch of results: once per (task, attempt), replanning runs changed meanwhile."""
+        by_run: dict[str, list[Result]] = {}
+        for result in results:
+            by_run.setdefault(result.run_id, []).append(result)
+        for _ in range(MAX_REPLANS):
+            states = await runs.load_runs(self._pool, list(by_run))
+            changes = []
+            for run_id, run_results in by_run.items():
+                state = states.get(run_id)
+                if state is None or state.tenant != run_results[0].tenant:
+                    log.warning("ignoring %d result(s) of unknown run %s", len(run_results), run_id)
+                    continue
+                change = await self._plan(state, run_results)
+                if change is not None:
+                    changes.append(change)
+            if not changes:
+                return
+            applied = await runs.apply_changes(
+                self._pool,
+                [c.run for c in changes],
+                [u for c in changes for u in c.task_updates],
+                [t for c in changes for t in c.new_tasks],
+                [e for c in changes for e in c.events],
+            )
+            done = [c for c in changes if c.run.id in applied]
+            self.applied += sum(len(by_run[c.run.id]) for c in done)
+            await self._dispatcher.publish_tasks([d for c in done for d in c.dispatches])
+            await self._dispatcher.publish_events(self._event_messages(done))
+            by_run = {c.run.id: by_run[c.run.id] for c in changes if c.run.id not in applied}
+            if not by_run:
+                return
+        raise RuntimeError(f"runs {sorted(by_run)} kept changing while results were applied")
+
+    async def cancel(self, tenant: str, run_id: str) -> None:
+        """Cancel a run that has not finished; raises Problem if it has."""
+        for _ in range(MAX_REPLANS):
+            run = (await runs.load_runs(self._pool, [run_id])).get(run_id)
+            if run is None or run.tenant != tenant:
+                raise Problem(404, "not-found", f"no run {run_id}", "id")
+            if run.state in runs.FINAL_RUN_STATES:
+                raise Problem(409, "run-finished", f"run {run_id} already {run.state}", "id")
+            events = EventLog(run.tenant, run.id, run.last_seq)
+            change = Change(runs.RunUpdate(run.id, run.last_seq, run.last_seq, run.state, None, None), tenant=tenant)
+            cancel_open_tasks(run, change, events)
+            events.add("run.cancelled", {})
+            change.run = runs.RunUpdate(run.id, run.last_seq, events.last_seq, "cancelled", None, None)
+            change.events = events.events
+            if run_id in await runs.apply_changes(self._pool, [change.run], change.task_updates, [], change.events):
+                await self._dispatcher.publish_events(self._event_messages([change]))
+                return
+        raise Problem(503, "unavailable", f"run {run_id} kept changing; retry the cancel")
+
+    @staticmethod
+    def _event_messages(changes: list[Change]) -> list[Outgoing]:
+        return [outgoing(c.tenant, c.run.id, c.events) for c in changes if c.events]
+
+    async def _plan(self, run: runs.RunState, results: list[Result]) -> Change | None:
+        tasks = {task.id: task for task in run.tasks}
+        events = EventLog(run.tenant, run.id, run.last_seq)
+        change = Change(runs.RunUpdate(run.id, run.last_seq, run.last_seq, run.state, None, None), tenant=run.tenant)
+        for result in results:
+            task = tasks.get(result.task_id)
+            if task is None or task.attempt != result.attempt or task.state in runs.FINAL_TASK_STATES:
+                self.duplicates += 1
+                continue
+            if run.state in runs.FINAL_RUN_STATES:
+                continue
+            tool = await self._catalog.tool(run.tenant, task.tool_name, task.tool_version)
+            state, output, error = _outcome(result, tool)
+            task.state, task.output, task.error = state, output, error
+            change.task_updates.append(
+                runs.TaskUpdate(
+                    task.id,
+                    run.id,
+                    task.attempt,
+                    state,
+                    output,
+                    error,
+                    _encode(_detail(result)).decode(),
+                    result.worker_id,
+                    result.started_at,
+                    result.finished_at,
+                )
+            )
+            data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
+            data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
+            if error is not None:
+                data["error"] = error
+            events.add(f"task.{state}", data)
+        if not change.task_updates:
+            return None
+        if run.target_kind == "tool":
+            only = run.tasks[0]
+            finished: tuple[str, str | None, str | None] | None = (only.state, only.output, only.error)
+        else:
+            finished = await self._plan_workflow(run, change, events)
+        if finished is not None:
+            self._finish(run, change, events, *finished)
+        change.events = events.events
+        change.run = runs.RunUpdate(
+            run.id, run.last_seq, events.last_seq, change.run.state, change.run.output, change.run.error
+        )
+        return change
+
+    async def _plan_workflow(
+        self, run: runs.RunState, change: Change, events: EventLog
+    ) -> tuple[str, str | None, str | None] | None:
+        workflow = await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
+        states = {
+            t.step: StepState(
+                t.state, msgspec.json.decode(t.output) if t.output is not None else None, t.error
+            )
+            for t in run.tasks
+        }
+        decision = decide(workflow.plan, msgspec.json.decode(run.input), states)
+        for start in decision.start:
+            tool = workflow.tools[start.step.name]
+            if tool.input_validator is not None and (
+                problem := schema_problem(tool.input_validator, start.input, f"steps.{start.step.name}.input")
+            ):
+                return "failed", None, f"step {start.step.name!r} cannot start: {problem}"
+            self._start(run, change, events, start.step.name, start.step.queue, tool, _encode(start.input).decode())
+        if decision.outcome is None:
+            return None
+        output = None if decision.outcome.output is None else _encode(decision.outcome.output).decode()
+        return decision.outcome.state, output, decision.outcome.error
+
+    @staticmethod
+    def _start(
+        run: runs.RunState, change: Change, events: EventLog, step: str, queue: str, tool: Tool, input_json: str
+    ) -> None:
+        task_id = new_id()
+        change.new_tasks.append(
+            runs.NewTask(task_id, run.tenant, run.id, step, tool.name, tool.version, queue, input_json)
+        )
+        change.dispatches.append(Dispatch(run.tenant, run.id, task_id, 1, step, queue, tool, input_json))
+        events.add("task.queued", {"task_id": task_id, "step": step, "tool": tool.ref, "attempt": 1})
+
+    @staticmethod
+    def _finish(
+        run: runs.RunState, change: Change, events: EventLog, state: str, output: str | None, error: str | None
+    ) -> None:
+        if state == "failed":
+            cancel_open_tasks(run, change, events)
+            # Tasks planned in this same step never reach the bus.
+            change.new_tasks.clear()
+            change.dispatches.clear()
+        change.run = runs.RunUpdate(run.id, run.last_seq, run.last_seq, state, output, error)
+        events.add(f"run.{state}", {"output": msgspec.Raw(output.encode())} if output else {"error": error})
+
+
+def cancel_open_tasks(run: runs.RunState, change: Change, events: EventLog) -> None:
+    """Mark every task of the run that has not finished as cancelled."""
+    now = time.time()
+    for task in run.tasks:
+        if task.state not in runs.FINAL_TASK_STATES:
+            task.state = "cancelled"
+            change.task_updates.append(
+                runs.TaskUpdate(task.id, run.id, task.attempt, "cancelled", None, None, None, None, None, now)
+            )
+            events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
+
+
+def _outcome(result: Result, tool: Tool) -> tuple[str, str | None, str | None]:
+    """(state, output JSON, error) of a task from its result, checking the output against the tool's schema."""
+    if not result.ok:
+        return "failed", None, result.error or "the tool failed without a reason"
+    output_json = bytes(result.output).decode()
+    if tool.output_validator is not None:
+        problem = schema_problem(tool.output_validator, msgspec.json.decode(output_json), "output")
+        if problem:
+            return "failed", None, f"the tool's output does not match its output_schema: {problem}"
+    return "succeeded", output_json, None
+
+
+def _detail(result: Result) -> dict[str, Any]:
+    detail: dict[str, Any] = {"sandbox": result.sandbox}
+    for name in ("error_kind", "exit_code", "stderr_tail", "cpu_seconds", "max_rss_kb"):
+        value = getattr(result, name)
+        if value is not None:
+            detail[name] = value
+    return detail

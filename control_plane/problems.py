@@ -1,0 +1,79 @@
+"""Problems: the errors the API answers, as ``application/problem+json`` with a stable ``type``."""
+
+from typing import Any
+
+import msgspec
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_TYPE_PREFIX = "urn:agentflow:problem:"
+
+_TITLES = {
+    "invalid-name": "Invalid name",
+    "bad-version": "Invalid version",
+    "malformed-json": "Malformed JSON",
+    "validation-error": "Invalid request",
+    "input-schema-mismatch": "Input does not match the schema",
+    "unknown-tool": "Unknown tool",
+    "unknown-workflow": "Unknown workflow",
+    "invalid-workflow": "Invalid workflow",
+    "duplicate-version": "Version already exists with other content",
+    "not-found": "Not found",
+    "unauthorized": "Unauthorized",
+    "idempotency-conflict": "Idempotency key reused with another request",
+    "run-finished": "Run already finished",
+    "not-allowed": "Method not allowed",
+    "unavailable": "Service unavailable",
+    "internal": "Internal error",
+}
+
+
+class ProblemBody(msgspec.Struct, frozen=True, omit_defaults=False):
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+    problems: list[dict[str, str]] | None = None
+
+
+class Problem(Exception):
+    """Raise from a handler to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str,
+        field: str | None = None,
+        problems: list[dict[str, str]] | None = None,
+    ) -> None:
+        assert slug in _TITLES, slug
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.field = field
+        self.problems = problems
+
+    def body(self) -> ProblemBody:
+        return ProblemBody(
+            type=_TYPE_PREFIX + self.slug,
+            title=_TITLES[self.slug],
+            status=self.status,
+            detail=self.detail,
+            field=self.field,
+            problems=self.problems,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self.body())  # type: ignore[no-any-return]
+
+
+def field_from_msgspec(message: str) -> tuple[str, str | None]:
+    """Split msgspec's ``"Expected `int`, got `str` - at `$.limits.cpu_seconds`"`` into detail and field."""
+    detail, sep, where = message.rpartition(" - at `")
+    if not sep:
+        return message, None
+    path = where.rstrip("`")
+    field = path[2:] if path.startswith("$.") else path.lstrip("$")
+    return detail, field or None

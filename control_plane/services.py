@@ -1,0 +1,105 @@
+"""The control plane's long-lived parts, wired together: connections, caches and background loops."""
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
+
+from bus.consume import connect
+from bus.messages import Heartbeat, decode
+from bus.streams import ensure_results_consumer, ensure_streams, workers_bucket
+from control_plane.auth import Authenticator
+from control_plane.catalog import Catalog
+from control_plane.dispatch import Dispatcher
+from control_plane.orchestrator import Orchestrator
+from control_plane.settings import Settings
+from control_plane.submit import Submitter
+from registry import connect as connect_db
+from registry import migrate
+from registry.db import Pool
+from registry.runs import ping
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    pool: Pool
+    nc: NATS
+    js: JetStreamContext
+    workers: KeyValue
+    auth: Authenticator
+    catalog: Catalog
+    dispatcher: Dispatcher
+    submitter: Submitter
+    orchestrator: Orchestrator
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "Services":
+        pool = await connect_db(settings.database_url, min_size=4, max_size=16)
+        applied = await migrate(pool)
+        if applied:
+            log.info("database schema: applied %s", ", ".join(applied))
+        nc = await connect(settings.nats_url, "agentflow-control-plane")
+        js = nc.jetstream()
+        await ensure_streams(js)
+        await ensure_results_consumer(js)
+        auth = Authenticator(pool)
+        if settings.bootstrap_key_file:
+            await auth.install_key(Path(settings.bootstrap_key_file).read_text().strip())
+        catalog = Catalog(pool)
+        dispatcher = Dispatcher(pool, nc, js, catalog)
+        submitter = Submitter(pool, catalog, dispatcher)
+        orchestrator = Orchestrator(pool, js, catalog, dispatcher)
+        services = cls(
+            settings, pool, nc, js, await workers_bucket(js), auth, catalog, dispatcher, submitter, orchestrator
+        )
+        services.loops = [
+            asyncio.create_task(submitter.run(services.stop), name="submitter"),
+            asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
+            asyncio.create_task(dispatcher.relay(services.stop), name="outbox-relay"),
+        ]
+        return services
+
+    async def close(self) -> None:
+        self.stop.set()
+        self.submitter.wake()
+        await asyncio.gather(*self.loops, return_exceptions=True)
+        await self.submitter.close()
+        await self.dispatcher.close()
+        await self.nc.flush()
+        await self.nc.close()
+        await self.pool.close()
+
+    async def fleet(self) -> list[Heartbeat]:
+        try:
+            keys = await self.workers.keys()
+        except NoKeysError:
+            return []
+        beats = []
+        for key in keys:
+            entry = await self.workers.get(key)
+            if entry.value:
+                try:
+                    beats.append(decode(entry.value, Heartbeat))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    log.warning("ignoring a malformed heartbeat under %s", key)
+        return sorted(beats, key=lambda b: b.worker_id)
+
+    async def checks(self) -> dict[str, str]:
+        checks = {"nats": "ok" if self.nc.is_connected else "disconnected"}
+        try:
+            await asyncio.wait_for(ping(self.pool), 2.0)
+            checks["postgres"] = "ok"
+        except Exception as error:  # noqa: BLE001 - any failure means not ready
+            checks["postgres"] = f"unreachable: {type(error).__name__}"
+        return checks

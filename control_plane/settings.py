@@ -1,0 +1,34 @@
+"""Control plane settings: one frozen object, loaded once and passed down."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bus.config import SettingsError, load as load_layers
+
+__all__ = ["Settings", "SettingsError", "load"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the control plane process reads from its surroundings."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """``AF_NATS_URL``: the NATS server with JetStream."""
+    database_url: str = ""
+    """``AF_DATABASE_URL``: PostgreSQL, e.g. ``postgresql://user@127.0.0.1:5432/agentflow``. Required."""
+    host: str = "127.0.0.1"
+    """``AF_HOST``: the address the HTTP API listens on."""
+    port: int = 8080
+    """``AF_PORT``: the HTTP API's port."""
+    bootstrap_key_file: str = ""
+    """``AF_BOOTSTRAP_KEY_FILE``: a file holding the local admin key of tenant ``default`` (written by ``af up``)."""
+    log_level: str = "info"
+    """``AF_LOG_LEVEL``: debug, info, warning or error."""
+
+
+def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    settings = load_layers(Settings, "control_plane", flags, env)
+    if not settings.database_url:
+        raise SettingsError("AF_DATABASE_URL is not set: the control plane needs PostgreSQL")
+    return settings

@@ -1,0 +1,110 @@
+"""The documents users send: tool specs, workflow documents and run requests, decoded once at the edge."""
+
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+from bus.subjects import InvalidName, check_name
+from control_plane.problems import Problem, field_from_msgspec
+
+VERSION_RE = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9}){0,2}$")
+MAX_FILES_BYTES = 256 * 1024
+
+Positive = Annotated[float, msgspec.Meta(gt=0, le=24 * 3600)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+
+
+class RuntimeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    command: Annotated[list[str], msgspec.Meta(min_length=1)]
+    files: dict[str, str] = {}
+    rootfs: str | None = None
+    image: str | None = None
+
+
+class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    wall_seconds: Positive = 30.0
+    cpu_seconds: PositiveInt = 30
+    memory_mb: Annotated[int, msgspec.Meta(ge=16, le=65536)] = 512
+    processes: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    output_bytes: Annotated[int, msgspec.Meta(ge=1, le=8 * 1024 * 1024)] = 1_048_576
+
+
+class ToolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A versioned tool: a program reading one JSON document on stdin and writing one on stdout."""
+
+    name: str
+    version: str
+    runtime: RuntimeSpec
+    description: str = ""
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    limits: LimitsSpec = LimitsSpec()
+    network: Literal["none", "egress"] = "none"
+    queue: str = "default"
+
+
+class RunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Start one run: of a workflow (``name[@version]``) or of a single tool."""
+
+    workflow: str | None = None
+    tool: str | None = None
+    input: Any = None
+    queue: str | None = None
+    idempotency_key: str | None = None
+
+
+class BatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Start up to 1,000 runs; each item is a RunRequest, answered on its own."""
+
+    runs: Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+T = TypeVar("T")
+
+
+def convert(document: Any, kind: type[T], field_prefix: str = "") -> T:
+    """Convert decoded JSON into ``kind`` or raise a validation problem naming the field."""
+    try:
+        return msgspec.convert(document, type=kind)
+    except msgspec.ValidationError as error:
+        detail, field = field_from_msgspec(str(error))
+        where = ".".join(part for part in (field_prefix, field or "") if part) or None
+        raise Problem(422, "validation-error", detail, where) from None
+
+
+def check_version(version: str, field: str = "version") -> str:
+    if not VERSION_RE.fullmatch(version):
+        raise Problem(422, "bad-version", f"invalid version {version!r}: use 1 to 3 numbers such as 1.0.2", field)
+    return version
+
+
+def check_name_field(kind: str, value: str, field: str) -> str:
+    try:
+        return check_name(kind, value)
+    except InvalidName as error:
+        raise Problem(422, "invalid-name", str(error), field) from None
+
+
+def split_ref(ref: str, field: str) -> tuple[str, str | None]:
+    """``name[@version]`` → (name, version or None for the latest)."""
+    name, _, version = ref.partition("@")
+    check_name_field("name", name, field)
+    if not version or version == "latest":
+        return name, None
+    return name, check_version(version, field)
+
+
+def check_tool(spec: ToolSpec) -> None:
+    check_name_field("tool name", spec.name, "name")
+    check_version(spec.version)
+    check_name_field("queue", spec.queue, "queue")
+    total = 0
+    for path, content in spec.runtime.files.items():
+        if path.startswith("/") or ".." in path.split("/") or not path:
+            raise Problem(422, "validation-error", f"file name {path!r} must be relative", "runtime.files")
+        total += len(content.encode())
+    if total > MAX_FILES_BYTES:
+        raise Problem(
+            422, "validation-error", f"runtime.files hold {total} bytes, more than {MAX_FILES_BYTES}", "runtime.files"
+        )

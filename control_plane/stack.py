@@ -1,0 +1,291 @@
+"""``af up`` / ``af down`` / ``af status``: the whole stack on one machine, each part a real process.
+
+nats-server (JetStream), PostgreSQL (``AF_DATABASE_URL`` or a cluster under ``AF_HOME``), the control
+plane and N workers. ``$AF_HOME/stack.json`` records what runs, so ``af down`` and ``af status`` work
+from any shell, and clients find the API and the local admin key there.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from control_plane.auth import new_key
+from control_plane.embedded import nats, postgres
+from control_plane.embedded.processes import StackError, alive, free_port, spawn, stop, tcp_open, wait_until
+from registry.db import ensure_database
+
+STATE_FILE = "stack.json"
+KEY_FILE = "admin.key"
+DEFAULT_PORT = 8080
+
+
+def default_home() -> Path:
+    """Where the embedded stack keeps its state: a system directory for root, the user's state dir otherwise."""
+    if os.environ.get("AF_HOME"):
+        return Path(os.environ["AF_HOME"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/agentflow")
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "agentflow"
+
+
+@dataclass
+class Part:
+    name: str
+    pid: int
+    log: str
+    stop_signal: int = signal.SIGTERM
+
+
+@dataclass
+class StackState:
+    home: str
+    api_url: str
+    nats_url: str
+    database_url: str
+    parts: list[Part] = field(default_factory=list)
+
+    def save(self) -> None:
+        path = Path(self.home) / STATE_FILE
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @staticmethod
+    def read(home: Path) -> "StackState | None":
+        try:
+            raw = json.loads((home / STATE_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        raw["parts"] = [Part(**p) for p in raw["parts"]]
+        return StackState(**raw)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _step(label: str) -> float:
+    print(f"  {label:<28}", end="", file=sys.stderr, flush=True)
+    return time.monotonic()
+
+
+def _done(started: float, detail: str) -> None:
+    print(f"ok  {detail} ({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
+
+
+def _api_port() -> int:
+    if os.environ.get("AF_PORT"):
+        return int(os.environ["AF_PORT"])
+    return free_port() if tcp_open(DEFAULT_PORT) else DEFAULT_PORT
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def up(home: Path, workers: int, concurrency: int) -> StackState:
+    """Start every part, recording each in stack.json as soon as it runs (so a failure can be undone)."""
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o755)
+    existing = StackState.read(home)
+    if existing and any(alive(p.pid) for p in existing.parts):
+        raise StackError(f"a stack is already running from {home} (af status shows it; af down stops it)")
+    logs = home / "logs"
+    state = StackState(str(home), "", "", "")
+    say(f"Starting AgentFlow from {home}")
+    try:
+        started = _step("nats-server (JetStream)")
+        server = nats.start(home / "nats", logs / "nats.log")
+        state.nats_url = server.url
+        state.parts.append(Part("nats-server", server.process.pid, str(server.log)))
+        state.save()
+        _done(started, f"{server.url}, pid {server.process.pid}")
+
+        started = _step("PostgreSQL")
+        if os.environ.get("AF_DATABASE_URL"):
+            state.database_url = os.environ["AF_DATABASE_URL"]
+            _done(started, "AF_DATABASE_URL")
+        else:
+            pg = postgres.start(home / "postgres", logs / "postgres.log")
+            state.database_url = pg.dsn
+            state.parts.append(Part("postgres", pg.process.pid, str(pg.log), signal.SIGINT))
+            state.save()
+            asyncio.run(ensure_database(pg.dsn, postgres.DATABASE))
+            _done(started, f"127.0.0.1:{pg.port}, pid {pg.process.pid}")
+
+        key_file = home / KEY_FILE
+        if not key_file.exists():
+            key_file.touch(mode=0o600)
+            key_file.write_text(new_key() + "\n")
+
+        started = _step("control plane")
+        port = _api_port()
+        env = {
+            **os.environ,
+            "AF_NATS_URL": state.nats_url,
+            "AF_DATABASE_URL": state.database_url,
+            "AF_BOOTSTRAP_KEY_FILE": str(key_file),
+            "AF_PORT": str(port),
+            "AF_HOST": "127.0.0.1",
+        }
+        log = logs / "control-plane.log"
+        process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
+        state.parts.append(Part("control-plane", process.pid, str(log)))
+        state.api_url = f"http://127.0.0.1:{port}"
+        state.save()
+        wait_until("control plane", lambda: _http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
+        _done(started, f"{state.api_url}, pid {process.pid}")
+
+        for index in range(1, workers + 1):
+            started = _step(f"worker {index}")
+            process = _start_worker(home, state, index, concurrency)
+            _done(started, f"queue default, pid {process.pid}")
+    except BaseException:
+        say("\nstart failed; stopping what was started")
+        down(home, quiet=True)
+        raise
+    return state
+
+
+def _start_worker(home: Path, state: StackState, index: int, concurrency: int) -> "subprocess.Popen[bytes]":
+    log = home / "logs" / f"worker-{index}.log"
+    env = {**os.environ, "AF_NATS_URL": state.nats_url, "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}"}
+    argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(concurrency)]
+    process = spawn(f"worker {index}", argv, log, env=env)
+    state.parts.append(Part(f"worker-{index}", process.pid, str(log)))
+    state.save()
+    time.sleep(0.2)
+    if process.poll() is not None:
+        raise StackError(f"worker {index} exited at start; see {log}")
+    return process
+
+
+_STOP_ORDER = ("worker", "control-plane", "postgres", "nats-server")
+
+
+def down(home: Path, *, quiet: bool = False) -> int:
+    """Stop every recorded part by PID, workers first (they drain); returns how many were running."""
+    state = StackState.read(home)
+    if state is None:
+        if not quiet:
+            say(f"no stack is recorded in {home}")
+        return 0
+    stopped = 0
+    ordered = sorted(state.parts, key=lambda p: next(i for i, n in enumerate(_STOP_ORDER) if p.name.startswith(n)))
+    for part in ordered:
+        if not alive(part.pid):
+            continue
+        started = time.monotonic()
+        killed = stop(part.pid, sig=part.stop_signal, timeout=40.0)
+        stopped += 1
+        if not quiet:
+            how = "killed after the grace period" if killed else "stopped"
+            say(f"  {part.name:<16} pid {part.pid:<8} {how} ({time.monotonic() - started:.1f} s)")
+    (home / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def status(home: Path) -> dict[str, Any]:
+    state = StackState.read(home)
+    if state is None:
+        return {"home": str(home), "running": False, "parts": []}
+    ready = _http_ok(f"{state.api_url}/readyz") if state.api_url else False
+    parts = [
+        {"name": p.name, "pid": p.pid, "alive": alive(p.pid), "log": p.log}
+        for p in state.parts
+    ]
+    return {
+        "home": str(home),
+        "running": any(p["alive"] for p in parts),
+        "api_url": state.api_url,
+        "api_ready": ready,
+        "nats_url": state.nats_url,
+        "database_url": state.database_url,
+        "parts": parts,
+    }
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    if not report["parts"]:
+        print(f"no stack is running from {report['home']}")
+        return
+    print(f"AgentFlow stack in {report['home']}: API {report['api_url']} "
+          f"{'ready' if report['api_ready'] else 'NOT ready'}")
+    print(f"  {'PROCESS':<16} {'PID':<8} STATE")
+    for part in report["parts"]:
+        print(f"  {part['name']:<16} {part['pid']:<8} {'running' if part['alive'] else 'exited'}")
+
+
+def _wait_for_signal(home: Path, state: StackState) -> None:
+    stop_now = False
+
+    def on_signal(signum: int, _: object) -> None:
+        nonlocal stop_now
+        stop_now = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    say("AgentFlow is up. Press Ctrl-C to stop.")
+    while not stop_now:
+        dead = [p.name for p in state.parts if not alive(p.pid)]
+        if dead:
+            say(f"{', '.join(dead)} exited; stopping the stack (see {home / 'logs'})")
+            break
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="af", description="The AgentFlow embedded stack.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start NATS, PostgreSQL, the control plane and workers")
+    start.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    start.add_argument("--concurrency", type=int, default=8, help="tasks each worker runs at once (default 8)")
+    start.add_argument("--detach", action="store_true", help="leave the stack running and return")
+    commands.add_parser("down", help="stop the stack (workers drain first)")
+    show = commands.add_parser("status", help="each process of the stack and its health")
+    show.add_argument("--output", choices=["table", "json"], default="table")
+    args = parser.parse_args(argv)
+    home = default_home()
+    try:
+        if args.command == "up":
+            if args.workers < 0:
+                parser.error("--workers must be 0 or more")
+            state = up(home, args.workers, args.concurrency)
+            if args.detach:
+                say(f"AgentFlow is up: API {state.api_url}; stop it with `af down`")
+                return
+            _wait_for_signal(home, state)
+            say("Stopping AgentFlow")
+            down(home)
+        elif args.command == "down":
+            if down(home) == 0:
+                say("nothing was running")
+        else:
+            report = status(home)
+            if args.output == "json":
+                print(json.dumps(report, indent=2))
+            else:
+                _print_status(report)
+            if report["parts"] and not report["running"]:
+                raise SystemExit(1)
+    except StackError as error:
+        print(f"af: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""Submissions: run requests are validated, planned, then written in batches (group commit).
+
+Concurrent requests queue up while the previous batch is being written, so under load one statement
+and one commit carry hundreds of runs, and the first tasks of all of them are published pipelined.
+"""
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from control_plane.background import Background
+from control_plane.catalog import Catalog, Tool, schema_problem
+from control_plane.dispatch import Dispatch, Dispatcher
+from control_plane.events import EventLog, outgoing
+from control_plane.ids import new_id
+from control_plane.planning import decide
+from control_plane.problems import Problem
+from control_plane.specs import RunRequest, check_name_field, split_ref
+from registry import runs
+from registry.db import Pool
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class FirstTask:
+    step: str
+    queue: str
+    tool: Tool
+    input: str
+
+
+@dataclass(slots=True)
+class Submission:
+    """A validated request with its first tasks planned, waiting for its batch to be written."""
+
+    tenant: str
+    target_kind: str
+    target_name: str
+    target_version: str
+    input: str
+    idempotency_key: str | None
+    request_digest: str
+    tasks: list[FirstTask]
+    future: "asyncio.Future[Accepted]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    run_id: str
+    created: bool
+
+
+class Submitter:
+    def __init__(self, pool: Pool, catalog: Catalog, dispatcher: Dispatcher) -> None:
+        self._pool = pool
+        self._catalog = catalog
+        self._dispatcher = dispatcher
+        self._pending: list[Submission] = []
+        self._wake = asyncio.Event()
+        self._publishing = asyncio.Semaphore(4)
+        self._background = Background("publishing new runs")
+
+    async def prepare(self, tenant: str, request: RunRequest, idempotency_key: str | None) -> Submission:
+        """Validate a request against the catalog and plan its first tasks; raises Problem."""
+        if (request.workflow is None) == (request.tool is None):
+            raise Problem(422, "validation-error", "give exactly one of 'workflow' or 'tool'", "workflow")
+        if request.queue is not None:
+            check_name_field("queue", request.queue, "queue")
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+            raise Problem(422, "validation-error", "an idempotency key has 1 to 200 characters", "Idempotency-Key")
+        input_json = _encode(request.input).decode()
+        digest = hashlib.sha256(
+            _encode([request.workflow, request.tool, request.queue, request.input])
+        ).hexdigest()
+        if request.tool is not None:
+            name, version = split_ref(request.tool, "tool")
+            tool = await self._catalog.tool(tenant, name, version)
+            _check_input(tool, request.input, "input")
+            first = [FirstTask(tool.name, request.queue or tool.queue, tool, input_json)]
+            kind, target_name, target_version = "tool", tool.name, tool.version
+        else:
+            assert request.workflow is not None
+            name, version = split_ref(request.workflow, "workflow")
+            workflow = await self._catalog.workflow(tenant, name, version)
+            if workflow.input_validator is not None and (
+                problem := schema_problem(workflow.input_validator, request.input, "input")
+            ):
+                raise Problem(422, "input-schema-mismatch", problem, "input")
+            decision = decide(workflow.plan, request.input, {})
+            if decision.outcome is not None and decision.outcome.state == "failed":
+                raise Problem(422, "validation-error", decision.outcome.error or "input is unusable", "input")
+            first = []
+            for start in decision.start:
+                tool = workflow.tools[start.step.name]
+                _check_input(tool, start.input, f"steps.{start.step.name}.input")
+                queue = request.queue or start.step.queue
+                first.append(FirstTask(start.step.name, queue, tool, _encode(start.input).decode()))
+            kind, target_name, target_version = "workflow", workflow.name, workflow.version
+        return Submission(tenant, kind, target_name, target_version, input_json, idempotency_key, digest, first)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def submit(self, submissions: list[Submission]) -> list[Accepted]:
+        """Queue submissions for the next batch and wait until they are committed."""
+        self._pending.extend(submissions)
+        self._wake.set()
+        return list(await asyncio.gather(*(s.future for s in submissions)))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    await self._flush(batch)
+                except Exception as error:
+                    log.warning("writing a batch of %d run(s) failed: %s", len(batch), error)
+                    for submission in batch:
+                        if not submission.future.done():
+                            submission.future.set_exception(
+                                Problem(503, "unavailable", f"the run store is unavailable: {error}")
+                            )
+
+    async def _flush(self, batch: list[Submission]) -> None:
+        first_by_key: dict[tuple[str, str], Submission] = {}
+        writes: list[Submission] = []
+        repeats: list[Submission] = []
+        for submission in batch:
+            key = submission.idempotency_key
+            if key is not None and (submission.tenant, key) in first_by_key:
+                repeats.append(submission)
+            else:
+                if key is not None:
+                    first_by_key[(submission.tenant, key)] = submission
+                writes.append(submission)
+
+        new_runs, new_tasks, new_events, dispatches = [], [], [], []
+        run_ids: dict[int, str] = {}
+        for submission in writes:
+            run_id = run_ids[id(submission)] = new_id()
+            log_ = EventLog(submission.tenant, run_id, 0)
+            target = f"{submission.target_name}@{submission.target_version}"
+            log_.add("run.created", {submission.target_kind: target})
+            for first in submission.tasks:
+                task_id = new_id()
+                new_tasks.append(
+                    runs.NewTask(
+                        task_id,
+                        submission.tenant,
+                        run_id,
+                        first.step,
+                        first.tool.name,
+                        first.tool.version,
+                        first.queue,
+                        first.input,
+                    )
+                )
+                log_.add("task.queued", {"task_id": task_id, "step": first.step, "tool": first.tool.ref, "attempt": 1})
+                dispatches.append(
+                    Dispatch(submission.tenant, run_id, task_id, 1, first.step, first.queue, first.tool, first.input)
+                )
+            new_events.extend(log_.events)
+            new_runs.append(
+                runs.NewRun(
+                    run_id,
+                    submission.tenant,
+                    submission.target_kind,
+                    submission.target_name,
+                    submission.target_version,
+                    "running",
+                    submission.input,
+                    submission.idempotency_key,
+                    submission.request_digest,
+                    log_.last_seq,
+                )
+            )
+        inserted = await runs.create_runs(self._pool, new_runs, new_tasks, new_events)
+
+        lost = [s for s in writes if run_ids[id(s)] not in inserted] + repeats
+        existing = await self._existing(lost)
+        for submission in writes:
+            run_id = run_ids[id(submission)]
+            if run_id in inserted:
+                submission.future.set_result(Accepted(run_id, True))
+        for submission in lost:
+            answer = existing[id(submission)]
+            if isinstance(answer, Accepted):
+                submission.future.set_result(answer)
+            else:
+                submission.future.set_exception(answer)
+
+        fresh = [d for d in dispatches if d.run_id in inserted]
+        events_by_run: dict[str, list[runs.NewEvent]] = {}
+        for event in new_events:
+            if event.run_id in inserted:
+                events_by_run.setdefault(event.run_id, []).append(event)
+        tenants = {run.id: run.tenant for run in new_runs}
+        self._background.spawn(self._publish(fresh, [outgoing(tenants[r], r, ev) for r, ev in events_by_run.items()]))
+
+    async def _existing(self, submissions: list[Submission]) -> dict[int, "Accepted | Problem"]:
+        """Answer for submissions whose idempotency key was already used: the same run, or a conflict."""
+        answers: dict[int, Accepted | Problem] = {}
+        by_tenant: dict[str, list[Submission]] = {}
+        for submission in submissions:
+            by_tenant.setdefault(submission.tenant, []).append(submission)
+        for tenant, group in by_tenant.items():
+            found = await runs.find_by_idempotency_keys(
+                self._pool, tenant, [s.idempotency_key for s in group if s.idempotency_key]
+            )
+            for submission in group:
+                run = found.get(submission.idempotency_key or "")
+                if run is None:
+                    answers[id(submission)] = Problem(503, "unavailable", "the run could not be recorded; retry")
+                elif run.request_digest != submission.request_digest:
+                    answers[id(submission)] = Problem(
+                        409,
+                        "idempotency-conflict",
+                        f"idempotency key {submission.idempotency_key!r} was used for another request (run {run.id})",
+                        "Idempotency-Key",
+                    )
+                else:
+                    answers[id(submission)] = Accepted(run.id, False)
+        return answers
+
+    async def _publish(self, dispatches: list[Dispatch], events: list[Any]) -> None:
+        async with self._publishing:
+            try:
+                await self._dispatcher.publish_tasks(dispatches)
+                await self._dispatcher.publish_events(events)
+            except Exception as error:  # noqa: BLE001 - the outbox relay publishes what this missed
+                log.warning("publishing %d task(s) failed; the outbox relay will retry: %s", len(dispatches), error)
+
+    async def close(self) -> None:
+        await self._background.close()
+
+
+def _check_input(tool: Tool, document: Any, field: str) -> None:
+    if tool.input_validator is not None and (problem := schema_problem(tool.input_validator, document, field)):
+        raise Problem(422, "input-schema-mismatch", problem, field)

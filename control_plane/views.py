@@ -1,0 +1,84 @@
+"""How stored rows look in the API: JSON documents, with stored JSON passed through undecoded."""
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from bus.messages import Heartbeat
+from registry.catalog import Entry
+from registry.runs import EventRow, RunRow, TaskRow
+
+
+def _raw(text: str | None) -> msgspec.Raw | None:
+    return None if text is None else msgspec.Raw(text.encode())
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def catalog_entry(entry: Entry) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "tenant": entry.tenant,
+        "name": entry.name,
+        "version": entry.version,
+        "spec": _raw(entry.spec),
+        "digest": entry.digest,
+        "created_at": _time(entry.created_at),
+    }
+    if entry.kind is not None:
+        view["kind"] = entry.kind
+    return view
+
+
+def run(row: RunRow, tasks: list[TaskRow] | None = None) -> dict[str, Any]:
+    target = f"{row.target_name}@{row.target_version}"
+    view: dict[str, Any] = {
+        "id": row.id,
+        "tenant": row.tenant,
+        "workflow": target if row.target_kind == "workflow" else None,
+        "tool": target if row.target_kind == "tool" else None,
+        "state": row.state,
+        "input": _raw(row.input),
+        "output": _raw(row.output),
+        "error": row.error,
+        "created_at": _time(row.created_at),
+        "updated_at": _time(row.updated_at),
+        "finished_at": _time(row.finished_at),
+    }
+    if tasks is not None:
+        view["tasks"] = [task(t) for t in tasks]
+    return view
+
+
+def task(row: TaskRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "step": row.step,
+        "tool": f"{row.tool_name}@{row.tool_version}",
+        "queue": row.queue,
+        "attempt": row.attempt,
+        "state": row.state,
+        "input": _raw(row.input),
+        "output": _raw(row.output),
+        "error": row.error,
+        "detail": _raw(row.detail),
+        "worker_id": row.worker_id,
+        "created_at": _time(row.created_at),
+        "started_at": _time(row.started_at),
+        "finished_at": _time(row.finished_at),
+    }
+
+
+def event(row: EventRow) -> dict[str, Any]:
+    return {"seq": row.seq, "type": row.type, "at": _time(row.at), "data": _raw(row.data)}
+
+
+def worker(beat: Heartbeat) -> dict[str, Any]:
+    view: dict[str, Any] = msgspec.to_builtins(beat)
+    view["id"] = view.pop("worker_id")
+    view["last_heartbeat"] = datetime.fromtimestamp(beat.at).astimezone().isoformat()
+    view["started_at"] = datetime.fromtimestamp(beat.started_at).astimezone().isoformat()
+    del view["at"], view["v"]
+    return view

@@ -1,0 +1,7 @@
+"""Runs one tool call in isolation, under limits, through a backend chosen by name (AF_SANDBOX)."""
+
+from .backend import Backend, open_backend
+from .process import ProcessBackend
+from .types import Limits, Outcome, SandboxCall, SandboxError
+
+__all__ = ["Backend", "Limits", "Outcome", "ProcessBackend", "SandboxCall", "SandboxError", "open_backend"]

@@ -1,0 +1,95 @@
+"""The values a sandbox call takes and gives back, shared by every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits of one tool call."""
+
+    wall_seconds: float = 30.0
+    """Wall-clock limit of the whole call; past it the tool and everything it started are killed."""
+
+    cpu_seconds: int = 30
+    """CPU time of the tool's process (RLIMIT_CPU); each process it starts gets the same allowance."""
+
+    memory_mb: int = 512
+    """Address space of the tool's process in MiB (RLIMIT_AS): virtual memory, not resident memory."""
+
+    processes: int = 64
+    """Processes and threads of the user the tool runs as (RLIMIT_NPROC). The kernel counts every process
+    of that user, not only the tool's, and does not enforce the limit at all for root."""
+
+    output_bytes: int = 1_048_576
+    """Cap on stdout; a tool that writes more is killed and its outcome marked output_truncated."""
+
+    file_bytes: int = 64 * 1_048_576
+    """Largest file the tool may write (RLIMIT_FSIZE)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxCall:
+    """One run of one tool: what to execute, with which input, under which limits."""
+
+    call_id: str
+    """Unique id of the call (the task id and attempt), used in names and logs."""
+
+    command: tuple[str, ...]
+    """The argv to run, with the call's fresh working directory as the current directory."""
+
+    stdin: bytes
+    """The tool's input JSON document, written to its stdin."""
+
+    files: Mapping[str, str] = field(default_factory=dict)
+    """Relative path -> text content, written into the working directory before the run. Absolute paths
+    and paths with a '..' component are refused with SandboxError."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment variables, on top of the backend's scrubbed base environment."""
+
+    limits: Limits = Limits()
+    """Resource limits of the call."""
+
+    network: Literal["none", "egress"] = "none"
+    """'none': no network at all; 'egress': outbound connections allowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What came of one call that could be started."""
+
+    kind: str
+    """The kind of backend that ran the call ("process", later "runsc", "docker")."""
+
+    exit_code: int | None
+    """The tool's exit status; minus the signal number if a signal it did not get from us ended it; None
+    when we killed it (wall limit or output cap)."""
+
+    stdout: bytes
+    """What the tool wrote to stdout, at most limits.output_bytes."""
+
+    stderr_tail: str
+    """The last 4 KiB of the tool's stderr, decoded as UTF-8 with errors replaced."""
+
+    timed_out: bool
+    """The call ran past limits.wall_seconds and was killed."""
+
+    output_truncated: bool
+    """The tool wrote more than limits.output_bytes to stdout and was killed."""
+
+    duration_seconds: float
+    """Wall time of the call, from the start of the tool's process to its exit."""
+
+    cpu_seconds: float | None
+    """User plus system CPU time of the tool's process; None where the backend cannot measure it right."""
+
+    max_rss_kb: int | None
+    """Peak resident memory of the tool's process in KiB; None where the backend cannot measure it right."""
+
+
+class SandboxError(Exception):
+    """The call could not be started at all (bad files, command not found, ...); the message says why."""

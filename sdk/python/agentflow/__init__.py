@@ -1,0 +1,45 @@
+"""The AgentFlow client: talk to the AgentFlow HTTP API from Python, synchronously (`Client`) or with
+asyncio (`AsyncClient`), load tool and workflow files, and build workflows in code (`Workflow`).
+
+>>> from agentflow import Client
+>>> with Client() as af:  # doctest: +SKIP
+...     run = af.start_run(workflow="triage@1.0.0", input={"url": "https://example.org"})
+...     print(af.wait_run(run["id"])["output"])
+"""
+
+from ._api import Registered
+from ._client import AsyncClient, Client
+from ._config import Settings, default_home
+from ._errors import (
+    AgentFlowError,
+    APIError,
+    Conflict,
+    FileError,
+    NotFound,
+    TransportError,
+    Unauthorized,
+    ValidationFailed,
+    WaitTimeout,
+)
+from ._files import load_tool_file, load_workflow_file
+from .builder import Workflow
+
+__all__ = [
+    "APIError",
+    "AgentFlowError",
+    "AsyncClient",
+    "Client",
+    "Conflict",
+    "FileError",
+    "NotFound",
+    "Registered",
+    "Settings",
+    "TransportError",
+    "Unauthorized",
+    "ValidationFailed",
+    "WaitTimeout",
+    "Workflow",
+    "default_home",
+    "load_tool_file",
+    "load_workflow_file",
+]

@@ -1,0 +1,256 @@
+"""The one request layer under both clients: each API operation as a `Call` (what to send, how to decode
+the answer), and the reading of a run's event stream. Nothing here sends anything."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+from httpx_sse import ServerSentEvent
+
+from ._config import Settings
+from ._errors import AgentFlowError, TransportError, WaitTimeout, raise_for_problem
+
+T = TypeVar("T")
+JSON = dict[str, Any]
+
+FINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_EVENT_TYPES = frozenset(f"run.{state}" for state in FINAL_RUN_STATES)
+
+
+class Registered(dict[str, Any]):
+    """A resource as the API returned it, plus whether this request created it (HTTP 201) or found it
+    already there (HTTP 200: an identical version, or a run with the same idempotency key)."""
+
+    def __init__(self, body: JSON, *, created: bool) -> None:
+        super().__init__(body)
+        self.created = created
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One request and the decoding of its answer."""
+
+    method: str
+    path: str
+    decode: Callable[[httpx.Response], T]
+    params: dict[str, Any] | None = None
+    body: Any = None
+    headers: dict[str, str] | None = None
+
+    def request_args(self) -> dict[str, Any]:
+        """Keyword arguments for `httpx.Client.request` and `httpx.AsyncClient.request` alike."""
+        return {
+            "method": self.method,
+            "url": self.path,
+            "params": self.params,
+            "json": self.body,
+            "headers": self.headers,
+        }
+
+
+def http_options(settings: Settings, timeout: float) -> dict[str, Any]:
+    """Keyword arguments for `httpx.Client` and `httpx.AsyncClient` alike."""
+    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+    return {"base_url": settings.api_url, "headers": headers, "timeout": timeout}
+
+
+@contextmanager
+def reaching(api_url: str) -> Iterator[None]:
+    """Turn httpx's connection failures into our `TransportError`, which names the API's URL."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise TransportError(api_url, exc) from exc
+
+
+def _json(response: httpx.Response) -> Any:
+    raise_for_problem(response)
+    try:
+        return response.json()
+    except ValueError as exc:
+        status = response.status_code
+        raise AgentFlowError(f"the API answered HTTP {status} with a body that is not JSON") from exc
+
+
+def _items(response: httpx.Response) -> list[JSON]:
+    items: list[JSON] = _json(response)["items"]
+    return items
+
+
+def _registered(response: httpx.Response) -> Registered:
+    return Registered(_json(response), created=response.status_code == httpx.codes.CREATED)
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def register_tool(spec: JSON) -> Call[Registered]:
+    """Register a tool version (`runtime.files` holding contents); `.created` is False when the same
+    version with the same content already existed."""
+    return Call("POST", "/v1/tools", _registered, body=spec)
+
+
+def get_tool(name: str, version: str = "latest") -> Call[JSON]:
+    """One version of a tool."""
+    return Call("GET", f"/v1/tools/{_segment(name)}/versions/{_segment(version)}", _json)
+
+
+def list_tools() -> Call[list[JSON]]:
+    """Every tool version of the tenant."""
+    return Call("GET", "/v1/tools", _items)
+
+
+def apply_workflow(spec: JSON) -> Call[Registered]:
+    """Store a workflow version; `.created` is False when the same version with the same content already
+    existed."""
+    return Call("POST", "/v1/workflows", _registered, body=spec)
+
+
+def get_workflow(name: str, version: str = "latest") -> Call[JSON]:
+    """One version of a workflow."""
+    return Call("GET", f"/v1/workflows/{_segment(name)}/versions/{_segment(version)}", _json)
+
+
+def list_workflows() -> Call[list[JSON]]:
+    """Every workflow version of the tenant."""
+    return Call("GET", "/v1/workflows", _items)
+
+
+def start_run(
+    *,
+    workflow: str | None = None,
+    tool: str | None = None,
+    input: Any = None,
+    idempotency_key: str | None = None,
+    queue: str | None = None,
+) -> Call[Registered]:
+    """Start a run of a workflow or of a single tool, each named `name[@version]`; `.created` is False
+    when `idempotency_key` matched an existing run, which is returned instead."""
+    if (workflow is None) == (tool is None):
+        raise ValueError("start_run takes exactly one of workflow= and tool=")
+    body: JSON = {"workflow": workflow} if workflow is not None else {"tool": tool}
+    if input is not None:
+        body["input"] = input
+    if queue is not None:
+        body["queue"] = queue
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+    return Call("POST", "/v1/runs", _registered, body=body, headers=headers)
+
+
+def start_runs(items: list[JSON]) -> Call[list[JSON]]:
+    """Start up to 1,000 runs in one request; each item is `{"workflow" or "tool", "input",
+    "idempotency_key"?}`. Answers, in the same order, `{"id": ...}` or `{"problem": {...}}` per item."""
+    return Call("POST", "/v1/runs:batch", _items, body={"runs": items})
+
+
+def get_run(run_id: str) -> Call[JSON]:
+    """A run with its tasks."""
+    return Call("GET", f"/v1/runs/{_segment(run_id)}", _json)
+
+
+def list_runs(state: str | None = None, limit: int = 50, cursor: str | None = None) -> Call[JSON]:
+    """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`."""
+    params = {"state": state, "limit": limit, "cursor": cursor}
+    return Call("GET", "/v1/runs", _json, params={k: v for k, v in params.items() if v is not None})
+
+
+def cancel_run(run_id: str) -> Call[JSON]:
+    """Cancel a run; raises `Conflict` when it has already finished."""
+    return Call("POST", f"/v1/runs/{_segment(run_id)}/cancel", _json)
+
+
+def list_workers() -> Call[list[JSON]]:
+    """The live workers of the tenant."""
+    return Call("GET", "/v1/workers", _items)
+
+
+def health() -> Call[JSON]:
+    """Liveness of the API: `{"status": "ok"}`."""
+    return Call("GET", "/healthz", _json)
+
+
+class EventFeed:
+    """Where a client is in a run's event stream, across reconnections.
+
+    The server closes the stream after the run's final event; a stream that ends earlier (a restart, a
+    proxy) is resumed from the last event seen, as SSE intends, as long as each connection moves that
+    event on: a server that ends streams without news must not make us loop.
+    """
+
+    def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None) -> None:
+        self.run_id = run_id
+        self.last_event_id = last_event_id
+        self.idle_timeout = idle_timeout
+        self.open = True
+
+    def stream_args(self, timeout: httpx.Timeout) -> dict[str, Any]:
+        """Keyword arguments for `stream()` of either httpx client, whose `timeout` it adapts: a live
+        stream may stay quiet for as long as a step runs, so reads wait for `idle_timeout` only."""
+        headers = {"Accept": "text/event-stream"}
+        if self.last_event_id is not None:
+            headers["Last-Event-ID"] = self.last_event_id
+        return {
+            "method": "GET",
+            "url": f"/v1/runs/{_segment(self.run_id)}/events",
+            "headers": headers,
+            "timeout": httpx.Timeout(
+                connect=timeout.connect, read=self.idle_timeout, write=timeout.write, pool=timeout.pool
+            ),
+        }
+
+    def accept(self, sse: ServerSentEvent) -> JSON:
+        """Decode one event and close the feed when it is the run's final one."""
+        try:
+            event = json.loads(sse.data)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            raise AgentFlowError(f"the event stream of run {self.run_id} sent an event that is not an object")
+        self.last_event_id = sse.id or self.last_event_id
+        if event.get("type") in FINAL_EVENT_TYPES:
+            self.open = False
+        return event
+
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        """Wrap one connection: decide from how it ended whether the feed goes on."""
+        resumed_from = self.last_event_id
+        try:
+            yield
+        except httpx.ReadTimeout:
+            if self.idle_timeout is None:
+                raise
+            self.open = False
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            if self.last_event_id == resumed_from:
+                raise
+        else:
+            if self.last_event_id == resumed_from:
+                self.open = False
+
+
+class RunWait:
+    """The deadline of a wait for a run, and its verdict on the run read at the end."""
+
+    def __init__(self, run_id: str, timeout: float | None) -> None:
+        self.run_id = run_id
+        self.timeout = timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def expired(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def result(self, run: JSON) -> JSON:
+        """The run when it has finished; `WaitTimeout` otherwise."""
+        if run.get("state") in FINAL_RUN_STATES:
+            return run
+        waited = f" after {self.timeout:g} s" if self.timeout is not None else ""
+        raise WaitTimeout(f"run {self.run_id} is still {run.get('state')}{waited}")

@@ -1,0 +1,211 @@
+"""`Client` and `AsyncClient`: the operations are built once in `_api` and bound to both clients here,
+which differ only in how they send a request and read a stream."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
+from contextlib import aclosing
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+import httpx
+from httpx_sse import EventSource
+
+from . import _api
+from ._api import JSON, Call, EventFeed, RunWait
+from ._config import Settings
+from ._errors import raise_for_problem
+
+P = ParamSpec("P")
+T = TypeVar("T")
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def _sync(build: Callable[P, Call[T]]) -> Callable[Concatenate[Client, P], T]:
+    def method(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._send(build(*args, **kwargs))
+
+    return _described(method, build)
+
+
+def _async(build: Callable[P, Call[T]]) -> Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, T]]:
+    async def method(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._send(build(*args, **kwargs))
+
+    return _described(method, build)
+
+
+def _described(method: M, build: Callable[..., Any]) -> M:
+    """Give a bound operation the name, doc and parameters of its `_api` builder (for help() and IDEs),
+    but not the builder's return type: the method returns what the `Call` decodes."""
+    functools.update_wrapper(method, build)
+    signature = inspect.signature(build)
+    self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[self_, *signature.parameters.values()], return_annotation=inspect.Signature.empty
+    )
+    return method
+
+
+class Client:
+    """A blocking client of the AgentFlow HTTP API.
+
+    `api_url` and `token` override `AF_API_URL` / `AF_TOKEN` and the embedded stack's files (see
+    `Settings.load`). `transport` replaces the network, e.g. with `httpx.MockTransport` in tests.
+    Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = Settings.load(api_url, token)
+        self._http = httpx.Client(transport=transport, **_api.http_options(self.settings, timeout))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: Call[T]) -> T:
+        with _api.reaching(self.settings.api_url):
+            response = self._http.request(**call.request_args())
+        return call.decode(response)
+
+    register_tool = _sync(_api.register_tool)
+    get_tool = _sync(_api.get_tool)
+    list_tools = _sync(_api.list_tools)
+    apply_workflow = _sync(_api.apply_workflow)
+    get_workflow = _sync(_api.get_workflow)
+    list_workflows = _sync(_api.list_workflows)
+    start_run = _sync(_api.start_run)
+    start_runs = _sync(_api.start_runs)
+    get_run = _sync(_api.get_run)
+    list_runs = _sync(_api.list_runs)
+    cancel_run = _sync(_api.cancel_run)
+    list_workers = _sync(_api.list_workers)
+    health = _sync(_api.health)
+
+    def iter_runs(self, state: str | None = None, limit: int = 50) -> Iterator[JSON]:
+        """Every run, newest first, `limit` per request, following the cursors."""
+        page = self.list_runs(state, limit)
+        yield from page["items"]
+        while page.get("next_cursor"):
+            page = self.list_runs(state, limit, page["next_cursor"])
+            yield from page["items"]
+
+    def events(
+        self, run_id: str, last_event_id: str | None = None, *, idle_timeout: float | None = None
+    ) -> Iterator[JSON]:
+        """The run's events (`{"seq", "type", "at", "data"}`) from after `last_event_id` (default: the
+        first), live, until the run's final event, or until none came for `idle_timeout` seconds."""
+        feed = EventFeed(run_id, last_event_id, idle_timeout)
+        while feed.open:
+            with (
+                _api.reaching(self.settings.api_url),
+                feed.connection(),
+                self._http.stream(**feed.stream_args(self._http.timeout)) as response,
+            ):
+                if not response.is_success:
+                    response.read()
+                    raise_for_problem(response)
+                for sse in EventSource(response).iter_sse():
+                    yield feed.accept(sse)
+                    if not feed.open:
+                        return
+
+    def wait_run(self, run_id: str, timeout: float | None = None) -> JSON:
+        """The run once it has finished (with its tasks); `WaitTimeout` after `timeout` seconds."""
+        wait = RunWait(run_id, timeout)
+        for _ in self.events(run_id, idle_timeout=timeout):
+            if wait.expired():
+                break
+        return wait.result(self.get_run(run_id))
+
+
+class AsyncClient:
+    """The asyncio twin of `Client`: the same operations, awaited; `events` is an async iterator.
+
+    Use it as an async context manager, or call `aclose()`.
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = Settings.load(api_url, token)
+        self._http = httpx.AsyncClient(transport=transport, **_api.http_options(self.settings, timeout))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: Call[T]) -> T:
+        with _api.reaching(self.settings.api_url):
+            response = await self._http.request(**call.request_args())
+        return call.decode(response)
+
+    register_tool = _async(_api.register_tool)
+    get_tool = _async(_api.get_tool)
+    list_tools = _async(_api.list_tools)
+    apply_workflow = _async(_api.apply_workflow)
+    get_workflow = _async(_api.get_workflow)
+    list_workflows = _async(_api.list_workflows)
+    start_run = _async(_api.start_run)
+    start_runs = _async(_api.start_runs)
+    get_run = _async(_api.get_run)
+    list_runs = _async(_api.list_runs)
+    cancel_run = _async(_api.cancel_run)
+    list_workers = _async(_api.list_workers)
+    health = _async(_api.health)
+
+    async def iter_runs(self, state: str | None = None, limit: int = 50) -> AsyncGenerator[JSON]:
+        page = await self.list_runs(state, limit)
+        for run in page["items"]:
+            yield run
+        while page.get("next_cursor"):
+            page = await self.list_runs(state, limit, page["next_cursor"])
+            for run in page["items"]:
+                yield run
+
+    async def events(
+        self, run_id: str, last_event_id: str | None = None, *, idle_timeout: float | None = None
+    ) -> AsyncGenerator[JSON]:
+        feed = EventFeed(run_id, last_event_id, idle_timeout)
+        while feed.open:
+            with _api.reaching(self.settings.api_url), feed.connection():
+                async with self._http.stream(**feed.stream_args(self._http.timeout)) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise_for_problem(response)
+                    async for sse in EventSource(response).aiter_sse():
+                        yield feed.accept(sse)
+                        if not feed.open:
+                            return
+
+    # The same signature as Client.wait_run, whose timeout also bounds how long the stream may stay quiet.
+    async def wait_run(self, run_id: str, timeout: float | None = None) -> JSON:  # noqa: ASYNC109
+        wait = RunWait(run_id, timeout)
+        async with aclosing(self.events(run_id, idle_timeout=timeout)) as events:
+            async for _ in events:
+                if wait.expired():
+                    break
+        return wait.result(await self.get_run(run_id))

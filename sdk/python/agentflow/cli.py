@@ -1,0 +1,569 @@
+"""The `af` command line: the SDK's operations for people and scripts, and the server commands, which it
+hands over to the server package's own entry points without importing them."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib.util import find_spec
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import httpx
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from ._api import JSON, Registered
+from ._client import Client
+from ._errors import AgentFlowError, FileError, TransportError
+from ._files import load_tool_file, load_workflow_file, parse_json, read_text
+
+ClientFactory = Callable[[str | None, str | None], Client]
+"""Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
+
+RUN_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
+IDLE_LOG_SECONDS = 0.5
+"""`af logs` without `--follow` stops once the stream has been quiet this long: it has sent the past."""
+
+
+class _Failure(click.ClickException):
+    """A failure already phrased for the user: one line `af: ...` on stderr; exit code 1."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"af: {self.message}", err=True)
+
+
+class _UsageFailure(_Failure):
+    exit_code = click.UsageError.exit_code
+
+
+class _Unreachable(_Failure):
+    exit_code = 3
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        raise _UsageFailure(exc.format_message() + hint) from exc
+    except TransportError as exc:
+        raise _Unreachable(str(exc)) from exc
+    except AgentFlowError as exc:
+        raise _Failure(str(exc)) from exc
+    except (KeyError, TypeError, ValueError, httpx.HTTPError) as exc:
+        # An answer of an unexpected shape, or a URL httpx refuses: still one line, never a traceback.
+        raise _Failure(f"unexpected {type(exc).__name__}: {exc}") from exc
+
+
+class _Root(click.Group):
+    """The `af` group: every failure below it, in parsing or in a command, ends as one line on stderr."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _one_line_errors():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+class _Session:
+    """What the commands of one invocation share: the client, made on first use and closed at exit."""
+
+    def __init__(self, ctx: click.Context, factory: ClientFactory, api_url: str | None, token: str | None):
+        self._ctx = ctx
+        self._factory = factory
+        self._api_url = api_url
+        self._token = token
+
+    @functools.cached_property
+    def client(self) -> Client:
+        client = self._factory(self._api_url, self._token)
+        self._ctx.call_on_close(client.close)
+        return client
+
+
+_pass_session = click.make_pass_decorator(_Session)
+
+_output_option = click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="json: exactly the API's JSON on stdout, nothing else.",
+)
+
+
+@click.group(cls=_Root, name="af")
+@click.option("--api-url", metavar="URL", help="The API (default: $AF_API_URL, else the local stack's).")
+@click.option(
+    "--token", metavar="TOKEN", help="Bearer token (default: $AF_TOKEN, else the local stack's key)."
+)
+@click.pass_context
+def cli(ctx: click.Context, api_url: str | None, token: str | None) -> None:
+    """Run multi-agent workflows with AgentFlow."""
+    ctx.obj = _Session(ctx, ctx.obj or Client, api_url, token)
+
+
+def main() -> None:
+    """The `af` entry point."""
+    cli()
+
+
+# ---- output ---------------------------------------------------------------------------------------
+
+
+def _console(stderr: bool = False) -> Console:
+    # Names, specs and errors may hold "[...]", which rich would read as markup.
+    return Console(stderr=stderr, markup=False, highlight=False)
+
+
+def _print_json(data: Any, *, one_line: bool = False) -> None:
+    """`one_line` keeps a stream of documents (events, then the final run) valid JSON Lines."""
+    if one_line:
+        click.echo(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    else:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    table = Table(*headers, box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
+
+
+def _print_fields(fields: Iterable[tuple[str, str]]) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    for name, value in fields:
+        if value:
+            table.add_row(name, value)
+    _console().print(table)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _when(value: Any) -> str:
+    moment = _parse_time(value)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else str(value or "")
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _duration(start: Any, end: Any) -> str:
+    begun, ended = _parse_time(start), _parse_time(end)
+    return _seconds((ended - begun).total_seconds()) if begun and ended else ""
+
+
+def _age(value: Any) -> str:
+    moment = _parse_time(value)
+    return f"{_seconds((datetime.now(UTC) - moment).total_seconds())} ago" if moment else ""
+
+
+def _short(value: Any, width: int = 60) -> str:
+    """A one-line glimpse of an output or an error, which may be any JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        value = value["message"]
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_event(event: JSON, output: str) -> None:
+    if output == "json":
+        _print_json(event, one_line=True)
+        return
+    data = event.get("data") or {}
+    moment = _parse_time(event.get("at"))
+    clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
+    detail = _short(data.get("error") or data.get("output"))
+    click.echo(f"{clock}  {event.get('type', ''):<15} {data.get('step') or '-':<16} {detail}".rstrip())
+
+
+def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
+    if output == "json":
+        _print_json(run, one_line=one_line)
+        return
+    target = f"workflow {run['workflow']}" if run.get("workflow") else f"tool {run.get('tool')}"
+    _print_fields(
+        [
+            ("run", run["id"]),
+            ("target", target),
+            ("state", run.get("state", "")),
+            ("created", _when(run.get("created_at"))),
+            ("finished", _when(run.get("finished_at"))),
+            ("duration", _duration(run.get("created_at"), run.get("finished_at"))),
+            ("output", _short(run.get("output"), width=2000)),
+            ("error", _short(run.get("error"), width=2000)),
+        ]
+    )
+    if run.get("tasks"):
+        click.echo()
+        _print_table(
+            ["STEP", "TOOL", "STATE", "ATTEMPT", "WORKER", "DURATION", "ERROR"],
+            (
+                [
+                    task.get("step", ""),
+                    task.get("tool", ""),
+                    task.get("state", ""),
+                    str(task.get("attempt", "")),
+                    task.get("worker_id") or "",
+                    _duration(task.get("started_at"), task.get("finished_at")),
+                    _short(task.get("error")),
+                ]
+                for task in run["tasks"]
+            ),
+        )
+
+
+@contextmanager
+def _progress(message: str, output: str) -> Iterator[None]:
+    """A spinner on stderr for a wait; none with `--output json`, and rich shows none off a terminal."""
+    if output == "json":
+        yield
+        return
+    with _console(stderr=True).status(message):
+        yield
+
+
+# ---- tools and workflows --------------------------------------------------------------------------
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    name, _, version = ref.partition("@")
+    return name, version or "latest"
+
+
+def _definitions(
+    kind: str,
+    summary: str,
+    verb: str,
+    load: Callable[[Path], JSON],
+    store: Callable[[Client, JSON], Registered],
+    fetch: Callable[[Client, str, str], JSON],
+    listing: Callable[[Client], list[JSON]],
+    details: dict[str, Callable[[JSON], str]],
+) -> click.Group:
+    """The `af tool` and `af workflow` groups, which differ only in what they load, call and list
+    (`details`: the columns of `ls` particular to the kind)."""
+    group = click.Group(kind, help=summary)
+    columns: dict[str, Callable[[JSON], str]] = {
+        "NAME": lambda item: item["name"],
+        "VERSION": lambda item: item["version"],
+        **details,
+        "DIGEST": lambda item: str(item.get("digest", ""))[:19],
+        "CREATED": lambda item: _when(item.get("created_at")),
+    }
+
+    @group.command(verb, help=f"{verb.capitalize()} a {kind} from a YAML or JSON FILE.")
+    @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+    @_output_option
+    @_pass_session
+    def store_command(session: _Session, file: Path, output: str) -> None:
+        stored = store(session.client, load(file))
+        if output == "json":
+            _print_json(stored)
+        else:
+            outcome = "created" if stored.created else "unchanged (this version already exists)"
+            click.echo(f"{kind} {stored['name']}@{stored['version']} {outcome}")
+
+    @group.command("ls", help=f"List every {kind} version.")
+    @_output_option
+    @_pass_session
+    def ls_command(session: _Session, output: str) -> None:
+        items = listing(session.client)
+        if output == "json":
+            _print_json({"items": items})
+        else:
+            _print_table(list(columns), ([cell(item) for cell in columns.values()] for item in items))
+
+    @group.command("get", help=f"Show one {kind} version (default: the latest).")
+    @click.argument("ref", metavar="NAME[@VERSION]")
+    @_output_option
+    @_pass_session
+    def get_command(session: _Session, ref: str, output: str) -> None:
+        item = fetch(session.client, *_split_ref(ref))
+        if output == "json":
+            _print_json(item)
+            return
+        _print_fields(
+            [
+                (kind, f"{item['name']}@{item['version']}"),
+                ("digest", item.get("digest", "")),
+                ("created", _when(item.get("created_at"))),
+            ]
+        )
+        click.echo()
+        click.echo(yaml.safe_dump(item.get("spec"), sort_keys=False, allow_unicode=True).rstrip())
+
+    return group
+
+
+def _spec(item: JSON) -> JSON:
+    spec = item.get("spec")
+    return spec if isinstance(spec, dict) else {}
+
+
+cli.add_command(
+    _definitions(
+        "tool",
+        "Versioned tools: programs that read JSON on stdin and write JSON on stdout.",
+        "register",
+        load_tool_file,
+        Client.register_tool,
+        Client.get_tool,
+        Client.list_tools,
+        {"DESCRIPTION": lambda tool: _short(_spec(tool).get("description"), width=40)},
+    )
+)
+cli.add_command(
+    _definitions(
+        "workflow",
+        "Versioned workflows: steps that run tools.",
+        "apply",
+        load_workflow_file,
+        Client.apply_workflow,
+        Client.get_workflow,
+        Client.list_workflows,
+        {
+            "KIND": lambda workflow: str(workflow.get("kind", "")),
+            "STEPS": lambda workflow: str(len(_spec(workflow).get("steps") or [])),
+        },
+    )
+)
+
+
+# ---- runs -----------------------------------------------------------------------------------------
+
+
+def _parse_input(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        if value.startswith("@"):
+            return parse_json(read_text(Path(value[1:])), value[1:])
+        return parse_json(value)
+    except FileError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
+def _follow(client: Client, run_id: str, output: str) -> JSON:
+    for event in client.events(run_id):
+        _print_event(event, output)
+    return client.get_run(run_id)
+
+
+@cli.command("run")
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
+@click.option("--input", "input_", metavar="JSON|@FILE", callback=_parse_input, help="The run's input.")
+@click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
+@click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
+@click.option(
+    "--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded."
+)
+@click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
+@_output_option
+@_pass_session
+def run_command(
+    session: _Session,
+    ref: str,
+    of_tool: bool,
+    input_: Any,
+    idempotency_key: str | None,
+    queue: str | None,
+    wait: bool,
+    follow: bool,
+    output: str,
+) -> None:
+    """Start a run of a workflow (or, with --tool, of one tool); print its id."""
+    if wait and follow:
+        raise click.UsageError("--wait and --follow exclude each other")
+    client = session.client
+    run: JSON = client.start_run(
+        workflow=None if of_tool else ref,
+        tool=ref if of_tool else None,
+        input=input_,
+        idempotency_key=idempotency_key,
+        queue=queue,
+    )
+    if follow:
+        run = _follow(client, run["id"], output)
+    elif wait:
+        with _progress(f"waiting for run {run['id']}", output):
+            run = client.wait_run(run["id"])
+    elif output == "table":
+        click.echo(run["id"])
+        return
+    _print_run(run, output, one_line=follow)
+    if (wait or follow) and run.get("state") != "succeeded":
+        raise click.exceptions.Exit(1)
+
+
+@cli.group("runs")
+def runs_group() -> None:
+    """Runs: started workflows and tools."""
+
+
+@runs_group.command("ls")
+@click.option("--state", type=click.Choice(RUN_STATES), help="Only runs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N runs.")
+@_output_option
+@_pass_session
+def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> None:
+    """List the newest runs."""
+    page = session.client.list_runs(state=state, limit=limit)
+    if output == "json":
+        _print_json(page)
+        return
+    _print_table(
+        ["ID", "TARGET", "STATE", "CREATED", "DURATION"],
+        (
+            [
+                run["id"],
+                run.get("workflow") or run.get("tool") or "",
+                run.get("state", ""),
+                _when(run.get("created_at")),
+                _duration(run.get("created_at"), run.get("finished_at")),
+            ]
+            for run in page["items"]
+        ),
+    )
+
+
+@runs_group.command("get")
+@click.argument("run_id", metavar="ID")
+@_output_option
+@_pass_session
+def runs_get(session: _Session, run_id: str, output: str) -> None:
+    """Show a run with its tasks."""
+    _print_run(session.client.get_run(run_id), output)
+
+
+@cli.command("logs")
+@click.argument("run_id", metavar="ID")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing events until the run finishes.")
+@_output_option
+@_pass_session
+def logs_command(session: _Session, run_id: str, follow: bool, output: str) -> None:
+    """Print a run's events."""
+    for event in session.client.events(run_id, idle_timeout=None if follow else IDLE_LOG_SECONDS):
+        _print_event(event, output)
+
+
+@cli.command("cancel")
+@click.argument("run_id", metavar="ID")
+@_output_option
+@_pass_session
+def cancel_command(session: _Session, run_id: str, output: str) -> None:
+    """Cancel a run."""
+    run = session.client.cancel_run(run_id)
+    if output == "json":
+        _print_json(run)
+    else:
+        click.echo(f"run {run['id']}: {run.get('state')}")
+
+
+@cli.group("workers")
+def workers_group() -> None:
+    """The live worker fleet."""
+
+
+@workers_group.command("ls")
+@_output_option
+@_pass_session
+def workers_ls(session: _Session, output: str) -> None:
+    """List the live workers."""
+    workers = session.client.list_workers()
+    if output == "json":
+        _print_json({"items": workers})
+        return
+    _print_table(
+        ["ID", "QUEUES", "CONCURRENCY", "IN-FLIGHT", "SANDBOX", "HEARTBEAT"],
+        (
+            [
+                worker["id"],
+                ",".join(worker.get("queues") or []),
+                str(worker.get("concurrency", "")),
+                str(worker.get("in_flight", "")),
+                str(worker.get("sandbox", "")),
+                _age(worker.get("last_heartbeat")),
+            ]
+            for worker in workers
+        ),
+    )
+
+
+# ---- server commands ------------------------------------------------------------------------------
+
+
+def _exec_server(command: str, module: str, args: Sequence[str]) -> None:
+    # Only the top-level package is looked up: finding a submodule would import its parent, and this
+    # process must never import the server.
+    if find_spec(module.partition(".")[0]) is None:
+        raise AgentFlowError(f"{command} needs the AgentFlow server package (pip install agentflow-server)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])
+
+
+def _server_command(name: str, module: str, *lead: str, summary: str, command: str = "") -> click.Command:
+    """A command that hands all its arguments, `--help` included, to `python -m module *lead`."""
+
+    @click.command(
+        name,
+        help=summary,
+        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+        add_help_option=False,
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def server_command(args: tuple[str, ...]) -> None:
+        _exec_server(command or name, module, [*lead, *args])
+
+    return server_command
+
+
+for _name, _summary in [
+    ("up", "Start the embedded stack on this machine."),
+    ("down", "Stop the embedded stack."),
+    ("status", "Show the embedded stack's processes."),
+]:
+    cli.add_command(_server_command(_name, "control_plane.stack", _name, summary=_summary))
+
+_worker_group = click.Group("worker", help="The data-plane process.")
+_worker_group.add_command(
+    _server_command("start", "worker", summary="Start a worker process.", command="worker start")
+)
+cli.add_command(_worker_group)
+
+_control_plane_group = click.Group("control-plane", help="The control plane process.")
+_control_plane_group.add_command(
+    _server_command("start", "control_plane", summary="Start a control plane.", command="control-plane start")
+)
+cli.add_command(_control_plane_group)
+
+cli.add_command(_server_command("bench", "bench", summary="Run the benchmarks."))

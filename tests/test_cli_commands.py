@@ -1,0 +1,374 @@
+"""The `af` commands against a MockTransport-backed client: what they send, what they print, one-line
+errors and exit codes (1 API, 2 usage, 3 transport)."""
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from agentflow import Client
+from agentflow.cli import cli
+from click.testing import CliRunner, Result
+
+Route = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+RUN = {
+    "id": "r1",
+    "workflow": "triage@1.0.0",
+    "tool": None,
+    "state": "failed",
+    "input": {"url": "x"},
+    "output": None,
+    "error": {"message": "step b failed"},
+    "created_at": "2025-01-01T10:00:00Z",
+    "finished_at": "2025-01-01T10:00:03Z",
+    "tasks": [
+        {
+            "id": "t1",
+            "step": "fetch",
+            "tool": "http-get@1",
+            "state": "succeeded",
+            "attempt": 1,
+            "worker_id": "host-1",
+            "error": None,
+            "started_at": "2025-01-01T10:00:00Z",
+            "finished_at": "2025-01-01T10:00:01.500Z",
+        },
+        {
+            "id": "t2",
+            "step": "parse",
+            "tool": "parser@2",
+            "state": "dead",
+            "attempt": 3,
+            "worker_id": "host-2",
+            "error": "exit status 1",
+            "started_at": None,
+            "finished_at": None,
+        },
+    ],
+}
+
+
+class API:
+    """Answers by (method, path) and records what it was sent."""
+
+    def __init__(self, routes: dict[tuple[str, str], Route]) -> None:
+        self.routes = routes
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        route = self.routes[(request.method, request.url.path)]
+        return route(request) if callable(route) else route
+
+    def client(self, api_url: str | None, token: str | None) -> Client:
+        return Client("http://af.test", "t", transport=httpx.MockTransport(self))
+
+
+def af(api: API, *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), obj=api.client)
+
+
+def conflict(slug: str, detail: str, field: str | None = None) -> httpx.Response:
+    """A 409 problem with only what the CLI shows: type, detail and field."""
+    body = {"type": f"urn:agentflow:problem:{slug}", "detail": detail, "field": field}
+    return httpx.Response(409, json=body, headers={"content-type": "application/problem+json"})
+
+
+def events(*types: str, idle: bool = False) -> httpx.Response:
+    """An event stream; `idle` leaves it open and quiet after the events, as for an unfinished run."""
+
+    def body() -> Iterator[bytes]:
+        for seq, type_ in enumerate(types, 1):
+            document = {"seq": seq, "type": type_, "at": "2025-01-01T10:00:00Z", "data": {"step": "fetch"}}
+            yield f"id: {seq}\nevent: {type_}\ndata: {json.dumps(document)}\n\n".encode()
+        if idle:
+            raise httpx.ReadTimeout("no event for a while")
+
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+
+def assert_one_line_error(result: Result, exit_code: int, message: str) -> None:
+    assert result.exit_code == exit_code, result.output
+    assert result.stdout == ""
+    assert result.stderr == f"af: {message}\n"
+
+
+@pytest.fixture
+def tool_file(tmp_path: Path) -> Path:
+    (tmp_path / "main.py").write_text("print(1)\n")
+    path = tmp_path / "echo.yaml"
+    path.write_text(
+        "name: echo\nversion: 1.0.0\nruntime:\n  command: [python, main.py]\n  files: {main.py: main.py}\n"
+    )
+    return path
+
+
+TOOL: dict[str, Any] = {
+    "tenant": "default",
+    "name": "echo",
+    "version": "1.0.0",
+    "spec": {},
+    "digest": "sha256:ab",
+    "created_at": None,
+}
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(201, "created"), (200, "unchanged")])
+def test_tool_register_says_created_or_unchanged(tool_file: Path, status: int, outcome: str) -> None:
+    api = API({("POST", "/v1/tools"): httpx.Response(status, json=TOOL)})
+
+    result = af(api, "tool", "register", str(tool_file))
+
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"tool echo@1.0.0 {outcome}")
+    assert json.loads(api.requests[0].content)["runtime"]["files"] == {"main.py": "print(1)\n"}
+
+
+def test_tool_register_json_prints_exactly_the_api_json(tool_file: Path) -> None:
+    api = API({("POST", "/v1/tools"): httpx.Response(201, json=TOOL)})
+
+    result = af(api, "tool", "register", str(tool_file), "--output", "json")
+
+    assert json.loads(result.stdout) == TOOL
+
+
+def test_workflow_apply_conflict_is_one_line_with_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "wf.json"
+    path.write_text('{"name": "triage", "version": "1.0.0", "kind": "dag", "steps": []}')
+    api = API({("POST", "/v1/workflows"): conflict("duplicate-version", "triage@1.0.0 exists", "version")})
+
+    assert_one_line_error(af(api, "workflow", "apply", str(path)), 1, "triage@1.0.0 exists (field: version)")
+
+
+def test_bad_file_is_one_line_and_sends_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text("- not\n- a mapping\n")
+    api = API({})
+
+    assert_one_line_error(
+        af(api, "workflow", "apply", str(path)),
+        1,
+        f"{path}: expected a mapping at the top level, found a list",
+    )
+    assert api.requests == []
+
+
+def test_unreachable_api_exits_3() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused")
+
+    result = af(API({("GET", "/v1/runs"): refuse}), "runs", "ls")
+
+    assert_one_line_error(
+        result,
+        3,
+        "cannot reach the AgentFlow API at http://af.test: Connection refused (is the stack up? try `af up`)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "No such command 'nope'. (see 'af --help')"),
+        (["run", "w", "--input", "{x"], "Invalid value for '--input': not valid JSON: "),
+        (["run", "w", "--input", "@/no/such.json"], "Invalid value for '--input': cannot read /no/such.json"),
+        (["run", "w", "--wait", "--follow"], "--wait and --follow exclude each other (see 'af run --help')"),
+        (["runs", "ls", "--state", "odd"], "Invalid value for '--state': 'odd' is not one of"),
+        (["--bogus", "runs", "ls"], "No such option '--bogus'. (see 'af --help')"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = af(API({}), *args)
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"af: {message}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_run_prints_the_run_id_and_sends_the_request(tmp_path: Path) -> None:
+    (tmp_path / "in.json").write_text('{"url": "https://example.org"}')
+    api = API(
+        {("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1", "state": "running", "created": True})}
+    )
+
+    result = af(
+        api, "run", "echo@1", "--tool", "--input", f"@{tmp_path / 'in.json'}", "--idempotency-key", "k"
+    )
+
+    assert (result.exit_code, result.stdout) == (0, "r1\n")
+    assert json.loads(api.requests[0].content) == {"tool": "echo@1", "input": {"url": "https://example.org"}}
+    assert api.requests[0].headers["idempotency-key"] == "k"
+
+
+def test_run_wait_prints_the_failed_run_and_exits_1() -> None:
+    api = API(
+        {
+            ("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1"}),
+            ("GET", "/v1/runs/r1/events"): events("run.created", "run.failed"),
+            ("GET", "/v1/runs/r1"): httpx.Response(200, json=RUN),
+        }
+    )
+
+    result = af(api, "run", "triage", "--input", '{"url": "x"}', "--queue", "q", "--wait")
+
+    assert result.exit_code == 1
+    assert json.loads(api.requests[0].content) == {"workflow": "triage", "input": {"url": "x"}, "queue": "q"}
+    for text in [
+        "triage@1.0.0",
+        "failed",
+        "step b failed",
+        "fetch",
+        "http-get@1",
+        "1.5s",
+        "parse",
+        "exit status 1",
+    ]:
+        assert text in result.stdout
+    assert result.stderr == ""
+
+
+def test_run_follow_json_prints_json_lines_only() -> None:
+    api = API(
+        {
+            ("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1"}),
+            ("GET", "/v1/runs/r1/events"): events("run.created", "task.queued", "run.succeeded"),
+            ("GET", "/v1/runs/r1"): httpx.Response(200, json={**RUN, "state": "succeeded"}),
+        }
+    )
+
+    result = af(api, "run", "triage", "--follow", "-o", "json")
+
+    assert result.exit_code == 0
+    documents = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d.get("type") for d in documents[:3]] == ["run.created", "task.queued", "run.succeeded"]
+    assert documents[3]["state"] == "succeeded"
+    assert len(documents) == 4
+
+
+def test_run_follow_prints_a_line_per_event() -> None:
+    api = API(
+        {
+            ("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1"}),
+            ("GET", "/v1/runs/r1/events"): events("run.created", "run.succeeded"),
+            ("GET", "/v1/runs/r1"): httpx.Response(200, json={**RUN, "state": "succeeded"}),
+        }
+    )
+
+    lines = af(api, "run", "triage", "--follow").stdout.splitlines()
+
+    assert "run.created" in lines[0] and "fetch" in lines[0]
+    assert "run.succeeded" in lines[1]
+
+
+def test_logs_prints_the_events_so_far() -> None:
+    api = API({("GET", "/v1/runs/r1/events"): events("run.created", "task.queued", idle=True)})
+
+    result = af(api, "logs", "r1", "-o", "json")
+
+    assert [json.loads(line)["seq"] for line in result.stdout.splitlines()] == [1, 2]
+
+
+def test_runs_ls_and_get() -> None:
+    page = {"items": [RUN], "next_cursor": None}
+    api = API(
+        {
+            ("GET", "/v1/runs"): httpx.Response(200, json=page),
+            ("GET", "/v1/runs/r1"): httpx.Response(200, json=RUN),
+        }
+    )
+
+    listed = af(api, "runs", "ls", "--state", "failed", "--limit", "5")
+    shown = af(api, "runs", "get", "r1")
+
+    assert dict(api.requests[0].url.params) == {"state": "failed", "limit": "5"}
+    assert "r1" in listed.stdout and "triage@1.0.0" in listed.stdout and "3.0s" in listed.stdout
+    assert "STEP" in shown.stdout and "WORKER" in shown.stdout and "host-2" in shown.stdout
+
+
+def test_cancel_of_a_finished_run_is_one_line() -> None:
+    api = API({("POST", "/v1/runs/r1/cancel"): conflict("run-finished", "run r1 has already finished")})
+
+    assert_one_line_error(af(api, "cancel", "r1"), 1, "run r1 has already finished")
+
+
+def test_workers_ls() -> None:
+    worker = {
+        "id": "host-1",
+        "queues": ["default", "gpu"],
+        "concurrency": 8,
+        "in_flight": 2,
+        "sandbox": "runsc",
+    }
+    api = API({("GET", "/v1/workers"): httpx.Response(200, json={"items": [worker]})})
+
+    result = af(api, "workers", "ls")
+
+    for text in ["host-1", "default,gpu", "8", "2", "runsc"]:
+        assert text in result.stdout
+
+
+def test_get_splits_name_and_version() -> None:
+    api = API(
+        {
+            ("GET", "/v1/tools/echo/versions/1.0.0"): httpx.Response(
+                200, json={**TOOL, "spec": {"runtime": {}}}
+            ),
+            ("GET", "/v1/workflows/triage/versions/latest"): httpx.Response(
+                200, json={**TOOL, "name": "triage"}
+            ),
+        }
+    )
+
+    assert "echo@1.0.0" in af(api, "tool", "get", "echo@1.0.0").stdout
+    assert af(api, "workflow", "get", "triage").exit_code == 0
+
+
+ALL_JSON: dict[tuple[str, str], Route] = {
+    ("GET", "/v1/tools"): httpx.Response(200, json={"items": [TOOL]}),
+    ("GET", "/v1/tools/echo/versions/latest"): httpx.Response(200, json=TOOL),
+    ("GET", "/v1/workflows"): httpx.Response(200, json={"items": []}),
+    ("GET", "/v1/workflows/w/versions/latest"): httpx.Response(200, json=TOOL),
+    ("GET", "/v1/runs"): httpx.Response(200, json={"items": [RUN], "next_cursor": "c"}),
+    ("GET", "/v1/runs/r1"): httpx.Response(200, json=RUN),
+    ("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1", "state": "running", "created": True}),
+    ("POST", "/v1/runs/r1/cancel"): httpx.Response(200, json={**RUN, "state": "cancelled"}),
+    ("GET", "/v1/workers"): httpx.Response(200, json={"items": [{"id": "w"}]}),
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tool", "ls"], {"items": [TOOL]}),
+        (["tool", "get", "echo"], TOOL),
+        (["workflow", "ls"], {"items": []}),
+        (["workflow", "get", "w"], TOOL),
+        (["runs", "ls"], {"items": [RUN], "next_cursor": "c"}),
+        (["runs", "get", "r1"], RUN),
+        (["run", "w"], {"id": "r1", "state": "running", "created": True}),
+        (["cancel", "r1"], {**RUN, "state": "cancelled"}),
+        (["workers", "ls"], {"items": [{"id": "w"}]}),
+    ],
+)
+def test_output_json_prints_only_the_api_json(args: list[str], expected: Any) -> None:
+    result = af(API(ALL_JSON), *args, "--output", "json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == expected
+
+
+def test_global_flags_reach_the_client_factory() -> None:
+    received: list[tuple[str | None, str | None]] = []
+    api = API({("GET", "/v1/workers"): httpx.Response(200, json={"items": []})})
+
+    def factory(api_url: str | None, token: str | None) -> Client:
+        received.append((api_url, token))
+        return api.client(api_url, token)
+
+    CliRunner().invoke(cli, ["--api-url", "http://x:1", "--token", "k", "workers", "ls"], obj=factory)
+
+    assert received == [("http://x:1", "k")]

@@ -1,0 +1,150 @@
+"""Runs end to end: API → PostgreSQL → JetStream → worker → sandbox → result → PostgreSQL → next step."""
+
+import json
+
+import pytest
+
+from agentflow import Client, Conflict, load_tool_file
+from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.usefixtures("examples_registered")
+
+TEXT = json.loads((EXAMPLES / "input.json").read_text())["text"]
+
+
+def test_a_fan_out_fan_in_workflow_reaches_succeeded_with_the_joined_output(client: Client) -> None:
+    run = client.start_run(workflow="doc-review", input={"text": TEXT})
+    final = client.wait_run(run["id"], timeout=60)
+
+    assert final["state"] == "succeeded", final
+    assert final["output"] == {
+        "words": 27,
+        "sentences": 3,
+        "top_word": "the",
+        "summary": final["output"]["summary"],
+        "label": "bug",
+    }
+    assert final["output"]["summary"].startswith("The login page crashes with an error when the password is empty.")
+    steps = {task["step"]: task for task in final["tasks"]}
+    assert set(steps) == {"stats", "summary", "label", "report"}
+    assert all(task["state"] == "succeeded" and task["attempt"] == 1 for task in steps.values())
+    # The join starts only after all three branches finished.
+    assert steps["report"]["created_at"] >= max(steps[s]["finished_at"] for s in ("stats", "summary", "label"))
+    assert steps["stats"]["detail"]["sandbox"] == "process"
+
+
+def test_a_single_tool_run_returns_the_tools_output(client: Client) -> None:
+    run = client.start_run(tool="text-stats@1.0.0", input={"text": "One two. Three!"})
+    final = client.wait_run(run["id"], timeout=30)
+    assert final["state"] == "succeeded"
+    assert final["output"]["words"] == 3
+    assert final["output"]["sentences"] == 2
+
+
+def test_a_failing_tool_fails_the_run_with_its_reason(client: Client) -> None:
+    run = client.start_run(tool="fail", input={})
+    final = client.wait_run(run["id"], timeout=30)
+    assert final["state"] == "failed"
+    assert "exited with code 3" in final["error"]
+    (task,) = final["tasks"]
+    assert task["state"] == "failed"
+    assert task["detail"]["exit_code"] == 3
+    assert task["detail"]["error_kind"] == "exit"
+
+
+def test_a_tool_that_prints_non_json_fails_with_the_reason(client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "main.py"
+    script.write_text("print('this is not json')\n")
+    spec = {"name": "prints-text", "version": "1.0.0", "runtime": {"command": ["python3", "main.py"],
+            "files": {"main.py": script.read_text()}}}
+    client.register_tool(spec)
+    final = client.wait_run(client.start_run(tool="prints-text", input={})["id"], timeout=30)
+    assert final["state"] == "failed"
+    assert "not one JSON document" in final["error"]
+
+
+def test_a_tool_past_its_wall_limit_fails_as_timed_out(client: Client) -> None:
+    spec = {"name": "sleeper", "version": "1.0.0", "limits": {"wall_seconds": 0.5},
+            "runtime": {"command": ["python3", "-c", "import time; time.sleep(30)"]}}
+    client.register_tool(spec)
+    final = client.wait_run(client.start_run(tool="sleeper", input={})["id"], timeout=30)
+    assert final["state"] == "failed"
+    assert "timed out after 0.5 s" in final["error"]
+
+
+def test_a_failed_branch_cancels_the_rest_of_the_workflow(client: Client) -> None:
+    client.apply_workflow({
+        "name": "fails-early", "version": "1.0.0", "kind": "dag",
+        "steps": [
+            {"name": "boom", "tool": "fail"},
+            {"name": "after", "tool": "noop", "needs": ["boom"]},
+        ],
+    })
+    final = client.wait_run(client.start_run(workflow="fails-early", input={})["id"], timeout=30)
+    assert final["state"] == "failed"
+    assert "step 'boom' failed" in final["error"]
+    assert [t["step"] for t in final["tasks"]] == ["boom"]
+
+
+def test_the_same_idempotency_key_returns_the_same_run_and_another_body_conflicts(client: Client) -> None:
+    first = client.start_run(tool="noop", input={"n": 1}, idempotency_key="order-42")
+    again = client.start_run(tool="noop", input={"n": 1}, idempotency_key="order-42")
+    assert again["id"] == first["id"]
+    assert first.created and not again.created
+    with pytest.raises(Conflict) as raised:
+        client.start_run(tool="noop", input={"n": 2}, idempotency_key="order-42")
+    assert raised.value.type.endswith("idempotency-conflict")
+
+
+def test_a_batch_answers_each_item_with_a_run_or_its_own_problem(client: Client) -> None:
+    items = client.start_runs([
+        {"tool": "noop", "input": {"i": 1}},
+        {"tool": "no-such-tool", "input": {}},
+        {"tool": "noop", "input": {"i": 3}, "idempotency_key": "batch-3"},
+    ])
+    assert "id" in items[0] and "id" in items[2]
+    assert items[1]["problem"]["type"] == "urn:agentflow:problem:unknown-tool"
+    for item in (items[0], items[2]):
+        assert client.wait_run(item["id"], timeout=30)["state"] == "succeeded"
+
+
+def test_events_resume_after_last_event_id_without_gaps(client: Client) -> None:
+    run = client.start_run(workflow="doc-review", input={"text": TEXT})
+    everything = list(client.events(run["id"]))
+    seqs = [event["seq"] for event in everything]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert everything[0]["type"] == "run.created"
+    assert everything[-1]["type"] == "run.succeeded"
+
+    resumed = list(client.events(run["id"], last_event_id="3"))
+    assert [event["seq"] for event in resumed] == seqs[3:]
+    assert resumed == everything[3:]
+
+
+def test_cancelling_a_run_cancels_its_open_tasks_and_a_finished_run_cannot_be_cancelled(client: Client) -> None:
+    run = client.start_run(tool="noop", input={}, queue="nobody-pulls-this")
+    cancelled = client.cancel_run(run["id"])
+    assert cancelled["state"] == "cancelled"
+    final = client.get_run(run["id"])
+    assert [t["state"] for t in final["tasks"]] == ["cancelled"]
+    assert [e["type"] for e in client.events(run["id"])][-2:] == ["task.cancelled", "run.cancelled"]
+    with pytest.raises(Conflict):
+        client.cancel_run(run["id"])
+
+
+def test_runs_list_newest_first_with_a_cursor(client: Client) -> None:
+    ids = [client.start_run(tool="noop", input={"page": i})["id"] for i in range(3)]
+    page = client.list_runs(limit=2)
+    assert [r["id"] for r in page["items"]] == ids[::-1][:2]
+    rest = client.list_runs(limit=2, cursor=page["next_cursor"])
+    assert rest["items"][0]["id"] == ids[0]
+
+
+def test_registering_the_same_tool_file_twice_is_a_no_op(client: Client) -> None:
+    spec = load_tool_file(EXAMPLES / "tools" / "text-stats.yaml")
+    assert client.register_tool(spec).created is False
+
+
+def test_the_worker_fleet_lists_the_live_worker(client: Client) -> None:
+    workers = client.list_workers()
+    assert any(w["queues"] == ["default"] and w["sandbox"] == "process" for w in workers)

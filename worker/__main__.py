@@ -1,0 +1,39 @@
+"""``python -m worker start --queue Q --concurrency N``: run one worker process."""
+
+import argparse
+import asyncio
+import logging
+import sys
+
+import uvloop
+
+from sandbox import SandboxError, open_backend
+from worker.service import Worker
+from worker.settings import SettingsError, load
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="af worker start", description="Run an AgentFlow worker.")
+    parser.add_argument("command", nargs="?", choices=["start"], default="start")
+    parser.add_argument("--queue", help="the queue to pull (AF_QUEUE, default 'default')")
+    parser.add_argument("--tenant", help="the tenant whose tasks to run (AF_TENANT, default 'default')")
+    parser.add_argument("--concurrency", type=int, help="tasks at once (AF_CONCURRENCY, default 8)")
+    parser.add_argument("--sandbox", help="sandbox backend (AF_SANDBOX: process)")
+    parser.add_argument("--nats-url", dest="nats_url", help="AF_NATS_URL")
+    parser.add_argument("--worker-id", dest="worker_id", help="AF_WORKER_ID (default <host>-<pid>)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load({k: v for k, v in vars(args).items() if k != "command"})
+        backend = open_backend(settings.sandbox)
+    except (SettingsError, SandboxError) as error:
+        print(f"af worker: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker {settings.worker_id} %(name)s: %(message)s",
+    )
+    uvloop.run(Worker(settings, backend).run())
+
+
+if __name__ == "__main__":
+    main()

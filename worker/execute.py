@@ -1,0 +1,91 @@
+"""Running one task: a built-in answered in process, or a command in the sandbox; always a Result."""
+
+import logging
+import time
+
+import msgspec
+
+from bus.messages import ErrorKind, Result, Task
+from sandbox import Backend, Limits, Outcome, SandboxCall, SandboxError
+
+log = logging.getLogger(__name__)
+
+
+class Executor:
+    def __init__(self, backend: Backend, worker_id: str) -> None:
+        self._backend = backend
+        self._worker_id = worker_id
+
+    async def execute(self, task: Task) -> Result:
+        started = time.time()
+        if task.runtime.builtin is not None:
+            return self._builtin(task, started)
+        call = SandboxCall(
+            call_id=f"{task.task_id}-{task.attempt}",
+            command=tuple(task.runtime.command),
+            stdin=bytes(task.input),
+            files=task.runtime.files,
+            env={"AF_RUN_ID": task.run_id, "AF_TASK_ID": task.task_id, "AF_ATTEMPT": str(task.attempt)},
+            limits=Limits(
+                wall_seconds=task.limits.wall_seconds,
+                cpu_seconds=task.limits.cpu_seconds,
+                memory_mb=task.limits.memory_mb,
+                processes=task.limits.processes,
+                output_bytes=task.limits.output_bytes,
+            ),
+            network=task.network,
+        )
+        try:
+            outcome = await self._backend.run(call)
+        except SandboxError as error:
+            return self._failed(task, started, "sandbox", f"the sandbox could not start the tool: {error}")
+        return self._from_outcome(task, started, outcome)
+
+    def _builtin(self, task: Task, started: float) -> Result:
+        if task.runtime.builtin == "noop":
+            return self._result(task, started, ok=True, output=task.input, sandbox="builtin")
+        return self._failed(task, started, "sandbox", f"unknown built-in tool {task.runtime.builtin!r}")
+
+    def _from_outcome(self, task: Task, started: float, outcome: Outcome) -> Result:
+        measured = {
+            "exit_code": outcome.exit_code,
+            "stderr_tail": outcome.stderr_tail or None,
+            "cpu_seconds": outcome.cpu_seconds,
+            "max_rss_kb": outcome.max_rss_kb,
+        }
+        if outcome.timed_out:
+            reason = f"timed out after {task.limits.wall_seconds:g} s (wall-clock limit)"
+            return self._failed(task, started, "timeout", reason, outcome.kind, **measured)
+        if outcome.output_truncated:
+            reason = f"output exceeded {task.limits.output_bytes} bytes"
+            return self._failed(task, started, "output-too-large", reason, outcome.kind, **measured)
+        if outcome.exit_code != 0:
+            last = (outcome.stderr_tail.strip().splitlines() or [""])[-1]
+            reason = f"exited with code {outcome.exit_code}" + (f": {last}" if last else "")
+            return self._failed(task, started, "exit", reason, outcome.kind, **measured)
+        try:
+            msgspec.json.decode(outcome.stdout)
+        except msgspec.DecodeError as error:
+            reason = f"the tool's output is not one JSON document: {error}"
+            return self._failed(task, started, "bad-output", reason, outcome.kind, **measured)
+        return self._result(
+            task, started, ok=True, output=msgspec.Raw(outcome.stdout), sandbox=outcome.kind, **measured
+        )
+
+    def _failed(
+        self, task: Task, started: float, kind: ErrorKind, reason: str, sandbox: str = "none", **measured: object
+    ) -> Result:
+        log.info("task %s attempt %d failed: %s", task.task_id, task.attempt, reason)
+        return self._result(task, started, ok=False, error=reason, error_kind=kind, sandbox=sandbox, **measured)
+
+    def _result(self, task: Task, started: float, **fields: object) -> Result:
+        return Result(
+            tenant=task.tenant,
+            run_id=task.run_id,
+            task_id=task.task_id,
+            attempt=task.attempt,
+            worker_id=self._worker_id,
+            started_at=started,
+            finished_at=time.time(),
+            **fields,  # type: ignore[arg-type]
+        )

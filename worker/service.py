@@ -1,0 +1,153 @@
+"""The worker process: pull, execute, publish the result, acknowledge; heartbeat; drain on SIGTERM."""
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from bus import subjects
+from bus.consume import bind_pull, connect, pull
+from bus.messages import Heartbeat, Task, decode, encode
+from bus.publish import Outgoing, publish
+from bus.streams import ensure_streams, ensure_task_consumer, workers_bucket
+from sandbox import Backend
+from worker.execute import Executor
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 5.0
+PULL_WAIT_SECONDS = 1.0
+
+
+class Worker:
+    def __init__(self, settings: Settings, backend: Backend) -> None:
+        self._settings = settings
+        self._backend = backend
+        self._executor = Executor(backend, settings.worker_id)
+        self._stop = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._started_at = time.time()
+        self.completed = 0
+
+    def stop(self) -> None:
+        """Stop pulling and drain (what SIGTERM and SIGINT do)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        settings = self._settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        nc = await connect(settings.nats_url, f"agentflow-worker-{settings.worker_id}")
+        js = nc.jetstream()
+        await ensure_streams(js)
+        durable = await ensure_task_consumer(js, settings.tenant, settings.queue)
+        sub = await bind_pull(js, subjects.TASKS_STREAM, durable)
+        bucket = await workers_bucket(js)
+        heartbeat = asyncio.create_task(self._heartbeat(bucket))
+        log.info(
+            "worker %s pulling %s with concurrency %d, sandbox %s",
+            settings.worker_id,
+            subjects.tasks(settings.tenant, settings.queue),
+            settings.concurrency,
+            self._backend.kind,
+        )
+        try:
+            await self._pull_loop(js, sub)
+            await self._drain()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            try:
+                await bucket.delete(subjects.worker_key(settings.worker_id))
+            except Exception as error:  # noqa: BLE001 - the entry expires by itself anyway
+                log.debug("could not remove the heartbeat entry: %s", error)
+            # Everything is acknowledged by now; drain() would wait out the pull request's expiry.
+            await nc.flush()
+            await nc.close()
+            await self._backend.close()
+            log.info("worker %s stopped after %d task(s)", settings.worker_id, self.completed)
+
+    async def _pull_loop(self, js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
+        while not self._stop.is_set():
+            free = self._settings.concurrency - len(self._in_flight)
+            if free <= 0:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            for msg in await pull(sub, free, PULL_WAIT_SECONDS):
+                task = asyncio.create_task(self._handle(js, msg))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+
+    async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
+        try:
+            task = decode(msg.data, Task)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("terminating a malformed task message on %s: %s", msg.subject, error)
+            await msg.term()
+            return
+        if task.tenant != self._settings.tenant:
+            log.warning("terminating task %s of tenant %r on a worker of %r", task.task_id, task.tenant, self._settings.tenant)
+            await msg.term()
+            return
+        try:
+            result = await self._executor.execute(task)
+            # The result must be stored before the task is acknowledged: if we die in between, the task
+            # is redelivered and the duplicate result is ignored by (task_id, attempt).
+            await publish(
+                js,
+                Outgoing(
+                    subjects.results(task.tenant, task.run_id),
+                    encode(result),
+                    f"{task.task_id}:{task.attempt}:result",
+                    msg.headers.get("traceparent") if msg.headers else None,
+                ),
+            )
+            await msg.ack()
+            self.completed += 1
+        except asyncio.CancelledError:
+            await msg.nak()
+            raise
+        except Exception:
+            # Not acknowledged: JetStream redelivers it after the ack wait.
+            log.exception("task %s attempt %d could not be completed; leaving it for redelivery", task.task_id, task.attempt)
+
+    async def _drain(self) -> None:
+        if not self._in_flight:
+            return
+        log.info("draining %d task(s) in flight (up to %.0f s)", len(self._in_flight), self._settings.drain_seconds)
+        _, late = await asyncio.wait(self._in_flight, timeout=self._settings.drain_seconds)
+        if late:
+            log.warning("handing back %d task(s) that did not finish in time", len(late))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    async def _heartbeat(self, bucket: KeyValue) -> None:
+        settings = self._settings
+        while True:
+            beat = Heartbeat(
+                worker_id=settings.worker_id,
+                tenant=settings.tenant,
+                queues=(settings.queue,),
+                concurrency=settings.concurrency,
+                in_flight=len(self._in_flight),
+                sandbox=self._backend.kind,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                started_at=self._started_at,
+                at=time.time(),
+            )
+            try:
+                await bucket.put(subjects.worker_key(settings.worker_id), encode(beat))
+            except Exception as error:  # noqa: BLE001 - a missed heartbeat must not stop the worker
+                log.warning("heartbeat failed: %s", error)
+            await asyncio.sleep(HEARTBEAT_SECONDS)

@@ -1,0 +1,52 @@
+"""Worker settings: one frozen object, loaded once and passed down."""
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bus.config import SettingsError, load as load_layers
+from bus.subjects import InvalidName, check_name
+
+__all__ = ["Settings", "SettingsError", "load"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    nats_url: str = "nats://127.0.0.1:4222"
+    """``AF_NATS_URL``: the NATS server with JetStream."""
+    tenant: str = "default"
+    """``AF_TENANT``: the tenant whose tasks this worker runs."""
+    queue: str = "default"
+    """``AF_QUEUE``: the queue this worker pulls."""
+    concurrency: int = 8
+    """``AF_CONCURRENCY``: tasks run at once (and the most it holds un-acknowledged)."""
+    sandbox: str = "process"
+    """``AF_SANDBOX``: the sandbox backend (``process`` for development)."""
+    worker_id: str = ""
+    """``AF_WORKER_ID``: defaults to ``<host>-<pid>``."""
+    drain_seconds: float = 30.0
+    """``AF_DRAIN_SECONDS``: how long SIGTERM waits for tasks in flight before handing them back."""
+    log_level: str = "info"
+    """``AF_LOG_LEVEL``."""
+
+
+def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    settings = load_layers(Settings, "worker", flags, env)
+    if not settings.worker_id:
+        host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:40].strip("-") or "host"
+        settings = Settings(**{**_as_dict(settings), "worker_id": f"{host}-{os.getpid()}"})
+    try:
+        check_name("tenant", settings.tenant)
+        check_name("queue", settings.queue)
+        check_name("worker id", settings.worker_id)
+    except InvalidName as error:
+        raise SettingsError(str(error)) from None
+    if settings.concurrency < 1:
+        raise SettingsError("AF_CONCURRENCY: must be at least 1")
+    return settings
+
+
+def _as_dict(settings: Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in Settings.__dataclass_fields__}
