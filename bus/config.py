@@ -19,7 +19,9 @@ class SettingsError(ValueError):
 S = TypeVar("S")
 
 
-def load(kind: type[S], section: str, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> S:
+def load(
+    kind: type[S], section: str, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> S:
     """Build ``kind`` (a dataclass) from its sources; ``section`` is its table in the ``AF_CONFIG`` file."""
     env = os.environ if env is None else env
     fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]

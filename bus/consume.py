@@ -1,6 +1,5 @@
 """Consuming: connecting with reconnects, and pulling batches from durable consumers."""
 
-import asyncio
 import logging
 
 import nats
@@ -40,9 +39,9 @@ async def bind_pull(js: JetStreamContext, stream: str, durable: str) -> JetStrea
     return await js.pull_subscribe_bind(durable=durable, stream=stream, pending_msgs_limit=-1)
 
 
-async def pull(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
-    """Up to ``batch`` messages: returns as soon as any are there, or [] after ``timeout``."""
+async def pull(sub: JetStreamContext.PullSubscription, batch: int, wait: float) -> list[Msg]:
+    """Up to ``batch`` messages: returns as soon as any are there, or [] after ``wait`` seconds."""
     try:
-        return await sub.fetch(batch=batch, timeout=timeout)
-    except (NatsTimeout, asyncio.TimeoutError):
+        return await sub.fetch(batch=batch, timeout=wait)
+    except (TimeoutError, NatsTimeout):
         return []

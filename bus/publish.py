@@ -32,9 +32,7 @@ class Outgoing:
 
 async def publish(js: JetStreamContext, message: Outgoing) -> PubAck:
     """Publish to a stream and wait for its acknowledgement (the message is stored)."""
-    return await js.publish(
-        message.subject, message.payload, headers=headers(message.msg_id, message.traceparent)
-    )
+    return await js.publish(message.subject, message.payload, headers=headers(message.msg_id, message.traceparent))
 
 
 async def publish_all(js: JetStreamContext, messages: Sequence[Outgoing]) -> list[PubAck]:

@@ -58,6 +58,7 @@ STREAMS = (
 async def ensure_streams(js: JetStreamContext) -> None:
     """Create each stream, or bring an existing one to the configuration above."""
     for config in STREAMS:
+        assert config.name is not None
         try:
             await js.stream_info(config.name)
         except NotFoundError:

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"af control-plane: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s control-plane %(name)s: %(message)s"
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s control-plane %(name)s: %(message)s",
     )
     uvicorn.run(
         build(settings),

@@ -1,6 +1,5 @@
 """The HTTP API (v1) on Litestar: routes, problem documents, authentication of every /v1 route."""
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -141,7 +140,10 @@ async def start_run(
     submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
     (accepted,) = await services.submitter.submit([submission])
     metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
-    return _json({"id": accepted.run_id, "state": "running", "created": accepted.created}, 201 if accepted.created else 200)
+    return _json(
+        {"id": accepted.run_id, "state": "running", "created": accepted.created},
+        201 if accepted.created else 200,
+    )
 
 
 @post("/v1/runs:batch", status_code=200)
@@ -152,7 +154,9 @@ async def start_runs(data: BatchRequest, services: Services, identity: Identity)
     for index, item in enumerate(data.runs):
         try:
             request = convert(item, RunRequest, f"runs[{index}]")
-            prepared.append((index, await services.submitter.prepare(identity.tenant, request, request.idempotency_key)))
+            prepared.append(
+                (index, await services.submitter.prepare(identity.tenant, request, request.idempotency_key))
+            )
         except Problem as problem:
             answers[index] = {"problem": problem.as_dict()}
     if prepared:
@@ -188,8 +192,12 @@ async def list_runs(
 
 def _check_run_id(run_id: str, field: str = "id") -> str:
     if subjects.ID_RE.fullmatch(run_id) is None:
-        raise Problem(404 if field == "id" else 422, "not-found" if field == "id" else "validation-error",
-                      f"no run {run_id}" if field == "id" else f"invalid {field} {run_id!r}", field)
+        raise Problem(
+            404 if field == "id" else 422,
+            "not-found" if field == "id" else "validation-error",
+            f"no run {run_id}" if field == "id" else f"invalid {field} {run_id!r}",
+            field,
+        )
     return run_id
 
 
@@ -247,9 +255,9 @@ async def _event_stream(
                     return
             try:
                 await sub.next_msg(timeout=SSE_POLL_SECONDS)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 continue
-            except Exception:  # noqa: BLE001 - nats-py raises its own TimeoutError subclass
+            except Exception:
                 continue
             while sub.pending_msgs:
                 await sub.next_msg(timeout=0)
@@ -292,9 +300,23 @@ async def openapi(request: Request[Any, Any, Any]) -> Response[bytes]:
 def create_app(lifespan: Any) -> Litestar:
     app = Litestar(
         route_handlers=[
-            register_tool, list_tools, get_tool, apply_workflow, list_workflows, get_workflow,
-            start_run, start_runs, list_runs, get_run, cancel_run, run_events, list_workers,
-            healthz, readyz, prometheus, openapi,
+            register_tool,
+            list_tools,
+            get_tool,
+            apply_workflow,
+            list_workflows,
+            get_workflow,
+            start_run,
+            start_runs,
+            list_runs,
+            get_run,
+            cancel_run,
+            run_events,
+            list_workers,
+            healthz,
+            readyz,
+            prometheus,
+            openapi,
         ],
         dependencies={"services": Provide(_services), "identity": Provide(_identity)},
         exception_handlers={

@@ -130,7 +130,7 @@ class Catalog:
             raise Problem(422, "validation-error", "a workflow needs a name", "name")
         check_name_field("workflow name", name, "name")
         if not isinstance(version, str):
-            raise Problem(422, "bad-version", "a workflow needs a version string such as \"1.0.0\"", "version")
+            raise Problem(422, "bad-version", 'a workflow needs a version string such as "1.0.0"', "version")
         check_version(version)
         if kind != "dag":
             raise Problem(422, "validation-error", f"unsupported kind {kind!r}: this version plans 'dag'", "kind")
@@ -157,7 +157,14 @@ class Catalog:
         wf_kind: str | None,
     ) -> tuple[store.Entry, bool]:
         entry, created = await store.put(
-            self._pool, kind, tenant, name, version, msgspec.json.encode(document).decode(), doc_digest, wf_kind
+            self._pool,
+            kind,
+            tenant,
+            name,
+            version,
+            msgspec.json.encode(document).decode(),
+            doc_digest,
+            wf_kind,
         )
         if not created and entry.digest != doc_digest:
             raise Problem(
@@ -185,13 +192,11 @@ class Catalog:
 
     # --- resolution --------------------------------------------------------------------------------
 
-    async def _entry(
-        self, kind: store.Kind, tenant: str, name: str, version: str | None
-    ) -> store.Entry | None:
-        if version is None:
-            cached = self._latest.get((kind, tenant, name))
-            if cached is not None and cached[1] > time.monotonic():
-                version = cached[0]
+    def _cached_latest(self, kind: store.Kind, tenant: str, name: str) -> str | None:
+        cached = self._latest.get((kind, tenant, name))
+        return cached[0] if cached is not None and cached[1] > time.monotonic() else None
+
+    async def _entry(self, kind: store.Kind, tenant: str, name: str, version: str | None) -> store.Entry | None:
         entry = await store.get(self._pool, kind, tenant, name, version)
         if entry is not None and version is None:
             self._latest[(kind, tenant, name)] = (entry.version, time.monotonic() + LATEST_TTL_SECONDS)
@@ -200,12 +205,9 @@ class Catalog:
     async def tool(self, tenant: str, name: str, version: str | None, *, field: str = "tool") -> Tool:
         if name == BUILTIN_NOOP and version in (None, BUILTIN_VERSION):
             return NOOP
+        version = version or self._cached_latest(store.Kind.TOOL, tenant, name)
         if version is not None and (found := self._tools.get((tenant, name, version))) is not None:
             return found
-        latest = self._latest.get((store.Kind.TOOL, tenant, name))
-        if version is None and latest is not None and latest[1] > time.monotonic():
-            if (found := self._tools.get((tenant, name, latest[0]))) is not None:
-                return found
         entry = await self._entry(store.Kind.TOOL, tenant, name, version)
         if entry is None:
             wanted = f"{name}@{version}" if version else name
@@ -215,6 +217,7 @@ class Catalog:
         return tool
 
     async def workflow(self, tenant: str, name: str, version: str | None, *, field: str = "workflow") -> Workflow:
+        version = version or self._cached_latest(store.Kind.WORKFLOW, tenant, name)
         if version is not None and (found := self._workflows.get((tenant, name, version))) is not None:
             return found
         entry = await self._entry(store.Kind.WORKFLOW, tenant, name, version)

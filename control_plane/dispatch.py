@@ -6,6 +6,7 @@ duplicate window drops the second copy if the first had arrived.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -82,12 +83,10 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 await self.relay_once()
-            except Exception as error:  # noqa: BLE001 - the relay must outlive a passing outage
+            except Exception as error:
                 log.warning("outbox relay pass failed: %s", error)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RELAY_INTERVAL_SECONDS)
-            except TimeoutError:
-                pass
 
     async def relay_once(self, older_than: float = RELAY_AGE_SECONDS) -> int:
         pending = await runs.unpublished_tasks(self._pool, older_than, 1000)

@@ -9,5 +9,7 @@ APPLY_BATCH = Histogram(
     "agentflow_apply_batch_size", "Results applied per batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500)
 )
 SUBMIT_BATCH = Histogram(
-    "agentflow_submit_batch_size", "Runs written per batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+    "agentflow_submit_batch_size",
+    "Runs written per batch",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )

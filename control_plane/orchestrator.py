@@ -196,9 +196,7 @@ class Orchestrator:
     ) -> tuple[str, str | None, str | None] | None:
         workflow = await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
         states = {
-            t.step: StepState(
-                t.state, msgspec.json.decode(t.output) if t.output is not None else None, t.error
-            )
+            t.step: StepState(t.state, msgspec.json.decode(t.output) if t.output is not None else None, t.error)
             for t in run.tasks
         }
         decision = decide(workflow.plan, msgspec.json.decode(run.input), states)
@@ -216,7 +214,13 @@ class Orchestrator:
 
     @staticmethod
     def _start(
-        run: runs.RunState, change: Change, events: EventLog, step: str, queue: str, tool: Tool, input_json: str
+        run: runs.RunState,
+        change: Change,
+        events: EventLog,
+        step: str,
+        queue: str,
+        tool: Tool,
+        input_json: str,
     ) -> None:
         task_id = new_id()
         change.new_tasks.append(
@@ -227,7 +231,12 @@ class Orchestrator:
 
     @staticmethod
     def _finish(
-        run: runs.RunState, change: Change, events: EventLog, state: str, output: str | None, error: str | None
+        run: runs.RunState,
+        change: Change,
+        events: EventLog,
+        state: str,
+        output: str | None,
+        error: str | None,
     ) -> None:
         if state == "failed":
             cancel_open_tasks(run, change, events)

@@ -55,13 +55,22 @@ class Services:
         await ensure_results_consumer(js)
         auth = Authenticator(pool)
         if settings.bootstrap_key_file:
-            await auth.install_key(Path(settings.bootstrap_key_file).read_text().strip())
+            await auth.install_key((await asyncio.to_thread(Path(settings.bootstrap_key_file).read_text)).strip())
         catalog = Catalog(pool)
         dispatcher = Dispatcher(pool, nc, js, catalog)
         submitter = Submitter(pool, catalog, dispatcher)
         orchestrator = Orchestrator(pool, js, catalog, dispatcher)
         services = cls(
-            settings, pool, nc, js, await workers_bucket(js), auth, catalog, dispatcher, submitter, orchestrator
+            settings,
+            pool,
+            nc,
+            js,
+            await workers_bucket(js),
+            auth,
+            catalog,
+            dispatcher,
+            submitter,
+            orchestrator,
         )
         services.loops = [
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
@@ -100,6 +109,6 @@ class Services:
         try:
             await asyncio.wait_for(ping(self.pool), 2.0)
             checks["postgres"] = "ok"
-        except Exception as error:  # noqa: BLE001 - any failure means not ready
+        except Exception as error:
             checks["postgres"] = f"unreachable: {type(error).__name__}"
         return checks

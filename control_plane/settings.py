@@ -4,7 +4,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bus.config import SettingsError, load as load_layers
+from bus.config import SettingsError
+from bus.config import load as load_layers
 
 __all__ = ["Settings", "SettingsError", "load"]
 

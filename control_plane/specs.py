@@ -106,5 +106,8 @@ def check_tool(spec: ToolSpec) -> None:
         total += len(content.encode())
     if total > MAX_FILES_BYTES:
         raise Problem(
-            422, "validation-error", f"runtime.files hold {total} bytes, more than {MAX_FILES_BYTES}", "runtime.files"
+            422,
+            "validation-error",
+            f"runtime.files hold {total} bytes, more than {MAX_FILES_BYTES}",
+            "runtime.files",
         )

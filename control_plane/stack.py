@@ -91,7 +91,7 @@ def _api_port() -> int:
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback URL
+        with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
@@ -163,7 +163,11 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
 
 def _start_worker(home: Path, state: StackState, index: int, concurrency: int) -> "subprocess.Popen[bytes]":
     log = home / "logs" / f"worker-{index}.log"
-    env = {**os.environ, "AF_NATS_URL": state.nats_url, "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}"}
+    env = {
+        **os.environ,
+        "AF_NATS_URL": state.nats_url,
+        "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}",
+    }
     argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(concurrency)]
     process = spawn(f"worker {index}", argv, log, env=env)
     state.parts.append(Part(f"worker-{index}", process.pid, str(log)))
@@ -204,10 +208,7 @@ def status(home: Path) -> dict[str, Any]:
     if state is None:
         return {"home": str(home), "running": False, "parts": []}
     ready = _http_ok(f"{state.api_url}/readyz") if state.api_url else False
-    parts = [
-        {"name": p.name, "pid": p.pid, "alive": alive(p.pid), "log": p.log}
-        for p in state.parts
-    ]
+    parts = [{"name": p.name, "pid": p.pid, "alive": alive(p.pid), "log": p.log} for p in state.parts]
     return {
         "home": str(home),
         "running": any(p["alive"] for p in parts),
@@ -223,8 +224,10 @@ def _print_status(report: dict[str, Any]) -> None:
     if not report["parts"]:
         print(f"no stack is running from {report['home']}")
         return
-    print(f"AgentFlow stack in {report['home']}: API {report['api_url']} "
-          f"{'ready' if report['api_ready'] else 'NOT ready'}")
+    print(
+        f"AgentFlow stack in {report['home']}: API {report['api_url']} "
+        f"{'ready' if report['api_ready'] else 'NOT ready'}"
+    )
     print(f"  {'PROCESS':<16} {'PID':<8} STATE")
     for part in report["parts"]:
         print(f"  {part['name']:<16} {part['pid']:<8} {'running' if part['alive'] else 'exited'}")

@@ -77,9 +77,7 @@ class Submitter:
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise Problem(422, "validation-error", "an idempotency key has 1 to 200 characters", "Idempotency-Key")
         input_json = _encode(request.input).decode()
-        digest = hashlib.sha256(
-            _encode([request.workflow, request.tool, request.queue, request.input])
-        ).hexdigest()
+        digest = hashlib.sha256(_encode([request.workflow, request.tool, request.queue, request.input])).hexdigest()
         if request.tool is not None:
             name, version = split_ref(request.tool, "tool")
             tool = await self._catalog.tool(tenant, name, version)
@@ -165,9 +163,21 @@ class Submitter:
                         first.input,
                     )
                 )
-                log_.add("task.queued", {"task_id": task_id, "step": first.step, "tool": first.tool.ref, "attempt": 1})
+                log_.add(
+                    "task.queued",
+                    {"task_id": task_id, "step": first.step, "tool": first.tool.ref, "attempt": 1},
+                )
                 dispatches.append(
-                    Dispatch(submission.tenant, run_id, task_id, 1, first.step, first.queue, first.tool, first.input)
+                    Dispatch(
+                        submission.tenant,
+                        run_id,
+                        task_id,
+                        1,
+                        first.step,
+                        first.queue,
+                        first.tool,
+                        first.input,
+                    )
                 )
             new_events.extend(log_.events)
             new_runs.append(
@@ -237,7 +247,7 @@ class Submitter:
             try:
                 await self._dispatcher.publish_tasks(dispatches)
                 await self._dispatcher.publish_events(events)
-            except Exception as error:  # noqa: BLE001 - the outbox relay publishes what this missed
+            except Exception as error:
                 log.warning("publishing %d task(s) failed; the outbox relay will retry: %s", len(dispatches), error)
 
     async def close(self) -> None:

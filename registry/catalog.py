@@ -42,9 +42,7 @@ def _columns(kind: Kind) -> str:
 
 
 def _entry(row: asyncpg.Record) -> Entry:
-    return Entry(
-        row["tenant"], row["name"], row["version"], row["kind"], row["spec"], row["digest"], row["created_at"]
-    )
+    return Entry(row["tenant"], row["name"], row["version"], row["kind"], row["spec"], row["digest"], row["created_at"])
 
 
 async def put(

@@ -2,14 +2,16 @@
 
 from urllib.parse import urlsplit, urlunsplit
 
+from typing import TypeAlias
+
 import asyncpg
 
-Pool = asyncpg.Pool
+Pool: TypeAlias = asyncpg.Pool
 
 
 async def connect(dsn: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
     """A pool to the database at ``dsn``; JSON columns travel as text, decoded only where needed."""
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
+    pool: Pool | None = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
     assert pool is not None
     return pool
 

@@ -379,9 +379,7 @@ def _run_row(row: asyncpg.Record) -> RunRow:
 
 
 async def get_run(pool: Pool, tenant: str, run_id: str) -> RunRow | None:
-    row = await pool.fetchrow(
-        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1 AND id = $2::uuid", tenant, run_id
-    )
+    row = await pool.fetchrow(f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1 AND id = $2::uuid", tenant, run_id)
     return None if row is None else _run_row(row)
 
 
@@ -395,9 +393,7 @@ async def get_tasks(pool: Pool, run_id: str) -> list[TaskRow]:
     return [TaskRow(*row.values()) for row in rows]
 
 
-async def list_runs(
-    pool: Pool, tenant: str, *, state: str | None, before_id: str | None, limit: int
-) -> list[RunRow]:
+async def list_runs(pool: Pool, tenant: str, *, state: str | None, before_id: str | None, limit: int) -> list[RunRow]:
     """Newest first; ``before_id`` is the cursor (ids are time-ordered)."""
     rows = await pool.fetch(
         f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1"

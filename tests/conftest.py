@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from agentflow import Client
 
 from control_plane.auth import new_key
 from control_plane.embedded import nats, postgres
 from control_plane.embedded.processes import free_port, spawn, stop, wait_until
 from registry.db import ensure_database
-
-from agentflow import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -97,7 +96,13 @@ class Stack:
         env = self.env(AF_PORT=str(port), AF_BOOTSTRAP_KEY_FILE=str(key_file))
         process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
         self.processes.append(process)
-        wait_until("control plane", lambda: _http_ready(f"{self.api_url}/readyz"), timeout=60, process=process, log=log)
+        wait_until(
+            "control plane",
+            lambda: _http_ready(f"{self.api_url}/readyz"),
+            timeout=60,
+            process=process,
+            log=log,
+        )
         return process
 
     def start_worker(self, queue: str = "default", concurrency: int = 8, **env: str) -> subprocess.Popen[bytes]:
@@ -124,9 +129,7 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack(
-    tmp_root: Path, nats_server: nats.NatsServer, postgres_server: postgres.PostgresServer
-) -> Iterator[Stack]:
+def stack(tmp_root: Path, nats_server: nats.NatsServer, postgres_server: postgres.PostgresServer) -> Iterator[Stack]:
     running = Stack(tmp_root, nats_server.url, postgres_server.dsn)
     try:
         running.start_control_plane()

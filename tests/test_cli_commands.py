@@ -100,9 +100,7 @@ def assert_one_line_error(result: Result, exit_code: int, message: str) -> None:
 def tool_file(tmp_path: Path) -> Path:
     (tmp_path / "main.py").write_text("print(1)\n")
     path = tmp_path / "echo.yaml"
-    path.write_text(
-        "name: echo\nversion: 1.0.0\nruntime:\n  command: [python, main.py]\n  files: {main.py: main.py}\n"
-    )
+    path.write_text("name: echo\nversion: 1.0.0\nruntime:\n  command: [python, main.py]\n  files: {main.py: main.py}\n")
     return path
 
 
@@ -191,13 +189,9 @@ def test_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> 
 
 def test_run_prints_the_run_id_and_sends_the_request(tmp_path: Path) -> None:
     (tmp_path / "in.json").write_text('{"url": "https://example.org"}')
-    api = API(
-        {("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1", "state": "running", "created": True})}
-    )
+    api = API({("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1", "state": "running", "created": True})})
 
-    result = af(
-        api, "run", "echo@1", "--tool", "--input", f"@{tmp_path / 'in.json'}", "--idempotency-key", "k"
-    )
+    result = af(api, "run", "echo@1", "--tool", "--input", f"@{tmp_path / 'in.json'}", "--idempotency-key", "k")
 
     assert (result.exit_code, result.stdout) == (0, "r1\n")
     assert json.loads(api.requests[0].content) == {"tool": "echo@1", "input": {"url": "https://example.org"}}
@@ -314,12 +308,8 @@ def test_workers_ls() -> None:
 def test_get_splits_name_and_version() -> None:
     api = API(
         {
-            ("GET", "/v1/tools/echo/versions/1.0.0"): httpx.Response(
-                200, json={**TOOL, "spec": {"runtime": {}}}
-            ),
-            ("GET", "/v1/workflows/triage/versions/latest"): httpx.Response(
-                200, json={**TOOL, "name": "triage"}
-            ),
+            ("GET", "/v1/tools/echo/versions/1.0.0"): httpx.Response(200, json={**TOOL, "spec": {"runtime": {}}}),
+            ("GET", "/v1/workflows/triage/versions/latest"): httpx.Response(200, json={**TOOL, "name": "triage"}),
         }
     )
 

@@ -42,19 +42,13 @@ def test_server_commands_exec_the_module_with_every_argument(
     assert execs == [(sys.executable, [sys.executable, "-m", *module_args])]
 
 
-@pytest.mark.parametrize(
-    ("args", "command"), [(["up"], "up"), (["worker", "start", "-q", "x"], "worker start")]
-)
-def test_missing_server_package_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, args: list[str], command: str
-) -> None:
+@pytest.mark.parametrize(("args", "command"), [(["up"], "up"), (["worker", "start", "-q", "x"], "worker start")])
+def test_missing_server_package_is_one_line(monkeypatch: pytest.MonkeyPatch, args: list[str], command: str) -> None:
     looked_up: list[str] = []
     monkeypatch.setattr(cli_module, "find_spec", lambda name: looked_up.append(name))
 
     result = CliRunner().invoke(cli, args)
 
     assert result.exit_code == 1
-    assert (
-        result.stderr == f"af: {command} needs the AgentFlow server package (pip install agentflow-server)\n"
-    )
+    assert result.stderr == f"af: {command} needs the AgentFlow server package (pip install agentflow-server)\n"
     assert "." not in looked_up[0]  # looking up a submodule would import the server's package

@@ -102,9 +102,7 @@ def test_inputs_are_built_from_the_run_input_and_earlier_outputs() -> None:
         ("cancelled", None, "step 'b' cancelled"),
     ],
 )
-def test_a_step_that_does_not_succeed_fails_the_run_at_once(
-    state: str, error: str | None, message: str
-) -> None:
+def test_a_step_that_does_not_succeed_fails_the_run_at_once(state: str, error: str | None, message: str) -> None:
     # c is ready to start, but the run is already lost.
     decision = decide(DIAMOND, RUN_INPUT, {"a": done(), "b": StepState(state, error=error)})
 
@@ -128,9 +126,7 @@ def test_an_output_that_cannot_be_rendered_fails_the_run() -> None:
 
     decision = decide(wf, RUN_INPUT, {"a": done("text")})
 
-    assert decision == Decision(
-        (), RunOutcome("failed", None, "output: $.steps.a.output[0]: no index 0 in a string")
-    )
+    assert decision == Decision((), RunOutcome("failed", None, "output: $.steps.a.output[0]: no index 0 in a string"))
 
 
 def test_the_output_template_is_rendered_when_every_step_succeeded() -> None:

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from agentflow import Client, Conflict, load_tool_file
+
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.usefixtures("examples_registered")
@@ -55,8 +55,11 @@ def test_a_failing_tool_fails_the_run_with_its_reason(client: Client) -> None:
 def test_a_tool_that_prints_non_json_fails_with_the_reason(client: Client, tmp_path) -> None:  # type: ignore[no-untyped-def]
     script = tmp_path / "main.py"
     script.write_text("print('this is not json')\n")
-    spec = {"name": "prints-text", "version": "1.0.0", "runtime": {"command": ["python3", "main.py"],
-            "files": {"main.py": script.read_text()}}}
+    spec = {
+        "name": "prints-text",
+        "version": "1.0.0",
+        "runtime": {"command": ["python3", "main.py"], "files": {"main.py": script.read_text()}},
+    }
     client.register_tool(spec)
     final = client.wait_run(client.start_run(tool="prints-text", input={})["id"], timeout=30)
     assert final["state"] == "failed"
@@ -64,8 +67,12 @@ def test_a_tool_that_prints_non_json_fails_with_the_reason(client: Client, tmp_p
 
 
 def test_a_tool_past_its_wall_limit_fails_as_timed_out(client: Client) -> None:
-    spec = {"name": "sleeper", "version": "1.0.0", "limits": {"wall_seconds": 0.5},
-            "runtime": {"command": ["python3", "-c", "import time; time.sleep(30)"]}}
+    spec = {
+        "name": "sleeper",
+        "version": "1.0.0",
+        "limits": {"wall_seconds": 0.5},
+        "runtime": {"command": ["python3", "-c", "import time; time.sleep(30)"]},
+    }
     client.register_tool(spec)
     final = client.wait_run(client.start_run(tool="sleeper", input={})["id"], timeout=30)
     assert final["state"] == "failed"
@@ -73,13 +80,17 @@ def test_a_tool_past_its_wall_limit_fails_as_timed_out(client: Client) -> None:
 
 
 def test_a_failed_branch_cancels_the_rest_of_the_workflow(client: Client) -> None:
-    client.apply_workflow({
-        "name": "fails-early", "version": "1.0.0", "kind": "dag",
-        "steps": [
-            {"name": "boom", "tool": "fail"},
-            {"name": "after", "tool": "noop", "needs": ["boom"]},
-        ],
-    })
+    client.apply_workflow(
+        {
+            "name": "fails-early",
+            "version": "1.0.0",
+            "kind": "dag",
+            "steps": [
+                {"name": "boom", "tool": "fail"},
+                {"name": "after", "tool": "noop", "needs": ["boom"]},
+            ],
+        }
+    )
     final = client.wait_run(client.start_run(workflow="fails-early", input={})["id"], timeout=30)
     assert final["state"] == "failed"
     assert "step 'boom' failed" in final["error"]
@@ -97,11 +108,13 @@ def test_the_same_idempotency_key_returns_the_same_run_and_another_body_conflict
 
 
 def test_a_batch_answers_each_item_with_a_run_or_its_own_problem(client: Client) -> None:
-    items = client.start_runs([
-        {"tool": "noop", "input": {"i": 1}},
-        {"tool": "no-such-tool", "input": {}},
-        {"tool": "noop", "input": {"i": 3}, "idempotency_key": "batch-3"},
-    ])
+    items = client.start_runs(
+        [
+            {"tool": "noop", "input": {"i": 1}},
+            {"tool": "no-such-tool", "input": {}},
+            {"tool": "noop", "input": {"i": 3}, "idempotency_key": "batch-3"},
+        ]
+    )
     assert "id" in items[0] and "id" in items[2]
     assert items[1]["problem"]["type"] == "urn:agentflow:problem:unknown-tool"
     for item in (items[0], items[2]):
@@ -121,7 +134,9 @@ def test_events_resume_after_last_event_id_without_gaps(client: Client) -> None:
     assert resumed == everything[3:]
 
 
-def test_cancelling_a_run_cancels_its_open_tasks_and_a_finished_run_cannot_be_cancelled(client: Client) -> None:
+def test_cancelling_a_run_cancels_its_open_tasks_and_a_finished_run_cannot_be_cancelled(
+    client: Client,
+) -> None:
     run = client.start_run(tool="noop", input={}, queue="nobody-pulls-this")
     cancelled = client.cancel_run(run["id"])
     assert cancelled["state"] == "cancelled"

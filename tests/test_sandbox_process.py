@@ -82,9 +82,7 @@ async def test_a_tool_reads_its_input_on_stdin_and_answers_on_stdout(backend: Pr
 async def test_a_failing_tool_reports_its_exit_code_and_the_tail_of_its_stderr(
     backend: ProcessBackend,
 ) -> None:
-    outcome = await backend.run(
-        python("import sys; sys.stderr.write('noise ' * 5000 + 'the reason'); sys.exit(5)")
-    )
+    outcome = await backend.run(python("import sys; sys.stderr.write('noise ' * 5000 + 'the reason'); sys.exit(5)"))
 
     assert outcome.exit_code == 5
     assert outcome.stderr_tail.endswith("noise the reason")

@@ -116,8 +116,7 @@ def test_unreachable_api_is_a_transport_error_naming_the_url() -> None:
         af.list_tools()
 
     assert str(caught.value) == (
-        f"cannot reach the AgentFlow API at {API}: [Errno 111] Connection refused"
-        " (is the stack up? try `af up`)"
+        f"cannot reach the AgentFlow API at {API}: [Errno 111] Connection refused (is the stack up? try `af up`)"
     )
 
 
@@ -332,9 +331,7 @@ class TestAsyncClient:
             raise httpx.ConnectError("refused")
 
         async with async_client(refuse) as af:
-            with pytest.raises(
-                TransportError, match=r"cannot reach the AgentFlow API at http://af.test: refused"
-            ):
+            with pytest.raises(TransportError, match=r"cannot reach the AgentFlow API at http://af.test: refused"):
                 await af.list_workers()
 
 

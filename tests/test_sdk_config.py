@@ -43,9 +43,7 @@ def test_arguments_beat_env(stack: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("AF_API_URL", "https://env.example.org")
     monkeypatch.setenv("AF_TOKEN", "env-token")
 
-    assert Settings.load("https://arg.example.org", "arg-token") == Settings(
-        "https://arg.example.org", "arg-token"
-    )
+    assert Settings.load("https://arg.example.org", "arg-token") == Settings("https://arg.example.org", "arg-token")
 
 
 def test_empty_env_counts_as_unset(stack: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,7 @@ def test_tool_yaml_inlines_runtime_files_relative_to_the_tool_file(
     write(tmp_path / "tools" / "src" / "main.py", "print('hi')\n")
     write(
         tmp_path / "tools" / "echo.yaml",
-        "name: echo\nversion: 1.0.0\n"
-        "runtime:\n  command: [python, main.py]\n  files:\n    main.py: src/main.py\n",
+        "name: echo\nversion: 1.0.0\nruntime:\n  command: [python, main.py]\n  files:\n    main.py: src/main.py\n",
     )
     monkeypatch.chdir(tmp_path)  # relative to the tool file, not to the working directory
 
@@ -36,8 +35,7 @@ def test_tool_json_is_told_by_content_not_by_extension(tmp_path: Path) -> None:
     write(tmp_path / "run.sh", "echo ok\n")
     path = write(
         tmp_path / "tool.yaml",
-        '{"name": "sh", "version": "1",'
-        ' "runtime": {"command": ["sh", "run.sh"], "files": {"run.sh": "run.sh"}}}',
+        '{"name": "sh", "version": "1", "runtime": {"command": ["sh", "run.sh"], "files": {"run.sh": "run.sh"}}}',
     )
 
     assert load_tool_file(path)["runtime"]["files"] == {"run.sh": "echo ok\n"}
@@ -100,9 +98,7 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
 
 
 def test_workflow_file_is_loaded_as_is(tmp_path: Path) -> None:
-    path = write(
-        tmp_path / "wf.yaml", "name: w\nversion: 1.0.0\nkind: dag\nsteps:\n  - {name: a, tool: t@1}\n"
-    )
+    path = write(tmp_path / "wf.yaml", "name: w\nversion: 1.0.0\nkind: dag\nsteps:\n  - {name: a, tool: t@1}\n")
 
     assert load_workflow_file(path) == {
         "name": "w",

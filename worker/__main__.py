@@ -1,7 +1,6 @@
 """``python -m worker start --queue Q --concurrency N``: run one worker process."""
 
 import argparse
-import asyncio
 import logging
 import sys
 

@@ -73,7 +73,13 @@ class Executor:
         )
 
     def _failed(
-        self, task: Task, started: float, kind: ErrorKind, reason: str, sandbox: str = "none", **measured: object
+        self,
+        task: Task,
+        started: float,
+        kind: ErrorKind,
+        reason: str,
+        sandbox: str = "none",
+        **measured: object,
     ) -> Result:
         log.info("task %s attempt %d failed: %s", task.task_id, task.attempt, reason)
         return self._result(task, started, ok=False, error=reason, error_kind=kind, sandbox=sandbox, **measured)

@@ -68,7 +68,7 @@ class Worker:
             await asyncio.gather(heartbeat, return_exceptions=True)
             try:
                 await bucket.delete(subjects.worker_key(settings.worker_id))
-            except Exception as error:  # noqa: BLE001 - the entry expires by itself anyway
+            except Exception as error:
                 log.debug("could not remove the heartbeat entry: %s", error)
             # Everything is acknowledged by now; drain() would wait out the pull request's expiry.
             await nc.flush()
@@ -95,7 +95,12 @@ class Worker:
             await msg.term()
             return
         if task.tenant != self._settings.tenant:
-            log.warning("terminating task %s of tenant %r on a worker of %r", task.task_id, task.tenant, self._settings.tenant)
+            log.warning(
+                "terminating task %s of tenant %r on a worker of %r",
+                task.task_id,
+                task.tenant,
+                self._settings.tenant,
+            )
             await msg.term()
             return
         try:
@@ -118,7 +123,11 @@ class Worker:
             raise
         except Exception:
             # Not acknowledged: JetStream redelivers it after the ack wait.
-            log.exception("task %s attempt %d could not be completed; leaving it for redelivery", task.task_id, task.attempt)
+            log.exception(
+                "task %s attempt %d could not be completed; leaving it for redelivery",
+                task.task_id,
+                task.attempt,
+            )
 
     async def _drain(self) -> None:
         if not self._in_flight:
@@ -148,6 +157,6 @@ class Worker:
             )
             try:
                 await bucket.put(subjects.worker_key(settings.worker_id), encode(beat))
-            except Exception as error:  # noqa: BLE001 - a missed heartbeat must not stop the worker
+            except Exception as error:
                 log.warning("heartbeat failed: %s", error)
             await asyncio.sleep(HEARTBEAT_SECONDS)

@@ -73,8 +73,18 @@ def init_cluster(data_dir: Path, log: Path, run_as: RunAs) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         result = subprocess.run(
-            [bin_path("initdb"), "-D", str(data_dir), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-             "--locale=C.UTF-8", "--no-instructions"],
+            [
+                bin_path("initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-instructions",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             user=run_as.uid,
@@ -98,9 +108,19 @@ def start(
     init_cluster(data_dir, log, run_as)
     port = port or free_port()
     argv = [
-        bin_path("postgres"), "-D", str(data_dir), "-p", str(port),
-        "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-        "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+        bin_path("postgres"),
+        "-D",
+        str(data_dir),
+        "-p",
+        str(port),
+        "-c",
+        "listen_addresses=127.0.0.1",
+        "-c",
+        "unix_socket_directories=",
+        "-c",
+        "max_connections=200",
+        "-c",
+        "shared_buffers=256MB",
     ]
     if not durable:
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]

@@ -1,5 +1,6 @@
 """Starting processes, waiting for them to answer, and stopping them by PID."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -78,10 +79,8 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def stop(pid: int, *, sig: int = signal.SIGTERM, timeout: float = 20.0) -> bool:

@@ -61,9 +61,7 @@ class DagWorkflow:
     steps: tuple[DagStep, ...]
     output: Template
     # Each step with its needs as a set, which decide compares with the succeeded steps in one C call.
-    _needs: tuple[tuple[DagStep, frozenset[str]], ...] = dataclasses.field(
-        init=False, repr=False, compare=False
-    )
+    _needs: tuple[tuple[DagStep, frozenset[str]], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_needs", tuple((step, frozenset(step.needs)) for step in self.steps))
@@ -264,9 +262,7 @@ def _check_reads(
         elif index_of[step] == i:
             problems.append(SpecProblem(field, "a step cannot read its own output"))
         elif ancestors is not None and not ancestors[i] >> index_of[step] & 1:
-            problems.append(
-                SpecProblem(field, f"step {step!r} is not among the needs of {labels[i]!r}, nor theirs")
-            )
+            problems.append(SpecProblem(field, f"step {step!r} is not among the needs of {labels[i]!r}, nor theirs"))
 
 
 def _ancestors(order: list[int], needs: list[list[int]]) -> list[int]:
@@ -289,10 +285,7 @@ def _read_output(
     if raw is None:
         needed = {need for step_needs in needs for need in step_needs}
         sinks = [draft.name for i, draft in enumerate(drafts) if i not in needed and draft.name]
-        if len(sinks) == 1:
-            raw = f"$.steps.{sinks[0]}.output"
-        else:
-            raw = {sink: f"$.steps.{sink}.output" for sink in sinks}
+        raw = f"$.steps.{sinks[0]}.output" if len(sinks) == 1 else {sink: f"$.steps.{sink}.output" for sink in sinks}
     try:
         output = compile_template(raw, "output")
     except WorkflowInvalid as exc:

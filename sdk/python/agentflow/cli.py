@@ -108,9 +108,7 @@ _output_option = click.option(
 
 @click.group(cls=_Root, name="af")
 @click.option("--api-url", metavar="URL", help="The API (default: $AF_API_URL, else the local stack's).")
-@click.option(
-    "--token", metavar="TOKEN", help="Bearer token (default: $AF_TOKEN, else the local stack's key)."
-)
+@click.option("--token", metavar="TOKEN", help="Bearer token (default: $AF_TOKEN, else the local stack's key).")
 @click.pass_context
 def cli(ctx: click.Context, api_url: str | None, token: str | None) -> None:
     """Run multi-agent workflows with AgentFlow."""
@@ -383,9 +381,7 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
 @click.option("--input", "input_", metavar="JSON|@FILE", callback=_parse_input, help="The run's input.")
 @click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
-@click.option(
-    "--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded."
-)
+@click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded.")
 @click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
 @_output_option
 @_pass_session
@@ -555,9 +551,7 @@ for _name, _summary in [
     cli.add_command(_server_command(_name, "control_plane.stack", _name, summary=_summary))
 
 _worker_group = click.Group("worker", help="The data-plane process.")
-_worker_group.add_command(
-    _server_command("start", "worker", summary="Start a worker process.", command="worker start")
-)
+_worker_group.add_command(_server_command("start", "worker", summary="Start a worker process.", command="worker start"))
 cli.add_command(_worker_group)
 
 _control_plane_group = click.Group("control-plane", help="The control plane process.")
