@@ -18,7 +18,6 @@ from nats.js import JetStreamContext
 from bus import subjects
 from bus.messages import Task, encode
 from bus.publish import Outgoing, notify, publish_all
-from control_plane.background import Background
 from control_plane.catalog import Catalog, Tool
 from registry import runs
 from registry.db import Pool
@@ -64,19 +63,38 @@ class Dispatcher:
         self._nc = nc
         self._js = js
         self._catalog = catalog
-        self._background = Background("marking tasks published (the relay publishes them again)")
+        self._published: list[str] = []
+        self._has_published = asyncio.Event()
 
     async def publish_tasks(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish and wait until the stream stored every task, then mark them published (in the background)."""
         if not dispatches:
             return
         await publish_all(self._js, [d.outgoing() for d in dispatches])
-        self._background.spawn(runs.mark_published(self._pool, [d.task_id for d in dispatches]))
+        self._published.extend(d.task_id for d in dispatches)
+        self._has_published.set()
 
     async def publish_events(self, messages: Iterable[Outgoing]) -> None:
         """Events of committed state: published without waiting; watchers also read them from PostgreSQL."""
         for message in messages:
             await notify(self._nc, message)
+
+    async def mark_published(self, stop: asyncio.Event) -> None:
+        """Record published tasks: all that gathered since the last write, in one statement."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._has_published.wait(), 1.0)
+            self._has_published.clear()
+            await self.flush_marks()
+
+    async def flush_marks(self) -> None:
+        batch, self._published = self._published, []
+        if not batch:
+            return
+        try:
+            await runs.mark_published(self._pool, batch)
+        except Exception as error:
+            log.warning("marking %d task(s) published failed; the relay publishes them again: %s", len(batch), error)
 
     async def relay(self, stop: asyncio.Event) -> None:
         """The outbox relay: publish queued tasks that were committed but never marked published."""
@@ -100,6 +118,3 @@ class Dispatcher:
             log.info("outbox relay: publishing %d task(s) left unpublished", len(dispatches))
             await self.publish_tasks(dispatches)
         return len(dispatches)
-
-    async def close(self) -> None:
-        await self._background.close()

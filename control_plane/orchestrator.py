@@ -27,6 +27,7 @@ from control_plane.events import EventLog, outgoing
 from control_plane.ids import new_id
 from control_plane.planning import StepState, decide
 from control_plane.problems import Problem
+from control_plane.run_cache import RunCache
 from registry import runs
 from registry.db import Pool
 
@@ -50,11 +51,14 @@ class Change:
 
 
 class Orchestrator:
-    def __init__(self, pool: Pool, js: JetStreamContext, catalog: Catalog, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, pool: Pool, js: JetStreamContext, catalog: Catalog, dispatcher: Dispatcher, cache: RunCache
+    ) -> None:
         self._pool = pool
         self._js = js
         self._catalog = catalog
         self._dispatcher = dispatcher
+        self._cache = cache
         self.applied = 0
         self.duplicates = 0
 
@@ -92,7 +96,10 @@ class Orchestrator:
         for result in results:
             by_run.setdefault(result.run_id, []).append(result)
         for _ in range(MAX_REPLANS):
-            states = await runs.load_runs(self._pool, list(by_run))
+            states = self._cache.take(by_run)
+            missing = [run_id for run_id in by_run if run_id not in states]
+            if missing:
+                states.update(await runs.load_runs(self._pool, missing))
             changes = []
             for run_id, run_results in by_run.items():
                 state = states.get(run_id)
@@ -100,7 +107,9 @@ class Orchestrator:
                     log.warning("ignoring %d result(s) of unknown run %s", len(run_results), run_id)
                     continue
                 change = await self._plan(state, run_results)
-                if change is not None:
+                if change is None:
+                    self._cache.put(state)
+                else:
                     changes.append(change)
             if not changes:
                 return
@@ -112,9 +121,12 @@ class Orchestrator:
                 [e for c in changes for e in c.events],
             )
             done = [c for c in changes if c.run.id in applied]
+            for change in done:
+                self._cache.put(_after(states[change.run.id], change))
             self.applied += sum(len(by_run[c.run.id]) for c in done)
             await self._dispatcher.publish_tasks([d for c in done for d in c.dispatches])
             await self._dispatcher.publish_events(self._event_messages(done))
+            # The rest were changed by someone else since they were read (or cached): read and plan again.
             by_run = {c.run.id: by_run[c.run.id] for c in changes if c.run.id not in applied}
             if not by_run:
                 return
@@ -134,6 +146,7 @@ class Orchestrator:
             events.add("run.cancelled", {})
             change.run = runs.RunUpdate(run.id, run.last_seq, events.last_seq, "cancelled", None, None)
             change.events = events.events
+            self._cache.drop(run_id)
             if run_id in await runs.apply_changes(self._pool, [change.run], change.task_updates, [], change.events):
                 await self._dispatcher.publish_events(self._event_messages([change]))
                 return
@@ -245,6 +258,17 @@ class Orchestrator:
             change.dispatches.clear()
         change.run = runs.RunUpdate(run.id, run.last_seq, run.last_seq, state, output, error)
         events.add(f"run.{state}", {"output": msgspec.Raw(output.encode())} if output else {"error": error})
+
+
+def _after(run: runs.RunState, change: Change) -> runs.RunState:
+    """The run as ``change`` left it (its tasks were already updated in place while planning)."""
+    run.state = change.run.state
+    run.last_seq = change.run.last_seq
+    run.tasks.extend(
+        runs.TaskState(t.id, t.step, t.tool_name, t.tool_version, t.queue, 1, "queued", None, None)
+        for t in change.new_tasks
+    )
+    return run
 
 
 def cancel_open_tasks(run: runs.RunState, change: Change, events: EventLog) -> None:

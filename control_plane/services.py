@@ -18,6 +18,7 @@ from control_plane.auth import Authenticator
 from control_plane.catalog import Catalog
 from control_plane.dispatch import Dispatcher
 from control_plane.orchestrator import Orchestrator
+from control_plane.run_cache import RunCache
 from control_plane.settings import Settings
 from control_plane.submit import Submitter
 from registry import connect as connect_db
@@ -58,8 +59,9 @@ class Services:
             await auth.install_key((await asyncio.to_thread(Path(settings.bootstrap_key_file).read_text)).strip())
         catalog = Catalog(pool)
         dispatcher = Dispatcher(pool, nc, js, catalog)
-        submitter = Submitter(pool, catalog, dispatcher)
-        orchestrator = Orchestrator(pool, js, catalog, dispatcher)
+        cache = RunCache()
+        submitter = Submitter(pool, catalog, dispatcher, cache)
+        orchestrator = Orchestrator(pool, js, catalog, dispatcher, cache)
         services = cls(
             settings,
             pool,
@@ -76,6 +78,7 @@ class Services:
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
             asyncio.create_task(dispatcher.relay(services.stop), name="outbox-relay"),
+            asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
         ]
         return services
 
@@ -84,7 +87,7 @@ class Services:
         self.submitter.wake()
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.submitter.close()
-        await self.dispatcher.close()
+        await self.dispatcher.flush_marks()
         await self.nc.flush()
         await self.nc.close()
         await self.pool.close()

@@ -152,7 +152,7 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
 
         for index in range(1, workers + 1):
             started = _step(f"worker {index}")
-            process = _start_worker(home, state, index, concurrency)
+            process = start_worker(home, state, index, concurrency)
             _done(started, f"queue default, pid {process.pid}")
     except BaseException:
         say("\nstart failed; stopping what was started")
@@ -161,7 +161,7 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
     return state
 
 
-def _start_worker(home: Path, state: StackState, index: int, concurrency: int) -> "subprocess.Popen[bytes]":
+def start_worker(home: Path, state: StackState, index: int, concurrency: int) -> "subprocess.Popen[bytes]":
     log = home / "logs" / f"worker-{index}.log"
     env = {
         **os.environ,

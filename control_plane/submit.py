@@ -19,6 +19,7 @@ from control_plane.events import EventLog, outgoing
 from control_plane.ids import new_id
 from control_plane.planning import decide
 from control_plane.problems import Problem
+from control_plane.run_cache import RunCache
 from control_plane.specs import RunRequest, check_name_field, split_ref
 from registry import runs
 from registry.db import Pool
@@ -59,10 +60,11 @@ class Accepted:
 
 
 class Submitter:
-    def __init__(self, pool: Pool, catalog: Catalog, dispatcher: Dispatcher) -> None:
+    def __init__(self, pool: Pool, catalog: Catalog, dispatcher: Dispatcher, cache: RunCache) -> None:
         self._pool = pool
         self._catalog = catalog
         self._dispatcher = dispatcher
+        self._cache = cache
         self._pending: list[Submission] = []
         self._wake = asyncio.Event()
         self._publishing = asyncio.Semaphore(4)
@@ -208,6 +210,29 @@ class Submitter:
                 submission.future.set_result(answer)
             else:
                 submission.future.set_exception(answer)
+
+        tasks_by_run: dict[str, list[runs.TaskState]] = {}
+        for task in new_tasks:
+            tasks_by_run.setdefault(task.run_id, []).append(
+                runs.TaskState(
+                    task.id, task.step, task.tool_name, task.tool_version, task.queue, 1, "queued", None, None
+                )
+            )
+        for run in new_runs:
+            if run.id in inserted:
+                self._cache.put(
+                    runs.RunState(
+                        run.id,
+                        run.tenant,
+                        run.target_kind,
+                        run.target_name,
+                        run.target_version,
+                        run.state,
+                        run.input,
+                        run.last_seq,
+                        tasks_by_run.get(run.id, []),
+                    )
+                )
 
         fresh = [d for d in dispatches if d.run_id in inserted]
         events_by_run: dict[str, list[runs.NewEvent]] = {}

@@ -1,0 +1,144 @@
+"""AgentFlow's full durable path: HTTP submit → PostgreSQL → JetStream → worker → result → PostgreSQL.
+
+A run counts as done when its ``run.succeeded`` event arrives: the control plane publishes it only after
+the run's final state is committed.
+"""
+
+import asyncio
+import time
+from urllib.parse import urlsplit
+
+import msgspec
+import nats
+from nats.aio.msg import Msg
+
+from bench.http import LeanHTTP
+from bus.messages import RunEvents, decode
+
+FINAL = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
+
+
+class Completions:
+    """Watches every run's events on NATS and records when each run finished."""
+
+    def __init__(self) -> None:
+        self.finished: dict[str, float] = {}
+        self.failed: dict[str, str] = {}
+        self._waiters: dict[str, asyncio.Future[float]] = {}
+
+    async def start(self, url: str) -> None:
+        self._nc = await nats.connect(url)
+        await self._nc.subscribe("af.*.events.*", cb=self._on_events)
+
+    async def close(self) -> None:
+        await self._nc.close()
+
+    async def _on_events(self, msg: Msg) -> None:
+        now = time.perf_counter()
+        events = decode(msg.data, RunEvents)
+        for event in events.events:
+            if event.type in FINAL:
+                if event.type != "run.succeeded":
+                    self.failed[events.run_id] = event.type
+                self.finished[events.run_id] = now
+                waiter = self._waiters.pop(events.run_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(now)
+
+    async def wait(self, run_id: str, seconds: float = 30.0) -> float:
+        if run_id in self.finished:
+            return self.finished[run_id]
+        waiter = self._waiters[run_id] = asyncio.get_running_loop().create_future()
+        return await asyncio.wait_for(waiter, seconds)
+
+
+class AgentFlowClient:
+    def __init__(self, api_url: str, nats_url: str, token: str, tool: str) -> None:
+        parts = urlsplit(api_url)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._nats_url = nats_url
+        self._token = token
+        self._tool = tool
+        self._completions = Completions()
+        self._counter = 0
+
+    async def __aenter__(self) -> "AgentFlowClient":
+        await self._completions.start(self._nats_url)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._completions.close()
+
+    async def _connection(self) -> LeanHTTP:
+        http = LeanHTTP(self._host, self._port, self._token)
+        await http.connect()
+        return http
+
+    def _item(self) -> bytes:
+        self._counter += 1
+        return b'{"tool":"%s","input":{"i":%d}}' % (self._tool.encode(), self._counter)
+
+    async def round_trips(self, count: int) -> list[float]:
+        """Seconds from the HTTP submit to the committed final state, one run at a time."""
+        http = await self._connection()
+        samples = []
+        try:
+            for _ in range(count):
+                started = time.perf_counter()
+                status, body = await http.post("/v1/runs", self._item())
+                if status != 201:
+                    raise RuntimeError(f"submit answered {status}: {body[:300]!r}")
+                finished = await self._completions.wait(msgspec.json.decode(body)["id"])
+                samples.append(finished - started)
+        finally:
+            await http.close()
+        self._check_failures()
+        return samples
+
+    async def sustained(self, count: int, *, batch: int = 250, connections: int = 2, window: int = 4000) -> float:
+        """Runs per second submitted through ``POST /v1/runs:batch`` with up to ``window`` unfinished."""
+        submitted: list[str] = []
+        in_flight = asyncio.Semaphore(window)
+        remaining = [count]
+
+        async def submit_loop() -> None:
+            http = await self._connection()
+            try:
+                while remaining[0] > 0:
+                    size = min(batch, remaining[0])
+                    remaining[0] -= size
+                    for _ in range(size):
+                        await in_flight.acquire()
+                    body = b'{"runs":[' + b",".join(self._item() for _ in range(size)) + b"]}"
+                    status, answer = await http.post("/v1/runs:batch", body)
+                    if status != 200:
+                        raise RuntimeError(f"batch submit answered {status}: {answer[:300]!r}")
+                    for item in msgspec.json.decode(answer)["items"]:
+                        if "id" not in item:
+                            raise RuntimeError(f"a batch item was refused: {item}")
+                        submitted.append(item["id"])
+            finally:
+                await http.close()
+
+        done_before = len(self._completions.finished)
+        started = time.perf_counter()
+        submitters = [asyncio.ensure_future(submit_loop()) for _ in range(connections)]
+        seen = 0
+        while seen < count:
+            await asyncio.sleep(0.005)
+            now_done = len(self._completions.finished) - done_before
+            for _ in range(now_done - seen):
+                in_flight.release()
+            seen = now_done
+            for submitter in submitters:
+                if submitter.done() and submitter.exception():
+                    raise submitter.exception()  # type: ignore[misc]
+        await asyncio.gather(*submitters)
+        last = max(self._completions.finished[run_id] for run_id in submitted)
+        self._check_failures()
+        return count / (last - started)
+
+    def _check_failures(self) -> None:
+        if self._completions.failed:
+            run_id, how = next(iter(self._completions.failed.items()))
+            raise RuntimeError(f"{len(self._completions.failed)} run(s) did not succeed, e.g. {run_id}: {how}")
