@@ -196,9 +196,14 @@ class Catalog:
         cached = self._latest.get((kind, tenant, name))
         return cached[0] if cached is not None and cached[1] > time.monotonic() else None
 
-    async def _entry(self, kind: store.Kind, tenant: str, name: str, version: str | None) -> store.Entry | None:
+    async def _entry(self, kind: store.Kind, tenant: str, name: str, version: str | None, field: str) -> store.Entry:
+        """A stored version (the latest when ``version`` is None), or the unknown-tool/workflow problem."""
         entry = await store.get(self._pool, kind, tenant, name, version)
-        if entry is not None and version is None:
+        if entry is None:
+            noun = kind.value[:-1]
+            wanted = f"{name}@{version}" if version else name
+            raise Problem(422, f"unknown-{noun}", f"no {noun} {wanted} is registered", field)
+        if version is None:
             self._latest[(kind, tenant, name)] = (entry.version, time.monotonic() + LATEST_TTL_SECONDS)
         return entry
 
@@ -208,10 +213,7 @@ class Catalog:
         version = version or self._cached_latest(store.Kind.TOOL, tenant, name)
         if version is not None and (found := self._tools.get((tenant, name, version))) is not None:
             return found
-        entry = await self._entry(store.Kind.TOOL, tenant, name, version)
-        if entry is None:
-            wanted = f"{name}@{version}" if version else name
-            raise Problem(422, "unknown-tool", f"no tool {wanted} is registered", field)
+        entry = await self._entry(store.Kind.TOOL, tenant, name, version, field)
         tool = _tool_from_spec(msgspec.json.decode(entry.spec, type=ToolSpec))
         self._tools[(tenant, entry.name, entry.version)] = tool
         return tool
@@ -220,10 +222,7 @@ class Catalog:
         version = version or self._cached_latest(store.Kind.WORKFLOW, tenant, name)
         if version is not None and (found := self._workflows.get((tenant, name, version))) is not None:
             return found
-        entry = await self._entry(store.Kind.WORKFLOW, tenant, name, version)
-        if entry is None:
-            wanted = f"{name}@{version}" if version else name
-            raise Problem(422, "unknown-workflow", f"no workflow {wanted} is registered", field)
+        entry = await self._entry(store.Kind.WORKFLOW, tenant, name, version, field)
         cached = self._workflows.get((tenant, entry.name, entry.version))
         if cached is not None:
             return cached

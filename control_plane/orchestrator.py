@@ -21,6 +21,7 @@ from bus import subjects
 from bus.consume import bind_pull, pull
 from bus.messages import Result, decode
 from bus.publish import Outgoing
+from control_plane import metrics
 from control_plane.catalog import Catalog, Tool, schema_problem
 from control_plane.dispatch import Dispatch, Dispatcher
 from control_plane.events import EventLog, outgoing
@@ -59,8 +60,6 @@ class Orchestrator:
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._cache = cache
-        self.applied = 0
-        self.duplicates = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = await bind_pull(self._js, subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
@@ -123,7 +122,10 @@ class Orchestrator:
             done = [c for c in changes if c.run.id in applied]
             for change in done:
                 self._cache.put(_after(states[change.run.id], change))
-            self.applied += sum(len(by_run[c.run.id]) for c in done)
+            updates = [u for c in done for u in c.task_updates]
+            metrics.APPLY_BATCH.observe(len(updates))
+            for update in updates:
+                metrics.RESULTS_APPLIED.labels(update.state).inc()
             await self._dispatcher.publish_tasks([d for c in done for d in c.dispatches])
             await self._dispatcher.publish_events(self._event_messages(done))
             # The rest were changed by someone else since they were read (or cached): read and plan again.
@@ -163,7 +165,7 @@ class Orchestrator:
         for result in results:
             task = tasks.get(result.task_id)
             if task is None or task.attempt != result.attempt or task.state in runs.FINAL_TASK_STATES:
-                self.duplicates += 1
+                metrics.RESULTS_DUPLICATE.inc()
                 continue
             if run.state in runs.FINAL_RUN_STATES:
                 continue

@@ -1,5 +1,6 @@
 """Problems: the errors the API answers, as ``application/problem+json`` with a stable ``type``."""
 
+import re
 from typing import Any
 
 import msgspec
@@ -69,11 +70,20 @@ class Problem(Exception):
         return msgspec.to_builtins(self.body())  # type: ignore[no-any-return]
 
 
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
+
+
 def field_from_msgspec(message: str) -> tuple[str, str | None]:
-    """Split msgspec's ``"Expected `int`, got `str` - at `$.limits.cpu_seconds`"`` into detail and field."""
+    """Split msgspec's ``"Expected `int`, got `str` - at `$.limits.cpu_seconds`"`` into detail and field.
+
+    A missing or unknown field is named only in the sentence (and at the root there is no path at all),
+    so it is appended to the path.
+    """
     detail, sep, where = message.rpartition(" - at `")
     if not sep:
-        return message, None
+        detail, where = message, "$"
     path = where.rstrip("`")
+    if named := _NAMED_FIELD.match(detail):
+        path = f"{path}.{named.group(1)}"
     field = path[2:] if path.startswith("$.") else path.lstrip("$")
     return detail, field or None

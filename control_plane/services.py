@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import NoKeysError
+from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from bus.consume import connect
@@ -99,7 +99,10 @@ class Services:
             return []
         beats = []
         for key in keys:
-            entry = await self.workers.get(key)
+            try:
+                entry = await self.workers.get(key)
+            except KeyNotFoundError:
+                continue  # the worker stopped between the listing and the read
             if entry.value:
                 try:
                     beats.append(decode(entry.value, Heartbeat))

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from control_plane import metrics
 from control_plane.background import Background
 from control_plane.catalog import Catalog, Tool, schema_problem
 from control_plane.dispatch import Dispatch, Dispatcher
@@ -197,6 +198,7 @@ class Submitter:
                 )
             )
         inserted = await runs.create_runs(self._pool, new_runs, new_tasks, new_events)
+        metrics.SUBMIT_BATCH.observe(len(new_runs))
 
         lost = [s for s in writes if run_ids[id(s)] not in inserted] + repeats
         existing = await self._existing(lost)

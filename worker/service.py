@@ -80,7 +80,10 @@ class Worker:
         while not self._stop.is_set():
             free = self._settings.concurrency - len(self._in_flight)
             if free <= 0:
-                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                # SIGTERM must interrupt this wait too, or the drain deadline would not apply.
+                stopping = asyncio.ensure_future(self._stop.wait())
+                await asyncio.wait({*self._in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
                 continue
             for msg in await pull(sub, free, PULL_WAIT_SECONDS):
                 task = asyncio.create_task(self._handle(js, msg))

@@ -561,3 +561,7 @@ _control_plane_group.add_command(
 cli.add_command(_control_plane_group)
 
 cli.add_command(_server_command("bench", "bench", summary="Run the benchmarks."))
+
+
+if __name__ == "__main__":
+    main()
