@@ -45,7 +45,11 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     input: msgspec.Raw
 
 
-ErrorKind = Literal["exit", "timeout", "bad-output", "output-too-large", "sandbox", "malformed", "cancelled"]
+ErrorKind = Literal[
+    "exit", "crash", "retryable", "timeout", "bad-output", "output-too-large", "sandbox", "malformed", "cancelled"
+]
+# A tool that exits with this code (EX_TEMPFAIL) declares its failure passing: worth another attempt.
+RETRYABLE_EXIT_CODE = 75
 
 
 class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -69,6 +73,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     stderr_tail: str | None = None
     cpu_seconds: float | None = None
     max_rss_kb: int | None = None
+    deliveries: int = 1
+    """How many times the task message was delivered (more than 1: a worker died holding it)."""
 
 
 class RunEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,5 +1,7 @@
 """Idempotent setup of AgentFlow's streams, consumers and the worker bucket."""
 
+import contextlib
+
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -19,7 +21,7 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 24 * 3600.0
 CHANNELS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 WORKER_TTL_SECONDS = 15.0
-TASK_ACK_WAIT_SECONDS = 60.0
+TASK_ACK_WAIT_SECONDS = 30.0
 
 STREAMS = (
     StreamConfig(
@@ -67,9 +69,17 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config)
 
 
-async def ensure_task_consumer(js: JetStreamContext, tenant: str, queue: str) -> str:
-    """The durable pull consumer shared by every worker of (tenant, queue); returns its name."""
+async def ensure_task_consumer(
+    js: JetStreamContext, tenant: str, queue: str, ack_wait: float = TASK_ACK_WAIT_SECONDS
+) -> str:
+    """The durable pull consumer shared by every worker of (tenant, queue); returns its name.
+
+    ``ack_wait`` applies when the consumer is created: an existing consumer keeps its own.
+    """
     durable = subjects.task_consumer(tenant, queue)
+    with contextlib.suppress(NotFoundError):
+        await js.consumer_info(subjects.TASKS_STREAM, durable)
+        return durable
     await js.add_consumer(
         subjects.TASKS_STREAM,
         ConsumerConfig(
@@ -77,7 +87,7 @@ async def ensure_task_consumer(js: JetStreamContext, tenant: str, queue: str) ->
             filter_subject=subjects.tasks(tenant, queue),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=TASK_ACK_WAIT_SECONDS,
+            ack_wait=ack_wait,
             max_ack_pending=20_000,
             max_waiting=512,
         ),

@@ -12,7 +12,7 @@ import msgspec
 from bus.messages import ToolLimits, ToolRuntime
 from control_plane.planning import DagWorkflow, WorkflowInvalid, parse_dag
 from control_plane.problems import Problem
-from control_plane.specs import ToolSpec, check_name_field, check_tool, check_version
+from control_plane.specs import RetrySpec, ToolSpec, check_name_field, check_tool, check_version
 from registry import catalog as store
 from registry.db import Pool
 
@@ -33,6 +33,7 @@ class Tool:
     network: str
     input_validator: jsonschema.protocols.Validator | None
     output_validator: jsonschema.protocols.Validator | None
+    retry: RetrySpec
 
     @property
     def ref(self) -> str:
@@ -63,6 +64,7 @@ NOOP = Tool(
     network="none",
     input_validator=None,
     output_validator=None,
+    retry=RetrySpec(),
 )
 
 
@@ -106,6 +108,7 @@ def _tool_from_spec(spec: ToolSpec) -> Tool:
         network=spec.network,
         input_validator=_validator(spec.input_schema, "input_schema"),
         output_validator=_validator(spec.output_schema, "output_schema"),
+        retry=spec.retry,
     )
 
 

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from bus import subjects
 from bus.messages import Task, encode
 from bus.publish import Outgoing, notify, publish_all
+from control_plane.background import Background
 from control_plane.catalog import Catalog, Tool
 from registry import runs
 from registry.db import Pool
@@ -65,6 +66,8 @@ class Dispatcher:
         self._catalog = catalog
         self._published: list[str] = []
         self._has_published = asyncio.Event()
+        self._retries = Background("publishing a retry (the relay publishes it again)")
+        self._timers: set[asyncio.TimerHandle] = set()
 
     async def publish_tasks(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish and wait until the stream stored every task, then mark them published (in the background)."""
@@ -79,6 +82,14 @@ class Dispatcher:
         for message in messages:
             await notify(self._nc, message)
 
+    def publish_later(self, dispatch: Dispatch, delay: float) -> None:
+        """Publish after ``delay`` seconds (a retry's backoff). The timer lives in memory only: if this
+        process stops first, the relay publishes the task once its ``not_before`` has passed."""
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(delay, lambda: self._retries.spawn(self.publish_tasks([dispatch])))
+        self._timers.add(handle)
+        loop.call_later(delay + 1, self._timers.discard, handle)
+
     async def mark_published(self, stop: asyncio.Event) -> None:
         """Record published tasks: all that gathered since the last write, in one statement."""
         while not stop.is_set():
@@ -86,6 +97,12 @@ class Dispatcher:
                 await asyncio.wait_for(self._has_published.wait(), 1.0)
             self._has_published.clear()
             await self.flush_marks()
+
+    async def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        await self._retries.close()
+        await self.flush_marks()
 
     async def flush_marks(self) -> None:
         batch, self._published = self._published, []

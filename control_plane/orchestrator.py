@@ -9,6 +9,7 @@ task's current one, or whose task already finished, changes nothing: results app
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,8 @@ class Change:
     task_updates: list[runs.TaskUpdate] = field(default_factory=list)
     new_tasks: list[runs.NewTask] = field(default_factory=list)
     dispatches: list[Dispatch] = field(default_factory=list)
+    retries: list[tuple[float, Dispatch]] = field(default_factory=list)
+    """Next attempts of failed tasks, each to publish after its backoff (seconds)."""
     events: list[runs.NewEvent] = field(default_factory=list)
     tenant: str = ""
 
@@ -127,6 +130,8 @@ class Orchestrator:
             for update in updates:
                 metrics.RESULTS_APPLIED.labels(update.state).inc()
             await self._dispatcher.publish_tasks([d for c in done for d in c.dispatches])
+            for delay, dispatch in (r for c in done for r in c.retries):
+                self._dispatcher.publish_later(dispatch, delay)
             await self._dispatcher.publish_events(self._event_messages(done))
             # The rest were changed by someone else since they were read (or cached): read and plan again.
             by_run = {c.run.id: by_run[c.run.id] for c in changes if c.run.id not in applied}
@@ -171,7 +176,24 @@ class Orchestrator:
                 continue
             tool = await self._catalog.tool(run.tenant, task.tool_name, task.tool_version)
             state, output, error = _outcome(result, tool)
-            task.state, task.output, task.error = state, output, error
+            data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
+            data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
+            next_attempt = not_before = None
+            if state == "failed" and result.error_kind in tool.retry.retry_on:
+                if task.attempt < tool.retry.max_attempts:
+                    delay = tool.retry.delay(task.attempt, random.random())
+                    next_attempt, not_before, state = task.attempt + 1, time.time() + delay, "queued"
+                    data.update(next_attempt=next_attempt, retry_in_s=round(delay, 3))
+                    change.retries.append(
+                        (
+                            delay,
+                            Dispatch(
+                                run.tenant, run.id, task.id, next_attempt, task.step, task.queue, tool, task.input
+                            ),
+                        )
+                    )
+                elif tool.retry.max_attempts > 1:
+                    state, error = "dead", f"{error} (gave up after {task.attempt} attempts)"
             change.task_updates.append(
                 runs.TaskUpdate(
                     task.id,
@@ -184,18 +206,22 @@ class Orchestrator:
                     result.worker_id,
                     result.started_at,
                     result.finished_at,
+                    next_attempt,
+                    not_before,
                 )
             )
-            data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
-            data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
             if error is not None:
                 data["error"] = error
-            events.add(f"task.{state}", data)
+            events.add("task.retrying" if next_attempt else f"task.{state}", data)
+            task.state, task.output, task.error = state, output, error
+            task.attempt = next_attempt or task.attempt
         if not change.task_updates:
             return None
         if run.target_kind == "tool":
             only = run.tasks[0]
-            finished: tuple[str, str | None, str | None] | None = (only.state, only.output, only.error)
+            finished: tuple[str, str | None, str | None] | None = None
+            if only.state in runs.FINAL_TASK_STATES:
+                finished = ("succeeded" if only.state == "succeeded" else "failed", only.output, only.error)
         else:
             finished = await self._plan_workflow(run, change, events)
         if finished is not None:
@@ -267,7 +293,7 @@ def _after(run: runs.RunState, change: Change) -> runs.RunState:
     run.state = change.run.state
     run.last_seq = change.run.last_seq
     run.tasks.extend(
-        runs.TaskState(t.id, t.step, t.tool_name, t.tool_version, t.queue, 1, "queued", None, None)
+        runs.TaskState(t.id, t.step, t.tool_name, t.tool_version, t.queue, 1, "queued", None, None, t.input)
         for t in change.new_tasks
     )
     return run
@@ -299,6 +325,7 @@ def _outcome(result: Result, tool: Tool) -> tuple[str, str | None, str | None]:
 
 def _detail(result: Result) -> dict[str, Any]:
     detail: dict[str, Any] = {"sandbox": result.sandbox}
+    detail["deliveries"] = result.deliveries
     for name in ("error_kind", "exit_code", "stderr_tail", "cpu_seconds", "max_rss_kb"):
         value = getattr(result, name)
         if value is not None:

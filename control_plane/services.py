@@ -87,7 +87,7 @@ class Services:
         self.submitter.wake()
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.submitter.close()
-        await self.dispatcher.flush_marks()
+        await self.dispatcher.close()
         await self.nc.flush()
         await self.nc.close()
         await self.pool.close()

@@ -30,6 +30,30 @@ class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     output_bytes: Annotated[int, msgspec.Meta(ge=1, le=8 * 1024 * 1024)] = 1_048_576
 
 
+RetryableKind = Literal["timeout", "crash", "retryable", "sandbox", "exit"]
+
+
+class RetrySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a failed attempt is tried again, and how long to wait before it.
+
+    Failure kinds: ``timeout`` (wall limit), ``crash`` (killed by a signal), ``retryable`` (the tool exited
+    with 75, EX_TEMPFAIL: it declares the failure passing), ``sandbox`` (the sandbox could not start it),
+    ``exit`` (any other non-zero exit: a bug or bad input, so not retried unless listed).
+    """
+
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 1
+    backoff_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1.0
+    multiplier: Annotated[float, msgspec.Meta(ge=1, le=10)] = 2.0
+    max_backoff_seconds: Annotated[float, msgspec.Meta(ge=0, le=24 * 3600)] = 300.0
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.2
+    retry_on: tuple[RetryableKind, ...] = ("timeout", "crash", "retryable", "sandbox")
+
+    def delay(self, attempt: int, unit_random: float) -> float:
+        """Seconds before attempt ``attempt + 1``, given a uniform random number in [0, 1)."""
+        base = min(self.max_backoff_seconds, self.backoff_seconds * self.multiplier ** (attempt - 1))
+        return base * (1 - self.jitter + 2 * self.jitter * unit_random)
+
+
 class ToolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """A versioned tool: a program reading one JSON document on stdin and writing one on stdout."""
 
@@ -42,6 +66,7 @@ class ToolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     limits: LimitsSpec = LimitsSpec()
     network: Literal["none", "egress"] = "none"
     queue: str = "default"
+    retry: RetrySpec = RetrySpec()
 
 
 class RunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

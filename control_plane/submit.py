@@ -217,7 +217,16 @@ class Submitter:
         for task in new_tasks:
             tasks_by_run.setdefault(task.run_id, []).append(
                 runs.TaskState(
-                    task.id, task.step, task.tool_name, task.tool_version, task.queue, 1, "queued", None, None
+                    task.id,
+                    task.step,
+                    task.tool_name,
+                    task.tool_version,
+                    task.queue,
+                    1,
+                    "queued",
+                    None,
+                    None,
+                    task.input,
                 )
             )
         for run in new_runs:

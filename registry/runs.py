@@ -55,7 +55,10 @@ class NewEvent:
 
 @dataclass(frozen=True, slots=True)
 class TaskUpdate:
-    """The recorded outcome of one attempt; applies only if that attempt is still the task's current one."""
+    """The recorded outcome of one attempt; applies only if that attempt is still the task's current one.
+
+    A retry moves the task to ``next_attempt`` (queued again, to be published at ``not_before``).
+    """
 
     id: str
     run_id: str
@@ -67,6 +70,8 @@ class TaskUpdate:
     worker_id: str | None
     started_at: float | None
     finished_at: float | None
+    next_attempt: int | None = None
+    not_before: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class TaskState:
     state: str
     output: str | None
     error: str | None
+    input: str
 
 
 @dataclass(slots=True)
@@ -187,7 +193,7 @@ _LOAD_RUNS = """
 SELECT r.id::text AS run_id, r.tenant, r.target_kind, r.target_name, r.target_version, r.state AS run_state,
        r.input::text AS run_input, r.last_seq,
        t.id::text AS task_id, t.step, t.tool_name, t.tool_version, t.queue, t.attempt, t.state AS task_state,
-       t.output::text AS task_output, t.error AS task_error
+       t.output::text AS task_output, t.error AS task_error, t.input::text AS task_input
 FROM runs r LEFT JOIN tasks t ON t.run_id = r.id
 WHERE r.id = ANY($1::uuid[])
 """
@@ -222,6 +228,7 @@ async def load_runs(pool: Pool, run_ids: Sequence[str]) -> dict[str, RunState]:
                     row["task_state"],
                     row["task_output"],
                     row["task_error"],
+                    row["task_input"],
                 )
             )
     return found
@@ -247,10 +254,15 @@ WITH r AS (
                      detail = u.detail::jsonb,
                      worker_id = u.worker_id,
                      started_at = to_timestamp(u.started_at),
-                     finished_at = COALESCE(to_timestamp(u.finished_at), now())
+                     finished_at = CASE WHEN u.next_attempt IS NULL
+                                        THEN COALESCE(to_timestamp(u.finished_at), now()) END,
+                     attempt = COALESCE(u.next_attempt, tasks.attempt),
+                     published = tasks.published AND u.next_attempt IS NULL,
+                     not_before = to_timestamp(u.not_before)
     FROM unnest($7::uuid[], $8::uuid[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
-                $14::text[], $15::float8[], $16::float8[])
-         AS u(id, run_id, attempt, state, output, error, detail, worker_id, started_at, finished_at)
+                $14::text[], $15::float8[], $16::float8[], $30::int[], $31::float8[])
+         AS u(id, run_id, attempt, state, output, error, detail, worker_id, started_at, finished_at,
+              next_attempt, not_before)
     WHERE tasks.id = u.id AND tasks.attempt = u.attempt AND u.run_id IN (SELECT id FROM r)
 ), n AS (
     INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input)
@@ -298,6 +310,7 @@ async def apply_changes(
         ),
         *_columns(new_tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
         *_columns(events, "run_id", "seq", "tenant", "type", "data"),
+        *_columns(task_updates, "next_attempt", "not_before"),
     )
     return {row["id"] for row in rows}
 
@@ -320,11 +333,13 @@ class PendingTask:
 
 
 async def unpublished_tasks(pool: Pool, older_than_seconds: float, limit: int) -> list[PendingTask]:
-    """The outbox: queued tasks recorded at least ``older_than_seconds`` ago and not known to be on the bus."""
+    """The outbox: queued tasks due at least ``older_than_seconds`` ago and not known to be on the bus
+    (a retry is due at its ``not_before``, a first attempt when it was recorded)."""
     rows = await pool.fetch(
         "SELECT id::text, tenant, run_id::text, step, tool_name, tool_version, queue, attempt, input::text"
         " FROM tasks WHERE NOT published AND state = 'queued'"
-        " AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
+        " AND COALESCE(not_before, created_at) < now() - make_interval(secs => $1)"
+        " ORDER BY created_at LIMIT $2",
         older_than_seconds,
         limit,
     )

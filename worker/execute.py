@@ -5,7 +5,7 @@ import time
 
 import msgspec
 
-from bus.messages import ErrorKind, Result, Task
+from bus.messages import RETRYABLE_EXIT_CODE, ErrorKind, Result, Task
 from sandbox import Backend, Limits, Outcome, SandboxCall, SandboxError
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,14 @@ class Executor:
             return self._failed(task, started, "output-too-large", reason, outcome.kind, **measured)
         if outcome.exit_code != 0:
             last = (outcome.stderr_tail.strip().splitlines() or [""])[-1]
-            reason = f"exited with code {outcome.exit_code}" + (f": {last}" if last else "")
-            return self._failed(task, started, "exit", reason, outcome.kind, **measured)
+            code = outcome.exit_code or 0
+            if code < 0:
+                kind: ErrorKind = "crash"
+                reason = f"killed by signal {-code}"
+            else:
+                kind = "retryable" if code == RETRYABLE_EXIT_CODE else "exit"
+                reason = f"exited with code {code}"
+            return self._failed(task, started, kind, reason + (f": {last}" if last else ""), outcome.kind, **measured)
         try:
             msgspec.json.decode(outcome.stdout)
         except msgspec.DecodeError as error:

@@ -27,6 +27,14 @@ HEARTBEAT_SECONDS = 5.0
 PULL_WAIT_SECONDS = 1.0
 
 
+def _deliveries(msg: Msg) -> int:
+    """How many times JetStream has delivered this task (more than 1 after a worker died with it)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:
+        return 1
+
+
 class Worker:
     def __init__(self, settings: Settings, backend: Backend) -> None:
         self._settings = settings
@@ -49,7 +57,7 @@ class Worker:
         nc = await connect(settings.nats_url, f"agentflow-worker-{settings.worker_id}")
         js = nc.jetstream()
         await ensure_streams(js)
-        durable = await ensure_task_consumer(js, settings.tenant, settings.queue)
+        durable = await ensure_task_consumer(js, settings.tenant, settings.queue, settings.ack_wait_seconds)
         sub = await bind_pull(js, subjects.TASKS_STREAM, durable)
         bucket = await workers_bucket(js)
         heartbeat = asyncio.create_task(self._heartbeat(bucket))
@@ -107,7 +115,11 @@ class Worker:
             await msg.term()
             return
         try:
-            result = await self._executor.execute(task)
+            progress = asyncio.create_task(self._report_progress(msg))
+            try:
+                result = msgspec.structs.replace(await self._executor.execute(task), deliveries=_deliveries(msg))
+            finally:
+                progress.cancel()
             # The result must be stored before the task is acknowledged: if we die in between, the task
             # is redelivered and the duplicate result is ignored by (task_id, attempt).
             await publish(
@@ -131,6 +143,15 @@ class Worker:
                 task.task_id,
                 task.attempt,
             )
+
+    async def _report_progress(self, msg: Msg) -> None:
+        """Tell JetStream the task is still being worked on, so it is redelivered only if this worker dies."""
+        while True:
+            await asyncio.sleep(self._settings.ack_wait_seconds / 3)
+            try:
+                await msg.in_progress()
+            except Exception as error:
+                log.debug("progress report failed: %s", error)
 
     async def _drain(self) -> None:
         if not self._in_flight:

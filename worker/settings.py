@@ -27,6 +27,10 @@ class Settings:
     """``AF_SANDBOX``: the sandbox backend (``process`` for development)."""
     worker_id: str = ""
     """``AF_WORKER_ID``: defaults to ``<host>-<pid>``."""
+    ack_wait_seconds: float = 30.0
+    """``AF_ACK_WAIT_SECONDS``: how long a task may go without word from its worker before JetStream
+    redelivers it (set when the queue's consumer is first created); the worker reports progress at a
+    third of it while a tool runs."""
     drain_seconds: float = 30.0
     """``AF_DRAIN_SECONDS``: how long SIGTERM waits for tasks in flight before handing them back."""
     log_level: str = "info"
