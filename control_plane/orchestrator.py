@@ -8,6 +8,7 @@ task's current one, or whose task already finished, changes nothing: results app
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -36,6 +37,7 @@ from registry.db import Pool
 log = logging.getLogger(__name__)
 
 BATCH = 512
+RETRY_APPLY_SECONDS = 1.0
 MAX_REPLANS = 8
 _encode = msgspec.json.Encoder().encode
 
@@ -73,9 +75,12 @@ class Orchestrator:
             try:
                 await self.handle(msgs)
             except Exception:
-                # Unacknowledged results come back after the consumer's ack wait; nothing is lost.
+                # Handed back with a short delay (PostgreSQL may be restarting): nothing is lost.
                 log.exception("applying %d result(s) failed; they will be redelivered", len(msgs))
-                await asyncio.sleep(0.5)
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=RETRY_APPLY_SECONDS)
+                await asyncio.sleep(RETRY_APPLY_SECONDS)
 
     async def handle(self, msgs: list[Msg]) -> None:
         results: list[Result] = []

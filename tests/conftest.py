@@ -39,17 +39,27 @@ def tmp_root() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def start_nats(root: Path, port: int | None = None) -> nats.NatsServer:
+    return nats.start(root / "nats", root / "logs" / "nats.log", port=port)
+
+
+def start_postgres(root: Path, port: int | None = None, *, durable: bool = False) -> postgres.PostgresServer:
+    """A cluster under ``root``; ``durable=False`` (fsync off) is for tests that never crash it."""
+    server = postgres.start(root / "pg", root / "logs" / "postgres.log", port=port, durable=durable)
+    asyncio.run(ensure_database(server.dsn, postgres.DATABASE))
+    return server
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_root: Path) -> Iterator[nats.NatsServer]:
-    server = nats.start(tmp_root / "nats", tmp_root / "logs" / "nats.log")
+    server = start_nats(tmp_root)
     yield server
     stop(server.process.pid)
 
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_root: Path) -> Iterator[postgres.PostgresServer]:
-    server = postgres.start(tmp_root / "pg", tmp_root / "logs" / "postgres.log", durable=False)
-    asyncio.run(ensure_database(server.dsn, postgres.DATABASE))
+    server = start_postgres(tmp_root)
     yield server
     stop(server.process.pid, sig=signal.SIGINT)
 
