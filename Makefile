@@ -4,15 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps demo test lint typecheck unit bench clean
+.PHONY: install system-deps demo test lint typecheck bench soak clean
 
 install: system-deps $(STAMP)
 
-# PostgreSQL's server binaries (Debian's); everything else comes from PyPI into the virtualenv.
+# PostgreSQL's server binaries and gVisor's runsc (the sandbox backend), both Debian's; everything else comes
+# from PyPI into the virtualenv.
 system-deps:
 	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	@if ! command -v runsc >/dev/null 2>&1; then \
+		echo "installing runsc (gVisor, Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml sdk/python/pyproject.toml
@@ -33,6 +38,10 @@ typecheck: install
 
 test: install lint typecheck
 	$(BIN)/python -m pytest -q
+
+# The long soak: 1,000 runs while processes are killed at random (the short one runs in `make test`).
+soak: install
+	AF_SOAK_RUNS=1000 AF_SOAK_REPORT=bench/results/soak.json $(BIN)/python -m pytest -q -s tests/test_soak.py
 
 bench: install
 	$(BIN)/python -m bench

@@ -85,6 +85,11 @@ class Stack:
     api_url: str = ""
     token: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    nats_server: nats.NatsServer | None = None
+    """Set when this stack owns its nats-server (and may kill it)."""
+    pg_server: postgres.PostgresServer | None = None
+    """Set when this stack owns its PostgreSQL cluster (and may kill it)."""
+    control_plane: subprocess.Popen[bytes] | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -106,6 +111,7 @@ class Stack:
         env = self.env(AF_PORT=str(port), AF_BOOTSTRAP_KEY_FILE=str(key_file))
         process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
         self.processes.append(process)
+        self.control_plane = process
         wait_until(
             "control plane",
             lambda: _http_ready(f"{self.api_url}/readyz"),
@@ -131,11 +137,46 @@ class Stack:
     def client(self) -> Client:
         return Client(api_url=self.api_url, token=self.token)
 
+    def kill_control_plane(self) -> None:
+        assert self.control_plane is not None
+        os.kill(self.control_plane.pid, signal.SIGKILL)
+        self.control_plane.wait()
+
+    def kill_nats(self) -> None:
+        assert self.nats_server is not None
+        os.kill(self.nats_server.process.pid, signal.SIGKILL)
+        self.nats_server.process.wait()
+
+    def restart_nats(self) -> None:
+        assert self.nats_server is not None
+        self.nats_server = start_nats(self.root, port=self.nats_server.port)
+
+    def kill_postgres(self) -> None:
+        assert self.pg_server is not None
+        os.kill(self.pg_server.process.pid, signal.SIGKILL)
+        self.pg_server.process.wait()
+
+    def restart_postgres(self) -> None:
+        assert self.pg_server is not None
+        deadline = time.monotonic() + 30
+        while True:  # its backends exit once they notice the postmaster is gone
+            try:
+                self.pg_server = start_postgres(self.root, port=self.pg_server.port, durable=True)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
     def stop_all(self) -> None:
         for process in reversed(self.processes):
             if process.poll() is None:
                 stop(process.pid, timeout=15)
             process.wait()
+        if self.nats_server is not None:
+            stop(self.nats_server.process.pid)
+        if self.pg_server is not None:
+            stop(self.pg_server.process.pid, sig=signal.SIGINT)
 
 
 @pytest.fixture(scope="session")
@@ -144,6 +185,25 @@ def stack(tmp_root: Path, nats_server: nats.NatsServer, postgres_server: postgre
     try:
         running.start_control_plane()
         running.start_worker()
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture
+def own_stack(tmp_root: Path) -> Iterator[Stack]:
+    """NATS, PostgreSQL (durable: tests kill it), a control plane and two workers of one test alone."""
+    root = tmp_root / f"own-{time.monotonic_ns()}"
+    root.mkdir()
+    root.chmod(0o755)
+    running = Stack(root, "", "")
+    try:
+        running.nats_server = start_nats(root)
+        running.pg_server = start_postgres(root, durable=True)
+        running.nats_url, running.database_url = running.nats_server.url, running.pg_server.dsn
+        running.start_control_plane()
+        running.start_worker(concurrency=4)
+        running.start_worker(concurrency=4)
         yield running
     finally:
         running.stop_all()

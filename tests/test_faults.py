@@ -8,14 +8,14 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from agentflow import Client, WaitTimeout
 
 from control_plane.embedded.processes import stop
-from tests.conftest import Stack, start_nats, start_postgres
+from tests.conftest import Stack
 
 # Fails with the "retryable" exit code (75) until its third attempt.
 FLAKY = """import os, sys
@@ -113,28 +113,11 @@ NAP = "import sys, time\ntime.sleep(0.4)\nsys.stdout.write(sys.stdin.read())\n"
 
 
 @pytest.fixture
-def own_stack(tmp_root: Path) -> Iterator[Stack]:
-    """NATS, PostgreSQL, a control plane and two workers of this test alone."""
-    root = tmp_root / f"own-{time.monotonic_ns()}"
-    root.mkdir()
-    root.chmod(0o755)
-    nats_server = start_nats(root)
-    # Durable: these tests kill PostgreSQL, and what it acknowledged must survive that.
-    pg = start_postgres(root, durable=True)
-    running = Stack(root, nats_server.url, pg.dsn)
-    running.nats_server, running.postgres_server = nats_server, pg  # type: ignore[attr-defined]
-    try:
-        running.start_control_plane()
-        running.start_worker(concurrency=4)
-        running.start_worker(concurrency=4)
-        with running.client() as af:
-            _tool(af, "nap", NAP)
-            af.apply_workflow(FAN)
-        yield running
-    finally:
-        running.stop_all()
-        stop(running.nats_server.process.pid)  # type: ignore[attr-defined]
-        stop(running.postgres_server.process.pid, sig=signal.SIGINT)  # type: ignore[attr-defined]
+def fan_stack(own_stack: Stack) -> Stack:
+    with own_stack.client() as af:
+        _tool(af, "nap", NAP)
+        af.apply_workflow(FAN)
+    return own_stack
 
 
 def _assert_every_task_applied_once(af: Client, run_ids: list[str], root: Path) -> None:
@@ -151,40 +134,23 @@ def _assert_every_task_applied_once(af: Client, run_ids: list[str], root: Path) 
         assert set(succeeded.values()) == {1}, succeeded
 
 
-def test_runs_in_flight_survive_a_control_plane_kill(own_stack: Stack) -> None:
-    with own_stack.client() as af:
-        run_ids = [af.start_run(workflow="fan-sleep", input={"n": i})["id"] for i in range(6)]
+@pytest.mark.parametrize(
+    ("kill", "restart"),
+    [
+        (Stack.kill_control_plane, Stack.start_control_plane),
+        (Stack.kill_nats, Stack.restart_nats),
+        (Stack.kill_postgres, Stack.restart_postgres),
+    ],
+    ids=["control-plane", "nats-server", "postgres"],
+)
+def test_runs_in_flight_survive_a_sigkill_of(
+    fan_stack: Stack, kill: Callable[[Stack], None], restart: Callable[[Stack], None]
+) -> None:
+    with fan_stack.client() as af:
+        run_ids = [af.start_run(workflow="fan-sleep", input={"n": i})["id"] for i in range(5)]
     time.sleep(0.6)
-    control_plane = own_stack.processes[0]
-    os.kill(control_plane.pid, signal.SIGKILL)
-    control_plane.wait()
-    time.sleep(1.0)  # results pile up in the stream meanwhile
-    own_stack.start_control_plane()
-    with own_stack.client() as af:
-        _assert_every_task_applied_once(af, run_ids, own_stack.root)
-
-
-def test_runs_in_flight_survive_a_nats_server_kill(own_stack: Stack) -> None:
-    with own_stack.client() as af:
-        run_ids = [af.start_run(workflow="fan-sleep", input={"n": i})["id"] for i in range(4)]
-    time.sleep(0.6)
-    server = own_stack.nats_server  # type: ignore[attr-defined]
-    os.kill(server.process.pid, signal.SIGKILL)
-    server.process.wait()
-    time.sleep(1.0)
-    own_stack.nats_server = start_nats(own_stack.root, port=server.port)  # type: ignore[attr-defined]
-    with own_stack.client() as af:
-        _assert_every_task_applied_once(af, run_ids, own_stack.root)
-
-
-def test_runs_in_flight_survive_a_postgres_kill(own_stack: Stack) -> None:
-    with own_stack.client() as af:
-        run_ids = [af.start_run(workflow="fan-sleep", input={"n": i})["id"] for i in range(4)]
-    time.sleep(0.6)
-    pg = own_stack.postgres_server  # type: ignore[attr-defined]
-    os.kill(pg.process.pid, signal.SIGKILL)
-    pg.process.wait()
-    time.sleep(1.5)  # its backends notice the postmaster is gone and exit
-    own_stack.postgres_server = start_postgres(own_stack.root, port=pg.port, durable=True)  # type: ignore[attr-defined]
-    with own_stack.client() as af:
-        _assert_every_task_applied_once(af, run_ids, own_stack.root)
+    kill(fan_stack)
+    time.sleep(1.0)  # work and results pile up meanwhile
+    restart(fan_stack)
+    with fan_stack.client() as af:
+        _assert_every_task_applied_once(af, run_ids, fan_stack.root)

@@ -1,0 +1,411 @@
+"""The runsc backend runs each tool in a fresh gVisor sandbox under limits, and leaves nothing behind.
+
+Against the real runsc (the Makefile installs it); the tests run as root, which runsc needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbox import Limits, Outcome, RunscBackend, SandboxCall, SandboxError, open_backend
+from sandbox.runsc import TOOL_UID
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="af-runsc-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def backend(root: Path) -> AsyncIterator[RunscBackend]:
+    opened = RunscBackend(root)
+    yield opened
+    await opened.close()
+
+
+def python(code: str, **fields: Any) -> SandboxCall:
+    """A call that runs `code` with the sandbox's python3 (the host's /usr, mounted read-only)."""
+    return SandboxCall(**{"call_id": "test-1", "command": ("python3", "-c", code), "stdin": b"", **fields})
+
+
+def containers(state: Path) -> list[str]:
+    listed = subprocess.run(["runsc", "--root", str(state), "list", "--quiet"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    return listed.stdout.split()
+
+
+async def sandboxes(state: Path) -> list[str]:
+    return await asyncio.to_thread(containers, state)
+
+
+async def entries(directory: Path) -> list[str]:
+    return sorted(path.name for path in await asyncio.to_thread(lambda: list(directory.iterdir())))
+
+
+async def exists(path: Path) -> bool:
+    return await asyncio.to_thread(path.exists)
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line mentions `text` (a container id: its runsc client, sandbox
+    and gofer all carry it or its bundle path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass  # gone meanwhile
+    return found
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5) -> bool:
+    """Whether `condition` comes true within `seconds`; it is checked off the event loop."""
+    deadline = time.monotonic() + seconds
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def assert_unharmed(backend: RunscBackend) -> None:
+    """The backend still runs a plain call, and nothing of earlier calls is left in its state."""
+    outcome = await backend.run(python("print('still here')"))
+    assert (outcome.exit_code, outcome.stdout) == (0, b"still here\n")
+    assert await sandboxes(backend.state) == []
+    assert await entries(backend.dir / "calls") == []
+
+
+async def test_a_tool_runs_inside_gvisor(backend: RunscBackend) -> None:
+    outcome = await backend.run(python("print(open('/proc/version').read())"))
+
+    assert outcome.kind == "runsc"
+    assert outcome.exit_code == 0
+    # gVisor's own kernel answers, not the host's.
+    assert outcome.stdout.startswith(b"Linux version 4.4.0")
+
+
+async def test_a_tool_reads_its_input_on_stdin_and_answers_on_stdout(backend: RunscBackend) -> None:
+    document = json.dumps({"text": "hello"}).encode()
+
+    outcome = await backend.run(
+        python("import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())", call_id="echo-1", stdin=document)
+    )
+
+    assert outcome == Outcome(
+        kind="runsc",
+        exit_code=0,
+        stdout=document,
+        stderr_tail="",
+        timed_out=False,
+        output_truncated=False,
+        duration_seconds=outcome.duration_seconds,
+        cpu_seconds=None,
+        max_rss_kb=None,
+    )
+    assert 0 < outcome.duration_seconds < 5
+
+
+async def test_a_server_on_the_hosts_loopback_cannot_be_reached(backend: RunscBackend) -> None:
+    connections = 0
+
+    def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.close()
+
+    server = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        outcome = await backend.run(
+            python(
+                "import socket\n"
+                "try:\n"
+                f"    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
+                "    print('connected')\n"
+                "except OSError as error:\n"
+                "    print(type(error).__name__)\n"
+            )
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    # The sandbox has a loopback of its own (--network=none), where nothing listens.
+    assert (outcome.exit_code, outcome.stdout) == (0, b"ConnectionRefusedError\n")
+    assert connections == 0
+    await assert_unharmed(backend)
+
+
+async def test_the_workers_files_and_environment_are_not_visible(
+    backend: RunscBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AF_TEST_SECRET", "do-not-leak")
+    probe = f"""
+import json, os
+print(json.dumps({{
+    "env": dict(os.environ),
+    "cwd": os.getcwd(),
+    "visible": [
+        path for path in ({str(REPO)!r}, {str(backend.root)!r}, "/root", "/home", "/var") if os.path.exists(path)
+    ],
+    "etc": sorted(os.listdir("/etc")),
+    "work": os.listdir("/work"),
+}}))
+"""
+
+    outcome = await backend.run(python(probe, env={"MODE": "test"}))
+
+    assert outcome.exit_code == 0, outcome.stderr_tail
+    seen = json.loads(outcome.stdout)
+    assert seen["env"] == {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": "/work",
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "MODE": "test",
+    }
+    assert seen["cwd"] == "/work"
+    assert seen["visible"] == []
+    assert seen["etc"] == ["group", "hosts", "passwd"]
+    assert seen["work"] == []
+    await assert_unharmed(backend)
+
+
+async def test_the_root_is_read_only_and_only_work_and_tmp_are_writable(backend: RunscBackend) -> None:
+    probe = """
+import json
+results = {}
+for path in ("/escape", "/usr/escape", "/etc/passwd", "/bin/escape", "/work/out.txt", "/tmp/out.txt"):
+    try:
+        with open(path, "w") as file:
+            file.write("x")
+        results[path] = "written"
+    except OSError as error:
+        results[path] = error.strerror
+mounts = {line.split()[1]: line.split()[3].split(",")[0] for line in open("/proc/mounts")}
+print(json.dumps([results, mounts]))
+"""
+
+    outcome = await backend.run(python(probe))
+
+    assert outcome.exit_code == 0, outcome.stderr_tail
+    results, mounts = json.loads(outcome.stdout)
+    assert results == {
+        "/escape": "Permission denied",
+        "/usr/escape": "Permission denied",
+        "/etc/passwd": "Permission denied",
+        "/bin/escape": "Permission denied",
+        "/work/out.txt": "written",
+        "/tmp/out.txt": "written",
+    }
+    # Not only file modes: the root and the host's /usr are mounted read-only.
+    assert (mounts["/"], mounts["/usr"], mounts["/work"], mounts["/tmp"]) == ("ro", "ro", "rw", "rw")
+    await assert_unharmed(backend)
+
+
+async def test_a_fork_bomb_is_contained_by_the_process_limit(backend: RunscBackend) -> None:
+    bomb = """
+import os, time
+started = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(2)
+            os._exit(0)
+        started += 1
+except OSError as error:
+    print(started, error.strerror)
+"""
+
+    outcome = await backend.run(python(bomb, limits=Limits(processes=32, wall_seconds=10)))
+
+    # The tool itself is the 32nd process of its user in the sandbox.
+    assert (outcome.exit_code, outcome.stdout) == (0, b"31 Resource temporarily unavailable\n")
+    assert not outcome.timed_out
+    await assert_unharmed(backend)
+
+
+async def test_a_memory_bomb_is_killed_at_the_memory_limit(backend: RunscBackend) -> None:
+    bomb = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))"
+
+    outcome = await backend.run(python(bomb, limits=Limits(memory_mb=128, wall_seconds=10)))
+
+    # The whole sandbox is killed at its cgroup's limit: runsc's 137, reported as SIGKILL like the process
+    # backend reports a signal.
+    assert outcome.exit_code == -signal.SIGKILL
+    assert not outcome.timed_out
+    assert outcome.duration_seconds < 5
+    await assert_unharmed(backend)
+
+
+async def test_an_infinite_loop_is_killed_at_the_wall_limit(backend: RunscBackend) -> None:
+    started = time.monotonic()
+
+    outcome = await backend.run(python("while True: pass", limits=Limits(wall_seconds=1)))
+
+    assert time.monotonic() - started < 4
+    assert outcome.timed_out
+    assert outcome.exit_code is None
+    assert 1 <= outcome.duration_seconds < 2
+    await assert_unharmed(backend)
+
+
+async def test_100_mb_on_stdout_is_cut_at_the_output_cap(backend: RunscBackend) -> None:
+    flood = "import sys\nfor _ in range(100):\n    sys.stdout.buffer.write(b'x' * 1_000_000)"
+
+    outcome = await backend.run(python(flood, limits=Limits(output_bytes=1_000_000)))
+
+    assert outcome.output_truncated
+    assert outcome.stdout == b"x" * 1_000_000
+    assert outcome.exit_code is None
+    assert not outcome.timed_out
+    await assert_unharmed(backend)
+
+
+async def test_a_tool_that_ignores_sigterm_still_ends_at_the_wall_limit(backend: RunscBackend) -> None:
+    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(1)"
+    started = time.monotonic()
+
+    outcome = await backend.run(python(stubborn, limits=Limits(wall_seconds=1)))
+
+    assert time.monotonic() - started < 4
+    assert outcome.timed_out
+    assert outcome.exit_code is None
+    await assert_unharmed(backend)
+
+
+async def test_cancelling_a_call_kills_its_sandbox(backend: RunscBackend) -> None:
+    running = asyncio.create_task(backend.run(python("import time; time.sleep(60)")))
+    assert await eventually(lambda: len(containers(backend.state)) == 1)
+    (container,) = await sandboxes(backend.state)
+    assert await asyncio.to_thread(processes_naming, container)
+
+    running.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await sandboxes(backend.state) == []
+    assert await eventually(lambda: not processes_naming(container))
+    await assert_unharmed(backend)
+
+
+async def test_files_are_written_into_work_which_is_wiped_after_the_call(backend: RunscBackend) -> None:
+    call = SandboxCall(
+        call_id="files-1",
+        command=("python3", "main.py"),
+        stdin=b"",
+        files={
+            "main.py": "import os\nprint(open('data/in.txt').read(), os.getcwd(), os.stat('data/in.txt').st_uid)",
+            "data/in.txt": "héllo",
+        },
+    )
+
+    outcome = await backend.run(call)
+
+    assert outcome.exit_code == 0, outcome.stderr_tail
+    assert outcome.stdout.decode().split() == ["héllo", "/work", str(TOOL_UID)]
+    assert await entries(backend.dir / "calls") == []
+
+
+async def test_file_paths_that_leave_work_are_refused(backend: RunscBackend) -> None:
+    with pytest.raises(SandboxError, match="must be relative"):
+        await backend.run(python("pass", files={"../evil": "x"}))
+    await assert_unharmed(backend)
+
+
+async def test_a_command_that_does_not_exist_cannot_start(backend: RunscBackend) -> None:
+    with pytest.raises(SandboxError, match="af-no-such-tool"):
+        await backend.run(SandboxCall(call_id="test-1", command=("af-no-such-tool",), stdin=b""))
+    await assert_unharmed(backend)
+
+
+async def test_a_call_that_asks_for_egress_is_refused_with_the_reason(backend: RunscBackend) -> None:
+    with pytest.raises(SandboxError, match="egress is not available on this machine"):
+        await backend.run(python("pass", network="egress"))
+
+
+async def test_the_runsc_backend_is_opened_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AF_RUNSC_ROOT", str(tmp_path))
+
+    opened = open_backend("runsc")
+    try:
+        outcome = await opened.run(python("print(1)"))
+    finally:
+        await opened.close()
+
+    assert (opened.kind, outcome.kind, outcome.stdout) == ("runsc", "runsc", b"1\n")
+    assert await entries(tmp_path) == []
+
+
+def test_without_runsc_opening_the_backend_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(SandboxError, match="apt-get install runsc"):
+        open_backend("runsc")
+
+
+CRASHING_WORKER = """
+import asyncio, sys
+from sandbox import RunscBackend, SandboxCall
+
+async def main():
+    backend = RunscBackend(sys.argv[1])
+    print(backend.dir, flush=True)
+    await backend.run(SandboxCall(call_id="orphan", command=("sleep", "60"), stdin=b""))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_new_backend_deletes_what_a_crashed_worker_left(backend: RunscBackend, root: Path) -> None:
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_WORKER, str(root), cwd=REPO, stdout=subprocess.PIPE
+    )
+    assert worker.stdout is not None
+    left = Path((await worker.stdout.readline()).decode().strip())
+    assert await eventually(lambda: len(containers(left / "runsc")) == 1)
+    (orphan,) = await sandboxes(left / "runsc")
+    worker.kill()
+    await worker.wait()
+    assert await exists(left)
+    assert await sandboxes(left / "runsc") == [orphan]  # stopped, but still there for runsc
+
+    successor = RunscBackend(root)
+    try:
+        assert not await exists(left)
+        assert await eventually(lambda: not processes_naming(orphan))
+        assert await exists(backend.dir)  # a live worker's state is left alone
+    finally:
+        await successor.close()
+    await assert_unharmed(backend)
+
+
+async def test_after_close_no_sandbox_and_no_state_dir_is_left(backend: RunscBackend, root: Path) -> None:
+    await backend.run(python("while True: pass", limits=Limits(wall_seconds=0.5)))
+    assert await sandboxes(backend.state) == []
+
+    await backend.close()
+
+    assert await entries(root) == []
+    assert not await asyncio.to_thread(processes_naming, str(root))
