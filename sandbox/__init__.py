@@ -2,6 +2,16 @@
 
 from .backend import Backend, open_backend
 from .process import ProcessBackend
+from .runsc import RunscBackend
 from .types import Limits, Outcome, SandboxCall, SandboxError
 
-__all__ = ["Backend", "Limits", "Outcome", "ProcessBackend", "SandboxCall", "SandboxError", "open_backend"]
+__all__ = [
+    "Backend",
+    "Limits",
+    "Outcome",
+    "ProcessBackend",
+    "RunscBackend",
+    "SandboxCall",
+    "SandboxError",
+    "open_backend",
+]

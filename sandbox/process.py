@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import resource
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
-from .backend import write_files
+from .backend import kill_group, run_tool, write_files
 from .types import Limits, Outcome, SandboxCall, SandboxError
 
 logger = logging.getLogger(__name__)
 
 _BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
-_STDERR_TAIL_BYTES = 4096
-# After a kill, how long the pipes may take to hand over what is still buffered in them. Bounded because a
-# descendant that left the tool's process group can hold them open for ever.
-_DRAIN_SECONDS = 2.0
 
 
 class ProcessBackend:
@@ -64,97 +54,21 @@ class ProcessBackend:
         """Nothing to release: the backend holds no resources between calls."""
 
 
-class _ToolProtocol(asyncio.SubprocessProtocol):
-    """Collects the tool's output as it arrives and notes its exit.
-
-    The protocol rather than asyncio's Process streams because Process.wait() also waits for the pipes to
-    close, which a descendant holding them can put off for ever, and a capped stream reader stops reading.
-    """
-
-    def __init__(self, output_bytes: int) -> None:
-        loop = asyncio.get_running_loop()
-        self.stdout = bytearray()
-        self.stderr_tail = bytearray()
-        self.output_truncated = False
-        self.exited: asyncio.Future[float] = loop.create_future()
-        """Resolves to the time.monotonic() of the tool's exit."""
-        self.finished: asyncio.Future[None] = loop.create_future()
-        """Resolves once the tool has exited and all its pipes are closed."""
-        self.pid = 0
-        """The tool's pid, which is also its process group id (it leads a new session)."""
-        self._output_bytes = output_bytes
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.pid = cast(asyncio.SubprocessTransport, transport).get_pid()
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 2:
-            self.stderr_tail += data
-            del self.stderr_tail[:-_STDERR_TAIL_BYTES]
-        elif not self.output_truncated:
-            room = self._output_bytes - len(self.stdout)
-            self.stdout += data[:room]
-            if len(data) > room:
-                self.output_truncated = True
-                _kill_group(self.pid)
-
-    def process_exited(self) -> None:
-        self.exited.set_result(time.monotonic())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finished.set_result(None)
-
-
 async def _run_in(call: SandboxCall, workdir: Path) -> Outcome:
     env = {"PATH": _BASE_PATH, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8", **call.env}
-    loop = asyncio.get_running_loop()
-    started = time.monotonic()
-    try:
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _ToolProtocol(call.limits.output_bytes),
-            *call.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=workdir,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_rlimit_setter(call.limits),
-        )
-    except (OSError, subprocess.SubprocessError) as error:
-        raise SandboxError(f"call {call.call_id}: cannot start {call.command[0]!r}: {error}") from error
-    timed_out = False
-    try:
-        stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
-        stdin.write(call.stdin)
-        stdin.close()  # after the buffer is flushed; a tool that exits without reading it is no error
-        # Shielded: the futures record what became of the tool; a timeout or cancel must not undo that.
-        async with asyncio.timeout(call.limits.wall_seconds):
-            await asyncio.shield(protocol.exited)
-            # Nothing the tool started may outlive the call, and its leftovers would hold the pipes open.
-            _kill_group(protocol.pid)
-            await asyncio.shield(protocol.finished)
-    except TimeoutError:
-        timed_out = True
-    finally:
-        _kill_group(protocol.pid)
-        try:
-            if not protocol.finished.done():
-                await asyncio.wait([protocol.finished], timeout=_DRAIN_SECONDS)
-        finally:
-            transport.close()
-    killed_by_us = timed_out or protocol.output_truncated
-    return Outcome(
-        kind=ProcessBackend.kind,
-        exit_code=None if killed_by_us else transport.get_returncode(),
-        stdout=bytes(protocol.stdout),
-        stderr_tail=protocol.stderr_tail.decode("utf-8", errors="replace"),
-        timed_out=timed_out,
-        output_truncated=protocol.output_truncated,
-        duration_seconds=(protocol.exited.result() if protocol.exited.done() else time.monotonic()) - started,
-        cpu_seconds=None,
-        max_rss_kb=None,
+    return await run_tool(
+        call,
+        ProcessBackend.kind,
+        call.command,
+        kill=_kill,
+        cwd=workdir,
+        env=env,
+        preexec_fn=_rlimit_setter(call.limits),
     )
+
+
+async def _kill(pgid: int) -> None:
+    kill_group(pgid)
 
 
 def _rlimit_setter(limits: Limits) -> Callable[[], None]:
@@ -178,8 +92,3 @@ def _rlimit_setter(limits: Limits) -> Callable[[], None]:
             resource.setrlimit(which, (value, value))
 
     return apply
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the group is already gone
-        os.killpg(pgid, signal.SIGKILL)

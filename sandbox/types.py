@@ -18,11 +18,13 @@ class Limits:
     """CPU time of the tool's process (RLIMIT_CPU); each process it starts gets the same allowance."""
 
     memory_mb: int = 512
-    """Address space of the tool's process in MiB (RLIMIT_AS): virtual memory, not resident memory."""
+    """Memory in MiB. process: the tool's address space (RLIMIT_AS), virtual memory, not resident memory;
+    runsc: the sandbox's memory cgroup, which kills the whole sandbox past it."""
 
     processes: int = 64
-    """Processes and threads of the user the tool runs as (RLIMIT_NPROC). The kernel counts every process
-    of that user, not only the tool's, and does not enforce the limit at all for root."""
+    """Processes and threads of the user the tool runs as (RLIMIT_NPROC). process: the kernel counts every
+    process of that user, not only the tool's, and does not enforce the limit at all for root; runsc: each
+    sandbox has a kernel of its own, so only the call's processes count."""
 
     output_bytes: int = 1_048_576
     """Cap on stdout; a tool that writes more is killed and its outcome marked output_truncated."""
@@ -63,7 +65,7 @@ class Outcome:
     """What came of one call that could be started."""
 
     kind: str
-    """The kind of backend that ran the call ("process", later "runsc", "docker")."""
+    """The kind of backend that ran the call ("process", "runsc", later "docker")."""
 
     exit_code: int | None
     """The tool's exit status; minus the signal number if a signal it did not get from us ended it; None

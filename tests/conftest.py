@@ -202,8 +202,9 @@ def own_stack(tmp_root: Path) -> Iterator[Stack]:
         running.pg_server = start_postgres(root, durable=True)
         running.nats_url, running.database_url = running.nats_server.url, running.pg_server.dsn
         running.start_control_plane()
-        running.start_worker(concurrency=4)
-        running.start_worker(concurrency=4)
+        # These tests are about delivery, and their tools write an effect log on the host.
+        running.start_worker(concurrency=4, AF_SANDBOX="process")
+        running.start_worker(concurrency=4, AF_SANDBOX="process")
         yield running
     finally:
         running.stop_all()

@@ -146,7 +146,7 @@ def test_the_worker_fleet_lists_the_stacks_worker_as_json(af: Af) -> None:
     result = af("workers", "ls", "--output", "json")
     assert result.returncode == 0, result.stderr
     workers = json.loads(result.stdout)["items"]
-    assert any(worker["queues"] == ["default"] and worker["sandbox"] == "process" for worker in workers), workers
+    assert any(worker["queues"] == ["default"] and worker["sandbox"] == "runsc" for worker in workers), workers
 
 
 # --- errors -----------------------------------------------------------------------------------------

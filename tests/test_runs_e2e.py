@@ -30,7 +30,22 @@ def test_a_fan_out_fan_in_workflow_reaches_succeeded_with_the_joined_output(clie
     assert all(task["state"] == "succeeded" and task["attempt"] == 1 for task in steps.values())
     # The join starts only after all three branches finished.
     assert steps["report"]["created_at"] >= max(steps[s]["finished_at"] for s in ("stats", "summary", "label"))
-    assert steps["stats"]["detail"]["sandbox"] == "process"
+    assert steps["stats"]["detail"]["sandbox"] == "runsc"
+
+
+def test_a_tool_call_runs_inside_gvisor_end_to_end(client: Client) -> None:
+    source = "import json\nprint(json.dumps({'kernel': open('/proc/version').read()}))\n"
+    client.register_tool(
+        {
+            "name": "kernel",
+            "version": "1.0.0",
+            "runtime": {"command": ["python3", "main.py"], "files": {"main.py": source}},
+        }
+    )
+    final = client.wait_run(client.start_run(tool="kernel", input={})["id"], timeout=60)
+    assert final["state"] == "succeeded", final
+    assert final["output"]["kernel"].startswith("Linux version 4.4.0")  # gVisor's, not the host's
+    assert final["tasks"][0]["detail"]["sandbox"] == "runsc"
 
 
 def test_a_single_tool_run_returns_the_tools_output(client: Client) -> None:
@@ -162,4 +177,4 @@ def test_registering_the_same_tool_file_twice_is_a_no_op(client: Client) -> None
 
 def test_the_worker_fleet_lists_the_live_worker(client: Client) -> None:
     workers = client.list_workers()
-    assert any(w["queues"] == ["default"] and w["sandbox"] == "process" for w in workers)
+    assert any(w["queues"] == ["default"] and w["sandbox"] == "runsc" for w in workers)

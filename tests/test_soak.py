@@ -67,7 +67,7 @@ def _kill_one(stack: Stack, rng: random.Random) -> tuple[str, float]:
         worker = next(p for p in stack.processes if p is not stack.control_plane and p.poll() is None)
         os.kill(worker.pid, 9)
         worker.wait()
-        stack.start_worker(concurrency=4)
+        stack.start_worker(concurrency=4, AF_SANDBOX="process")
     elif kind == "control-plane":
         stack.kill_control_plane()
         stack.start_control_plane()

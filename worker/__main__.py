@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queue", help="the queue to pull (AF_QUEUE, default 'default')")
     parser.add_argument("--tenant", help="the tenant whose tasks to run (AF_TENANT, default 'default')")
     parser.add_argument("--concurrency", type=int, help="tasks at once (AF_CONCURRENCY, default 8)")
-    parser.add_argument("--sandbox", help="sandbox backend (AF_SANDBOX: process)")
+    parser.add_argument("--sandbox", help="sandbox backend (AF_SANDBOX): runsc (default where installed) or process")
     parser.add_argument("--nats-url", dest="nats_url", help="AF_NATS_URL")
     parser.add_argument("--worker-id", dest="worker_id", help="AF_WORKER_ID (default <host>-<pid>)")
     args = parser.parse_args(argv)

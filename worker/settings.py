@@ -1,6 +1,7 @@
 """Worker settings: one frozen object, loaded once and passed down."""
 
 import os
+import shutil
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ class Settings:
     """``AF_QUEUE``: the queue this worker pulls."""
     concurrency: int = 8
     """``AF_CONCURRENCY``: tasks run at once (and the most it holds un-acknowledged)."""
-    sandbox: str = "process"
-    """``AF_SANDBOX``: the sandbox backend (``process`` for development)."""
+    sandbox: str = ""
+    """``AF_SANDBOX``: ``runsc`` (gVisor; the default where runsc is installed) or ``process`` (development
+    only, no isolation; the default elsewhere, with a warning in the log)."""
     worker_id: str = ""
     """``AF_WORKER_ID``: defaults to ``<host>-<pid>``."""
     ack_wait_seconds: float = 30.0
@@ -39,6 +41,8 @@ class Settings:
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     settings = load_layers(Settings, "worker", flags, env)
+    if not settings.sandbox:
+        settings = Settings(**{**_as_dict(settings), "sandbox": "runsc" if shutil.which("runsc") else "process"})
     if not settings.worker_id:
         host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:40].strip("-") or "host"
         settings = Settings(**{**_as_dict(settings), "worker_id": f"{host}-{os.getpid()}"})

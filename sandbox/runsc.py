@@ -1,0 +1,499 @@
+"""The gVisor backend: each call runs in a fresh runsc sandbox built from its own OCI bundle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import functools
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import _child
+from .backend import ToolProtocol, finish_tool, run_tool, start_tool, write_files
+from .types import Limits, Outcome, SandboxCall, SandboxError
+
+logger = logging.getLogger(__name__)
+
+TOOL_UID = 65534
+"""The tool runs as nobody:nogroup inside the sandbox (python and coreutils work as nobody)."""
+
+_BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+# The runsc client needs nothing of the worker's environment; the tool's comes from config.json alone.
+_CLIENT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+_TMP_MB = 64
+_NOFILE = 1024
+# `runsc run` exits with 128 when it could not start the container, and its message starts like this.
+_START_FAILED = 128
+_START_FAILED_PREFIX = "running container: "
+_RUNSC_HELPER_SECONDS = 30.0
+"""Bound on a `runsc kill`, `delete` or `list`, which normally take about 30 ms."""
+_INSTALL_HINT = (
+    "install it with `apt-get install runsc` (Debian/Ubuntu; `make system-deps` does it), "
+    "or choose AF_SANDBOX=process for development"
+)
+# A worker's state dir: its pid, the pid's start time (so a reused pid does not pass for the dead worker)
+# and a random part (so two backends of one process do not share a dir).
+_WORKER_DIR = re.compile(r"(\d+)-(\d+)-[0-9a-f]+")
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_LAUNCHER = ("python3", "-I", "-S", "-c", Path(_child.__file__).read_text())
+_RETIRE_SECONDS = 5.0
+"""How long an unused warm sandbox may take to end once told to."""
+
+
+class RunscBackend:
+    """Runs each call in its own gVisor sandbox (`runsc run`), created for the call and deleted after it.
+
+    Per call: an OCI bundle whose root is a shared, read-only rootfs holding the host's /usr read-only (and
+    the merged-/usr symlinks bin, lib, lib64, sbin), a minimal /etc of our own, nothing else of the host;
+    a fresh writable scratch dir at /work (the call's files, the cwd, wiped afterwards); /tmp a small tmpfs;
+    the tool as nobody with no capabilities and no_new_privs, a scrubbed environment, `--network=none`.
+    Limits: memory and one CPU through OCI `linux.resources`; processes (RLIMIT_NPROC, which gVisor's own
+    kernel enforces per sandbox), CPU time, file size, open files and core dumps as rlimits; the wall limit
+    and output cap by `runsc kill`. The host pids cgroup is not used: it would count the sandbox's own
+    threads (about 200 host tasks for 32 sandboxed processes on the ptrace platform), and with a small limit
+    the sandbox cannot even boot.
+
+    Warm pools (`warm` > 0): for each Limits in use, that many sandboxes are started ahead of their calls
+    with _child's launcher as their tool. A call takes one, writes its files into its /work and sends its
+    command and environment on stdin (so per-call secrets never reach config.json), and the launcher execs
+    the tool. A warm sandbox serves one call and is deleted after it, as on the cold path; a keeper task
+    per Limits starts the replacements, and drops the pool after `idle_seconds` without a call. With no
+    warm sandbox ready a call takes the cold path.
+
+    State lives in a dir per backend under `root`; a new backend deletes the sandboxes and dirs that dead
+    workers left there, and close() those of its own.
+
+    cpu_seconds and max_rss_kb are None: `runsc run` deletes the container, and with it the cgroup that
+    `runsc events --stats` reads, as soon as the tool exits, and sampling it while the tool runs would cost
+    a runsc process per sample. An exit status above 128 is turned back into minus a signal number: runsc
+    reports a tool killed by signal N (SIGKILL at the memory limit included) as 128 + N, as a shell does.
+    """
+
+    kind: str = "runsc"
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        runsc: str = "runsc",
+        warm: int | None = None,
+        idle_seconds: float = 60.0,
+    ) -> None:
+        """Find runsc (SandboxError saying how to install it if missing) and clean up after dead workers.
+
+        `root` defaults to AF_RUNSC_ROOT, else /var/run/agentflow/runsc for root, else a dir in the temp
+        dir. `warm` sandboxes (default AF_RUNSC_WARM, else 0) are kept ready for each Limits in use, and
+        dropped after `idle_seconds` without a call of those limits. Blocking: it runs runsc to delete
+        leftovers, so open the backend before serving calls.
+        """
+        found = shutil.which(runsc)
+        if found is None:
+            raise SandboxError(
+                f"the runsc sandbox backend needs gVisor's runsc, which is not installed: {_INSTALL_HINT}"
+            )
+        self._runsc = found
+        self._warm = _warm_setting(warm)
+        self._idle_seconds = idle_seconds
+        self.root = Path(root or os.environ.get("AF_RUNSC_ROOT") or _default_root())
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._reap_dead_workers()
+        self.dir = self.root / f"{os.getpid()}-{_start_time(os.getpid())}-{secrets.token_hex(4)}"
+        """This backend's state dir: runsc's state, the shared rootfs and one bundle per sandbox."""
+        self.state = self.dir / "runsc"
+        """The `runsc --root` of this backend's sandboxes."""
+        self._rootfs = self.dir / "rootfs"
+        self._calls = self.dir / "calls"
+        self._calls.mkdir(parents=True)
+        self.state.mkdir(mode=0o700)
+        _build_rootfs(self._rootfs)
+        self._pools: dict[Limits, _Pool] = {}
+        self._cleanups: set[asyncio.Future[None]] = set()
+        self._closed = False
+
+    async def run(self, call: SandboxCall) -> Outcome:
+        """Run one call in a sandbox of its own, a warm one if one is ready; SandboxError if it cannot start."""
+        if self._closed:
+            raise SandboxError(f"call {call.call_id}: the runsc backend is closed")
+        if not call.command:
+            raise SandboxError(f"call {call.call_id}: empty command")
+        if call.network != "none":
+            raise SandboxError(
+                f"call {call.call_id}: network egress is not available on this machine: runsc's sandbox "
+                "network does not start here, only --network=none works"
+            )
+        warm = self._take_warm(call.limits)
+        container = warm.container if warm else _container_id(call.call_id)
+        bundle = self._calls / container
+        env = {**_BASE_ENV, **call.env}
+        kill = functools.partial(self._kill, container)
+        told = False  # whether a warm sandbox has been sent its call
+        try:
+            if warm:
+                await asyncio.to_thread(_write_work, bundle / "work", call.files)
+                told = True
+                request = json.dumps({"argv": call.command, "env": env}).encode()
+                stdin = len(request).to_bytes(4, "big") + request + call.stdin
+                outcome = await finish_tool(call, self.kind, warm.tool, stdin, kill=kill)
+            else:
+                config = self._config(call.limits, container, bundle, call.command, env)
+                await asyncio.to_thread(_write_bundle, bundle, config, call.files)
+                outcome = await run_tool(
+                    call,
+                    self.kind,
+                    self._run_argv(container),
+                    kill=kill,
+                    cwd=bundle,
+                    env=_CLIENT_ENV,
+                    preexec_fn=_die_with_parent,
+                )
+        finally:
+            # Shielded, and remembered so that close() can wait for it: a second cancel must not leave the
+            # sandbox or the scratch dir behind.
+            cleanup = self._retire(warm) if warm and not told else self._clean_up(container, bundle)
+            await asyncio.shield(self._track(cleanup))
+        if _start_failed(outcome, warm is not None):
+            raise SandboxError(
+                f"call {call.call_id}: cannot start {call.command[0]!r} in the sandbox: {outcome.stderr_tail.strip()}"
+            )
+        if outcome.exit_code is not None and 128 < outcome.exit_code < 128 + signal.NSIG:
+            return dataclasses.replace(outcome, exit_code=128 - outcome.exit_code)
+        return outcome
+
+    def warm_containers(self, limits: Limits) -> list[str]:
+        """The ids of the warm sandboxes ready for calls of `limits`."""
+        pool = self._pools.get(limits)
+        return [warm.container for warm in pool.ready] if pool else []
+
+    async def close(self) -> None:
+        """Delete every sandbox this backend still has and remove its state dir."""
+        self._closed = True
+        for pool in self._pools.values():
+            pool.wanted.set()
+        await asyncio.gather(*(pool.keeper for pool in self._pools.values() if pool.keeper), return_exceptions=True)
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await asyncio.to_thread(self._remove_worker_dir, self.dir)
+
+    def _run_argv(self, container: str) -> tuple[str, ...]:
+        bundle = self._calls / container
+        return (self._runsc, "--root", str(self.state), "--network=none", "run", "--bundle", str(bundle), container)
+
+    def _track(self, cleanup: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run `cleanup` as a task that close() waits for."""
+        task = asyncio.ensure_future(cleanup)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return task
+
+    def _take_warm(self, limits: Limits) -> _Warm | None:
+        """A ready warm sandbox for `limits`, if any, and a nudge to the pool's keeper to replace it."""
+        if not self._warm:
+            return None
+        pool = self._pools.setdefault(limits, _Pool())
+        pool.last_used = time.monotonic()
+        taken = None
+        while pool.ready and taken is None:
+            candidate = pool.ready.pop(0)
+            if candidate.tool[1].exited.done():  # it died while it waited
+                self._track(self._retire(candidate))
+            else:
+                taken = candidate
+        pool.wanted.set()
+        if pool.keeper is None or pool.keeper.done():
+            pool.keeper = asyncio.ensure_future(self._keep(limits, pool))
+        return taken
+
+    async def _keep(self, limits: Limits, pool: _Pool) -> None:
+        """Keep `pool` full until the backend closes or the pool has gone `idle_seconds` without a call."""
+        try:
+            while not self._closed:
+                if len(pool.ready) < self._warm:
+                    pool.ready.append(await self._start_warm(limits))
+                    continue
+                pool.wanted.clear()
+                idle_left = pool.last_used + self._idle_seconds - time.monotonic()
+                if idle_left <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(idle_left):
+                        await pool.wanted.wait()
+        except (SandboxError, OSError) as error:
+            logger.warning("cannot start a warm sandbox (calls start cold meanwhile): %s", error)
+        finally:
+            retired, pool.ready = pool.ready, []
+            for warm in retired:
+                self._track(self._retire(warm))
+
+    async def _start_warm(self, limits: Limits) -> _Warm:
+        """Start a sandbox for calls of `limits` whose launcher waits for its call (see _child)."""
+        container = _container_id("warm")
+        bundle = self._calls / container
+        config = self._config(limits, container, bundle, _LAUNCHER, _BASE_ENV)
+        try:
+            await asyncio.to_thread(_write_bundle, bundle, config, {})
+            tool = await start_tool(
+                f"warm sandbox {container}",
+                self._run_argv(container),
+                limits.output_bytes,
+                cwd=bundle,
+                env=_CLIENT_ENV,
+                preexec_fn=_die_with_parent,
+            )
+        except BaseException:
+            await asyncio.shield(self._track(self._clean_up(container, bundle)))
+            raise
+        return _Warm(container, tool)
+
+    async def _retire(self, warm: _Warm) -> None:
+        """End an unused warm sandbox with an empty call: at EOF its launcher exits."""
+        call = SandboxCall(
+            call_id=warm.container, command=_LAUNCHER, stdin=b"", limits=Limits(wall_seconds=_RETIRE_SECONDS)
+        )
+        try:
+            await finish_tool(call, self.kind, warm.tool, b"", kill=functools.partial(self._kill, warm.container))
+        finally:
+            await self._clean_up(warm.container, self._calls / warm.container)
+
+    def _config(
+        self, limits: Limits, container: str, bundle: Path, argv: Sequence[str], env: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The OCI runtime spec of one sandbox."""
+        memory = limits.memory_mb * 1_048_576
+        no_capabilities: dict[str, list[str]] = {
+            name: [] for name in ("bounding", "effective", "inheritable", "permitted", "ambient")
+        }
+        return {
+            "ociVersion": "1.0.2",
+            "process": {
+                "user": {"uid": TOOL_UID, "gid": TOOL_UID},
+                "args": list(argv),
+                "env": [f"{name}={value}" for name, value in env.items()],
+                "cwd": "/work",
+                "noNewPrivileges": True,
+                "capabilities": no_capabilities,
+                "rlimits": [
+                    _rlimit("RLIMIT_NOFILE", _NOFILE),
+                    _rlimit("RLIMIT_FSIZE", limits.file_bytes),
+                    # A crashing tool should not write a core dump the size of its memory into /work.
+                    _rlimit("RLIMIT_CORE", 0),
+                    _rlimit("RLIMIT_NPROC", limits.processes),
+                    _rlimit("RLIMIT_CPU", limits.cpu_seconds),
+                ],
+            },
+            "root": {"path": str(self._rootfs), "readonly": True},
+            "hostname": "sandbox",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "ro"]},
+                {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
+                {"destination": "/work", "type": "bind", "source": str(bundle / "work"), "options": ["rbind", "rw"]},
+                {
+                    "destination": "/tmp",
+                    "type": "tmpfs",
+                    "source": "tmpfs",
+                    "options": ["nosuid", "nodev", f"size={_TMP_MB}m", "mode=1777"],
+                },
+            ],
+            "linux": {
+                "namespaces": [{"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")],
+                # runsc applies linux.resources only when the container has a cgroup path.
+                "cgroupsPath": f"/agentflow/{container}",
+                "resources": {
+                    "memory": {"limit": memory, "swap": memory},
+                    "cpu": {"quota": 100_000, "period": 100_000},
+                },
+            },
+        }
+
+    async def _kill(self, container: str, client_pid: int) -> None:
+        """End a sandbox before its tool exits. The `runsc run` client, which sees its tool die, reaps and
+        deletes the sandbox itself (finish_tool gives it the time); killing the client instead would leave a
+        stopped container whose `runsc delete` waits for the orphaned sandbox to be reaped, 1.5 s here."""
+        await self._runsc_quietly("kill", container, "KILL")
+
+    async def _clean_up(self, container: str, bundle: Path) -> None:
+        # A `runsc run` that saw its tool exit has deleted the container itself; a killed one leaves it
+        # behind. Deleting only then saves a runsc process (about 30 ms) on most calls.
+        if await asyncio.to_thread(self._left_behind, container):
+            await self._runsc_quietly("delete", "--force", container)
+        await asyncio.to_thread(shutil.rmtree, bundle, ignore_errors=True)
+
+    def _left_behind(self, container: str) -> bool:
+        try:
+            return any(container in name for name in os.listdir(self.state))
+        except FileNotFoundError:  # close() has removed everything already
+            return False
+
+    async def _runsc_quietly(self, *args: str) -> None:
+        """Run one runsc command on this backend's sandboxes; failures (the container is gone) are logged."""
+        helper = await asyncio.create_subprocess_exec(
+            self._runsc,
+            "--root",
+            str(self.state),
+            *args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=_CLIENT_ENV,
+        )
+        try:
+            async with asyncio.timeout(_RUNSC_HELPER_SECONDS):
+                _, stderr = await helper.communicate()
+        except TimeoutError:
+            # Not raised: the caller is cleaning up, and close() deletes whatever this one did not.
+            logger.warning("runsc %s did not finish within %g s", " ".join(args), _RUNSC_HELPER_SECONDS)
+            return
+        finally:
+            if helper.returncode is None:
+                helper.kill()
+                await helper.wait()
+        if helper.returncode:
+            logger.debug("runsc %s: %s", " ".join(args), stderr.decode(errors="replace").strip())
+
+    def _reap_dead_workers(self) -> None:
+        """Delete the sandboxes and state dirs of backends whose process has died."""
+        for entry in self.root.iterdir():
+            match = _WORKER_DIR.fullmatch(entry.name)
+            if match is None or not entry.is_dir():
+                continue
+            pid, started = int(match[1]), int(match[2])
+            if _start_time(pid) == started:
+                continue  # a live worker's
+            logger.warning("deleting the sandboxes and state that dead worker process %d left in %s", pid, entry)
+            self._remove_worker_dir(entry)
+
+    def _remove_worker_dir(self, directory: Path) -> None:
+        state = directory / "runsc"
+        if state.is_dir():
+            listed = self._runsc_blocking(state, "list", "--quiet")
+            containers = listed.stdout.split()
+            if containers:
+                deleted = self._runsc_blocking(state, "delete", "--force", *containers)
+                if deleted.returncode:
+                    logger.warning("cannot delete sandboxes %s: %s", containers, deleted.stderr.strip())
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _runsc_blocking(self, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self._runsc, "--root", str(state), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=_CLIENT_ENV,
+            timeout=_RUNSC_HELPER_SECONDS,
+            check=False,
+        )
+
+
+@dataclass(slots=True)
+class _Warm:
+    """A sandbox started ahead of its call, its launcher waiting on stdin."""
+
+    container: str
+    tool: tuple[asyncio.SubprocessTransport, ToolProtocol]
+
+
+@dataclass(slots=True)
+class _Pool:
+    """The warm sandboxes of one Limits, and the task that keeps them topped up."""
+
+    ready: list[_Warm] = field(default_factory=list)
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a sandbox is taken or the backend closes: the keeper has something to do."""
+    last_used: float = 0.0
+    keeper: asyncio.Future[None] | None = None
+
+
+def _warm_setting(warm: int | None) -> int:
+    if warm is not None:
+        return warm
+    setting = os.environ.get("AF_RUNSC_WARM", "0")
+    try:
+        return int(setting)
+    except ValueError:
+        raise SandboxError(f"AF_RUNSC_WARM: {setting!r} is not a whole number of warm sandboxes") from None
+
+
+def _start_failed(outcome: Outcome, warm: bool) -> bool:
+    """Whether `runsc run`, or a warm sandbox's launcher, could not start the tool at all."""
+    if warm and outcome.exit_code == _child.START_FAILED:
+        return outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
+    return outcome.exit_code == _START_FAILED and outcome.stderr_tail.startswith(_START_FAILED_PREFIX)
+
+
+def _write_bundle(bundle: Path, config: dict[str, Any], files: Mapping[str, str]) -> None:
+    bundle.mkdir(mode=0o700)
+    (bundle / "work").mkdir()
+    _write_work(bundle / "work", files)
+    (bundle / "config.json").write_text(json.dumps(config))
+
+
+def _write_work(work: Path, files: Mapping[str, str]) -> None:
+    """Write the call's files into its scratch dir, all owned by the tool's user like the dir itself."""
+    write_files(work, files)
+    for path in (work, *work.rglob("*")):
+        os.lchown(path, TOOL_UID, TOOL_UID)
+
+
+def _default_root() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/run/agentflow/runsc")
+    return Path(tempfile.gettempdir()) / f"agentflow-runsc-{os.geteuid()}"
+
+
+def _start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22 of stat; the command name (field 2) is in parentheses and may hold spaces.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _build_rootfs(rootfs: Path) -> None:
+    """The read-only root shared by this backend's sandboxes: mount points, symlinks and a minimal /etc."""
+    for mount_point in ("usr", "work", "tmp", "proc", "dev", "sys", "etc"):
+        (rootfs / mount_point).mkdir(parents=True)
+    for merged in ("bin", "lib", "lib64", "sbin"):
+        (rootfs / merged).symlink_to(f"usr/{merged}")
+    # Just enough for tools that look up users or resolve localhost; nothing of the host's /etc.
+    etc = rootfs / "etc"
+    (etc / "passwd").write_text(
+        "root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/work:/usr/sbin/nologin\n"
+    )
+    (etc / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+    for path in (rootfs, *rootfs.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _container_id(call_id: str) -> str:
+    """A container id runsc accepts, recognisable by its call and unique even when a call is retried."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "-", call_id)[:48]
+    return f"af-{readable}-{secrets.token_hex(4)}"
+
+
+def _rlimit(kind: str, value: int) -> dict[str, Any]:
+    return {"type": kind, "hard": value, "soft": value}
+
+
+def _die_with_parent() -> None:
+    """In the `runsc run` client, before exec: die with the worker. The sandbox, attached to its client,
+    then dies too, instead of running on unsupervised until a new worker cleans up."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
