@@ -2,13 +2,15 @@
 
 Every repetition measures, in turn: raw JetStream (nats-py) with 1 and 2 worker processes, AgentFlow's
 durable path with the built-in ``noop`` tool (no sandbox: the platform itself) with 1 and 2 workers,
-and AgentFlow with a tool in the process sandbox. Reported: per-task latency one at a time (p50/p95/p99,
+and AgentFlow with a tool in the process sandbox and in gVisor (runsc, cold and from the warm pool).
+Reported: per-task latency one at a time (p50/p95/p99,
 HTTP submit included for AgentFlow), sustained tasks/s, CPU per task by process, the median of the
 repetitions, and AgentFlow's ratios to raw JetStream.
 """
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -53,7 +55,9 @@ class Bench:
         stack.down(self.home, quiet=True)
         shutil.rmtree(self.home, ignore_errors=True)
 
-    def set_workers(self, kind: str | None, count: int, concurrency: int = 64) -> None:
+    def set_workers(
+        self, kind: str | None, count: int, concurrency: int = 64, sandbox: str = "process", warm: int = 0
+    ) -> None:
         for process in self.workers:
             stop(process.pid, timeout=15)
             process.wait()
@@ -66,8 +70,9 @@ class Bench:
                 argv += ["--concurrency", str(concurrency)]
             else:
                 argv = [sys.executable, "-m", "worker", "start", "--concurrency", str(concurrency)]
-                argv += ["--nats-url", self.state.nats_url, "--worker-id", f"bench-{index}"]
-            self.workers.append(spawn(f"{kind} worker", argv, log))
+                argv += ["--nats-url", self.state.nats_url, "--worker-id", f"bench-{index}", "--sandbox", sandbox]
+            env = {**os.environ, "AF_RUNSC_WARM": str(warm)}
+            self.workers.append(spawn(f"{kind} worker", argv, log, env=env))
         time.sleep(0.8)
 
     def _parts(self) -> dict[str, int]:
@@ -137,17 +142,26 @@ class Bench:
                 rate = await self.measured("agentflow", args.tasks, lambda: af.sustained(args.tasks))
                 self.record("agentflow", f"tasks_per_s_{count}w", rate)
 
-        if args.sandbox_tasks:
+        for system, sandbox, warm in self.sandboxes():
             for count in (1, 2):
-                _progress(f"[{index + 1}/{args.repeat}] AgentFlow process sandbox, {count} worker(s)")
-                self.set_workers("agentflow", count, concurrency=4)
+                _progress(f"[{index + 1}/{args.repeat}] AgentFlow {system}, {count} worker(s)")
+                self.set_workers("agentflow", count, concurrency=4, sandbox=sandbox, warm=warm)
                 async with AgentFlowClient(self.state.api_url, self.state.nats_url, token, "bench-echo") as af:
                     if count == 1:
-                        self.latency("process-sandbox", await af.round_trips(max(10, args.latency_runs // 10)))
+                        self.latency(system, await af.round_trips(max(10, args.latency_runs // 10)))
                     rate = await self.measured(
-                        "process-sandbox", args.sandbox_tasks, lambda: af.sustained(args.sandbox_tasks, batch=50)
+                        system, args.sandbox_tasks, lambda: af.sustained(args.sandbox_tasks, batch=50)
                     )
-                    self.record("process-sandbox", f"tasks_per_s_{count}w", rate)
+                    self.record(system, f"tasks_per_s_{count}w", rate)
+
+    def sandboxes(self) -> list[tuple[str, str, int]]:
+        """(row, backend, warm pool size) of the sandboxed phases: gVisor rows only where runsc is installed."""
+        if not self.args.sandbox_tasks:
+            return []
+        chosen = [("process-sandbox", "process", 0)]
+        if shutil.which("runsc"):
+            chosen += [("runsc-cold", "runsc", 0), ("runsc-warm", "runsc", 4)]
+        return chosen
 
     async def run(self) -> dict[str, Any]:
         assert self.state is not None
@@ -192,20 +206,22 @@ def render(summary: dict[str, Any]) -> str:
         ("raw JetStream (nats-py)", "raw"),
         ("AgentFlow, noop, durable path", "agentflow"),
         ("AgentFlow, process sandbox", "process-sandbox"),
+        ("AgentFlow, gVisor (runsc) cold", "runsc-cold"),
+        ("AgentFlow, gVisor (runsc) warm pool", "runsc-warm"),
     ]
     runs = summary["runs"]
     lines = [
         f"AgentFlow bench: median of {runs['repeat']} runs; latency over {runs['latency_runs']} tasks one at a time;"
         f" sustained over {runs['tasks']} tasks",
         "",
-        f"{'system':<32}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'1 worker/s':>12}{'2 workers/s':>13}",
+        f"{'system':<38}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'1 worker/s':>12}{'2 workers/s':>13}",
     ]
     for label, key in rows:
         m = summary.get(key)
         if m is None:
             continue
         lines.append(
-            f"{label:<32}{m['p50_ms']:>9.2f}{m['p95_ms']:>9.2f}{m['p99_ms']:>9.2f}"
+            f"{label:<38}{m['p50_ms']:>9.2f}{m['p95_ms']:>9.2f}{m['p99_ms']:>9.2f}"
             f"{m['tasks_per_s_1w']:>12.0f}{m['tasks_per_s_2w']:>13.0f}"
         )
     r = summary["ratios"]
@@ -222,7 +238,7 @@ def render(summary: dict[str, Any]) -> str:
         if m is None:
             continue
         cpu = {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith("cpu_us:")}
-        lines.append(f"  {label:<32}" + "  ".join(f"{name} {value:.0f}" for name, value in sorted(cpu.items())))
+        lines.append(f"  {label:<38}" + "  ".join(f"{name} {value:.0f}" for name, value in sorted(cpu.items())))
     return "\n".join(lines)
 
 
