@@ -11,6 +11,9 @@ echo; echo "== registering the example tools and workflow"
 for tool in examples/tools/*.yaml; do af tool register "$tool"; done
 af workflow apply examples/workflows/doc-review.yaml
 
+echo; echo "== af workers ls"
+af workers ls
+
 echo; echo "== af run doc-review --input @examples/input.json --follow"
 af run doc-review --input @examples/input.json --follow
 
