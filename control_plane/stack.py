@@ -14,15 +14,22 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from control_plane.auth import new_key
 from control_plane.embedded import nats, postgres
-from control_plane.embedded.processes import StackError, alive, free_port, spawn, stop, tcp_open, wait_until
+from control_plane.embedded.processes import (
+    StackError,
+    alive,
+    free_port,
+    http_ok,
+    spawn,
+    stop,
+    tcp_open,
+    wait_until,
+)
 from registry.db import ensure_database
 
 STATE_FILE = "stack.json"
@@ -89,14 +96,6 @@ def _api_port() -> int:
     return free_port() if tcp_open(DEFAULT_PORT) else DEFAULT_PORT
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def up(home: Path, workers: int, concurrency: int) -> StackState:
     """Start every part, recording each in stack.json as soon as it runs (so a failure can be undone)."""
     home.mkdir(parents=True, exist_ok=True)
@@ -147,7 +146,7 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
         state.parts.append(Part("control-plane", process.pid, str(log)))
         state.api_url = f"http://127.0.0.1:{port}"
         state.save()
-        wait_until("control plane", lambda: _http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
+        wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
         _done(started, f"{state.api_url}, pid {process.pid}")
 
         for index in range(1, workers + 1):
@@ -207,7 +206,7 @@ def status(home: Path) -> dict[str, Any]:
     state = StackState.read(home)
     if state is None:
         return {"home": str(home), "running": False, "parts": []}
-    ready = _http_ok(f"{state.api_url}/readyz") if state.api_url else False
+    ready = http_ok(f"{state.api_url}/readyz") if state.api_url else False
     parts = [{"name": p.name, "pid": p.pid, "alive": alive(p.pid), "log": p.log} for p in state.parts]
     return {
         "home": str(home),

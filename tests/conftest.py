@@ -23,7 +23,7 @@ from agentflow import Client
 
 from control_plane.auth import new_key
 from control_plane.embedded import nats, postgres
-from control_plane.embedded.processes import free_port, spawn, stop, wait_until
+from control_plane.embedded.processes import free_port, http_ok, spawn, stop, wait_until
 from registry.db import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,17 +62,6 @@ def postgres_server(tmp_root: Path) -> Iterator[postgres.PostgresServer]:
     server = start_postgres(tmp_root)
     yield server
     stop(server.process.pid, sig=signal.SIGINT)
-
-
-def _http_ready(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @dataclass
@@ -114,7 +103,7 @@ class Stack:
         self.control_plane = process
         wait_until(
             "control plane",
-            lambda: _http_ready(f"{self.api_url}/readyz"),
+            lambda: http_ok(f"{self.api_url}/readyz"),
             timeout=60,
             process=process,
             log=log,

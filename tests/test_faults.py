@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from agentflow import Client, WaitTimeout
 
@@ -154,3 +155,18 @@ def test_runs_in_flight_survive_a_sigkill_of(
     restart(fan_stack)
     with fan_stack.client() as af:
         _assert_every_task_applied_once(af, run_ids, fan_stack.root)
+
+
+def test_readyz_reports_not_ready_while_postgres_is_down(own_stack: Stack) -> None:
+    own_stack.kill_postgres()
+    try:
+        down = httpx.get(f"{own_stack.api_url}/readyz", timeout=10)
+        assert down.status_code == 503
+        assert down.json()["checks"]["postgres"] != "ok"
+        assert down.json()["checks"]["nats"] == "ok"
+    finally:
+        own_stack.restart_postgres()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{own_stack.api_url}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "still not ready after PostgreSQL came back"
+        time.sleep(0.2)
