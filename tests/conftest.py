@@ -14,13 +14,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentflow import Client
+from nats.js import JetStreamContext
 
+from bus import subjects
 from control_plane.auth import new_key
 from control_plane.embedded import nats, postgres
 from control_plane.embedded.processes import free_port, http_ok, spawn, stop, wait_until
@@ -62,6 +65,31 @@ def postgres_server(tmp_root: Path) -> Iterator[postgres.PostgresServer]:
     server = start_postgres(tmp_root)
     yield server
     stop(server.process.pid, sig=signal.SIGINT)
+
+
+WAIT_SECONDS = 20.0
+
+
+async def eventually(what: str, check: Callable[[], Awaitable[Any]]) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after WAIT_SECONDS."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_until_pulled(js: JetStreamContext, queue: str) -> None:
+    consumer = subjects.task_consumer("default", queue)
+
+    async def pulled() -> bool:
+        info = await js.consumer_info(subjects.TASKS_STREAM, consumer)
+        return bool(info.num_ack_pending == 1)
+
+    await eventually(f"a worker to pull the task of queue {queue}", pulled)
 
 
 @dataclass

@@ -6,13 +6,12 @@ test must know that the other side has dealt with a message, it waits for that c
 floor to pass the message's stream sequence, never for a fixed time.
 """
 
-import asyncio
 import contextlib
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -25,7 +24,7 @@ from nats.js import JetStreamContext
 from bus import subjects
 from bus.messages import Result, Task, ToolRuntime, encode
 from control_plane.embedded.processes import alive, stop
-from tests.conftest import Stack
+from tests.conftest import Stack, eventually, wait_until_pulled
 
 TENANT = "default"
 WAIT_SECONDS = 20.0
@@ -44,18 +43,6 @@ async def js(stack: Stack) -> AsyncIterator[JetStreamContext]:
 async def af(stack: Stack) -> AsyncIterator[AsyncClient]:
     async with AsyncClient(api_url=stack.api_url, token=stack.token) as client:
         yield client
-
-
-async def eventually(what: str, check: Callable[[], Awaitable[Any]]) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after WAIT_SECONDS."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def acknowledged(js: JetStreamContext, stream: str, consumer: str, seq: int) -> None:
@@ -229,16 +216,6 @@ def sleeper(name: str, seconds: float) -> dict[str, Any]:
         "runtime": {"command": ["python3", "-c", code]},
         "limits": {"wall_seconds": 60},
     }
-
-
-async def wait_until_pulled(js: JetStreamContext, queue: str) -> None:
-    consumer = subjects.task_consumer(TENANT, queue)
-
-    async def pulled() -> bool:
-        info = await js.consumer_info(subjects.TASKS_STREAM, consumer)
-        return bool(info.num_ack_pending == 1)
-
-    await eventually(f"a worker to pull the task of queue {queue}", pulled)
 
 
 async def test_a_worker_draining_on_sigterm_finishes_its_task_in_flight(

@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 from agentflow import Client, WaitTimeout
 
 from control_plane.embedded.processes import stop
-from tests.conftest import Stack
+from tests.conftest import Stack, wait_until_pulled
 
 # Fails with the "retryable" exit code (75) until its third attempt.
 FLAKY = """import os, sys
@@ -78,11 +79,15 @@ def test_a_failure_that_is_not_retryable_is_not_retried(client: Client) -> None:
     assert final["tasks"][0]["state"] == "failed"
 
 
-def test_a_task_is_redelivered_when_its_worker_dies(stack: Stack, client: Client) -> None:
+async def test_a_task_is_redelivered_when_its_worker_dies(stack: Stack, client: Client) -> None:
     _tool(client, "slow", "import time\ntime.sleep(2.0)\nprint('{\"done\": true}')\n")
     first = stack.start_worker(queue="crashy", concurrency=1, AF_ACK_WAIT_SECONDS="2")
     run = client.start_run(tool="slow", input={}, queue="crashy")
-    time.sleep(0.8)  # the first worker holds the task now
+    nc = await nats.connect(stack.nats_url)
+    try:
+        await wait_until_pulled(nc.jetstream(), "crashy")  # the first worker holds the task now
+    finally:
+        await nc.close()
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     second = stack.start_worker(queue="crashy", concurrency=1, AF_ACK_WAIT_SECONDS="2")
