@@ -1,7 +1,7 @@
 """Publishing: every message carries a ``Nats-Msg-Id`` (stream de-duplication) and a ``traceparent``."""
 
 import asyncio
-import secrets
+import os
 from collections.abc import Sequence
 
 from nats.aio.client import Client as NATS
@@ -11,7 +11,8 @@ from nats.js.api import PubAck
 
 def new_traceparent() -> str:
     """A fresh W3C trace context (version 00, sampled)."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    ids = os.urandom(24).hex()
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def headers(msg_id: str, traceparent: str | None) -> dict[str, str]:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,8 +133,8 @@ class Orchestrator:
                 self._cache.put(_after(states[change.run.id], change))
             updates = [u for c in done for u in c.task_updates]
             metrics.APPLY_BATCH.observe(len(updates))
-            for update in updates:
-                metrics.RESULTS_APPLIED.labels(update.state).inc()
+            for task_state, count in Counter(u.state for u in updates).items():
+                metrics.RESULTS_APPLIED.labels(task_state).inc(count)
             await self._dispatcher.publish_tasks([d for c in done for d in c.dispatches])
             for delay, dispatch in (r for c in done for r in c.retries):
                 self._dispatcher.publish_later(dispatch, delay)

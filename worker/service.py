@@ -42,6 +42,8 @@ class Worker:
         self._executor = Executor(backend, settings.worker_id)
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._running: dict[int, tuple[Msg, float]] = {}
+        """Tasks being executed, with when they started (time.monotonic)."""
         self._started_at = time.time()
         self.completed = 0
 
@@ -61,6 +63,7 @@ class Worker:
         sub = await bind_pull(js, subjects.TASKS_STREAM, durable)
         bucket = await workers_bucket(js)
         heartbeat = asyncio.create_task(self._heartbeat(bucket))
+        progress = asyncio.create_task(self._report_progress())
         log.info(
             "worker %s pulling %s with concurrency %d, sandbox %s",
             settings.worker_id,
@@ -73,7 +76,8 @@ class Worker:
             await self._drain()
         finally:
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            progress.cancel()
+            await asyncio.gather(heartbeat, progress, return_exceptions=True)
             try:
                 await bucket.delete(subjects.worker_key(settings.worker_id))
             except Exception as error:
@@ -115,11 +119,12 @@ class Worker:
             await msg.term()
             return
         try:
-            progress = asyncio.create_task(self._report_progress(msg))
+            # Keyed by identity: nats-py's Msg is an unhashable dataclass.
+            self._running[id(msg)] = (msg, time.monotonic())
             try:
                 result = msgspec.structs.replace(await self._executor.execute(task), deliveries=_deliveries(msg))
             finally:
-                progress.cancel()
+                del self._running[id(msg)]
             # The result must be stored before the task is acknowledged: if we die in between, the task
             # is redelivered and the duplicate result is ignored by (task_id, attempt).
             await publish(
@@ -144,14 +149,19 @@ class Worker:
                 task.attempt,
             )
 
-    async def _report_progress(self, msg: Msg) -> None:
-        """Tell JetStream the task is still being worked on, so it is redelivered only if this worker dies."""
+    async def _report_progress(self) -> None:
+        """Tell JetStream which tasks are still being worked on, so a task is redelivered only if this worker
+        dies; one loop for all tasks, touching only those running longer than a report interval."""
+        interval = self._settings.ack_wait_seconds / 3
         while True:
-            await asyncio.sleep(self._settings.ack_wait_seconds / 3)
-            try:
-                await msg.in_progress()
-            except Exception as error:
-                log.debug("progress report failed: %s", error)
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for msg, started in list(self._running.values()):
+                if now - started >= interval:
+                    try:
+                        await msg.in_progress()
+                    except Exception as error:
+                        log.debug("progress report failed: %s", error)
 
     async def _drain(self) -> None:
         if not self._in_flight:
