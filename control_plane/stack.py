@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,6 +150,12 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
         wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
         _done(started, f"{state.api_url}, pid {process.pid}")
 
+        sandbox = os.environ.get("AF_SANDBOX") or ("runsc" if shutil.which("runsc") else "process")
+        if workers and sandbox == "process":
+            say(
+                "  WARNING: workers use the 'process' sandbox: tools run WITHOUT isolation (development only);"
+                " install gVisor (apt-get install runsc) for real sandboxes"
+            )
         for index in range(1, workers + 1):
             started = _step(f"worker {index}")
             process = start_worker(home, state, index, concurrency)
