@@ -329,9 +329,41 @@ def _outcome(result: Result, tool: Tool) -> tuple[str, str | None, str | None]:
     return "succeeded", output_json, None
 
 
+class Usage(msgspec.Struct, frozen=True):
+    """Model usage a tool reports in its output, as ``{"model": ..., "usage": {"input_tokens": ..., ...}}``."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class _UsageReport(msgspec.Struct, frozen=True):
+    usage: Usage
+    model: str | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_UsageReport).decode
+
+
+def _usage(result: Result) -> dict[str, Any] | None:
+    # Most outputs carry no usage: a substring test keeps them from being decoded at all.
+    if not result.ok or b'"usage"' not in bytes(result.output):
+        return None
+    try:
+        report = _decode_usage(bytes(result.output))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return {
+        "model": report.model,
+        "input_tokens": report.usage.input_tokens,
+        "output_tokens": report.usage.output_tokens,
+    }
+
+
 def _detail(result: Result) -> dict[str, Any]:
     detail: dict[str, Any] = {"sandbox": result.sandbox}
     detail["deliveries"] = result.deliveries
+    if (usage := _usage(result)) is not None:
+        detail["usage"] = usage
     for name in ("error_kind", "exit_code", "stderr_tail", "cpu_seconds", "max_rss_kb"):
         value = getattr(result, name)
         if value is not None:

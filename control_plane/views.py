@@ -49,7 +49,23 @@ def run(row: RunRow, tasks: list[TaskRow] | None = None) -> dict[str, Any]:
     }
     if tasks is not None:
         view["tasks"] = [task(t) for t in tasks]
+        view["usage"] = usage(tasks)
     return view
+
+
+def usage(tasks: list[TaskRow]) -> dict[str, Any] | None:
+    """Model usage summed over the run's tasks, per model and in total; None if no task reported any."""
+    by_model: dict[str, dict[str, int]] = {}
+    for row in tasks:
+        reported = msgspec.json.decode(row.detail).get("usage") if row.detail else None
+        if reported:
+            entry = by_model.setdefault(reported.get("model") or "unknown", {"input_tokens": 0, "output_tokens": 0})
+            entry["input_tokens"] += reported.get("input_tokens", 0)
+            entry["output_tokens"] += reported.get("output_tokens", 0)
+    if not by_model:
+        return None
+    total = {key: sum(entry[key] for entry in by_model.values()) for key in ("input_tokens", "output_tokens")}
+    return {**total, "by_model": by_model}
 
 
 def task(row: TaskRow) -> dict[str, Any]:

@@ -33,6 +33,17 @@ def test_a_fan_out_fan_in_workflow_reaches_succeeded_with_the_joined_output(clie
     assert steps["stats"]["detail"]["sandbox"] == "runsc"
 
 
+def test_model_usage_reported_by_tools_is_recorded_per_task_and_summed_per_run(client: Client) -> None:
+    final = client.wait_run(client.start_run(workflow="doc-review", input={"text": TEXT})["id"], timeout=60)
+    steps = {task["step"]: task for task in final["tasks"]}
+    reported = [steps[s]["detail"]["usage"] for s in ("summary", "label")]
+    assert all(u["model"] == "mock-model-1" and u["input_tokens"] > 0 for u in reported)
+    assert "usage" not in steps["stats"]["detail"]
+    assert final["usage"]["input_tokens"] == sum(u["input_tokens"] for u in reported)
+    assert final["usage"]["output_tokens"] == sum(u["output_tokens"] for u in reported)
+    assert set(final["usage"]["by_model"]) == {"mock-model-1"}
+
+
 def test_a_tool_call_runs_inside_gvisor_end_to_end(client: Client) -> None:
     source = "import json\nprint(json.dumps({'kernel': open('/proc/version').read()}))\n"
     client.register_tool(

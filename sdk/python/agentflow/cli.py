@@ -202,6 +202,14 @@ def _print_event(event: JSON, output: str) -> None:
     click.echo(f"{clock}  {event.get('type', ''):<15} {data.get('step') or '-':<16} {detail}".rstrip())
 
 
+def _usage(usage: JSON | None) -> str:
+    """Model usage as "1,234 in / 56 out tokens (model-a, model-b)", or empty."""
+    if not usage:
+        return ""
+    models = ", ".join(sorted(usage.get("by_model", {})))
+    return f"{usage['input_tokens']:,} in / {usage['output_tokens']:,} out tokens ({models})"
+
+
 def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
     if output == "json":
         _print_json(run, one_line=one_line)
@@ -217,6 +225,7 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
             ("duration", _duration(run.get("created_at"), run.get("finished_at"))),
             ("output", _short(run.get("output"), width=2000)),
             ("error", _short(run.get("error"), width=2000)),
+            ("usage", _usage(run.get("usage"))),
         ]
     )
     if run.get("tasks"):
