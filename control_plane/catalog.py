@@ -12,7 +12,7 @@ import msgspec
 from bus.messages import ToolLimits, ToolRuntime
 from control_plane.planning import DagWorkflow, WorkflowInvalid, parse_dag
 from control_plane.problems import Problem
-from control_plane.specs import RetrySpec, ToolSpec, check_name_field, check_tool, check_version
+from control_plane.specs import RetrySpec, ToolSpec, check_name_field, check_tool, check_version, convert
 from registry import catalog as store
 from registry.db import Pool
 
@@ -49,6 +49,8 @@ class Workflow:
     tools: dict[str, Tool]
     """The pinned tool of each step, by step name."""
     input_validator: jsonschema.protocols.Validator | None
+    retries: dict[str, RetrySpec]
+    """Steps whose retry policy overrides their tool's, by step name."""
 
     @property
     def ref(self) -> str:
@@ -91,6 +93,15 @@ def schema_problem(validator: jsonschema.protocols.Validator, document: Any, fie
         return None
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     return f"{field}{where}: {error.message}"
+
+
+def _step_retries(document: dict[str, Any]) -> dict[str, RetrySpec]:
+    """The retry policies steps set for themselves; a malformed one is a problem naming its step."""
+    return {
+        step["name"]: convert(step["retry"], RetrySpec, f"steps[{index}].retry")
+        for index, step in enumerate(document.get("steps", []))
+        if isinstance(step, dict) and "retry" in step
+    }
 
 
 def _tool_from_spec(spec: ToolSpec) -> Tool:
@@ -142,6 +153,7 @@ class Catalog:
         plan = self._parse(document)
         pinned = dict(document)
         pinned["steps"] = [dict(step) for step in document["steps"]]
+        _step_retries(document)  # validates them
         steps = {step.name: step for step in plan.steps}
         for index, raw in enumerate(pinned["steps"]):
             step = steps[raw["name"]]
@@ -239,6 +251,7 @@ class Catalog:
             plan,
             tools,
             _validator(document.get("input_schema"), "input_schema"),
+            _step_retries(document),
         )
         self._workflows[(tenant, entry.name, entry.version)] = workflow
         return workflow

@@ -32,6 +32,7 @@ from control_plane.ids import new_id
 from control_plane.planning import StepState, decide
 from control_plane.problems import Problem
 from control_plane.run_cache import RunCache
+from control_plane.specs import RetrySpec
 from registry import runs
 from registry.db import Pool
 
@@ -185,9 +186,10 @@ class Orchestrator:
             data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
             data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
             next_attempt = not_before = None
-            if state == "failed" and result.error_kind in tool.retry.retry_on:
-                if task.attempt < tool.retry.max_attempts:
-                    delay = tool.retry.delay(task.attempt, random.random())
+            policy = await self._retry_policy(run, task.step, tool)
+            if state == "failed" and result.error_kind in policy.retry_on:
+                if task.attempt < policy.max_attempts:
+                    delay = policy.delay(task.attempt, random.random())
                     next_attempt, not_before, state = task.attempt + 1, time.time() + delay, "queued"
                     data.update(next_attempt=next_attempt, retry_in_s=round(delay, 3))
                     change.retries.append(
@@ -198,7 +200,7 @@ class Orchestrator:
                             ),
                         )
                     )
-                elif tool.retry.max_attempts > 1:
+                elif policy.max_attempts > 1:
                     state, error = "dead", f"{error} (gave up after {task.attempt} attempts)"
             change.task_updates.append(
                 runs.TaskUpdate(
@@ -237,6 +239,13 @@ class Orchestrator:
             run.id, run.last_seq, events.last_seq, change.run.state, change.run.output, change.run.error
         )
         return change
+
+    async def _retry_policy(self, run: runs.RunState, step: str, tool: Tool) -> RetrySpec:
+        """The step's own policy where the workflow sets one, else the tool's."""
+        if run.target_kind != "workflow":
+            return tool.retry
+        workflow = await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
+        return workflow.retries.get(step) or tool.retry
 
     async def _plan_workflow(
         self, run: runs.RunState, change: Change, events: EventLog

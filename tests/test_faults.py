@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
-from agentflow import Client, WaitTimeout
+from agentflow import Client, ValidationFailed, WaitTimeout
 
 from control_plane.embedded.processes import stop
 from tests.conftest import Stack, wait_until_pulled
@@ -49,6 +49,39 @@ def test_a_retryable_failure_is_tried_again_until_it_succeeds(client: Client) ->
     assert final["tasks"][0]["attempt"] == 3
     types = [e["type"] for e in _events(client, final["id"])]
     assert types.count("task.retrying") == 2
+
+
+def test_a_workflow_step_can_override_its_tools_retry_policy(client: Client) -> None:
+    _tool(client, "flaky-no-retry", FLAKY)
+    client.apply_workflow(
+        {
+            "name": "retries-per-step",
+            "version": "1.0.0",
+            "kind": "dag",
+            "steps": [
+                {"name": "flaky", "tool": "flaky-no-retry", "retry": {"max_attempts": 4, "backoff_seconds": 0.05}}
+            ],
+        }
+    )
+    final = client.wait_run(client.start_run(workflow="retries-per-step", input={})["id"], timeout=60)
+    assert final["state"] == "succeeded"
+    assert final["tasks"][0]["attempt"] == 3
+    alone = client.wait_run(client.start_run(tool="flaky-no-retry", input={})["id"], timeout=60)
+    assert alone["state"] == "failed"
+    assert alone["tasks"][0]["attempt"] == 1
+
+
+def test_a_malformed_step_retry_policy_is_refused_with_its_field(client: Client) -> None:
+    with pytest.raises(ValidationFailed) as raised:
+        client.apply_workflow(
+            {
+                "name": "bad-retry",
+                "version": "1.0.0",
+                "kind": "dag",
+                "steps": [{"name": "a", "tool": "noop", "retry": {"max_attempts": 0}}],
+            }
+        )
+    assert raised.value.field == "steps[0].retry.max_attempts"
 
 
 def test_a_poison_task_ends_dead_after_its_attempts_and_does_not_block_the_queue(client: Client) -> None:

@@ -26,7 +26,8 @@ _TOOL_SHAPE = (
     re.compile(f"{_NAME}(?:@{_VERSION})?"),
     f"a tool as name@version or name, the name matching ^{_NAME}$ and the version ^{_VERSION}$",
 )
-_STEP_KEYS = ("name", "tool", "queue", "needs", "input")
+# "retry" overrides the tool's retry policy; the control plane reads and validates it, planning ignores it.
+_STEP_KEYS = ("name", "tool", "queue", "needs", "input", "retry")
 _FAILURES = frozenset({"failed", "cancelled", "dead"})
 _STATES = frozenset({"queued", "running", "succeeded"}) | _FAILURES
 
