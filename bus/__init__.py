@@ -8,10 +8,12 @@ from bus.messages import (
     Result,
     RunEvent,
     RunEvents,
+    Started,
     Task,
     ToolLimits,
     ToolRuntime,
     decode,
+    decode_report,
     encode,
 )
 from bus.subjects import InvalidName, check_name
@@ -22,10 +24,12 @@ __all__ = [
     "Result",
     "RunEvent",
     "RunEvents",
+    "Started",
     "Task",
     "ToolLimits",
     "ToolRuntime",
     "check_name",
     "decode",
+    "decode_report",
     "encode",
 ]

@@ -52,7 +52,7 @@ ErrorKind = Literal[
 RETRYABLE_EXIT_CODE = 75
 
 
-class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag="result"):
     """The outcome of one task attempt, published on ``af.<tenant>.results.<run_id>``."""
 
     v: int = WIRE_VERSION
@@ -75,6 +75,35 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     max_rss_kb: int | None = None
     deliveries: int = 1
     """How many times the task message was delivered (more than 1: a worker died holding it)."""
+
+
+class Started(msgspec.Struct, frozen=True, kw_only=True, tag="started"):
+    """A worker began an attempt (sent for sandboxed tools, which take long enough for it to matter),
+    published on the same subject as the result that follows it."""
+
+    v: int = WIRE_VERSION
+    tenant: str
+    run_id: str
+    task_id: str
+    attempt: int
+    worker_id: str
+    sandbox: str
+    started_at: float
+
+
+class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):
+    """A worker handed an attempt it had started back to the queue (it is draining): queued again."""
+
+    v: int = WIRE_VERSION
+    tenant: str
+    run_id: str
+    task_id: str
+    attempt: int
+    worker_id: str
+
+
+Report = Result | Started | Released
+"""What workers send back about a task, told apart by the ``type`` tag."""
 
 
 class RunEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,7 +141,7 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder[object]] = {}
 
-M = TypeVar("M", Task, Result, RunEvents, Heartbeat)
+M = TypeVar("M", Task, Result, Started, RunEvents, Heartbeat)
 
 
 def encode(message: msgspec.Struct) -> bytes:
@@ -125,6 +154,20 @@ def decode(data: bytes, kind: type[M]) -> M:
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     message: M = decoder.decode(data)  # type: ignore[assignment]
-    if message.v != WIRE_VERSION:
-        raise msgspec.ValidationError(f"unsupported message version {message.v}, expected {WIRE_VERSION}")
+    _check_version(message.v)
     return message
+
+
+_report_decoder = msgspec.json.Decoder(Report)
+
+
+def decode_report(data: bytes) -> Result | Started | Released:
+    """Decode what a worker sent about a task; raises like ``decode``."""
+    report: Result | Started | Released = _report_decoder.decode(data)
+    _check_version(report.v)
+    return report
+
+
+def _check_version(version: int) -> None:
+    if version != WIRE_VERSION:
+        raise msgspec.ValidationError(f"unsupported message version {version}, expected {WIRE_VERSION}")

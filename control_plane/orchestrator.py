@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 
 from bus import subjects
 from bus.consume import bind_pull, pull
-from bus.messages import Result, decode
+from bus.messages import Released, Result, Started, decode_report
 from bus.publish import Outgoing
 from control_plane import metrics
 from control_plane.catalog import Catalog, Tool, schema_problem
@@ -85,11 +85,11 @@ class Orchestrator:
                 await asyncio.sleep(RETRY_APPLY_SECONDS)
 
     async def handle(self, msgs: list[Msg]) -> None:
-        results: list[Result] = []
+        results: list[Result | Started | Released] = []
         decoded: list[Msg] = []
         for msg in msgs:
             try:
-                results.append(decode(msg.data, Result))
+                results.append(decode_report(msg.data))
                 decoded.append(msg)
             except (msgspec.DecodeError, msgspec.ValidationError) as error:
                 log.warning("terminating a malformed result on %s: %s", msg.subject, error)
@@ -99,9 +99,9 @@ class Orchestrator:
         for msg in decoded:
             await msg.ack()
 
-    async def apply(self, results: list[Result]) -> None:
+    async def apply(self, results: list[Result | Started | Released]) -> None:
         """Apply a batch of results: once per (task, attempt), replanning runs changed meanwhile."""
-        by_run: dict[str, list[Result]] = {}
+        by_run: dict[str, list[Result | Started | Released]] = {}
         for result in results:
             by_run.setdefault(result.run_id, []).append(result)
         for _ in range(MAX_REPLANS):
@@ -170,7 +170,7 @@ class Orchestrator:
     def _event_messages(changes: list[Change]) -> list[Outgoing]:
         return [outgoing(c.tenant, c.run.id, c.events) for c in changes if c.events]
 
-    async def _plan(self, run: runs.RunState, results: list[Result]) -> Change | None:
+    async def _plan(self, run: runs.RunState, results: list[Result | Started | Released]) -> Change | None:
         tasks = {task.id: task for task in run.tasks}
         events = EventLog(run.tenant, run.id, run.last_seq)
         change = Change(runs.RunUpdate(run.id, run.last_seq, run.last_seq, run.state, None, None), tenant=run.tenant)
@@ -180,6 +180,9 @@ class Orchestrator:
                 metrics.RESULTS_DUPLICATE.inc()
                 continue
             if run.state in runs.FINAL_RUN_STATES:
+                continue
+            if isinstance(result, Started | Released):
+                _mark_progress(run, task, result, change, events)
                 continue
             tool = await self._catalog.tool(run.tenant, task.tool_name, task.tool_version)
             state, output, error = _outcome(result, tool)
@@ -312,6 +315,22 @@ def _after(run: runs.RunState, change: Change) -> runs.RunState:
         for t in change.new_tasks
     )
     return run
+
+
+def _mark_progress(
+    run: runs.RunState, task: runs.TaskState, notice: Started | Released, change: Change, events: EventLog
+) -> None:
+    """A worker started the task (queued -> running) or handed it back (running -> queued)."""
+    started = isinstance(notice, Started)
+    if task.state != ("queued" if started else "running"):
+        return
+    task.state = "running" if started else "queued"
+    started_at = notice.started_at if isinstance(notice, Started) else None
+    change.task_updates.append(
+        runs.TaskUpdate(task.id, run.id, task.attempt, task.state, None, None, None, notice.worker_id, started_at, None)
+    )
+    data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
+    events.add("task.started" if started else "task.released", data)
 
 
 def cancel_open_tasks(run: runs.RunState, change: Change, events: EventLog) -> None:

@@ -254,7 +254,7 @@ WITH r AS (
                      detail = u.detail::jsonb,
                      worker_id = u.worker_id,
                      started_at = to_timestamp(u.started_at),
-                     finished_at = CASE WHEN u.next_attempt IS NULL
+                     finished_at = CASE WHEN u.next_attempt IS NULL AND u.state NOT IN ('queued', 'running')
                                         THEN COALESCE(to_timestamp(u.finished_at), now()) END,
                      attempt = COALESCE(u.next_attempt, tasks.attempt),
                      published = tasks.published AND u.next_attempt IS NULL,

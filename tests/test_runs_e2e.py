@@ -1,6 +1,7 @@
 """Runs end to end: API → PostgreSQL → JetStream → worker → sandbox → result → PostgreSQL → next step."""
 
 import json
+import time
 
 import pytest
 from agentflow import Client, Conflict, load_tool_file
@@ -57,6 +58,26 @@ def test_a_tool_call_runs_inside_gvisor_end_to_end(client: Client) -> None:
     assert final["state"] == "succeeded", final
     assert final["output"]["kernel"].startswith("Linux version 4.4.0")  # gVisor's, not the host's
     assert final["tasks"][0]["detail"]["sandbox"] == "runsc"
+
+
+def test_a_sandboxed_task_is_running_while_its_tool_runs(client: Client) -> None:
+    client.register_tool(
+        {
+            "name": "naps",
+            "version": "1.0.0",
+            "runtime": {"command": ["python3", "-c", "import time; time.sleep(1.5); print('{}')"]},
+        }
+    )
+    run = client.start_run(tool="naps", input={})
+    deadline = time.monotonic() + 30
+    while client.get_run(run["id"])["tasks"][0]["state"] != "running":
+        assert time.monotonic() < deadline, "the task never showed as running"
+        time.sleep(0.05)
+    final = client.wait_run(run["id"], timeout=60)
+    assert final["state"] == "succeeded"
+    types = [e["type"] for e in client.events(run["id"])]
+    assert types == ["run.created", "task.queued", "task.started", "task.succeeded", "run.succeeded"]
+    assert final["tasks"][0]["started_at"] is not None and final["tasks"][0]["finished_at"] is not None
 
 
 def test_a_single_tool_run_returns_the_tools_output(client: Client) -> None:

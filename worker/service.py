@@ -8,14 +8,15 @@ import socket
 import time
 
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from bus import subjects
 from bus.consume import bind_pull, connect, pull
-from bus.messages import Heartbeat, Task, decode, encode
-from bus.publish import Outgoing, publish
+from bus.messages import Heartbeat, Released, Started, Task, decode, encode
+from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_streams, ensure_task_consumer, workers_bucket
 from sandbox import Backend
 from worker.execute import Executor
@@ -43,6 +44,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._running: dict[int, tuple[Msg, float]] = {}
+        self._nc: NATS | None = None
         """Tasks being executed, with when they started (time.monotonic)."""
         self._started_at = time.time()
         self.completed = 0
@@ -56,7 +58,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        nc = await connect(settings.nats_url, f"agentflow-worker-{settings.worker_id}")
+        nc = self._nc = await connect(settings.nats_url, f"agentflow-worker-{settings.worker_id}")
         js = nc.jetstream()
         await ensure_streams(js)
         durable = await ensure_task_consumer(js, settings.tenant, settings.queue, settings.ack_wait_seconds)
@@ -120,6 +122,8 @@ class Worker:
             return
         try:
             # Keyed by identity: nats-py's Msg is an unhashable dataclass.
+            if task.runtime.builtin is None:
+                await self._announce(task)
             self._running[id(msg)] = (msg, time.monotonic())
             try:
                 result = msgspec.structs.replace(await self._executor.execute(task), deliveries=_deliveries(msg))
@@ -140,6 +144,17 @@ class Worker:
             self.completed += 1
         except asyncio.CancelledError:
             await msg.nak()
+            if task.runtime.builtin is None:
+                await self._notify(
+                    task,
+                    Released(
+                        tenant=task.tenant,
+                        run_id=task.run_id,
+                        task_id=task.task_id,
+                        attempt=task.attempt,
+                        worker_id=self._settings.worker_id,
+                    ),
+                )
             raise
         except Exception:
             # Not acknowledged: JetStream redelivers it after the ack wait.
@@ -148,6 +163,26 @@ class Worker:
                 task.task_id,
                 task.attempt,
             )
+
+    async def _announce(self, task: Task) -> None:
+        """Say the attempt started (the control plane marks the task running). Not awaited by the stream:
+        the result that follows travels the same connection, so it cannot overtake this notice."""
+        started = Started(
+            tenant=task.tenant,
+            run_id=task.run_id,
+            task_id=task.task_id,
+            attempt=task.attempt,
+            worker_id=self._settings.worker_id,
+            sandbox=self._backend.kind,
+            started_at=time.time(),
+        )
+        await self._notify(task, started)
+
+    async def _notify(self, task: Task, notice: Started | Released) -> None:
+        """Publish a notice about ``task`` on its results subject, without waiting for the stream."""
+        assert self._nc is not None
+        msg_id = f"{task.task_id}:{task.attempt}:{type(notice).__name__.lower()}:{time.time_ns()}"
+        await notify(self._nc, Outgoing(subjects.results(task.tenant, task.run_id), encode(notice), msg_id))
 
     async def _report_progress(self) -> None:
         """Tell JetStream which tasks are still being worked on, so a task is redelivered only if this worker
