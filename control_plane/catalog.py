@@ -34,10 +34,15 @@ class Tool:
     input_validator: jsonschema.protocols.Validator | None
     output_validator: jsonschema.protocols.Validator | None
     retry: RetrySpec
+    schedule_to_start: float | None = None
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def start_by(self, queued_at: float) -> float | None:
+        """When an attempt queued (or due) at ``queued_at`` must have been started by a worker."""
+        return None if self.schedule_to_start is None else queued_at + self.schedule_to_start
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,7 @@ def _tool_from_spec(spec: ToolSpec) -> Tool:
         input_validator=_validator(spec.input_schema, "input_schema"),
         output_validator=_validator(spec.output_schema, "output_schema"),
         retry=spec.retry,
+        schedule_to_start=spec.limits.schedule_to_start_seconds,
     )
 
 

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 512
 RETRY_APPLY_SECONDS = 1.0
+SCHEDULE_CHECK_SECONDS = 1.0
 MAX_REPLANS = 8
 _encode = msgspec.json.Encoder().encode
 
@@ -83,6 +84,18 @@ class Orchestrator:
                     with contextlib.suppress(Exception):
                         await msg.nak(delay=RETRY_APPLY_SECONDS)
                 await asyncio.sleep(RETRY_APPLY_SECONDS)
+
+    async def watch_schedule_to_start(self, stop: asyncio.Event) -> None:
+        """Fail queued attempts that no worker started in time, as a timeout (their retry policy applies)."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SCHEDULE_CHECK_SECONDS)
+            try:
+                late = await runs.late_tasks(self._pool, 500)
+                if late:
+                    await self.apply([_not_started(task) for task in late])
+            except Exception as error:
+                log.warning("checking schedule-to-start deadlines failed: %s", error)
 
     async def handle(self, msgs: list[Msg]) -> None:
         results: list[Result | Started | Released] = []
@@ -219,6 +232,7 @@ class Orchestrator:
                     result.finished_at,
                     next_attempt,
                     not_before,
+                    tool.start_by(not_before) if not_before is not None else None,
                 )
             )
             if error is not None:
@@ -283,7 +297,17 @@ class Orchestrator:
     ) -> None:
         task_id = new_id()
         change.new_tasks.append(
-            runs.NewTask(task_id, run.tenant, run.id, step, tool.name, tool.version, queue, input_json)
+            runs.NewTask(
+                task_id,
+                run.tenant,
+                run.id,
+                step,
+                tool.name,
+                tool.version,
+                queue,
+                input_json,
+                tool.start_by(time.time()),
+            )
         )
         change.dispatches.append(Dispatch(run.tenant, run.id, task_id, 1, step, queue, tool, input_json))
         events.add("task.queued", {"task_id": task_id, "step": step, "tool": tool.ref, "attempt": 1})
@@ -315,6 +339,23 @@ def _after(run: runs.RunState, change: Change) -> runs.RunState:
         for t in change.new_tasks
     )
     return run
+
+
+def _not_started(task: runs.LateTask) -> Result:
+    now = time.time()
+    return Result(
+        tenant=task.tenant,
+        run_id=task.run_id,
+        task_id=task.id,
+        attempt=task.attempt,
+        ok=False,
+        error="no worker started it in time (schedule-to-start timeout)",
+        error_kind="timeout",
+        worker_id="control-plane",
+        sandbox="none",
+        started_at=now,
+        finished_at=now,
+    )
 
 
 def _mark_progress(

@@ -28,6 +28,8 @@ class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     memory_mb: Annotated[int, msgspec.Meta(ge=16, le=65536)] = 512
     processes: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
     output_bytes: Annotated[int, msgspec.Meta(ge=1, le=8 * 1024 * 1024)] = 1_048_576
+    schedule_to_start_seconds: Positive | None = None
+    """A queued attempt that no worker has started this long fails as timed out (and may be retried)."""
 
 
 RetryableKind = Literal["timeout", "crash", "retryable", "sandbox", "exit"]

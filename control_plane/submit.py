@@ -7,6 +7,7 @@ and one commit carry hundreds of runs, and the first tasks of all of them are pu
 import asyncio
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +165,7 @@ class Submitter:
                         first.tool.version,
                         first.queue,
                         first.input,
+                        first.tool.start_by(time.time()),
                     )
                 )
                 log_.add(

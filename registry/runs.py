@@ -42,6 +42,8 @@ class NewTask:
     tool_version: str
     queue: str
     input: str
+    start_by: float | None = None
+    """When a worker must have started it (schedule-to-start), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class TaskUpdate:
     finished_at: float | None
     next_attempt: int | None = None
     not_before: float | None = None
+    start_by: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +133,12 @@ WITH r AS (
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING id
 ), t AS (
-    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input)
-    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb
+    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by)
+    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb,
+           to_timestamp(u.start_by)
     FROM unnest($11::uuid[], $12::text[], $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[],
-                $18::text[]) AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input)
+                $18::text[], $24::float8[])
+         AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input, start_by)
     WHERE u.run_id IN (SELECT id FROM r)
 ), e AS (
     INSERT INTO events (run_id, seq, tenant, type, data)
@@ -169,6 +174,7 @@ async def create_runs(
         ),
         *_columns(tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
         *_columns(events, "run_id", "seq", "tenant", "type", "data"),
+        *_columns(tasks, "start_by"),
     )
     return {row["id"] for row in rows}
 
@@ -258,17 +264,20 @@ WITH r AS (
                                         THEN COALESCE(to_timestamp(u.finished_at), now()) END,
                      attempt = COALESCE(u.next_attempt, tasks.attempt),
                      published = tasks.published AND u.next_attempt IS NULL,
-                     not_before = to_timestamp(u.not_before)
+                     not_before = to_timestamp(u.not_before),
+                     start_by = to_timestamp(u.start_by)
     FROM unnest($7::uuid[], $8::uuid[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
-                $14::text[], $15::float8[], $16::float8[], $30::int[], $31::float8[])
+                $14::text[], $15::float8[], $16::float8[], $30::int[], $31::float8[], $32::float8[])
          AS u(id, run_id, attempt, state, output, error, detail, worker_id, started_at, finished_at,
-              next_attempt, not_before)
+              next_attempt, not_before, start_by)
     WHERE tasks.id = u.id AND tasks.attempt = u.attempt AND u.run_id IN (SELECT id FROM r)
 ), n AS (
-    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input)
-    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb
+    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by)
+    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb,
+           to_timestamp(u.start_by)
     FROM unnest($17::uuid[], $18::text[], $19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[],
-                $24::text[]) AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input)
+                $24::text[], $33::float8[])
+         AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input, start_by)
     WHERE u.run_id IN (SELECT id FROM r)
 ), e AS (
     INSERT INTO events (run_id, seq, tenant, type, data)
@@ -310,9 +319,28 @@ async def apply_changes(
         ),
         *_columns(new_tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
         *_columns(events, "run_id", "seq", "tenant", "type", "data"),
-        *_columns(task_updates, "next_attempt", "not_before"),
+        *_columns(task_updates, "next_attempt", "not_before", "start_by"),
+        *_columns(new_tasks, "start_by"),
     )
     return {row["id"] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class LateTask:
+    id: str
+    tenant: str
+    run_id: str
+    attempt: int
+
+
+async def late_tasks(pool: Pool, limit: int) -> list[LateTask]:
+    """Queued attempts that no worker started by their ``start_by``."""
+    rows = await pool.fetch(
+        "SELECT id::text, tenant, run_id::text, attempt FROM tasks"
+        " WHERE start_by < now() AND state = 'queued' ORDER BY start_by LIMIT $1",
+        limit,
+    )
+    return [LateTask(*row.values()) for row in rows]
 
 
 async def mark_published(pool: Pool, task_ids: Sequence[str]) -> None:

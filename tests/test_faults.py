@@ -208,3 +208,34 @@ def test_readyz_reports_not_ready_while_postgres_is_down(own_stack: Stack) -> No
     while httpx.get(f"{own_stack.api_url}/readyz", timeout=10).status_code != 200:
         assert time.monotonic() < deadline, "still not ready after PostgreSQL came back"
         time.sleep(0.2)
+
+
+def test_a_task_no_worker_starts_in_time_fails_as_a_schedule_to_start_timeout(client: Client) -> None:
+    _tool(
+        client,
+        "must-start-soon",
+        "print('{}')\n",
+        limits={"schedule_to_start_seconds": 1.0},
+        retry={"max_attempts": 2, "backoff_seconds": 0.05},
+    )
+    final = client.wait_run(
+        client.start_run(tool="must-start-soon", input={}, queue="nobody-pulls-this")["id"], timeout=60
+    )
+    assert final["state"] == "failed"
+    (task,) = final["tasks"]
+    assert task["state"] == "dead"
+    assert task["attempt"] == 2
+    assert "schedule-to-start" in final["error"]
+    types = [e["type"] for e in client.events(final["id"])]
+    assert types.count("task.retrying") == 1
+
+
+def test_a_started_task_is_not_timed_out_by_its_schedule_to_start_deadline(client: Client) -> None:
+    _tool(
+        client,
+        "starts-then-naps",
+        "import time\ntime.sleep(2.5)\nprint('{}')\n",
+        limits={"schedule_to_start_seconds": 1.5},
+    )
+    final = client.wait_run(client.start_run(tool="starts-then-naps", input={})["id"], timeout=60)
+    assert final["state"] == "succeeded", final
