@@ -9,6 +9,7 @@ task's current one, or whose task already finished, changes nothing: results app
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -50,13 +51,27 @@ class Change:
     """Everything one run's planning step writes and publishes."""
 
     run: runs.RunUpdate
-    task_updates: list[runs.TaskUpdate] = field(default_factory=list)
+    task_updates: dict[str, runs.TaskUpdate] = field(default_factory=dict)
+    """At most one update per task: one statement cannot update a row twice, so a start notice and the
+    result that follows it in the same batch are merged into one."""
     new_tasks: list[runs.NewTask] = field(default_factory=list)
     dispatches: list[Dispatch] = field(default_factory=list)
     retries: list[tuple[float, Dispatch]] = field(default_factory=list)
     """Next attempts of failed tasks, each to publish after its backoff (seconds)."""
     events: list[runs.NewEvent] = field(default_factory=list)
     tenant: str = ""
+
+    def update_task(self, update: runs.TaskUpdate) -> None:
+        earlier = self.task_updates.get(update.id)
+        if earlier is not None:
+            # Guarded by the attempt the task had before this change; started as the first report said.
+            update = dataclasses.replace(
+                update,
+                attempt=earlier.attempt,
+                started_at=update.started_at or earlier.started_at,
+                worker_id=update.worker_id or earlier.worker_id,
+            )
+        self.task_updates[update.id] = update
 
 
 class Orchestrator:
@@ -138,14 +153,14 @@ class Orchestrator:
             applied = await runs.apply_changes(
                 self._pool,
                 [c.run for c in changes],
-                [u for c in changes for u in c.task_updates],
+                [u for c in changes for u in c.task_updates.values()],
                 [t for c in changes for t in c.new_tasks],
                 [e for c in changes for e in c.events],
             )
             done = [c for c in changes if c.run.id in applied]
             for change in done:
                 self._cache.put(_after(states[change.run.id], change))
-            updates = [u for c in done for u in c.task_updates]
+            updates = [u for c in done for u in c.task_updates.values()]
             metrics.APPLY_BATCH.observe(len(updates))
             for task_state, count in Counter(u.state for u in updates).items():
                 metrics.RESULTS_APPLIED.labels(task_state).inc(count)
@@ -174,7 +189,8 @@ class Orchestrator:
             change.run = runs.RunUpdate(run.id, run.last_seq, events.last_seq, "cancelled", None, None)
             change.events = events.events
             self._cache.drop(run_id)
-            if run_id in await runs.apply_changes(self._pool, [change.run], change.task_updates, [], change.events):
+            updates = list(change.task_updates.values())
+            if run_id in await runs.apply_changes(self._pool, [change.run], updates, [], change.events):
                 await self._dispatcher.publish_events(self._event_messages([change]))
                 return
         raise Problem(503, "unavailable", f"run {run_id} kept changing; retry the cancel")
@@ -218,7 +234,7 @@ class Orchestrator:
                     )
                 elif policy.max_attempts > 1:
                     state, error = "dead", f"{error} (gave up after {task.attempt} attempts)"
-            change.task_updates.append(
+            change.update_task(
                 runs.TaskUpdate(
                     task.id,
                     run.id,
@@ -367,7 +383,7 @@ def _mark_progress(
         return
     task.state = "running" if started else "queued"
     started_at = notice.started_at if isinstance(notice, Started) else None
-    change.task_updates.append(
+    change.update_task(
         runs.TaskUpdate(task.id, run.id, task.attempt, task.state, None, None, None, notice.worker_id, started_at, None)
     )
     data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
@@ -380,7 +396,7 @@ def cancel_open_tasks(run: runs.RunState, change: Change, events: EventLog) -> N
     for task in run.tasks:
         if task.state not in runs.FINAL_TASK_STATES:
             task.state = "cancelled"
-            change.task_updates.append(
+            change.update_task(
                 runs.TaskUpdate(task.id, run.id, task.attempt, "cancelled", None, None, None, None, None, now)
             )
             events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
