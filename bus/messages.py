@@ -77,9 +77,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag=
     """How many times the task message was delivered (more than 1: a worker died holding it)."""
 
 
-class Started(msgspec.Struct, frozen=True, kw_only=True, tag="started"):
-    """A worker began an attempt (sent for sandboxed tools, which take long enough for it to matter),
-    published on the same subject as the result that follows it."""
+class _AttemptNotice(msgspec.Struct, frozen=True, kw_only=True):
+    """What every notice a worker sends about an attempt names."""
 
     v: int = WIRE_VERSION
     tenant: str
@@ -87,19 +86,18 @@ class Started(msgspec.Struct, frozen=True, kw_only=True, tag="started"):
     task_id: str
     attempt: int
     worker_id: str
+
+
+class Started(_AttemptNotice, frozen=True, kw_only=True, tag="started"):
+    """A worker began an attempt (sent for sandboxed tools, which take long enough for it to matter),
+    published on the same subject as the result that follows it."""
+
     sandbox: str
     started_at: float
 
 
-class Released(msgspec.Struct, frozen=True, kw_only=True, tag="released"):
+class Released(_AttemptNotice, frozen=True, kw_only=True, tag="released"):
     """A worker handed an attempt it had started back to the queue (it is draining): queued again."""
-
-    v: int = WIRE_VERSION
-    tenant: str
-    run_id: str
-    task_id: str
-    attempt: int
-    worker_id: str
 
 
 Report = Result | Started | Released
