@@ -20,8 +20,8 @@ from control_plane.events import FINAL_EVENT_TYPES
 from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem, field_from_msgspec
 from control_plane.services import Services
 from control_plane.specs import BatchRequest, RunRequest, ToolSpec, check_name_field, check_version, convert
+from registry import audit, runs
 from registry import catalog as store
-from registry import runs
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,12 @@ async def _identity(request: Request[Any, Any, Any]) -> Identity:
 
 
 @post("/v1/tools", status_code=201)
-async def register_tool(data: ToolSpec, services: Services, identity: Identity) -> Response[bytes]:
+async def register_tool(
+    request: Request[Any, Any, Any], data: ToolSpec, services: Services, identity: Identity
+) -> Response[bytes]:
     """Register a tool version (immutable; the same content again is a no-op answered 200)."""
     entry, created = await services.catalog.register_tool(identity.tenant, data)
-    return _json(views.catalog_entry(entry), 201 if created else 200)
+    return await _stored(request, services, identity, "tool.register", entry, created)
 
 
 @get("/v1/tools")
@@ -100,10 +102,34 @@ async def get_tool(name: str, version: str, services: Services, identity: Identi
 
 
 @post("/v1/workflows", status_code=201)
-async def apply_workflow(data: dict[str, Any], services: Services, identity: Identity) -> Response[bytes]:
+async def apply_workflow(
+    request: Request[Any, Any, Any], data: dict[str, Any], services: Services, identity: Identity
+) -> Response[bytes]:
     """Apply a workflow version: validated, its tools pinned to versions, stored immutably."""
     entry, created = await services.catalog.register_workflow(identity.tenant, data)
+    return await _stored(request, services, identity, "workflow.apply", entry, created)
+
+
+async def _stored(
+    request: Request[Any, Any, Any],
+    services: Services,
+    identity: Identity,
+    action: str,
+    entry: store.Entry,
+    created: bool,
+) -> Response[bytes]:
+    """Answer a registration (201 created, 200 unchanged) and record it in the audit trail."""
+    outcome = "created" if created else "unchanged"
+    await _audit(request, services, identity, action, f"{entry.name}@{entry.version}", outcome)
     return _json(views.catalog_entry(entry), 201 if created else 200)
+
+
+async def _audit(
+    request: Request[Any, Any, Any], services: Services, identity: Identity, action: str, target: str, outcome: str
+) -> None:
+    source = request.client.host if request.client else None
+    entry = audit.AuditEntry(identity.tenant, f"key:{identity.key_prefix}", action, target, outcome, source)
+    await audit.record(services.pool, entry)
 
 
 @get("/v1/workflows")
@@ -206,10 +232,13 @@ async def get_run(run_id: str, services: Services, identity: Identity) -> Respon
 
 
 @post("/v1/runs/{run_id:str}/cancel", status_code=200)
-async def cancel_run(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
+async def cancel_run(
+    request: Request[Any, Any, Any], run_id: str, services: Services, identity: Identity
+) -> Response[bytes]:
     """Cancel a run: its unfinished tasks are marked cancelled and late results are ignored."""
     await _run_row(services, identity.tenant, run_id)
     await services.orchestrator.cancel(identity.tenant, run_id)
+    await _audit(request, services, identity, "run.cancel", run_id, "cancelled")
     row = await _run_row(services, identity.tenant, run_id)
     return _json(views.run(row))
 

@@ -25,3 +25,13 @@ async def record(pool: Pool, entry: AuditEntry) -> None:
         entry.outcome,
         entry.source,
     )
+
+
+async def recent(pool: Pool, tenant: str, limit: int = 100) -> list[AuditEntry]:
+    """The tenant's newest audit rows first."""
+    rows = await pool.fetch(
+        "SELECT tenant, actor, action, target, outcome, source FROM audit WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
+        tenant,
+        limit,
+    )
+    return [AuditEntry(*row.values()) for row in rows]

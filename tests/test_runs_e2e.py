@@ -6,7 +6,8 @@ import time
 import pytest
 from agentflow import Client, Conflict, load_tool_file
 
-from tests.conftest import EXAMPLES
+from registry import audit, connect
+from tests.conftest import EXAMPLES, Stack
 
 pytestmark = pytest.mark.usefixtures("examples_registered")
 
@@ -210,3 +211,18 @@ def test_registering_the_same_tool_file_twice_is_a_no_op(client: Client) -> None
 def test_the_worker_fleet_lists_the_live_worker(client: Client) -> None:
     workers = client.list_workers()
     assert any(w["queues"] == ["default"] and w["sandbox"] == "runsc" for w in workers)
+
+
+async def test_registrations_and_cancels_are_recorded_in_the_audit_trail(client: Client, stack: Stack) -> None:
+    client.register_tool({"name": "audited", "version": "1.0.0", "runtime": {"command": ["true"]}})
+    run = client.start_run(tool="noop", input={}, queue="nobody-pulls-this")
+    client.cancel_run(run["id"])
+    pool = await connect(stack.database_url, min_size=1, max_size=1)
+    try:
+        entries = await audit.recent(pool, "default")
+    finally:
+        await pool.close()
+    seen = {(e.action, e.target, e.outcome) for e in entries}
+    assert ("tool.register", "audited@1.0.0", "created") in seen
+    assert ("run.cancel", run["id"], "cancelled") in seen
+    assert all(e.actor.startswith("key:") and e.source == "127.0.0.1" for e in entries)
