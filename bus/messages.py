@@ -120,6 +120,17 @@ class RunEvents(msgspec.Struct, frozen=True, kw_only=True):
     events: tuple[RunEvent, ...]
 
 
+class CancelTasks(msgspec.Struct, frozen=True, kw_only=True):
+    """The control plane cancelled these tasks: a worker running one kills its sandbox. Published on
+    ``af.<tenant>.cancel`` without the stream: a worker that misses it finishes the task, and the result,
+    arriving for a cancelled task, is ignored."""
+
+    v: int = WIRE_VERSION
+    tenant: str
+    run_id: str
+    task_ids: tuple[str, ...]
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """A worker's registration and liveness, the value of its key in the ``af_workers`` bucket."""
 
@@ -139,7 +150,7 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder[object]] = {}
 
-M = TypeVar("M", Task, Result, Started, RunEvents, Heartbeat)
+M = TypeVar("M", Task, Result, Started, RunEvents, Heartbeat, CancelTasks)
 
 
 def encode(message: msgspec.Struct) -> bytes:

@@ -55,6 +55,11 @@ def events(tenant: str, run_id: str) -> str:
     return f"af.{check_name('tenant', tenant)}.events.{check_id('run id', run_id)}"
 
 
+def cancels(tenant: str) -> str:
+    """Where the control plane tells a tenant's workers which tasks to stop (core NATS, no stream)."""
+    return f"af.{check_name('tenant', tenant)}.cancel"
+
+
 def channel(tenant: str, name: str) -> str:
     return f"af.{check_name('tenant', tenant)}.chan.{check_name('channel', name)}"
 

@@ -19,7 +19,15 @@ from control_plane.auth import Identity
 from control_plane.events import FINAL_EVENT_TYPES
 from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem, field_from_msgspec
 from control_plane.services import Services
-from control_plane.specs import BatchRequest, RunRequest, ToolSpec, check_name_field, check_version, convert
+from control_plane.specs import (
+    BatchRequest,
+    RunRequest,
+    SignalRequest,
+    ToolSpec,
+    check_name_field,
+    check_version,
+    convert,
+)
 from registry import audit, runs
 from registry import catalog as store
 
@@ -243,6 +251,19 @@ async def cancel_run(
     return _json(views.run(row))
 
 
+@post("/v1/runs/{run_id:str}/signal", status_code=202)
+async def signal_run(
+    request: Request[Any, Any, Any], run_id: str, data: SignalRequest, services: Services, identity: Identity
+) -> Response[bytes]:
+    """Send a named signal to a run waiting for it (human in the loop); its data becomes the waiting step's
+    output. 409 when the run is not waiting for that signal now."""
+    await _run_row(services, identity.tenant, run_id)
+    check_name_field("signal", data.name, "name")
+    step = await services.orchestrator.signal(identity.tenant, run_id, data.name, data.data)
+    await _audit(request, services, identity, "run.signal", f"{run_id}:{data.name}", "delivered")
+    return _json({"run_id": run_id, "signal": data.name, "step": step}, 202)
+
+
 @get("/v1/runs/{run_id:str}/events")
 async def run_events(
     run_id: str,
@@ -330,6 +351,7 @@ def create_app(lifespan: Any) -> Litestar:
             list_runs,
             get_run,
             cancel_run,
+            signal_run,
             run_events,
             list_workers,
             healthz,

@@ -10,7 +10,8 @@ import jsonschema
 import msgspec
 
 from bus.messages import ToolLimits, ToolRuntime
-from control_plane.planning import DagWorkflow, WorkflowInvalid, parse_dag
+from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
+from control_plane.planning.kinds import KINDS, parse_workflow
 from control_plane.problems import Problem
 from control_plane.specs import RetrySpec, ToolSpec, check_name_field, check_tool, check_version, convert
 from registry import catalog as store
@@ -19,6 +20,11 @@ from registry.db import Pool
 LATEST_TTL_SECONDS = 2.0
 BUILTIN_NOOP = "noop"
 BUILTIN_VERSION = "1"
+# Step instances the control plane runs itself: they never reach a worker.
+BUILTIN_SLEEP = "@sleep"
+BUILTIN_SIGNAL = "@signal"
+PINS = "pins"
+"""The key of a stored workflow holding the version pinned for each tool named without one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,29 +56,36 @@ class Workflow:
     name: str
     version: str
     kind: str
-    plan: DagWorkflow
-    tools: dict[str, Tool]
-    """The pinned tool of each step, by step name."""
+    plan: Plan
+    tools: dict[tuple[str, str | None], Tool]
+    """The pinned tool of each (name, version as written) the workflow names."""
     input_validator: jsonschema.protocols.Validator | None
     retries: dict[str, RetrySpec]
-    """Steps whose retry policy overrides their tool's, by step name."""
+    """Elements whose retry policy overrides their tool's, by element name."""
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def tool(self, call: ToolCall) -> Tool:
+        return self.tools[(call.tool, call.tool_version)]
 
-NOOP = Tool(
-    name=BUILTIN_NOOP,
-    version=BUILTIN_VERSION,
-    queue="default",
-    runtime=ToolRuntime(builtin=BUILTIN_NOOP),
-    limits=ToolLimits(),
-    network="none",
-    input_validator=None,
-    output_validator=None,
-    retry=RetrySpec(),
-)
+
+def _builtin(name: str) -> Tool:
+    return Tool(
+        name=name,
+        version=BUILTIN_VERSION,
+        queue="default",
+        runtime=ToolRuntime(builtin=name),
+        limits=ToolLimits(),
+        network="none",
+        input_validator=None,
+        output_validator=None,
+        retry=RetrySpec(),
+    )
+
+
+BUILTINS = {name: _builtin(name) for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL)}
 
 
 def digest(document: Any) -> str:
@@ -100,12 +113,23 @@ def schema_problem(validator: jsonschema.protocols.Validator, document: Any, fie
     return f"{field}{where}: {error.message}"
 
 
-def _step_retries(document: dict[str, Any]) -> dict[str, RetrySpec]:
-    """The retry policies steps set for themselves; a malformed one is a problem naming its step."""
+def _tool_refs(plan: Plan) -> list[ToolRef]:
+    """Every tool the workflow names: its elements' tools and their compensations."""
+    refs = []
+    for info in plan.steps.values():
+        if info.tool is not None:
+            refs.append(info.tool)
+        if info.compensate is not None:
+            refs.append(info.compensate.tool)
+    return refs
+
+
+def _step_retries(plan: Plan) -> dict[str, RetrySpec]:
+    """The retry policies elements set for themselves; a malformed one is a problem naming its element."""
     return {
-        step["name"]: convert(step["retry"], RetrySpec, f"steps[{index}].retry")
-        for index, step in enumerate(document.get("steps", []))
-        if isinstance(step, dict) and "retry" in step
+        info.name: convert(dict(info.retry), RetrySpec, f"{info.field}.retry")
+        for info in plan.steps.values()
+        if info.retry is not None
     }
 
 
@@ -152,19 +176,20 @@ class Catalog:
         if not isinstance(version, str):
             raise Problem(422, "bad-version", 'a workflow needs a version string such as "1.0.0"', "version")
         check_version(version)
-        if kind != "dag":
-            raise Problem(422, "validation-error", f"unsupported kind {kind!r}: this version plans 'dag'", "kind")
+        if kind not in KINDS:
+            raise Problem(422, "validation-error", f"unsupported kind {kind!r}: use one of {', '.join(KINDS)}", "kind")
+        if PINS in document:
+            raise Problem(422, "validation-error", f"{PINS!r} is set by AgentFlow when a workflow is applied", PINS)
         _validator(document.get("input_schema"), "input_schema")
         submitted_digest = digest(document)
         plan = self._parse(document)
-        pinned = dict(document)
-        pinned["steps"] = [dict(step) for step in document["steps"]]
-        _step_retries(document)  # validates them
-        steps = {step.name: step for step in plan.steps}
-        for index, raw in enumerate(pinned["steps"]):
-            step = steps[raw["name"]]
-            tool = await self.tool(tenant, step.tool, step.tool_version, field=f"steps[{index}].tool")
-            raw["tool"] = tool.ref
+        _step_retries(plan)  # validates them
+        pins: dict[str, str] = {}
+        for ref in _tool_refs(plan):
+            tool = await self.tool(tenant, ref.name, ref.version, field=ref.field)
+            if ref.version is None:
+                pins.setdefault(ref.name, tool.version)
+        pinned = {**document, PINS: pins} if pins else document
         return await self._put(store.Kind.WORKFLOW, tenant, name, version, pinned, submitted_digest, kind)
 
     async def _put(
@@ -198,9 +223,9 @@ class Catalog:
         return entry, created
 
     @staticmethod
-    def _parse(document: dict[str, Any]) -> DagWorkflow:
+    def _parse(document: dict[str, Any]) -> Plan:
         try:
-            return parse_dag(document)
+            return parse_workflow(document)
         except WorkflowInvalid as invalid:
             first = invalid.problems[0]
             raise Problem(
@@ -229,8 +254,8 @@ class Catalog:
         return entry
 
     async def tool(self, tenant: str, name: str, version: str | None, *, field: str = "tool") -> Tool:
-        if name == BUILTIN_NOOP and version in (None, BUILTIN_VERSION):
-            return NOOP
+        if name in BUILTINS and version in (None, BUILTIN_VERSION):
+            return BUILTINS[name]
         version = version or self._cached_latest(store.Kind.TOOL, tenant, name)
         if version is not None and (found := self._tools.get((tenant, name, version))) is not None:
             return found
@@ -248,8 +273,12 @@ class Catalog:
         if cached is not None:
             return cached
         document = msgspec.json.decode(entry.spec)
+        pins = document.pop(PINS, {})
         plan = self._parse(document)
-        tools = {step.name: await self.tool(tenant, step.tool, step.tool_version) for step in plan.steps}
+        tools = {
+            (ref.name, ref.version): await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
+            for ref in _tool_refs(plan)
+        }
         workflow = Workflow(
             entry.name,
             entry.version,
@@ -257,7 +286,7 @@ class Catalog:
             plan,
             tools,
             _validator(document.get("input_schema"), "input_schema"),
-            _step_retries(document),
+            _step_retries(plan),
         )
         self._workflows[(tenant, entry.name, entry.version)] = workflow
         return workflow

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from bus import subjects
-from bus.messages import Task, encode
+from bus.messages import CancelTasks, Task, encode
 from bus.publish import Outgoing, notify, publish_all
 from control_plane.background import Background
 from control_plane.catalog import Catalog, Tool
@@ -81,6 +81,11 @@ class Dispatcher:
         """Events of committed state: published without waiting; watchers also read them from PostgreSQL."""
         for message in messages:
             await notify(self._nc, message)
+
+    async def cancel_tasks(self, tenant: str, run_id: str, task_ids: Sequence[str]) -> None:
+        """Tell the workers running these (committed as cancelled) tasks to stop them."""
+        notice = CancelTasks(tenant=tenant, run_id=run_id, task_ids=tuple(task_ids))
+        await notify(self._nc, Outgoing(subjects.cancels(tenant), encode(notice), f"cancel:{run_id}:{task_ids[0]}"))
 
     def publish_later(self, dispatch: Dispatch, delay: float) -> None:
         """Publish after ``delay`` seconds (a retry's backoff). The timer lives in memory only: if this

@@ -29,8 +29,8 @@ from control_plane import metrics
 from control_plane.catalog import Catalog, Tool, schema_problem
 from control_plane.dispatch import Dispatch, Dispatcher
 from control_plane.events import EventLog, outgoing
-from control_plane.ids import new_id
-from control_plane.planning import StepState, decide
+from control_plane.instances import CONTROL_PLANE, due_result, plan_instance, signal_result, task_state, waits_for
+from control_plane.planning import StepState, ToolCall, decide
 from control_plane.problems import Problem
 from control_plane.run_cache import RunCache
 from control_plane.specs import RetrySpec
@@ -60,6 +60,8 @@ class Change:
     """Next attempts of failed tasks, each to publish after its backoff (seconds)."""
     events: list[runs.NewEvent] = field(default_factory=list)
     tenant: str = ""
+    cancelled: list[str] = field(default_factory=list)
+    """Tasks on the bus this change cancels: their workers are told to stop them once it is committed."""
 
     def update_task(self, update: runs.TaskUpdate) -> None:
         earlier = self.task_updates.get(update.id)
@@ -100,17 +102,18 @@ class Orchestrator:
                         await msg.nak(delay=RETRY_APPLY_SECONDS)
                 await asyncio.sleep(RETRY_APPLY_SECONDS)
 
-    async def watch_schedule_to_start(self, stop: asyncio.Event) -> None:
-        """Fail queued attempts that no worker started in time, as a timeout (their retry policy applies)."""
+    async def watch_due(self, stop: asyncio.Event) -> None:
+        """Fire timers that have run out and time out signal waits, and fail queued attempts that no worker
+        started in time (their retry policy applies)."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SCHEDULE_CHECK_SECONDS)
             try:
                 late = await runs.late_tasks(self._pool, 500)
                 if late:
-                    await self.apply([_not_started(task) for task in late])
+                    await self.apply([due_result(task) for task in late])
             except Exception as error:
-                log.warning("checking schedule-to-start deadlines failed: %s", error)
+                log.warning("checking due timers and deadlines failed: %s", error)
 
     async def handle(self, msgs: list[Msg]) -> None:
         results: list[Result | Started | Released] = []
@@ -162,12 +165,13 @@ class Orchestrator:
                 self._cache.put(_after(states[change.run.id], change))
             updates = [u for c in done for u in c.task_updates.values()]
             metrics.APPLY_BATCH.observe(len(updates))
-            for task_state, count in Counter(u.state for u in updates).items():
-                metrics.RESULTS_APPLIED.labels(task_state).inc(count)
+            for state_name, count in Counter(u.state for u in updates).items():
+                metrics.RESULTS_APPLIED.labels(state_name).inc(count)
             await self._dispatcher.publish_tasks([d for c in done for d in c.dispatches])
             for delay, dispatch in (r for c in done for r in c.retries):
                 self._dispatcher.publish_later(dispatch, delay)
             await self._dispatcher.publish_events(self._event_messages(done))
+            await self._stop_cancelled(done)
             # The rest were changed by someone else since they were read (or cached): read and plan again.
             by_run = {c.run.id: by_run[c.run.id] for c in changes if c.run.id not in applied}
             if not by_run:
@@ -192,8 +196,40 @@ class Orchestrator:
             updates = list(change.task_updates.values())
             if run_id in await runs.apply_changes(self._pool, [change.run], updates, [], change.events):
                 await self._dispatcher.publish_events(self._event_messages([change]))
+                await self._stop_cancelled([change])
                 return
         raise Problem(503, "unavailable", f"run {run_id} kept changing; retry the cancel")
+
+    async def signal(self, tenant: str, run_id: str, name: str, data: Any) -> str:
+        """Deliver signal ``name`` to the step instance of the run waiting for it; returns that instance's key.
+
+        A signal nothing waits for is refused rather than kept: the sender learns at once that it was not
+        taken, and can send it again when the run is waiting.
+        """
+        run = (await runs.load_runs(self._pool, [run_id])).get(run_id)
+        if run is None or run.tenant != tenant:
+            raise Problem(404, "not-found", f"no run {run_id}", "id")
+        if run.state in runs.FINAL_RUN_STATES:
+            raise Problem(409, "run-finished", f"run {run_id} already {run.state}", "id")
+        known: frozenset[str] = frozenset()
+        if run.target_kind == "workflow":
+            known = (await self._catalog.workflow(run.tenant, run.target_name, run.target_version)).plan.signals
+        if name not in known:
+            listed = ", ".join(sorted(known)) or "none"
+            raise Problem(
+                422, "unknown-signal", f"run {run_id} takes no signal {name!r} (its signals: {listed})", "name"
+            )
+        waiting = next((task for task in run.tasks if waits_for(task, name)), None)
+        if waiting is None:
+            raise Problem(409, "not-waiting", f"run {run_id} is not waiting for signal {name!r} now", "name")
+        self._cache.drop(run_id)
+        await self.apply([signal_result(tenant, run_id, waiting, name, data)])
+        return waiting.step
+
+    async def _stop_cancelled(self, changes: list[Change]) -> None:
+        for change in changes:
+            if change.cancelled:
+                await self._dispatcher.cancel_tasks(change.tenant, change.run.id, change.cancelled)
 
     @staticmethod
     def _event_messages(changes: list[Change]) -> list[Outgoing]:
@@ -218,7 +254,7 @@ class Orchestrator:
             data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
             data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
             next_attempt = not_before = None
-            policy = await self._retry_policy(run, task.step, tool)
+            policy = await self._retry_policy(run, task.element, tool)
             if state == "failed" and result.error_kind in policy.retry_on:
                 if task.attempt < policy.max_attempts:
                     delay = policy.delay(task.attempt, random.random())
@@ -273,60 +309,38 @@ class Orchestrator:
         )
         return change
 
-    async def _retry_policy(self, run: runs.RunState, step: str, tool: Tool) -> RetrySpec:
-        """The step's own policy where the workflow sets one, else the tool's."""
+    async def _retry_policy(self, run: runs.RunState, element: str, tool: Tool) -> RetrySpec:
+        """The element's own policy where the workflow sets one, else the tool's."""
         if run.target_kind != "workflow":
             return tool.retry
         workflow = await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
-        return workflow.retries.get(step) or tool.retry
+        return workflow.retries.get(element) or tool.retry
 
     async def _plan_workflow(
         self, run: runs.RunState, change: Change, events: EventLog
     ) -> tuple[str, str | None, str | None] | None:
         workflow = await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
         states = {
-            t.step: StepState(t.state, msgspec.json.decode(t.output) if t.output is not None else None, t.error)
+            t.step: StepState(
+                t.state, msgspec.json.decode(t.output) if t.output is not None else None, t.error, t.element
+            )
             for t in run.tasks
         }
         decision = decide(workflow.plan, msgspec.json.decode(run.input), states)
+        now = time.time()
         for start in decision.start:
-            tool = workflow.tools[start.step.name]
-            if tool.input_validator is not None and (
-                problem := schema_problem(tool.input_validator, start.input, f"steps.{start.step.name}.input")
-            ):
-                return "failed", None, f"step {start.step.name!r} cannot start: {problem}"
-            self._start(run, change, events, start.step.name, start.step.queue, tool, _encode(start.input).decode())
+            tool = workflow.tool(start.action) if isinstance(start.action, ToolCall) else None
+            if problem := _input_problem(tool, start.action, start.key):
+                return "failed", None, f"step {start.key!r} cannot start: {problem}"
+            planned = plan_instance(run.tenant, run.id, start, tool, now)
+            change.new_tasks.append(planned.task)
+            if planned.dispatch is not None:
+                change.dispatches.append(planned.dispatch)
+            events.add(planned.event, planned.data)
         if decision.outcome is None:
             return None
         output = None if decision.outcome.output is None else _encode(decision.outcome.output).decode()
         return decision.outcome.state, output, decision.outcome.error
-
-    @staticmethod
-    def _start(
-        run: runs.RunState,
-        change: Change,
-        events: EventLog,
-        step: str,
-        queue: str,
-        tool: Tool,
-        input_json: str,
-    ) -> None:
-        task_id = new_id()
-        change.new_tasks.append(
-            runs.NewTask(
-                task_id,
-                run.tenant,
-                run.id,
-                step,
-                tool.name,
-                tool.version,
-                queue,
-                input_json,
-                tool.start_by(time.time()),
-            )
-        )
-        change.dispatches.append(Dispatch(run.tenant, run.id, task_id, 1, step, queue, tool, input_json))
-        events.add("task.queued", {"task_id": task_id, "step": step, "tool": tool.ref, "attempt": 1})
 
     @staticmethod
     def _finish(
@@ -337,11 +351,11 @@ class Orchestrator:
         output: str | None,
         error: str | None,
     ) -> None:
-        if state == "failed":
-            cancel_open_tasks(run, change, events)
-            # Tasks planned in this same step never reach the bus.
-            change.new_tasks.clear()
-            change.dispatches.clear()
+        # What is still open is no longer needed (a failed run, or a settled parallel or timeout node).
+        cancel_open_tasks(run, change, events)
+        # Tasks planned in this same step never reach the bus.
+        change.new_tasks.clear()
+        change.dispatches.clear()
         change.run = runs.RunUpdate(run.id, run.last_seq, run.last_seq, state, output, error)
         events.add(f"run.{state}", {"output": msgspec.Raw(output.encode())} if output else {"error": error})
 
@@ -350,28 +364,8 @@ def _after(run: runs.RunState, change: Change) -> runs.RunState:
     """The run as ``change`` left it (its tasks were already updated in place while planning)."""
     run.state = change.run.state
     run.last_seq = change.run.last_seq
-    run.tasks.extend(
-        runs.TaskState(t.id, t.step, t.tool_name, t.tool_version, t.queue, 1, "queued", None, None, t.input)
-        for t in change.new_tasks
-    )
+    run.tasks.extend(task_state(t) for t in change.new_tasks)
     return run
-
-
-def _not_started(task: runs.LateTask) -> Result:
-    now = time.time()
-    return Result(
-        tenant=task.tenant,
-        run_id=task.run_id,
-        task_id=task.id,
-        attempt=task.attempt,
-        ok=False,
-        error="no worker started it in time (schedule-to-start timeout)",
-        error_kind="timeout",
-        worker_id="control-plane",
-        sandbox="none",
-        started_at=now,
-        finished_at=now,
-    )
 
 
 def _mark_progress(
@@ -396,10 +390,18 @@ def cancel_open_tasks(run: runs.RunState, change: Change, events: EventLog) -> N
     for task in run.tasks:
         if task.state not in runs.FINAL_TASK_STATES:
             task.state = "cancelled"
+            if task.queue != CONTROL_PLANE:
+                change.cancelled.append(task.id)
             change.update_task(
                 runs.TaskUpdate(task.id, run.id, task.attempt, "cancelled", None, None, None, None, None, now)
             )
             events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
+
+
+def _input_problem(tool: Tool | None, action: object, key: str) -> str | None:
+    if tool is None or tool.input_validator is None or not isinstance(action, ToolCall):
+        return None
+    return schema_problem(tool.input_validator, action.input, f"steps.{key}.input")
 
 
 def _outcome(result: Result, tool: Tool) -> tuple[str, str | None, str | None]:

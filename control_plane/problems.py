@@ -22,6 +22,8 @@ _TITLES = {
     "unauthorized": "Unauthorized",
     "idempotency-conflict": "Idempotency key reused with another request",
     "run-finished": "Run already finished",
+    "unknown-signal": "Unknown signal",
+    "not-waiting": "Run is not waiting for this signal",
     "not-allowed": "Method not allowed",
     "unavailable": "Service unavailable",
     "internal": "Internal error",

@@ -79,7 +79,7 @@ class Services:
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
             asyncio.create_task(dispatcher.relay(services.stop), name="outbox-relay"),
             asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
-            asyncio.create_task(orchestrator.watch_schedule_to_start(services.stop), name="schedule-to-start"),
+            asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
         ]
         return services
 

@@ -81,6 +81,13 @@ class RunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     idempotency_key: str | None = None
 
 
+class SignalRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A named signal for a run waiting for one (human in the loop); ``data`` becomes the waiting step's output."""
+
+    name: str
+    data: Any = None
+
+
 class BatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Start up to 1,000 runs; each item is a RunRequest, answered on its own."""
 

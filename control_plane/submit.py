@@ -5,6 +5,7 @@ and one commit carry hundreds of runs, and the first tasks of all of them are pu
 """
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -15,11 +16,12 @@ import msgspec
 
 from control_plane import metrics
 from control_plane.background import Background
-from control_plane.catalog import Catalog, Tool, schema_problem
+from control_plane.catalog import Catalog, Tool, Workflow, schema_problem
 from control_plane.dispatch import Dispatch, Dispatcher
 from control_plane.events import EventLog, outgoing
 from control_plane.ids import new_id
-from control_plane.planning import decide
+from control_plane.instances import Planned, plan_instance, task_state
+from control_plane.planning import RunOutcome, Start, ToolCall, decide
 from control_plane.problems import Problem
 from control_plane.run_cache import RunCache
 from control_plane.specs import RunRequest, check_name_field, split_ref
@@ -32,26 +34,21 @@ MAX_BATCH = 1000
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True, slots=True)
-class FirstTask:
-    step: str
-    queue: str
-    tool: Tool
-    input: str
-
-
 @dataclass(slots=True)
 class Submission:
     """A validated request with its first tasks planned, waiting for its batch to be written."""
 
     tenant: str
+    run_id: str
     target_kind: str
     target_name: str
     target_version: str
     input: str
     idempotency_key: str | None
     request_digest: str
-    tasks: list[FirstTask]
+    tasks: list[Planned]
+    outcome: RunOutcome | None
+    """Set when the run is finished as soon as it starts (every step of it skipped, say)."""
     future: "asyncio.Future[Accepted]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -82,11 +79,14 @@ class Submitter:
             raise Problem(422, "validation-error", "an idempotency key has 1 to 200 characters", "Idempotency-Key")
         input_json = _encode(request.input).decode()
         digest = hashlib.sha256(_encode([request.workflow, request.tool, request.queue, request.input])).hexdigest()
+        run_id, now = new_id(), time.time()
+        outcome = None
         if request.tool is not None:
             name, version = split_ref(request.tool, "tool")
             tool = await self._catalog.tool(tenant, name, version)
             _check_input(tool, request.input, "input")
-            first = [FirstTask(tool.name, request.queue or tool.queue, tool, input_json)]
+            call = ToolCall(tool.name, tool.version, request.queue or tool.queue, request.input)
+            first = [plan_instance(tenant, run_id, Start(tool.name, tool.name, call), tool, now)]
             kind, target_name, target_version = "tool", tool.name, tool.version
         else:
             assert request.workflow is not None
@@ -99,14 +99,24 @@ class Submitter:
             decision = decide(workflow.plan, request.input, {})
             if decision.outcome is not None and decision.outcome.state == "failed":
                 raise Problem(422, "validation-error", decision.outcome.error or "input is unusable", "input")
-            first = []
-            for start in decision.start:
-                tool = workflow.tools[start.step.name]
-                _check_input(tool, start.input, f"steps.{start.step.name}.input")
-                queue = request.queue or start.step.queue
-                first.append(FirstTask(start.step.name, queue, tool, _encode(start.input).decode()))
+            outcome = decision.outcome
+            first = [self._first(tenant, run_id, start, workflow, request.queue, now) for start in decision.start]
             kind, target_name, target_version = "workflow", workflow.name, workflow.version
-        return Submission(tenant, kind, target_name, target_version, input_json, idempotency_key, digest, first)
+        return Submission(
+            tenant, run_id, kind, target_name, target_version, input_json, idempotency_key, digest, first, outcome
+        )
+
+    @staticmethod
+    def _first(tenant: str, run_id: str, start: Start, workflow: Workflow, queue: str | None, now: float) -> Planned:
+        """A first step instance; ``queue``, when the request names one, replaces its tool call's queue."""
+        action = start.action
+        if not isinstance(action, ToolCall):
+            return plan_instance(tenant, run_id, start, None, now)
+        tool = workflow.tool(action)
+        _check_input(tool, action.input, f"steps.{start.key}.input")
+        if queue is not None:
+            start = dataclasses.replace(start, action=dataclasses.replace(action, queue=queue))
+        return plan_instance(tenant, run_id, start, tool, now)
 
     def wake(self) -> None:
         self._wake.set()
@@ -147,67 +157,43 @@ class Submitter:
                 writes.append(submission)
 
         new_runs, new_tasks, new_events, dispatches = [], [], [], []
-        run_ids: dict[int, str] = {}
         for submission in writes:
-            run_id = run_ids[id(submission)] = new_id()
-            log_ = EventLog(submission.tenant, run_id, 0)
+            log_ = EventLog(submission.tenant, submission.run_id, 0)
             target = f"{submission.target_name}@{submission.target_version}"
             log_.add("run.created", {submission.target_kind: target})
-            for first in submission.tasks:
-                task_id = new_id()
-                new_tasks.append(
-                    runs.NewTask(
-                        task_id,
-                        submission.tenant,
-                        run_id,
-                        first.step,
-                        first.tool.name,
-                        first.tool.version,
-                        first.queue,
-                        first.input,
-                        first.tool.start_by(time.time()),
-                    )
-                )
-                log_.add(
-                    "task.queued",
-                    {"task_id": task_id, "step": first.step, "tool": first.tool.ref, "attempt": 1},
-                )
-                dispatches.append(
-                    Dispatch(
-                        submission.tenant,
-                        run_id,
-                        task_id,
-                        1,
-                        first.step,
-                        first.queue,
-                        first.tool,
-                        first.input,
-                    )
-                )
+            for planned in submission.tasks:
+                new_tasks.append(planned.task)
+                log_.add(planned.event, planned.data)
+                if planned.dispatch is not None:
+                    dispatches.append(planned.dispatch)
+            state, output = "running", None
+            if submission.outcome is not None:
+                state, output = submission.outcome.state, _encode(submission.outcome.output).decode()
+                log_.add(f"run.{state}", {"output": submission.outcome.output})
             new_events.extend(log_.events)
             new_runs.append(
                 runs.NewRun(
-                    run_id,
+                    submission.run_id,
                     submission.tenant,
                     submission.target_kind,
                     submission.target_name,
                     submission.target_version,
-                    "running",
+                    state,
                     submission.input,
                     submission.idempotency_key,
                     submission.request_digest,
                     log_.last_seq,
+                    output,
                 )
             )
         inserted = await runs.create_runs(self._pool, new_runs, new_tasks, new_events)
         metrics.SUBMIT_BATCH.observe(len(new_runs))
 
-        lost = [s for s in writes if run_ids[id(s)] not in inserted] + repeats
+        lost = [s for s in writes if s.run_id not in inserted] + repeats
         existing = await self._existing(lost)
         for submission in writes:
-            run_id = run_ids[id(submission)]
-            if run_id in inserted:
-                submission.future.set_result(Accepted(run_id, True))
+            if submission.run_id in inserted:
+                submission.future.set_result(Accepted(submission.run_id, True))
         for submission in lost:
             answer = existing[id(submission)]
             if isinstance(answer, Accepted):
@@ -217,20 +203,7 @@ class Submitter:
 
         tasks_by_run: dict[str, list[runs.TaskState]] = {}
         for task in new_tasks:
-            tasks_by_run.setdefault(task.run_id, []).append(
-                runs.TaskState(
-                    task.id,
-                    task.step,
-                    task.tool_name,
-                    task.tool_version,
-                    task.queue,
-                    1,
-                    "queued",
-                    None,
-                    None,
-                    task.input,
-                )
-            )
+            tasks_by_run.setdefault(task.run_id, []).append(task_state(task))
         for run in new_runs:
             if run.id in inserted:
                 self._cache.put(

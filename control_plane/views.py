@@ -72,6 +72,7 @@ def task(row: TaskRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "step": row.step,
+        "element": row.element,
         "tool": f"{row.tool_name}@{row.tool_version}",
         "queue": row.queue,
         "attempt": row.attempt,

@@ -30,6 +30,8 @@ class NewRun:
     idempotency_key: str | None
     request_digest: str
     last_seq: int
+    output: str | None = None
+    """The output of a run finished as soon as it started."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,11 @@ class NewTask:
     queue: str
     input: str
     start_by: float | None = None
-    """When a worker must have started it (schedule-to-start), or None."""
+    """When a worker must have started it (schedule-to-start), or when a timer or signal wait is due."""
+    element: str | None = None
+    """The workflow element ``step`` is an instance of, where the two differ."""
+    published: bool = False
+    """True for what never goes on the bus (timers and signal waits): the outbox relay skips them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,8 @@ class TaskState:
     output: str | None
     error: str | None
     input: str
+    element: str
+    """The workflow element the task is an instance of (``step`` is the instance's key)."""
 
 
 @dataclass(slots=True)
@@ -123,22 +131,24 @@ def _columns(rows: Sequence[object], *names: str) -> list[list[object]]:
 _CREATE_RUNS = """
 WITH r AS (
     INSERT INTO runs (id, tenant, target_kind, target_name, target_version, state, input,
-                      idempotency_key, request_digest, last_seq)
+                      idempotency_key, request_digest, last_seq, output, finished_at)
     SELECT u.id, u.tenant, u.target_kind, u.target_name, u.target_version, u.state, u.input::jsonb,
-           u.idempotency_key, u.request_digest, u.last_seq
+           u.idempotency_key, u.request_digest, u.last_seq, u.output::jsonb,
+           CASE WHEN u.state = 'running' THEN NULL ELSE now() END
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::text[], $10::int[])
+                $8::text[], $9::text[], $10::int[], $27::text[])
          AS u(id, tenant, target_kind, target_name, target_version, state, input,
-              idempotency_key, request_digest, last_seq)
+              idempotency_key, request_digest, last_seq, output)
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING id
 ), t AS (
-    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by)
+    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by, element,
+                       published)
     SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb,
-           to_timestamp(u.start_by)
+           to_timestamp(u.start_by), u.element, u.published
     FROM unnest($11::uuid[], $12::text[], $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[],
-                $18::text[], $24::float8[])
-         AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input, start_by)
+                $18::text[], $24::float8[], $25::text[], $26::bool[])
+         AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input, start_by, element, published)
     WHERE u.run_id IN (SELECT id FROM r)
 ), e AS (
     INSERT INTO events (run_id, seq, tenant, type, data)
@@ -174,7 +184,8 @@ async def create_runs(
         ),
         *_columns(tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
         *_columns(events, "run_id", "seq", "tenant", "type", "data"),
-        *_columns(tasks, "start_by"),
+        *_columns(tasks, "start_by", "element", "published"),
+        *_columns(runs, "output"),
     )
     return {row["id"] for row in rows}
 
@@ -199,9 +210,11 @@ _LOAD_RUNS = """
 SELECT r.id::text AS run_id, r.tenant, r.target_kind, r.target_name, r.target_version, r.state AS run_state,
        r.input::text AS run_input, r.last_seq,
        t.id::text AS task_id, t.step, t.tool_name, t.tool_version, t.queue, t.attempt, t.state AS task_state,
-       t.output::text AS task_output, t.error AS task_error, t.input::text AS task_input
+       t.output::text AS task_output, t.error AS task_error, t.input::text AS task_input,
+       COALESCE(t.element, t.step) AS element
 FROM runs r LEFT JOIN tasks t ON t.run_id = r.id
 WHERE r.id = ANY($1::uuid[])
+ORDER BY r.id, t.id
 """
 
 
@@ -235,6 +248,7 @@ async def load_runs(pool: Pool, run_ids: Sequence[str]) -> dict[str, RunState]:
                     row["task_output"],
                     row["task_error"],
                     row["task_input"],
+                    row["element"],
                 )
             )
     return found
@@ -272,12 +286,13 @@ WITH r AS (
               next_attempt, not_before, start_by)
     WHERE tasks.id = u.id AND tasks.attempt = u.attempt AND u.run_id IN (SELECT id FROM r)
 ), n AS (
-    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by)
+    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by, element,
+                       published)
     SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb,
-           to_timestamp(u.start_by)
+           to_timestamp(u.start_by), u.element, u.published
     FROM unnest($17::uuid[], $18::text[], $19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[],
-                $24::text[], $33::float8[])
-         AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input, start_by)
+                $24::text[], $33::float8[], $34::text[], $35::bool[])
+         AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input, start_by, element, published)
     WHERE u.run_id IN (SELECT id FROM r)
 ), e AS (
     INSERT INTO events (run_id, seq, tenant, type, data)
@@ -320,7 +335,7 @@ async def apply_changes(
         *_columns(new_tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
         *_columns(events, "run_id", "seq", "tenant", "type", "data"),
         *_columns(task_updates, "next_attempt", "not_before", "start_by"),
-        *_columns(new_tasks, "start_by"),
+        *_columns(new_tasks, "start_by", "element", "published"),
     )
     return {row["id"] for row in rows}
 
@@ -331,12 +346,14 @@ class LateTask:
     tenant: str
     run_id: str
     attempt: int
+    tool_name: str
+    input: str
 
 
 async def late_tasks(pool: Pool, limit: int) -> list[LateTask]:
-    """Queued attempts that no worker started by their ``start_by``."""
+    """Queued attempts that no worker started by their ``start_by``, and timers and signal waits now due."""
     rows = await pool.fetch(
-        "SELECT id::text, tenant, run_id::text, attempt FROM tasks"
+        "SELECT id::text, tenant, run_id::text, attempt, tool_name, input::text FROM tasks"
         " WHERE start_by < now() AND state = 'queued' ORDER BY start_by LIMIT $1",
         limit,
     )
@@ -415,6 +432,7 @@ class TaskRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    element: str
 
 
 def _run_row(row: asyncpg.Record) -> RunRow:
@@ -429,8 +447,8 @@ async def get_run(pool: Pool, tenant: str, run_id: str) -> RunRow | None:
 async def get_tasks(pool: Pool, run_id: str) -> list[TaskRow]:
     rows = await pool.fetch(
         "SELECT id::text, step, tool_name, tool_version, queue, attempt, state, input::text, output::text,"
-        " error, detail::text, worker_id, created_at, started_at, finished_at"
-        " FROM tasks WHERE run_id = $1::uuid ORDER BY created_at, step",
+        " error, detail::text, worker_id, created_at, started_at, finished_at, COALESCE(element, step)"
+        " FROM tasks WHERE run_id = $1::uuid ORDER BY id",
         run_id,
     )
     return [TaskRow(*row.values()) for row in rows]

@@ -233,12 +233,17 @@ def client(stack: Stack) -> Iterator[Client]:
         yield af
 
 
-@pytest.fixture(scope="session")
-def examples_registered(client: Client) -> None:
-    """The example tools and the doc-review workflow, registered once per session."""
+def register_examples(client: Client) -> None:
+    """Register the example tools and workflow templates."""
     from agentflow import load_tool_file, load_workflow_file
 
     for tool_file in sorted((EXAMPLES / "tools").glob("*.yaml")):
         client.register_tool(load_tool_file(tool_file))
     for workflow_file in sorted((EXAMPLES / "workflows").glob("*.yaml")):
         client.apply_workflow(load_workflow_file(workflow_file))
+
+
+@pytest.fixture(scope="session")
+def examples_registered(client: Client) -> None:
+    """The example tools and workflow templates, registered once per session."""
+    register_examples(client)

@@ -19,6 +19,7 @@ SAMPLE_INPUTS = {
     "text-stats": {"text": "The cat sat. The dog ran! Did the cat see it?"},
     "json-transform": {"data": {"a": [1, {"b": "x"}]}, "pick": {"b": "a.1.b"}},
     "mock-model": {"prompt": "The upload crashes with an error. Please fix it.", "task": "classify"},
+    "mock-editor": {"task": "revise", "text": "A first draft.", "feedback": "cite a source"},
 }
 
 
@@ -48,6 +49,7 @@ def test_there_is_a_tool_file_for_each_example_tool() -> None:
     assert [path.name for path in TOOL_FILES] == [
         "fail.yaml",
         "json-transform.yaml",
+        "mock-editor.yaml",
         "mock-model.yaml",
         "text-stats.yaml",
     ]
@@ -107,6 +109,7 @@ def test_text_stats_of_an_empty_text_is_all_zero() -> None:
         ("text_stats.py", {"text": 42}),
         ("json_transform.py", {"data": {}}),
         ("mock_model.py", {"prompt": "hi", "task": "translate"}),
+        ("mock_editor.py", {"task": "score", "text": "draft", "pass_mark": "high"}),
     ],
 )
 def test_a_tool_refuses_malformed_input_with_a_reason(script: str, document: object) -> None:
@@ -181,3 +184,14 @@ def test_the_fail_tool_gives_its_reason_on_stderr_and_exits_3() -> None:
     assert finished.returncode == 3
     assert finished.stdout == ""
     assert finished.stderr == "fail: planned failure\n"
+
+
+def test_the_mock_editor_passes_a_gate_of_8_after_two_revisions() -> None:
+    draft = "A first draft."
+    scores = []
+    for _ in range(3):
+        scores.append(answer("mock_editor.py", {"task": "score", "text": draft})["score"])
+        draft = answer("mock_editor.py", {"task": "revise", "text": draft, "feedback": "more"})["text"]
+
+    assert scores == [4, 6, 8]
+    assert answer("mock_editor.py", {"task": "score", "text": draft, "pass_mark": 10})["passed"] is True

@@ -5,7 +5,7 @@ from registry.runs import RunState, TaskState
 
 
 def _run(run_id: str, state: str = "running") -> RunState:
-    task = TaskState("t-" + run_id, "main", "noop", "1", "default", 1, "queued", None, None, "{}")
+    task = TaskState("t-" + run_id, "main", "noop", "1", "default", 1, "queued", None, None, "{}", "main")
     return RunState(run_id, "default", "tool", "noop", "1", state, "{}", 2, [task])
 
 

@@ -78,6 +78,10 @@ class Executor:
             task, started, ok=True, output=msgspec.Raw(outcome.stdout), sandbox=outcome.kind, **measured
         )
 
+    def cancelled(self, task: Task, started: float) -> Result:
+        """The result of an attempt stopped because the control plane cancelled its task."""
+        return self._failed(task, started, "cancelled", "cancelled by the control plane", self._backend.kind)
+
     def _failed(
         self,
         task: Task,

@@ -15,7 +15,7 @@ from nats.js.kv import KeyValue
 
 from bus import subjects
 from bus.consume import bind_pull, connect, pull
-from bus.messages import Heartbeat, Released, Started, Task, decode, encode
+from bus.messages import CancelTasks, Heartbeat, Released, Result, Started, Task, decode, encode
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_streams, ensure_task_consumer, workers_bucket
 from sandbox import Backend
@@ -44,8 +44,10 @@ class Worker:
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._running: dict[int, tuple[Msg, float]] = {}
-        self._nc: NATS | None = None
         """Tasks being executed, with when they started (time.monotonic)."""
+        self._executions: dict[str, asyncio.Task[Result]] = {}
+        """The execution of each task being run, by task id: what a cancel notice stops."""
+        self._nc: NATS | None = None
         self._started_at = time.time()
         self.completed = 0
 
@@ -64,6 +66,7 @@ class Worker:
         durable = await ensure_task_consumer(js, settings.tenant, settings.queue, settings.ack_wait_seconds)
         sub = await bind_pull(js, subjects.TASKS_STREAM, durable)
         bucket = await workers_bucket(js)
+        await nc.subscribe(subjects.cancels(settings.tenant), cb=self._on_cancel)
         heartbeat = asyncio.create_task(self._heartbeat(bucket))
         progress = asyncio.create_task(self._report_progress())
         log.info(
@@ -126,9 +129,10 @@ class Worker:
                 await self._announce(task)
             self._running[id(msg)] = (msg, time.monotonic())
             try:
-                result = msgspec.structs.replace(await self._executor.execute(task), deliveries=_deliveries(msg))
+                result = await self._execute(task)
             finally:
                 del self._running[id(msg)]
+            result = msgspec.structs.replace(result, deliveries=_deliveries(msg))
             # The result must be stored before the task is acknowledged: if we die in between, the task
             # is redelivered and the duplicate result is ignored by (task_id, attempt).
             await publish(
@@ -163,6 +167,33 @@ class Worker:
                 task.task_id,
                 task.attempt,
             )
+
+    async def _execute(self, task: Task) -> Result:
+        """Run the task; a cancel notice for it stops the execution (and its sandbox) with a cancelled result."""
+        started = time.time()
+        execution = asyncio.create_task(self._executor.execute(task))
+        self._executions[task.task_id] = execution
+        try:
+            return await execution
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the worker itself is stopping: the task is handed back
+            return self._executor.cancelled(task, started)
+        finally:
+            del self._executions[task.task_id]
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            notice = decode(msg.data, CancelTasks)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("ignoring a malformed cancel notice on %s: %s", msg.subject, error)
+            return
+        for task_id in notice.task_ids:
+            execution = self._executions.get(task_id)
+            if execution is not None:
+                log.info("stopping task %s of run %s: cancelled", task_id, notice.run_id)
+                execution.cancel()
 
     async def _announce(self, task: Task) -> None:
         """Say the attempt started (the control plane marks the task running). Not awaited by the stream:

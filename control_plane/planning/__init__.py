@@ -1,38 +1,49 @@
-"""Planning: turns a workflow definition and a run's recorded step states into the next steps to start.
+"""Planning: turns a workflow definition and a run's recorded step instances into the next ones to start.
 
 Pure code (no I/O): a planner parses a workflow document once, when it is applied, and then decides the
-same way every time it is shown the same states, so a run can be replayed from what is recorded.
+same way every time it is shown the same records, so a run can be replayed from what is recorded.
+Three kinds share one interface (model.Plan): DAG (dag.py), finite-state machine (fsm.py) and behavior
+tree (bt.py); conditions are written in a small safe language (expr.py) and step inputs are templates
+(paths.py); compensation (saga.py) is the same for all three. ``kinds`` picks the planner of a document.
 """
 
-from control_plane.planning.dag import (
-    DagStep,
-    DagWorkflow,
+from control_plane.planning.model import (
+    Action,
+    AwaitSignal,
+    Compensation,
     Decision,
+    Plan,
     RunOutcome,
-    StepInputError,
-    StepStart,
+    Sleep,
+    Start,
+    StepInfo,
     StepState,
-    decide,
-    parse_dag,
+    ToolCall,
+    ToolRef,
 )
 from control_plane.planning.paths import Path, PathError, Template, compile_template, parse_path
 from control_plane.planning.problems import SpecProblem, WorkflowInvalid
+from control_plane.planning.saga import decide
 
 __all__ = [
-    "DagStep",
-    "DagWorkflow",
+    "Action",
+    "AwaitSignal",
+    "Compensation",
     "Decision",
     "Path",
     "PathError",
+    "Plan",
     "RunOutcome",
+    "Sleep",
     "SpecProblem",
-    "StepInputError",
-    "StepStart",
+    "Start",
+    "StepInfo",
     "StepState",
     "Template",
+    "ToolCall",
+    "ToolRef",
     "WorkflowInvalid",
     "compile_template",
     "decide",
-    "parse_dag",
     "parse_path",
 ]

@@ -4,17 +4,17 @@ A template is any JSON value. A string in it that starts with ``$.`` is a path, 
 context ``{"input": <run input>, "steps": {<name>: {"output": <its output>}}}``; a string that starts
 with ``$$`` stands for itself with one ``$`` removed; everything else is literal.
 
-Grammar, read by hand-written recursive descent straight over the characters (``_Cursor``)::
+Grammar, read by hand-written recursive descent straight over the characters (``Cursor``)::
 
     path    := "$" "." key segment*
     segment := "." key | "[" index "]" | "[" quoted "]"
     key     := one or more of A-Z a-z 0-9 _ -
-    index   := one or more of 0-9
+    index   := one to 100 of 0-9
     quoted  := '"' ... '"' or "'" ... "'", where a backslash escapes the quote or itself
 
 A path starts with ``$.input`` or ``$.steps.NAME.output``. Segments are written without spaces, so a
-space ends a path: the condition language adds its comparisons, and/or/not, ``in`` and ``length`` as
-further productions of ``_Cursor`` around ``path``, reusing ``integer`` and ``quoted`` for its literals.
+space ends a path: the condition language (expr.py) adds its comparisons, and/or/not, ``in`` and
+``length`` as further productions of ``Cursor`` around ``path``, reusing ``integer`` and ``quoted``.
 Templates are compiled once, when a workflow is applied, and rendered on every step start.
 """
 
@@ -28,6 +28,8 @@ from typing import Any, NoReturn, TypeAlias
 from control_plane.planning.problems import KEY_CHARS, SpecProblem, WorkflowInvalid, child_field
 
 _DIGITS = frozenset(string.digits)
+# Far beyond any index or literal anyone writes, and well inside what int() accepts from a string.
+_MAX_DIGITS = 100
 _QUOTES = frozenset("\"'")
 
 
@@ -81,11 +83,22 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-class _SyntaxError(Exception):
-    """Bad syntax at one place in the text; turned into a SpecProblem by whoever knows the field."""
+class ParseError(Exception):
+    """Bad syntax at ``pos`` (0-based) in the text; turned into a SpecProblem by whoever knows the field.
+
+    reason: what is wrong, e.g. "expected ']'".
+    found: what stands at ``pos`` ("'x'", "the end"); None when the reason is about a whole path.
+    """
+
+    def __init__(self, pos: int, reason: str, found: str | None = None) -> None:
+        self.pos = pos
+        self.reason = reason
+        self.found = found
+        where = "" if found is None else f" at character {pos + 1}, found {found}"
+        super().__init__(f"{reason}{where}")
 
 
-class _Cursor:
+class Cursor:
     """Reads one expression left to right, one production per method."""
 
     __slots__ = ("pos", "text")
@@ -103,9 +116,12 @@ class _Cursor:
         self.pos += 1
         return True
 
+    def found(self) -> str:
+        """What stands here, as an error message names it."""
+        return repr(self.peek()) if self.peek() else "the end"
+
     def fail(self, expected: str) -> NoReturn:
-        found = repr(self.peek()) if self.peek() else "the end"
-        raise _SyntaxError(f"expected {expected} at character {self.pos + 1}, found {found}")
+        raise ParseError(self.pos, f"expected {expected}", self.found())
 
     def path(self) -> Path:
         start = self.pos
@@ -124,16 +140,21 @@ class _Cursor:
             else:
                 break
         if parts[0] not in ("input", "steps"):
-            raise _SyntaxError("a path starts with $.input or $.steps")
+            raise ParseError(start, "a path starts with $.input or $.steps")
         if parts[0] == "steps" and (len(parts) < 3 or not isinstance(parts[1], str) or parts[2] != "output"):
-            raise _SyntaxError("a step's output is read as $.steps.NAME.output")
+            raise ParseError(start, "a step's output is read as $.steps.NAME.output")
         return Path(self.text[start : self.pos], tuple(parts))
 
     def key(self) -> str:
         return self.run_of(KEY_CHARS, "a key")
 
     def integer(self) -> int:
-        return int(self.run_of(_DIGITS, "a number"))
+        start = self.pos
+        digits = self.run_of(_DIGITS, "a number")
+        if len(digits) > _MAX_DIGITS:
+            self.pos = start
+            self.fail(f"a number of at most {_MAX_DIGITS} digits")
+        return int(digits)
 
     def run_of(self, chars: frozenset[str], expected: str) -> str:
         """The longest run of ``chars`` from here; there must be at least one."""
@@ -165,7 +186,7 @@ class _Cursor:
 
 
 def _parse(text: str) -> Path:
-    cursor = _Cursor(text)
+    cursor = Cursor(text)
     path = cursor.path()
     if cursor.peek():
         cursor.fail("'.', '[' or the end of the path")
@@ -176,11 +197,11 @@ def parse_path(text: str, field: str) -> Path:
     """Parse ``text`` as a path; bad syntax raises WorkflowInvalid with one problem at ``field``."""
     try:
         return _parse(text)
-    except _SyntaxError as exc:
+    except ParseError as exc:
         raise WorkflowInvalid([_path_problem(text, field, exc)]) from None
 
 
-def _path_problem(text: str, field: str, exc: _SyntaxError) -> SpecProblem:
+def _path_problem(text: str, field: str, exc: ParseError) -> SpecProblem:
     return SpecProblem(field, f"bad path {text!r}: {exc}")
 
 
@@ -208,8 +229,21 @@ class _Array:
         return [node.evaluate(context) for node in self.items]
 
 
+@dataclass(frozen=True, slots=True)
+class _OrNull:
+    """A path that reads null where it finds nothing."""
+
+    path: Path
+
+    def evaluate(self, context: Mapping[str, Any]) -> Any:
+        try:
+            return self.path.evaluate(context)
+        except PathError:
+            return None
+
+
 # Objects and arrays are rebuilt on every render so that no two renders share a mutable value.
-_Node: TypeAlias = "Path | _Literal | _Object | _Array"
+_Node: TypeAlias = "Path | _OrNull | _Literal | _Object | _Array"
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +254,8 @@ class Template:
     paths: tuple[tuple[str, Path], ...]
 
     def render(self, context: Mapping[str, Any]) -> Any:
-        """The template's value in ``context``; raises PathError where a path finds nothing."""
+        """The template's value in ``context``; raises PathError where a path finds nothing, unless the
+        template was compiled with ``missing_is_null``."""
         return self._root.evaluate(context)
 
     def step_references(self) -> frozenset[str]:
@@ -228,9 +263,13 @@ class Template:
         return frozenset(path.step for _, path in self.paths if path.step is not None)
 
 
-def compile_template(value: Any, field: str) -> Template:
-    """Compile the JSON value found at ``field``; raises WorkflowInvalid with every problem in it."""
-    compiler = _Compiler()
+def compile_template(value: Any, field: str, *, missing_is_null: bool = False) -> Template:
+    """Compile the JSON value found at ``field``; raises WorkflowInvalid with every problem in it.
+
+    missing_is_null: a path that finds nothing reads null instead of failing the render (state machines
+    and behavior trees read states and leaves that may not have run yet, as their conditions do).
+    """
+    compiler = _Compiler(missing_is_null)
     root = compiler.compile(value, field)
     if compiler.problems:
         raise WorkflowInvalid(compiler.problems)
@@ -238,7 +277,8 @@ def compile_template(value: Any, field: str) -> Template:
 
 
 class _Compiler:
-    def __init__(self) -> None:
+    def __init__(self, missing_is_null: bool) -> None:
+        self.missing_is_null = missing_is_null
         self.problems: list[SpecProblem] = []
         self.paths: list[tuple[str, Path]] = []
 
@@ -267,8 +307,8 @@ class _Compiler:
             return _Literal(value)
         try:
             path = _parse(value)
-        except _SyntaxError as exc:
+        except ParseError as exc:
             self.problems.append(_path_problem(value, field, exc))
             return _Literal(None)
         self.paths.append((field, path))
-        return path
+        return _OrNull(path) if self.missing_is_null else path

@@ -167,6 +167,12 @@ def cancel_run(run_id: str) -> Call[JSON]:
     return Call("POST", f"/v1/runs/{_segment(run_id)}/cancel", _json)
 
 
+def signal_run(run_id: str, name: str, data: Any = None) -> Call[JSON]:
+    """Send signal `name` with `data` to a run waiting for it; answers `{"run_id", "signal", "step"}` (the
+    step that took it). Raises `Conflict` when the run is not waiting for that signal now."""
+    return Call("POST", f"/v1/runs/{_segment(run_id)}/signal", _json, body={"name": name, "data": data})
+
+
 def list_workers() -> Call[list[JSON]]:
     """The live workers of the tenant."""
     return Call("GET", "/v1/workers", _items)

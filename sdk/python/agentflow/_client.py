@@ -92,6 +92,7 @@ class Client:
     get_run = _sync(_api.get_run)
     list_runs = _sync(_api.list_runs)
     cancel_run = _sync(_api.cancel_run)
+    signal_run = _sync(_api.signal_run)
     list_workers = _sync(_api.list_workers)
     health = _sync(_api.health)
 
@@ -174,6 +175,7 @@ class AsyncClient:
     get_run = _async(_api.get_run)
     list_runs = _async(_api.list_runs)
     cancel_run = _async(_api.cancel_run)
+    signal_run = _async(_api.signal_run)
     list_workers = _async(_api.list_workers)
     health = _async(_api.health)
 

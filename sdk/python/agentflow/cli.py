@@ -493,6 +493,21 @@ def cancel_command(session: _Session, run_id: str, output: str) -> None:
         click.echo(f"run {run['id']}: {run.get('state')}")
 
 
+@cli.command("signal")
+@click.argument("run_id", metavar="ID")
+@click.argument("name", metavar="NAME")
+@click.option("--data", metavar="JSON|@FILE", callback=_parse_input, help="What the signal carries.")
+@_output_option
+@_pass_session
+def signal_command(session: _Session, run_id: str, name: str, data: Any, output: str) -> None:
+    """Send signal NAME to a run waiting for it (an approval, say)."""
+    answer = session.client.signal_run(run_id, name, data)
+    if output == "json":
+        _print_json(answer)
+    else:
+        click.echo(f"run {answer['run_id']}: signal {answer['signal']} taken by step {answer['step']}")
+
+
 @cli.group("workers")
 def workers_group() -> None:
     """The live worker fleet."""

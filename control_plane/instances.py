@@ -1,0 +1,159 @@
+"""Step instances as tasks: what a planned Start becomes, and what a timer or a signal wait that comes due
+turns into.
+
+A tool call is a task a worker runs (recorded, then dispatched). Timers and signal waits are tasks the
+control plane keeps itself: recorded as published (the outbox never sends them), with ``start_by`` set to
+when they come due, so the same durable watcher that enforces schedule-to-start fires them after any
+restart.
+"""
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from bus.messages import Result
+from control_plane.catalog import BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
+from control_plane.dispatch import Dispatch
+from control_plane.ids import new_id
+from control_plane.planning import AwaitSignal, Sleep, Start, ToolCall
+from registry import runs
+
+CONTROL_PLANE = "control-plane"
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A started step instance: its task row, its dispatch (None when the control plane keeps it) and the
+    event that announces it."""
+
+    task: runs.NewTask
+    dispatch: Dispatch | None
+    event: str
+    data: dict[str, Any]
+
+
+def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now: float) -> Planned:
+    """The task for ``start``; ``tool`` is the tool of a ToolCall (None for timers and signal waits)."""
+    task_id = new_id()
+    element = None if start.step == start.key else start.step
+    data: dict[str, Any] = {"task_id": task_id, "step": start.key}
+    action = start.action
+    if isinstance(action, ToolCall):
+        assert tool is not None, "a tool call comes with its tool"
+        input_json = _encode(action.input).decode()
+        task = runs.NewTask(
+            task_id,
+            tenant,
+            run_id,
+            start.key,
+            tool.name,
+            tool.version,
+            action.queue,
+            input_json,
+            tool.start_by(now),
+            element,
+        )
+        dispatch = Dispatch(tenant, run_id, task_id, 1, start.key, action.queue, tool, input_json)
+        return Planned(task, dispatch, "task.queued", {**data, "tool": tool.ref, "attempt": 1})
+    detail: dict[str, Any]
+    due: float | None
+    if isinstance(action, Sleep):
+        name, detail, due = BUILTIN_SLEEP, {"seconds": action.seconds}, now + action.seconds
+        event = "timer.started"
+    else:
+        assert isinstance(action, AwaitSignal)
+        name, detail = BUILTIN_SIGNAL, {"signals": list(action.signals), "timeout_seconds": action.timeout_seconds}
+        due = None if action.timeout_seconds is None else now + action.timeout_seconds
+        event = "signal.waiting"
+    task = runs.NewTask(
+        task_id,
+        tenant,
+        run_id,
+        start.key,
+        name,
+        BUILTIN_VERSION,
+        CONTROL_PLANE,
+        _encode(detail).decode(),
+        due,
+        element,
+        published=True,
+    )
+    return Planned(task, None, event, {**data, **detail})
+
+
+def task_state(task: runs.NewTask) -> runs.TaskState:
+    """A just-recorded task as the orchestrator plans from it."""
+    return runs.TaskState(
+        task.id,
+        task.step,
+        task.tool_name,
+        task.tool_version,
+        task.queue,
+        1,
+        "queued",
+        None,
+        None,
+        task.input,
+        task.element or task.step,
+    )
+
+
+class _Waiting(msgspec.Struct, frozen=True):
+    signals: list[str] = []
+
+
+def waits_for(task: runs.TaskState, signal: str) -> bool:
+    """Whether ``task`` is a signal wait still waiting for ``signal``."""
+    return (
+        task.tool_name == BUILTIN_SIGNAL
+        and task.state == "queued"
+        and signal in msgspec.json.decode(task.input, type=_Waiting).signals
+    )
+
+
+def signal_result(tenant: str, run_id: str, task: runs.TaskState, signal: str, data: Any) -> Result:
+    """The result that ends the wait of ``task`` with ``signal``."""
+    now = time.time()
+    return Result(
+        tenant=tenant,
+        run_id=run_id,
+        task_id=task.id,
+        attempt=task.attempt,
+        ok=True,
+        output=msgspec.Raw(_encode({"signal": signal, "data": data})),
+        worker_id=CONTROL_PLANE,
+        sandbox="none",
+        started_at=now,
+        finished_at=now,
+    )
+
+
+def due_result(task: runs.LateTask) -> Result:
+    """The result of a task past its ``start_by``: a timer has run out, a signal wait or an attempt no worker
+    started in time has timed out."""
+    now = time.time()
+    ok, output = False, msgspec.Raw(b"null")
+    error: str | None = "no worker started it in time (schedule-to-start timeout)"
+    if task.tool_name == BUILTIN_SLEEP:
+        seconds = msgspec.json.decode(task.input)["seconds"]
+        ok, output, error = True, msgspec.Raw(_encode({"slept_seconds": seconds})), None
+    elif task.tool_name == BUILTIN_SIGNAL:
+        signals = ", ".join(msgspec.json.decode(task.input, type=_Waiting).signals)
+        error = f"timed out waiting for a signal ({signals})"
+    return Result(
+        tenant=task.tenant,
+        run_id=task.run_id,
+        task_id=task.id,
+        attempt=task.attempt,
+        ok=ok,
+        output=output,
+        error=error,
+        error_kind=None if ok else "timeout",
+        worker_id=CONTROL_PLANE,
+        sandbox="none",
+        started_at=now,
+        finished_at=now,
+    )

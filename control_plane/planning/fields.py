@@ -1,0 +1,163 @@
+"""Reading the fields every kind of workflow shares: names, tools, queues, numbers, retry policies and
+compensations. Each reader reports what is wrong as a SpecProblem at the exact field and returns None."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from control_plane.planning.model import Compensation, ToolRef
+from control_plane.planning.paths import Template, compile_template
+from control_plane.planning.problems import SpecProblem, WorkflowInvalid, child_field
+
+_NAME = "[a-z0-9][a-z0-9_-]{0,62}"
+_QUEUE = "[a-z0-9][a-z0-9-]{0,62}"
+_VERSION = "[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}"
+
+
+DOCUMENT_KEYS = ("name", "version", "kind", "description", "input_schema")
+"""Top-level keys every kind of workflow has; the control plane checks them, the planners only allow them."""
+
+
+class Shape:
+    """A pattern a string field must match, and how to say so when it does not."""
+
+    def __init__(self, pattern: str, description: str) -> None:
+        self.pattern = re.compile(pattern)
+        self.description = description
+
+
+NAME = Shape(_NAME, f"a name matching ^{_NAME}$")
+QUEUE = Shape(_QUEUE, f"a queue name matching ^{_QUEUE}$")
+TOOL = Shape(
+    f"{_NAME}(?:@{_VERSION})?",
+    f"a tool as name@version or name, the name matching ^{_NAME}$ and the version ^{_VERSION}$",
+)
+SIGNAL = Shape(_NAME, f"a signal name matching ^{_NAME}$")
+
+
+def check_keys(
+    raw: Mapping[str, Any], allowed: tuple[str, ...], field: str, what: str, problems: list[SpecProblem]
+) -> None:
+    """Report every key of ``raw`` not in ``allowed``."""
+    for key in raw:
+        if key not in allowed:
+            problems.append(SpecProblem(child_field(field, str(key)), f"unknown key; {what} has {', '.join(allowed)}"))
+
+
+def read_string(
+    raw: Mapping[str, Any],
+    key: str,
+    field: str,
+    shape: Shape,
+    problems: list[SpecProblem],
+    default: str | None = None,
+) -> str | None:
+    """``raw[key]`` (or ``default``) when it is a string of the right shape; else reported as a problem."""
+    value = raw.get(key)
+    if value is None:
+        value = default
+    if value is None:
+        problems.append(SpecProblem(f"{field}.{key}", "required"))
+    elif not isinstance(value, str) or not shape.pattern.fullmatch(value):
+        problems.append(SpecProblem(f"{field}.{key}", f"must be {shape.description}, not {value!r}"))
+    else:
+        return value
+    return None
+
+
+def read_tool(raw: Mapping[str, Any], key: str, field: str, problems: list[SpecProblem]) -> ToolRef | None:
+    """The tool named by ``raw[key]`` as ``name`` or ``name@version``."""
+    text = read_string(raw, key, field, TOOL, problems)
+    if text is None:
+        return None
+    name, _, version = text.partition("@")
+    return ToolRef(f"{field}.{key}", name, version or None)
+
+
+def read_number(
+    raw: Mapping[str, Any], key: str, field: str, problems: list[SpecProblem], *, minimum: float, integer: bool = False
+) -> float | None:
+    """``raw[key]`` when it is a number (an integer if ``integer``) of at least ``minimum``; None if absent."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    wanted = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) or value < minimum:
+        problems.append(SpecProblem(f"{field}.{key}", f"must be {wanted} >= {minimum:g}, not {value!r}"))
+        return None
+    return value
+
+
+def read_template(
+    raw: Mapping[str, Any],
+    key: str,
+    field: str,
+    default: Any,
+    problems: list[SpecProblem],
+    *,
+    missing_is_null: bool = False,
+) -> Template | None:
+    try:
+        return compile_template(raw.get(key, default), f"{field}.{key}", missing_is_null=missing_is_null)
+    except WorkflowInvalid as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def read_retry(raw: Mapping[str, Any], field: str, problems: list[SpecProblem]) -> Mapping[str, Any] | None:
+    """The element's own retry policy, as written (the control plane checks its fields)."""
+    retry = raw.get("retry")
+    if retry is not None and not isinstance(retry, Mapping):
+        problems.append(SpecProblem(f"{field}.retry", "must be a retry policy (a mapping)"))
+        return None
+    return retry
+
+
+_COMPENSATE_KEYS = ("tool", "queue", "input")
+
+
+def read_compensation(
+    raw: Mapping[str, Any], field: str, name: str | None, problems: list[SpecProblem]
+) -> Compensation | None:
+    """``compensate: {tool, queue, input}``: what undoes element ``name``. Its input is rendered (saga.py)
+    with no step output but the element's own, so it may read only that and the run input."""
+    spec = raw.get("compensate")
+    if spec is None:
+        return None
+    field = f"{field}.compensate"
+    if not isinstance(spec, Mapping):
+        problems.append(SpecProblem(field, "must be a mapping with tool, and optionally queue and input"))
+        return None
+    check_keys(spec, _COMPENSATE_KEYS, field, "a compensation", problems)
+    tool = read_tool(spec, "tool", field, problems)
+    queue = read_string(spec, "queue", field, QUEUE, problems, default="default")
+    template = read_template(spec, "input", field, "$.input", problems)
+    for path_field, path in template.paths if template is not None and name is not None else ():
+        if path.step is not None and path.step != name:
+            problems.append(
+                SpecProblem(path_field, f"a compensation reads only $.input and the output of {name!r} it undoes")
+            )
+    if tool is None or queue is None or template is None:
+        return None
+    return Compensation(tool, queue, template)
+
+
+def read_signals(raw: Mapping[str, Any], field: str, problems: list[SpecProblem]) -> tuple[str, ...] | None:
+    """``raw["signals"]``: a non-empty list of distinct signal names, reported at ``<field>.signals``."""
+    signals_field = f"{field}.signals"
+    value = raw.get("signals")
+    if not isinstance(value, list) or not value:
+        detail = "required" if value is None else "must be a list of signal names, with at least one"
+        problems.append(SpecProblem(signals_field, detail))
+        return None
+    signals: list[str] = []
+    for i, signal in enumerate(value):
+        if not isinstance(signal, str) or not SIGNAL.pattern.fullmatch(signal):
+            problems.append(SpecProblem(f"{signals_field}[{i}]", f"must be {SIGNAL.description}, not {signal!r}"))
+        elif signal in signals:
+            problems.append(SpecProblem(f"{signals_field}[{i}]", f"{signal!r} is listed twice"))
+        else:
+            signals.append(signal)
+    return tuple(signals) if len(signals) == len(value) else None

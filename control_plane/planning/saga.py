@@ -1,0 +1,65 @@
+"""Compensation (the saga pattern), the same for every kind of workflow.
+
+When a run's plan fails, every step instance that succeeded and whose element names a ``compensate`` tool
+is undone, one at a time, newest first. Compensations are step instances like any other, keyed
+``undo:<key>`` (no planner makes a key with ``:``), so they are recorded, retried and replayed the same
+way; the run fails once they have all finished, and its error says what was undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from control_plane.planning.model import (
+    FINISHED,
+    Compensation,
+    Decision,
+    Plan,
+    RunOutcome,
+    Start,
+    StepState,
+    ToolCall,
+)
+from control_plane.planning.paths import PathError
+
+UNDO = "undo:"
+
+
+def decide(plan: Plan, run_input: Any, states: Mapping[str, StepState]) -> Decision:
+    """``plan.decide``, followed by the compensations of what succeeded when the plan fails."""
+    planned = {key: state for key, state in states.items() if not key.startswith(UNDO)}
+    decision = plan.decide(run_input, planned if len(planned) < len(states) else states)
+    if decision.outcome is None or decision.outcome.state == "succeeded":
+        return decision
+    undone: list[str] = []
+    problems: list[str] = []
+    for key, state in reversed(planned.items()):
+        element = state.step or key
+        info = plan.steps.get(element)
+        if state.state != "succeeded" or info is None or info.compensate is None:
+            continue
+        undo = states.get(UNDO + key)
+        if undo is None:
+            return _compensate(key, element, state, run_input, info.compensate)
+        if undo.state not in FINISHED:
+            return Decision((), None)
+        if undo.state == "succeeded":
+            undone.append(key)
+        else:
+            problems.append(f"undoing {key!r} {undo.state}: {undo.error or 'no reason given'}")
+    if not undone and not problems:
+        return decision
+    summary = [f"compensated {', '.join(repr(key) for key in undone)}"] if undone else []
+    error = "; ".join([decision.outcome.error or "the run failed", *summary, *problems])
+    return Decision((), RunOutcome("failed", None, error))
+
+
+def _compensate(key: str, element: str, state: StepState, run_input: Any, compensate: Compensation) -> Decision:
+    context = {"input": run_input, "steps": {element: {"output": state.output}}}
+    try:
+        rendered = compensate.input.render(context)
+    except PathError as exc:
+        return Decision((), RunOutcome("failed", None, f"compensation of {key!r} input: {exc}"))
+    call = ToolCall(compensate.tool.name, compensate.tool.version, compensate.queue, rendered)
+    return Decision((Start(UNDO + key, f"{element}:undo", call),), None)
