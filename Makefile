@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps demo test lint typecheck bench soak clean
+.PHONY: install system-deps demo test lint typecheck bench bench-peers soak clean
 
 install: system-deps $(STAMP)
 
@@ -46,6 +46,16 @@ soak: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The same benchmark with AgentFlow's peers beside it: Celery (Redis) and taskiq (taskiq-nats). They go into the
+# virtualenv from PyPI here only, never into AgentFlow's dependencies; redis-server is Debian's.
+bench-peers: install
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		echo "installing redis-server (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	fi
+	$(BIN)/pip install -q 'celery[redis]' redis taskiq taskiq-nats
+	$(BIN)/python -m bench --peers
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

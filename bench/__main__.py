@@ -2,13 +2,16 @@
 
 Every repetition measures, in turn: raw JetStream (nats-py) with 1 and 2 worker processes, AgentFlow's
 durable path with the built-in ``noop`` tool (no sandbox: the platform itself) with 1 and 2 workers,
-and AgentFlow with a tool in the process sandbox and in gVisor (runsc, cold and from the warm pool).
-Reported: per-task latency one at a time (p50/p95/p99,
-HTTP submit included for AgentFlow), sustained tasks/s, CPU per task by process, the median of the
-repetitions, and AgentFlow's ratios to raw JetStream.
+and AgentFlow with a tool in the process sandbox and in gVisor (runsc, cold and from the warm pool); with
+``--peers``, the same noop task through Celery (Redis) and taskiq (NATS JetStream) too (``bench/peers.py``).
+Reported: per-task latency one at a time (p50/p95/p99, HTTP submit included for AgentFlow), sustained tasks/s,
+the drain rate of a pre-filled queue (tasks/s over the last 90% of results once workers start), CPU per
+task by process, the median of the repetitions, and AgentFlow's ratios to raw JetStream and to each peer.
 """
 
 import argparse
+import asyncio
+import functools
 import json
 import os
 import shutil
@@ -18,15 +21,18 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import uvloop
 
-from bench import raw
+from bench import peers, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
 from control_plane import stack
-from control_plane.embedded.processes import spawn, stop
+from control_plane.embedded.processes import alive, spawn, stop, wait_until
+
+T = TypeVar("T")
 
 ECHO_TOOL = b"""{"name": "bench-echo", "version": "1", "runtime": {"command": ["python3", "-c",
  "import sys; sys.stdout.write(sys.stdin.read())"]}}"""
@@ -44,36 +50,74 @@ class Bench:
         self.state: stack.StackState | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.samples: dict[str, dict[str, list[float]]] = {}
+        self.peers: list[peers.Peer] = []
 
     # --- processes ----------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.args.peers:
+            self.peers = peers.start(self.home, self.wait_seconds())
         self.state = stack.up(self.home, workers=0, concurrency=1)
 
     def stop(self) -> None:
-        self.set_workers(None, 0)
-        stack.down(self.home, quiet=True)
-        shutil.rmtree(self.home, ignore_errors=True)
+        try:
+            self.set_workers(None, 0)
+        finally:
+            for peer in self.peers:
+                peer.stop()
+            stack.down(self.home, quiet=True)
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def wait_seconds(self) -> float:
+        """The bound on any wait for results: generous for a machine doing 20 tasks/s."""
+        return 60.0 + float(self.args.tasks) / 20
 
     def set_workers(
-        self, kind: str | None, count: int, concurrency: int = 64, sandbox: str = "process", warm: int = 0
+        self,
+        kind: str | None,
+        count: int,
+        concurrency: int = 64,
+        sandbox: str = "process",
+        warm: int = 0,
+        *,
+        peer: peers.Peer | None = None,
+        ready: bool = True,
     ) -> None:
+        """Replace the running workers with ``count`` of ``kind`` (a peer's when ``peer`` is given).
+
+        With ``ready``, return once they consume: a peer's worker prints :data:`peers.READY`, ours get 0.8 s.
+        Drains start workers without waiting, so that the client is already watching for the first result.
+        """
         for process in self.workers:
-            stop(process.pid, timeout=15)
-            process.wait()
+            _stop_tree(process)
         self.workers = []
+        if count == 0:
+            return
         assert self.state is not None
+        starting: list[tuple[subprocess.Popen[bytes], Path, int]] = []
         for index in range(count):
             log = self.home / "logs" / f"bench-{kind}-{index}.log"
-            if kind == "raw":
+            env = {**os.environ, "AF_RUNSC_WARM": str(warm)}
+            if peer is not None:
+                argv, extra_env = peer.worker_command(index)
+                env.update(extra_env)
+            elif kind == "raw":
                 argv = [sys.executable, "-m", "bench.raw", "--nats-url", self.state.nats_url]
                 argv += ["--concurrency", str(concurrency)]
             else:
                 argv = [sys.executable, "-m", "worker", "start", "--concurrency", str(concurrency)]
                 argv += ["--nats-url", self.state.nats_url, "--worker-id", f"bench-{index}", "--sandbox", sandbox]
-            env = {**os.environ, "AF_RUNSC_WARM": str(warm)}
+            offset = log.stat().st_size if log.exists() else 0
             self.workers.append(spawn(f"{kind} worker", argv, log, env=env))
-        time.sleep(0.8)
+            starting.append((self.workers[-1], log, offset))
+        if not ready:
+            return
+        if peer is None:
+            time.sleep(0.8)
+            return
+        for process, log, offset in starting:
+            consuming = functools.partial(peers.logged_since, log, offset, peers.READY)
+            wait_until(f"{kind} worker", consuming, timeout=60, process=process, log=log)
 
     def _parts(self) -> dict[str, int]:
         assert self.state is not None
@@ -88,34 +132,55 @@ class Bench:
     def record(self, system: str, metric: str, value: float) -> None:
         self.samples.setdefault(system, {}).setdefault(metric, []).append(value)
 
-    async def measured(self, system: str, tasks: int, work: Callable[[], Awaitable[float]]) -> float:
-        """Run ``work`` (a sustained phase) and record CPU µs per task of each process tree."""
-        pids = {**self._parts(), **{f"worker-{i}": w.pid for i, w in enumerate(self.workers)}}
+    async def measured(
+        self, system: str, tasks: int, work: Callable[[], Awaitable[float]], parts: dict[str, int] | None = None
+    ) -> float:
+        """Run ``work`` (a sustained phase) and record CPU µs per task of each process tree.
+
+        ``parts`` are the servers to account (AgentFlow's stack by default); the worker processes of the phase
+        add up into one ``workers`` figure.
+        """
+        servers = self._parts() if parts is None else parts
+        pids = {**servers, **{f"worker-{i}": w.pid for i, w in enumerate(self.workers)}}
         before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         client_before = self_cpu_seconds()
         rate = await work()
+        used: dict[str, float] = {}
         for name, pid in pids.items():
-            key = "workers" if name.startswith("worker") else name
-            used = (tree_cpu_seconds(pid) - before[name]) * 1e6 / tasks
-            self.samples.setdefault(system, {}).setdefault(f"cpu_us:{key}", [])
-            self._add_cpu(system, key, used)
-        self._add_cpu(system, "client", (self_cpu_seconds() - client_before) * 1e6 / tasks)
+            key = "workers" if name.startswith("worker-") else name
+            used[key] = used.get(key, 0.0) + (tree_cpu_seconds(pid) - before[name]) * 1e6 / tasks
+        used["client"] = (self_cpu_seconds() - client_before) * 1e6 / tasks
+        for key, value in used.items():
+            self.record(system, f"cpu_us:{key}", value)
         return rate
 
-    def _add_cpu(self, system: str, key: str, value: float) -> None:
-        values = self.samples[system].setdefault(f"cpu_us:{key}", [])
-        # Several worker processes of one repetition add up into one figure per repetition.
-        if key == "workers" and len(values) > self._repetition:
-            values[-1] += value
-        else:
-            values.append(value)
+    async def drained(
+        self,
+        system: str,
+        count: int,
+        submit: Callable[[], Awaitable[T]],
+        completions: Callable[[T], Awaitable[list[float]]],
+        peer: peers.Peer | None = None,
+    ) -> None:
+        """Queue tasks with no worker running, start ``count`` workers, and record the drain rate.
+
+        The rate is tasks/s from the result at the 10% mark to the last: neither the workers' start nor a first
+        burst of results (a batch the client or the control plane held back) counts.
+        """
+        kind = system if peer is None else peer.system
+        self.set_workers(kind, 0)
+        submitted = await submit()
+        self.set_workers(kind, count, peer=peer, ready=False)
+        finished = sorted(await completions(submitted))
+        mark = len(finished) // 10
+        elapsed = max(finished[-1] - finished[mark], 1e-6)
+        self.record(system, f"drain_per_s_{count}w", (len(finished) - 1 - mark) / elapsed)
 
     def latency(self, system: str, samples: list[float]) -> None:
         for q in (50, 95, 99):
             self.record(system, f"p{q}_ms", percentile(samples, q) * 1000)
 
     async def repetition(self, index: int) -> None:
-        self._repetition = index
         args = self.args
         assert self.state is not None
         token = (self.home / stack.KEY_FILE).read_text().strip()
@@ -132,6 +197,18 @@ class Bench:
                 rate = await self.measured("raw", args.tasks, lambda: client.sustained(args.tasks))
                 self.record("raw", f"tasks_per_s_{count}w", rate)
 
+        async with raw.RawClient(self.state.nats_url) as client:
+            for count in (1, 2):
+                _progress(f"[{index + 1}/{args.repeat}] raw JetStream, drain with {count} worker(s)")
+                self.set_workers("raw", 0)
+                await raw.reset_streams(client._js)
+                await self.drained(
+                    "raw",
+                    count,
+                    lambda: _raw_submit(client, args.tasks),
+                    lambda _: _raw_completions(client, args.tasks, self.wait_seconds()),
+                )
+
         for count in (1, 2):
             _progress(f"[{index + 1}/{args.repeat}] AgentFlow noop, {count} worker(s)")
             self.set_workers("agentflow", count)
@@ -141,6 +218,19 @@ class Bench:
                     self.latency("agentflow", await af.round_trips(args.latency_runs))
                 rate = await self.measured("agentflow", args.tasks, lambda: af.sustained(args.tasks))
                 self.record("agentflow", f"tasks_per_s_{count}w", rate)
+
+        async with AgentFlowClient(self.state.api_url, self.state.nats_url, token, "noop") as af:
+            for count in (1, 2):
+                _progress(f"[{index + 1}/{args.repeat}] AgentFlow noop, drain with {count} worker(s)")
+                await self.drained(
+                    "agentflow",
+                    count,
+                    lambda: _agentflow_submit(af, args.tasks),
+                    lambda run_ids: _agentflow_completions(af, run_ids, self.wait_seconds()),
+                )
+
+        for peer in self.peers:
+            await self.peer_phases(index, peer)
 
         for system, sandbox, warm in self.sandboxes():
             for count in (1, 2):
@@ -153,6 +243,28 @@ class Bench:
                         system, args.sandbox_tasks, lambda: af.sustained(args.sandbox_tasks, batch=50)
                     )
                     self.record(system, f"tasks_per_s_{count}w", rate)
+
+    async def peer_phases(self, index: int, peer: peers.Peer) -> None:
+        """A peer's rows, measured exactly like AgentFlow's noop rows."""
+        args = self.args
+        for count in (1, 2):
+            _progress(f"[{index + 1}/{args.repeat}] {peer.system}, {count} worker(s)")
+            self.set_workers(peer.system, 0)
+            await peer.reset()
+            self.set_workers(peer.system, count, peer=peer)
+            if count == 1:
+                await peer.round_trips(20)
+                self.latency(peer.system, await peer.round_trips(args.latency_runs))
+            work = functools.partial(peer.sustained, args.tasks)
+            rate = await self.measured(peer.system, args.tasks, work, parts=peer.parts())
+            self.record(peer.system, f"tasks_per_s_{count}w", rate)
+        for count in (1, 2):
+            _progress(f"[{index + 1}/{args.repeat}] {peer.system}, drain with {count} worker(s)")
+            self.set_workers(peer.system, 0)
+            await peer.reset()
+            submit = functools.partial(peer.submit, args.tasks)
+            await self.drained(peer.system, count, submit, peer.completions, peer=peer)
+        self.set_workers(peer.system, 0)
 
     def sandboxes(self) -> list[tuple[str, str, int]]:
         """(row, backend, warm pool size) of the sandboxed phases: gVisor rows only where runsc is installed."""
@@ -167,8 +279,14 @@ class Bench:
         assert self.state is not None
         token = (self.home / stack.KEY_FILE).read_text().strip()
         await _register_echo(self.state.api_url, token)
-        for index in range(self.args.repeat):
-            await self.repetition(index)
+        for peer in self.peers:
+            await peer.open()
+        try:
+            for index in range(self.args.repeat):
+                await self.repetition(index)
+        finally:
+            for peer in self.peers:
+                await peer.close()
         return self.report()
 
     def report(self) -> dict[str, Any]:
@@ -176,15 +294,104 @@ class Bench:
             system: {metric: median(values) for metric, values in metrics.items()}
             for system, metrics in self.samples.items()
         }
-        raw_, af = summary["raw"], summary["agentflow"]
-        summary["ratios"] = {
-            "p50_latency_agentflow_to_raw": af["p50_ms"] / raw_["p50_ms"],
-            "sustained_1w_agentflow_to_raw": af["tasks_per_s_1w"] / raw_["tasks_per_s_1w"],
-            "sustained_2w_agentflow_to_raw": af["tasks_per_s_2w"] / raw_["tasks_per_s_2w"],
-        }
+        af = summary["agentflow"]
+        summary["ratios"] = {}
+        for other in ("raw", *(peer.system for peer in self.peers)):
+            summary["ratios"].update(_ratios(af, summary[other], other))
         summary["runs"] = {"repeat": self.args.repeat, "latency_runs": self.args.latency_runs, "tasks": self.args.tasks}
+        if self.peers:
+            summary["runs"]["peer_versions"] = peers.versions()
         summary["samples"] = self.samples
         return summary
+
+
+def _ratios(af: dict[str, float], other: dict[str, float], name: str) -> dict[str, float]:
+    """AgentFlow's figures over another row's: below 1 is faster for latency, above 1 is faster for rates."""
+    pairs = {"p50_latency": "p50_ms", "sustained_1w": "tasks_per_s_1w", "sustained_2w": "tasks_per_s_2w"}
+    pairs |= {"drain_1w": "drain_per_s_1w", "drain_2w": "drain_per_s_2w"}
+    return {
+        f"{label}_agentflow_to_{name}": af[metric] / other[metric]
+        for label, metric in pairs.items()
+        if metric in af and metric in other and other[metric]
+    }
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs of every live descendant of ``root``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, frontier = [], [root]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            found.append(child)
+            frontier.append(child)
+    return found
+
+
+def _stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """Stop a worker by PID, then any child it left behind (a prefork pool's, a supervisor's), each by PID."""
+    children = _descendants(process.pid)
+    stop(process.pid, timeout=15)
+    process.wait()
+    for pid in children:
+        if alive(pid):
+            stop(pid, timeout=5)
+
+
+async def _raw_submit(client: raw.RawClient, count: int) -> None:
+    for start in range(0, count, 256):
+        await asyncio.gather(*(client._publish() for _ in range(min(256, count - start))))
+
+
+async def _raw_completions(client: raw.RawClient, count: int, seconds: float) -> list[float]:
+    deadline = time.monotonic() + seconds
+    finished: list[float] = []
+    while len(finished) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"raw JetStream: {len(finished)} of {count} results in {seconds:.0f} s")
+        msgs = await raw._fetch(client._results, 512, 1.0)
+        now = time.perf_counter()
+        for msg in msgs:
+            await msg.ack()
+        finished += [now] * len(msgs)
+    return finished
+
+
+async def _agentflow_submit(af: AgentFlowClient, count: int, batch: int = 250) -> list[str]:
+    http = await af._connection()
+    run_ids: list[str] = []
+    try:
+        for start in range(0, count, batch):
+            body = b'{"runs":[' + b",".join(af._item() for _ in range(min(batch, count - start))) + b"]}"
+            status, answer = await http.post("/v1/runs:batch", body)
+            if status != 200:
+                raise RuntimeError(f"batch submit answered {status}: {answer[:300]!r}")
+            for item in msgspec.json.decode(answer)["items"]:
+                if "id" not in item:
+                    raise RuntimeError(f"a batch item was refused: {item}")
+                run_ids.append(item["id"])
+    finally:
+        await http.close()
+    return run_ids
+
+
+async def _agentflow_completions(af: AgentFlowClient, run_ids: list[str], seconds: float) -> list[float]:
+    finished = af._completions.finished
+    deadline = time.monotonic() + seconds
+    waiting = set(run_ids)
+    while waiting:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"AgentFlow: {len(run_ids) - len(waiting)} of {len(run_ids)} runs in {seconds:.0f} s")
+        await asyncio.sleep(0.005)
+        waiting = {run_id for run_id in waiting if run_id not in finished}
+    af._check_failures()
+    return sorted(finished[run_id] for run_id in run_ids)
 
 
 async def _register_echo(api_url: str, token: str) -> None:
@@ -201,28 +408,39 @@ async def _register_echo(api_url: str, token: str) -> None:
         raise RuntimeError(f"registering the bench tool answered {status}: {body!r}")
 
 
+ROWS = (
+    ("raw JetStream (nats-py)", "raw"),
+    ("AgentFlow, noop, durable path", "agentflow"),
+    ("Celery, prefork, Redis", "celery"),
+    ("taskiq, taskiq-nats JetStream", "taskiq"),
+    ("AgentFlow, process sandbox", "process-sandbox"),
+    ("AgentFlow, gVisor (runsc) cold", "runsc-cold"),
+    ("AgentFlow, gVisor (runsc) warm pool", "runsc-warm"),
+)
+PEER_NAMES = {"celery": "Celery", "taskiq": "taskiq"}
+
+
+def _rate(m: dict[str, float], key: str, width: int) -> str:
+    return f"{m[key]:>{width}.0f}" if key in m else f"{'-':>{width}}"
+
+
 def render(summary: dict[str, Any]) -> str:
-    rows = [
-        ("raw JetStream (nats-py)", "raw"),
-        ("AgentFlow, noop, durable path", "agentflow"),
-        ("AgentFlow, process sandbox", "process-sandbox"),
-        ("AgentFlow, gVisor (runsc) cold", "runsc-cold"),
-        ("AgentFlow, gVisor (runsc) warm pool", "runsc-warm"),
-    ]
     runs = summary["runs"]
     lines = [
         f"AgentFlow bench: median of {runs['repeat']} runs; latency over {runs['latency_runs']} tasks one at a time;"
-        f" sustained over {runs['tasks']} tasks",
+        f" sustained and drain over {runs['tasks']} tasks",
         "",
-        f"{'system':<38}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'1 worker/s':>12}{'2 workers/s':>13}",
+        f"{'system':<38}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'1 worker/s':>12}{'2 workers/s':>13}"
+        f"{'drain 1w/s':>12}{'drain 2w/s':>12}",
     ]
-    for label, key in rows:
+    for label, key in ROWS:
         m = summary.get(key)
         if m is None:
             continue
         lines.append(
             f"{label:<38}{m['p50_ms']:>9.2f}{m['p95_ms']:>9.2f}{m['p99_ms']:>9.2f}"
             f"{m['tasks_per_s_1w']:>12.0f}{m['tasks_per_s_2w']:>13.0f}"
+            f"{_rate(m, 'drain_per_s_1w', 12)}{_rate(m, 'drain_per_s_2w', 12)}"
         )
     r = summary["ratios"]
     lines += [
@@ -230,10 +448,29 @@ def render(summary: dict[str, Any]) -> str:
         f"AgentFlow / raw JetStream: p50 latency {r['p50_latency_agentflow_to_raw']:.2f}x (target <= 2.5x); "
         f"sustained {r['sustained_1w_agentflow_to_raw']:.2f}x with 1 worker, "
         f"{r['sustained_2w_agentflow_to_raw']:.2f}x with 2 workers (target >= 0.8x)",
+    ]
+    for key, name in (("raw", "raw JetStream"), *PEER_NAMES.items()):
+        if f"drain_1w_agentflow_to_{key}" not in r:
+            continue
+        line = f"AgentFlow / {name}: "
+        if key != "raw":
+            line += (
+                f"p50 latency {r[f'p50_latency_agentflow_to_{key}']:.2f}x; sustained "
+                f"{r[f'sustained_1w_agentflow_to_{key}']:.2f}x with 1 worker, "
+                f"{r[f'sustained_2w_agentflow_to_{key}']:.2f}x with 2; "
+            )
+        line += (
+            f"drain {r[f'drain_1w_agentflow_to_{key}']:.2f}x with 1 worker, "
+            f"{r[f'drain_2w_agentflow_to_{key}']:.2f}x with 2"
+        )
+        lines.append(line)
+    if any(key in summary for key in PEER_NAMES):
+        lines.append("(latency ratios below 1 and rate ratios above 1 mean AgentFlow is faster)")
+    lines += [
         "",
         "CPU us per task in the sustained phases (all processes of each part):",
     ]
-    for label, key in rows:
+    for label, key in ROWS:
         m = summary.get(key)
         if m is None:
             continue
@@ -246,8 +483,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="af bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; figures are their median (default 3)")
     parser.add_argument("--latency-runs", type=int, default=300, help="tasks one at a time per repetition")
-    parser.add_argument("--tasks", type=int, default=3000, help="tasks per sustained phase (default 3000)")
+    parser.add_argument("--tasks", type=int, default=3000, help="tasks per sustained or drain phase (default 3000)")
     parser.add_argument("--sandbox-tasks", type=int, default=200, help="sandboxed tasks per phase; 0 skips them")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run the noop task through Celery (Redis) and taskiq (NATS JetStream); `make bench-peers`",
+    )
     parser.add_argument("--output", choices=["table", "json"], default="table")
     parser.add_argument("--json-file", default="bench/results/latest.json", help="where to write the JSON report")
     args = parser.parse_args(argv)
@@ -255,6 +497,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         bench.start()
         summary = uvloop.run(bench.run())
+    except peers.PeerMissing as error:
+        sys.exit(f"af bench: {error}")
     finally:
         bench.stop()
     Path(args.json_file).parent.mkdir(parents=True, exist_ok=True)

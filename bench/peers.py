@@ -1,0 +1,107 @@
+"""Benchmark peers (``af bench --peers``, ``make bench-peers``): the same noop workload through other task systems.
+
+Each peer brings its own server on a free loopback port (Celery: redis-server; taskiq: nats-server), runs its
+workers as real processes the bench starts and stops by PID, and is measured exactly like AgentFlow: latency one
+at a time, sustained tasks/s and the drain rate of a pre-filled queue with 1 and 2 workers, CPU per task.
+The peers are not dependencies of AgentFlow: ``make bench-peers`` installs them into the virtualenv.
+"""
+
+import importlib.metadata
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Protocol
+
+# Printed by a peer's worker once it consumes: the bench waits for it before it submits.
+READY = "af-bench-worker-ready"
+
+# The distributions whose versions the report records.
+DISTRIBUTIONS = ("celery", "kombu", "redis", "taskiq", "taskiq-nats", "nats-py")
+
+
+class PeerMissing(RuntimeError):
+    """A peer's packages or server are not installed."""
+
+
+class Peer(Protocol):
+    """One peer: its server, its client inside the bench process, and the command of one of its workers."""
+
+    system: str  # the key of its row in the JSON report (``bench.__main__.ROWS`` labels it in the table)
+
+    def parts(self) -> dict[str, int]:
+        """Server processes whose CPU counts, by name."""
+        ...
+
+    def worker_command(self, index: int) -> tuple[list[str], dict[str, str]]:
+        """argv and extra environment of worker ``index``; the worker prints :data:`READY` once it consumes."""
+        ...
+
+    async def open(self) -> None: ...
+
+    async def reset(self) -> None:
+        """Empty its queue (and results) between phases; called with no worker running."""
+        ...
+
+    async def round_trips(self, count: int) -> list[float]:
+        """Seconds per task, one task at a time, submit to result."""
+        ...
+
+    async def sustained(self, count: int) -> float:
+        """Tasks per second from the first submit to the last result."""
+        ...
+
+    async def submit(self, count: int) -> Any:
+        """Queue ``count`` tasks; returns what :meth:`completions` waits on."""
+        ...
+
+    async def completions(self, submitted: Any) -> list[float]:
+        """perf_counter() at which each result arrived, sorted."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def stop(self) -> None:
+        """Stop its server by PID."""
+        ...
+
+
+def start(home: Path, timeout: float) -> list[Peer]:
+    """Start every peer's server under ``home``; ``timeout`` bounds each wait for results."""
+    try:
+        from bench.celery_peer import CeleryPeer
+        from bench.taskiq_peer import TaskiqPeer
+    except ImportError as error:
+        raise PeerMissing(f"the benchmark peers are not installed ({error}): run `make bench-peers`") from error
+    started: list[Peer] = []
+    try:
+        started.append(CeleryPeer(home, timeout))
+        started.append(TaskiqPeer(home, timeout))
+    except BaseException:
+        for peer in started:
+            peer.stop()
+        raise
+    return started
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in DISTRIBUTIONS:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "missing"
+    redis = shutil.which("redis-server")
+    if redis is not None:  # "Redis server v=7.0.15 sha=…"
+        answer = subprocess.run([redis, "--version"], capture_output=True, text=True, timeout=10, check=False)
+        found["redis-server"] = next((w[2:] for w in answer.stdout.split() if w.startswith("v=")), "unknown")
+    return found
+
+
+def logged_since(log: Path, offset: int, marker: str) -> bool:
+    """Whether ``marker`` was written to ``log`` after byte ``offset``."""
+    try:
+        with open(log, "rb") as stream:
+            stream.seek(offset)
+            return marker.encode() in stream.read()
+    except OSError:
+        return False
