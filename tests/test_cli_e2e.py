@@ -208,3 +208,47 @@ def test_an_invalid_token_is_one_line_and_exit_1(af: Af) -> None:
     result = af("runs", "ls", AF_TOKEN="af_000000000000_wrong")
     assert result.returncode == 1
     assert one_error_line(result).startswith("af: the API key is not valid")
+
+
+WAIT_FOR_GO = {
+    "name": "wait-for-go",
+    "version": "1.0.0",
+    "kind": "fsm",
+    "initial": "ask",
+    "states": {
+        "ask": {"wait": {"signals": ["go"]}, "transitions": [{"signal": "go", "to": "done"}]},
+        "done": {"final": True, "output": {"said": "$.steps.ask.output.data"}},
+    },
+}
+
+
+def test_a_signal_sent_with_af_signal_moves_a_waiting_run_on_and_a_second_one_is_refused(
+    af: Af, tmp_path: Path
+) -> None:
+    workflow = tmp_path / "wait-for-go.json"
+    workflow.write_text(json.dumps(WAIT_FOR_GO))
+    assert af("workflow", "apply", str(workflow)).returncode == 0
+    run = json.loads(af("run", "wait-for-go", "--output", "json").stdout)
+
+    sent = af("signal", run["id"], "go", "--data", '{"by": "ana"}')
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.strip() == f"run {run['id']}: signal go taken by step ask"
+
+    done = af("runs", "get", run["id"], "--output", "json")
+    assert json.loads(done.stdout)["output"] == {"said": {"by": "ana"}}
+
+    again = af("signal", run["id"], "go")
+    assert again.returncode == 1
+    assert "already succeeded" in one_error_line(again)
+
+
+def test_a_signal_the_workflow_does_not_take_is_one_line_and_exit_1(af: Af, tmp_path: Path) -> None:
+    workflow = tmp_path / "wait-for-go.json"
+    workflow.write_text(json.dumps(WAIT_FOR_GO))
+    assert af("workflow", "apply", str(workflow)).returncode == 0
+    run = json.loads(af("run", "wait-for-go", "--output", "json").stdout)
+
+    unknown = af("signal", run["id"], "launch")
+    assert unknown.returncode == 1
+    assert "takes no signal 'launch' (its signals: go)" in one_error_line(unknown)
+    assert af("signal", run["id"], "go").returncode == 0
