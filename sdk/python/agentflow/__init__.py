@@ -1,5 +1,6 @@
 """The AgentFlow client: talk to the AgentFlow HTTP API from Python, synchronously (`Client`) or with
-asyncio (`AsyncClient`), load tool and workflow files, and build workflows in code (`Workflow`).
+asyncio (`AsyncClient`), load tool and workflow files, and build workflows of each kind in code (`Workflow`,
+`StateMachine`, `BehaviorTree`; their transition and node helpers are in `agentflow.builder`).
 
 >>> from agentflow import Client
 >>> with Client() as af:  # doctest: +SKIP
@@ -22,18 +23,22 @@ from ._errors import (
     WaitTimeout,
 )
 from ._files import load_tool_file, load_workflow_file
-from .builder import Workflow
+from .builder import BehaviorTree, StateMachine, Steps, ToolCall, Workflow
 
 __all__ = [
     "APIError",
     "AgentFlowError",
     "AsyncClient",
+    "BehaviorTree",
     "Client",
     "Conflict",
     "FileError",
     "NotFound",
     "Registered",
     "Settings",
+    "StateMachine",
+    "Steps",
+    "ToolCall",
     "TransportError",
     "Unauthorized",
     "ValidationFailed",
