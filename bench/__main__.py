@@ -7,6 +7,9 @@ and AgentFlow with a tool in the process sandbox and in gVisor (runsc, cold and 
 Reported: per-task latency one at a time (p50/p95/p99, HTTP submit included for AgentFlow), sustained tasks/s,
 the drain rate of a pre-filled queue (tasks/s over the last 90% of results once workers start), CPU per
 task by process, the median of the repetitions, and AgentFlow's ratios to raw JetStream and to each peer.
+Unless ``--no-planners``, each repetition ends with the planners' phases (``bench/planners.py``): µs per
+decision of each planner replaying a whole run of a 1,000-node workflow, and the end-to-end time of a 100-step
+DAG with fan-out 10; ``--only planners`` runs those alone.
 """
 
 import argparse
@@ -26,7 +29,7 @@ from typing import Any, TypeVar
 import msgspec
 import uvloop
 
-from bench import peers, raw
+from bench import peers, planners, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
 from control_plane import stack
@@ -55,7 +58,7 @@ class Bench:
     # --- processes ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.args.peers:
+        if self.args.peers and self.args.only is None:
             self.peers = peers.start(self.home, self.wait_seconds())
         self.state = stack.up(self.home, workers=0, concurrency=1)
 
@@ -181,6 +184,12 @@ class Bench:
             self.record(system, f"p{q}_ms", percentile(samples, q) * 1000)
 
     async def repetition(self, index: int) -> None:
+        if self.args.only is None:
+            await self.task_phases(index)
+        if self.args.planners:
+            await self.planner_phases(index)
+
+    async def task_phases(self, index: int) -> None:
         args = self.args
         assert self.state is not None
         token = (self.home / stack.KEY_FILE).read_text().strip()
@@ -244,6 +253,35 @@ class Bench:
                     )
                     self.record(system, f"tasks_per_s_{count}w", rate)
 
+    async def planner_phases(self, index: int) -> None:
+        """Each planner replaying a whole run with no worker running, then the fan-out DAG end to end."""
+        args = self.args
+        self.set_workers("agentflow", 0)
+        if index == 0:
+            planners.warm_up()
+        for kind in planners.KINDS:
+            _progress(f"[{index + 1}/{args.repeat}] {kind} planner, a run of a {args.planner_nodes}-node workflow")
+            for metric, value in planners.measure(kind, args.planner_nodes).items():
+                self.record(f"{PLANNER}{kind}", metric, value)
+        if not args.fanout_runs:
+            return
+        layers, width = args.fanout_layers, args.fanout_width
+        _progress(f"[{index + 1}/{args.repeat}] AgentFlow {layers * width}-step DAG, fan-out {width}, 1 worker")
+        assert self.state is not None
+        self.set_workers("agentflow", 1)
+        token = (self.home / stack.KEY_FILE).read_text().strip()
+        runs = await planners.fanout_runs(
+            self.state.api_url,
+            self.state.nats_url,
+            token,
+            layers=layers,
+            width=width,
+            runs=args.fanout_runs,
+            seconds=self.wait_seconds(),
+        )
+        for metric, value in planners.fanout_figures(runs, layers, width).items():
+            self.record(f"{PLANNER}fanout", metric, value)
+
     async def peer_phases(self, index: int, peer: peers.Peer) -> None:
         """A peer's rows, measured exactly like AgentFlow's noop rows."""
         args = self.args
@@ -290,15 +328,28 @@ class Bench:
         return self.report()
 
     def report(self) -> dict[str, Any]:
-        summary: dict[str, Any] = {
+        medians = {
             system: {metric: median(values) for metric, values in metrics.items()}
             for system, metrics in self.samples.items()
         }
-        af = summary["agentflow"]
+        summary: dict[str, Any] = {k: v for k, v in medians.items() if not k.startswith(PLANNER)}
         summary["ratios"] = {}
-        for other in ("raw", *(peer.system for peer in self.peers)):
-            summary["ratios"].update(_ratios(af, summary[other], other))
+        if "agentflow" in summary:
+            for other in ("raw", *(peer.system for peer in self.peers)):
+                summary["ratios"].update(_ratios(summary["agentflow"], summary[other], other))
+        planned = {k.removeprefix(PLANNER): v for k, v in medians.items() if k.startswith(PLANNER)}
+        if planned:
+            summary["planners"] = planned
         summary["runs"] = {"repeat": self.args.repeat, "latency_runs": self.args.latency_runs, "tasks": self.args.tasks}
+        summary["runs"]["task_phases"] = self.args.only is None
+        if self.args.planners:
+            summary["runs"]["planner_nodes"] = self.args.planner_nodes
+            summary["runs"]["fanout"] = {
+                "layers": self.args.fanout_layers,
+                "width": self.args.fanout_width,
+                "runs": self.args.fanout_runs,
+                "workers": 1,
+            }
         if self.peers:
             summary["runs"]["peer_versions"] = peers.versions()
         summary["samples"] = self.samples
@@ -418,6 +469,8 @@ ROWS = (
     ("AgentFlow, gVisor (runsc) warm pool", "runsc-warm"),
 )
 PEER_NAMES = {"celery": "Celery", "taskiq": "taskiq"}
+PLANNER = "planner:"
+"""The prefix of the planner phases' systems in ``Bench.samples``; the report nests them under ``planners``."""
 
 
 def _rate(m: dict[str, float], key: str, width: int) -> str:
@@ -425,6 +478,21 @@ def _rate(m: dict[str, float], key: str, width: int) -> str:
 
 
 def render(summary: dict[str, Any]) -> str:
+    lines = _render_tasks(summary) if summary["runs"].get("task_phases", True) else []
+    if "planners" in summary:
+        runs = summary["runs"]
+        if lines:
+            lines.append("")
+        lines += [
+            f"Planners: median of {runs['repeat']} runs; µs per decide call over a whole run replayed result by"
+            " result (no servers); parse ms: parse_workflow, the planner's share of applying the document",
+            "",
+            *planners.render(summary["planners"]),
+        ]
+    return "\n".join(lines)
+
+
+def _render_tasks(summary: dict[str, Any]) -> list[str]:
     runs = summary["runs"]
     lines = [
         f"AgentFlow bench: median of {runs['repeat']} runs; latency over {runs['latency_runs']} tasks one at a time;"
@@ -476,10 +544,10 @@ def render(summary: dict[str, Any]) -> str:
             continue
         cpu = {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith("cpu_us:")}
         lines.append(f"  {label:<38}" + "  ".join(f"{name} {value:.0f}" for name, value in sorted(cpu.items())))
-    return "\n".join(lines)
+    return lines
 
 
-def main(argv: list[str] | None = None) -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="af bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; figures are their median (default 3)")
     parser.add_argument("--latency-runs", type=int, default=300, help="tasks one at a time per repetition")
@@ -490,9 +558,29 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also run the noop task through Celery (Redis) and taskiq (NATS JetStream); `make bench-peers`",
     )
+    parser.add_argument(
+        "--planners",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end each repetition with the planners' phases: µs per decision of each planner, a fan-out DAG end to end",
+    )
+    parser.add_argument("--only", choices=["planners"], help="run only these phases (`--only planners`)")
+    parser.add_argument("--planner-nodes", type=int, default=1000, help="nodes of each planner's workflow")
+    parser.add_argument("--fanout-layers", type=int, default=10, help="layers of the end-to-end DAG (default 10)")
+    parser.add_argument("--fanout-width", type=int, default=10, help="steps per layer of the end-to-end DAG")
+    parser.add_argument("--fanout-runs", type=int, default=5, help="timed end-to-end DAG runs per repetition; 0 skips")
     parser.add_argument("--output", choices=["table", "json"], default="table")
     parser.add_argument("--json-file", default="bench/results/latest.json", help="where to write the JSON report")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = arguments()
     args = parser.parse_args(argv)
+    if args.only == "planners" and not args.planners:
+        parser.error("--only planners and --no-planners leave nothing to run")
+    if args.planners and (args.planner_nodes < 20 or args.planner_nodes % 10):
+        parser.error("--planner-nodes must be a multiple of 10, at least 20 (the DAG has layers of 10)")
     bench = Bench(args)
     try:
         bench.start()
