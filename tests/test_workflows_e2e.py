@@ -226,3 +226,29 @@ def test_a_control_plane_killed_mid_run_continues_every_run_without_repeating_a_
             assert all(t["attempt"] == 1 for t in final["tasks"]), final["tasks"]
             succeeded = Counter(e["data"]["task_id"] for e in af.events(run_id) if e["type"] == "task.succeeded")
             assert set(succeeded.values()) == {1}, succeeded
+
+
+def test_a_durable_timer_fires_after_the_control_plane_was_killed_while_it_ran(own_stack: Stack) -> None:
+    with own_stack.client() as af:
+        af.apply_workflow(
+            {
+                "name": "nap-then-go",
+                "version": "1.0.0",
+                "kind": "fsm",
+                "initial": "nap",
+                "states": {
+                    "nap": {"sleep_seconds": 3, "transitions": [{"to": "done"}]},
+                    "done": {"final": True, "output": {"woke": True}},
+                },
+            }
+        )
+        run_id = af.start_run(workflow="nap-then-go", input={})["id"]
+        _wait_for_state(af, run_id, "nap", "queued")
+    own_stack.kill_control_plane()
+    time.sleep(1.0)
+    own_stack.start_control_plane()
+    with own_stack.client() as af:
+        final = _finished(af, run_id, timeout=30)
+        assert final["state"] == "succeeded", final
+        assert final["output"] == {"woke": True}
+        assert [t["step"] for t in final["tasks"]] == ["nap"]
