@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import uvloop
 
 from bench import peers, planners, raw
@@ -419,14 +418,7 @@ async def _agentflow_submit(af: AgentFlowClient, count: int, batch: int = 250) -
     run_ids: list[str] = []
     try:
         for start in range(0, count, batch):
-            body = b'{"runs":[' + b",".join(af._item() for _ in range(min(batch, count - start))) + b"]}"
-            status, answer = await http.post("/v1/runs:batch", body)
-            if status != 200:
-                raise RuntimeError(f"batch submit answered {status}: {answer[:300]!r}")
-            for item in msgspec.json.decode(answer)["items"]:
-                if "id" not in item:
-                    raise RuntimeError(f"a batch item was refused: {item}")
-                run_ids.append(item["id"])
+            run_ids.extend(await af.submit_batch(http, min(batch, count - start)))
     finally:
         await http.close()
     return run_ids

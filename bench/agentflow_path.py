@@ -19,11 +19,13 @@ FINAL = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 
 
 class Completions:
-    """Watches every run's events on NATS and records when each run finished."""
+    """Watches every run's events on NATS: when each run finished, which did not succeed, and how many
+    tasks succeeded in each."""
 
     def __init__(self) -> None:
         self.finished: dict[str, float] = {}
         self.failed: dict[str, str] = {}
+        self.tasks: dict[str, int] = {}
         self._waiters: dict[str, asyncio.Future[float]] = {}
 
     async def start(self, url: str) -> None:
@@ -37,7 +39,9 @@ class Completions:
         now = time.perf_counter()
         events = decode(msg.data, RunEvents)
         for event in events.events:
-            if event.type in FINAL:
+            if event.type == "task.succeeded":
+                self.tasks[events.run_id] = self.tasks.get(events.run_id, 0) + 1
+            elif event.type in FINAL:
                 if event.type != "run.succeeded":
                     self.failed[events.run_id] = event.type
                 self.finished[events.run_id] = now
@@ -78,6 +82,19 @@ class AgentFlowClient:
         self._counter += 1
         return b'{"tool":"%s","input":{"i":%d}}' % (self._tool.encode(), self._counter)
 
+    async def submit_batch(self, http: LeanHTTP, size: int) -> list[str]:
+        """Submit ``size`` runs in one ``POST /v1/runs:batch``; their ids."""
+        body = b'{"runs":[' + b",".join(self._item() for _ in range(size)) + b"]}"
+        status, answer = await http.post("/v1/runs:batch", body)
+        if status != 200:
+            raise RuntimeError(f"batch submit answered {status}: {answer[:300]!r}")
+        run_ids = []
+        for item in msgspec.json.decode(answer)["items"]:
+            if "id" not in item:
+                raise RuntimeError(f"a batch item was refused: {item}")
+            run_ids.append(item["id"])
+        return run_ids
+
     async def round_trips(self, count: int) -> list[float]:
         """Seconds from the HTTP submit to the committed final state, one run at a time."""
         http = await self._connection()
@@ -109,14 +126,7 @@ class AgentFlowClient:
                     remaining[0] -= size
                     for _ in range(size):
                         await in_flight.acquire()
-                    body = b'{"runs":[' + b",".join(self._item() for _ in range(size)) + b"]}"
-                    status, answer = await http.post("/v1/runs:batch", body)
-                    if status != 200:
-                        raise RuntimeError(f"batch submit answered {status}: {answer[:300]!r}")
-                    for item in msgspec.json.decode(answer)["items"]:
-                        if "id" not in item:
-                            raise RuntimeError(f"a batch item was refused: {item}")
-                        submitted.append(item["id"])
+                    submitted.extend(await self.submit_batch(http, size))
             finally:
                 await http.close()
 

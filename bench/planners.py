@@ -11,7 +11,6 @@ The end-to-end phase applies a layered DAG of the built-in ``noop`` tool to a ru
 run from its HTTP submit to its final event, counting its tasks from the ``task.succeeded`` events.
 """
 
-import asyncio
 import gc
 import time
 from collections import deque
@@ -21,12 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-import nats
-from nats.aio.msg import Msg
 
+from bench.agentflow_path import Completions
 from bench.http import LeanHTTP
 from bench.stats import percentile
-from bus.messages import RunEvents, decode
 from control_plane.planning import Plan, StepState, ToolCall
 from control_plane.planning.bt import benchmark_document
 from control_plane.planning.fsm import chain_document
@@ -36,7 +33,6 @@ KINDS = ("dag", "fsm", "bt")
 RUN_INPUT = {"n": 0}
 """The run input of every replay: each builder's run succeeds with it when every call echoes its input."""
 FANOUT_WORKFLOW = "bench-fanout"
-FINAL = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 
 
 # --- documents ------------------------------------------------------------------------------------------
@@ -154,41 +150,6 @@ def warm_up(nodes: int = 100) -> None:
 # --- the end-to-end phase -------------------------------------------------------------------------------
 
 
-class RunWatcher:
-    """Watches every run's events on NATS: when each run finished, how, and how many tasks succeeded in it."""
-
-    def __init__(self) -> None:
-        self.finished: dict[str, tuple[float, str]] = {}
-        self.tasks: dict[str, int] = {}
-        self._waiters: dict[str, asyncio.Future[tuple[float, str]]] = {}
-
-    async def start(self, url: str) -> None:
-        self._nc = await nats.connect(url)
-        await self._nc.subscribe("af.*.events.*", cb=self._on_events)
-
-    async def close(self) -> None:
-        await self._nc.close()
-
-    async def _on_events(self, msg: Msg) -> None:
-        now = time.perf_counter()
-        events = decode(msg.data, RunEvents)
-        for event in events.events:
-            if event.type == "task.succeeded":
-                self.tasks[events.run_id] = self.tasks.get(events.run_id, 0) + 1
-            elif event.type in FINAL:
-                self.finished[events.run_id] = (now, event.type)
-                waiter = self._waiters.pop(events.run_id, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result((now, event.type))
-
-    async def wait(self, run_id: str, seconds: float) -> tuple[float, str]:
-        """When the run finished (perf_counter) and its final event's type."""
-        if run_id in self.finished:
-            return self.finished[run_id]
-        waiter = self._waiters[run_id] = asyncio.get_running_loop().create_future()
-        return await asyncio.wait_for(waiter, seconds)
-
-
 @dataclass(frozen=True, slots=True)
 class FanoutRun:
     seconds: float
@@ -202,7 +163,7 @@ async def fanout_runs(
     run: the seconds from each HTTP submit to its ``run.succeeded`` event, and its tasks."""
     parts = urlsplit(api_url)
     http = LeanHTTP(parts.hostname or "127.0.0.1", parts.port or 80, token)
-    watcher = RunWatcher()
+    watcher = Completions()
     await http.connect()
     await watcher.start(nats_url)
     try:
@@ -218,9 +179,9 @@ async def fanout_runs(
             if status != 201:
                 raise RuntimeError(f"submitting the fan-out workflow answered {status}: {body[:300]!r}")
             run_id = msgspec.json.decode(body)["id"]
-            finished, how = await watcher.wait(run_id, seconds)
-            if how != "run.succeeded":
-                raise RuntimeError(f"fan-out run {run_id} ended with {how}")
+            finished = await watcher.wait(run_id, seconds)
+            if run_id in watcher.failed:
+                raise RuntimeError(f"fan-out run {run_id} ended with {watcher.failed[run_id]}")
             measured.append(FanoutRun(finished - started, watcher.tasks.get(run_id, 0)))
         return measured[1:]
     finally:
