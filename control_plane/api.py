@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, post
+from litestar import Litestar, MediaType, Request, Response, get, post, put
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
@@ -21,14 +21,16 @@ from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem, field_from_msgsp
 from control_plane.services import Services
 from control_plane.specs import (
     BatchRequest,
+    QueueSettings,
     RunRequest,
     SignalRequest,
+    TenantLimits,
     ToolSpec,
     check_name_field,
     check_version,
     convert,
 )
-from registry import audit, runs
+from registry import audit, limits, runs
 from registry import catalog as store
 
 log = logging.getLogger(__name__)
@@ -305,6 +307,45 @@ async def _event_stream(
         await sub.unsubscribe()
 
 
+# --- back-pressure ----------------------------------------------------------------------------------
+
+
+@get("/v1/queues")
+async def list_queues(services: Services, identity: Identity) -> Response[bytes]:
+    """The tenant's in-flight limit and, per queue, its limit, priority, tasks in flight and tasks held."""
+    return _json(views.queues(services.dispatcher.admission, identity.tenant))
+
+
+@put("/v1/queues/{queue:str}")
+async def configure_queue(
+    request: Request[Any, Any, Any], queue: str, data: QueueSettings, services: Services, identity: Identity
+) -> Response[bytes]:
+    """Set a queue's in-flight limit and priority; tasks over the limit wait, held, until slots free."""
+    check_name_field("queue", queue, "queue")
+    limit = limits.QueueLimit(identity.tenant, queue, data.max_in_flight, data.priority)
+    return await _configure(request, services, identity, limit, "queue.configure")
+
+
+@put("/v1/limits")
+async def configure_limits(
+    request: Request[Any, Any, Any], data: TenantLimits, services: Services, identity: Identity
+) -> Response[bytes]:
+    """Set the tenant's own in-flight limit over all of its queues (never above the platform's ceiling)."""
+    limit = limits.QueueLimit(identity.tenant, limits.TENANT_WIDE, data.max_in_flight)
+    return await _configure(request, services, identity, limit, "limits.configure")
+
+
+async def _configure(
+    request: Request[Any, Any, Any], services: Services, identity: Identity, limit: limits.QueueLimit, action: str
+) -> Response[bytes]:
+    await limits.put_limit(services.pool, limit)
+    services.dispatcher.admission.configure([limit])
+    services.dispatcher.limits_changed(identity.tenant)
+    target = limit.queue or identity.tenant
+    await _audit(request, services, identity, action, f"{target}:{limit.max_in_flight}:{limit.priority}", "set")
+    return _json(views.queues(services.dispatcher.admission, identity.tenant))
+
+
 # --- fleet, health, metrics ------------------------------------------------------------------------
 
 
@@ -353,6 +394,9 @@ def create_app(lifespan: Any) -> Litestar:
             cancel_run,
             signal_run,
             run_events,
+            list_queues,
+            configure_queue,
+            configure_limits,
             list_workers,
             healthz,
             readyz,

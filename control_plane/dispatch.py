@@ -3,6 +3,9 @@
 A task is first committed (``published = false``), then published with ``Nats-Msg-Id = <task>:<attempt>``,
 then marked published. If the control plane dies in between, the relay publishes it again; the stream's
 duplicate window drops the second copy if the first had arrived.
+
+New tasks pass admission first (``control_plane.admission``): those over a tenant's or a queue's in-flight
+limit are held in PostgreSQL and released, here, as earlier tasks finish.
 """
 
 import asyncio
@@ -18,15 +21,19 @@ from nats.js import JetStreamContext
 from bus import subjects
 from bus.messages import CancelTasks, Task, encode
 from bus.publish import Outgoing, notify, publish_all
+from control_plane.admission import Admission
 from control_plane.background import Background
 from control_plane.catalog import Catalog, Tool
-from registry import runs
+from registry import limits, runs
 from registry.db import Pool
 
 log = logging.getLogger(__name__)
 
 RELAY_INTERVAL_SECONDS = 5.0
 RELAY_AGE_SECONDS = 10.0
+LEDGER_RELOAD_SECONDS = 30.0
+CONTROL_PLANE = "control-plane"
+"""Where the tasks the control plane keeps itself (timers, signal waits) are recorded: never on the bus."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +66,89 @@ class Dispatch:
 
 
 class Dispatcher:
-    def __init__(self, pool: Pool, nc: NATS, js: JetStreamContext, catalog: Catalog) -> None:
+    def __init__(
+        self, pool: Pool, nc: NATS, js: JetStreamContext, catalog: Catalog, admission: Admission | None = None
+    ) -> None:
         self._pool = pool
         self._nc = nc
         self._js = js
         self._catalog = catalog
+        self.admission = admission or Admission(0)
+        self._ledger_lock = asyncio.Lock()
+        self._release_wanted: set[str] = set()
+        self._wake_release = asyncio.Event()
         self._published: list[str] = []
         self._has_published = asyncio.Event()
         self._retries = Background("publishing a retry (the relay publishes it again)")
         self._timers: set[asyncio.TimerHandle] = set()
+
+    async def dispatch_new(self, dispatches: Sequence[Dispatch]) -> None:
+        """New tasks: publish those admitted, hold the rest in PostgreSQL until slots free."""
+        by_tenant: dict[str, list[Dispatch]] = {}
+        for dispatch in dispatches:
+            by_tenant.setdefault(dispatch.tenant, []).append(dispatch)
+        admitted: list[Dispatch] = []
+        for tenant, group in by_tenant.items():
+            await self._know(tenant)
+            # Under the ledger's lock, so that a reload cannot miss tasks between admission and their hold.
+            async with self._ledger_lock:
+                going, held = self.admission.admit(tenant, group)
+                if held:
+                    await limits.hold_tasks(self._pool, [d.task_id for d in held])
+            admitted.extend(going)
+            if held:
+                self._want_release(tenant)
+        await self.publish_tasks(admitted)
+
+    def settle(self, tenant: str, finished_task_ids: Sequence[str]) -> None:
+        """Tasks reached a final state: their slots free, and held tasks may follow."""
+        if finished_task_ids and self.admission.finished(tenant, finished_task_ids):
+            self._want_release(tenant)
+
+    def limits_changed(self, tenant: str) -> None:
+        self._want_release(tenant)
+
+    async def release(self, stop: asyncio.Event) -> None:
+        """Publish held tasks as slots free; reload the ledger from PostgreSQL now and then."""
+        loop = asyncio.get_running_loop()
+        reloaded = -LEDGER_RELOAD_SECONDS  # at once: tasks held before a restart wait for no new submission
+        while not stop.is_set():
+            try:
+                if loop.time() - reloaded >= LEDGER_RELOAD_SECONDS:
+                    reloaded = loop.time()
+                    for tenant in {*self.admission.tenants(), *await limits.tenants_with_held(self._pool)}:
+                        await self._load_ledger(tenant)
+                wanted, self._release_wanted = self._release_wanted | set(self.admission.with_held()), set()
+                for tenant in wanted:
+                    await self.release_once(tenant)
+            except Exception as error:
+                log.warning("releasing held tasks failed (tried again shortly): %s", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_release.wait(), RELAY_INTERVAL_SECONDS)
+            self._wake_release.clear()
+
+    async def release_once(self, tenant: str) -> int:
+        async with self._ledger_lock:
+            queues, total = self.admission.releasable(tenant)
+            pending = await limits.release_held(self._pool, tenant, queues, total)
+            dispatches = [await self._dispatch_of(task) for task in pending]
+            self.admission.released(tenant, dispatches)
+        if dispatches:
+            log.debug("released %d held task(s) of tenant %s", len(dispatches), tenant)
+            await self.publish_tasks(dispatches)
+        return len(dispatches)
+
+    def _want_release(self, tenant: str) -> None:
+        self._release_wanted.add(tenant)
+        self._wake_release.set()
+
+    async def _know(self, tenant: str) -> None:
+        if not self.admission.knows(tenant):
+            await self._load_ledger(tenant)
+
+    async def _load_ledger(self, tenant: str) -> None:
+        async with self._ledger_lock:
+            self.admission.load(tenant, await limits.open_tasks(self._pool, tenant, CONTROL_PLANE))
 
     async def publish_tasks(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish and wait until the stream stored every task, then mark them published (in the background)."""
@@ -130,13 +211,12 @@ class Dispatcher:
 
     async def relay_once(self, older_than: float = RELAY_AGE_SECONDS) -> int:
         pending = await runs.unpublished_tasks(self._pool, older_than, 1000)
-        dispatches = []
-        for task in pending:
-            tool = await self._catalog.tool(task.tenant, task.tool_name, task.tool_version)
-            dispatches.append(
-                Dispatch(task.tenant, task.run_id, task.id, task.attempt, task.step, task.queue, tool, task.input)
-            )
+        dispatches = [await self._dispatch_of(task) for task in pending]
         if dispatches:
             log.info("outbox relay: publishing %d task(s) left unpublished", len(dispatches))
             await self.publish_tasks(dispatches)
         return len(dispatches)
+
+    async def _dispatch_of(self, task: runs.PendingTask) -> Dispatch:
+        tool = await self._catalog.tool(task.tenant, task.tool_name, task.tool_version)
+        return Dispatch(task.tenant, task.run_id, task.id, task.attempt, task.step, task.queue, tool, task.input)

@@ -15,12 +15,11 @@ import msgspec
 
 from bus.messages import Result
 from control_plane.catalog import BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
-from control_plane.dispatch import Dispatch
+from control_plane.dispatch import CONTROL_PLANE, Dispatch
 from control_plane.ids import new_id
 from control_plane.planning import AwaitSignal, Sleep, Start, ToolCall
 from registry import runs
 
-CONTROL_PLANE = "control-plane"
 _encode = msgspec.json.Encoder().encode
 
 

@@ -27,9 +27,9 @@ from bus.messages import Released, Result, Started, decode_report
 from bus.publish import Outgoing
 from control_plane import metrics
 from control_plane.catalog import Catalog, Tool, schema_problem
-from control_plane.dispatch import Dispatch, Dispatcher
+from control_plane.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
 from control_plane.events import EventLog, outgoing
-from control_plane.instances import CONTROL_PLANE, due_result, plan_instance, signal_result, task_state, waits_for
+from control_plane.instances import due_result, plan_instance, signal_result, task_state, waits_for
 from control_plane.planning import StepState, ToolCall, decide
 from control_plane.problems import Problem
 from control_plane.run_cache import RunCache
@@ -167,7 +167,8 @@ class Orchestrator:
             metrics.APPLY_BATCH.observe(len(updates))
             for state_name, count in Counter(u.state for u in updates).items():
                 metrics.RESULTS_APPLIED.labels(state_name).inc(count)
-            await self._dispatcher.publish_tasks([d for c in done for d in c.dispatches])
+            self._settle(done)
+            await self._dispatcher.dispatch_new([d for c in done for d in c.dispatches])
             for delay, dispatch in (r for c in done for r in c.retries):
                 self._dispatcher.publish_later(dispatch, delay)
             await self._dispatcher.publish_events(self._event_messages(done))
@@ -195,6 +196,7 @@ class Orchestrator:
             self._cache.drop(run_id)
             updates = list(change.task_updates.values())
             if run_id in await runs.apply_changes(self._pool, [change.run], updates, [], change.events):
+                self._settle([change])
                 await self._dispatcher.publish_events(self._event_messages([change]))
                 await self._stop_cancelled([change])
                 return
@@ -225,6 +227,12 @@ class Orchestrator:
         self._cache.drop(run_id)
         await self.apply([signal_result(tenant, run_id, waiting, name, data)])
         return waiting.step
+
+    def _settle(self, changes: list[Change]) -> None:
+        """Free the in-flight slots of tasks these committed changes finished."""
+        for change in changes:
+            finished = [u.id for u in change.task_updates.values() if u.state in runs.FINAL_TASK_STATES]
+            self._dispatcher.settle(change.tenant, finished)
 
     async def _stop_cancelled(self, changes: list[Change]) -> None:
         for change in changes:

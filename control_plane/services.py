@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from bus.consume import connect
 from bus.messages import Heartbeat, decode
 from bus.streams import ensure_results_consumer, ensure_streams, workers_bucket
+from control_plane.admission import Admission
 from control_plane.auth import Authenticator
 from control_plane.catalog import Catalog
 from control_plane.dispatch import Dispatcher
@@ -22,7 +23,7 @@ from control_plane.run_cache import RunCache
 from control_plane.settings import Settings
 from control_plane.submit import Submitter
 from registry import connect as connect_db
-from registry import migrate
+from registry import limits, migrate
 from registry.db import Pool
 from registry.runs import ping
 
@@ -58,7 +59,9 @@ class Services:
         if settings.bootstrap_key_file:
             await auth.install_key((await asyncio.to_thread(Path(settings.bootstrap_key_file).read_text)).strip())
         catalog = Catalog(pool)
-        dispatcher = Dispatcher(pool, nc, js, catalog)
+        admission = Admission(settings.max_in_flight_per_tenant)
+        admission.configure(await limits.all_limits(pool))
+        dispatcher = Dispatcher(pool, nc, js, catalog, admission)
         cache = RunCache()
         submitter = Submitter(pool, catalog, dispatcher, cache)
         orchestrator = Orchestrator(pool, js, catalog, dispatcher, cache)
@@ -79,6 +82,7 @@ class Services:
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
             asyncio.create_task(dispatcher.relay(services.stop), name="outbox-relay"),
             asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
+            asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
             asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
         ]
         return services

@@ -24,6 +24,10 @@ class Settings:
     """``AF_PORT``: the HTTP API's port."""
     bootstrap_key_file: str = ""
     """``AF_BOOTSTRAP_KEY_FILE``: a file holding the local admin key of tenant ``default`` (written by ``af up``)."""
+    max_in_flight_per_tenant: int = 20_000
+    """``AF_MAX_IN_FLIGHT_PER_TENANT``: the most tasks any one tenant may have on the bus at once (0: no
+    ceiling); its further tasks wait, held in PostgreSQL, so that a flood from one tenant cannot crowd out
+    the others. A tenant's own limit (``PUT /v1/limits``) may only be lower."""
     log_level: str = "info"
     """``AF_LOG_LEVEL``: debug, info, warning or error."""
 
@@ -32,4 +36,6 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
     settings = load_layers(Settings, "control_plane", flags, env)
     if not settings.database_url:
         raise SettingsError("AF_DATABASE_URL is not set: the control plane needs PostgreSQL")
+    if settings.max_in_flight_per_tenant < 0:
+        raise SettingsError("AF_MAX_IN_FLIGHT_PER_TENANT: must be 0 (no ceiling) or more")
     return settings

@@ -88,6 +88,23 @@ class SignalRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data: Any = None
 
 
+MaxInFlight = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+
+
+class QueueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A queue's in-flight limit (null: none of its own) and its priority among the tenant's queues (0-9):
+    when the tenant's own limit binds, held tasks of higher-priority queues are released first."""
+
+    max_in_flight: MaxInFlight | None = None
+    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
+
+
+class TenantLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The most tasks the tenant may have in flight over all of its queues (null: the platform's ceiling)."""
+
+    max_in_flight: MaxInFlight | None = None
+
+
 class BatchRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Start up to 1,000 runs; each item is a RunRequest, answered on its own."""
 

@@ -256,7 +256,7 @@ class Submitter:
     async def _publish(self, dispatches: list[Dispatch], events: list[Any]) -> None:
         async with self._publishing:
             try:
-                await self._dispatcher.publish_tasks(dispatches)
+                await self._dispatcher.dispatch_new(dispatches)
                 await self._dispatcher.publish_events(events)
             except Exception as error:
                 log.warning("publishing %d task(s) failed; the outbox relay will retry: %s", len(dispatches), error)

@@ -1,11 +1,13 @@
 """How stored rows look in the API: JSON documents, with stored JSON passed through undecoded."""
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from bus.messages import Heartbeat
+from control_plane.admission import Admission
 from registry.catalog import Entry
 from registry.runs import EventRow, RunRow, TaskRow
 
@@ -99,3 +101,13 @@ def worker(beat: Heartbeat) -> dict[str, Any]:
     view["started_at"] = datetime.fromtimestamp(beat.started_at).astimezone().isoformat()
     del view["at"], view["v"]
     return view
+
+
+def queues(admission: Admission, tenant: str) -> dict[str, Any]:
+    in_flight, held = admission.tenant_load(tenant)
+    return {
+        "max_in_flight": admission.tenant_limit(tenant),
+        "in_flight": in_flight,
+        "held": held,
+        "items": [dataclasses.asdict(load) for load in admission.load_of(tenant)],
+    }

@@ -278,6 +278,7 @@ WITH r AS (
                                         THEN COALESCE(to_timestamp(u.finished_at), now()) END,
                      attempt = COALESCE(u.next_attempt, tasks.attempt),
                      published = tasks.published AND u.next_attempt IS NULL,
+                     held = tasks.held AND u.state = 'queued',
                      not_before = to_timestamp(u.not_before),
                      start_by = to_timestamp(u.start_by)
     FROM unnest($7::uuid[], $8::uuid[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
@@ -382,7 +383,7 @@ async def unpublished_tasks(pool: Pool, older_than_seconds: float, limit: int) -
     (a retry is due at its ``not_before``, a first attempt when it was recorded)."""
     rows = await pool.fetch(
         "SELECT id::text, tenant, run_id::text, step, tool_name, tool_version, queue, attempt, input::text"
-        " FROM tasks WHERE NOT published AND state = 'queued'"
+        " FROM tasks WHERE NOT published AND NOT held AND state = 'queued'"
         " AND COALESCE(not_before, created_at) < now() - make_interval(secs => $1)"
         " ORDER BY created_at LIMIT $2",
         older_than_seconds,

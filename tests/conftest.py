@@ -24,9 +24,10 @@ from agentflow import Client
 from nats.js import JetStreamContext
 
 from bus import subjects
-from control_plane.auth import new_key
+from control_plane.auth import Authenticator, new_key
 from control_plane.embedded import nats, postgres
 from control_plane.embedded.processes import free_port, http_ok, spawn, stop, wait_until
+from registry import connect as connect_db
 from registry.db import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +154,16 @@ class Stack:
 
     def client(self) -> Client:
         return Client(api_url=self.api_url, token=self.token)
+
+    async def tenant_key(self, tenant: str) -> str:
+        """A new admin API key of ``tenant`` (the tenant is created if need be)."""
+        key = new_key()
+        pool = await connect_db(self.database_url, min_size=1, max_size=1)
+        try:
+            await Authenticator(pool).install_key(key, tenant)
+        finally:
+            await pool.close()
+        return key
 
     def kill_control_plane(self) -> None:
         assert self.control_plane is not None

@@ -178,6 +178,23 @@ def list_workers() -> Call[list[JSON]]:
     return Call("GET", "/v1/workers", _items)
 
 
+def list_queues() -> Call[JSON]:
+    """The tenant's in-flight limit and load, and per queue its limit, priority, tasks in flight and held."""
+    return Call("GET", "/v1/queues", _json)
+
+
+def configure_queue(queue: str, max_in_flight: int | None = None, priority: int = 0) -> Call[JSON]:
+    """Set a queue's in-flight limit (None: no limit of its own) and its priority (0-9) among the
+    tenant's queues; answers like `list_queues`."""
+    body = {"max_in_flight": max_in_flight, "priority": priority}
+    return Call("PUT", f"/v1/queues/{_segment(queue)}", _json, body=body)
+
+
+def configure_limits(max_in_flight: int | None) -> Call[JSON]:
+    """Set the tenant's in-flight limit over all its queues (None: the platform's ceiling)."""
+    return Call("PUT", "/v1/limits", _json, body={"max_in_flight": max_in_flight})
+
+
 def health() -> Call[JSON]:
     """Liveness of the API: `{"status": "ok"}`."""
     return Call("GET", "/healthz", _json)

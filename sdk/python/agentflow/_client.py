@@ -94,6 +94,9 @@ class Client:
     cancel_run = _sync(_api.cancel_run)
     signal_run = _sync(_api.signal_run)
     list_workers = _sync(_api.list_workers)
+    list_queues = _sync(_api.list_queues)
+    configure_queue = _sync(_api.configure_queue)
+    configure_limits = _sync(_api.configure_limits)
     health = _sync(_api.health)
 
     def iter_runs(self, state: str | None = None, limit: int = 50) -> Iterator[JSON]:
@@ -177,6 +180,9 @@ class AsyncClient:
     cancel_run = _async(_api.cancel_run)
     signal_run = _async(_api.signal_run)
     list_workers = _async(_api.list_workers)
+    list_queues = _async(_api.list_queues)
+    configure_queue = _async(_api.configure_queue)
+    configure_limits = _async(_api.configure_limits)
     health = _async(_api.health)
 
     async def iter_runs(self, state: str | None = None, limit: int = 50) -> AsyncGenerator[JSON]:

@@ -538,6 +538,63 @@ def workers_ls(session: _Session, output: str) -> None:
     )
 
 
+@cli.group("queues")
+def queues_group() -> None:
+    """Back-pressure: in-flight limits and priorities of the tenant's queues."""
+
+
+@queues_group.command("ls")
+@_output_option
+@_pass_session
+def queues_ls(session: _Session, output: str) -> None:
+    """List the queues with their limits, priorities, tasks in flight and tasks held."""
+    _print_queues(session.client.list_queues(), output)
+
+
+@queues_group.command("set")
+@click.argument("queue", metavar="QUEUE")
+@click.option("--max-in-flight", type=click.IntRange(min=1), help="Tasks on the bus at once (default: no limit).")
+@click.option("--priority", type=click.IntRange(0, 9), default=0, show_default=True, help="Higher is released first.")
+@_output_option
+@_pass_session
+def queues_set(session: _Session, queue: str, max_in_flight: int | None, priority: int, output: str) -> None:
+    """Set QUEUE's in-flight limit and priority."""
+    _print_queues(session.client.configure_queue(queue, max_in_flight, priority), output)
+
+
+@queues_group.command("limit")
+@click.option("--max-in-flight", type=click.IntRange(min=1), help="Over all queues (default: the platform's).")
+@_output_option
+@_pass_session
+def queues_limit(session: _Session, max_in_flight: int | None, output: str) -> None:
+    """Set the tenant's in-flight limit over all of its queues."""
+    _print_queues(session.client.configure_limits(max_in_flight), output)
+
+
+def _print_queues(answer: dict[str, Any], output: str) -> None:
+    if output == "json":
+        _print_json(answer)
+        return
+    limit = answer.get("max_in_flight")
+    click.echo(
+        f"tenant: {answer.get('in_flight', 0)} in flight, {answer.get('held', 0)} held,"
+        f" limit {'none' if limit is None else limit}"
+    )
+    _print_table(
+        ["QUEUE", "MAX-IN-FLIGHT", "PRIORITY", "IN-FLIGHT", "HELD"],
+        (
+            [
+                queue["queue"],
+                "-" if queue.get("max_in_flight") is None else str(queue["max_in_flight"]),
+                str(queue.get("priority", 0)),
+                str(queue.get("in_flight", 0)),
+                str(queue.get("held", 0)),
+            ]
+            for queue in answer.get("items", [])
+        ),
+    )
+
+
 # ---- server commands ------------------------------------------------------------------------------
 
 

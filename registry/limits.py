@@ -1,0 +1,102 @@
+"""In-flight limits and queue priorities, and the tasks held back by them until a slot frees."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from registry.db import Pool
+from registry.runs import PendingTask
+
+TENANT_WIDE = ""
+"""The ``queue`` of a tenant's own row: its limit applies to all of its queues together."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimit:
+    tenant: str
+    queue: str
+    max_in_flight: int | None
+    """None: no limit of its own."""
+    priority: int = 0
+    """Among a tenant's held tasks, those of higher-priority queues are released first."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTask:
+    id: str
+    queue: str
+    held: bool
+
+
+async def all_limits(pool: Pool) -> list[QueueLimit]:
+    rows = await pool.fetch("SELECT tenant, queue, max_in_flight, priority FROM queue_limits")
+    return [QueueLimit(*row.values()) for row in rows]
+
+
+async def put_limit(pool: Pool, limit: QueueLimit) -> None:
+    await pool.execute(
+        "INSERT INTO queue_limits (tenant, queue, max_in_flight, priority) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (tenant, queue) DO UPDATE SET max_in_flight = excluded.max_in_flight,"
+        " priority = excluded.priority",
+        limit.tenant,
+        limit.queue,
+        limit.max_in_flight,
+        limit.priority,
+    )
+
+
+async def open_tasks(pool: Pool, tenant: str, control_queue: str) -> list[OpenTask]:
+    """The tenant's tasks that are queued or running on a worker queue: admitted (on the bus) or held."""
+    rows = await pool.fetch(
+        "SELECT id::text, queue, held FROM tasks WHERE tenant = $1 AND state IN ('queued', 'running') AND queue <> $2",
+        tenant,
+        control_queue,
+    )
+    return [OpenTask(*row.values()) for row in rows]
+
+
+async def tenants_with_held(pool: Pool) -> list[str]:
+    rows = await pool.fetch("SELECT DISTINCT tenant FROM tasks WHERE held AND state = 'queued'")
+    return [row["tenant"] for row in rows]
+
+
+async def hold_tasks(pool: Pool, task_ids: Sequence[str]) -> None:
+    """Keep these recorded tasks off the bus (the outbox relay skips held tasks) until released."""
+    await pool.execute("UPDATE tasks SET held = true WHERE id = ANY($1::uuid[]) AND state = 'queued'", list(task_ids))
+
+
+_RELEASE = """
+WITH chosen AS (
+    SELECT x.id
+    FROM unnest($2::text[], $3::int[], $4::int[]) AS q(queue, free, priority)
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.created_at FROM tasks t
+        WHERE t.tenant = $1 AND t.queue = q.queue AND t.held AND t.state = 'queued'
+        ORDER BY t.created_at, t.id
+        LIMIT q.free
+    ) x
+    ORDER BY q.priority DESC, x.created_at, x.id
+    LIMIT $5
+)
+UPDATE tasks SET held = false FROM chosen
+WHERE tasks.id = chosen.id AND tasks.held
+RETURNING tasks.id::text, tasks.tenant, tasks.run_id::text, tasks.step, tasks.tool_name, tasks.tool_version,
+          tasks.queue, tasks.attempt, tasks.input::text
+"""
+
+
+async def release_held(
+    pool: Pool, tenant: str, free_by_queue: Sequence[tuple[str, int, int]], total: int
+) -> list[PendingTask]:
+    """Release up to ``total`` held tasks of ``tenant``, at most ``free`` per ``(queue, free, priority)``:
+    higher-priority queues first, oldest first within a queue. The caller publishes what is returned."""
+    if total <= 0 or not free_by_queue:
+        return []
+    rows = await pool.fetch(
+        _RELEASE,
+        tenant,
+        [q for q, _, _ in free_by_queue],
+        [f for _, f, _ in free_by_queue],
+        [p for _, _, p in free_by_queue],
+        total,
+    )
+    return [PendingTask(*row.values()) for row in rows]
