@@ -363,3 +363,31 @@ def test_metrics_are_prometheus_text(stack: Stack, http: httpx.Client) -> None:
     text = response.text
     assert "# TYPE agentflow_runs_submitted_total counter" in text
     assert 'agentflow_runs_submitted_total{kind="tool",tenant="default"}' in text
+
+
+# --- back-pressure settings -------------------------------------------------------------------------
+
+
+def test_a_queue_limit_on_a_queue_name_with_a_dot_is_an_invalid_name(http: httpx.Client) -> None:
+    assert_problem(http.put("/v1/queues/a.b", json={"max_in_flight": 1}), 422, "invalid-name", "queue")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"max_in_flight": "many"}, "max_in_flight"),
+        ({"priority": 10}, "priority"),
+        ({"priority": -1}, "priority"),
+        ({"surprise": 1}, "surprise"),
+    ],
+    ids=["zero-limit", "string-limit", "priority-too-high", "negative-priority", "unknown-field"],
+)
+def test_a_queue_setting_out_of_range_is_a_validation_error_on_its_field(
+    http: httpx.Client, body: dict[str, object], field: str
+) -> None:
+    assert_problem(http.put("/v1/queues/checked", json=body), 422, "validation-error", field)
+
+
+def test_a_tenant_limit_of_zero_is_a_validation_error(http: httpx.Client) -> None:
+    assert_problem(http.put("/v1/limits", json={"max_in_flight": 0}), 422, "validation-error", "max_in_flight")

@@ -252,3 +252,20 @@ def test_a_signal_the_workflow_does_not_take_is_one_line_and_exit_1(af: Af, tmp_
     assert unknown.returncode == 1
     assert "takes no signal 'launch' (its signals: go)" in one_error_line(unknown)
     assert af("signal", run["id"], "go").returncode == 0
+
+
+def test_a_queue_limit_set_with_af_queues_is_listed_as_json_and_as_a_table(af: Af) -> None:
+    result = af("queues", "set", "cli-limited", "--max-in-flight", "3", "--priority", "4", "--output", "json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(af("queues", "ls", "--output", "json").stdout)
+    entry = {"queue": "cli-limited", "max_in_flight": 3, "priority": 4, "in_flight": 0, "held": 0}
+    assert entry in listed["items"]
+    table = af("queues", "ls")
+    assert table.returncode == 0
+    assert any(line.split()[:3] == ["cli-limited", "3", "4"] for line in table.stdout.splitlines())
+
+
+def test_a_queue_priority_out_of_range_is_a_usage_error(af: Af) -> None:
+    result = af("queues", "set", "cli-limited", "--priority", "10")
+    assert result.returncode == 2
+    assert "priority" in result.stderr
