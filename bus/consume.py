@@ -11,8 +11,18 @@ from nats.js import JetStreamContext
 log = logging.getLogger(__name__)
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect with unlimited reconnects, so a restarted nats-server is picked up again."""
+def inbox_prefix(user: str) -> str:
+    """Where a user's replies arrive: under its own name, so that its permissions can let it read its own
+    replies and nobody else's."""
+    return f"_INBOX.{user}" if user else "_INBOX"
+
+
+async def connect(url: str, name: str, user: str = "", password: str = "") -> NATS:
+    """Connect with unlimited reconnects, so a restarted nats-server is picked up again.
+
+    ``user`` and ``password`` are this process's NATS identity (``AF_NATS_USER``, ``AF_NATS_PASSWORD``);
+    empty for a server without authentication.
+    """
 
     async def on_disconnected() -> None:
         log.warning("disconnected from NATS at %s", url)
@@ -32,6 +42,9 @@ async def connect(url: str, name: str) -> NATS:
         reconnected_cb=on_reconnected,
         error_cb=on_error,
         pending_size=64 * 1024 * 1024,
+        user=user or None,
+        password=password or None,
+        inbox_prefix=inbox_prefix(user),
     )
 
 

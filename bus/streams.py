@@ -1,6 +1,8 @@
 """Idempotent setup of AgentFlow's streams, consumers and the worker bucket."""
 
+import asyncio
 import contextlib
+import logging
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -16,6 +18,8 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from bus import subjects
+
+log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 24 * 3600.0
@@ -58,7 +62,10 @@ STREAMS = (
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
-    """Create each stream, or bring an existing one to the configuration above."""
+    """Create each stream, or bring an existing one to the configuration above, then the worker bucket.
+
+    The control plane's job: workers only wait for them (``wait_for_streams``).
+    """
     for config in STREAMS:
         assert config.name is not None
         try:
@@ -67,6 +74,36 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
+    await _drop_legacy_task_consumers(js)
+    await workers_bucket(js)
+
+
+async def _drop_legacy_task_consumers(js: JetStreamContext) -> None:
+    """A work-queue stream allows one consumer per subject, so a consumer of the old naming would keep its
+    successor from being created. Its tasks stay in the stream and go to the new consumer."""
+    for info in await js.consumers_info(subjects.TASKS_STREAM):
+        if info.name.startswith(subjects.LEGACY_TASK_CONSUMER_PREFIX):
+            log.info("removing task consumer %s (named the old way)", info.name)
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(subjects.TASKS_STREAM, info.name)
+
+
+async def wait_for_streams(js: JetStreamContext, every: float = 0.5) -> None:
+    """Wait until the control plane has set up the streams and the worker bucket.
+
+    A worker never creates or updates them: it may lack the permission, and a worker of another version
+    would bring them to its own configuration.
+    """
+    waiting = False
+    while True:
+        try:
+            await js.stream_info(f"KV_{subjects.WORKERS_BUCKET}")
+            return
+        except NotFoundError:
+            if not waiting:
+                log.info("waiting for the control plane to create the streams")
+                waiting = True
+            await asyncio.sleep(every)
 
 
 async def ensure_task_consumer(
@@ -83,6 +120,9 @@ async def ensure_task_consumer(
     await js.add_consumer(
         subjects.TASKS_STREAM,
         ConsumerConfig(
+            # With ``name`` the filter travels in the request's subject, which NATS permissions can check
+            # and the server matches against the configuration.
+            name=durable,
             durable_name=durable,
             filter_subject=subjects.tasks(tenant, queue),
             ack_policy=AckPolicy.EXPLICIT,

@@ -64,14 +64,23 @@ def channel(tenant: str, name: str) -> str:
     return f"af.{check_name('tenant', tenant)}.chan.{check_name('channel', name)}"
 
 
-def worker_key(worker_id: str) -> str:
-    """Key of a worker's entry in the ``af_workers`` bucket (stored under ``af.sys.workers.<id>``)."""
-    return check_name("worker id", worker_id)
+def worker_key(tenant: str, worker_id: str) -> str:
+    """Key of a worker's entry in the ``af_workers`` bucket: under its tenant, so that NATS permissions can
+    confine a tenant's workers to their own entries."""
+    return f"{check_name('tenant', tenant)}.{check_name('worker id', worker_id)}"
 
 
 def task_consumer(tenant: str, queue: str) -> str:
-    """Durable name of the pull consumer that every worker of (tenant, queue) shares."""
-    return f"tasks-{check_name('tenant', tenant)}-{check_name('queue', queue)}"
+    """Durable name of the pull consumer that every worker of (tenant, queue) shares.
+
+    ``_`` cannot occur in a name, so no two (tenant, queue) pairs share a consumer: NATS permissions name
+    a tenant's consumers one by one.
+    """
+    return f"tasks_{check_name('tenant', tenant)}_{check_name('queue', queue)}"
+
+
+LEGACY_TASK_CONSUMER_PREFIX = "tasks-"
+"""Task consumers were once named ``tasks-<tenant>-<queue>``, which is ambiguous (a/b-c and a-b/c)."""
 
 
 RESULTS_CONSUMER = "control-plane"

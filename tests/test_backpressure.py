@@ -30,8 +30,8 @@ def sleeper(seconds: float) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def workers(stack: Stack, queue: str, count: int = 1, **env: str) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started = [stack.start_worker(queue=queue, concurrency=8, AF_SANDBOX="process", **env) for _ in range(count)]
+def workers(stack: Stack, queue: str, tenant: str = "default") -> Iterator[list[subprocess.Popen[bytes]]]:
+    started = [stack.start_worker(queue=queue, concurrency=8, tenant=tenant, AF_SANDBOX="process")]
     try:
         yield started
     finally:
@@ -98,7 +98,7 @@ async def test_held_tasks_of_a_higher_priority_queue_are_released_first(stack: S
         await af.configure_limits(max_in_flight=1)
         await af.configure_queue("batch", priority=0)
         await af.configure_queue("urgent", priority=5)
-        with workers(stack, "batch", AF_TENANT="prio"), workers(stack, "urgent", AF_TENANT="prio"):
+        with workers(stack, "batch", tenant="prio"), workers(stack, "urgent", tenant="prio"):
             (first,) = await start_runs(af, "sleeps-500ms", "batch", 1)
             await eventually("the first task to take the tenant's one slot", lambda: in_flight(af, "batch"))
             batch = await start_runs(af, "sleeps-500ms", "batch", 3)
@@ -119,7 +119,7 @@ async def test_a_flood_from_one_tenant_does_not_starve_another(stack: Stack) -> 
         for af in (flood, calm):
             await af.register_tool(sleeper(0.05))
         await flood.configure_limits(max_in_flight=4)
-        with workers(stack, queue, AF_TENANT="flood"), workers(stack, queue, AF_TENANT="calm"):
+        with workers(stack, queue, tenant="flood"), workers(stack, queue, tenant="calm"):
             flooded = await start_runs(flood, "sleeps-50ms", queue, 300)
             await eventually("the flood to be held back", lambda: held_in(flood, queue))
             calm_runs = await start_runs(calm, "sleeps-50ms", queue, 5)

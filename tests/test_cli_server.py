@@ -26,9 +26,9 @@ def execs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
         (["status", "--output", "json"], ["control_plane.stack", "status", "--output", "json"]),
         (
             ["worker", "start", "--queue", "gpu", "--concurrency", "4"],
-            ["worker", "--queue", "gpu", "--concurrency", "4"],
+            ["control_plane.stack", "worker", "--queue", "gpu", "--concurrency", "4"],
         ),
-        (["worker", "start", "--help"], ["worker", "--help"]),
+        (["worker", "start", "--help"], ["control_plane.stack", "worker", "--help"]),
         (["control-plane", "start", "--port", "9000"], ["control_plane", "--port", "9000"]),
         (["bench", "submit", "-n", "100", "--help"], ["bench", "submit", "-n", "100", "--help"]),
     ],

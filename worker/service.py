@@ -17,7 +17,7 @@ from bus import subjects
 from bus.consume import bind_pull, connect, pull
 from bus.messages import CancelTasks, Heartbeat, Released, Result, Started, Task, decode, encode
 from bus.publish import Outgoing, notify, publish
-from bus.streams import ensure_streams, ensure_task_consumer, workers_bucket
+from bus.streams import ensure_task_consumer, wait_for_streams, workers_bucket
 from sandbox import Backend
 from worker.execute import Executor
 from worker.settings import Settings
@@ -60,9 +60,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        nc = self._nc = await connect(settings.nats_url, f"agentflow-worker-{settings.worker_id}")
+        name = f"agentflow-worker-{settings.worker_id}"
+        nc = self._nc = await connect(settings.nats_url, name, settings.nats_user, settings.nats_password)
         js = nc.jetstream()
-        await ensure_streams(js)
+        await wait_for_streams(js)
         durable = await ensure_task_consumer(js, settings.tenant, settings.queue, settings.ack_wait_seconds)
         sub = await bind_pull(js, subjects.TASKS_STREAM, durable)
         bucket = await workers_bucket(js)
@@ -84,7 +85,7 @@ class Worker:
             progress.cancel()
             await asyncio.gather(heartbeat, progress, return_exceptions=True)
             try:
-                await bucket.delete(subjects.worker_key(settings.worker_id))
+                await bucket.delete(subjects.worker_key(settings.tenant, settings.worker_id))
             except Exception as error:
                 log.debug("could not remove the heartbeat entry: %s", error)
             # Everything is acknowledged by now; drain() would wait out the pull request's expiry.
@@ -256,7 +257,7 @@ class Worker:
                 at=time.time(),
             )
             try:
-                await bucket.put(subjects.worker_key(settings.worker_id), encode(beat))
+                await bucket.put(subjects.worker_key(settings.tenant, settings.worker_id), encode(beat))
             except Exception as error:
                 log.warning("heartbeat failed: %s", error)
             await asyncio.sleep(HEARTBEAT_SECONDS)

@@ -18,6 +18,11 @@ __all__ = ["Settings", "SettingsError", "load"]
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
     """``AF_NATS_URL``: the NATS server with JetStream."""
+    nats_user: str = ""
+    """``AF_NATS_USER``: this process's NATS user, where the server requires one (``af up`` gives each
+    process its own)."""
+    nats_password: str = ""
+    """``AF_NATS_PASSWORD``: that user's password."""
     tenant: str = "default"
     """``AF_TENANT``: the tenant whose tasks this worker runs."""
     queue: str = "default"

@@ -632,7 +632,9 @@ for _name, _summary in [
     cli.add_command(_server_command(_name, "control_plane.stack", _name, summary=_summary))
 
 _worker_group = click.Group("worker", help="The data-plane process.")
-_worker_group.add_command(_server_command("start", "worker", summary="Start a worker process.", command="worker start"))
+_worker_group.add_command(
+    _server_command("start", "control_plane.stack", "worker", summary="Start a worker process.", command="worker start")
+)
 cli.add_command(_worker_group)
 
 _control_plane_group = click.Group("control-plane", help="The control plane process.")
