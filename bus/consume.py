@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -57,7 +58,8 @@ async def connect(url: str, name: str, user: str = "", password: str = "") -> NA
             inbox_prefix=inbox_prefix(user),
         )
     )
-    await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+    either: set[asyncio.Future[Any]] = {connecting, refused}
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if not connecting.done():
         connecting.cancel()
         who = f"user {user!r}" if user else "a connection without credentials"
