@@ -25,6 +25,7 @@ import pytest
 from agentflow import Client
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
 from bus import subjects
@@ -240,6 +241,26 @@ async def test_a_worker_of_beta_pulls_its_own_tasks_and_publishes_their_results(
 
     assert beta.errors == []
     assert (await control.js.get_last_msg(subjects.RESULTS_STREAM, subject)).data == b'{"ok": true}'
+
+
+async def test_a_task_consumer_of_the_old_naming_gives_way_and_its_tasks_reach_the_new_one(control: Connection) -> None:
+    legacy = "tasks-beta-legacy"  # tasks-<tenant>-<queue>: "tasks-a-b-c" was both a/b-c and a-b/c
+    await control.js.add_consumer(
+        subjects.TASKS_STREAM,
+        ConsumerConfig(
+            durable_name=legacy, filter_subject=subjects.tasks("beta", "legacy"), ack_policy=AckPolicy.EXPLICIT
+        ),
+    )
+    task = task_of("beta")
+    await publish_task(control, task, queue="legacy")
+
+    await ensure_streams(control.js)
+    durable = await ensure_task_consumer(control.js, "beta", "legacy")
+
+    with pytest.raises(NotFoundError):
+        await control.js.consumer_info(subjects.TASKS_STREAM, legacy)
+    messages = await pull(await bind_pull(control.js, subjects.TASKS_STREAM, durable), 1, 5.0)
+    assert [decode(m.data, Task).task_id for m in messages] == [task.task_id]
 
 
 # --- real workers -----------------------------------------------------------------------------------
