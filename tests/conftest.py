@@ -49,9 +49,7 @@ def nats_identities(root: Path) -> nats_identity.Identities:
     directory = root / "nats"
     if (directory / nats_identity.IDENTITIES_FILE).exists():
         return nats_identity.Identities.load(directory)
-    identities = nats_identity.Identities.create(directory)
-    identities.grant("default", "default")
-    return identities
+    return nats_identity.Identities.create(directory)
 
 
 def start_nats(root: Path, port: int | None = None) -> nats.NatsServer:

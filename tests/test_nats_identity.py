@@ -134,6 +134,21 @@ async def publish_task(control: Connection, task: Task, queue: str = "default") 
     await control.js.publish(subjects.tasks(task.tenant, queue), encode(task), headers={"Nats-Msg-Id": task.task_id})
 
 
+def test_the_generated_configuration_is_private_and_names_each_tenants_consumers(tmp_path: Path) -> None:
+    identities = nats_identity.Identities.create(tmp_path / "nats")
+    identities.grant("beta", "gpu")
+
+    for name in (nats_identity.IDENTITIES_FILE, nats_identity.CONFIG_FILE):
+        assert (tmp_path / "nats" / name).stat().st_mode & 0o777 == 0o600
+    users = {u["user"]: u for u in json.loads(identities.config.read_text())["authorization"]["users"]}
+    assert sorted(users) == ["admin", "control-plane", "worker-beta", "worker-default"]
+    assert "permissions" not in users["admin"]
+    beta = users["worker-beta"]["permissions"]
+    assert "$JS.API.CONSUMER.MSG.NEXT.AF_TASKS.tasks_beta_gpu" in beta["publish"]["allow"]
+    assert not [s for s in beta["publish"]["allow"] + beta["subscribe"]["allow"] if "default" in s]
+    assert len({u["password"] for u in users.values()}) == 4
+
+
 # --- refusals ---------------------------------------------------------------------------------------
 
 
