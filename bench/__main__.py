@@ -32,6 +32,7 @@ from bench import peers, planners, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
 from control_plane import stack
+from control_plane.embedded import nats_identity
 from control_plane.embedded.processes import alive, spawn, stop, wait_until
 
 T = TypeVar("T")
@@ -50,6 +51,7 @@ class Bench:
         self.home = Path(tempfile.mkdtemp(prefix="af-bench-"))
         self.home.chmod(0o755)
         self.state: stack.StackState | None = None
+        self.nats_url = ""
         self.workers: list[subprocess.Popen[bytes]] = []
         self.samples: dict[str, dict[str, list[float]]] = {}
         self.peers: list[peers.Peer] = []
@@ -60,6 +62,8 @@ class Bench:
         if self.args.peers and self.args.only is None:
             self.peers = peers.start(self.home, self.wait_seconds())
         self.state = stack.up(self.home, workers=0, concurrency=1)
+        # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
+        self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
 
     def stop(self) -> None:
         try:
@@ -104,11 +108,12 @@ class Bench:
                 argv, extra_env = peer.worker_command(index)
                 env.update(extra_env)
             elif kind == "raw":
-                argv = [sys.executable, "-m", "bench.raw", "--nats-url", self.state.nats_url]
+                argv = [sys.executable, "-m", "bench.raw", "--nats-url", self.nats_url]
                 argv += ["--concurrency", str(concurrency)]
             else:
                 argv = [sys.executable, "-m", "worker", "start", "--concurrency", str(concurrency)]
                 argv += ["--nats-url", self.state.nats_url, "--worker-id", f"bench-{index}", "--sandbox", sandbox]
+                env.update(stack.nats_identities(self.home).env(nats_identity.worker_user("default")))
             offset = log.stat().st_size if log.exists() else 0
             self.workers.append(spawn(f"{kind} worker", argv, log, env=env))
             starting.append((self.workers[-1], log, offset))
@@ -196,7 +201,7 @@ class Bench:
         for count in (1, 2):
             _progress(f"[{index + 1}/{args.repeat}] raw JetStream, {count} worker(s)")
             self.set_workers("raw", count)
-            async with raw.RawClient(self.state.nats_url) as client:
+            async with raw.RawClient(self.nats_url) as client:
                 await raw.reset_streams(client._js)
                 self.set_workers("raw", count)
                 if count == 1:
@@ -205,7 +210,7 @@ class Bench:
                 rate = await self.measured("raw", args.tasks, lambda: client.sustained(args.tasks))
                 self.record("raw", f"tasks_per_s_{count}w", rate)
 
-        async with raw.RawClient(self.state.nats_url) as client:
+        async with raw.RawClient(self.nats_url) as client:
             for count in (1, 2):
                 _progress(f"[{index + 1}/{args.repeat}] raw JetStream, drain with {count} worker(s)")
                 self.set_workers("raw", 0)
@@ -220,14 +225,14 @@ class Bench:
         for count in (1, 2):
             _progress(f"[{index + 1}/{args.repeat}] AgentFlow noop, {count} worker(s)")
             self.set_workers("agentflow", count)
-            async with AgentFlowClient(self.state.api_url, self.state.nats_url, token, "noop") as af:
+            async with AgentFlowClient(self.state.api_url, self.nats_url, token, "noop") as af:
                 if count == 1:
                     await af.round_trips(20)
                     self.latency("agentflow", await af.round_trips(args.latency_runs))
                 rate = await self.measured("agentflow", args.tasks, lambda: af.sustained(args.tasks))
                 self.record("agentflow", f"tasks_per_s_{count}w", rate)
 
-        async with AgentFlowClient(self.state.api_url, self.state.nats_url, token, "noop") as af:
+        async with AgentFlowClient(self.state.api_url, self.nats_url, token, "noop") as af:
             for count in (1, 2):
                 _progress(f"[{index + 1}/{args.repeat}] AgentFlow noop, drain with {count} worker(s)")
                 await self.drained(
@@ -244,7 +249,7 @@ class Bench:
             for count in (1, 2):
                 _progress(f"[{index + 1}/{args.repeat}] AgentFlow {system}, {count} worker(s)")
                 self.set_workers("agentflow", count, concurrency=4, sandbox=sandbox, warm=warm)
-                async with AgentFlowClient(self.state.api_url, self.state.nats_url, token, "bench-echo") as af:
+                async with AgentFlowClient(self.state.api_url, self.nats_url, token, "bench-echo") as af:
                     if count == 1:
                         self.latency(system, await af.round_trips(max(10, args.latency_runs // 10)))
                     rate = await self.measured(
@@ -271,7 +276,7 @@ class Bench:
         token = (self.home / stack.KEY_FILE).read_text().strip()
         runs = await planners.fanout_runs(
             self.state.api_url,
-            self.state.nats_url,
+            self.nats_url,
             token,
             layers=layers,
             width=width,

@@ -1,6 +1,8 @@
 """Consuming: connecting with reconnects, and pulling batches from durable consumers."""
 
+import asyncio
 import logging
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -17,12 +19,18 @@ def inbox_prefix(user: str) -> str:
     return f"_INBOX.{user}" if user else "_INBOX"
 
 
+class NotAuthorized(RuntimeError):
+    """The NATS server refused this process's credentials."""
+
+
 async def connect(url: str, name: str, user: str = "", password: str = "") -> NATS:
     """Connect with unlimited reconnects, so a restarted nats-server is picked up again.
 
     ``user`` and ``password`` are this process's NATS identity (``AF_NATS_USER``, ``AF_NATS_PASSWORD``);
-    empty for a server without authentication.
+    empty for a server without authentication. Refused credentials raise NotAuthorized instead of being
+    tried again for ever.
     """
+    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def on_disconnected() -> None:
         log.warning("disconnected from NATS at %s", url)
@@ -31,21 +39,32 @@ async def connect(url: str, name: str, user: str = "", password: str = "") -> NA
         log.info("reconnected to NATS at %s", url)
 
     async def on_error(error: Exception) -> None:
+        if "authorization violation" in str(error).lower() and not refused.done():
+            refused.set_result(None)
         log.warning("NATS error: %s", error)
 
-    return await nats.connect(
-        url,
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
-        error_cb=on_error,
-        pending_size=64 * 1024 * 1024,
-        user=user or None,
-        password=password or None,
-        inbox_prefix=inbox_prefix(user),
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+            error_cb=on_error,
+            pending_size=64 * 1024 * 1024,
+            user=user or None,
+            password=password or None,
+            inbox_prefix=inbox_prefix(user),
+        )
     )
+    either: set[asyncio.Future[Any]] = {connecting, refused}
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if not connecting.done():
+        connecting.cancel()
+        who = f"user {user!r}" if user else "a connection without credentials"
+        raise NotAuthorized(f"NATS at {url} refused {who} (AF_NATS_USER, AF_NATS_PASSWORD)")
+    return connecting.result()
 
 
 async def bind_pull(js: JetStreamContext, stream: str, durable: str) -> JetStreamContext.PullSubscription:

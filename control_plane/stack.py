@@ -112,7 +112,6 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
     try:
         started = _step("nats-server (JetStream)")
         identities = nats_identity.Identities.create(home / NATS_DIR)
-        identities.grant("default", "default")
         server = nats.start(home / NATS_DIR, logs / "nats.log", config=identities.config)
         state.nats_url = server.url
         state.parts.append(Part("nats-server", server.process.pid, str(server.log)))

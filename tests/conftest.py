@@ -50,9 +50,7 @@ def nats_identities(root: Path) -> nats_identity.Identities:
     directory = root / "nats"
     if (directory / nats_identity.IDENTITIES_FILE).exists():
         return nats_identity.Identities.load(directory)
-    identities = nats_identity.Identities.create(directory)
-    identities.grant("default", "default")
-    return identities
+    return nats_identity.Identities.create(directory)
 
 
 def start_nats(root: Path, port: int | None = None) -> nats.NatsServer:
@@ -168,11 +166,7 @@ class Stack:
         log = self.root / "logs" / f"{worker_id}.log"
         argv = [sys.executable, "-m", "worker", "start", "--queue", queue, "--concurrency", str(concurrency)]
         argv += ["--tenant", tenant]
-        identities = nats_identities(self.root)
-        if identities.grant(tenant, queue):
-            assert self.nats_served_by is not None
-            nats.reload(self.nats_served_by.process.pid, self.nats_served_by.log)
-        identity = identities.env(nats_identity.worker_user(tenant))
+        identity = self.grant_worker(tenant, queue)
         process = spawn("worker", argv, log, env=self.env(AF_WORKER_ID=worker_id, **identity, **env))
         self.processes.append(process)
         deadline = time.monotonic() + 20
@@ -181,6 +175,14 @@ class Stack:
                 raise RuntimeError(f"worker did not start:\n{log.read_text(errors='replace')}")
             time.sleep(0.05)
         return process
+
+    def grant_worker(self, tenant: str, queue: str) -> dict[str, str]:
+        """Let ``tenant``'s workers pull ``queue`` (reloading nats-server if that is new); their NATS identity."""
+        identities = nats_identities(self.root)
+        if identities.grant(tenant, queue):
+            assert self.nats_served_by is not None
+            nats.reload(self.nats_served_by.process.pid, self.nats_served_by.log)
+        return identities.env(nats_identity.worker_user(tenant))
 
     def client(self) -> Client:
         return Client(api_url=self.api_url, token=self.token)

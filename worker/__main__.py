@@ -6,6 +6,7 @@ import sys
 
 import uvloop
 
+from bus.consume import NotAuthorized
 from sandbox import SandboxError, open_backend
 from worker.service import Worker
 from worker.settings import SettingsError, load
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s worker {settings.worker_id} %(name)s: %(message)s",
     )
-    uvloop.run(Worker(settings, backend).run())
+    try:
+        uvloop.run(Worker(settings, backend).run())
+    except NotAuthorized as error:
+        print(f"af worker: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -53,9 +53,10 @@ class Identities:
 
     @classmethod
     def create(cls, directory: Path) -> "Identities":
-        """Fresh passwords for the control plane and the admin; no worker yet."""
+        """Fresh passwords for the control plane, the admin and the workers of tenant ``default``, which may
+        pull its ``default`` queue."""
         identities = cls(directory, {user: secrets.token_urlsafe(32) for user in (CONTROL_PLANE, ADMIN)})
-        identities.save()
+        identities.grant("default", "default")
         return identities
 
     @classmethod
