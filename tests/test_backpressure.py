@@ -30,8 +30,10 @@ def sleeper(seconds: float) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def workers(stack: Stack, queue: str, tenant: str = "default") -> Iterator[list[subprocess.Popen[bytes]]]:
-    started = [stack.start_worker(queue=queue, concurrency=8, tenant=tenant, AF_SANDBOX="process")]
+def workers(
+    stack: Stack, queue: str, tenant: str = "default", concurrency: int = 8
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    started = [stack.start_worker(queue=queue, concurrency=concurrency, tenant=tenant, AF_SANDBOX="process")]
     try:
         yield started
     finally:
@@ -89,6 +91,15 @@ async def test_a_queue_never_has_more_tasks_in_flight_than_its_limit(stack: Stac
             sampling.cancel()
     assert max(load["in_flight"] for load in loads) <= 2
     assert max(load["held"] for load in loads) >= 1, "the tasks over the limit were held"
+    assert most_at_once(tasks) == 2
+
+
+async def test_a_worker_never_runs_more_tasks_at_once_than_its_concurrency(stack: Stack) -> None:
+    queue = "bp-worker"
+    async with AsyncClient(api_url=stack.api_url, token=stack.token) as af:
+        await af.register_tool(sleeper(0.3))
+        with workers(stack, queue, concurrency=2):
+            tasks = await finished_tasks(af, await start_runs(af, "sleeps-300ms", queue, 8))
     assert most_at_once(tasks) == 2
 
 
