@@ -6,6 +6,7 @@ from typing import Any
 
 from bus.config import SettingsError
 from bus.config import load as load_layers
+from bus.logs import check_log_format
 
 __all__ = ["Settings", "SettingsError", "load"]
 
@@ -26,10 +27,16 @@ class Settings:
     """``AF_BOOTSTRAP_KEY_FILE``: a file holding the local admin key of tenant ``default`` (written by ``af up``)."""
     log_level: str = "info"
     """``AF_LOG_LEVEL``: debug, info, warning or error."""
+    log_format: str = "auto"
+    """``AF_LOG_FORMAT``: ``json`` (JSON lines), ``text``, or ``auto`` (text on a terminal, JSON otherwise)."""
+    otlp_endpoint: str = ""
+    """``AF_OTLP_ENDPOINT``: an OTLP/HTTP collector (``http://host:4318``) to send traces to; unset, none
+    are recorded."""
 
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     settings = load_layers(Settings, "control_plane", flags, env)
     if not settings.database_url:
         raise SettingsError("AF_DATABASE_URL is not set: the control plane needs PostgreSQL")
+    check_log_format(settings.log_format)
     return settings

@@ -7,6 +7,7 @@
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -107,6 +108,8 @@ class Stack:
     pg_server: postgres.PostgresServer | None = None
     """Set when this stack owns its PostgreSQL cluster (and may kill it)."""
     control_plane: subprocess.Popen[bytes] | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Set for every process of this stack (AF_OTLP_ENDPOINT, say)."""
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -114,6 +117,7 @@ class Stack:
             "AF_NATS_URL": self.nats_url,
             "AF_DATABASE_URL": self.database_url,
             "AF_LOG_LEVEL": "info",
+            **self.extra_env,
             **extra,
         }
 
@@ -207,24 +211,32 @@ def stack(tmp_root: Path, nats_server: nats.NatsServer, postgres_server: postgre
         running.stop_all()
 
 
-@pytest.fixture
-def own_stack(tmp_root: Path) -> Iterator[Stack]:
-    """NATS, PostgreSQL (durable: tests kill it), a control plane and two workers of one test alone."""
+@contextlib.contextmanager
+def isolated_stack(tmp_root: Path, *, durable: bool = False, **env: str) -> Iterator[Stack]:
+    """NATS, PostgreSQL and a control plane of one test alone (no worker yet); ``env`` is set for every
+    AgentFlow process it starts."""
     root = tmp_root / f"own-{time.monotonic_ns()}"
     root.mkdir()
     root.chmod(0o755)
-    running = Stack(root, "", "")
+    running = Stack(root, "", "", extra_env=env)
     try:
         running.nats_server = start_nats(root)
-        running.pg_server = start_postgres(root, durable=True)
+        running.pg_server = start_postgres(root, durable=durable)
         running.nats_url, running.database_url = running.nats_server.url, running.pg_server.dsn
         running.start_control_plane()
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture
+def own_stack(tmp_root: Path) -> Iterator[Stack]:
+    """NATS, PostgreSQL (durable: tests kill it), a control plane and two workers of one test alone."""
+    with isolated_stack(tmp_root, durable=True) as running:
         # These tests are about delivery, and their tools write an effect log on the host.
         running.start_worker(concurrency=4, AF_SANDBOX="process")
         running.start_worker(concurrency=4, AF_SANDBOX="process")
         yield running
-    finally:
-        running.stop_all()
 
 
 @pytest.fixture(scope="session")
