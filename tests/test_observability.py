@@ -3,6 +3,7 @@
 
 import gzip
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from agentflow import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -21,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane.embedded.processes import free_port
-from tests.conftest import Stack, isolated_stack
+from tests.conftest import ROOT, Stack, isolated_stack
 
 ECHO_TRACEPARENT = """\
 import json, os, sys
@@ -116,6 +118,41 @@ def test_the_worker_serves_its_metrics_on_the_port_it_announces(stack: Stack, cl
     worker = next(w for w in client.list_workers() if w["queues"] == ["default"])
     log = (stack.root / "logs" / f"{worker['id']}.log").read_text()
     assert f"metrics on http://127.0.0.1:{worker['metrics_port']}/metrics" in log
+
+
+# --- dashboard and alerts ---------------------------------------------------------------------------
+
+DEPLOY = ROOT / "deploy"
+_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
+
+
+def exported_names(url: str) -> set[str]:
+    """Every series name a /metrics page can hold, families without samples yet included."""
+    names = set()
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        names.add(family.name)
+        names.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ()))
+    return names
+
+
+def referenced_names(text: str) -> set[str]:
+    return set(re.findall(r"\bagentflow_[a-z0-9_]+\b", text))
+
+
+def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(stack: Stack, client: Client) -> None:
+    assert client.wait_run(client.start_run(tool="noop", input={})["id"], timeout=60)["state"] == "succeeded"
+    exported = exported_names(f"{stack.api_url}/metrics") | exported_names(worker_metrics_url(client))
+
+    dashboard = json.loads((DEPLOY / "grafana" / "agentflow.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    exprs.append(dashboard["templating"]["list"][1]["query"]["query"])
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    assert all({"alert", "expr", "for", "labels", "annotations"} <= rule.keys() for rule in rules)
+
+    used = referenced_names("\n".join(exprs)) | referenced_names("\n".join(rule["expr"] for rule in rules))
+    assert len(used) > 15
+    assert used <= exported, sorted(used - exported)
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
 
 
 # --- logs -------------------------------------------------------------------------------------------
