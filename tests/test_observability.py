@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from control_plane.embedded.processes import free_port
+from control_plane.embedded.processes import free_port, stop
 from tests.conftest import ROOT, Stack, isolated_stack
 
 ECHO_TRACEPARENT = """\
@@ -63,9 +63,16 @@ def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
 
 
 def worker_metrics_url(client: Client) -> str:
-    ports = [w["metrics_port"] for w in client.list_workers() if w.get("metrics_port")]
-    assert ports, client.list_workers()
+    """The /metrics of the stack's worker of queue default."""
+    ports = [w["metrics_port"] for w in client.list_workers() if w["queues"] == ["default"]]
+    assert ports and ports[0], client.list_workers()
     return f"http://127.0.0.1:{ports[0]}/metrics"
+
+
+def metrics_url_of(client: Client, pid: int) -> str | None:
+    """The /metrics of the worker with this PID, once its heartbeat announced it."""
+    port = next((w["metrics_port"] for w in client.list_workers() if w["pid"] == pid), None)
+    return f"http://127.0.0.1:{port}/metrics" if port else None
 
 
 # --- metrics ----------------------------------------------------------------------------------------
@@ -100,6 +107,23 @@ def test_a_finished_run_is_counted_on_the_control_plane_and_on_the_worker(stack:
     assert total(worker, "agentflow_sandbox_starts_total", start="cold") >= 1
     assert "agentflow_worker_in_flight_tasks" in worker
     assert total(worker, "agentflow_worker_concurrency") == 8
+
+
+def test_a_call_served_by_a_warm_sandbox_counts_as_a_warm_start(stack: Stack, client: Client) -> None:
+    process = stack.start_worker(queue="warm-pool", AF_RUNSC_WARM="1")
+    try:
+        client.register_tool(ECHO_TOOL)
+        url = wait_for("the worker's heartbeat", lambda: metrics_url_of(client, process.pid))
+
+        def warm_starts() -> float:
+            run = client.start_run(tool="echo-traceparent", input={}, queue="warm-pool")
+            assert client.wait_run(run["id"], timeout=60)["state"] == "succeeded"
+            return total(scrape(url), "agentflow_sandbox_starts_total", backend="runsc", start="warm")
+
+        assert wait_for("a call to find a warm sandbox ready", warm_starts) >= 1
+        assert total(scrape(url), "agentflow_sandbox_starts_total", backend="runsc", start="cold") >= 1
+    finally:
+        stop(process.pid)
 
 
 def test_consumer_backlogs_and_the_fleet_are_sampled_by_the_control_plane(stack: Stack, client: Client) -> None:
