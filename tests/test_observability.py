@@ -3,6 +3,7 @@
 
 import gzip
 import json
+import logging
 import re
 import threading
 import time
@@ -22,8 +23,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from bus import logs
+from bus.config import SettingsError
 from control_plane.embedded.processes import free_port, stop
 from tests.conftest import ROOT, Stack, isolated_stack
+from worker.settings import load as load_worker_settings
 
 ECHO_TRACEPARENT = """\
 import json, os, sys
@@ -211,6 +215,28 @@ def test_log_lines_are_json_with_the_task_they_are_about(stack: Stack, client: C
     assert control_plane, "the control plane writes JSON lines off a terminal"
     assert {"time", "level", "component", "tenant", "run_id", "task_id", "trace_id"} <= control_plane[0].keys()
     assert control_plane[0]["component"] == "control-plane"
+
+
+def test_a_log_line_in_a_task_scope_names_the_task_and_its_trace() -> None:
+    record = logging.LogRecord("worker.execute", logging.INFO, __file__, 1, "task %s failed", ("t-1",), None)
+    formatter = logs.JsonFormatter("worker", {"worker_id": "w-1"})
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    token = logs.scope.set(logs.Scope("acme", "r-1", "t-1", traceparent))
+    try:
+        line = json.loads(formatter.format(record))
+    finally:
+        logs.scope.reset(token)
+    assert line["message"] == "task t-1 failed"
+    assert (line["component"], line["worker_id"], line["level"]) == ("worker", "w-1", "info")
+    assert (line["tenant"], line["run_id"], line["task_id"]) == ("acme", "r-1", "t-1")
+    assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_an_unknown_log_format_or_a_bad_metrics_port_stops_the_worker_naming_the_setting() -> None:
+    with pytest.raises(SettingsError, match="AF_LOG_FORMAT"):
+        load_worker_settings(env={"AF_LOG_FORMAT": "xml"})
+    with pytest.raises(SettingsError, match="AF_METRICS_PORT"):
+        load_worker_settings(env={"AF_METRICS_PORT": "70000"})
 
 
 # --- traces -----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import sys
 import uvloop
 
 from bus import logs, tracing
+from bus.metrics import serve
 from sandbox import SandboxError, open_backend
 from worker.service import Worker
 from worker.settings import SettingsError, load
@@ -32,7 +33,15 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     logs.setup("worker", settings.log_level, settings.log_format, worker_id=settings.worker_id)
     tracing.setup(f"agentflow-worker-{settings.queue}", settings.otlp_endpoint)
-    uvloop.run(Worker(settings, backend).run())
+    try:
+        metrics_port = serve(settings.metrics_port)
+    except OSError as error:
+        print(
+            f"af worker: AF_METRICS_PORT: cannot serve metrics on 127.0.0.1:{settings.metrics_port}: {error}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    uvloop.run(Worker(settings, backend, metrics_port).run())
 
 
 if __name__ == "__main__":

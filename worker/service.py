@@ -17,7 +17,6 @@ from opentelemetry.trace import SpanKind
 from bus import logs, subjects, tracing
 from bus.consume import bind_pull, connect, pull
 from bus.messages import CancelTasks, Heartbeat, Released, Result, Started, Task, decode, encode
-from bus.metrics import serve
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_streams, ensure_task_consumer, workers_bucket
 from sandbox import Backend
@@ -42,7 +41,8 @@ def _delivery(msg: Msg) -> tuple[int, float | None]:
 
 
 class Worker:
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    def __init__(self, settings: Settings, backend: Backend, metrics_port: int = 0) -> None:
+        """``metrics_port``: where this process serves its /metrics (announced in heartbeats; 0: nowhere)."""
         self._settings = settings
         self._backend = backend
         self._executor = Executor(backend, settings.worker_id)
@@ -54,7 +54,7 @@ class Worker:
         """The execution of each task being run, by task id: what a cancel notice stops."""
         self._nc: NATS | None = None
         self._started_at = time.time()
-        self._metrics_port = 0
+        self._metrics_port = metrics_port
         self.completed = 0
 
     def stop(self) -> None:
@@ -74,7 +74,6 @@ class Worker:
         bucket = await workers_bucket(js)
         await nc.subscribe(subjects.cancels(settings.tenant), cb=self._on_cancel)
         metrics.track_load(lambda: len(self._in_flight), settings.concurrency, settings.tenant, settings.queue)
-        self._metrics_port = serve(settings.metrics_port)
         heartbeat = asyncio.create_task(self._heartbeat(bucket))
         progress = asyncio.create_task(self._report_progress())
         log.info(
