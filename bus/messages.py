@@ -75,6 +75,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag=
     max_rss_kb: int | None = None
     deliveries: int = 1
     """How many times the task message was delivered (more than 1: a worker died holding it)."""
+    queued_at: float | None = None
+    """When the task message was stored on its stream (the control plane measures the round trip from it)."""
 
 
 class _AttemptNotice(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,6 +147,8 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     started_at: float
     at: float
+    metrics_port: int = 0
+    """The loopback port of the worker's Prometheus ``/metrics`` (0: not served)."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -158,3 +159,29 @@ async def workers_bucket(js: JetStreamContext) -> KeyValue:
         return await js.create_key_value(
             KeyValueConfig(bucket=subjects.WORKERS_BUCKET, history=1, ttl=WORKER_TTL_SECONDS)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLevel:
+    """How far behind one durable consumer is, from its consumer info."""
+
+    stream: str
+    consumer: str
+    pending: int
+    """Messages on the stream not yet delivered to the consumer."""
+    ack_pending: int
+    """Delivered and not yet acknowledged."""
+    redelivered: int
+    """Delivered more than once and not yet acknowledged."""
+
+
+async def consumer_levels(js: JetStreamContext) -> list[ConsumerLevel]:
+    """The levels of every consumer of the task and result streams."""
+    levels = []
+    for stream in (subjects.TASKS_STREAM, subjects.RESULTS_STREAM):
+        for info in await js.consumers_info(stream):
+            name = info.name or info.config.durable_name or ""
+            levels.append(
+                ConsumerLevel(stream, name, info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0)
+            )
+    return levels

@@ -2,14 +2,15 @@
 
 import argparse
 import contextlib
-import logging
 import sys
 from collections.abc import AsyncIterator
 
 import uvicorn
 from litestar import Litestar
 
+from bus import logs, tracing
 from control_plane.api import create_app
+from control_plane.observe import Observed
 from control_plane.services import Services
 from control_plane.settings import Settings, SettingsError, load
 
@@ -39,17 +40,16 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as error:
         print(f"af control-plane: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s control-plane %(name)s: %(message)s",
-    )
+    logs.setup("control-plane", settings.log_level, settings.log_format)
+    tracing.setup("agentflow-control-plane", settings.otlp_endpoint)
     uvicorn.run(
-        build(settings),
+        Observed(build(settings)),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools" if _has("httptools") else "h11",
         log_level="warning",
+        log_config=None,  # uvicorn's records go through the process's own handler (JSON lines or text)
         access_log=False,
         timeout_graceful_shutdown=10,
     )

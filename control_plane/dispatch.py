@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from opentelemetry.trace import SpanKind
 
-from bus import subjects
+from bus import subjects, tracing
 from bus.messages import CancelTasks, Task, encode
 from bus.publish import Outgoing, notify, publish_all
 from control_plane.admission import Admission
@@ -48,8 +49,10 @@ class Dispatch:
     queue: str
     tool: Tool
     input: str
+    traceparent: str | None = None
+    """The trace the task continues (set only while tracing is on)."""
 
-    def outgoing(self) -> Outgoing:
+    def outgoing(self, traceparent: str | None = None) -> Outgoing:
         task = Task(
             tenant=self.tenant,
             run_id=self.run_id,
@@ -62,7 +65,9 @@ class Dispatch:
             network="egress" if self.tool.network == "egress" else "none",
             input=msgspec.Raw(self.input.encode()),
         )
-        return Outgoing(subjects.tasks(self.tenant, self.queue), encode(task), f"{self.task_id}:{self.attempt}")
+        return Outgoing(
+            subjects.tasks(self.tenant, self.queue), encode(task), f"{self.task_id}:{self.attempt}", traceparent
+        )
 
 
 class Dispatcher:
@@ -154,9 +159,31 @@ class Dispatcher:
         """Publish and wait until the stream stored every task, then mark them published (in the background)."""
         if not dispatches:
             return
-        await publish_all(self._js, [d.outgoing() for d in dispatches])
+        if tracing.enabled:
+            await self._publish_traced(dispatches)
+        else:
+            await publish_all(self._js, [d.outgoing() for d in dispatches])
         self._published.extend(d.task_id for d in dispatches)
         self._has_published.set()
+
+    async def _publish_traced(self, dispatches: Sequence[Dispatch]) -> None:
+        """Publish with a producer span per task, whose context the task message carries to its worker."""
+        spans = [
+            tracing.tracer.start_span(
+                f"publish {d.step}",
+                context=tracing.parent_context(d.traceparent),
+                kind=SpanKind.PRODUCER,
+                attributes={"agentflow.run_id": d.run_id, "agentflow.task_id": d.task_id, "agentflow.queue": d.queue},
+            )
+            for d in dispatches
+        ]
+        try:
+            await publish_all(
+                self._js, [d.outgoing(tracing.traceparent_of(s)) for d, s in zip(dispatches, spans, strict=True)]
+            )
+        finally:
+            for span in spans:
+                span.end()
 
     async def publish_events(self, messages: Iterable[Outgoing]) -> None:
         """Events of committed state: published without waiting; watchers also read them from PostgreSQL."""

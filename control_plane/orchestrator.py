@@ -21,7 +21,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from bus import subjects
+from bus import subjects, tracing
 from bus.consume import bind_pull, pull
 from bus.messages import Released, Result, Started, decode_report
 from bus.publish import Outgoing
@@ -62,6 +62,8 @@ class Change:
     tenant: str = ""
     cancelled: list[str] = field(default_factory=list)
     """Tasks on the bus this change cancels: their workers are told to stop them once it is committed."""
+    ended: list[tuple[str, str, str, float | None]] = field(default_factory=list)
+    """(queue, tool, state, round trip seconds or None) of each attempt this change ends, for the metrics."""
 
     def update_task(self, update: runs.TaskUpdate) -> None:
         earlier = self.task_updates.get(update.id)
@@ -126,12 +128,37 @@ class Orchestrator:
                 log.warning("terminating a malformed result on %s: %s", msg.subject, error)
                 await msg.term()
         if results:
-            await self.apply(results)
+            if tracing.enabled:
+                await self._apply_traced(results, decoded)
+            else:
+                await self.apply(results)
         for msg in decoded:
             await msg.ack()
 
-    async def apply(self, results: list[Result | Started | Released]) -> None:
-        """Apply a batch of results: once per (task, attempt), replanning runs changed meanwhile."""
+    async def _apply_traced(self, results: list[Result | Started | Released], msgs: list[Msg]) -> None:
+        """``apply`` with a span per result, continuing the trace of its task; the tasks a run's results lead
+        to continue the trace of the run's first result."""
+        spans = []
+        traceparents: dict[str, str] = {}
+        for result, msg in zip(results, msgs, strict=True):
+            if isinstance(result, Result):
+                parent = tracing.parent_context(msg.headers.get("traceparent") if msg.headers else None)
+                span = tracing.tracer.start_span(
+                    "apply result", context=parent, attributes={"agentflow.task_id": result.task_id}
+                )
+                spans.append(span)
+                traceparents.setdefault(result.run_id, tracing.traceparent_of(span))
+        try:
+            await self.apply(results, traceparents)
+        finally:
+            for span in spans:
+                span.end()
+
+    async def apply(
+        self, results: list[Result | Started | Released], traceparents: dict[str, str] | None = None
+    ) -> None:
+        """Apply a batch of results: once per (task, attempt), replanning runs changed meanwhile;
+        ``traceparents`` are the trace contexts by run id that the tasks planned now carry."""
         by_run: dict[str, list[Result | Started | Released]] = {}
         for result in results:
             by_run.setdefault(result.run_id, []).append(result)
@@ -146,10 +173,14 @@ class Orchestrator:
                 if state is None or state.tenant != run_results[0].tenant:
                     log.warning("ignoring %d result(s) of unknown run %s", len(run_results), run_id)
                     continue
+                began = time.perf_counter()
                 change = await self._plan(state, run_results)
+                metrics.PLAN_STEP.observe((state.target_kind,), time.perf_counter() - began)
                 if change is None:
                     self._cache.put(state)
                 else:
+                    if traceparents and (traceparent := traceparents.get(run_id)):
+                        _carry(change, traceparent)
                     changes.append(change)
             if not changes:
                 return
@@ -161,6 +192,7 @@ class Orchestrator:
                 [e for c in changes for e in c.events],
             )
             done = [c for c in changes if c.run.id in applied]
+            _count(done, states)
             for change in done:
                 self._cache.put(_after(states[change.run.id], change))
             updates = [u for c in done for u in c.task_updates.values()]
@@ -197,6 +229,7 @@ class Orchestrator:
             updates = list(change.task_updates.values())
             if run_id in await runs.apply_changes(self._pool, [change.run], updates, [], change.events):
                 self._settle([change])
+                _count([change], {run_id: run})
                 await self._dispatcher.publish_events(self._event_messages([change]))
                 await self._stop_cancelled([change])
                 return
@@ -297,7 +330,11 @@ class Orchestrator:
             )
             if error is not None:
                 data["error"] = error
+            if result.stderr_tail:
+                data["stderr"] = result.stderr_tail
             events.add("task.retrying" if next_attempt else f"task.{state}", data)
+            round_trip = time.time() - result.queued_at if result.queued_at else None
+            change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
             task.state, task.output, task.error = state, output, error
             task.attempt = next_attempt or task.attempt
         if not change.task_updates:
@@ -368,6 +405,27 @@ class Orchestrator:
         events.add(f"run.{state}", {"output": msgspec.Raw(output.encode())} if output else {"error": error})
 
 
+def _carry(change: Change, traceparent: str) -> None:
+    """Make the tasks ``change`` publishes continue the trace ``traceparent``."""
+    change.dispatches = [dataclasses.replace(d, traceparent=traceparent) for d in change.dispatches]
+    change.retries = [(delay, dataclasses.replace(d, traceparent=traceparent)) for delay, d in change.retries]
+
+
+def _count(changes: list[Change], states: dict[str, runs.RunState]) -> None:
+    """Count the runs and task attempts committed changes ended: once per batch, per label set."""
+    ended: Counter[tuple[str, ...]] = Counter()
+    finished: Counter[tuple[str, ...]] = Counter()
+    for change in changes:
+        for queue, tool, state, round_trip in change.ended:
+            ended[(change.tenant, queue, tool, state)] += 1
+            if round_trip is not None:
+                metrics.ROUND_TRIP.observe((change.tenant, queue), round_trip)
+        if change.run.state in runs.FINAL_RUN_STATES:
+            finished[(change.tenant, states[change.run.id].target_kind, change.run.state)] += 1
+    metrics.TASKS.add_all(ended)
+    metrics.RUNS.add_all(finished)
+
+
 def _after(run: runs.RunState, change: Change) -> runs.RunState:
     """The run as ``change`` left it (its tasks were already updated in place while planning)."""
     run.state = change.run.state
@@ -403,6 +461,7 @@ def cancel_open_tasks(run: runs.RunState, change: Change, events: EventLog) -> N
             change.update_task(
                 runs.TaskUpdate(task.id, run.id, task.attempt, "cancelled", None, None, None, None, None, now)
             )
+            change.ended.append((task.queue, task.tool_name, "cancelled", None))
             events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
 
 

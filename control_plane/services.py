@@ -20,6 +20,7 @@ from control_plane.catalog import Catalog
 from control_plane.dispatch import Dispatcher
 from control_plane.orchestrator import Orchestrator
 from control_plane.run_cache import RunCache
+from control_plane.sampler import sample
 from control_plane.settings import Settings
 from control_plane.submit import Submitter
 from registry import connect as connect_db
@@ -84,6 +85,7 @@ class Services:
             asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
             asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
             asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
+            asyncio.create_task(sample(js, services.fleet, services.stop), name="sampler"),
         ]
         return services
 

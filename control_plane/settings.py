@@ -6,6 +6,7 @@ from typing import Any
 
 from bus.config import SettingsError
 from bus.config import load as load_layers
+from bus.logs import check_log_format
 
 __all__ = ["Settings", "SettingsError", "load"]
 
@@ -35,6 +36,11 @@ class Settings:
     the others. A tenant's own limit (``PUT /v1/limits``) may only be lower."""
     log_level: str = "info"
     """``AF_LOG_LEVEL``: debug, info, warning or error."""
+    log_format: str = "auto"
+    """``AF_LOG_FORMAT``: ``json`` (JSON lines), ``text``, or ``auto`` (text on a terminal, JSON otherwise)."""
+    otlp_endpoint: str = ""
+    """``AF_OTLP_ENDPOINT``: an OTLP/HTTP collector (``http://host:4318``) to send traces to; unset, none
+    are recorded."""
 
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,4 +49,5 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
         raise SettingsError("AF_DATABASE_URL is not set: the control plane needs PostgreSQL")
     if settings.max_in_flight_per_tenant < 0:
         raise SettingsError("AF_MAX_IN_FLIGHT_PER_TENANT: must be 0 (no ceiling) or more")
+    check_log_format(settings.log_format)
     return settings

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from bus import tracing
 from control_plane import metrics
 from control_plane.background import Background
 from control_plane.catalog import Catalog, Tool, Workflow, schema_problem
@@ -49,6 +50,8 @@ class Submission:
     tasks: list[Planned]
     outcome: RunOutcome | None
     """Set when the run is finished as soon as it starts (every step of it skipped, say)."""
+    traceparent: str | None = None
+    """The planning step's trace context, which the first tasks carry (set only while tracing is on)."""
     future: "asyncio.Future[Accepted]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -71,6 +74,14 @@ class Submitter:
 
     async def prepare(self, tenant: str, request: RunRequest, idempotency_key: str | None) -> Submission:
         """Validate a request against the catalog and plan its first tasks; raises Problem."""
+        if not tracing.enabled:
+            return await self._prepare(tenant, request, idempotency_key)
+        with tracing.tracer.start_as_current_span("plan"):
+            submission = await self._prepare(tenant, request, idempotency_key)
+            submission.traceparent = tracing.current_traceparent()
+            return submission
+
+    async def _prepare(self, tenant: str, request: RunRequest, idempotency_key: str | None) -> Submission:
         if (request.workflow is None) == (request.tool is None):
             raise Problem(422, "validation-error", "give exactly one of 'workflow' or 'tool'", "workflow")
         if request.queue is not None:
@@ -165,10 +176,14 @@ class Submitter:
                 new_tasks.append(planned.task)
                 log_.add(planned.event, planned.data)
                 if planned.dispatch is not None:
-                    dispatches.append(planned.dispatch)
+                    dispatch = planned.dispatch
+                    if submission.traceparent is not None:
+                        dispatch = dataclasses.replace(dispatch, traceparent=submission.traceparent)
+                    dispatches.append(dispatch)
             state, output = "running", None
             if submission.outcome is not None:
                 state, output = submission.outcome.state, _encode(submission.outcome.output).decode()
+                metrics.RUNS.add((submission.tenant, submission.target_kind, state))
                 log_.add(f"run.{state}", {"output": submission.outcome.output})
             new_events.extend(log_.events)
             new_runs.append(

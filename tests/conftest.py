@@ -9,6 +9,7 @@
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -126,6 +127,8 @@ class Stack:
     control_plane: subprocess.Popen[bytes] | None = None
     nats_served_by: nats.NatsServer | None = None
     """The nats-server in use (owned or shared): granting a worker a new queue reloads it."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    """Set for every process of this stack (AF_OTLP_ENDPOINT, say)."""
 
     def env(self, **extra: str) -> dict[str, str]:
         """A process's environment; its NATS identity is the control plane's unless ``extra`` names another."""
@@ -135,6 +138,7 @@ class Stack:
             **nats_identities(self.root).env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": self.database_url,
             "AF_LOG_LEVEL": "info",
+            **self.extra_env,
             **extra,
         }
 
@@ -250,24 +254,32 @@ def stack(tmp_root: Path, nats_server: nats.NatsServer, postgres_server: postgre
         running.stop_all()
 
 
-@pytest.fixture
-def own_stack(tmp_root: Path) -> Iterator[Stack]:
-    """NATS, PostgreSQL (durable: tests kill it), a control plane and two workers of one test alone."""
+@contextlib.contextmanager
+def isolated_stack(tmp_root: Path, *, durable: bool = False, **env: str) -> Iterator[Stack]:
+    """NATS, PostgreSQL and a control plane of one test alone (no worker yet); ``env`` is set for every
+    AgentFlow process it starts."""
     root = tmp_root / f"own-{time.monotonic_ns()}"
     root.mkdir()
     root.chmod(0o755)
-    running = Stack(root, "", "")
+    running = Stack(root, "", "", extra_env=env)
     try:
         running.nats_server = running.nats_served_by = start_nats(root)
-        running.pg_server = start_postgres(root, durable=True)
+        running.pg_server = start_postgres(root, durable=durable)
         running.nats_url, running.database_url = admin_url(root, running.nats_server), running.pg_server.dsn
         running.start_control_plane()
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture
+def own_stack(tmp_root: Path) -> Iterator[Stack]:
+    """NATS, PostgreSQL (durable: tests kill it), a control plane and two workers of one test alone."""
+    with isolated_stack(tmp_root, durable=True) as running:
         # These tests are about delivery, and their tools write an effect log on the host.
         running.start_worker(concurrency=4, AF_SANDBOX="process")
         running.start_worker(concurrency=4, AF_SANDBOX="process")
         yield running
-    finally:
-        running.stop_all()
 
 
 @pytest.fixture(scope="session")

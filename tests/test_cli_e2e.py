@@ -134,6 +134,24 @@ def test_a_run_waited_for_with_json_output_prints_only_the_succeeded_run_then_re
     assert [event["type"] for event in events] == types
 
 
+@pytest.mark.usefixtures("examples_registered_by_cli")
+def test_logs_show_what_the_tool_wrote_to_stderr_under_its_task_event(af: Af) -> None:
+    started = af("run", "fail", "--tool", "--input", '{"reason": "disk on fire"}', "--output", "json")
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["id"]
+
+    followed = af("logs", run_id, "--follow")
+    assert followed.returncode == 0, followed.stderr
+    lines = followed.stdout.splitlines()
+    failed = next(i for i, line in enumerate(lines) if line.split()[1] == "task.failed")
+    assert lines[failed + 1] == "    [fail] fail: disk on fire", followed.stdout
+
+    as_json = af("logs", run_id, "--follow", "--output", "json")
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    (failure,) = [event for event in events if event["type"] == "task.failed"]
+    assert failure["data"]["stderr"] == "fail: disk on fire\n"
+
+
 def test_a_tool_run_printed_as_a_table_shows_its_state_and_tasks(af: Af) -> None:
     result = af("run", "noop", "--tool", "--input", '{"hello": "world"}', "--wait")
     assert result.returncode == 0, result.stderr

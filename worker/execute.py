@@ -5,8 +5,10 @@ import time
 
 import msgspec
 
+from bus import tracing
 from bus.messages import RETRYABLE_EXIT_CODE, ErrorKind, Result, Task
 from sandbox import Backend, Limits, Outcome, SandboxCall, SandboxError
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -16,16 +18,28 @@ class Executor:
         self._backend = backend
         self._worker_id = worker_id
 
-    async def execute(self, task: Task) -> Result:
+    async def execute(self, task: Task, traceparent: str | None = None) -> Result:
+        """Run ``task``; ``traceparent`` is the trace context the tool gets as ``TRACEPARENT``."""
         started = time.time()
         if task.runtime.builtin is not None:
             return self._builtin(task, started)
+        if not tracing.enabled:
+            return await self._sandboxed(task, started, traceparent)
+        with tracing.tracer.start_as_current_span(
+            f"sandbox {task.tool}", attributes={"agentflow.sandbox": self._backend.kind}
+        ):
+            return await self._sandboxed(task, started, tracing.current_traceparent())
+
+    async def _sandboxed(self, task: Task, started: float, traceparent: str | None) -> Result:
+        env = {"AF_RUN_ID": task.run_id, "AF_TASK_ID": task.task_id, "AF_ATTEMPT": str(task.attempt)}
+        if traceparent:
+            env["TRACEPARENT"] = traceparent
         call = SandboxCall(
             call_id=f"{task.task_id}-{task.attempt}",
             command=tuple(task.runtime.command),
             stdin=bytes(task.input),
             files=task.runtime.files,
-            env={"AF_RUN_ID": task.run_id, "AF_TASK_ID": task.task_id, "AF_ATTEMPT": str(task.attempt)},
+            env=env,
             limits=Limits(
                 wall_seconds=task.limits.wall_seconds,
                 cpu_seconds=task.limits.cpu_seconds,
@@ -35,10 +49,20 @@ class Executor:
             ),
             network=task.network,
         )
+        kind = self._backend.kind
+        # A backend with warm pools (runsc) lists the ready sandboxes; its run() takes one before its first
+        # await, so nothing can take it between this look and the call.
+        warm_ready = getattr(self._backend, "warm_containers", None)
+        start = "warm" if warm_ready is not None and warm_ready(call.limits) else "cold"
         try:
             outcome = await self._backend.run(call)
         except SandboxError as error:
+            metrics.SANDBOX_FAILURES.add((kind, "start"))
             return self._failed(task, started, "sandbox", f"the sandbox could not start the tool: {error}")
+        metrics.SANDBOX_STARTS.add((kind, start))
+        if outcome.timed_out or outcome.output_truncated or (outcome.exit_code or 0) < 0:
+            reason = "timeout" if outcome.timed_out else "output" if outcome.output_truncated else "crash"
+            metrics.SANDBOX_FAILURES.add((kind, reason))
         return self._from_outcome(task, started, outcome)
 
     def _builtin(self, task: Task, started: float) -> Result:

@@ -12,13 +12,15 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from opentelemetry.trace import SpanKind
 
-from bus import subjects
+from bus import logs, subjects, tracing
 from bus.consume import bind_pull, connect, pull
 from bus.messages import CancelTasks, Heartbeat, Released, Result, Started, Task, decode, encode
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_task_consumer, wait_for_streams, workers_bucket
 from sandbox import Backend
+from worker import metrics
 from worker.execute import Executor
 from worker.settings import Settings
 
@@ -28,16 +30,19 @@ HEARTBEAT_SECONDS = 5.0
 PULL_WAIT_SECONDS = 1.0
 
 
-def _deliveries(msg: Msg) -> int:
-    """How many times JetStream has delivered this task (more than 1 after a worker died with it)."""
+def _delivery(msg: Msg) -> tuple[int, float | None]:
+    """How many times JetStream has delivered this task (more than 1 after a worker died with it), and when
+    the stream stored it."""
     try:
-        return int(msg.metadata.num_delivered)
+        metadata = msg.metadata
+        return int(metadata.num_delivered), metadata.timestamp.timestamp()
     except Exception:
-        return 1
+        return 1, None
 
 
 class Worker:
-    def __init__(self, settings: Settings, backend: Backend) -> None:
+    def __init__(self, settings: Settings, backend: Backend, metrics_port: int = 0) -> None:
+        """``metrics_port``: where this process serves its /metrics (announced in heartbeats; 0: nowhere)."""
         self._settings = settings
         self._backend = backend
         self._executor = Executor(backend, settings.worker_id)
@@ -49,6 +54,7 @@ class Worker:
         """The execution of each task being run, by task id: what a cancel notice stops."""
         self._nc: NATS | None = None
         self._started_at = time.time()
+        self._metrics_port = metrics_port
         self.completed = 0
 
     def stop(self) -> None:
@@ -68,14 +74,16 @@ class Worker:
         sub = await bind_pull(js, subjects.TASKS_STREAM, durable)
         bucket = await workers_bucket(js)
         await nc.subscribe(subjects.cancels(settings.tenant), cb=self._on_cancel)
+        metrics.track_load(lambda: len(self._in_flight), settings.concurrency, settings.tenant, settings.queue)
         heartbeat = asyncio.create_task(self._heartbeat(bucket))
         progress = asyncio.create_task(self._report_progress())
         log.info(
-            "worker %s pulling %s with concurrency %d, sandbox %s",
+            "worker %s pulling %s with concurrency %d, sandbox %s; metrics on http://127.0.0.1:%d/metrics",
             settings.worker_id,
             subjects.tasks(settings.tenant, settings.queue),
             settings.concurrency,
             self._backend.kind,
+            self._metrics_port,
         )
         try:
             await self._pull_loop(js, sub)
@@ -109,6 +117,8 @@ class Worker:
                 task.add_done_callback(self._in_flight.discard)
 
     async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
+        received = time.time()
+        traceparent = msg.headers.get("traceparent") if msg.headers else None
         try:
             task = decode(msg.data, Task)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
@@ -124,16 +134,33 @@ class Worker:
             )
             await msg.term()
             return
+        # This coroutine is an asyncio task of its own: the scope is this task's alone.
+        logs.scope.set(logs.Scope(task.tenant, task.run_id, task.task_id, traceparent))
+        if tracing.enabled:
+            with tracing.tracer.start_as_current_span(
+                f"consume {task.step}",
+                context=tracing.parent_context(traceparent),
+                kind=SpanKind.CONSUMER,
+                attributes={"agentflow.run_id": task.run_id, "agentflow.task_id": task.task_id},
+            ):
+                await self._complete(js, msg, task, received, tracing.current_traceparent())
+        else:
+            await self._complete(js, msg, task, received, traceparent)
+
+    async def _complete(
+        self, js: JetStreamContext, msg: Msg, task: Task, received: float, traceparent: str | None
+    ) -> None:
         try:
             # Keyed by identity: nats-py's Msg is an unhashable dataclass.
             if task.runtime.builtin is None:
                 await self._announce(task)
             self._running[id(msg)] = (msg, time.monotonic())
             try:
-                result = await self._execute(task)
+                result = await self._execute(task, traceparent)
             finally:
                 del self._running[id(msg)]
-            result = msgspec.structs.replace(result, deliveries=_deliveries(msg))
+            deliveries, queued_at = _delivery(msg)
+            result = msgspec.structs.replace(result, deliveries=deliveries, queued_at=queued_at)
             # The result must be stored before the task is acknowledged: if we die in between, the task
             # is redelivered and the duplicate result is ignored by (task_id, attempt).
             await publish(
@@ -142,11 +169,12 @@ class Worker:
                     subjects.results(task.tenant, task.run_id),
                     encode(result),
                     f"{task.task_id}:{task.attempt}:result",
-                    msg.headers.get("traceparent") if msg.headers else None,
+                    traceparent,
                 ),
             )
             await msg.ack()
             self.completed += 1
+            self._count(task, result, received, deliveries, queued_at)
         except asyncio.CancelledError:
             await msg.nak()
             if task.runtime.builtin is None:
@@ -169,10 +197,19 @@ class Worker:
                 task.attempt,
             )
 
-    async def _execute(self, task: Task) -> Result:
+    def _count(self, task: Task, result: Result, received: float, deliveries: int, queued_at: float | None) -> None:
+        key = (task.tenant, self._settings.queue)
+        metrics.TASKS.add((*key, task.tool, "ok" if result.ok else result.error_kind or "error"))
+        metrics.EXECUTION.observe(key, result.finished_at - result.started_at)
+        if queued_at is not None:
+            metrics.QUEUE_WAIT.observe(key, max(0.0, received - queued_at))
+        if deliveries > 1:
+            metrics.REDELIVERIES.add(key)
+
+    async def _execute(self, task: Task, traceparent: str | None) -> Result:
         """Run the task; a cancel notice for it stops the execution (and its sandbox) with a cancelled result."""
         started = time.time()
-        execution = asyncio.create_task(self._executor.execute(task))
+        execution = asyncio.create_task(self._executor.execute(task, traceparent))
         self._executions[task.task_id] = execution
         try:
             return await execution
@@ -255,6 +292,7 @@ class Worker:
                 host=socket.gethostname(),
                 started_at=self._started_at,
                 at=time.time(),
+                metrics_port=self._metrics_port,
             )
             try:
                 await bucket.put(subjects.worker_key(settings.tenant, settings.worker_id), encode(beat))

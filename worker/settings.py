@@ -9,6 +9,7 @@ from typing import Any
 
 from bus.config import SettingsError
 from bus.config import load as load_layers
+from bus.logs import check_log_format
 from bus.subjects import InvalidName, check_name
 
 __all__ = ["Settings", "SettingsError", "load"]
@@ -42,6 +43,14 @@ class Settings:
     """``AF_DRAIN_SECONDS``: how long SIGTERM waits for tasks in flight before handing them back."""
     log_level: str = "info"
     """``AF_LOG_LEVEL``."""
+    log_format: str = "auto"
+    """``AF_LOG_FORMAT``: ``json`` (JSON lines), ``text``, or ``auto`` (text on a terminal, JSON otherwise)."""
+    metrics_port: int = 0
+    """``AF_METRICS_PORT``: the loopback port of this worker's Prometheus ``/metrics``; 0 picks a free one
+    (logged at start and announced in the heartbeat)."""
+    otlp_endpoint: str = ""
+    """``AF_OTLP_ENDPOINT``: an OTLP/HTTP collector (``http://host:4318``) to send traces to; unset, none
+    are recorded."""
 
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -59,6 +68,9 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
         raise SettingsError(str(error)) from None
     if settings.concurrency < 1:
         raise SettingsError("AF_CONCURRENCY: must be at least 1")
+    if not 0 <= settings.metrics_port <= 65535:
+        raise SettingsError("AF_METRICS_PORT: must be a port number (0 picks a free one)")
+    check_log_format(settings.log_format)
     return settings
 
 

@@ -199,7 +199,11 @@ def _print_event(event: JSON, output: str) -> None:
     moment = _parse_time(event.get("at"))
     clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
     detail = _short(data.get("error") or data.get("output"))
-    click.echo(f"{clock}  {event.get('type', ''):<15} {data.get('step') or '-':<16} {detail}".rstrip())
+    step = data.get("step") or "-"
+    click.echo(f"{clock}  {event.get('type', ''):<15} {step:<16} {detail}".rstrip())
+    # The tail of what the tool wrote to stderr (its log), under the event of its attempt.
+    for line in str(data.get("stderr") or "").splitlines():
+        click.echo(f"    [{step}] {line}".rstrip())
 
 
 def _usage(usage: JSON | None) -> str:
