@@ -138,6 +138,21 @@ class Stack:
         )
         return process
 
+    def extra_control_plane(self, **env: str) -> str:
+        """Another control plane on the same servers (its own settings, e.g. limits, from ``env``); its URL."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = self.root / "logs" / f"control-plane-{port}.log"
+        process = spawn(
+            "control plane",
+            [sys.executable, "-m", "control_plane", "start"],
+            log,
+            env=self.env(AF_PORT=str(port), **env),
+        )
+        self.processes.append(process)
+        wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
+        return url
+
     def start_worker(self, queue: str = "default", concurrency: int = 8, **env: str) -> subprocess.Popen[bytes]:
         worker_id = f"test-{queue}-{len(self.processes)}"
         log = self.root / "logs" / f"{worker_id}.log"
