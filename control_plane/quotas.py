@@ -64,6 +64,9 @@ class TenantLimits:
         self._buckets: dict[str, TokenBucket] = {}
         # tenant -> (runs not finished when last counted, runs started here since, counted at)
         self._active: dict[str, tuple[int, int, float]] = {}
+        # Tenants being counted now: meanwhile, concurrent requests go by the last count instead of piling up
+        # the same query.
+        self._counting: set[str] = set()
 
     async def _of(self, tenant: str) -> _Limits:
         limits = self._limits.get(tenant)
@@ -95,11 +98,17 @@ class TenantLimits:
     async def admit_runs(self, tenant: str, count: int) -> None:
         """429 when starting ``count`` more runs would put ``tenant`` over its concurrent runs; else counts them."""
         limits = await self._of(tenant)
-        counted, started, at = self._active.get(tenant, (0, 0, -math.inf))
-        if time.monotonic() - at > _REFRESH_SECONDS:
-            counted, started, at = await tenants.active_runs(self._pool, tenant), 0, time.monotonic()
+        if time.monotonic() - self._active.get(tenant, (0, 0, -math.inf))[2] > _REFRESH_SECONDS and (
+            tenant not in self._counting or tenant not in self._active
+        ):
+            self._counting.add(tenant)
+            try:
+                counted = await tenants.active_runs(self._pool, tenant)
+            finally:
+                self._counting.discard(tenant)
+            self._active[tenant] = (counted, 0, time.monotonic())
+        counted, started, at = self._active[tenant]
         if counted + started + count > limits.max_concurrent_runs:
-            self._active[tenant] = (counted, started, at)
             raise Problem(
                 429,
                 "quota-exceeded",

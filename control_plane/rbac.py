@@ -35,6 +35,7 @@ m = (g(r.sub, p.sub, r.dom) || g(r.sub, p.sub, "*")) && (p.dom == "*" || p.dom =
 # A key made by another control plane is unknown here until the policy is read again: a refusal reads it
 # again, at most this often.
 _RELOAD_SECONDS = 2.0
+_MAX_DECISIONS = 100_000
 
 
 class RegistryAdapter(AsyncAdapter):  # type: ignore[misc]
@@ -68,10 +69,23 @@ class Authorizer:
     def __init__(self, pool: Pool) -> None:
         self._enforcer = casbin.AsyncEnforcer(casbin.AsyncEnforcer.new_model(text=MODEL), RegistryAdapter(pool))
         self._loaded_at = 0.0
+        # casbin evaluates its matcher per policy line (hundreds of microseconds a request); a decision only
+        # changes when the policy does, so each is remembered until the next load.
+        self._decisions: dict[tuple[str, str, str, str], bool] = {}
 
     async def load(self) -> None:
         await self._enforcer.load_policy()
+        self._decisions = {}
         self._loaded_at = time.monotonic()
+
+    def _allowed(self, request: tuple[str, str, str, str]) -> bool:
+        decision = self._decisions.get(request)
+        if decision is None:
+            decision = bool(self._enforcer.enforce(*request))
+            if len(self._decisions) >= _MAX_DECISIONS:
+                self._decisions.clear()
+            self._decisions[request] = decision
+        return decision
 
     def roles(self) -> list[str]:
         """Every role the policy gives permissions to."""
@@ -79,11 +93,11 @@ class Authorizer:
 
     async def require(self, identity: Identity, tenant: str, obj: str, act: str) -> None:
         """403 unless ``identity`` may ``act`` on ``obj`` in ``tenant``."""
-        subject = keys.subject(identity.key_prefix)
-        if self._enforcer.enforce(subject, tenant, obj, act):
+        request = (keys.subject(identity.key_prefix), tenant, obj, act)
+        if self._allowed(request):
             return
         if time.monotonic() - self._loaded_at > _RELOAD_SECONDS:
             await self.load()
-            if self._enforcer.enforce(subject, tenant, obj, act):
+            if self._allowed(request):
                 return
         raise Problem(403, "forbidden", f"role {identity.role} lacks {obj}:{act} in tenant {tenant}")
