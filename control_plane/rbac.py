@@ -4,6 +4,7 @@ A key's subject is ``key:<prefix>``; ``g`` lines grant a role to a key in a tena
 admins, whose role holds in every tenant) and ``p`` lines give a role an action on an object in a tenant.
 """
 
+import logging
 import time
 from typing import Any
 
@@ -32,6 +33,9 @@ e = some(where (p.eft == allow))
 m = (g(r.sub, p.sub, r.dom) || g(r.sub, p.sub, "*")) && (p.dom == "*" || p.dom == r.dom) \
 && (p.obj == "*" || p.obj == r.obj) && (p.act == "*" || p.act == r.act)
 """
+# casbin logs its model and every policy load at INFO.
+logging.getLogger("casbin").setLevel(logging.WARNING)
+
 # A key made by another control plane is unknown here until the policy is read again: a refusal reads it
 # again, at most this often.
 _RELOAD_SECONDS = 2.0

@@ -7,6 +7,7 @@
 """
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -138,20 +139,21 @@ class Stack:
         )
         return process
 
-    def extra_control_plane(self, **env: str) -> str:
-        """Another control plane on the same servers (its own settings, e.g. limits, from ``env``); its URL."""
+    @contextlib.contextmanager
+    def extra_control_plane(self, **env: str) -> Iterator[str]:
+        """Another control plane on the same servers (its own settings, e.g. limits, from ``env``), stopped on
+        leaving: two would share the results of runs. Yields its URL."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = self.root / "logs" / f"control-plane-{port}.log"
-        process = spawn(
-            "control plane",
-            [sys.executable, "-m", "control_plane", "start"],
-            log,
-            env=self.env(AF_PORT=str(port), **env),
-        )
-        self.processes.append(process)
-        wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
-        return url
+        argv = [sys.executable, "-m", "control_plane", "start"]
+        process = spawn("control plane", argv, log, env=self.env(AF_PORT=str(port), **env))
+        try:
+            wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
+            yield url
+        finally:
+            stop(process.pid, timeout=15)
+            process.wait()
 
     def start_worker(self, queue: str = "default", concurrency: int = 8, **env: str) -> subprocess.Popen[bytes]:
         worker_id = f"test-{queue}-{len(self.processes)}"

@@ -72,8 +72,10 @@ def test_a_malformed_token_is_refused(http: httpx.Client) -> None:
 
 
 def test_an_expired_token_is_refused(stack: Stack, http: httpx.Client) -> None:
-    url = stack.extra_control_plane(AF_BOOTSTRAP_KEY_FILE=str(stack.root / "admin.key"), AF_ACCESS_TOKEN_SECONDS="1")
-    with httpx.Client(base_url=url, timeout=30) as short:
+    with (
+        stack.extra_control_plane(AF_ACCESS_TOKEN_SECONDS="1") as url,
+        httpx.Client(base_url=url, timeout=30) as short,
+    ):
         access = _login(short, stack.token)["access_token"]
         assert short.get("/v1/tools", headers=_bearer(access)).status_code == 200
         time.sleep(2.1)
