@@ -38,7 +38,7 @@ async def test_keys_made_before_roles_become_platform_admins_and_others_keep_the
 
     pool = await connect(dsn, min_size=1, max_size=1)
     try:
-        assert await migrate(pool) == ["0005_auth.sql"]
+        assert "0005_auth.sql" in await migrate(pool)
         lines = await rules(pool)
         roles = {row["prefix"]: row["role"] for row in await pool.fetch("SELECT prefix, role FROM api_keys")}
     finally:
