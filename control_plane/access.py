@@ -11,7 +11,7 @@ from typing import Any
 from litestar import Request
 
 from control_plane.answers import source_address
-from control_plane.auth import KeyRejected
+from control_plane.auth import KeyRejected, sends_api_key
 from control_plane.identity import Identity
 from control_plane.problems import Problem
 from control_plane.services import Services
@@ -38,9 +38,15 @@ async def admit(request: Request[Any, Any, Any]) -> Identity:
     """The caller of a /v1 route, once authenticated, within its rate and authorized; else 401, 429 or 403."""
     services: Services = request.app.state.services
     source = source_address(request)
+    authorization = request.headers.get("authorization")
+    # Guessing the secret of a known key is braked per address on every route, as on /v1/auth/token.
+    if sends_api_key(authorization):
+        services.brake.check(source or "unknown")
     try:
-        identity, check = await services.auth.identify(request.headers.get("authorization"))
+        identity, check = await services.auth.identify(authorization)
     except KeyRejected as rejected:
+        if rejected.tenant is not None:
+            services.brake.failed(source or "unknown")
         actor = f"key:{rejected.prefix}" if rejected.prefix else "anonymous"
         await _failed(services, rejected.tenant or UNKNOWN_TENANT, actor, request, source)
         raise

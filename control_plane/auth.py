@@ -5,6 +5,7 @@ Verifying a hash is deliberately slow, so a verified key is remembered (by a dig
 for a short while: the hot path pays the hash once, not per request.
 """
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -27,6 +28,11 @@ PLATFORM_ADMIN = "platform-admin"
 
 def new_key() -> str:
     return f"af_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+
+
+def sends_api_key(authorization: str | None) -> bool:
+    """Whether an ``Authorization`` header presents an API key (rather than an access token)."""
+    return authorization is not None and authorization.startswith("Bearer af_")
 
 
 def _split(key: str) -> tuple[str, str] | None:
@@ -106,7 +112,8 @@ class Authenticator:
         stored = None if split is None else await keys.find_key(self._pool, split[0])
         if split is None or stored is None:
             return KeyCheck(None, fresh=True, prefix=split[0] if split else None)
-        if not _verify(split[1], stored.hash):
+        # The hash takes a good part of a CPU for a while (that is its point): not on the event loop.
+        if not await asyncio.to_thread(_verify, split[1], stored.hash):
             return KeyCheck(None, fresh=True, prefix=stored.prefix, tenant=stored.tenant)
         identity = Identity(stored.tenant, stored.role, stored.prefix)
         if len(self._verified) > 10_000:
