@@ -48,6 +48,8 @@ def test_af_login_stores_tokens_readable_by_the_user_alone_and_later_commands_us
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     login = json.loads(stored.read_text())[stack.api_url]
     assert login["access_token"].count(".") == 2 and login["refresh_token"].startswith("afr_")
+    assert af("login").returncode != 0  # logged in, but no key to log in again with
+    assert af("--token", stack.token, "login").returncode == 0
     listed = af("tenants", "ls", "--output", "json")
     assert listed.returncode == 0, listed.stderr
     assert "default" in [t["name"] for t in json.loads(listed.stdout)["items"]]

@@ -109,3 +109,27 @@ def test_refusals_and_limits_map_to_their_errors(status: int, slug: str, error: 
         af.list_tools()
     if isinstance(caught.value, RateLimited):
         assert caught.value.retry_after == 7
+
+
+def test_logging_in_again_to_the_local_stack_uses_its_admin_key_not_the_stored_login(
+    stored: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stack.json").write_text(json.dumps({"api_url": API}))
+    (home / "admin.key").write_text("af_local_admin\n")
+    monkeypatch.setenv("AF_HOME", str(home))
+    monkeypatch.delenv("AF_API_URL", raising=False)
+    save_login(Login(API, "access-0", "afr_0", time.time() + 600))
+    exchanged: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        exchanged.append(json.loads(request.content)["api_key"])
+        return httpx.Response(200, json=_pair(5))
+
+    with Client(transport=httpx.MockTransport(handler)) as af:
+        assert af.settings.login is not None
+        af.login()
+    assert exchanged == ["af_local_admin"]
+    login = load_login(API)
+    assert login is not None and login.access_token == "access-5"

@@ -106,7 +106,8 @@ class Client:
     def login(self, api_key: str | None = None) -> Path:
         """Exchange `api_key` (default: this client's token) for tokens and store them for this API, where
         later clients find and refresh them; returns the file."""
-        key = api_key or self.settings.token
+        # A stored login is no key: log in again with the key the settings would give without it.
+        key = api_key or self.settings.token or Settings.load(self.settings.api_url, use_login=False).token
         if not key:
             raise AgentFlowError("no API key to log in with: pass one (af login --api-key KEY) or set AF_TOKEN")
         return save_login(Login.from_answer(self.settings.api_url, self.exchange_key(key)))
