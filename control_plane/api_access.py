@@ -81,7 +81,7 @@ async def refresh_token(request: Request[Any, Any, Any], data: RefreshRequest, s
 @get("/.well-known/jwks.json")
 async def jwks(services: Services) -> Response[bytes]:
     """The public keys that verify access tokens (OKP/Ed25519 JWKs named by ``kid``)."""
-    return json_response(services.auth.issuer.jwks())
+    return json_response(await services.auth.issuer.jwks())
 
 
 @post("/v1/auth/signing-keys", status_code=201, opt={"permission": ("signing-keys", "write")})
@@ -91,7 +91,7 @@ async def rotate_signing_key(
     """Add a signing key: it signs new access tokens; tokens signed by the older keys keep verifying."""
     kid = await services.auth.issuer.rotate()
     await record(request, services, identity, "signing-key.rotate", kid, "created")
-    return json_response(services.auth.issuer.jwks(), 201)
+    return json_response(await services.auth.issuer.jwks(), 201)
 
 
 # --- tenants and keys -----------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ class _Key:
     private: Ed25519PrivateKey
     public: Ed25519PublicKey
     raw_public: bytes
+    created_at: datetime
+    expires_at: datetime
 
 
 def _b64url(raw: bytes) -> str:
@@ -93,9 +95,26 @@ class TokenIssuer:
 
     async def start(self) -> None:
         """Load the signing keys, adding one when the newest is due for rotation."""
-        newest = await self._reload()
-        if newest is None or datetime.now(UTC) - newest.created_at >= self._rotation:
-            await self.rotate()
+        await self._reload()
+        await self._signing_key()
+
+    def _due(self, key: _Key | None) -> bool:
+        """Whether ``key`` must sign no more: a rotation period old, or expiring before a token it signs."""
+        now = datetime.now(UTC)
+        return (
+            key is None
+            or now - key.created_at >= self._rotation
+            or key.expires_at <= now + timedelta(seconds=self._access_seconds)
+        )
+
+    async def _signing_key(self) -> _Key:
+        """The newest key, rotated once due (by another control plane, or here)."""
+        if self._due(self._signer):
+            await self._reload()
+            if self._due(self._signer):
+                await self.rotate()
+        assert self._signer is not None, "rotate() stores a signing key"
+        return self._signer
 
     async def rotate(self) -> str:
         """Add a new signing key (it signs from now on; the older ones keep verifying); returns its kid."""
@@ -112,18 +131,20 @@ class TokenIssuer:
         await self._reload()
         return kid
 
-    async def _reload(self) -> store.SigningKey | None:
+    async def _reload(self) -> None:
         rows = await store.live_signing_keys(self._pool)
         keys = {}
         for row in rows:
             private = Ed25519PrivateKey.from_private_bytes(row.private_key)
-            keys[row.kid] = _Key(row.kid, private, private.public_key(), row.public_key)
+            keys[row.kid] = _Key(row.kid, private, private.public_key(), row.public_key, row.created_at, row.expires_at)
         self._keys = keys
         self._signer = keys[rows[0].kid] if rows else None
         self._loaded_at = time.monotonic()
-        return rows[0] if rows else None
 
-    def jwks(self) -> dict[str, Any]:
+    async def jwks(self) -> dict[str, Any]:
+        """The public keys as a JWK set, read again when a few seconds old (other control planes add keys)."""
+        if time.monotonic() - self._loaded_at > _RELOAD_SECONDS:
+            await self._reload()
         return {
             "keys": [
                 {
@@ -138,8 +159,8 @@ class TokenIssuer:
             ]
         }
 
-    def _access_token(self, identity: Identity, family: uuid.UUID) -> str:
-        assert self._signer is not None, "start() loads a signing key"
+    async def _access_token(self, identity: Identity, family: uuid.UUID) -> str:
+        signer = await self._signing_key()
         now = int(time.time())
         claims = {
             "sub": identity.key_prefix,
@@ -150,7 +171,7 @@ class TokenIssuer:
             "exp": now + self._access_seconds,
             "jti": secrets.token_hex(12),
         }
-        return jwt.encode(claims, self._signer.private, algorithm=ALGORITHM, headers={"kid": self._signer.kid})
+        return jwt.encode(claims, signer.private, algorithm=ALGORITHM, headers={"kid": signer.kid})
 
     async def issue(self, identity: Identity) -> TokenPair:
         """A new token pair (and refresh family) for an identity proven by its API key."""
@@ -158,7 +179,7 @@ class TokenIssuer:
         family = await store.start_family(
             self._pool, identity.tenant, identity.key_prefix, _digest(refresh), self._refresh_lifetime
         )
-        return TokenPair(self._access_token(identity, family.id), refresh, self._access_seconds)
+        return TokenPair(await self._access_token(identity, family.id), refresh, self._access_seconds)
 
     async def refresh(
         self, refresh_token: str, identify_key: Callable[[str], Awaitable[Identity | None]]
@@ -181,7 +202,7 @@ class TokenIssuer:
         identity = await identify_key(family.key_prefix)
         if identity is None:
             raise RefreshRejected("the API key of this login no longer exists", family)
-        return TokenPair(self._access_token(identity, family.id), successor, self._access_seconds), identity
+        return TokenPair(await self._access_token(identity, family.id), successor, self._access_seconds), identity
 
     async def verify(self, token: str) -> Identity:
         """The identity an access token carries; 401 for anything but a valid, live EdDSA token of ours."""

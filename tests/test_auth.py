@@ -180,3 +180,17 @@ def test_a_token_signed_by_the_previous_key_verifies_after_rotation(stack: Stack
     assert jwt.get_unverified_header(after)["kid"] != old_kid
     assert http.get("/v1/tools", headers=_bearer(before)).status_code == 200
     assert http.get("/v1/tools", headers=_bearer(after)).status_code == 200
+
+
+def test_a_signing_key_due_for_rotation_is_replaced_before_it_signs(stack: Stack) -> None:
+    # With a rotation period of 0 every key is due at once: each login is signed by a new key.
+    with (
+        stack.extra_control_plane(AF_SIGNING_KEY_ROTATION_HOURS="0") as url,
+        httpx.Client(base_url=url, timeout=30) as rotating,
+    ):
+        first = _login(rotating, stack.token)["access_token"]
+        second = _login(rotating, stack.token)["access_token"]
+        kids = [jwt.get_unverified_header(token)["kid"] for token in (first, second)]
+        assert kids[0] != kids[1]
+        assert set(kids) <= {k["kid"] for k in rotating.get("/.well-known/jwks.json").json()["keys"]}
+        assert all(rotating.get("/v1/tools", headers=_bearer(token)).status_code == 200 for token in (first, second))
