@@ -51,5 +51,6 @@ def test_fuzzed_requests_never_get_a_server_error(stack: Stack) -> None:
             "--report-junit-path",
             str(stack.root / "schemathesis.xml"),
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        # In the test's temp dir: schemathesis keeps a cache in its working directory.
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False, cwd=stack.root)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
