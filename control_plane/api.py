@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response, get, post, put
+from litestar import Litestar, Request, Response, get, post, put
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
@@ -15,6 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus import subjects
 from control_plane import metrics, views
+from control_plane.access import admit, permission_of
+from control_plane.answers import json_response as _json
+from control_plane.answers import record as _audit
+from control_plane.api_access import ROUTES as ACCESS_ROUTES
 from control_plane.auth import Identity
 from control_plane.events import FINAL_EVENT_TYPES
 from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem, field_from_msgspec
@@ -30,8 +34,8 @@ from control_plane.specs import (
     check_version,
     convert,
 )
-from registry import audit, limits, runs
 from registry import catalog as store
+from registry import limits, runs
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +43,10 @@ _encode = msgspec.json.Encoder().encode
 SSE_POLL_SECONDS = 1.0
 
 
-def _json(document: Any, status: int = 200) -> Response[bytes]:
-    return Response(_encode(document), status_code=status, media_type=MediaType.JSON)
-
-
 def _problem_response(problem: Problem) -> Response[bytes]:
-    return Response(_encode(problem.body()), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE)
+    return Response(
+        _encode(problem.body()), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers
+    )
 
 
 def _on_problem(_: Request[Any, Any, Any], problem: Problem) -> Response[bytes]:
@@ -83,15 +85,10 @@ async def _services(request: Request[Any, Any, Any]) -> Services:
     return services
 
 
-async def _identity(request: Request[Any, Any, Any]) -> Identity:
-    services: Services = request.app.state.services
-    return await services.auth.identify(request.headers.get("authorization"))
-
-
 # --- tools and workflows ----------------------------------------------------------------------------
 
 
-@post("/v1/tools", status_code=201)
+@post("/v1/tools", status_code=201, opt={"permission": ("tools", "write")})
 async def register_tool(
     request: Request[Any, Any, Any], data: ToolSpec, services: Services, identity: Identity
 ) -> Response[bytes]:
@@ -100,18 +97,18 @@ async def register_tool(
     return await _stored(request, services, identity, "tool.register", entry, created)
 
 
-@get("/v1/tools")
+@get("/v1/tools", opt={"permission": ("tools", "read")})
 async def list_tools(services: Services, identity: Identity) -> Response[bytes]:
     entries = await store.list_latest(services.pool, store.Kind.TOOL, identity.tenant)
     return _json({"items": [views.catalog_entry(e) for e in entries]})
 
 
-@get("/v1/tools/{name:str}/versions/{version:str}")
+@get("/v1/tools/{name:str}/versions/{version:str}", opt={"permission": ("tools", "read")})
 async def get_tool(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
     return await _get_entry(services, store.Kind.TOOL, identity.tenant, name, version)
 
 
-@post("/v1/workflows", status_code=201)
+@post("/v1/workflows", status_code=201, opt={"permission": ("workflows", "write")})
 async def apply_workflow(
     request: Request[Any, Any, Any], data: dict[str, Any], services: Services, identity: Identity
 ) -> Response[bytes]:
@@ -134,21 +131,13 @@ async def _stored(
     return _json(views.catalog_entry(entry), 201 if created else 200)
 
 
-async def _audit(
-    request: Request[Any, Any, Any], services: Services, identity: Identity, action: str, target: str, outcome: str
-) -> None:
-    source = request.client.host if request.client else None
-    entry = audit.AuditEntry(identity.tenant, f"key:{identity.key_prefix}", action, target, outcome, source)
-    await audit.record(services.pool, entry)
-
-
-@get("/v1/workflows")
+@get("/v1/workflows", opt={"permission": ("workflows", "read")})
 async def list_workflows(services: Services, identity: Identity) -> Response[bytes]:
     entries = await store.list_latest(services.pool, store.Kind.WORKFLOW, identity.tenant)
     return _json({"items": [views.catalog_entry(e) for e in entries]})
 
 
-@get("/v1/workflows/{name:str}/versions/{version:str}")
+@get("/v1/workflows/{name:str}/versions/{version:str}", opt={"permission": ("workflows", "read")})
 async def get_workflow(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
     return await _get_entry(services, store.Kind.WORKFLOW, identity.tenant, name, version)
 
@@ -165,34 +154,40 @@ async def _get_entry(services: Services, kind: store.Kind, tenant: str, name: st
 # --- runs -------------------------------------------------------------------------------------------
 
 
-@post("/v1/runs", status_code=201)
+@post("/v1/runs", status_code=201, opt={"permission": ("runs", "write")})
 async def start_run(
+    request: Request[Any, Any, Any],
     data: RunRequest,
     services: Services,
     identity: Identity,
     idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", required=False)] = None,
 ) -> Response[bytes]:
     """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run."""
+    await services.limits.admit_runs(identity.tenant, 1)
     submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
     (accepted,) = await services.submitter.submit([submission])
     metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
+    await _audit(
+        request, services, identity, "run.start", accepted.run_id, "created" if accepted.created else "unchanged"
+    )
     return _json(
         {"id": accepted.run_id, "state": "running", "created": accepted.created},
         201 if accepted.created else 200,
     )
 
 
-@post("/v1/runs:batch", status_code=200)
-async def start_runs(data: BatchRequest, services: Services, identity: Identity) -> Response[bytes]:
+@post("/v1/runs:batch", status_code=200, opt={"permission": ("runs", "write")})
+async def start_runs(
+    request: Request[Any, Any, Any], data: BatchRequest, services: Services, identity: Identity
+) -> Response[bytes]:
     """Start up to 1,000 runs; each item is answered with its run id or its own problem."""
+    await services.limits.admit_runs(identity.tenant, len(data.runs))
     answers: list[dict[str, Any] | None] = [None] * len(data.runs)
     prepared = []
     for index, item in enumerate(data.runs):
         try:
-            request = convert(item, RunRequest, f"runs[{index}]")
-            prepared.append(
-                (index, await services.submitter.prepare(identity.tenant, request, request.idempotency_key))
-            )
+            run = convert(item, RunRequest, f"runs[{index}]")
+            prepared.append((index, await services.submitter.prepare(identity.tenant, run, run.idempotency_key)))
         except Problem as problem:
             answers[index] = {"problem": problem.as_dict()}
     if prepared:
@@ -205,10 +200,12 @@ async def start_runs(data: BatchRequest, services: Services, identity: Identity)
             for (index, submission), outcome in zip(prepared, accepted, strict=True):
                 answers[index] = {"id": outcome.run_id, "created": outcome.created}
                 metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
+            started = sum(1 for outcome in accepted if outcome.created)
+            await _audit(request, services, identity, "run.start", f"{started} of {len(data.runs)} runs", "created")
     return _json({"items": answers})
 
 
-@get("/v1/runs")
+@get("/v1/runs", opt={"permission": ("runs", "read")})
 async def list_runs(
     services: Services,
     identity: Identity,
@@ -234,14 +231,14 @@ async def _run_row(services: Services, tenant: str, run_id: str) -> runs.RunRow:
     return row
 
 
-@get("/v1/runs/{run_id:str}")
+@get("/v1/runs/{run_id:str}", opt={"permission": ("runs", "read")})
 async def get_run(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
     """A run with its tasks."""
     row = await _run_row(services, identity.tenant, run_id)
     return _json(views.run(row, await runs.get_tasks(services.pool, run_id)))
 
 
-@post("/v1/runs/{run_id:str}/cancel", status_code=200)
+@post("/v1/runs/{run_id:str}/cancel", status_code=200, opt={"permission": ("runs", "cancel")})
 async def cancel_run(
     request: Request[Any, Any, Any], run_id: str, services: Services, identity: Identity
 ) -> Response[bytes]:
@@ -253,7 +250,7 @@ async def cancel_run(
     return _json(views.run(row))
 
 
-@post("/v1/runs/{run_id:str}/signal", status_code=202)
+@post("/v1/runs/{run_id:str}/signal", status_code=202, opt={"permission": ("runs", "signal")})
 async def signal_run(
     request: Request[Any, Any, Any], run_id: str, data: SignalRequest, services: Services, identity: Identity
 ) -> Response[bytes]:
@@ -266,7 +263,7 @@ async def signal_run(
     return _json({"run_id": run_id, "signal": data.name, "step": step}, 202)
 
 
-@get("/v1/runs/{run_id:str}/events")
+@get("/v1/runs/{run_id:str}/events", opt={"permission": ("runs", "read")})
 async def run_events(
     run_id: str,
     services: Services,
@@ -310,13 +307,13 @@ async def _event_stream(
 # --- back-pressure ----------------------------------------------------------------------------------
 
 
-@get("/v1/queues")
+@get("/v1/queues", opt={"permission": ("queues", "read")})
 async def list_queues(services: Services, identity: Identity) -> Response[bytes]:
     """The tenant's in-flight limit and, per queue, its limit, priority, tasks in flight and tasks held."""
     return _json(views.queues(services.dispatcher.admission, identity.tenant))
 
 
-@put("/v1/queues/{queue:str}")
+@put("/v1/queues/{queue:str}", opt={"permission": ("queues", "write")})
 async def configure_queue(
     request: Request[Any, Any, Any], queue: str, data: QueueSettings, services: Services, identity: Identity
 ) -> Response[bytes]:
@@ -326,7 +323,7 @@ async def configure_queue(
     return await _configure(request, services, identity, limit, "queue.configure")
 
 
-@put("/v1/limits")
+@put("/v1/limits", opt={"permission": ("queues", "write")})
 async def configure_limits(
     request: Request[Any, Any, Any], data: TenantLimits, services: Services, identity: Identity
 ) -> Response[bytes]:
@@ -349,7 +346,7 @@ async def _configure(
 # --- fleet, health, metrics ------------------------------------------------------------------------
 
 
-@get("/v1/workers")
+@get("/v1/workers", opt={"permission": ("workers", "read")})
 async def list_workers(services: Services, identity: Identity) -> Response[bytes]:
     """The live worker fleet: queues, load and last heartbeat (workers whose heartbeats stopped drop out)."""
     beats = await services.fleet()
@@ -398,12 +395,13 @@ def create_app(lifespan: Any) -> Litestar:
             configure_queue,
             configure_limits,
             list_workers,
+            *ACCESS_ROUTES,
             healthz,
             readyz,
             prometheus,
             openapi,
         ],
-        dependencies={"services": Provide(_services), "identity": Provide(_identity)},
+        dependencies={"services": Provide(_services), "identity": Provide(admit)},
         exception_handlers={
             Problem: _on_problem,
             ValidationException: _on_validation,
@@ -415,4 +413,8 @@ def create_app(lifespan: Any) -> Litestar:
         logging_config=None,
         debug=False,
     )
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            if "identity" in handler.parsed_fn_signature.parameters and permission_of(handler.opt) is None:
+                raise RuntimeError(f"route {route.path} authenticates but declares no permission")
     return app

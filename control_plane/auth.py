@@ -1,33 +1,38 @@
-"""API keys: ``af_<prefix>_<secret>``, stored as a salted PBKDF2 hash found by its prefix.
+"""Authentication: a Bearer access token (EdDSA JWT, see ``tokens``) or an API key ``af_<prefix>_<secret>``,
+stored as a salted PBKDF2 hash found by its prefix.
 
 Verifying a hash is deliberately slow, so a verified key is remembered (by a digest of the whole key)
 for a short while: the hot path pays the hash once, not per request.
 """
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import time
 from dataclasses import dataclass
 
+from control_plane.identity import Identity
 from control_plane.problems import Problem
-from registry import tenants
+from control_plane.tokens import TokenIssuer, looks_like_jwt, unauthorized
+from registry import keys, tenants
 from registry.db import Pool
+
+__all__ = ["DEFAULT_TENANT", "Authenticator", "Identity", "KeyCheck", "KeyRejected", "hash_secret", "new_key"]
 
 _ITERATIONS = 200_000
 _CACHE_SECONDS = 60.0
 DEFAULT_TENANT = "default"
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    tenant: str
-    role: str
-    key_prefix: str
+PLATFORM_ADMIN = "platform-admin"
 
 
 def new_key() -> str:
     return f"af_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+
+
+def sends_api_key(authorization: str | None) -> bool:
+    """Whether an ``Authorization`` header presents an API key (rather than an access token)."""
+    return authorization is not None and authorization.startswith("Bearer af_")
 
 
 def _split(key: str) -> tuple[str, str] | None:
@@ -51,31 +56,81 @@ def _verify(secret: str, stored: str) -> bool:
     return hmac.compare_digest(computed.hex(), digest)
 
 
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """The outcome of checking an API key: its identity when valid, and whether the hash was computed now
+    (rather than remembered), which is what the audit trail records as an authentication."""
+
+    identity: Identity | None
+    fresh: bool
+    prefix: str | None = None
+    tenant: str | None = None
+
+
+class KeyRejected(Problem):
+    """A 401 for an API key, naming the key's prefix and tenant when it exists (for the audit trail)."""
+
+    def __init__(self, prefix: str | None, tenant: str | None) -> None:
+        super().__init__(401, "unauthorized", "the API key is not valid", "Authorization")
+        self.prefix = prefix
+        self.tenant = tenant
+
+
 class Authenticator:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, issuer: TokenIssuer) -> None:
         self._pool = pool
+        self.issuer = issuer
         self._verified: dict[bytes, tuple[Identity, float]] = {}
 
-    async def install_key(self, key: str, tenant: str = DEFAULT_TENANT, role: str = "admin") -> None:
-        """Store ``key`` (e.g. the embedded stack's local admin key) for ``tenant``."""
+    async def install_key(self, key: str, tenant: str = DEFAULT_TENANT, role: str = PLATFORM_ADMIN) -> None:
+        """Store ``key`` (e.g. the embedded stack's local admin key) for ``tenant``; a platform admin's role
+        holds in every tenant."""
         split = _split(key)
         if split is None:
             raise ValueError("an API key looks like af_<prefix>_<secret>")
         await tenants.ensure_tenant(self._pool, tenant)
-        await tenants.put_api_key(self._pool, tenants.ApiKey(split[0], tenant, hash_secret(split[1]), role))
+        domain = keys.ALL_TENANTS if role == PLATFORM_ADMIN else tenant
+        await keys.put_key(self._pool, keys.ApiKey(split[0], tenant, hash_secret(split[1]), role), domain)
 
-    async def identify(self, authorization: str | None) -> Identity:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise Problem(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'", "Authorization")
-        key = authorization[len("Bearer ") :].strip()
+    async def create_key(self, tenant: str, role: str) -> tuple[str, Identity]:
+        """A new API key of ``tenant`` with ``role``; the key itself is known only to the caller from now on."""
+        key = new_key()
+        await self.install_key(key, tenant, role)
+        prefix = key.split("_", 2)[1]
+        return key, Identity(tenant, role, prefix)
+
+    async def key_identity(self, prefix: str) -> Identity | None:
+        stored = await keys.find_key(self._pool, prefix)
+        return None if stored is None else Identity(stored.tenant, stored.role, stored.prefix)
+
+    async def check_key(self, key: str) -> KeyCheck:
         cache_key = hashlib.sha256(key.encode()).digest()
         cached = self._verified.get(cache_key)
         if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+            return KeyCheck(cached[0], fresh=False)
         split = _split(key)
-        stored = None if split is None else await tenants.find_api_key(self._pool, split[0])
-        if split is None or stored is None or not _verify(split[1], stored.hash):
-            raise Problem(401, "unauthorized", "the API key is not valid", "Authorization")
+        stored = None if split is None else await keys.find_key(self._pool, split[0])
+        if split is None or stored is None:
+            return KeyCheck(None, fresh=True, prefix=split[0] if split else None)
+        # The hash takes a good part of a CPU for a while (that is its point): not on the event loop.
+        if not await asyncio.to_thread(_verify, split[1], stored.hash):
+            return KeyCheck(None, fresh=True, prefix=stored.prefix, tenant=stored.tenant)
         identity = Identity(stored.tenant, stored.role, stored.prefix)
+        if len(self._verified) > 10_000:
+            self._verified.clear()
         self._verified[cache_key] = (identity, time.monotonic() + _CACHE_SECONDS)
-        return identity
+        return KeyCheck(identity, fresh=True)
+
+    async def identify(self, authorization: str | None) -> tuple[Identity, KeyCheck | None]:
+        """The identity of a request's ``Authorization`` header, with the key check when it sent an API key."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise unauthorized("send an access token or an API key as 'Authorization: Bearer <token>'")
+        token = authorization[len("Bearer ") :].strip()
+        if token.startswith("af_"):
+            check = await self.check_key(token)
+            if check.identity is None:
+                raise KeyRejected(check.prefix, check.tenant)
+            return check.identity, check
+        if looks_like_jwt(token):
+            return await self.issuer.verify(token), None
+        raise unauthorized("the bearer token is neither an access token nor an API key")

@@ -20,6 +20,10 @@ _TITLES = {
     "duplicate-version": "Version already exists with other content",
     "not-found": "Not found",
     "unauthorized": "Unauthorized",
+    "forbidden": "Forbidden",
+    "rate-limited": "Too many requests",
+    "quota-exceeded": "Quota exceeded",
+    "tenant-exists": "Tenant already exists",
     "idempotency-conflict": "Idempotency key reused with another request",
     "run-finished": "Run already finished",
     "unknown-signal": "Unknown signal",
@@ -49,6 +53,7 @@ class Problem(Exception):
         detail: str,
         field: str | None = None,
         problems: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         assert slug in _TITLES, slug
         super().__init__(detail)
@@ -57,6 +62,8 @@ class Problem(Exception):
         self.detail = detail
         self.field = field
         self.problems = problems
+        self.headers = headers
+        """Sent with the answer, e.g. ``Retry-After``."""
 
     def body(self) -> ProblemBody:
         return ProblemBody(

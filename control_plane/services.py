@@ -19,10 +19,13 @@ from control_plane.auth import Authenticator
 from control_plane.catalog import Catalog
 from control_plane.dispatch import Dispatcher
 from control_plane.orchestrator import Orchestrator
+from control_plane.quotas import FailureBrake, TenantLimits
+from control_plane.rbac import Authorizer
 from control_plane.run_cache import RunCache
 from control_plane.sampler import sample
 from control_plane.settings import Settings
 from control_plane.submit import Submitter
+from control_plane.tokens import TokenIssuer
 from registry import connect as connect_db
 from registry import limits, migrate
 from registry.db import Pool
@@ -43,6 +46,9 @@ class Services:
     dispatcher: Dispatcher
     submitter: Submitter
     orchestrator: Orchestrator
+    authorizer: Authorizer
+    limits: TenantLimits
+    brake: FailureBrake
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -56,9 +62,15 @@ class Services:
         js = nc.jetstream()
         await ensure_streams(js)
         await ensure_results_consumer(js)
-        auth = Authenticator(pool)
+        issuer = TokenIssuer(
+            pool, settings.access_token_seconds, settings.refresh_token_seconds, settings.signing_key_rotation_hours
+        )
+        await issuer.start()
+        auth = Authenticator(pool, issuer)
         if settings.bootstrap_key_file:
             await auth.install_key((await asyncio.to_thread(Path(settings.bootstrap_key_file).read_text)).strip())
+        authorizer = Authorizer(pool)
+        await authorizer.load()
         catalog = Catalog(pool)
         admission = Admission(settings.max_in_flight_per_tenant)
         admission.configure(await limits.all_limits(pool))
@@ -77,6 +89,9 @@ class Services:
             dispatcher,
             submitter,
             orchestrator,
+            authorizer,
+            TenantLimits(pool, settings.requests_per_second, settings.max_concurrent_runs),
+            FailureBrake(settings.auth_failures_per_minute),
         )
         services.loops = [
             asyncio.create_task(submitter.run(services.stop), name="submitter"),

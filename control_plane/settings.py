@@ -41,6 +41,19 @@ class Settings:
     otlp_endpoint: str = ""
     """``AF_OTLP_ENDPOINT``: an OTLP/HTTP collector (``http://host:4318``) to send traces to; unset, none
     are recorded."""
+    access_token_seconds: int = 900
+    """``AF_ACCESS_TOKEN_SECONDS``: how long an access token (JWT) is valid."""
+    refresh_token_seconds: int = 30 * 24 * 3600
+    """``AF_REFRESH_TOKEN_SECONDS``: how long an unused refresh token is valid."""
+    signing_key_rotation_hours: int = 7 * 24
+    """``AF_SIGNING_KEY_ROTATION_HOURS``: a control plane starting with an older newest signing key adds one."""
+    requests_per_second: float = 2000.0
+    """``AF_REQUESTS_PER_SECOND``: each tenant's request rate (and burst) per control plane, unless the tenant
+    sets its own."""
+    max_concurrent_runs: int = 100_000
+    """``AF_MAX_CONCURRENT_RUNS``: each tenant's unfinished runs at most, unless the tenant sets its own."""
+    auth_failures_per_minute: int = 10
+    """``AF_AUTH_FAILURES_PER_MINUTE``: failed token requests one source address may make before 429s."""
 
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,6 +1,7 @@
-"""The audit trail: one row per mutation."""
+"""The audit trail: one row per mutation and per authentication."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from registry.db import Pool
 
@@ -13,6 +14,8 @@ class AuditEntry:
     target: str
     outcome: str
     source: str | None = None
+    at: datetime | None = None
+    """Set by the database when the row is stored."""
 
 
 async def record(pool: Pool, entry: AuditEntry) -> None:
@@ -30,7 +33,8 @@ async def record(pool: Pool, entry: AuditEntry) -> None:
 async def recent(pool: Pool, tenant: str, limit: int = 100) -> list[AuditEntry]:
     """The tenant's newest audit rows first."""
     rows = await pool.fetch(
-        "SELECT tenant, actor, action, target, outcome, source FROM audit WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
+        "SELECT tenant, actor, action, target, outcome, source, at FROM audit"
+        " WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
         tenant,
         limit,
     )

@@ -1,33 +1,52 @@
-"""Tenants and API keys (stored only as salted hashes, found by their prefix)."""
+"""Tenants and their limits (None: the control plane's default)."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from registry.db import Pool
 
 
 @dataclass(frozen=True, slots=True)
-class ApiKey:
-    prefix: str
-    tenant: str
-    hash: str
-    role: str
+class Tenant:
+    name: str
+    created_at: datetime
+    max_concurrent_runs: int | None = None
+    requests_per_second: float | None = None
+
+
+_COLUMNS = "name, created_at, max_concurrent_runs, requests_per_second"
 
 
 async def ensure_tenant(pool: Pool, name: str) -> None:
     await pool.execute("INSERT INTO tenants (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
 
 
-async def put_api_key(pool: Pool, key: ApiKey) -> None:
-    await pool.execute(
-        "INSERT INTO api_keys (prefix, tenant, hash, role) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (prefix) DO UPDATE SET hash = excluded.hash, role = excluded.role",
-        key.prefix,
-        key.tenant,
-        key.hash,
-        key.role,
+async def create_tenant(
+    pool: Pool, name: str, max_concurrent_runs: int | None, requests_per_second: float | None
+) -> Tenant | None:
+    """The new tenant; None when one of that name exists already."""
+    row = await pool.fetchrow(
+        "INSERT INTO tenants (name, max_concurrent_runs, requests_per_second) VALUES ($1, $2, $3)"
+        f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
+        name,
+        max_concurrent_runs,
+        requests_per_second,
     )
+    return None if row is None else Tenant(*row.values())
 
 
-async def find_api_key(pool: Pool, prefix: str) -> ApiKey | None:
-    row = await pool.fetchrow("SELECT prefix, tenant, hash, role FROM api_keys WHERE prefix = $1", prefix)
-    return None if row is None else ApiKey(row["prefix"], row["tenant"], row["hash"], row["role"])
+async def get_tenant(pool: Pool, name: str) -> Tenant | None:
+    row = await pool.fetchrow(f"SELECT {_COLUMNS} FROM tenants WHERE name = $1", name)
+    return None if row is None else Tenant(*row.values())
+
+
+async def list_tenants(pool: Pool) -> list[Tenant]:
+    return [Tenant(*row.values()) for row in await pool.fetch(f"SELECT {_COLUMNS} FROM tenants ORDER BY name")]
+
+
+async def active_runs(pool: Pool, tenant: str) -> int:
+    """How many runs of ``tenant`` have not finished."""
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM runs WHERE tenant = $1 AND state IN ('pending', 'running')", tenant
+    )
+    return count

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentflow import Client
+from agentflow import AsyncClient, Client, Conflict
 from nats.js import JetStreamContext
 
 from bus import subjects
-from control_plane.auth import Authenticator, new_key
+from control_plane.auth import new_key
 from control_plane.embedded import nats, nats_identity, postgres
 from control_plane.embedded.processes import free_port, http_ok, spawn, stop, wait_until
-from registry import connect as connect_db
 from registry.db import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +162,22 @@ class Stack:
         )
         return process
 
+    @contextlib.contextmanager
+    def extra_control_plane(self, **env: str) -> Iterator[str]:
+        """Another control plane on the same servers (its own settings, e.g. limits, from ``env``), stopped on
+        leaving: two would share the results of runs. Yields its URL."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = self.root / "logs" / f"control-plane-{port}.log"
+        argv = [sys.executable, "-m", "control_plane", "start"]
+        process = spawn("control plane", argv, log, env=self.env(AF_PORT=str(port), **env))
+        try:
+            wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
+            yield url
+        finally:
+            stop(process.pid, timeout=15)
+            process.wait()
+
     def start_worker(
         self, queue: str = "default", concurrency: int = 8, *, tenant: str = "default", **env: str
     ) -> subprocess.Popen[bytes]:
@@ -192,14 +207,13 @@ class Stack:
         return Client(api_url=self.api_url, token=self.token)
 
     async def tenant_key(self, tenant: str) -> str:
-        """A new admin API key of ``tenant`` (the tenant is created if need be)."""
-        key = new_key()
-        pool = await connect_db(self.database_url, min_size=1, max_size=1)
-        try:
-            await Authenticator(pool).install_key(key, tenant)
-        finally:
-            await pool.close()
-        return key
+        """A new tenant-admin API key of ``tenant``, made through the API (the tenant too, if need be)."""
+        async with AsyncClient(api_url=self.api_url, token=self.token) as admin:
+            try:
+                created = await admin.create_tenant(tenant)
+            except Conflict:
+                return str((await admin.create_key(tenant, "tenant-admin"))["key"])
+            return str(created["admin_key"]["key"])
 
     def kill_control_plane(self) -> None:
         assert self.control_plane is not None

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from agentflow import AsyncClient
+import pytest
+from agentflow import AsyncClient, Forbidden
 
 from control_plane.embedded.processes import stop
 from tests.conftest import Stack, eventually
@@ -161,3 +162,12 @@ async def test_held_tasks_are_released_after_the_control_plane_is_killed(own_sta
         tasks = await finished_tasks(af, run_ids)
     assert most_at_once(tasks) == 1
     assert [task["attempt"] for task in tasks] == [1] * 6
+
+
+async def test_a_viewer_reads_queue_limits_but_may_not_change_them(stack: Stack) -> None:
+    async with AsyncClient(api_url=stack.api_url, token=await stack.tenant_key("bp-roles")) as admin:
+        viewer_key = (await admin.create_key("bp-roles", "viewer"))["key"]
+    async with AsyncClient(api_url=stack.api_url, token=viewer_key) as viewer:
+        assert (await viewer.list_queues())["items"] == []
+        with pytest.raises(Forbidden, match="queues:write"):
+            await viewer.configure_queue("batch", max_in_flight=1)

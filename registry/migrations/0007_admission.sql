@@ -11,3 +11,12 @@ CREATE TABLE queue_limits (
     priority       smallint NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, queue)
 );
+
+-- Who may read and set them: everyone reads; tenant admins and operators set.
+INSERT INTO casbin_rules (ptype, v0, v1, v2, v3) VALUES
+    ('p', 'tenant-admin', '*', 'queues', 'read'),
+    ('p', 'tenant-admin', '*', 'queues', 'write'),
+    ('p', 'operator', '*', 'queues', 'read'),
+    ('p', 'operator', '*', 'queues', 'write'),
+    ('p', 'developer', '*', 'queues', 'read'),
+    ('p', 'viewer', '*', 'queues', 'read');

@@ -16,6 +16,7 @@ from httpx_sse import ServerSentEvent
 
 from ._config import Settings
 from ._errors import AgentFlowError, TransportError, WaitTimeout, raise_for_problem
+from ._login import TokenAuth
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -57,6 +58,8 @@ class Call(Generic[T]):
 
 def http_options(settings: Settings, timeout: float) -> dict[str, Any]:
     """Keyword arguments for `httpx.Client` and `httpx.AsyncClient` alike."""
+    if settings.token is None and settings.login is not None:
+        return {"base_url": settings.api_url, "auth": TokenAuth(settings.login), "timeout": timeout}
     headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
     return {"base_url": settings.api_url, "headers": headers, "timeout": timeout}
 
@@ -193,6 +196,44 @@ def configure_queue(queue: str, max_in_flight: int | None = None, priority: int 
 def configure_limits(max_in_flight: int | None) -> Call[JSON]:
     """Set the tenant's in-flight limit over all its queues (None: the platform's ceiling)."""
     return Call("PUT", "/v1/limits", _json, body={"max_in_flight": max_in_flight})
+
+
+def exchange_key(api_key: str) -> Call[JSON]:
+    """An access token and a refresh token for an API key: `{"access_token", "refresh_token", "expires_in"}`."""
+    return Call("POST", "/v1/auth/token", _json, body={"api_key": api_key})
+
+
+def list_tenants() -> Call[list[JSON]]:
+    """Every tenant (platform admins)."""
+    return Call("GET", "/v1/tenants", _items)
+
+
+def create_tenant(
+    name: str,
+    *,
+    admin_key: bool = True,
+    max_concurrent_runs: int | None = None,
+    requests_per_second: float | None = None,
+) -> Call[JSON]:
+    """Create a tenant (platform admins); with `admin_key` the answer holds its first tenant-admin key under
+    `admin_key`, shown this once."""
+    body: JSON = {"name": name, "admin_key": admin_key}
+    if max_concurrent_runs is not None:
+        body["max_concurrent_runs"] = max_concurrent_runs
+    if requests_per_second is not None:
+        body["requests_per_second"] = requests_per_second
+    return Call("POST", "/v1/tenants", _json, body=body)
+
+
+def create_key(tenant: str, role: str) -> Call[JSON]:
+    """A new API key of `tenant` with `role` (`{"key", "prefix", "tenant", "role"}`), shown this once."""
+    return Call("POST", f"/v1/tenants/{_segment(tenant)}/keys", _json, body={"role": role})
+
+
+def list_audit(limit: int = 100, tenant: str | None = None) -> Call[list[JSON]]:
+    """The audit trail, newest first (tenant admins; platform admins may name another tenant)."""
+    params: dict[str, Any] = {"limit": limit} if tenant is None else {"limit": limit, "tenant": tenant}
+    return Call("GET", "/v1/audit", _items, params=params)
 
 
 def health() -> Call[JSON]:

@@ -7,6 +7,7 @@ import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import httpx
@@ -15,7 +16,8 @@ from httpx_sse import EventSource
 from . import _api
 from ._api import JSON, Call, EventFeed, RunWait
 from ._config import Settings
-from ._errors import raise_for_problem
+from ._errors import AgentFlowError, raise_for_problem
+from ._login import Login, save_login
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -97,7 +99,21 @@ class Client:
     list_queues = _sync(_api.list_queues)
     configure_queue = _sync(_api.configure_queue)
     configure_limits = _sync(_api.configure_limits)
+    exchange_key = _sync(_api.exchange_key)
+    list_tenants = _sync(_api.list_tenants)
+    create_tenant = _sync(_api.create_tenant)
+    create_key = _sync(_api.create_key)
+    list_audit = _sync(_api.list_audit)
     health = _sync(_api.health)
+
+    def login(self, api_key: str | None = None) -> Path:
+        """Exchange `api_key` (default: this client's token) for tokens and store them for this API, where
+        later clients find and refresh them; returns the file."""
+        # A stored login is no key: log in again with the key the settings would give without it.
+        key = api_key or self.settings.token or Settings.load(self.settings.api_url, use_login=False).token
+        if not key:
+            raise AgentFlowError("no API key to log in with: pass one (af login --api-key KEY) or set AF_TOKEN")
+        return save_login(Login.from_answer(self.settings.api_url, self.exchange_key(key)))
 
     def iter_runs(self, state: str | None = None, limit: int = 50) -> Iterator[JSON]:
         """Every run, newest first, `limit` per request, following the cursors."""
@@ -183,6 +199,11 @@ class AsyncClient:
     list_queues = _async(_api.list_queues)
     configure_queue = _async(_api.configure_queue)
     configure_limits = _async(_api.configure_limits)
+    exchange_key = _async(_api.exchange_key)
+    list_tenants = _async(_api.list_tenants)
+    create_tenant = _async(_api.create_tenant)
+    create_key = _async(_api.create_key)
+    list_audit = _async(_api.list_audit)
     health = _async(_api.health)
 
     async def iter_runs(self, state: str | None = None, limit: int = 50) -> AsyncGenerator[JSON]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ._errors import FileError
 from ._files import parse_json
+from ._login import Login, load_login
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 
@@ -31,17 +32,22 @@ class Settings:
     api_url: str
     """Base URL of the HTTP API, without a trailing slash."""
     token: str | None
-    """Bearer token sent on every request; None sends no `Authorization` header."""
+    """Bearer token sent on every request; None sends no `Authorization` header (or the login's)."""
+    login: Login | None = None
+    """The tokens `af login` stored for this API, used (and refreshed) when no token is given."""
 
     @classmethod
-    def load(cls, api_url: str | None = None, token: str | None = None) -> Settings:
+    def load(cls, api_url: str | None = None, token: str | None = None, *, use_login: bool = True) -> Settings:
         """Resolve each setting from, strongest first: the arguments, `AF_API_URL` / `AF_TOKEN`, the
-        embedded stack's files under `AF_HOME`, the default URL."""
+        login stored by `af login` for the URL (unless `use_login` is false), the embedded stack's files under
+        `AF_HOME`, the default URL."""
         home = Path(os.environ.get("AF_HOME") or default_home())
         chosen_url = api_url or os.environ.get("AF_API_URL") or None
         token = token or os.environ.get("AF_TOKEN") or None
         stack_url = _stack_api_url(home) if chosen_url is None or token is None else None
         url = (chosen_url or stack_url or DEFAULT_API_URL).rstrip("/")
+        if token is None and use_login and (login := load_login(url)) is not None:
+            return cls(api_url=url, token=None, login=login)
         if token is None and url == stack_url:
             # The local admin key only ever goes to the local stack, never to another server the user
             # pointed us at.

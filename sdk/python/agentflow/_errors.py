@@ -65,6 +65,16 @@ class Unauthorized(APIError):
     """The token is missing, invalid or expired."""
 
 
+class Forbidden(APIError):
+    """The caller's role lacks the permission the request needs (the detail names it)."""
+
+
+class RateLimited(APIError):
+    """Over a request rate or a quota; `retry_after` is the seconds the API asked to wait."""
+
+    retry_after: float | None = None
+
+
 _BY_SLUG: dict[str, type[APIError]] = {
     "not-found": NotFound,
     "unknown-tool": NotFound,
@@ -78,11 +88,16 @@ _BY_SLUG: dict[str, type[APIError]] = {
     "validation-error": ValidationFailed,
     "input-schema-mismatch": ValidationFailed,
     "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
+    "rate-limited": RateLimited,
+    "quota-exceeded": RateLimited,
 }
 
 # A proxy or an older server may answer without a problem type we know; the status still says enough.
 _BY_STATUS: dict[int, type[APIError]] = {
     401: Unauthorized,
+    403: Forbidden,
+    429: RateLimited,
     404: NotFound,
     409: Conflict,
     400: ValidationFailed,
@@ -105,10 +120,13 @@ def raise_for_problem(response: httpx.Response) -> None:
     type_ = str(problem.get("type") or "about:blank")
     cls = _BY_SLUG.get(type_.removeprefix(_PROBLEM_PREFIX)) or _BY_STATUS.get(status, APIError)
     field = problem.get("field")
-    raise cls(
+    error = cls(
         status=status,
         type=type_,
         title=str(problem.get("title") or ""),
         detail=str(problem.get("detail") or ""),
         field=str(field) if field is not None else None,
     )
+    if isinstance(error, RateLimited) and response.headers.get("Retry-After", "").isdigit():
+        error.retry_after = float(response.headers["Retry-After"])
+    raise error

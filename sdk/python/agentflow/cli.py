@@ -599,6 +599,94 @@ def _print_queues(answer: dict[str, Any], output: str) -> None:
     )
 
 
+# ---- login, tenants and keys ----------------------------------------------------------------------
+
+
+@cli.command("login")
+@click.option(
+    "--api-key", metavar="KEY", help="The API key to log in with (default: --token, $AF_TOKEN or the stack's)."
+)
+@_pass_session
+def login_command(session: _Session, api_key: str | None) -> None:
+    """Exchange an API key for an access and a refresh token, stored for this API (mode 0600); later
+    commands use them and refresh them when they expire."""
+    path = session.client.login(api_key)
+    click.echo(f"logged in to {session.client.settings.api_url}; tokens stored in {path}")
+
+
+@cli.group("tenants")
+def tenants_group() -> None:
+    """Tenants and their API keys (platform admins; tenant admins make keys of their own tenant)."""
+
+
+@tenants_group.command("ls")
+@_output_option
+@_pass_session
+def tenants_ls(session: _Session, output: str) -> None:
+    """List the tenants."""
+    tenants = session.client.list_tenants()
+    if output == "json":
+        _print_json({"items": tenants})
+        return
+    _print_table(
+        ["NAME", "MAX-RUNS", "REQUESTS/S", "CREATED"],
+        (
+            [
+                tenant["name"],
+                str(tenant.get("max_concurrent_runs") or "default"),
+                str(tenant.get("requests_per_second") or "default"),
+                _when(tenant.get("created_at")),
+            ]
+            for tenant in tenants
+        ),
+    )
+
+
+def _print_key(key: JSON) -> None:
+    click.echo(f"{key['role']} key of tenant {key['tenant']} (shown only now): {key['key']}")
+
+
+@tenants_group.command("create")
+@click.argument("name")
+@click.option("--admin-key/--no-admin-key", default=True, show_default=True, help="Also make a tenant-admin key.")
+@click.option("--max-concurrent-runs", type=click.IntRange(min=0), help="Unfinished runs at most.")
+@click.option("--requests-per-second", type=click.FloatRange(min=0, min_open=True), help="Request rate at most.")
+@_output_option
+@_pass_session
+def tenants_create(
+    session: _Session,
+    name: str,
+    admin_key: bool,
+    max_concurrent_runs: int | None,
+    requests_per_second: float | None,
+    output: str,
+) -> None:
+    """Create tenant NAME, with its first tenant-admin API key."""
+    tenant = session.client.create_tenant(
+        name, admin_key=admin_key, max_concurrent_runs=max_concurrent_runs, requests_per_second=requests_per_second
+    )
+    if output == "json":
+        _print_json(tenant)
+        return
+    click.echo(f"tenant {tenant['name']} created")
+    if tenant.get("admin_key"):
+        _print_key(tenant["admin_key"])
+
+
+@tenants_group.command("add-key")
+@click.argument("tenant")
+@click.option("--role", required=True, help="tenant-admin, developer, operator or viewer.")
+@_output_option
+@_pass_session
+def tenants_add_key(session: _Session, tenant: str, role: str, output: str) -> None:
+    """Make an API key of TENANT with a role."""
+    key = session.client.create_key(tenant, role)
+    if output == "json":
+        _print_json(key)
+    else:
+        _print_key(key)
+
+
 # ---- server commands ------------------------------------------------------------------------------
 
 

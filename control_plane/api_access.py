@@ -1,0 +1,188 @@
+"""Routes of tokens, tenants, API keys and the audit trail."""
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from control_plane.access import UNKNOWN_TENANT
+from control_plane.answers import json_response, record, source_address
+from control_plane.auth import PLATFORM_ADMIN
+from control_plane.identity import Identity
+from control_plane.problems import Problem
+from control_plane.services import Services
+from control_plane.specs import check_name_field
+from control_plane.tokens import RefreshRejected
+from registry import audit, tenants
+
+
+class TokenRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    api_key: str
+
+
+class RefreshRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    refresh_token: str
+
+
+class TenantRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    admin_key: bool = True
+    """Also make the tenant's first tenant-admin API key, shown once in the answer."""
+    max_concurrent_runs: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    requests_per_second: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class KeyRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    role: str
+
+
+# --- tokens -------------------------------------------------------------------------------------------
+
+
+@post("/v1/auth/token", status_code=200)
+async def issue_token(request: Request[Any, Any, Any], data: TokenRequest, services: Services) -> Response[bytes]:
+    """Exchange an API key for an access token (EdDSA JWT) and a refresh token. Failed attempts are limited per
+    source address (429 with Retry-After)."""
+    source = source_address(request) or "unknown"
+    services.brake.check(source)
+    check = await services.auth.check_key(data.api_key)
+    if check.identity is None:
+        services.brake.failed(source)
+        actor = f"key:{check.prefix}" if check.prefix else "anonymous"
+        entry = audit.AuditEntry(check.tenant or UNKNOWN_TENANT, actor, "auth.token", "api_key", "rejected", source)
+        await audit.record(services.pool, entry)
+        raise Problem(401, "unauthorized", "the API key is not valid", "api_key")
+    pair = await services.auth.issuer.issue(check.identity)
+    await record(request, services, check.identity, "auth.token", "api_key", "issued")
+    return json_response(pair.body())
+
+
+@post("/v1/auth/refresh", status_code=200)
+async def refresh_token(request: Request[Any, Any, Any], data: RefreshRequest, services: Services) -> Response[bytes]:
+    """Use a refresh token once for a new token pair. A refresh token used a second time revokes its whole
+    login (every refresh and access token of its family)."""
+    source = source_address(request) or "unknown"
+    services.brake.check(source)
+    try:
+        pair, identity = await services.auth.issuer.refresh(data.refresh_token, services.auth.key_identity)
+    except RefreshRejected as rejected:
+        services.brake.failed(source)
+        family = rejected.family
+        tenant, actor = (family.tenant, f"key:{family.key_prefix}") if family else (UNKNOWN_TENANT, "anonymous")
+        target = f"family:{family.id}" if family else "refresh_token"
+        entry = audit.AuditEntry(tenant, actor, "auth.refresh", target, "rejected", source)
+        await audit.record(services.pool, entry)
+        raise
+    await record(request, services, identity, "auth.refresh", "refresh_token", "issued")
+    return json_response(pair.body())
+
+
+@get("/.well-known/jwks.json")
+async def jwks(services: Services) -> Response[bytes]:
+    """The public keys that verify access tokens (OKP/Ed25519 JWKs named by ``kid``)."""
+    return json_response(await services.auth.issuer.jwks())
+
+
+@post("/v1/auth/signing-keys", status_code=201, opt={"permission": ("signing-keys", "write")})
+async def rotate_signing_key(
+    request: Request[Any, Any, Any], services: Services, identity: Identity
+) -> Response[bytes]:
+    """Add a signing key: it signs new access tokens; tokens signed by the older keys keep verifying."""
+    kid = await services.auth.issuer.rotate()
+    await record(request, services, identity, "signing-key.rotate", kid, "created")
+    return json_response(await services.auth.issuer.jwks(), 201)
+
+
+# --- tenants and keys -----------------------------------------------------------------------------------
+
+
+def _tenant(row: tenants.Tenant) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "created_at": row.created_at.isoformat(),
+        "max_concurrent_runs": row.max_concurrent_runs,
+        "requests_per_second": row.requests_per_second,
+    }
+
+
+@get("/v1/tenants", opt={"permission": ("tenants", "read")})
+async def list_tenants(services: Services, identity: Identity) -> Response[bytes]:
+    return json_response({"items": [_tenant(t) for t in await tenants.list_tenants(services.pool)]})
+
+
+@post("/v1/tenants", status_code=201, opt={"permission": ("tenants", "write")})
+async def create_tenant(
+    request: Request[Any, Any, Any], data: TenantRequest, services: Services, identity: Identity
+) -> Response[bytes]:
+    """Create a tenant (platform admins); with ``admin_key`` (the default) its first tenant-admin API key is in
+    the answer, once."""
+    check_name_field("tenant", data.name, "name")
+    row = await tenants.create_tenant(services.pool, data.name, data.max_concurrent_runs, data.requests_per_second)
+    if row is None:
+        raise Problem(409, "tenant-exists", f"tenant {data.name} exists already", "name")
+    await record(request, services, identity, "tenant.create", data.name, "created")
+    answer = _tenant(row)
+    if data.admin_key:
+        answer["admin_key"] = await _new_key(request, services, identity, data.name, "tenant-admin")
+    return json_response(answer, 201)
+
+
+@post("/v1/tenants/{name:str}/keys", status_code=201, opt={"permission": ("keys", "write"), "domain": "name"})
+async def create_key(
+    request: Request[Any, Any, Any], name: str, data: KeyRequest, services: Services, identity: Identity
+) -> Response[bytes]:
+    """A new API key of tenant ``name`` with ``role``, shown once (tenant admins of that tenant, platform admins)."""
+    check_name_field("tenant", name, "name")
+    if await tenants.get_tenant(services.pool, name) is None:
+        raise Problem(404, "not-found", f"no tenant {name}", "name")
+    roles = services.authorizer.roles()
+    if data.role not in roles:
+        raise Problem(422, "validation-error", f"unknown role {data.role!r}; one of {', '.join(roles)}", "role")
+    if data.role == PLATFORM_ADMIN and identity.role != PLATFORM_ADMIN:
+        raise Problem(403, "forbidden", f"role {identity.role} lacks keys:write of role {PLATFORM_ADMIN}")
+    return json_response(await _new_key(request, services, identity, name, data.role), 201)
+
+
+async def _new_key(
+    request: Request[Any, Any, Any], services: Services, identity: Identity, tenant: str, role: str
+) -> dict[str, str]:
+    key, made = await services.auth.create_key(tenant, role)
+    await services.authorizer.load()
+    await record(request, services, identity, "key.create", f"{made.actor}@{tenant}:{role}", "created")
+    return {"key": key, "prefix": made.key_prefix, "tenant": tenant, "role": role}
+
+
+# --- audit ----------------------------------------------------------------------------------------------
+
+
+@get("/v1/audit", opt={"permission": ("audit", "read"), "domain": "tenant"})
+async def list_audit(
+    services: Services,
+    identity: Identity,
+    tenant: str | None = None,
+    limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> Response[bytes]:
+    """The tenant's audit trail, newest first (tenant admins; platform admins may name another ``tenant``)."""
+    if tenant is not None:
+        check_name_field("tenant", tenant, "tenant")
+    rows = await audit.recent(services.pool, tenant or identity.tenant, limit)
+    return json_response(
+        {
+            "items": [
+                {
+                    "at": row.at.isoformat() if row.at else None,
+                    "tenant": row.tenant,
+                    "actor": row.actor,
+                    "action": row.action,
+                    "target": row.target,
+                    "outcome": row.outcome,
+                    "source": row.source,
+                }
+                for row in rows
+            ]
+        }
+    )
+
+
+ROUTES = [issue_token, refresh_token, jwks, rotate_signing_key, list_tenants, create_tenant, create_key, list_audit]
