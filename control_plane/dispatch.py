@@ -8,6 +8,7 @@ duplicate window drops the second copy if the first had arrived.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ class Dispatch:
             limits=self.tool.limits,
             network="egress" if self.tool.network == "egress" else "none",
             input=msgspec.Raw(self.input.encode()),
+            enqueued_at=time.time(),
         )
         return Outgoing(subjects.tasks(self.tenant, self.queue), encode(task), f"{self.task_id}:{self.attempt}")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _child
-from .backend import ToolProtocol, finish_tool, run_tool, start_tool, write_files
+from .backend import Tool, finish_tool, start_tool, write_files
 from .types import Limits, Outcome, SandboxCall, SandboxError
 
 logger = logging.getLogger(__name__)
@@ -68,20 +68,21 @@ class RunscBackend:
     threads (about 200 host tasks for 32 sandboxed processes on the ptrace platform), and with a small limit
     the sandbox cannot even boot.
 
-    Warm pools (`warm` > 0): for each Limits in use, that many sandboxes are started ahead of their calls
-    with _child's launcher as their tool. A call takes one, writes its files into its /work and sends its
-    command and environment on stdin (so per-call secrets never reach config.json), and the launcher execs
-    the tool. A warm sandbox serves one call and is deleted after it, as on the cold path; a keeper task
-    per Limits starts the replacements, and drops the pool after `idle_seconds` without a call. With no
-    warm sandbox ready a call takes the cold path.
+    Every sandbox's init is _child's launcher, which waits for its call on stdin (so per-call secrets never
+    reach config.json), starts the tool, waits for it and reports on stderr, under a nonce the tool never
+    sees, the tool's exit status, run time, CPU time and peak memory as gVisor's kernel counted them (wait4).
+    The call ends with that report; the sandbox's teardown and deletion go on in the background. A call
+    killed by us or by the memory cgroup has no report, and no CPU time or peak memory. An exit status above
+    128 without a report is turned back into minus a signal number: runsc reports a sandbox killed by signal N
+    (SIGKILL at the memory limit included) as 128 + N, as a shell does.
+
+    Warm pools (`warm` > 0): for each Limits in use, that many sandboxes are started ahead of their calls. A
+    call takes one, writes its files into its /work and sends its call. A warm sandbox serves one call and
+    is deleted after it, as on the cold path; a keeper task per Limits starts the replacements, and drops
+    the pool after `idle_seconds` without a call. With no warm sandbox ready a call takes the cold path.
 
     State lives in a dir per backend under `root`; a new backend deletes the sandboxes and dirs that dead
     workers left there, and close() those of its own.
-
-    cpu_seconds and max_rss_kb are None: `runsc run` deletes the container, and with it the cgroup that
-    `runsc events --stats` reads, as soon as the tool exits, and sampling it while the tool runs would cost
-    a runsc process per sample. An exit status above 128 is turned back into minus a signal number: runsc
-    reports a tool killed by signal N (SIGKILL at the memory limit included) as 128 + N, as a shell does.
     """
 
     kind: str = "runsc"
@@ -135,41 +136,39 @@ class RunscBackend:
                 f"call {call.call_id}: network egress is not available on this machine: runsc's sandbox "
                 "network does not start here, only --network=none works"
             )
+        arrived = time.monotonic()
         warm = self._take_warm(call.limits)
         container = warm.container if warm else _container_id(call.call_id)
         bundle = self._calls / container
-        env = {**_BASE_ENV, **call.env}
         kill = functools.partial(self._kill, container)
-        told = False  # whether a warm sandbox has been sent its call
+        told = False  # whether the sandbox has been sent its call
+        teardown: list[Coroutine[Any, Any, None]] = []  # the sandbox's end, once its init has reported
         try:
             if warm:
                 await asyncio.to_thread(_write_work, bundle / "work", call.files)
-                told = True
-                request = json.dumps({"argv": call.command, "env": env}).encode()
-                stdin = len(request).to_bytes(4, "big") + request + call.stdin
-                outcome = await finish_tool(call, self.kind, warm.tool, stdin, kill=kill)
+                tool, nonce = warm.tool, warm.nonce
             else:
-                config = self._config(call.limits, container, bundle, call.command, env)
+                config = self._config(call.limits, container, bundle, _LAUNCHER, _BASE_ENV)
                 await asyncio.to_thread(_write_bundle, bundle, config, call.files)
-                outcome = await run_tool(
-                    call,
-                    self.kind,
-                    self._run_argv(container),
-                    kill=kill,
-                    cwd=bundle,
-                    env=_CLIENT_ENV,
-                    preexec_fn=_die_with_parent,
-                )
+                tool, nonce = await self._start(container, call.limits, f"call {call.call_id}")
+            told = True
+            request = json.dumps({"argv": call.command, "env": {**_BASE_ENV, **call.env}, "nonce": nonce.decode()})
+            stdin = len(request).to_bytes(4, "big") + request.encode() + call.stdin
+            kind = "runsc-warm" if warm else "runsc-cold"
+            outcome = await finish_tool(call, kind, tool, stdin, kill=kill, arrived=arrived, settle=teardown.append)
         finally:
             # Shielded, and remembered so that close() can wait for it: a second cancel must not leave the
-            # sandbox or the scratch dir behind.
-            cleanup = self._retire(warm) if warm and not told else self._clean_up(container, bundle)
-            await asyncio.shield(self._track(cleanup))
-        if _start_failed(outcome, warm is not None):
+            # sandbox or the scratch dir behind. A sandbox whose init reported ends off the call's path.
+            cleanup = self._retire(warm) if warm and not told else self._clean_up(container, bundle, *teardown)
+            tracked = self._track(cleanup)
+            if not teardown:
+                await asyncio.shield(tracked)
+        if _start_failed(outcome):
             raise SandboxError(
                 f"call {call.call_id}: cannot start {call.command[0]!r} in the sandbox: {outcome.stderr_tail.strip()}"
             )
-        if outcome.exit_code is not None and 128 < outcome.exit_code < 128 + signal.NSIG:
+        reported = tool.reported.done()
+        if not reported and outcome.exit_code is not None and 128 < outcome.exit_code < 128 + signal.NSIG:
             return dataclasses.replace(outcome, exit_code=128 - outcome.exit_code)
         return outcome
 
@@ -177,6 +176,11 @@ class RunscBackend:
         """The ids of the warm sandboxes ready for calls of `limits`."""
         pool = self._pools.get(limits)
         return [warm.container for warm in pool.ready] if pool else []
+
+    async def settled(self) -> None:
+        """Wait until the sandboxes and scratch dirs of finished calls are gone (deleted off the calls' path)."""
+        while self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     async def close(self) -> None:
         """Delete every sandbox this backend still has and remove its state dir."""
@@ -207,7 +211,7 @@ class RunscBackend:
         taken = None
         while pool.ready and taken is None:
             candidate = pool.ready.pop(0)
-            if candidate.tool[1].exited.done():  # it died while it waited
+            if candidate.tool.exited.done():  # it died while it waited
                 self._track(self._retire(candidate))
             else:
                 taken = candidate
@@ -238,32 +242,42 @@ class RunscBackend:
                 self._track(self._retire(warm))
 
     async def _start_warm(self, limits: Limits) -> _Warm:
-        """Start a sandbox for calls of `limits` whose launcher waits for its call (see _child)."""
+        """Start a sandbox for calls of `limits` whose init waits for its call (see _child)."""
         container = _container_id("warm")
         bundle = self._calls / container
         config = self._config(limits, container, bundle, _LAUNCHER, _BASE_ENV)
+        await asyncio.to_thread(_write_bundle, bundle, config, {})
+        tool, nonce = await self._start(container, limits, f"warm sandbox {container}")
+        return _Warm(container, tool, nonce)
+
+    async def _start(self, container: str, limits: Limits, name: str) -> tuple[Tool, bytes]:
+        """Start the sandbox of a written bundle, its init waiting for its call; the nonce its report will
+        carry. If it cannot start, its bundle is cleaned up."""
+        nonce = secrets.token_hex(16).encode()
+        bundle = self._calls / container
         try:
-            await asyncio.to_thread(_write_bundle, bundle, config, {})
             tool = await start_tool(
-                f"warm sandbox {container}",
+                name,
                 self._run_argv(container),
                 limits.output_bytes,
                 cwd=bundle,
                 env=_CLIENT_ENV,
                 preexec_fn=_die_with_parent,
+                nonce=nonce,
             )
         except BaseException:
             await asyncio.shield(self._track(self._clean_up(container, bundle)))
             raise
-        return _Warm(container, tool)
+        return tool, nonce
 
     async def _retire(self, warm: _Warm) -> None:
-        """End an unused warm sandbox with an empty call: at EOF its launcher exits."""
+        """End an unused warm sandbox with an empty call: at EOF its init exits."""
         call = SandboxCall(
             call_id=warm.container, command=_LAUNCHER, stdin=b"", limits=Limits(wall_seconds=_RETIRE_SECONDS)
         )
         try:
-            await finish_tool(call, self.kind, warm.tool, b"", kill=functools.partial(self._kill, warm.container))
+            kill = functools.partial(self._kill, warm.container)
+            await finish_tool(call, self.kind, warm.tool, b"", kill=kill, arrived=time.monotonic())
         finally:
             await self._clean_up(warm.container, self._calls / warm.container)
 
@@ -325,7 +339,9 @@ class RunscBackend:
         stopped container whose `runsc delete` waits for the orphaned sandbox to be reaped, 1.5 s here."""
         await self._runsc_quietly("kill", container, "KILL")
 
-    async def _clean_up(self, container: str, bundle: Path) -> None:
+    async def _clean_up(self, container: str, bundle: Path, *teardown: Coroutine[Any, Any, None]) -> None:
+        for ending in teardown:  # the runsc client's exit, which deletes the sandbox
+            await ending
         # A `runsc run` that saw its tool exit has deleted the container itself; a killed one leaves it
         # behind. Deleting only then saves a runsc process (about 30 ms) on most calls.
         if await asyncio.to_thread(self._left_behind, container):
@@ -404,7 +420,8 @@ class _Warm:
     """A sandbox started ahead of its call, its launcher waiting on stdin."""
 
     container: str
-    tool: tuple[asyncio.SubprocessTransport, ToolProtocol]
+    tool: Tool
+    nonce: bytes
 
 
 @dataclass(slots=True)
@@ -428,9 +445,9 @@ def _warm_setting(warm: int | None) -> int:
         raise SandboxError(f"AF_RUNSC_WARM: {setting!r} is not a whole number of warm sandboxes") from None
 
 
-def _start_failed(outcome: Outcome, warm: bool) -> bool:
-    """Whether `runsc run`, or a warm sandbox's launcher, could not start the tool at all."""
-    if warm and outcome.exit_code == _child.START_FAILED:
+def _start_failed(outcome: Outcome) -> bool:
+    """Whether `runsc run`, or the sandbox's init, could not start the tool at all."""
+    if outcome.exit_code == _child.START_FAILED:
         return outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
     return outcome.exit_code == _START_FAILED and outcome.stderr_tail.startswith(_START_FAILED_PREFIX)
 
