@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 
 install: system-deps $(STAMP)
 
-# PostgreSQL's server binaries and gVisor's runsc (the sandbox backend), both Debian's; everything else comes
-# from PyPI into the virtualenv.
+# PostgreSQL's server binaries, gVisor's runsc (the sandbox backend) and Docker's engine (the docker backend's
+# tests start their own dockerd), all Debian's; everything else comes from PyPI into the virtualenv.
 system-deps:
 	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL (Debian package)"; \
@@ -18,6 +18,10 @@ system-deps:
 	@if ! command -v runsc >/dev/null 2>&1; then \
 		echo "installing runsc (gVisor, Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null; \
+	fi
+	@if ! command -v dockerd >/dev/null 2>&1; then \
+		echo "installing docker.io (Docker Engine, Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml sdk/python/pyproject.toml

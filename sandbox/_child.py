@@ -1,12 +1,14 @@
-"""The init of every runsc sandbox: it runs inside the sandbox, started before its call is known.
+"""The init of every runsc or docker sandbox: it runs inside the sandbox, started before its call is known.
 
 It blocks on stdin until the backend sends the call: a 4-byte big-endian length and a JSON document
-{"argv": [...], "env": {...}, "nonce": "..."}; then it starts the tool as its child, with stdin, stdout and
-stderr its own (whatever follows the call on stdin is the tool's input), waits for it with wait4 and writes
-on stderr one line: a newline, the nonce, and {"exit_code", "run_seconds", "cpu_seconds", "max_rss_kb"}. The
-nonce is a secret of the call that the tool never sees, so the tool cannot forge the report; the backend
-takes the line out of stderr. With the report the backend has the call's end without waiting for the
-sandbox's teardown. EOF before a whole call (the pool is being emptied) ends it quietly.
+{"argv": [...], "env": {...}, "nonce": "...", "files": {...}}; it writes the files (relative paths the
+backend has checked; runsc puts them in place itself) into its working dir, then starts the tool as its
+child, with stdin, stdout and stderr its own (whatever follows the call on stdin is the tool's input),
+waits for it with wait4 and writes on stderr one line: a newline, the nonce, and {"exit_code",
+"run_seconds", "cpu_seconds", "max_rss_kb"}. The nonce is a secret of the call that the tool never sees, so
+the tool cannot forge the report; the backend takes the line out of stderr. With the report the backend has
+the call's end without waiting for the sandbox's teardown. EOF before a whole call (the pool is being
+emptied) ends it quietly.
 
 The backend passes this file's source to `python3 -I -S -c`: standard library only, and nothing here may
 write to stdout, which is the tool's.
@@ -35,6 +37,10 @@ def _main() -> None:
     size = int.from_bytes(_read_exactly(4), "big")
     call = json.loads(_read_exactly(size))
     argv = call["argv"]
+    for name, content in call.get("files", {}).items():
+        os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
+        with open(name, "w", encoding="utf-8") as file:
+            file.write(content)
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:

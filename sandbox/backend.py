@@ -15,7 +15,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
+from . import _child
 from .types import Outcome, SandboxCall, SandboxError
+
+TOOL_UID = 65534
+"""In a sandbox (runsc, docker) the tool runs as nobody:nogroup (python and coreutils work as nobody)."""
+SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+"""The base environment of a tool in a sandbox; the call's own variables go on top."""
+LAUNCHER = ("python3", "-I", "-S", "-c", Path(_child.__file__).read_text())
+"""The argv of a sandbox's init (see _child)."""
 
 _STDERR_TAIL_BYTES = 4096
 # After a kill, how long the pipes may take to hand over what is still buffered in them. Bounded because a
@@ -51,7 +59,13 @@ def _open_runsc() -> Backend:
     return RunscBackend()
 
 
-_OPENERS: dict[str, Callable[[], Backend]] = {"process": _open_process, "runsc": _open_runsc}
+def _open_docker() -> Backend:
+    from .docker import DockerBackend
+
+    return DockerBackend()
+
+
+_OPENERS: dict[str, Callable[[], Backend]] = {"docker": _open_docker, "process": _open_process, "runsc": _open_runsc}
 
 
 def open_backend(name: str) -> Backend:
@@ -67,13 +81,8 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
 
     Blocking: run it off the event loop.
     """
-    targets = []
-    for name, content in files.items():
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            raise SandboxError(f"file path {name!r} must be relative and stay inside the working directory")
-        targets.append((root.joinpath(*relative.parts), content))
-    for target, content in targets:
+    for relative, content in check_paths(files):
+        target = root.joinpath(*relative.parts)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content, encoding="utf-8")
@@ -81,49 +90,25 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
             raise SandboxError(f"cannot write file {target.relative_to(root)}: {error}") from error
 
 
-class Tool:
-    """A started tool process: collects its output as it arrives and notes its exit and resource use.
+class Output:
+    """Collects a tool's stdout (up to a cap) and the tail of its stderr, and takes the report of the sandbox's
+    init out of stderr.
 
-    Started with subprocess.Popen and watched through a pidfd rather than with asyncio's subprocess support:
-    asyncio's child watcher reaps with a plain waitpid, which drops the tool's rusage, and its Process.wait()
-    waits for the pipes to close too, which a descendant holding them can put off for ever.
+    The report is a stderr line that starts with `nonce`, a secret of the call the tool never sees (so it
+    cannot forge the report); without a nonce none is looked for.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], output_bytes: int, nonce: bytes | None) -> None:
+    def __init__(self, output_bytes: int, nonce: bytes | None) -> None:
         loop = asyncio.get_running_loop()
-        self.pid = popen.pid
-        """The pid of the process we started, which is also its process group id (it leads a new session)."""
         self.stdout = bytearray()
         self.stderr_tail = bytearray()
-        self.returncode: int | None = None
-        """Like Popen's: minus the signal number if a signal ended it."""
-        self.rusage: resource.struct_rusage | None = None
-        """The process's resource use (and that of the descendants it waited for), once it has exited."""
-        self.exited: asyncio.Future[float] = loop.create_future()
-        """Resolves to the time.monotonic() of the process's exit."""
         self.overflowed: asyncio.Future[None] = loop.create_future()
         """Resolves when stdout passes the cap; the runner then kills the tool (which may take a subprocess,
         so it cannot happen in a callback)."""
         self.reported: asyncio.Future[dict[str, Any]] = loop.create_future()
-        """Resolves to the report a sandbox's init writes on stderr after its tool has exited, a line that starts
-        with `nonce` (a secret of the call, so that the tool cannot forge it); never without a nonce."""
-        self.finished: asyncio.Future[None] = loop.create_future()
-        """Resolves once the process has exited and its stdout and stderr are closed."""
-        self.stdin: asyncio.WriteTransport | None = None
-        self._popen = popen
+        """Resolves to the report of the sandbox's init, written after its tool has exited (see _child)."""
         self._output_bytes = output_bytes
         self._nonce = nonce
-        self._open_pipes = 2
-        self._pidfd = os.pidfd_open(popen.pid)
-        loop.add_reader(self._pidfd, self._reap)
-
-    async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        popen = self._popen
-        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
-        self.stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, popen.stdin)
-        await loop.connect_read_pipe(lambda: _Pipe(self, 1), popen.stdout)
-        await loop.connect_read_pipe(lambda: _Pipe(self, 2), popen.stderr)
 
     @property
     def output_truncated(self) -> bool:
@@ -149,12 +134,52 @@ class Tool:
             return
         report = json.loads(self.stderr_tail[start + 1 + len(nonce) : end])
         del self.stderr_tail[start : end + 1]
-        # The tool has exited, so what it wrote on stdout is in the pipe already.
+        # The tool has exited, so what it wrote on stdout is on its way already.
         self.drain_stdout()
         self.reported.set_result(report)
 
     def drain_stdout(self) -> None:
-        """Take what is waiting in the stdout pipe now, without waiting for the event loop to notice it."""
+        """Take what the tool wrote on stdout and is still in transit, where the transport allows it."""
+
+
+class Tool(Output):
+    """A started process (the tool, or a sandbox's launcher): its output, its exit and its resource use.
+
+    Started with subprocess.Popen and watched through a pidfd rather than with asyncio's subprocess support:
+    asyncio's child watcher reaps with a plain waitpid, which drops the tool's rusage, and its Process.wait()
+    waits for the pipes to close too, which a descendant holding them can put off for ever.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], output_bytes: int, nonce: bytes | None) -> None:
+        super().__init__(output_bytes, nonce)
+        loop = asyncio.get_running_loop()
+        self.pid = popen.pid
+        """The pid of the process we started, which is also its process group id (it leads a new session)."""
+        self.returncode: int | None = None
+        """Like Popen's: minus the signal number if a signal ended it."""
+        self.rusage: resource.struct_rusage | None = None
+        """The process's resource use (and that of the descendants it waited for), once it has exited."""
+        self.exited: asyncio.Future[float] = loop.create_future()
+        """Resolves to the time.monotonic() of the process's exit."""
+        self.finished: asyncio.Future[None] = loop.create_future()
+        """Resolves once the process has exited and its stdout and stderr are closed."""
+        self.stdin: asyncio.WriteTransport | None = None
+        self._popen = popen
+        self._open_pipes = 2
+        self._pidfd = os.pidfd_open(popen.pid)
+        loop.add_reader(self._pidfd, self._reap)
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        popen = self._popen
+        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+        self.stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, popen.stdin)
+        await loop.connect_read_pipe(lambda: _Pipe(self, 1), popen.stdout)
+        await loop.connect_read_pipe(lambda: _Pipe(self, 2), popen.stderr)
+
+    def drain_stdout(self) -> None:
+        """Take what is waiting in the stdout pipe now, without waiting for the event loop to notice it: the
+        init's report can come in before the event loop has read the tool's last output."""
         assert self._popen.stdout is not None
         with contextlib.suppress(BlockingIOError, OSError, ValueError):
             while chunk := os.read(self._popen.stdout.fileno(), 65536):
@@ -350,6 +375,33 @@ async def _end(tool: Tool, kill: Callable[[int], Awaitable[None]]) -> None:
                 await asyncio.wait([tool.finished], timeout=_DRAIN_SECONDS)
         finally:
             tool.close()
+
+
+def launcher_failed(outcome: Outcome) -> bool:
+    """Whether a sandbox's init (see _child) could not start the tool at all."""
+    return outcome.exit_code == _child.START_FAILED and outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
+
+
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), or None if there is no such process: with the pid, it tells
+    a live worker from a dead one whose pid was reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22 of stat; the command name (field 2) is in parentheses and may hold spaces.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def check_paths(files: Mapping[str, str]) -> list[tuple[PurePosixPath, str]]:
+    """The call's files as relative paths, refusing (SandboxError) any path that would leave the working dir."""
+    checked = []
+    for name, content in files.items():
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise SandboxError(f"file path {name!r} must be relative and stay inside the working directory")
+        checked.append((relative, content))
+    return checked
 
 
 def kill_group(pgid: int) -> None:

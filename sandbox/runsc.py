@@ -22,16 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _child
-from .backend import Tool, finish_tool, start_tool, write_files
+from .backend import (
+    LAUNCHER,
+    SANDBOX_ENV,
+    TOOL_UID,
+    Tool,
+    finish_tool,
+    launcher_failed,
+    process_start_time,
+    start_tool,
+    write_files,
+)
 from .types import Limits, Outcome, SandboxCall, SandboxError
 
 logger = logging.getLogger(__name__)
 
-TOOL_UID = 65534
-"""The tool runs as nobody:nogroup inside the sandbox (python and coreutils work as nobody)."""
-
-_BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 # The runsc client needs nothing of the worker's environment; the tool's comes from config.json alone.
 _CLIENT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 _TMP_MB = 64
@@ -50,7 +55,6 @@ _INSTALL_HINT = (
 _WORKER_DIR = re.compile(r"(\d+)-(\d+)-[0-9a-f]+")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
-_LAUNCHER = ("python3", "-I", "-S", "-c", Path(_child.__file__).read_text())
 _RETIRE_SECONDS = 5.0
 """How long an unused warm sandbox may take to end once told to."""
 
@@ -112,7 +116,7 @@ class RunscBackend:
         self.root = Path(root or os.environ.get("AF_RUNSC_ROOT") or _default_root())
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._reap_dead_workers()
-        self.dir = self.root / f"{os.getpid()}-{_start_time(os.getpid())}-{secrets.token_hex(4)}"
+        self.dir = self.root / f"{os.getpid()}-{process_start_time(os.getpid())}-{secrets.token_hex(4)}"
         """This backend's state dir: runsc's state, the shared rootfs and one bundle per sandbox."""
         self.state = self.dir / "runsc"
         """The `runsc --root` of this backend's sandboxes."""
@@ -148,11 +152,11 @@ class RunscBackend:
                 await asyncio.to_thread(_write_work, bundle / "work", call.files)
                 tool, nonce = warm.tool, warm.nonce
             else:
-                config = self._config(call.limits, container, bundle, _LAUNCHER, _BASE_ENV)
+                config = self._config(call.limits, container, bundle, LAUNCHER, SANDBOX_ENV)
                 await asyncio.to_thread(_write_bundle, bundle, config, call.files)
                 tool, nonce = await self._start(container, call.limits, f"call {call.call_id}")
             told = True
-            request = json.dumps({"argv": call.command, "env": {**_BASE_ENV, **call.env}, "nonce": nonce.decode()})
+            request = json.dumps({"argv": call.command, "env": {**SANDBOX_ENV, **call.env}, "nonce": nonce.decode()})
             stdin = len(request).to_bytes(4, "big") + request.encode() + call.stdin
             kind = "runsc-warm" if warm else "runsc-cold"
             outcome = await finish_tool(call, kind, tool, stdin, kill=kill, arrived=arrived, settle=teardown.append)
@@ -245,7 +249,7 @@ class RunscBackend:
         """Start a sandbox for calls of `limits` whose init waits for its call (see _child)."""
         container = _container_id("warm")
         bundle = self._calls / container
-        config = self._config(limits, container, bundle, _LAUNCHER, _BASE_ENV)
+        config = self._config(limits, container, bundle, LAUNCHER, SANDBOX_ENV)
         await asyncio.to_thread(_write_bundle, bundle, config, {})
         tool, nonce = await self._start(container, limits, f"warm sandbox {container}")
         return _Warm(container, tool, nonce)
@@ -273,7 +277,7 @@ class RunscBackend:
     async def _retire(self, warm: _Warm) -> None:
         """End an unused warm sandbox with an empty call: at EOF its init exits."""
         call = SandboxCall(
-            call_id=warm.container, command=_LAUNCHER, stdin=b"", limits=Limits(wall_seconds=_RETIRE_SECONDS)
+            call_id=warm.container, command=LAUNCHER, stdin=b"", limits=Limits(wall_seconds=_RETIRE_SECONDS)
         )
         try:
             kill = functools.partial(self._kill, warm.container)
@@ -387,7 +391,7 @@ class RunscBackend:
             if match is None or not entry.is_dir():
                 continue
             pid, started = int(match[1]), int(match[2])
-            if _start_time(pid) == started:
+            if process_start_time(pid) == started:
                 continue  # a live worker's
             logger.warning("deleting the sandboxes and state that dead worker process %d left in %s", pid, entry)
             self._remove_worker_dir(entry)
@@ -447,8 +451,8 @@ def _warm_setting(warm: int | None) -> int:
 
 def _start_failed(outcome: Outcome) -> bool:
     """Whether `runsc run`, or the sandbox's init, could not start the tool at all."""
-    if outcome.exit_code == _child.START_FAILED:
-        return outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
+    if launcher_failed(outcome):
+        return True
     return outcome.exit_code == _START_FAILED and outcome.stderr_tail.startswith(_START_FAILED_PREFIX)
 
 
@@ -470,16 +474,6 @@ def _default_root() -> Path:
     if os.geteuid() == 0:
         return Path("/var/run/agentflow/runsc")
     return Path(tempfile.gettempdir()) / f"agentflow-runsc-{os.geteuid()}"
-
-
-def _start_time(pid: int) -> int | None:
-    """When `pid` started (clock ticks since boot), or None if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # Field 22 of stat; the command name (field 2) is in parentheses and may hold spaces.
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def _build_rootfs(rootfs: Path) -> None:

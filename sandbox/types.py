@@ -59,6 +59,10 @@ class SandboxCall:
     network: Literal["none", "egress"] = "none"
     """'none': no network at all; 'egress': outbound connections allowed."""
 
+    image: str | None = None
+    """The container image to run in (docker; it must hold python3 for the sandbox's init); None: the
+    backend's own image, which holds the host's /usr read-only. runsc always uses the host's /usr."""
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

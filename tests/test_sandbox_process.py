@@ -239,5 +239,5 @@ async def test_the_process_backend_is_opened_by_name_and_warns_that_it_does_not_
 
 
 def test_an_unknown_backend_name_is_refused_with_the_valid_choices() -> None:
-    with pytest.raises(SandboxError, match="valid choices: process"):
+    with pytest.raises(SandboxError, match="valid choices: docker, process, runsc"):
         open_backend("vm")

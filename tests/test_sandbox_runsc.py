@@ -525,7 +525,7 @@ async def test_a_warm_sandbox_enforces_the_limits_of_its_pool(tmp_path: Path) ->
 
 
 async def test_a_pool_without_calls_is_dropped_after_its_idle_time(tmp_path: Path) -> None:
-    backend = RunscBackend(tmp_path, warm=1, idle_seconds=0.5)
+    backend = RunscBackend(tmp_path, warm=1, idle_seconds=2)
     try:
         await backend.run(python("pass"))
         await warm_ready(backend)

@@ -34,6 +34,7 @@ class Executor:
                 output_bytes=task.limits.output_bytes,
             ),
             network=task.network,
+            image=task.runtime.image,
         )
         try:
             outcome = await self._backend.run(call)
