@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import logging
 import os
 import secrets
@@ -20,6 +19,7 @@ import docker
 import docker.errors
 from docker.types import Mount, Ulimit
 
+from . import _child
 from .backend import LAUNCHER, SANDBOX_ENV, TOOL_UID, Output, check_paths, launcher_failed, process_start_time
 from .types import Outcome, SandboxCall, SandboxError
 
@@ -191,10 +191,8 @@ class DockerBackend:
         started = time.monotonic()
         timed_out = False
         try:
-            request = json.dumps(
-                {"argv": call.command, "env": {**SANDBOX_ENV, **call.env}, "nonce": nonce, "files": files}
-            ).encode()
-            writer.write(len(request).to_bytes(4, "big") + request + call.stdin)
+            request = _child.request(nonce, list(call.command), {**SANDBOX_ENV, **call.env}, files)
+            writer.write(request + call.stdin)
             await writer.drain()
             writer.write_eof()  # with stdin_once, the container's stdin ends here
             reading = asyncio.ensure_future(_demultiplex(reader, output))
