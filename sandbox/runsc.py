@@ -167,8 +167,6 @@ class RunscBackend:
             # sandbox or the scratch dir behind. A sandbox whose init reported ends off the call's path.
             cleanup = self._retire(warm) if warm and not told else self._clean_up(container, bundle, *teardown)
             tracked = self._track(cleanup)
-            if warm:
-                self._replenish(call.limits)
             if not teardown:
                 await asyncio.shield(tracked)
         if _start_failed(outcome):
@@ -211,8 +209,7 @@ class RunscBackend:
         return task
 
     def _take_warm(self, limits: Limits) -> _Warm | None:
-        """A ready warm sandbox for `limits`, if any. Without one, the pool's keeper is nudged at once; with
-        one, the caller calls _replenish once its call is over."""
+        """A ready warm sandbox for `limits`, if any, and a nudge to the pool's keeper to replace it."""
         if not self._warm:
             return None
         pool = self._pools.setdefault(limits, _Pool())
@@ -224,18 +221,12 @@ class RunscBackend:
                 self._track(self._retire(candidate))
             else:
                 taken = candidate
-        if taken is None:
-            self._replenish(limits)
-        return taken
-
-    def _replenish(self, limits: Limits) -> None:
-        """Nudge the keeper of the pool of `limits` to start what is missing. After the call that took a warm
-        sandbox rather than during it: on a machine with few cores a sandbox booting beside the call (about
-        0.3 s of CPU on the ptrace platform) slows the call down."""
-        pool = self._pools[limits]
+        # At once rather than after the call: calls one after another are bounded by how fast sandboxes boot,
+        # and a replacement started now is ready a call sooner.
         pool.wanted.set()
         if pool.keeper is None or pool.keeper.done():
             pool.keeper = asyncio.ensure_future(self._keep(limits, pool))
+        return taken
 
     async def _keep(self, limits: Limits, pool: _Pool) -> None:
         """Keep `pool` full until the backend closes or the pool has gone `idle_seconds` without a call."""
