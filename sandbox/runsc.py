@@ -126,6 +126,8 @@ class RunscBackend:
         self._calls.mkdir(parents=True)
         self.state.mkdir(mode=0o700)
         _build_rootfs(self._rootfs)
+        self._init = _install_init(self._rootfs)
+        self._preload = _PRELOAD if self._init != LAUNCHER else ()
         self._pools: dict[Limits, _Pool] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
         self._closed = False
@@ -154,7 +156,7 @@ class RunscBackend:
                     await asyncio.to_thread(_write_work, bundle / "work", call.files)
                 tool, nonce = warm.tool, warm.nonce
             else:
-                config = self._config(call.limits, container, bundle, LAUNCHER, SANDBOX_ENV)
+                config = self._config(call.limits, container, bundle, self._init, SANDBOX_ENV)
                 await asyncio.to_thread(_write_bundle, bundle, config, call.files)
                 tool, nonce = await self._start(container, call.limits, f"call {call.call_id}")
             told = True
@@ -253,7 +255,7 @@ class RunscBackend:
         """Start a sandbox for calls of `limits` whose init waits for its call (see _child)."""
         container = _container_id("warm")
         bundle = self._calls / container
-        config = self._config(limits, container, bundle, LAUNCHER, SANDBOX_ENV)
+        config = self._config(limits, container, bundle, (*self._init, *self._preload), SANDBOX_ENV)
         await asyncio.to_thread(_write_bundle, bundle, config, {})
         tool, nonce = await self._start(container, limits, f"warm sandbox {container}")
         return _Warm(container, tool, nonce)
@@ -281,7 +283,7 @@ class RunscBackend:
     async def _retire(self, warm: _Warm) -> None:
         """End an unused warm sandbox with an empty call: at EOF its init exits."""
         call = SandboxCall(
-            call_id=warm.container, command=LAUNCHER, stdin=b"", limits=Limits(wall_seconds=_RETIRE_SECONDS)
+            call_id=warm.container, command=self._init, stdin=b"", limits=Limits(wall_seconds=_RETIRE_SECONDS)
         )
         try:
             kill = functools.partial(self._kill, warm.container)
@@ -478,6 +480,40 @@ def _default_root() -> Path:
     if os.geteuid() == 0:
         return Path("/var/run/agentflow/runsc")
     return Path(tempfile.gettempdir()) / f"agentflow-runsc-{os.geteuid()}"
+
+
+_INIT_SOURCE = Path(__file__).with_name("init.c")
+_INIT_IN_SANDBOX = "/agentflow-init"
+_PRELOAD = (
+    "/lib64/ld-linux-x86-64.so.2",
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    "/usr/lib/x86_64-linux-gnu/libm.so.6",
+    "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    "/usr/lib/x86_64-linux-gnu/libexpat.so.1",
+    "/usr/bin/python3",
+)
+
+
+def _install_init(rootfs: Path) -> tuple[str, ...]:
+    """The argv of the sandboxes' init: init.c built into the rootfs with the machine's C compiler (about
+    0.2 s), or _child.py's Python where none can build it."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        logger.info("no C compiler: sandboxes start with the Python init (about 45 ms slower to boot)")
+        return LAUNCHER
+    built = rootfs / _INIT_IN_SANDBOX.lstrip("/")
+    compiled = subprocess.run(
+        [compiler, "-O2", "-static", "-o", str(built), str(_INIT_SOURCE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if compiled.returncode:
+        logger.warning("cannot build the sandboxes' init, using the Python one: %s", compiled.stderr.strip())
+        return LAUNCHER
+    built.chmod(0o755)
+    return (_INIT_IN_SANDBOX,)
 
 
 def _build_rootfs(rootfs: Path) -> None:

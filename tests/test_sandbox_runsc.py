@@ -388,6 +388,27 @@ async def test_the_runsc_backend_is_opened_by_name(tmp_path: Path, monkeypatch: 
     assert await entries(tmp_path) == []
 
 
+async def test_sandboxes_start_with_the_c_init_and_without_a_compiler_with_the_python_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runsc = shutil.which("runsc")
+    assert runsc is not None
+    with_compiler = RunscBackend(tmp_path / "cc")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc (nor runsc, given by path)
+    without_compiler = RunscBackend(tmp_path / "python", runsc=runsc)
+    probe = ALLOCATE_50_MB + "\nprint(open('/proc/1/cmdline').read().split(chr(0))[0])"
+    try:
+        outcomes = [await backend.run(python(probe)) for backend in (with_compiler, without_compiler)]
+    finally:
+        await with_compiler.close()
+        await without_compiler.close()
+
+    assert [o.stdout for o in outcomes] == [b"/agentflow-init\n", b"python3\n"]  # the sandbox's first process
+    # Both report the same way: the tool's exit status and measures.
+    assert [(o.exit_code, o.max_rss_kb is not None and o.max_rss_kb >= 50 * 1024) for o in outcomes] == [(0, True)] * 2
+    assert (await exists(with_compiler.dir), await exists(without_compiler.dir)) == (False, False)
+
+
 def test_without_runsc_opening_the_backend_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
