@@ -1,4 +1,5 @@
-"""The init of every runsc or docker sandbox: it runs inside the sandbox, started before its call is known.
+"""The Python init of docker sandboxes, and of runsc ones where init.c cannot be built; started before its call
+is known.
 
 It forks at once; the child blocks on stdin until the backend sends the call (see `request`): the nonce, the
 argv, the environment and the files, which it writes into its working dir (relative paths the backend has

@@ -23,7 +23,7 @@ TOOL_UID = 65534
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 """The base environment of a tool in a sandbox; the call's own variables go on top."""
 LAUNCHER = ("python3", "-I", "-S", "-c", Path(_child.__file__).read_text())
-"""The argv of a sandbox's init (see _child)."""
+"""The argv of the Python init of a sandbox (see _child)."""
 
 _STDERR_TAIL_BYTES = 4096
 # After a kill, how long the pipes may take to hand over what is still buffered in them. Bounded because a

@@ -73,9 +73,10 @@ class RunscBackend:
     threads (about 200 host tasks for 32 sandboxed processes on the ptrace platform), and with a small limit
     the sandbox cannot even boot.
 
-    Every sandbox's init is _child's launcher, which waits for its call on stdin (so per-call secrets never
-    reach config.json), starts the tool, waits for it and reports on stderr, under a nonce the tool never
-    sees, the tool's exit status, run time, CPU time and peak memory as gVisor's kernel counted them (wait4).
+    Every sandbox's init is init.c (built at start; _child.py's Python without a C compiler), which waits for
+    its call on stdin (so per-call secrets never reach config.json), starts the tool, waits for it and reports
+    on stderr, under a nonce the tool never sees, the tool's exit status, run time, CPU time and peak memory
+    as gVisor's kernel counted them (wait4).
     The call ends with that report; the sandbox's teardown and deletion go on in the background. A call
     killed by us or by the memory cgroup has no report, and no CPU time or peak memory. An exit status above
     128 without a report is turned back into minus a signal number: runsc reports a sandbox killed by signal N
