@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 install: system-deps $(STAMP)
 
-# PostgreSQL's server binaries and gVisor's runsc (the sandbox backend), both Debian's; everything else comes
-# from PyPI into the virtualenv.
+# PostgreSQL's server binaries, gVisor's runsc (the sandbox backend), a C compiler (the runsc backend builds its
+# sandboxes' init; without one they start a slower Python init) and Docker's engine (the docker backend's tests
+# start their own dockerd), all Debian's; everything else comes from PyPI into the virtualenv.
 system-deps:
 	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL (Debian package)"; \
@@ -18,6 +19,14 @@ system-deps:
 	@if ! command -v runsc >/dev/null 2>&1; then \
 		echo "installing runsc (gVisor, Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null; \
+	fi
+	@if ! command -v cc >/dev/null 2>&1; then \
+		echo "installing gcc and libc6-dev (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null; \
+	fi
+	@if ! command -v dockerd >/dev/null 2>&1; then \
+		echo "installing docker.io (Docker Engine, Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; \
 	fi
 
 $(STAMP): pyproject.toml sdk/python/pyproject.toml

@@ -188,6 +188,9 @@ class Bench:
             self.record(system, f"p{q}_ms", percentile(samples, q) * 1000)
 
     async def repetition(self, index: int) -> None:
+        if self.args.sandbox is not None:
+            await self.sandbox_phases(index)
+            return
         if self.args.only is None:
             await self.task_phases(index)
         if self.args.planners:
@@ -245,6 +248,13 @@ class Bench:
         for peer in self.peers:
             await self.peer_phases(index, peer)
 
+        await self.sandbox_phases(index)
+
+    async def sandbox_phases(self, index: int) -> None:
+        """The echo tool in each sandbox: latency one at a time, then sustained rates with 1 and 2 workers."""
+        args = self.args
+        assert self.state is not None
+        token = (self.home / stack.KEY_FILE).read_text().strip()
         for system, sandbox, warm in self.sandboxes():
             for count in (1, 2):
                 _progress(f"[{index + 1}/{args.repeat}] AgentFlow {system}, {count} worker(s)")
@@ -313,7 +323,7 @@ class Bench:
         if not self.args.sandbox_tasks:
             return []
         chosen = [("process-sandbox", "process", 0)]
-        if shutil.which("runsc"):
+        if self.args.sandbox in (None, "runsc") and shutil.which("runsc"):
             chosen += [("runsc-cold", "runsc", 0), ("runsc-warm", "runsc", 4)]
         return chosen
 
@@ -508,7 +518,28 @@ def _render_tasks(summary: dict[str, Any]) -> list[str]:
             f"{_rate(m, 'drain_per_s_1w', 12)}{_rate(m, 'drain_per_s_2w', 12)}"
         )
     r = summary["ratios"]
+    if "p50_latency_agentflow_to_raw" in r:  # the noop rows ran
+        lines += _render_ratios(r, summary)
+    gvisor = [key for key in ("runsc-cold", "runsc-warm") if key in summary]
+    if "process-sandbox" in summary and gvisor:
+        base = summary["process-sandbox"]["p50_ms"]
+        over = ", ".join(f"{key} {summary[key]['p50_ms'] - base:.1f} ms" for key in gvisor)
+        lines += ["", f"gVisor's overhead per call over the process sandbox, p50: {over}"]
     lines += [
+        "",
+        "CPU us per task in the sustained phases (all processes of each part):",
+    ]
+    for label, key in ROWS:
+        m = summary.get(key)
+        if m is None:
+            continue
+        cpu = {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith("cpu_us:")}
+        lines.append(f"  {label:<38}" + "  ".join(f"{name} {value:.0f}" for name, value in sorted(cpu.items())))
+    return lines
+
+
+def _render_ratios(r: dict[str, float], summary: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         f"AgentFlow / raw JetStream: p50 latency {r['p50_latency_agentflow_to_raw']:.2f}x (target <= 2.5x); "
         f"sustained {r['sustained_1w_agentflow_to_raw']:.2f}x with 1 worker, "
@@ -531,16 +562,6 @@ def _render_tasks(summary: dict[str, Any]) -> list[str]:
         lines.append(line)
     if any(key in summary for key in PEER_NAMES):
         lines.append("(latency ratios below 1 and rate ratios above 1 mean AgentFlow is faster)")
-    lines += [
-        "",
-        "CPU us per task in the sustained phases (all processes of each part):",
-    ]
-    for label, key in ROWS:
-        m = summary.get(key)
-        if m is None:
-            continue
-        cpu = {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith("cpu_us:")}
-        lines.append(f"  {label:<38}" + "  ".join(f"{name} {value:.0f}" for name, value in sorted(cpu.items())))
     return lines
 
 
@@ -562,6 +583,11 @@ def arguments() -> argparse.ArgumentParser:
         help="end each repetition with the planners' phases: µs per decision of each planner, a fan-out DAG end to end",
     )
     parser.add_argument("--only", choices=["planners"], help="run only these phases (`--only planners`)")
+    parser.add_argument(
+        "--sandbox",
+        choices=["process", "runsc"],
+        help="run only the sandboxed phases: the process sandbox, and with runsc its cold and warm rows too",
+    )
     parser.add_argument("--planner-nodes", type=int, default=1000, help="nodes of each planner's workflow")
     parser.add_argument("--fanout-layers", type=int, default=10, help="layers of the end-to-end DAG (default 10)")
     parser.add_argument("--fanout-width", type=int, default=10, help="steps per layer of the end-to-end DAG")
@@ -574,6 +600,10 @@ def arguments() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = arguments()
     args = parser.parse_args(argv)
+    if args.sandbox is not None:
+        args.planners = False
+        if not args.sandbox_tasks:
+            parser.error("--sandbox with --sandbox-tasks 0 leaves nothing to run")
     if args.only == "planners" and not args.planners:
         parser.error("--only planners and --no-planners leave nothing to run")
     if args.planners and (args.planner_nodes < 20 or args.planner_nodes % 10):

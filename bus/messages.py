@@ -43,6 +43,8 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     limits: ToolLimits = ToolLimits()
     network: Literal["none", "egress"] = "none"
     input: msgspec.Raw
+    enqueued_at: float | None = None
+    """When the control plane published this attempt (Unix time): the start of its time in the queue."""
 
 
 ErrorKind = Literal[
@@ -67,12 +69,21 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag=
     error_kind: ErrorKind | None = None
     worker_id: str
     sandbox: str
+    """What ran the attempt: "runsc-cold", "runsc-warm", "docker", "process", or "builtin"/"none"."""
     started_at: float
     finished_at: float
     exit_code: int | None = None
     stderr_tail: str | None = None
     cpu_seconds: float | None = None
+    """User plus system CPU time of the tool and the descendants it waited for."""
     max_rss_kb: int | None = None
+    """Peak resident memory of the tool (or its largest waited-for descendant), KiB."""
+    queue_seconds: float | None = None
+    """From the task's publication to the worker starting it (the task's enqueued_at, when it carries one)."""
+    start_seconds: float | None = None
+    """From the worker starting the attempt to the tool's process starting: files, bundle, sandbox creation."""
+    run_seconds: float | None = None
+    """The tool's process, from its start to its exit."""
     deliveries: int = 1
     """How many times the task message was delivered (more than 1: a worker died holding it)."""
     queued_at: float | None = None

@@ -326,6 +326,7 @@ class Orchestrator:
                     next_attempt,
                     not_before,
                     tool.start_by(not_before) if not_before is not None else None,
+                    _sandbox_usage(result),
                 )
             )
             if error is not None:
@@ -513,12 +514,23 @@ def _usage(result: Result) -> dict[str, Any] | None:
     }
 
 
+def _sandbox_usage(result: Result) -> runs.SandboxUsage:
+    return runs.SandboxUsage(
+        result.sandbox,
+        result.cpu_seconds,
+        result.max_rss_kb,
+        result.queue_seconds,
+        result.start_seconds,
+        result.run_seconds,
+    )
+
+
 def _detail(result: Result) -> dict[str, Any]:
     detail: dict[str, Any] = {"sandbox": result.sandbox}
     detail["deliveries"] = result.deliveries
     if (usage := _usage(result)) is not None:
         detail["usage"] = usage
-    for name in ("error_kind", "exit_code", "stderr_tail", "cpu_seconds", "max_rss_kb"):
+    for name in ("error_kind", "exit_code", "stderr_tail"):
         value = getattr(result, name)
         if value is not None:
             detail[name] = value

@@ -9,7 +9,7 @@ import msgspec
 from bus.messages import Heartbeat
 from control_plane.admission import Admission
 from registry.catalog import Entry
-from registry.runs import EventRow, RunRow, TaskRow
+from registry.runs import EventRow, RunRow, SandboxUsage, TaskRow
 
 
 def _raw(text: str | None) -> msgspec.Raw | None:
@@ -87,6 +87,23 @@ def task(row: TaskRow) -> dict[str, Any]:
         "created_at": _time(row.created_at),
         "started_at": _time(row.started_at),
         "finished_at": _time(row.finished_at),
+        "sandbox": sandbox_usage(row.usage),
+    }
+
+
+def sandbox_usage(usage: SandboxUsage) -> dict[str, Any] | None:
+    """The sandbox of the task's latest finished attempt, what the attempt used, and where its time went."""
+    if usage.sandbox is None:
+        return None
+    return {
+        "kind": usage.sandbox,
+        "cpu_seconds": usage.cpu_seconds,
+        "max_rss_kb": usage.max_rss_kb,
+        "timing": {
+            "queue_seconds": usage.queue_seconds,
+            "start_seconds": usage.start_seconds,
+            "run_seconds": usage.run_seconds,
+        },
     }
 
 

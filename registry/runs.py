@@ -7,7 +7,7 @@ planned from is still current.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import asyncpg
@@ -62,6 +62,21 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class SandboxUsage:
+    """What running one attempt cost, as its worker measured it (see bus.messages.Result)."""
+
+    sandbox: str | None = None
+    cpu_seconds: float | None = None
+    max_rss_kb: int | None = None
+    queue_seconds: float | None = None
+    start_seconds: float | None = None
+    run_seconds: float | None = None
+
+
+_USAGE_FIELDS = ("sandbox", "cpu_seconds", "max_rss_kb", "queue_seconds", "start_seconds", "run_seconds")
+
+
+@dataclass(frozen=True, slots=True)
 class TaskUpdate:
     """The recorded outcome of one attempt; applies only if that attempt is still the task's current one.
 
@@ -81,6 +96,8 @@ class TaskUpdate:
     next_attempt: int | None = None
     not_before: float | None = None
     start_by: float | None = None
+    usage: SandboxUsage | None = None
+    """What running the attempt cost, from its result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,11 +297,19 @@ WITH r AS (
                      published = tasks.published AND u.next_attempt IS NULL,
                      held = tasks.held AND u.state = 'queued',
                      not_before = to_timestamp(u.not_before),
-                     start_by = to_timestamp(u.start_by)
+                     start_by = to_timestamp(u.start_by),
+                     sandbox = u.sandbox,
+                     cpu_seconds = u.cpu_seconds,
+                     max_rss_kb = u.max_rss_kb,
+                     queue_seconds = u.queue_seconds,
+                     start_seconds = u.start_seconds,
+                     run_seconds = u.run_seconds
     FROM unnest($7::uuid[], $8::uuid[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
-                $14::text[], $15::float8[], $16::float8[], $30::int[], $31::float8[], $32::float8[])
+                $14::text[], $15::float8[], $16::float8[], $30::int[], $31::float8[], $32::float8[],
+                $36::text[], $37::float8[], $38::int8[], $39::float8[], $40::float8[], $41::float8[])
          AS u(id, run_id, attempt, state, output, error, detail, worker_id, started_at, finished_at,
-              next_attempt, not_before, start_by)
+              next_attempt, not_before, start_by,
+              sandbox, cpu_seconds, max_rss_kb, queue_seconds, start_seconds, run_seconds)
     WHERE tasks.id = u.id AND tasks.attempt = u.attempt AND u.run_id IN (SELECT id FROM r)
 ), n AS (
     INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by, element,
@@ -303,6 +328,11 @@ WITH r AS (
 )
 SELECT id::text FROM r
 """
+
+
+def _usage_columns(updates: Sequence[TaskUpdate]) -> list[list[object]]:
+    none = SandboxUsage()
+    return _columns([update.usage or none for update in updates], *_USAGE_FIELDS)
 
 
 async def apply_changes(
@@ -337,6 +367,7 @@ async def apply_changes(
         *_columns(events, "run_id", "seq", "tenant", "type", "data"),
         *_columns(task_updates, "next_attempt", "not_before", "start_by"),
         *_columns(new_tasks, "start_by", "element", "published"),
+        *_usage_columns(task_updates),
     )
     return {row["id"] for row in rows}
 
@@ -434,6 +465,10 @@ class TaskRow:
     started_at: datetime | None
     finished_at: datetime | None
     element: str
+    usage: SandboxUsage
+
+
+_TASK_ROW_FIELDS = tuple(field.name for field in fields(TaskRow) if field.name != "usage")
 
 
 def _run_row(row: asyncpg.Record) -> RunRow:
@@ -448,11 +483,18 @@ async def get_run(pool: Pool, tenant: str, run_id: str) -> RunRow | None:
 async def get_tasks(pool: Pool, run_id: str) -> list[TaskRow]:
     rows = await pool.fetch(
         "SELECT id::text, step, tool_name, tool_version, queue, attempt, state, input::text, output::text,"
-        " error, detail::text, worker_id, created_at, started_at, finished_at, COALESCE(element, step)"
+        " error, detail::text, worker_id, created_at, started_at, finished_at, COALESCE(element, step),"
+        f" {', '.join(_USAGE_FIELDS)}"
         " FROM tasks WHERE run_id = $1::uuid ORDER BY id",
         run_id,
     )
-    return [TaskRow(*row.values()) for row in rows]
+    return [_task_row(row) for row in rows]
+
+
+def _task_row(row: asyncpg.Record) -> TaskRow:
+    values = list(row.values())
+    named = dict(zip(_TASK_ROW_FIELDS, values, strict=False))
+    return TaskRow(**named, usage=SandboxUsage(*values[len(_TASK_ROW_FIELDS) :]))
 
 
 async def list_runs(pool: Pool, tenant: str, *, state: str | None, before_id: str | None, limit: int) -> list[RunRow]:

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
+import resource
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
+from . import _child
 from .types import Outcome, SandboxCall, SandboxError
+
+TOOL_UID = 65534
+"""In a sandbox (runsc, docker) the tool runs as nobody:nogroup (python and coreutils work as nobody)."""
+SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+"""The base environment of a tool in a sandbox; the call's own variables go on top."""
+LAUNCHER = ("python3", "-I", "-S", "-c", Path(_child.__file__).read_text())
+"""The argv of the Python init of a sandbox (see _child)."""
 
 _STDERR_TAIL_BYTES = 4096
 # After a kill, how long the pipes may take to hand over what is still buffered in them. Bounded because a
@@ -48,7 +59,13 @@ def _open_runsc() -> Backend:
     return RunscBackend()
 
 
-_OPENERS: dict[str, Callable[[], Backend]] = {"process": _open_process, "runsc": _open_runsc}
+def _open_docker() -> Backend:
+    from .docker import DockerBackend
+
+    return DockerBackend()
+
+
+_OPENERS: dict[str, Callable[[], Backend]] = {"docker": _open_docker, "process": _open_process, "runsc": _open_runsc}
 
 
 def open_backend(name: str) -> Backend:
@@ -64,13 +81,8 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
 
     Blocking: run it off the event loop.
     """
-    targets = []
-    for name, content in files.items():
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            raise SandboxError(f"file path {name!r} must be relative and stay inside the working directory")
-        targets.append((root.joinpath(*relative.parts), content))
-    for target, content in targets:
+    for relative, content in check_paths(files):
+        target = root.joinpath(*relative.parts)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content, encoding="utf-8")
@@ -78,38 +90,35 @@ def write_files(root: Path, files: Mapping[str, str]) -> None:
             raise SandboxError(f"cannot write file {target.relative_to(root)}: {error}") from error
 
 
-class ToolProtocol(asyncio.SubprocessProtocol):
-    """Collects the tool's output as it arrives and notes its exit.
+class Output:
+    """Collects a tool's stdout (up to a cap) and the tail of its stderr, and takes the report of the sandbox's
+    init out of stderr.
 
-    The protocol rather than asyncio's Process streams because Process.wait() also waits for the pipes to
-    close, which a descendant holding them can put off for ever, and a capped stream reader stops reading.
+    The report is a stderr line that starts with `nonce`, a secret of the call the tool never sees (so it
+    cannot forge the report); without a nonce none is looked for.
     """
 
-    def __init__(self, output_bytes: int) -> None:
+    def __init__(self, output_bytes: int, nonce: bytes | None) -> None:
         loop = asyncio.get_running_loop()
         self.stdout = bytearray()
         self.stderr_tail = bytearray()
-        self.exited: asyncio.Future[float] = loop.create_future()
-        """Resolves to the time.monotonic() of the tool's exit."""
         self.overflowed: asyncio.Future[None] = loop.create_future()
         """Resolves when stdout passes the cap; the runner then kills the tool (which may take a subprocess,
-        so it cannot happen in this callback)."""
-        self.finished: asyncio.Future[None] = loop.create_future()
-        """Resolves once the tool has exited and all its pipes are closed."""
-        self.pid = 0
-        """The pid of the process we started, which is also its process group id (it leads a new session)."""
+        so it cannot happen in a callback)."""
+        self.reported: asyncio.Future[dict[str, Any]] = loop.create_future()
+        """Resolves to the report of the sandbox's init, written after its tool has exited (see _child)."""
         self._output_bytes = output_bytes
+        self._nonce = nonce
 
     @property
     def output_truncated(self) -> bool:
         return self.overflowed.done()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.pid = cast(asyncio.SubprocessTransport, transport).get_pid()
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
+    def data_received(self, fd: int, data: bytes) -> None:
         if fd == 2:
             self.stderr_tail += data
+            if self._nonce is not None and not self.reported.done():
+                self._take_report(self._nonce)
             del self.stderr_tail[:-_STDERR_TAIL_BYTES]
         elif not self.output_truncated:
             room = self._output_bytes - len(self.stdout)
@@ -117,11 +126,108 @@ class ToolProtocol(asyncio.SubprocessProtocol):
             if len(data) > room:
                 self.overflowed.set_result(None)
 
-    def process_exited(self) -> None:
+    def _take_report(self, nonce: bytes) -> None:
+        """Resolve `reported` once the whole report line is in, and take it out of stderr."""
+        start = self.stderr_tail.find(b"\n" + nonce)
+        end = self.stderr_tail.find(b"\n", start + 1) if start >= 0 else -1
+        if end < 0:
+            return
+        report = json.loads(self.stderr_tail[start + 1 + len(nonce) : end])
+        del self.stderr_tail[start : end + 1]
+        # The tool has exited, so what it wrote on stdout is on its way already.
+        self.drain_stdout()
+        self.reported.set_result(report)
+
+    def drain_stdout(self) -> None:
+        """Take what the tool wrote on stdout and is still in transit, where the transport allows it."""
+
+
+class Tool(Output):
+    """A started process (the tool, or a sandbox's launcher): its output, its exit and its resource use.
+
+    Started with subprocess.Popen and watched through a pidfd rather than with asyncio's subprocess support:
+    asyncio's child watcher reaps with a plain waitpid, which drops the tool's rusage, and its Process.wait()
+    waits for the pipes to close too, which a descendant holding them can put off for ever.
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], output_bytes: int, nonce: bytes | None) -> None:
+        super().__init__(output_bytes, nonce)
+        loop = asyncio.get_running_loop()
+        self.pid = popen.pid
+        """The pid of the process we started, which is also its process group id (it leads a new session)."""
+        self.returncode: int | None = None
+        """Like Popen's: minus the signal number if a signal ended it."""
+        self.rusage: resource.struct_rusage | None = None
+        """The process's resource use (and that of the descendants it waited for), once it has exited."""
+        self.exited: asyncio.Future[float] = loop.create_future()
+        """Resolves to the time.monotonic() of the process's exit."""
+        self.finished: asyncio.Future[None] = loop.create_future()
+        """Resolves once the process has exited and its stdout and stderr are closed."""
+        self.stdin: asyncio.WriteTransport | None = None
+        self._popen = popen
+        self._open_pipes = 2
+        self._pidfd = os.pidfd_open(popen.pid)
+        loop.add_reader(self._pidfd, self._reap)
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        popen = self._popen
+        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+        self.stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, popen.stdin)
+        await loop.connect_read_pipe(lambda: _Pipe(self, 1), popen.stdout)
+        await loop.connect_read_pipe(lambda: _Pipe(self, 2), popen.stderr)
+
+    def drain_stdout(self) -> None:
+        """Take what is waiting in the stdout pipe now, without waiting for the event loop to notice it: the
+        init's report can come in before the event loop has read the tool's last output."""
+        assert self._popen.stdout is not None
+        with contextlib.suppress(BlockingIOError, OSError, ValueError):
+            while chunk := os.read(self._popen.stdout.fileno(), 65536):
+                self.data_received(1, chunk)
+
+    def pipe_closed(self) -> None:
+        self._open_pipes -= 1
+        self._check_finished()
+
+    def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        _, status, self.rusage = os.wait4(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._popen.returncode = self.returncode  # so that Popen never waits for it again
         self.exited.set_result(time.monotonic())
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        if self._open_pipes == 0 and self.exited.done() and not self.finished.done():
+            self.finished.set_result(None)
+
+    def close(self) -> None:
+        """Close the pipes (the process must have exited or been killed)."""
+        if self.stdin is not None:
+            self.stdin.close()
+        for pipe in (self._popen.stdout, self._popen.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+
+class _Pipe(asyncio.Protocol):
+    """Hands one output pipe's data to its Tool."""
+
+    def __init__(self, tool: Tool, fd: int) -> None:
+        self._tool = tool
+        self._fd = fd
+
+    def data_received(self, data: bytes) -> None:
+        self._tool.data_received(self._fd, data)
+
+    def eof_received(self) -> None:
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.finished.set_result(None)
+        self._tool.pipe_closed()
 
 
 async def start_tool(
@@ -132,16 +238,18 @@ async def start_tool(
     cwd: Path,
     env: Mapping[str, str],
     preexec_fn: Callable[[], None] | None = None,
-) -> tuple[asyncio.SubprocessTransport, ToolProtocol]:
+    nonce: bytes | None = None,
+) -> Tool:
     """Start `argv` in a new session with pipes for stdin, stdout and stderr; SandboxError if it cannot start.
 
-    stdout beyond `output_bytes` is dropped. `name` says what is started in the error.
+    stdout beyond `output_bytes` is dropped. `name` says what is started in the error. With a `nonce`, a
+    stderr line starting with it is taken out of stderr and resolves Tool.reported.
     """
-    loop = asyncio.get_running_loop()
     try:
-        return await loop.subprocess_exec(
-            lambda: ToolProtocol(output_bytes),
-            *argv,
+        # On the loop, as asyncio's own subprocess_exec does: fork and exec take a millisecond or two, and a
+        # preexec_fn is not safe to run from another thread.
+        popen = subprocess.Popen(  # noqa: ASYNC220
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -152,6 +260,14 @@ async def start_tool(
         )
     except (OSError, subprocess.SubprocessError) as error:
         raise SandboxError(f"{name}: cannot start {argv[0]!r}: {error}") from error
+    tool = Tool(popen, output_bytes, nonce)
+    try:
+        await tool.connect()
+    except BaseException:
+        kill_group(tool.pid)
+        tool.close()
+        raise
+    return tool
 
 
 async def run_tool(
@@ -163,70 +279,129 @@ async def run_tool(
     cwd: Path,
     env: Mapping[str, str],
     preexec_fn: Callable[[], None] | None = None,
+    arrived: float,
 ) -> Outcome:
-    """Start `argv` (the tool, or a launcher such as `runsc run` whose exit is the tool's) and see the call
-    through with finish_tool; SandboxError if it cannot start."""
+    """Start `argv` as the tool itself and see the call through with finish_tool; its resource use is the
+    process's rusage; `arrived` is the time.monotonic() at which the call reached the backend. SandboxError if
+    it cannot start."""
     tool = await start_tool(
         f"call {call.call_id}", argv, call.limits.output_bytes, cwd=cwd, env=env, preexec_fn=preexec_fn
     )
-    return await finish_tool(call, kind, tool, call.stdin, kill=kill)
+    outcome = await finish_tool(call, kind, tool, call.stdin, kill=kill, arrived=arrived)
+    if tool.rusage is None or outcome.timed_out or outcome.output_truncated:
+        return outcome
+    return dataclasses.replace(
+        outcome,
+        cpu_seconds=tool.rusage.ru_utime + tool.rusage.ru_stime,
+        max_rss_kb=tool.rusage.ru_maxrss,
+    )
 
 
 async def finish_tool(
     call: SandboxCall,
     kind: str,
-    tool: tuple[asyncio.SubprocessTransport, ToolProtocol],
+    tool: Tool,
     stdin_data: bytes,
     *,
     kill: Callable[[int], Awaitable[None]],
+    arrived: float,
+    settle: Callable[[Coroutine[Any, Any, None]], object] | None = None,
 ) -> Outcome:
     """Feed `stdin_data` to a started tool and collect its output until it exits, under call.limits.
 
     `kill(pid)` must end the tool and everything it started, given the pid of what was started; it is awaited
     on the wall limit, the output cap and cancellation. Whatever is left of the process group after that
-    or after a normal exit is killed as well. The wall limit and the duration count from now.
+    or after a normal exit is killed as well. The wall limit counts from now; `arrived` is the
+    time.monotonic() at which the call reached the backend.
+
+    A sandbox's init that reports its tool's end (Tool.reported) ends the call at once: its exit status and
+    measures are the report's, and waiting for the process (the sandbox's teardown) is handed to `settle`,
+    off the call's path.
     """
-    transport, protocol = tool
     started = time.monotonic()
     timed_out = False
     try:
-        stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
-        stdin.write(stdin_data)
-        stdin.close()  # after the buffer is flushed; a tool that exits without reading it is no error
+        assert tool.stdin is not None
+        tool.stdin.write(stdin_data)
+        tool.stdin.close()  # after the buffer is flushed; a tool that exits without reading it is no error
         # asyncio.wait leaves the futures alone: they record what became of the tool, and a timeout or
         # cancel must not undo that.
         async with asyncio.timeout(call.limits.wall_seconds):
-            ending: list[asyncio.Future[Any]] = [protocol.exited, protocol.overflowed]
+            ending: list[asyncio.Future[Any]] = [tool.exited, tool.overflowed, tool.reported]
             await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
     except TimeoutError:
         timed_out = True
-    finally:
-        try:
-            if not protocol.exited.done():  # past the wall limit or the output cap, or cancelled
-                await kill(protocol.pid)
-                # Time to exit by itself: a launcher such as `runsc run` then tears its sandbox down.
-                await asyncio.wait([protocol.exited], timeout=_DRAIN_SECONDS)
-        finally:
-            # Nothing the tool started may outlive the call, and its leftovers would hold the pipes open;
-            # this runs even when a second cancel interrupts `kill`.
-            kill_group(protocol.pid)
-            try:
-                if not protocol.finished.done():
-                    await asyncio.wait([protocol.finished], timeout=_DRAIN_SECONDS)
-            finally:
-                transport.close()
-    killed_by_us = timed_out or protocol.output_truncated
+    except BaseException:
+        await _end(tool, kill)
+        raise
+    ended = time.monotonic()
+    killed_by_us = timed_out or tool.output_truncated
+    if tool.reported.done() and not killed_by_us and settle is not None:
+        settle(_end(tool, kill))
+    else:
+        await _end(tool, kill)
+    report = tool.reported.result() if tool.reported.done() and not killed_by_us else None
+    if report is None and tool.exited.done():
+        ended = tool.exited.result()
+    run_seconds = float(report["run_seconds"]) if report else ended - started
     return Outcome(
         kind=kind,
-        exit_code=None if killed_by_us else transport.get_returncode(),
-        stdout=bytes(protocol.stdout),
-        stderr_tail=protocol.stderr_tail.decode("utf-8", errors="replace"),
+        exit_code=None if killed_by_us else int(report["exit_code"]) if report else tool.returncode,
+        stdout=bytes(tool.stdout),
+        stderr_tail=tool.stderr_tail.decode("utf-8", errors="replace"),
         timed_out=timed_out,
-        output_truncated=protocol.output_truncated,
-        duration_seconds=(protocol.exited.result() if protocol.exited.done() else time.monotonic()) - started,
-        cpu_seconds=None,
-        max_rss_kb=None,
+        output_truncated=tool.output_truncated,
+        duration_seconds=run_seconds,
+        cpu_seconds=report["cpu_seconds"] if report else None,
+        max_rss_kb=report["max_rss_kb"] if report else None,
+        start_seconds=max(0.0, ended - arrived - run_seconds),
     )
+
+
+async def _end(tool: Tool, kill: Callable[[int], Awaitable[None]]) -> None:
+    """Make sure the tool and everything it started are gone, and close its pipes."""
+    try:
+        if not tool.exited.done():  # past the wall limit or the output cap, cancelled, or reported
+            if not tool.reported.done():
+                await kill(tool.pid)
+            # Time to exit by itself: a launcher such as `runsc run` then tears its sandbox down.
+            await asyncio.wait([tool.exited], timeout=_DRAIN_SECONDS)
+    finally:
+        # Nothing the tool started may outlive the call, and its leftovers would hold the pipes open;
+        # this runs even when a second cancel interrupts `kill`.
+        kill_group(tool.pid)
+        try:
+            if not tool.finished.done():
+                await asyncio.wait([tool.finished], timeout=_DRAIN_SECONDS)
+        finally:
+            tool.close()
+
+
+def launcher_failed(outcome: Outcome) -> bool:
+    """Whether a sandbox's init (see _child) could not start the tool at all."""
+    return outcome.exit_code == _child.START_FAILED and outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
+
+
+def process_start_time(pid: int) -> int | None:
+    """When `pid` started (clock ticks since boot), or None if there is no such process: with the pid, it tells
+    a live worker from a dead one whose pid was reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Field 22 of stat; the command name (field 2) is in parentheses and may hold spaces.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def check_paths(files: Mapping[str, str]) -> list[tuple[PurePosixPath, str]]:
+    """The call's files as relative paths, refusing (SandboxError) any path that would leave the working dir."""
+    checked = []
+    for name, content in files.items():
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise SandboxError(f"file path {name!r} must be relative and stay inside the working directory")
+        checked.append((relative, content))
+    return checked
 
 
 def kill_group(pgid: int) -> None:

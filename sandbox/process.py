@@ -7,6 +7,7 @@ import logging
 import resource
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,8 +27,8 @@ class ProcessBackend:
     rlimits of `Limits`, and a new session whose whole process group is killed when the tool exits, runs
     past its wall limit or output cap, or the call is cancelled.
 
-    cpu_seconds and max_rss_kb are always None: asyncio's child watcher reaps the tool with a plain waitpid,
-    which drops its rusage, and the process-wide RUSAGE_CHILDREN would mix concurrent calls together.
+    cpu_seconds and max_rss_kb come from the tool's rusage (wait4), its own and that of the descendants it
+    waited for.
     """
 
     kind: str = "process"
@@ -41,12 +42,13 @@ class ProcessBackend:
     async def run(self, call: SandboxCall) -> Outcome:
         """Run one call in a fresh working directory; SandboxError if it cannot start."""
         logger.debug("call %s runs in the process backend, with NO isolation", call.call_id)
+        arrived = time.monotonic()
         if not call.command:
             raise SandboxError(f"call {call.call_id}: empty command")
         workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="af-call-"))
         try:
             await asyncio.to_thread(write_files, workdir, call.files)
-            return await _run_in(call, workdir)
+            return await _run_in(call, workdir, arrived)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
@@ -54,7 +56,7 @@ class ProcessBackend:
         """Nothing to release: the backend holds no resources between calls."""
 
 
-async def _run_in(call: SandboxCall, workdir: Path) -> Outcome:
+async def _run_in(call: SandboxCall, workdir: Path, arrived: float) -> Outcome:
     env = {"PATH": _BASE_PATH, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8", **call.env}
     return await run_tool(
         call,
@@ -64,6 +66,7 @@ async def _run_in(call: SandboxCall, workdir: Path) -> Outcome:
         cwd=workdir,
         env=env,
         preexec_fn=_rlimit_setter(call.limits),
+        arrived=arrived,
     )
 
 

@@ -23,15 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from . import _child
-from .backend import ToolProtocol, finish_tool, run_tool, start_tool, write_files
+from .backend import (
+    LAUNCHER,
+    SANDBOX_ENV,
+    TOOL_UID,
+    Tool,
+    finish_tool,
+    launcher_failed,
+    process_start_time,
+    start_tool,
+    write_files,
+)
 from .types import Limits, Outcome, SandboxCall, SandboxError
 
 logger = logging.getLogger(__name__)
 
-TOOL_UID = 65534
-"""The tool runs as nobody:nogroup inside the sandbox (python and coreutils work as nobody)."""
-
-_BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
 # The runsc client needs nothing of the worker's environment; the tool's comes from config.json alone.
 _CLIENT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 _TMP_MB = 64
@@ -50,7 +56,6 @@ _INSTALL_HINT = (
 _WORKER_DIR = re.compile(r"(\d+)-(\d+)-[0-9a-f]+")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
-_LAUNCHER = ("python3", "-I", "-S", "-c", Path(_child.__file__).read_text())
 _RETIRE_SECONDS = 5.0
 """How long an unused warm sandbox may take to end once told to."""
 
@@ -68,20 +73,22 @@ class RunscBackend:
     threads (about 200 host tasks for 32 sandboxed processes on the ptrace platform), and with a small limit
     the sandbox cannot even boot.
 
-    Warm pools (`warm` > 0): for each Limits in use, that many sandboxes are started ahead of their calls
-    with _child's launcher as their tool. A call takes one, writes its files into its /work and sends its
-    command and environment on stdin (so per-call secrets never reach config.json), and the launcher execs
-    the tool. A warm sandbox serves one call and is deleted after it, as on the cold path; a keeper task
-    per Limits starts the replacements, and drops the pool after `idle_seconds` without a call. With no
-    warm sandbox ready a call takes the cold path.
+    Every sandbox's init is init.c (built at start; _child.py's Python without a C compiler), which waits for
+    its call on stdin (so per-call secrets never reach config.json), starts the tool, waits for it and reports
+    on stderr, under a nonce the tool never sees, the tool's exit status, run time, CPU time and peak memory
+    as gVisor's kernel counted them (wait4).
+    The call ends with that report; the sandbox's teardown and deletion go on in the background. A call
+    killed by us or by the memory cgroup has no report, and no CPU time or peak memory. An exit status above
+    128 without a report is turned back into minus a signal number: runsc reports a sandbox killed by signal N
+    (SIGKILL at the memory limit included) as 128 + N, as a shell does.
+
+    Warm pools (`warm` > 0): for each Limits in use, that many sandboxes are started ahead of their calls. A
+    call takes one, writes its files into its /work and sends its call. A warm sandbox serves one call and
+    is deleted after it, as on the cold path; a keeper task per Limits starts the replacements, and drops
+    the pool after `idle_seconds` without a call. With no warm sandbox ready a call takes the cold path.
 
     State lives in a dir per backend under `root`; a new backend deletes the sandboxes and dirs that dead
     workers left there, and close() those of its own.
-
-    cpu_seconds and max_rss_kb are None: `runsc run` deletes the container, and with it the cgroup that
-    `runsc events --stats` reads, as soon as the tool exits, and sampling it while the tool runs would cost
-    a runsc process per sample. An exit status above 128 is turned back into minus a signal number: runsc
-    reports a tool killed by signal N (SIGKILL at the memory limit included) as 128 + N, as a shell does.
     """
 
     kind: str = "runsc"
@@ -111,7 +118,7 @@ class RunscBackend:
         self.root = Path(root or os.environ.get("AF_RUNSC_ROOT") or _default_root())
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._reap_dead_workers()
-        self.dir = self.root / f"{os.getpid()}-{_start_time(os.getpid())}-{secrets.token_hex(4)}"
+        self.dir = self.root / f"{os.getpid()}-{process_start_time(os.getpid())}-{secrets.token_hex(4)}"
         """This backend's state dir: runsc's state, the shared rootfs and one bundle per sandbox."""
         self.state = self.dir / "runsc"
         """The `runsc --root` of this backend's sandboxes."""
@@ -120,6 +127,8 @@ class RunscBackend:
         self._calls.mkdir(parents=True)
         self.state.mkdir(mode=0o700)
         _build_rootfs(self._rootfs)
+        self._init = _install_init(self._rootfs)
+        self._preload = _PRELOAD if self._init != LAUNCHER else ()
         self._pools: dict[Limits, _Pool] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
         self._closed = False
@@ -135,41 +144,40 @@ class RunscBackend:
                 f"call {call.call_id}: network egress is not available on this machine: runsc's sandbox "
                 "network does not start here, only --network=none works"
             )
+        arrived = time.monotonic()
         warm = self._take_warm(call.limits)
         container = warm.container if warm else _container_id(call.call_id)
         bundle = self._calls / container
-        env = {**_BASE_ENV, **call.env}
         kill = functools.partial(self._kill, container)
-        told = False  # whether a warm sandbox has been sent its call
+        told = False  # whether the sandbox has been sent its call
+        teardown: list[Coroutine[Any, Any, None]] = []  # the sandbox's end, once its init has reported
         try:
             if warm:
-                await asyncio.to_thread(_write_work, bundle / "work", call.files)
-                told = True
-                request = json.dumps({"argv": call.command, "env": env}).encode()
-                stdin = len(request).to_bytes(4, "big") + request + call.stdin
-                outcome = await finish_tool(call, self.kind, warm.tool, stdin, kill=kill)
+                if call.files:  # its /work exists already, owned by the tool's user
+                    await asyncio.to_thread(_write_work, bundle / "work", call.files)
+                tool, nonce = warm.tool, warm.nonce
             else:
-                config = self._config(call.limits, container, bundle, call.command, env)
+                config = self._config(call.limits, container, bundle, self._init, SANDBOX_ENV)
                 await asyncio.to_thread(_write_bundle, bundle, config, call.files)
-                outcome = await run_tool(
-                    call,
-                    self.kind,
-                    self._run_argv(container),
-                    kill=kill,
-                    cwd=bundle,
-                    env=_CLIENT_ENV,
-                    preexec_fn=_die_with_parent,
-                )
+                tool, nonce = await self._start(container, call.limits, f"call {call.call_id}")
+            told = True
+            request = _child.request(nonce.decode(), list(call.command), {**SANDBOX_ENV, **call.env}, {})
+            stdin = request + call.stdin
+            kind = "runsc-warm" if warm else "runsc-cold"
+            outcome = await finish_tool(call, kind, tool, stdin, kill=kill, arrived=arrived, settle=teardown.append)
         finally:
             # Shielded, and remembered so that close() can wait for it: a second cancel must not leave the
-            # sandbox or the scratch dir behind.
-            cleanup = self._retire(warm) if warm and not told else self._clean_up(container, bundle)
-            await asyncio.shield(self._track(cleanup))
-        if _start_failed(outcome, warm is not None):
+            # sandbox or the scratch dir behind. A sandbox whose init reported ends off the call's path.
+            cleanup = self._retire(warm) if warm and not told else self._clean_up(container, bundle, *teardown)
+            tracked = self._track(cleanup)
+            if not teardown:
+                await asyncio.shield(tracked)
+        if _start_failed(outcome):
             raise SandboxError(
                 f"call {call.call_id}: cannot start {call.command[0]!r} in the sandbox: {outcome.stderr_tail.strip()}"
             )
-        if outcome.exit_code is not None and 128 < outcome.exit_code < 128 + signal.NSIG:
+        reported = tool.reported.done()
+        if not reported and outcome.exit_code is not None and 128 < outcome.exit_code < 128 + signal.NSIG:
             return dataclasses.replace(outcome, exit_code=128 - outcome.exit_code)
         return outcome
 
@@ -177,6 +185,11 @@ class RunscBackend:
         """The ids of the warm sandboxes ready for calls of `limits`."""
         pool = self._pools.get(limits)
         return [warm.container for warm in pool.ready] if pool else []
+
+    async def settled(self) -> None:
+        """Wait until the sandboxes and scratch dirs of finished calls are gone (deleted off the calls' path)."""
+        while self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     async def close(self) -> None:
         """Delete every sandbox this backend still has and remove its state dir."""
@@ -207,10 +220,12 @@ class RunscBackend:
         taken = None
         while pool.ready and taken is None:
             candidate = pool.ready.pop(0)
-            if candidate.tool[1].exited.done():  # it died while it waited
+            if candidate.tool.exited.done():  # it died while it waited
                 self._track(self._retire(candidate))
             else:
                 taken = candidate
+        # At once rather than after the call: calls one after another are bounded by how fast sandboxes boot,
+        # and a replacement started now is ready a call sooner.
         pool.wanted.set()
         if pool.keeper is None or pool.keeper.done():
             pool.keeper = asyncio.ensure_future(self._keep(limits, pool))
@@ -238,32 +253,42 @@ class RunscBackend:
                 self._track(self._retire(warm))
 
     async def _start_warm(self, limits: Limits) -> _Warm:
-        """Start a sandbox for calls of `limits` whose launcher waits for its call (see _child)."""
+        """Start a sandbox for calls of `limits` whose init waits for its call (see _child)."""
         container = _container_id("warm")
         bundle = self._calls / container
-        config = self._config(limits, container, bundle, _LAUNCHER, _BASE_ENV)
+        config = self._config(limits, container, bundle, (*self._init, *self._preload), SANDBOX_ENV)
+        await asyncio.to_thread(_write_bundle, bundle, config, {})
+        tool, nonce = await self._start(container, limits, f"warm sandbox {container}")
+        return _Warm(container, tool, nonce)
+
+    async def _start(self, container: str, limits: Limits, name: str) -> tuple[Tool, bytes]:
+        """Start the sandbox of a written bundle, its init waiting for its call; the nonce its report will
+        carry. If it cannot start, its bundle is cleaned up."""
+        nonce = secrets.token_hex(16).encode()
+        bundle = self._calls / container
         try:
-            await asyncio.to_thread(_write_bundle, bundle, config, {})
             tool = await start_tool(
-                f"warm sandbox {container}",
+                name,
                 self._run_argv(container),
                 limits.output_bytes,
                 cwd=bundle,
                 env=_CLIENT_ENV,
                 preexec_fn=_die_with_parent,
+                nonce=nonce,
             )
         except BaseException:
             await asyncio.shield(self._track(self._clean_up(container, bundle)))
             raise
-        return _Warm(container, tool)
+        return tool, nonce
 
     async def _retire(self, warm: _Warm) -> None:
-        """End an unused warm sandbox with an empty call: at EOF its launcher exits."""
+        """End an unused warm sandbox with an empty call: at EOF its init exits."""
         call = SandboxCall(
-            call_id=warm.container, command=_LAUNCHER, stdin=b"", limits=Limits(wall_seconds=_RETIRE_SECONDS)
+            call_id=warm.container, command=self._init, stdin=b"", limits=Limits(wall_seconds=_RETIRE_SECONDS)
         )
         try:
-            await finish_tool(call, self.kind, warm.tool, b"", kill=functools.partial(self._kill, warm.container))
+            kill = functools.partial(self._kill, warm.container)
+            await finish_tool(call, self.kind, warm.tool, b"", kill=kill, arrived=time.monotonic())
         finally:
             await self._clean_up(warm.container, self._calls / warm.container)
 
@@ -325,7 +350,9 @@ class RunscBackend:
         stopped container whose `runsc delete` waits for the orphaned sandbox to be reaped, 1.5 s here."""
         await self._runsc_quietly("kill", container, "KILL")
 
-    async def _clean_up(self, container: str, bundle: Path) -> None:
+    async def _clean_up(self, container: str, bundle: Path, *teardown: Coroutine[Any, Any, None]) -> None:
+        for ending in teardown:  # the runsc client's exit, which deletes the sandbox
+            await ending
         # A `runsc run` that saw its tool exit has deleted the container itself; a killed one leaves it
         # behind. Deleting only then saves a runsc process (about 30 ms) on most calls.
         if await asyncio.to_thread(self._left_behind, container):
@@ -371,7 +398,7 @@ class RunscBackend:
             if match is None or not entry.is_dir():
                 continue
             pid, started = int(match[1]), int(match[2])
-            if _start_time(pid) == started:
+            if process_start_time(pid) == started:
                 continue  # a live worker's
             logger.warning("deleting the sandboxes and state that dead worker process %d left in %s", pid, entry)
             self._remove_worker_dir(entry)
@@ -404,7 +431,8 @@ class _Warm:
     """A sandbox started ahead of its call, its launcher waiting on stdin."""
 
     container: str
-    tool: tuple[asyncio.SubprocessTransport, ToolProtocol]
+    tool: Tool
+    nonce: bytes
 
 
 @dataclass(slots=True)
@@ -428,10 +456,10 @@ def _warm_setting(warm: int | None) -> int:
         raise SandboxError(f"AF_RUNSC_WARM: {setting!r} is not a whole number of warm sandboxes") from None
 
 
-def _start_failed(outcome: Outcome, warm: bool) -> bool:
-    """Whether `runsc run`, or a warm sandbox's launcher, could not start the tool at all."""
-    if warm and outcome.exit_code == _child.START_FAILED:
-        return outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
+def _start_failed(outcome: Outcome) -> bool:
+    """Whether `runsc run`, or the sandbox's init, could not start the tool at all."""
+    if launcher_failed(outcome):
+        return True
     return outcome.exit_code == _START_FAILED and outcome.stderr_tail.startswith(_START_FAILED_PREFIX)
 
 
@@ -455,14 +483,38 @@ def _default_root() -> Path:
     return Path(tempfile.gettempdir()) / f"agentflow-runsc-{os.geteuid()}"
 
 
-def _start_time(pid: int) -> int | None:
-    """When `pid` started (clock ticks since boot), or None if there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # Field 22 of stat; the command name (field 2) is in parentheses and may hold spaces.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+_INIT_SOURCE = Path(__file__).with_name("init.c")
+_INIT_IN_SANDBOX = "/agentflow-init"
+_PRELOAD = (
+    "/lib64/ld-linux-x86-64.so.2",
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+    "/usr/lib/x86_64-linux-gnu/libm.so.6",
+    "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    "/usr/lib/x86_64-linux-gnu/libexpat.so.1",
+    "/usr/bin/python3",
+)
+
+
+def _install_init(rootfs: Path) -> tuple[str, ...]:
+    """The argv of the sandboxes' init: init.c built into the rootfs with the machine's C compiler (about
+    0.2 s), or _child.py's Python where none can build it."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        logger.info("no C compiler: sandboxes start with the Python init (about 45 ms slower to boot)")
+        return LAUNCHER
+    built = rootfs / _INIT_IN_SANDBOX.lstrip("/")
+    compiled = subprocess.run(
+        [compiler, "-O2", "-static", "-o", str(built), str(_INIT_SOURCE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if compiled.returncode:
+        logger.warning("cannot build the sandboxes' init, using the Python one: %s", compiled.stderr.strip())
+        return LAUNCHER
+    built.chmod(0o755)
+    return (_INIT_IN_SANDBOX,)
 
 
 def _build_rootfs(rootfs: Path) -> None:

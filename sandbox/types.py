@@ -59,13 +59,18 @@ class SandboxCall:
     network: Literal["none", "egress"] = "none"
     """'none': no network at all; 'egress': outbound connections allowed."""
 
+    image: str | None = None
+    """The container image to run in (docker; it must hold python3 for the sandbox's init); None: the
+    backend's own image, which holds the host's /usr read-only. runsc always uses the host's /usr."""
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What came of one call that could be started."""
 
     kind: str
-    """The kind of backend that ran the call ("process", "runsc", later "docker")."""
+    """The kind of sandbox that ran the call: "process", "runsc-cold" (a sandbox created for it), "runsc-warm"
+    (one from the warm pool) or "docker"."""
 
     exit_code: int | None
     """The tool's exit status; minus the signal number if a signal it did not get from us ended it; None
@@ -84,13 +89,19 @@ class Outcome:
     """The tool wrote more than limits.output_bytes to stdout and was killed."""
 
     duration_seconds: float
-    """Wall time of the call, from the start of the tool's process to its exit."""
+    """The run: wall time from the start of the tool's process to its exit."""
 
     cpu_seconds: float | None
-    """User plus system CPU time of the tool's process; None where the backend cannot measure it right."""
+    """User plus system CPU time of the tool's process and the descendants it waited for; None when we killed
+    the call (or the sandbox died), which leaves nobody to measure it."""
 
     max_rss_kb: int | None
-    """Peak resident memory of the tool's process in KiB; None where the backend cannot measure it right."""
+    """Peak resident memory in KiB of the tool's process or of the largest descendant it waited for; None like
+    cpu_seconds."""
+
+    start_seconds: float = 0.0
+    """The start: from the call reaching the backend to the start of the tool's process (working dir and
+    files, bundle, sandbox creation, handing the call to a warm sandbox)."""
 
 
 class SandboxError(Exception):

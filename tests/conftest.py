@@ -6,13 +6,17 @@
 - ``postgres_server``: a throw-away PostgreSQL cluster of the machine's binaries (run as ``nobody``
   when the tests run as root, since PostgreSQL refuses root).
 - ``stack``: the control plane and one worker as separate processes against those two.
+- ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
+  whose ``runsc`` runtime passes ``--network=none``.
 """
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,6 +85,64 @@ def postgres_server(tmp_root: Path) -> Iterator[postgres.PostgresServer]:
     server = start_postgres(tmp_root)
     yield server
     stop(server.process.pid, sig=signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class Dockerd:
+    url: str
+    """The engine's socket, as the docker client takes it (unix://...)."""
+    root: Path
+
+
+DOCKER_RUNTIMES = {
+    "runsc": ["--network=none"],
+    # A runtime that lets runsc set up a network: the docker backend must refuse it.
+    "runsc-with-network": [],
+}
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_root: Path) -> Iterator[Dockerd]:
+    root = Path(tempfile.mkdtemp(prefix="af-dockerd-"))  # short: containerd's socket path lives below it
+    runsc = shutil.which("runsc")
+    assert runsc is not None and shutil.which("dockerd") is not None, "make system-deps installs runsc and dockerd"
+    config = {
+        "runtimes": {name: {"path": runsc, "runtimeArgs": args} for name, args in DOCKER_RUNTIMES.items()},
+        # No bridge, no iptables: containers run with network mode none, and the host's network stays as it is.
+        "bridge": "none",
+        "iptables": False,
+        "ip-forward": False,
+        "ip-masq": False,
+    }
+    (root / "daemon.json").write_text(json.dumps(config))
+    socket_path = root / "docker.sock"
+    argv = [
+        "dockerd",
+        "--config-file", str(root / "daemon.json"),
+        "--data-root", str(root / "data"),
+        "--exec-root", str(root / "exec"),
+        "--pidfile", str(root / "docker.pid"),
+        "--host", f"unix://{socket_path}",
+    ]  # fmt: skip
+    log = tmp_root / "logs" / "dockerd.log"
+    process = spawn("dockerd", argv, log)
+    try:
+        wait_until("dockerd", lambda: _docker_ping(socket_path), timeout=60, process=process, log=log)
+        yield Dockerd(f"unix://{socket_path}", root)
+    finally:
+        stop(process.pid, timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _docker_ping(socket_path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(socket_path))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.0 200")
+        except OSError:
+            return False
 
 
 WAIT_SECONDS = 20.0

@@ -35,6 +35,12 @@ RUN = {
             "error": None,
             "started_at": "2025-01-01T10:00:00Z",
             "finished_at": "2025-01-01T10:00:01.500Z",
+            "sandbox": {
+                "kind": "runsc-warm",
+                "cpu_seconds": 0.3121,
+                "max_rss_kb": 65536,
+                "timing": {"queue_seconds": 0.004, "start_seconds": 0.012, "run_seconds": 1.4},
+            },
         },
         {
             "id": "t2",
@@ -281,6 +287,8 @@ def test_runs_ls_and_get() -> None:
     assert dict(api.requests[0].url.params) == {"state": "failed", "limit": "5"}
     assert "r1" in listed.stdout and "triage@1.0.0" in listed.stdout and "3.0s" in listed.stdout
     assert "STEP" in shown.stdout and "WORKER" in shown.stdout and "host-2" in shown.stdout
+    # The sandbox that ran the task, its CPU time, peak memory and queue/start/run times.
+    assert all(part in shown.stdout for part in ("runsc-warm", "312 ms", "64.0 MiB", "4 ms", "12 ms", "1.4s"))
 
 
 def test_cancel_of_a_finished_run_is_one_line() -> None:

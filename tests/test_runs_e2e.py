@@ -32,7 +32,7 @@ def test_a_fan_out_fan_in_workflow_reaches_succeeded_with_the_joined_output(clie
     assert all(task["state"] == "succeeded" and task["attempt"] == 1 for task in steps.values())
     # The join starts only after all three branches finished.
     assert steps["report"]["created_at"] >= max(steps[s]["finished_at"] for s in ("stats", "summary", "label"))
-    assert steps["stats"]["detail"]["sandbox"] == "runsc"
+    assert steps["stats"]["sandbox"]["kind"] in ("runsc-cold", "runsc-warm")
 
 
 def test_model_usage_reported_by_tools_is_recorded_per_task_and_summed_per_run(client: Client) -> None:
@@ -58,7 +58,37 @@ def test_a_tool_call_runs_inside_gvisor_end_to_end(client: Client) -> None:
     final = client.wait_run(client.start_run(tool="kernel", input={})["id"], timeout=60)
     assert final["state"] == "succeeded", final
     assert final["output"]["kernel"].startswith("Linux version 4.4.0")  # gVisor's, not the host's
-    assert final["tasks"][0]["detail"]["sandbox"] == "runsc"
+    assert final["tasks"][0]["sandbox"]["kind"] in ("runsc-cold", "runsc-warm")
+
+
+def test_a_task_shows_its_sandbox_cpu_time_peak_memory_and_where_its_time_went(client: Client) -> None:
+    source = (
+        "import json, time\n"
+        "memory = bytearray(50 * 1024 * 1024)\n"
+        "for i in range(0, len(memory), 4096): memory[i] = 1\n"
+        "start = time.process_time()\n"
+        "while time.process_time() - start < 0.3: pass\n"
+        "print(json.dumps({}))\n"
+    )
+    client.register_tool(
+        {
+            "name": "burner",
+            "version": "1.0.0",
+            "runtime": {"command": ["python3", "main.py"], "files": {"main.py": source}},
+        }
+    )
+
+    final = client.wait_run(client.start_run(tool="burner", input={})["id"], timeout=60)
+
+    assert final["state"] == "succeeded", final
+    used = final["tasks"][0]["sandbox"]
+    assert used["kind"] in ("runsc-cold", "runsc-warm")
+    assert used["cpu_seconds"] >= 0.2
+    assert used["max_rss_kb"] >= 50 * 1024
+    timing = used["timing"]
+    assert 0 <= timing["queue_seconds"] < 30
+    assert 0 < timing["start_seconds"] < 30
+    assert 0.3 <= timing["run_seconds"] < 30
 
 
 def test_a_sandboxed_task_is_running_while_its_tool_runs(client: Client) -> None:

@@ -73,10 +73,26 @@ async def test_a_tool_reads_its_input_on_stdin_and_answers_on_stdout(backend: Pr
         timed_out=False,
         output_truncated=False,
         duration_seconds=outcome.duration_seconds,
-        cpu_seconds=None,
-        max_rss_kb=None,
+        cpu_seconds=outcome.cpu_seconds,
+        max_rss_kb=outcome.max_rss_kb,
+        start_seconds=outcome.start_seconds,
     )
     assert 0 < outcome.duration_seconds < 5
+    assert 0 <= outcome.start_seconds < 1
+
+
+BURN_CPU = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass"
+ALLOCATE_50_MB = "memory = bytearray(50 * 1024 * 1024)\nfor i in range(0, len(memory), 4096): memory[i] = 1"
+
+
+async def test_the_cpu_time_and_peak_memory_of_a_call_are_measured(backend: ProcessBackend) -> None:
+    burner = await backend.run(SandboxCall(call_id="cpu-1", command=(sys.executable, "-c", BURN_CPU), stdin=b""))
+    allocator = await backend.run(
+        SandboxCall(call_id="mem-1", command=(sys.executable, "-c", ALLOCATE_50_MB), stdin=b"")
+    )
+
+    assert burner.cpu_seconds is not None and burner.cpu_seconds >= 0.2
+    assert allocator.max_rss_kb is not None and allocator.max_rss_kb >= 50 * 1024
 
 
 async def test_a_failing_tool_reports_its_exit_code_and_the_tail_of_its_stderr(
@@ -223,5 +239,5 @@ async def test_the_process_backend_is_opened_by_name_and_warns_that_it_does_not_
 
 
 def test_an_unknown_backend_name_is_refused_with_the_valid_choices() -> None:
-    with pytest.raises(SandboxError, match="valid choices: process"):
+    with pytest.raises(SandboxError, match="valid choices: docker, process, runsc"):
         open_backend("vm")

@@ -91,6 +91,7 @@ async def assert_unharmed(backend: RunscBackend) -> None:
     """The backend still runs a plain call, and nothing of earlier calls is left in its state."""
     outcome = await backend.run(python("print('still here')"))
     assert (outcome.exit_code, outcome.stdout) == (0, b"still here\n")
+    await backend.settled()
     assert await sandboxes(backend.state) == []
     assert await entries(backend.dir / "calls") == []
 
@@ -98,7 +99,7 @@ async def assert_unharmed(backend: RunscBackend) -> None:
 async def test_a_tool_runs_inside_gvisor(backend: RunscBackend) -> None:
     outcome = await backend.run(python("print(open('/proc/version').read())"))
 
-    assert outcome.kind == "runsc"
+    assert outcome.kind == "runsc-cold"
     assert outcome.exit_code == 0
     # gVisor's own kernel answers, not the host's.
     assert outcome.stdout.startswith(b"Linux version 4.4.0")
@@ -111,12 +112,47 @@ async def test_a_tool_reads_its_input_on_stdin_and_answers_on_stdout(backend: Ru
         python("import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())", call_id="echo-1", stdin=document)
     )
 
-    # Every field but the duration; cpu_seconds and max_rss_kb cannot be measured (see RunscBackend).
+    # Every field but the measures.
     assert outcome == replace(
-        outcome, kind="runsc", exit_code=0, stdout=document, stderr_tail="", timed_out=False, output_truncated=False
+        outcome,
+        kind="runsc-cold",
+        exit_code=0,
+        stdout=document,
+        stderr_tail="",
+        timed_out=False,
+        output_truncated=False,
     )
-    assert (outcome.cpu_seconds, outcome.max_rss_kb) == (None, None)
     assert 0 < outcome.duration_seconds < 5
+    assert 0 < outcome.start_seconds < 5
+
+
+BURN_CPU = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass"
+ALLOCATE_50_MB = "memory = bytearray(50 * 1024 * 1024)\nfor i in range(0, len(memory), 4096): memory[i] = 1"
+
+
+async def test_a_tool_burning_cpu_reports_its_cpu_time(backend: RunscBackend) -> None:
+    outcome = await backend.run(python(BURN_CPU))
+
+    assert outcome.exit_code == 0, outcome.stderr_tail
+    assert outcome.cpu_seconds is not None and outcome.cpu_seconds >= 0.2
+    assert outcome.duration_seconds >= 0.2
+
+
+async def test_a_tool_allocating_50_mb_reports_its_peak_memory(backend: RunscBackend) -> None:
+    outcome = await backend.run(python(ALLOCATE_50_MB))
+
+    assert outcome.exit_code == 0, outcome.stderr_tail
+    assert outcome.max_rss_kb is not None and outcome.max_rss_kb >= 50 * 1024
+
+
+async def test_a_tool_cannot_forge_the_report_of_its_sandbox(backend: RunscBackend) -> None:
+    forged = '{"exit_code": 0, "run_seconds": 0, "cpu_seconds": 0, "max_rss_kb": 0}'
+    outcome = await backend.run(
+        python(f"import sys; sys.stderr.write('\\n' + 'f' * 32 + {forged!r} + '\\n'); sys.exit(3)")
+    )
+
+    assert outcome.exit_code == 3
+    assert forged in outcome.stderr_tail
 
 
 async def test_a_server_on_the_hosts_loopback_cannot_be_reached(backend: RunscBackend) -> None:
@@ -233,8 +269,8 @@ except OSError as error:
 
     outcome = await backend.run(python(bomb, limits=Limits(processes=32, wall_seconds=10)))
 
-    # The tool itself is the 32nd process of its user in the sandbox.
-    assert (outcome.exit_code, outcome.stdout) == (0, b"31 Resource temporarily unavailable\n")
+    # The sandbox's init and the tool itself are two of the 32 processes of their user in the sandbox.
+    assert (outcome.exit_code, outcome.stdout) == (0, b"30 Resource temporarily unavailable\n")
     assert not outcome.timed_out
     await assert_unharmed(backend)
 
@@ -318,6 +354,7 @@ async def test_files_are_written_into_work_which_is_wiped_after_the_call(backend
 
     assert outcome.exit_code == 0, outcome.stderr_tail
     assert outcome.stdout.decode().split() == ["héllo", "/work", str(TOOL_UID)]
+    await backend.settled()
     assert await entries(backend.dir / "calls") == []
 
 
@@ -347,8 +384,29 @@ async def test_the_runsc_backend_is_opened_by_name(tmp_path: Path, monkeypatch: 
     finally:
         await opened.close()
 
-    assert (opened.kind, outcome.kind, outcome.stdout) == ("runsc", "runsc", b"1\n")
+    assert (opened.kind, outcome.kind, outcome.stdout) == ("runsc", "runsc-cold", b"1\n")
     assert await entries(tmp_path) == []
+
+
+async def test_sandboxes_start_with_the_c_init_and_without_a_compiler_with_the_python_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runsc = shutil.which("runsc")
+    assert runsc is not None
+    with_compiler = RunscBackend(tmp_path / "cc")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, gcc (nor runsc, given by path)
+    without_compiler = RunscBackend(tmp_path / "python", runsc=runsc)
+    probe = ALLOCATE_50_MB + "\nprint(open('/proc/1/cmdline').read().split(chr(0))[0])"
+    try:
+        outcomes = [await backend.run(python(probe)) for backend in (with_compiler, without_compiler)]
+    finally:
+        await with_compiler.close()
+        await without_compiler.close()
+
+    assert [o.stdout for o in outcomes] == [b"/agentflow-init\n", b"python3\n"]  # the sandbox's first process
+    # Both report the same way: the tool's exit status and measures.
+    assert [(o.exit_code, o.max_rss_kb is not None and o.max_rss_kb >= 50 * 1024) for o in outcomes] == [(0, True)] * 2
+    assert (await exists(with_compiler.dir), await exists(without_compiler.dir)) == (False, False)
 
 
 def test_without_runsc_opening_the_backend_says_how_to_install_it(
@@ -432,7 +490,8 @@ async def test_a_warm_sandbox_serves_one_call_with_its_own_input_and_is_then_del
         for _ in range(2):
             warm = await warm_ready(backend)
             outcome = await backend.run(call)
-            assert outcome.exit_code == 0, outcome.stderr_tail
+            assert (outcome.kind, outcome.exit_code) == ("runsc-warm", 0), outcome.stderr_tail
+            await backend.settled()
             assert warm not in await sandboxes(backend.state)
             seen.append(json.loads(outcome.stdout))
     finally:
@@ -474,7 +533,9 @@ async def test_a_warm_sandbox_enforces_the_limits_of_its_pool(tmp_path: Path) ->
             await backend.run(SandboxCall(call_id="test-1", command=("af-no-such-tool",), stdin=b"", limits=limits))
         await warm_ready(backend, limits)
         still = await backend.run(python("print('still here')", limits=limits))
-        assert await sandboxes(backend.state) == backend.warm_containers(limits)
+        await backend.settled()
+        # Only the replacement warm sandbox is left, once runsc has registered it.
+        assert await eventually(lambda: containers(backend.state) == backend.warm_containers(limits))
     finally:
         await backend.close()
 
@@ -486,7 +547,7 @@ async def test_a_warm_sandbox_enforces_the_limits_of_its_pool(tmp_path: Path) ->
 
 
 async def test_a_pool_without_calls_is_dropped_after_its_idle_time(tmp_path: Path) -> None:
-    backend = RunscBackend(tmp_path, warm=1, idle_seconds=0.5)
+    backend = RunscBackend(tmp_path, warm=1, idle_seconds=2)
     try:
         await backend.run(python("pass"))
         await warm_ready(backend)

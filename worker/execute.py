@@ -48,6 +48,7 @@ class Executor:
                 output_bytes=task.limits.output_bytes,
             ),
             network=task.network,
+            image=task.runtime.image,
         )
         kind = self._backend.kind
         # A backend with warm pools (runsc) lists the ready sandboxes; its run() takes one before its first
@@ -76,6 +77,8 @@ class Executor:
             "stderr_tail": outcome.stderr_tail or None,
             "cpu_seconds": outcome.cpu_seconds,
             "max_rss_kb": outcome.max_rss_kb,
+            "start_seconds": outcome.start_seconds,
+            "run_seconds": outcome.duration_seconds,
         }
         if outcome.timed_out:
             reason = f"timed out after {task.limits.wall_seconds:g} s (wall-clock limit)"
@@ -119,6 +122,8 @@ class Executor:
         return self._result(task, started, ok=False, error=reason, error_kind=kind, sandbox=sandbox, **measured)
 
     def _result(self, task: Task, started: float, **fields: object) -> Result:
+        # Clocks of different hosts: a control plane ahead of the worker would make the wait negative.
+        queued = None if task.enqueued_at is None else max(0.0, started - task.enqueued_at)
         return Result(
             tenant=task.tenant,
             run_id=task.run_id,
@@ -127,5 +132,6 @@ class Executor:
             worker_id=self._worker_id,
             started_at=started,
             finished_at=time.time(),
+            queue_seconds=queued,
             **fields,  # type: ignore[arg-type]
         )

@@ -31,8 +31,9 @@ class Settings:
     concurrency: int = 8
     """``AF_CONCURRENCY``: tasks run at once (and the most it holds un-acknowledged)."""
     sandbox: str = ""
-    """``AF_SANDBOX``: ``runsc`` (gVisor; the default where runsc is installed) or ``process`` (development
-    only, no isolation; the default elsewhere, with a warning in the log)."""
+    """``AF_SANDBOX``: ``runsc`` (gVisor; the default where runsc is installed), ``docker`` (gVisor through a
+    Docker Engine: ``AF_DOCKER_HOST``, ``AF_DOCKER_RUNTIME``) or ``process`` (development only, no isolation;
+    the default elsewhere, with a warning in the log)."""
     worker_id: str = ""
     """``AF_WORKER_ID``: defaults to ``<host>-<pid>``."""
     ack_wait_seconds: float = 30.0

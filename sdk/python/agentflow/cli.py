@@ -249,6 +249,26 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
                 for task in run["tasks"]
             ),
         )
+        used = [(task.get("step", ""), task["sandbox"]) for task in run["tasks"] if task.get("sandbox")]
+        if used:
+            click.echo()
+            _print_table(
+                ["STEP", "SANDBOX", "CPU", "PEAK MEM", "QUEUE", "START", "RUN"],
+                ([step, *_sandbox_usage(usage)] for step, usage in used),
+            )
+
+
+def _sandbox_usage(usage: JSON) -> list[str]:
+    """The sandbox kind, CPU time, peak memory and queue, start and run times of a task's latest attempt."""
+    timing = usage.get("timing") or {}
+    measures = [usage.get("cpu_seconds")] + [timing.get(f"{phase}_seconds") for phase in ("queue", "start", "run")]
+    memory = usage.get("max_rss_kb")
+    shown = ["" if seconds is None else _milliseconds(seconds) for seconds in measures]
+    return [usage.get("kind") or "", shown[0], "" if memory is None else f"{memory / 1024:.1f} MiB", *shown[1:]]
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else _seconds(seconds)
 
 
 @contextmanager
