@@ -76,6 +76,43 @@ def open_backend(name: str) -> Backend:
     return opener()
 
 
+def check_sandboxed_call(call: SandboxCall, backend: str, closed: bool) -> None:
+    """What a gVisor backend (runsc, docker) refuses before it starts anything; raises SandboxError."""
+    if closed:
+        raise SandboxError(f"call {call.call_id}: the {backend} backend is closed")
+    if not call.command:
+        raise SandboxError(f"call {call.call_id}: empty command")
+    if call.network != "none":
+        raise SandboxError(
+            f"call {call.call_id}: network egress is not available on this machine: runsc's sandbox "
+            "network does not start here, only --network=none works"
+        )
+
+
+def sandbox_outcome(
+    kind: str,
+    output: Output,
+    exit_code: int | None,
+    timed_out: bool,
+    report: dict[str, Any] | None,
+    run_seconds: float,
+    start_seconds: float,
+) -> Outcome:
+    """The outcome of a call whose sandbox's init reported (or, killed, did not report) its tool's usage."""
+    return Outcome(
+        kind=kind,
+        exit_code=exit_code,
+        stdout=bytes(output.stdout),
+        stderr_tail=output.stderr_tail.decode("utf-8", errors="replace"),
+        timed_out=timed_out,
+        output_truncated=output.output_truncated,
+        duration_seconds=run_seconds,
+        cpu_seconds=report["cpu_seconds"] if report else None,
+        max_rss_kb=report["max_rss_kb"] if report else None,
+        start_seconds=max(0.0, start_seconds),
+    )
+
+
 def write_files(root: Path, files: Mapping[str, str]) -> None:
     """Write a call's files below `root`, refusing (SandboxError) any path that would leave it.
 
@@ -344,18 +381,8 @@ async def finish_tool(
     if report is None and tool.exited.done():
         ended = tool.exited.result()
     run_seconds = float(report["run_seconds"]) if report else ended - started
-    return Outcome(
-        kind=kind,
-        exit_code=None if killed_by_us else int(report["exit_code"]) if report else tool.returncode,
-        stdout=bytes(tool.stdout),
-        stderr_tail=tool.stderr_tail.decode("utf-8", errors="replace"),
-        timed_out=timed_out,
-        output_truncated=tool.output_truncated,
-        duration_seconds=run_seconds,
-        cpu_seconds=report["cpu_seconds"] if report else None,
-        max_rss_kb=report["max_rss_kb"] if report else None,
-        start_seconds=max(0.0, ended - arrived - run_seconds),
-    )
+    exit_code = None if killed_by_us else int(report["exit_code"]) if report else tool.returncode
+    return sandbox_outcome(kind, tool, exit_code, timed_out, report, run_seconds, ended - arrived - run_seconds)
 
 
 async def _end(tool: Tool, kill: Callable[[int], Awaitable[None]]) -> None:

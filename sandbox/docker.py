@@ -20,7 +20,17 @@ import docker.errors
 from docker.types import Mount, Ulimit
 
 from . import _child
-from .backend import LAUNCHER, SANDBOX_ENV, TOOL_UID, Output, check_paths, launcher_failed, process_start_time
+from .backend import (
+    LAUNCHER,
+    SANDBOX_ENV,
+    TOOL_UID,
+    Output,
+    check_paths,
+    check_sandboxed_call,
+    launcher_failed,
+    process_start_time,
+    sandbox_outcome,
+)
 from .types import Outcome, SandboxCall, SandboxError
 
 logger = logging.getLogger(__name__)
@@ -95,15 +105,7 @@ class DockerBackend:
     async def run(self, call: SandboxCall) -> Outcome:
         """Run one call in a container of its own; SandboxError if it cannot start."""
         arrived = time.monotonic()
-        if self._closed:
-            raise SandboxError(f"call {call.call_id}: the docker backend is closed")
-        if not call.command:
-            raise SandboxError(f"call {call.call_id}: empty command")
-        if call.network != "none":
-            raise SandboxError(
-                f"call {call.call_id}: network egress is not available on this machine: runsc's sandbox "
-                "network does not start here, only --network=none works"
-            )
+        check_sandboxed_call(call, "docker", self._closed)
         files = {str(path): content for path, content in check_paths(call.files)}
         image = call.image or await self._base_image()
         container = await self._create(call, image)
@@ -215,17 +217,8 @@ class DockerBackend:
         report = output.reported.result() if output.reported.done() and not killed_by_us else None
         exit_code = None if killed_by_us else report["exit_code"] if report else await self._exit_code(container)
         run_seconds = float(report["run_seconds"]) if report else ended - started
-        return Outcome(
-            kind=self.kind,
-            exit_code=exit_code,
-            stdout=bytes(output.stdout),
-            stderr_tail=output.stderr_tail.decode("utf-8", errors="replace"),
-            timed_out=timed_out,
-            output_truncated=output.output_truncated,
-            duration_seconds=run_seconds,
-            cpu_seconds=report["cpu_seconds"] if report else None,
-            max_rss_kb=report["max_rss_kb"] if report else None,
-            start_seconds=max(0.0, ended - arrived - run_seconds),
+        return sandbox_outcome(
+            self.kind, output, exit_code, timed_out, report, run_seconds, ended - arrived - run_seconds
         )
 
     async def _exit_code(self, container: str) -> int | None:

@@ -28,6 +28,7 @@ from .backend import (
     SANDBOX_ENV,
     TOOL_UID,
     Tool,
+    check_sandboxed_call,
     finish_tool,
     launcher_failed,
     process_start_time,
@@ -135,15 +136,7 @@ class RunscBackend:
 
     async def run(self, call: SandboxCall) -> Outcome:
         """Run one call in a sandbox of its own, a warm one if one is ready; SandboxError if it cannot start."""
-        if self._closed:
-            raise SandboxError(f"call {call.call_id}: the runsc backend is closed")
-        if not call.command:
-            raise SandboxError(f"call {call.call_id}: empty command")
-        if call.network != "none":
-            raise SandboxError(
-                f"call {call.call_id}: network egress is not available on this machine: runsc's sandbox "
-                "network does not start here, only --network=none works"
-            )
+        check_sandboxed_call(call, "runsc", self._closed)
         arrived = time.monotonic()
         warm = self._take_warm(call.limits)
         container = warm.container if warm else _container_id(call.call_id)
