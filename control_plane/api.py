@@ -18,6 +18,7 @@ from control_plane import metrics, views
 from control_plane.access import admit, permission_of
 from control_plane.answers import json_response as _json
 from control_plane.answers import record as _audit
+from control_plane.answers import source_address
 from control_plane.api_access import ROUTES as ACCESS_ROUTES
 from control_plane.auth import Identity
 from control_plane.events import FINAL_EVENT_TYPES
@@ -165,11 +166,9 @@ async def start_run(
     """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run."""
     await services.limits.admit_runs(identity.tenant, 1)
     submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
+    submission.actor, submission.source = identity.actor, source_address(request)
     (accepted,) = await services.submitter.submit([submission])
     metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
-    await _audit(
-        request, services, identity, "run.start", accepted.run_id, "created" if accepted.created else "unchanged"
-    )
     return _json(
         {"id": accepted.run_id, "state": "running", "created": accepted.created},
         201 if accepted.created else 200,
@@ -187,7 +186,9 @@ async def start_runs(
     for index, item in enumerate(data.runs):
         try:
             run = convert(item, RunRequest, f"runs[{index}]")
-            prepared.append((index, await services.submitter.prepare(identity.tenant, run, run.idempotency_key)))
+            submission = await services.submitter.prepare(identity.tenant, run, run.idempotency_key)
+            submission.actor, submission.source = identity.actor, source_address(request)
+            prepared.append((index, submission))
         except Problem as problem:
             answers[index] = {"problem": problem.as_dict()}
     if prepared:
@@ -200,8 +201,6 @@ async def start_runs(
             for (index, submission), outcome in zip(prepared, accepted, strict=True):
                 answers[index] = {"id": outcome.run_id, "created": outcome.created}
                 metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
-            started = sum(1 for outcome in accepted if outcome.created)
-            await _audit(request, services, identity, "run.start", f"{started} of {len(data.runs)} runs", "created")
     return _json({"items": answers})
 
 

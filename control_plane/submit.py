@@ -50,6 +50,9 @@ class Submission:
     tasks: list[Planned]
     outcome: RunOutcome | None
     """Set when the run is finished as soon as it starts (every step of it skipped, say)."""
+    actor: str | None = None
+    """Who asks for the run, and from where: audited in the statement that records it."""
+    source: str | None = None
     traceparent: str | None = None
     """The planning step's trace context, which the first tasks carry (set only while tracing is on)."""
     future: "asyncio.Future[Accepted]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -199,6 +202,8 @@ class Submitter:
                     submission.request_digest,
                     log_.last_seq,
                     output,
+                    submission.actor,
+                    submission.source,
                 )
             )
         inserted = await runs.create_runs(self._pool, new_runs, new_tasks, new_events)

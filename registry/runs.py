@@ -32,6 +32,9 @@ class NewRun:
     last_seq: int
     output: str | None = None
     """The output of a run finished as soon as it started."""
+    actor: str | None = None
+    """Who started it: with ``source`` (their address), written to the audit trail in the same statement."""
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,11 @@ WITH r AS (
     SELECT u.run_id, u.seq, u.tenant, u.type, u.data::jsonb
     FROM unnest($19::uuid[], $20::int[], $21::text[], $22::text[], $23::text[]) AS u(run_id, seq, tenant, type, data)
     WHERE u.run_id IN (SELECT id FROM r)
+), a AS (
+    INSERT INTO audit (tenant, actor, action, target, outcome, source)
+    SELECT u.tenant, u.actor, 'run.start', u.id::text, 'created', u.source
+    FROM unnest($1::uuid[], $2::text[], $28::text[], $29::text[]) AS u(id, tenant, actor, source)
+    WHERE u.actor IS NOT NULL AND u.id IN (SELECT id FROM r)
 )
 SELECT id::text FROM r
 """
@@ -180,7 +188,7 @@ SELECT id::text FROM r
 async def create_runs(
     pool: Pool, runs: Sequence[NewRun], tasks: Sequence[NewTask], events: Sequence[NewEvent]
 ) -> set[str]:
-    """Insert runs with their first tasks and events in one statement; returns the ids inserted.
+    """Insert runs with their first tasks, events and audit rows in one statement; returns the ids inserted.
 
     A run whose (tenant, idempotency key) already exists is not inserted, nor are its tasks and events.
     """
@@ -203,6 +211,7 @@ async def create_runs(
         *_columns(events, "run_id", "seq", "tenant", "type", "data"),
         *_columns(tasks, "start_by", "element", "published"),
         *_columns(runs, "output"),
+        *_columns(runs, "actor", "source"),
     )
     return {row["id"] for row in rows}
 

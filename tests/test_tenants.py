@@ -214,3 +214,19 @@ def test_a_tenant_over_its_request_rate_gets_429(stack: Stack, admin: httpx.Clie
         assert client.get("/v1/tools").status_code == 200
     # Other tenants are not slowed down.
     assert all(admin.get("/v1/tools").status_code == 200 for _ in range(6))
+
+
+def test_every_run_started_is_an_audit_row_written_with_the_run(stack: Stack, admin: httpx.Client) -> None:
+    _, key = _tenant(admin)
+    with _as(stack, key) as tenant_admin:
+        one = tenant_admin.post("/v1/runs", json={"tool": "noop", "input": {}}).json()["id"]
+        batch = tenant_admin.post("/v1/runs:batch", json={"runs": [{"tool": "noop", "input": {}}] * 2}).json()
+        again = tenant_admin.post("/v1/runs", json={"tool": "noop", "input": {}}, headers={"Idempotency-Key": "k"})
+        repeat = tenant_admin.post("/v1/runs", json={"tool": "noop", "input": {}}, headers={"Idempotency-Key": "k"})
+        assert repeat.json()["id"] == again.json()["id"]
+        started = {
+            e["target"]
+            for e in tenant_admin.get("/v1/audit", params={"limit": 50}).json()["items"]
+            if e["action"] == "run.start"
+        }
+    assert started == {one, again.json()["id"], *(item["id"] for item in batch["items"])}
