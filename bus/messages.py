@@ -19,6 +19,8 @@ class ToolRuntime(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     builtin: str | None = None
     rootfs: str | None = None
     image: str | None = None
+    warm: int = 0
+    """Sandboxes a worker keeps started ahead of this tool's calls (0: the worker's default)."""
 
 
 class ToolLimits(msgspec.Struct, frozen=True, kw_only=True):

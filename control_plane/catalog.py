@@ -143,6 +143,7 @@ def _tool_from_spec(spec: ToolSpec) -> Tool:
             files=dict(spec.runtime.files),
             rootfs=spec.runtime.rootfs,
             image=spec.runtime.image,
+            warm=spec.runtime.warm,
         ),
         limits=msgspec.convert(msgspec.to_builtins(spec.limits), ToolLimits),
         network=spec.network,

@@ -20,6 +20,9 @@ class RuntimeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     files: dict[str, str] = {}
     rootfs: str | None = None
     image: str | None = None
+    warm: Annotated[int, msgspec.Meta(ge=0, le=32)] = 0
+    """Sandboxes each worker keeps started ahead of this tool version's calls (runsc; 0: the worker's
+    ``AF_RUNSC_WARM``). Each call still gets a fresh sandbox of its own."""
 
 
 class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

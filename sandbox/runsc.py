@@ -83,10 +83,11 @@ class RunscBackend:
     128 without a report is turned back into minus a signal number: runsc reports a sandbox killed by signal N
     (SIGKILL at the memory limit included) as 128 + N, as a shell does.
 
-    Warm pools (`warm` > 0): for each Limits in use, that many sandboxes are started ahead of their calls. A
-    call takes one, writes its files into its /work and sends its call. A warm sandbox serves one call and
-    is deleted after it, as on the cold path; a keeper task per Limits starts the replacements, and drops
-    the pool after `idle_seconds` without a call. With no warm sandbox ready a call takes the cold path.
+    Warm pools: for each pool a call names (the worker names one per tenant and tool version) and its Limits,
+    `call.warm` sandboxes (else the backend's `warm`) are started ahead of their calls. A call takes one,
+    writes its files into its /work and sends its call. A warm sandbox serves one call and is deleted after
+    it, as on the cold path; a keeper task per pool starts the replacements, and drops the pool after
+    `idle_seconds` without a call. With no warm sandbox ready a call takes the cold path.
 
     State lives in a dir per backend under `root`; a new backend deletes the sandboxes and dirs that dead
     workers left there, and close() those of its own.
@@ -104,9 +105,9 @@ class RunscBackend:
         """Find runsc (SandboxError saying how to install it if missing) and clean up after dead workers.
 
         `root` defaults to AF_RUNSC_ROOT, else /var/run/agentflow/runsc for root, else a dir in the temp
-        dir. `warm` sandboxes (default AF_RUNSC_WARM, else 0) are kept ready for each Limits in use, and
-        dropped after `idle_seconds` without a call of those limits. Blocking: it runs runsc to delete
-        leftovers, so open the backend before serving calls.
+        dir. `warm` sandboxes (default AF_RUNSC_WARM, else 0) are kept ready for each pool in use whose calls
+        ask for no number of their own, and dropped after `idle_seconds` without a call of that pool.
+        Blocking: it runs runsc to delete leftovers, so open the backend before serving calls.
         """
         found = shutil.which(runsc)
         if found is None:
@@ -130,7 +131,7 @@ class RunscBackend:
         _build_rootfs(self._rootfs)
         self._init = _install_init(self._rootfs)
         self._preload = _PRELOAD if self._init != LAUNCHER else ()
-        self._pools: dict[Limits, _Pool] = {}
+        self._pools: dict[tuple[str, Limits], _Pool] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
         self._closed = False
 
@@ -138,7 +139,7 @@ class RunscBackend:
         """Run one call in a sandbox of its own, a warm one if one is ready; SandboxError if it cannot start."""
         check_sandboxed_call(call, "runsc", self._closed)
         arrived = time.monotonic()
-        warm = self._take_warm(call.limits)
+        warm = self._take_warm(call)
         container = warm.container if warm else _container_id(call.call_id)
         bundle = self._calls / container
         kill = functools.partial(self._kill, container)
@@ -174,9 +175,9 @@ class RunscBackend:
             return dataclasses.replace(outcome, exit_code=128 - outcome.exit_code)
         return outcome
 
-    def warm_containers(self, limits: Limits) -> list[str]:
-        """The ids of the warm sandboxes ready for calls of `limits`."""
-        pool = self._pools.get(limits)
+    def warm_containers(self, call: SandboxCall) -> list[str]:
+        """The ids of the warm sandboxes ready for `call`."""
+        pool = self._pools.get((call.pool, call.limits))
         return [warm.container for warm in pool.ready] if pool else []
 
     async def settled(self) -> None:
@@ -204,11 +205,13 @@ class RunscBackend:
         task.add_done_callback(self._cleanups.discard)
         return task
 
-    def _take_warm(self, limits: Limits) -> _Warm | None:
-        """A ready warm sandbox for `limits`, if any, and a nudge to the pool's keeper to replace it."""
-        if not self._warm:
+    def _take_warm(self, call: SandboxCall) -> _Warm | None:
+        """A ready warm sandbox for `call`, if any, and a nudge to its pool's keeper to replace it."""
+        size = call.warm or self._warm
+        if not size:
             return None
-        pool = self._pools.setdefault(limits, _Pool())
+        pool = self._pools.setdefault((call.pool, call.limits), _Pool())
+        pool.size = size
         pool.last_used = time.monotonic()
         taken = None
         while pool.ready and taken is None:
@@ -221,14 +224,14 @@ class RunscBackend:
         # and a replacement started now is ready a call sooner.
         pool.wanted.set()
         if pool.keeper is None or pool.keeper.done():
-            pool.keeper = asyncio.ensure_future(self._keep(limits, pool))
+            pool.keeper = asyncio.ensure_future(self._keep(call.limits, pool))
         return taken
 
     async def _keep(self, limits: Limits, pool: _Pool) -> None:
         """Keep `pool` full until the backend closes or the pool has gone `idle_seconds` without a call."""
         try:
             while not self._closed:
-                if len(pool.ready) < self._warm:
+                if len(pool.ready) < pool.size:
                     pool.ready.append(await self._start_warm(limits))
                     continue
                 pool.wanted.clear()
@@ -430,9 +433,11 @@ class _Warm:
 
 @dataclass(slots=True)
 class _Pool:
-    """The warm sandboxes of one Limits, and the task that keeps them topped up."""
+    """The warm sandboxes of one pool, and the task that keeps them topped up."""
 
     ready: list[_Warm] = field(default_factory=list)
+    size: int = 0
+    """How many to keep ready (the last call's wish)."""
     wanted: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a sandbox is taken or the backend closes: the keeper has something to do."""
     last_used: float = 0.0

@@ -63,6 +63,13 @@ class SandboxCall:
     """The container image to run in (docker; it must hold python3 for the sandbox's init); None: the
     backend's own image, which holds the host's /usr read-only. runsc always uses the host's /usr."""
 
+    pool: str = ""
+    """Calls with the same pool and limits share a warm pool (runsc); the worker names one per tenant and
+    tool version."""
+
+    warm: int = 0
+    """Sandboxes to keep started ahead for this call's pool (runsc); 0: the backend's default."""
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

@@ -391,3 +391,9 @@ def test_a_queue_setting_out_of_range_is_a_validation_error_on_its_field(
 
 def test_a_tenant_limit_of_zero_is_a_validation_error(http: httpx.Client) -> None:
     assert_problem(http.put("/v1/limits", json={"max_in_flight": 0}), 422, "validation-error", "max_in_flight")
+
+
+@pytest.mark.parametrize("warm", [-1, 33, "two"], ids=["negative", "too-many", "string"])
+def test_a_warm_pool_size_out_of_range_is_a_validation_error_on_its_field(http: httpx.Client, warm: object) -> None:
+    spec = tool_spec("warm-checked", runtime={"command": ["python3", "main.py"], "warm": warm})
+    assert_problem(http.post("/v1/tools", json=spec), 422, "validation-error", "runtime.warm")

@@ -256,3 +256,22 @@ async def test_registrations_and_cancels_are_recorded_in_the_audit_trail(client:
     assert ("tool.register", "audited@1.0.0", "created") in seen
     assert ("run.cancel", run["id"], "cancelled") in seen
     assert all(e.actor.startswith("key:") and e.source == "127.0.0.1" for e in entries)
+
+
+def test_a_tool_that_asks_for_warm_sandboxes_is_served_from_its_pool_after_its_first_call(client: Client) -> None:
+    client.register_tool(
+        {
+            "name": "kept-warm",
+            "version": "1.0.0",
+            "runtime": {"command": ["python3", "-c", "print('{}')"], "warm": 1},
+        }
+    )
+    kinds = []
+    deadline = time.monotonic() + 60
+    while "runsc-warm" not in kinds and time.monotonic() < deadline:
+        final = client.wait_run(client.start_run(tool="kept-warm", input={})["id"], timeout=60)
+        assert final["state"] == "succeeded", final
+        kinds.append(final["tasks"][0]["sandbox"]["kind"])
+        time.sleep(0.5)  # a sandbox boots in about 200 ms
+    assert kinds[0] == "runsc-cold"
+    assert kinds[-1] == "runsc-warm"

@@ -474,10 +474,15 @@ open("/work/left-by-a-call", "w").write("x")
 DEFAULT_LIMITS = Limits()
 
 
+def pool_of(limits: Limits = DEFAULT_LIMITS, pool: str = "") -> SandboxCall:
+    """A call standing for the calls of one pool and limits."""
+    return SandboxCall(call_id="probe", command=("true",), stdin=b"", limits=limits, pool=pool)
+
+
 async def warm_ready(backend: RunscBackend, limits: Limits = DEFAULT_LIMITS) -> str:
     """The id of the one warm sandbox for `limits`, once the pool's keeper has started it."""
-    assert await eventually(lambda: len(backend.warm_containers(limits)) == 1)
-    (container,) = backend.warm_containers(limits)
+    assert await eventually(lambda: len(backend.warm_containers(pool_of(limits))) == 1)
+    (container,) = backend.warm_containers(pool_of(limits))
     return container
 
 
@@ -535,7 +540,7 @@ async def test_a_warm_sandbox_enforces_the_limits_of_its_pool(tmp_path: Path) ->
         still = await backend.run(python("print('still here')", limits=limits))
         await backend.settled()
         # Only the replacement warm sandbox is left, once runsc has registered it.
-        assert await eventually(lambda: containers(backend.state) == backend.warm_containers(limits))
+        assert await eventually(lambda: containers(backend.state) == backend.warm_containers(pool_of(limits)))
     finally:
         await backend.close()
 
@@ -552,7 +557,7 @@ async def test_a_pool_without_calls_is_dropped_after_its_idle_time(tmp_path: Pat
         await backend.run(python("pass"))
         await warm_ready(backend)
 
-        assert await eventually(lambda: backend.warm_containers(Limits()) == [] and containers(backend.state) == [])
+        assert await eventually(lambda: backend.warm_containers(pool_of()) == [] and containers(backend.state) == [])
         assert (await backend.run(python("print(1)"))).stdout == b"1\n"  # cold again, and it restarts the pool
         await warm_ready(backend)
     finally:
@@ -568,3 +573,21 @@ async def test_after_close_no_sandbox_and_no_state_dir_is_left(backend: RunscBac
 
     assert await entries(root) == []
     assert not await asyncio.to_thread(processes_naming, str(root))
+
+
+async def test_each_tool_version_keeps_the_warm_sandboxes_it_asks_for_in_a_pool_of_its_own(tmp_path: Path) -> None:
+    backend = RunscBackend(tmp_path, warm=0)
+    try:
+        asks_two = python("print(2)", pool="acme/summarize@1", warm=2)
+        asks_none = python("print(0)", pool="acme/other@1")
+        assert (await backend.run(asks_two)).kind == "runsc-cold"  # the first call starts its pool
+        assert (await backend.run(asks_none)).kind == "runsc-cold"
+        assert await eventually(lambda: len(backend.warm_containers(asks_two)) == 2)
+        assert (await backend.run(asks_two)).kind == "runsc-warm"
+        assert await eventually(lambda: len(backend.warm_containers(asks_two)) == 2)
+        # Same limits, another tool: no pool, since it asks for none and the backend keeps none by default.
+        assert backend.warm_containers(asks_none) == []
+        assert (await backend.run(asks_none)).kind == "runsc-cold"
+    finally:
+        await backend.close()
+    assert await entries(tmp_path) == []

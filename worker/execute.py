@@ -49,12 +49,14 @@ class Executor:
             ),
             network=task.network,
             image=task.runtime.image,
+            pool=f"{task.tenant}/{task.tool}",
+            warm=task.runtime.warm,
         )
         kind = self._backend.kind
         # A backend with warm pools (runsc) lists the ready sandboxes; its run() takes one before its first
         # await, so nothing can take it between this look and the call.
         warm_ready = getattr(self._backend, "warm_containers", None)
-        start = "warm" if warm_ready is not None and warm_ready(call.limits) else "cold"
+        start = "warm" if warm_ready is not None and warm_ready(call) else "cold"
         try:
             outcome = await self._backend.run(call)
         except SandboxError as error:
