@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import docker
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from sandbox import Limits, SandboxCall, SandboxError, open_backend
 from sandbox.docker import LABEL, DockerBackend
 from tests.conftest import Dockerd
+from tests.sandbox_probes import python, reach_host_loopback, try_writing
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,6 @@ async def backend(dockerd: Dockerd) -> AsyncIterator[DockerBackend]:
     opened = DockerBackend(dockerd.url)
     yield opened
     await opened.close()
-
-
-def python(code: str, **fields: Any) -> SandboxCall:
-    return SandboxCall(**{"call_id": "test-1", "command": ("python3", "-c", code), "stdin": b"", **fields})
 
 
 def containers(dockerd: Dockerd) -> list[str]:
@@ -72,21 +68,8 @@ print(json.dumps({
 
 
 async def test_the_root_is_read_only_and_only_work_and_tmp_are_writable(backend: DockerBackend) -> None:
-    probe = """
-import json
-results = {}
-for path in ("/escape", "/usr/escape", "/work/out.txt", "/tmp/out.txt"):
-    try:
-        open(path, "w").write("x")
-        results[path] = "written"
-    except OSError as error:
-        results[path] = error.strerror
-mounts = {line.split()[1]: line.split()[3].split(",")[0] for line in open("/proc/mounts")}
-print(json.dumps([results, mounts]))
-"""
-    outcome = await backend.run(python(probe))
+    _, results, mounts = await try_writing(backend, "/escape", "/usr/escape", "/work/out.txt", "/tmp/out.txt")
 
-    results, mounts = json.loads(outcome.stdout)
     assert results == {
         "/escape": "Permission denied",
         "/usr/escape": "Permission denied",
@@ -97,29 +80,7 @@ print(json.dumps([results, mounts]))
 
 
 async def test_a_server_on_the_hosts_loopback_cannot_be_reached(backend: DockerBackend) -> None:
-    connections = 0
-
-    def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        writer.close()
-
-    server = await asyncio.start_server(count, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        outcome = await backend.run(
-            python(
-                "import socket\n"
-                "try:\n"
-                f"    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
-                "    print('connected')\n"
-                "except OSError as error:\n"
-                "    print(type(error).__name__)\n"
-            )
-        )
-    finally:
-        server.close()
-        await server.wait_closed()
+    outcome, connections = await reach_host_loopback(backend)
 
     assert (outcome.exit_code, outcome.stdout) == (0, b"ConnectionRefusedError\n")
     assert connections == 0

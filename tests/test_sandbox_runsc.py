@@ -16,12 +16,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sandbox import Limits, RunscBackend, SandboxCall, SandboxError, open_backend
 from sandbox.runsc import TOOL_UID
+from tests.sandbox_probes import python, reach_host_loopback, try_writing
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,11 +38,6 @@ async def backend(root: Path) -> AsyncIterator[RunscBackend]:
     opened = RunscBackend(root)
     yield opened
     await opened.close()
-
-
-def python(code: str, **fields: Any) -> SandboxCall:
-    """A call that runs `code` with the sandbox's python3 (the host's /usr, mounted read-only)."""
-    return SandboxCall(**{"call_id": "test-1", "command": ("python3", "-c", code), "stdin": b"", **fields})
 
 
 def containers(state: Path) -> list[str]:
@@ -156,29 +151,7 @@ async def test_a_tool_cannot_forge_the_report_of_its_sandbox(backend: RunscBacke
 
 
 async def test_a_server_on_the_hosts_loopback_cannot_be_reached(backend: RunscBackend) -> None:
-    connections = 0
-
-    def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        writer.close()
-
-    server = await asyncio.start_server(count, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        outcome = await backend.run(
-            python(
-                "import socket\n"
-                "try:\n"
-                f"    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
-                "    print('connected')\n"
-                "except OSError as error:\n"
-                "    print(type(error).__name__)\n"
-            )
-        )
-    finally:
-        server.close()
-        await server.wait_closed()
+    outcome, connections = await reach_host_loopback(backend)
 
     # The sandbox has a loopback of its own (--network=none), where nothing listens.
     assert (outcome.exit_code, outcome.stdout) == (0, b"ConnectionRefusedError\n")
@@ -222,24 +195,11 @@ print(json.dumps({{
 
 
 async def test_the_root_is_read_only_and_only_work_and_tmp_are_writable(backend: RunscBackend) -> None:
-    probe = """
-import json
-results = {}
-for path in ("/escape", "/usr/escape", "/etc/passwd", "/bin/escape", "/work/out.txt", "/tmp/out.txt"):
-    try:
-        with open(path, "w") as file:
-            file.write("x")
-        results[path] = "written"
-    except OSError as error:
-        results[path] = error.strerror
-mounts = {line.split()[1]: line.split()[3].split(",")[0] for line in open("/proc/mounts")}
-print(json.dumps([results, mounts]))
-"""
+    paths = ("/escape", "/usr/escape", "/etc/passwd", "/bin/escape", "/work/out.txt", "/tmp/out.txt")
 
-    outcome = await backend.run(python(probe))
+    outcome, results, mounts = await try_writing(backend, *paths)
 
     assert outcome.exit_code == 0, outcome.stderr_tail
-    results, mounts = json.loads(outcome.stdout)
     assert results == {
         "/escape": "Permission denied",
         "/usr/escape": "Permission denied",
