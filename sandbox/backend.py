@@ -7,7 +7,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import resource
+import secrets
 import signal
 import subprocess
 import time
@@ -407,6 +409,28 @@ async def _end(tool: Tool, kill: Callable[[int], Awaitable[None]]) -> None:
 def launcher_failed(outcome: Outcome) -> bool:
     """Whether a sandbox's init (see _child) could not start the tool at all."""
     return outcome.exit_code == _child.START_FAILED and outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
+
+
+_WORKER_DIR = re.compile(r"(\d+)-(\d+)-[0-9a-f]+")
+
+
+def own_worker_dir(root: Path) -> Path:
+    """A new dir under `root` named for this process (pid and start time), so that a later backend can tell
+    whether the process that owned it is still alive."""
+    return root / f"{os.getpid()}-{process_start_time(os.getpid())}-{secrets.token_hex(4)}"
+
+
+def dead_worker_dirs(root: Path) -> list[tuple[Path, int]]:
+    """The dirs under `root` made by own_worker_dir for processes that have died since, with their pid."""
+    dead = []
+    for entry in root.iterdir():
+        match = _WORKER_DIR.fullmatch(entry.name)
+        if match is None or not entry.is_dir():
+            continue
+        pid, started = int(match[1]), int(match[2])
+        if process_start_time(pid) != started:
+            dead.append((entry, pid))
+    return dead
 
 
 def process_start_time(pid: int) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import shutil
 import tempfile
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .backend import kill_group, run_tool, write_files
+from .backend import dead_worker_dirs, kill_group, own_worker_dir, run_tool, write_files
 from .types import Limits, Outcome, SandboxCall, SandboxError
 
 logger = logging.getLogger(__name__)
@@ -29,15 +30,27 @@ class ProcessBackend:
 
     cpu_seconds and max_rss_kb come from the tool's rusage (wait4), its own and that of the descendants it
     waited for.
+
+    The calls' dirs live in a dir of this backend's own under `root`; a new backend deletes what backends of
+    dead workers left there (a worker killed mid-call cannot wipe its call's dir), and close() its own.
     """
 
     kind: str = "process"
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | str | None = None) -> None:
+        """`root` defaults to agentflow-process-<uid> in the temp dir. Blocking: it deletes what dead workers
+        left, so open the backend before serving calls."""
         logger.warning(
             "sandbox backend 'process' gives NO isolation: tools run as this user, on this filesystem and "
             "network; use it for development only"
         )
+        root = Path(root or Path(tempfile.gettempdir()) / f"agentflow-process-{os.geteuid()}")
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for entry, pid in dead_worker_dirs(root):
+            logger.warning("deleting the call dirs that dead worker process %d left in %s", pid, entry)
+            shutil.rmtree(entry, ignore_errors=True)
+        self.dir = own_worker_dir(root)
+        self.dir.mkdir()
 
     async def run(self, call: SandboxCall) -> Outcome:
         """Run one call in a fresh working directory; SandboxError if it cannot start."""
@@ -45,7 +58,7 @@ class ProcessBackend:
         arrived = time.monotonic()
         if not call.command:
             raise SandboxError(f"call {call.call_id}: empty command")
-        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="af-call-"))
+        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="af-call-", dir=self.dir))
         try:
             await asyncio.to_thread(write_files, workdir, call.files)
             return await _run_in(call, workdir, arrived)
@@ -53,7 +66,8 @@ class ProcessBackend:
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
 
     async def close(self) -> None:
-        """Nothing to release: the backend holds no resources between calls."""
+        """Remove this backend's dir (the dirs of calls still running go with it)."""
+        await asyncio.to_thread(shutil.rmtree, self.dir, ignore_errors=True)
 
 
 async def _run_in(call: SandboxCall, workdir: Path, arrived: float) -> Outcome:

@@ -29,9 +29,10 @@ from .backend import (
     TOOL_UID,
     Tool,
     check_sandboxed_call,
+    dead_worker_dirs,
     finish_tool,
     launcher_failed,
-    process_start_time,
+    own_worker_dir,
     start_tool,
     write_files,
 )
@@ -54,7 +55,6 @@ _INSTALL_HINT = (
 )
 # A worker's state dir: its pid, the pid's start time (so a reused pid does not pass for the dead worker)
 # and a random part (so two backends of one process do not share a dir).
-_WORKER_DIR = re.compile(r"(\d+)-(\d+)-[0-9a-f]+")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _RETIRE_SECONDS = 5.0
@@ -120,7 +120,7 @@ class RunscBackend:
         self.root = Path(root or os.environ.get("AF_RUNSC_ROOT") or _default_root())
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._reap_dead_workers()
-        self.dir = self.root / f"{os.getpid()}-{process_start_time(os.getpid())}-{secrets.token_hex(4)}"
+        self.dir = own_worker_dir(self.root)
         """This backend's state dir: runsc's state, the shared rootfs and one bundle per sandbox."""
         self.state = self.dir / "runsc"
         """The `runsc --root` of this backend's sandboxes."""
@@ -389,13 +389,7 @@ class RunscBackend:
 
     def _reap_dead_workers(self) -> None:
         """Delete the sandboxes and state dirs of backends whose process has died."""
-        for entry in self.root.iterdir():
-            match = _WORKER_DIR.fullmatch(entry.name)
-            if match is None or not entry.is_dir():
-                continue
-            pid, started = int(match[1]), int(match[2])
-            if process_start_time(pid) == started:
-                continue  # a live worker's
+        for entry, pid in dead_worker_dirs(self.root):
             logger.warning("deleting the sandboxes and state that dead worker process %d left in %s", pid, entry)
             self._remove_worker_dir(entry)
 

@@ -192,9 +192,13 @@ class Stack:
     """Set for every process of this stack (AF_OTLP_ENDPOINT, say)."""
 
     def env(self, **extra: str) -> dict[str, str]:
-        """A process's environment; its NATS identity is the control plane's unless ``extra`` names another."""
+        """A process's environment; its NATS identity is the control plane's unless ``extra`` names another.
+        Its temp dir is the stack's own, so what a killed worker leaves there goes with the stack."""
+        temp = self.root / "tmp"
+        temp.mkdir(exist_ok=True)
         return {
             **os.environ,
+            "TMPDIR": str(temp),
             "AF_NATS_URL": self.nats_served_by.url if self.nats_served_by else self.nats_url,
             **nats_identities(self.root).env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": self.database_url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -241,3 +242,22 @@ async def test_the_process_backend_is_opened_by_name_and_warns_that_it_does_not_
 def test_an_unknown_backend_name_is_refused_with_the_valid_choices() -> None:
     with pytest.raises(SandboxError, match="valid choices: docker, process, runsc"):
         open_backend("vm")
+
+
+async def test_a_new_backend_deletes_the_call_dirs_a_killed_worker_left_and_close_removes_its_own(
+    tmp_path: Path,
+) -> None:
+    # A dir named for this pid with another start time: its process has died (the pid was reused since).
+    left = tmp_path / f"{os.getpid()}-1-0badc0de"
+    (left / "af-call-x").mkdir(parents=True)
+    (left / "af-call-x" / "main.py").write_text("print(1)")
+
+    backend = ProcessBackend(tmp_path)
+    try:
+        assert not left.exists()
+        assert (await backend.run(python("print(1)"))).stdout == b"1\n"
+        assert os.listdir(tmp_path) == [backend.dir.name]
+        assert os.listdir(backend.dir) == []  # each call's dir is wiped after it
+    finally:
+        await backend.close()
+    assert os.listdir(tmp_path) == []
