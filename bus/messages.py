@@ -45,8 +45,6 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
     limits: ToolLimits = ToolLimits()
     network: Literal["none", "egress"] = "none"
     input: msgspec.Raw
-    enqueued_at: float | None = None
-    """When the control plane published this attempt (Unix time): the start of its time in the queue."""
 
 
 ErrorKind = Literal[
@@ -81,7 +79,7 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag=
     max_rss_kb: int | None = None
     """Peak resident memory of the tool (or its largest waited-for descendant), KiB."""
     queue_seconds: float | None = None
-    """From the task's publication to the worker starting it (the task's enqueued_at, when it carries one)."""
+    """From the task's storing on its stream (``queued_at``) to the worker starting it."""
     start_seconds: float | None = None
     """From the worker starting the attempt to the tool's process starting: files, bundle, sandbox creation."""
     run_seconds: float | None = None

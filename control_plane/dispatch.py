@@ -11,7 +11,6 @@ limit are held in PostgreSQL and released, here, as earlier tasks finish.
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -65,7 +64,6 @@ class Dispatch:
             limits=self.tool.limits,
             network="egress" if self.tool.network == "egress" else "none",
             input=msgspec.Raw(self.input.encode()),
-            enqueued_at=time.time(),
         )
         return Outgoing(
             subjects.tasks(self.tenant, self.queue), encode(task), f"{self.task_id}:{self.attempt}", traceparent

@@ -124,8 +124,6 @@ class Executor:
         return self._result(task, started, ok=False, error=reason, error_kind=kind, sandbox=sandbox, **measured)
 
     def _result(self, task: Task, started: float, **fields: object) -> Result:
-        # Clocks of different hosts: a control plane ahead of the worker would make the wait negative.
-        queued = None if task.enqueued_at is None else max(0.0, started - task.enqueued_at)
         return Result(
             tenant=task.tenant,
             run_id=task.run_id,
@@ -134,6 +132,5 @@ class Executor:
             worker_id=self._worker_id,
             started_at=started,
             finished_at=time.time(),
-            queue_seconds=queued,
             **fields,  # type: ignore[arg-type]
         )

@@ -160,7 +160,9 @@ class Worker:
             finally:
                 del self._running[id(msg)]
             deliveries, queued_at = _delivery(msg)
-            result = msgspec.structs.replace(result, deliveries=deliveries, queued_at=queued_at)
+            # Clocks of different hosts: a nats-server ahead of the worker would make the wait negative.
+            waited = None if queued_at is None else max(0.0, result.started_at - queued_at)
+            result = msgspec.structs.replace(result, deliveries=deliveries, queued_at=queued_at, queue_seconds=waited)
             # The result must be stored before the task is acknowledged: if we die in between, the task
             # is redelivered and the duplicate result is ignored by (task_id, attempt).
             await publish(
