@@ -21,16 +21,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from agentflow import AsyncClient, Client, Conflict
 from nats.js import JetStreamContext
 
 from bus import subjects
+from bus.messages import Task, ToolRuntime
 from control_plane.auth import new_key
 from control_plane.embedded import nats, nats_identity, postgres
 from control_plane.embedded.processes import free_port, http_ok, spawn, stop, wait_until
@@ -146,6 +149,23 @@ def _docker_ping(socket_path: Path) -> bool:
 
 
 WAIT_SECONDS = 20.0
+
+
+def noop_task(tenant: str, input: bytes = b"{}", **fields: Any) -> Task:
+    """A task message of the built-in noop tool, as the control plane would publish it."""
+    return Task(
+        **{
+            "tenant": tenant,
+            "run_id": str(uuid.uuid4()),
+            "task_id": str(uuid.uuid4()),
+            "attempt": 1,
+            "step": "s",
+            "tool": "noop@1",
+            "runtime": ToolRuntime(builtin="noop"),
+            "input": msgspec.Raw(input),
+            **fields,
+        }
+    )
 
 
 async def eventually(what: str, check: Callable[[], Awaitable[Any]]) -> Any:

@@ -22,9 +22,9 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from bus import subjects
-from bus.messages import Result, Task, ToolRuntime, encode
+from bus.messages import Result, encode
 from control_plane.embedded.processes import alive, stop
-from tests.conftest import Stack, eventually, wait_until_pulled
+from tests.conftest import Stack, eventually, noop_task, wait_until_pulled
 
 TENANT = "default"
 WAIT_SECONDS = 20.0
@@ -111,17 +111,7 @@ async def test_a_malformed_task_message_does_not_stop_the_worker(
     try:
         worker_id = await worker_id_of(af, process)
         subject = subjects.tasks(TENANT, queue)
-        future_version = Task(
-            v=99,
-            tenant=TENANT,
-            run_id=str(uuid.uuid4()),
-            task_id=str(uuid.uuid4()),
-            attempt=1,
-            step="s",
-            tool="noop@1",
-            runtime=ToolRuntime(builtin="noop"),
-            input=msgspec.Raw(b"{}"),
-        )
+        future_version = noop_task(TENANT, v=99)
         last = 0
         for payload in (b"\x00\xffnot json at all", b'{"hello": "a task of the wrong shape"}', encode(future_version)):
             last = await publish(js, subject, payload)

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
 import nats
 import nats.errors
 import pytest
@@ -30,13 +29,13 @@ from nats.js.errors import NotFoundError
 
 from bus import subjects
 from bus.consume import bind_pull, inbox_prefix, pull
-from bus.messages import Result, Task, ToolRuntime, decode, encode
+from bus.messages import Result, Task, decode, encode
 from bus.streams import ensure_streams, ensure_task_consumer, workers_bucket
 from control_plane import stack as embedded_stack
 from control_plane.embedded import nats_identity
 from control_plane.embedded.nats import NatsServer
 from control_plane.embedded.processes import spawn, stop
-from tests.conftest import ROOT, Stack, eventually, nats_identities, start_nats
+from tests.conftest import ROOT, Stack, eventually, nats_identities, noop_task, start_nats
 
 REFUSED_WAIT_SECONDS = 1.0
 
@@ -118,16 +117,7 @@ async def beta(server: Server, control: Connection) -> AsyncIterator[Connection]
 
 
 def task_of(tenant: str) -> Task:
-    return Task(
-        tenant=tenant,
-        run_id=str(uuid.uuid4()),
-        task_id=str(uuid.uuid4()),
-        attempt=1,
-        step="s",
-        tool="noop@1",
-        runtime=ToolRuntime(builtin="noop"),
-        input=msgspec.Raw(b'{"secret": "of the tenant"}'),
-    )
+    return noop_task(tenant, b'{"secret": "of the tenant"}')
 
 
 async def publish_task(control: Connection, task: Task, queue: str = "default") -> None:
