@@ -117,7 +117,6 @@ class Worker:
                 task.add_done_callback(self._in_flight.discard)
 
     async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
-        received = time.time()
         traceparent = msg.headers.get("traceparent") if msg.headers else None
         try:
             task = decode(msg.data, Task)
@@ -143,13 +142,11 @@ class Worker:
                 kind=SpanKind.CONSUMER,
                 attributes={"agentflow.run_id": task.run_id, "agentflow.task_id": task.task_id},
             ):
-                await self._complete(js, msg, task, received, tracing.current_traceparent())
+                await self._complete(js, msg, task, tracing.current_traceparent())
         else:
-            await self._complete(js, msg, task, received, traceparent)
+            await self._complete(js, msg, task, traceparent)
 
-    async def _complete(
-        self, js: JetStreamContext, msg: Msg, task: Task, received: float, traceparent: str | None
-    ) -> None:
+    async def _complete(self, js: JetStreamContext, msg: Msg, task: Task, traceparent: str | None) -> None:
         try:
             # Keyed by identity: nats-py's Msg is an unhashable dataclass.
             if task.runtime.builtin is None:
@@ -176,7 +173,7 @@ class Worker:
             )
             await msg.ack()
             self.completed += 1
-            self._count(task, result, received, deliveries, queued_at)
+            self._count(task, result, deliveries, waited)
         except asyncio.CancelledError:
             await msg.nak()
             if task.runtime.builtin is None:
@@ -199,12 +196,12 @@ class Worker:
                 task.attempt,
             )
 
-    def _count(self, task: Task, result: Result, received: float, deliveries: int, queued_at: float | None) -> None:
+    def _count(self, task: Task, result: Result, deliveries: int, waited: float | None) -> None:
         key = (task.tenant, self._settings.queue)
         metrics.TASKS.add((*key, task.tool, "ok" if result.ok else result.error_kind or "error"))
         metrics.EXECUTION.observe(key, result.finished_at - result.started_at)
-        if queued_at is not None:
-            metrics.QUEUE_WAIT.observe(key, max(0.0, received - queued_at))
+        if waited is not None:
+            metrics.QUEUE_WAIT.observe(key, waited)
         if deliveries > 1:
             metrics.REDELIVERIES.add(key)
 
