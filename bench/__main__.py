@@ -31,9 +31,9 @@ import uvloop
 from bench import peers, planners, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
-from control_plane import stack
-from control_plane.embedded import nats_identity
-from control_plane.embedded.processes import alive, spawn, stop, wait_until
+from control_plane.stack import launcher as stack
+from control_plane.stack import nats_identity
+from control_plane.stack.processes import alive, spawn, stop, wait_until
 
 T = TypeVar("T")
 

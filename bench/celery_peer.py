@@ -25,7 +25,7 @@ from celery.result import ResultSet
 from celery.signals import worker_ready
 
 from bench.peers import READY, PeerMissing
-from control_plane.embedded.processes import free_port, spawn, stop, tcp_open, wait_until
+from control_plane.stack.processes import free_port, spawn, stop, tcp_open, wait_until
 
 TASK = "bench.noop"
 PREFETCH_MULTIPLIER = 16

@@ -23,8 +23,8 @@ from taskiq.exceptions import ResultGetError
 from taskiq_nats import NATSObjectStoreResultBackend, PullBasedJetStreamBroker
 
 from bench.peers import READY
-from control_plane.embedded import nats as embedded_nats
-from control_plane.embedded.processes import stop
+from control_plane.stack import nats as embedded_nats
+from control_plane.stack.processes import stop
 
 NATS_URL_ENV = "AF_BENCH_TASKIQ_NATS_URL"
 TASK = "bench.noop"

@@ -14,18 +14,18 @@ from nats.js.kv import KeyValue
 from bus.consume import connect
 from bus.messages import Heartbeat, decode
 from bus.streams import ensure_results_consumer, ensure_streams, workers_bucket
-from control_plane.admission import Admission
-from control_plane.auth import Authenticator
-from control_plane.catalog import Catalog
-from control_plane.dispatch import Dispatcher
-from control_plane.orchestrator import Orchestrator
-from control_plane.quotas import FailureBrake, TenantLimits
-from control_plane.rbac import Authorizer
-from control_plane.run_cache import RunCache
-from control_plane.sampler import sample
+from control_plane.catalog.resolver import Catalog
+from control_plane.engine.admission import Admission
+from control_plane.engine.dispatch import Dispatcher
+from control_plane.engine.orchestrator import Orchestrator
+from control_plane.engine.run_cache import RunCache
+from control_plane.engine.submit import Submitter
+from control_plane.gauges import sample
+from control_plane.security.authentication import Authenticator
+from control_plane.security.quotas import FailureBrake, TenantLimits
+from control_plane.security.rbac import Authorizer
+from control_plane.security.tokens import TokenIssuer
 from control_plane.settings import Settings
-from control_plane.submit import Submitter
-from control_plane.tokens import TokenIssuer
 from registry import connect as connect_db
 from registry import limits, migrate
 from registry.db import Pool

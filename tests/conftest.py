@@ -34,9 +34,9 @@ from nats.js import JetStreamContext
 
 from bus import subjects
 from bus.messages import Task, ToolRuntime
-from control_plane.auth import new_key
-from control_plane.embedded import nats, nats_identity, postgres
-from control_plane.embedded.processes import free_port, http_ok, spawn, stop, wait_until
+from control_plane.security.authentication import new_key
+from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack.processes import free_port, http_ok, spawn, stop, wait_until
 from registry.db import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from control_plane.admission import Admission
+from control_plane.engine.admission import Admission
 from registry.limits import TENANT_WIDE, OpenTask, QueueLimit
 
 

@@ -3,7 +3,7 @@
 import asyncpg
 from conftest import ROOT
 
-from control_plane.embedded import postgres
+from control_plane.stack import postgres
 from registry import connect, migrate
 from registry.db import dsn_with_database, ensure_database
 from registry.policy import rules

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from agentflow import AsyncClient, Forbidden
 
-from control_plane.embedded.processes import stop
+from control_plane.stack.processes import stop
 from tests.conftest import Stack, eventually
 
 WAIT_SECONDS = 60.0

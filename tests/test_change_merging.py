@@ -1,6 +1,6 @@
 """A start notice and the result that follows it in one batch become one guarded task update."""
 
-from control_plane.orchestrator import Change
+from control_plane.engine.orchestrator import Change
 from registry.runs import RunUpdate, TaskUpdate
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.embedded.processes import free_port
+from control_plane.stack.processes import free_port
 from tests.conftest import EXAMPLES, ROOT, Stack
 
 # `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.

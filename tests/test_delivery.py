@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 
 from bus import subjects
 from bus.messages import Result, encode
-from control_plane.embedded.processes import alive, stop
+from control_plane.stack.processes import alive, stop
 from tests.conftest import Stack, eventually, noop_task, wait_until_pulled
 
 TENANT = "default"

@@ -16,7 +16,7 @@ import nats
 import pytest
 from agentflow import Client, ValidationFailed, WaitTimeout
 
-from control_plane.embedded.processes import stop
+from control_plane.stack.processes import stop
 from tests.conftest import Stack, wait_until_pulled
 
 # Fails with the "retryable" exit code (75) until its third attempt.

@@ -31,10 +31,10 @@ from bus import subjects
 from bus.consume import bind_pull, inbox_prefix, pull
 from bus.messages import Result, Task, decode, encode
 from bus.streams import ensure_streams, ensure_task_consumer, workers_bucket
-from control_plane import stack as embedded_stack
-from control_plane.embedded import nats_identity
-from control_plane.embedded.nats import NatsServer
-from control_plane.embedded.processes import spawn, stop
+from control_plane.stack import launcher as embedded_stack
+from control_plane.stack import nats_identity
+from control_plane.stack.nats import NatsServer
+from control_plane.stack.processes import spawn, stop
 from tests.conftest import ROOT, Stack, eventually, nats_identities, noop_task, start_nats
 
 REFUSED_WAIT_SECONDS = 1.0

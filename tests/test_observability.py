@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bus import logs, subjects
 from bus.config import SettingsError
-from control_plane.embedded.processes import free_port, stop
+from control_plane.stack.processes import free_port, stop
 from tests.conftest import ROOT, Stack, isolated_stack
 from worker.settings import load as load_worker_settings
 

@@ -1,6 +1,6 @@
 """The run cache: a guess of recent runs, never the record."""
 
-from control_plane.run_cache import RunCache
+from control_plane.engine.run_cache import RunCache
 from registry.runs import RunState, TaskState
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from agentflow import Client
 
-from control_plane.embedded.processes import free_port, stop
+from control_plane.stack.processes import free_port, stop
 from tests.conftest import ROOT
 
 STACK = [sys.executable, "-m", "control_plane.stack"]

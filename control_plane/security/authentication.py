@@ -12,9 +12,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from control_plane.identity import Identity
-from control_plane.problems import Problem
-from control_plane.tokens import TokenIssuer, looks_like_jwt, unauthorized
+from control_plane.errors import Unauthenticated
+from control_plane.security.identity import Identity
+from control_plane.security.tokens import TokenIssuer, looks_like_jwt, unauthorized
 from registry import keys, tenants
 from registry.db import Pool
 
@@ -67,11 +67,11 @@ class KeyCheck:
     tenant: str | None = None
 
 
-class KeyRejected(Problem):
+class KeyRejected(Unauthenticated):
     """A 401 for an API key, naming the key's prefix and tenant when it exists (for the audit trail)."""
 
     def __init__(self, prefix: str | None, tenant: str | None) -> None:
-        super().__init__(401, "unauthorized", "the API key is not valid", "Authorization")
+        super().__init__("unauthorized", "the API key is not valid", "Authorization")
         self.prefix = prefix
         self.tenant = tenant
 

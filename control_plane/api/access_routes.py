@@ -6,14 +6,14 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from control_plane.access import UNKNOWN_TENANT
-from control_plane.answers import json_response, record, source_address
-from control_plane.auth import PLATFORM_ADMIN
-from control_plane.identity import Identity
-from control_plane.problems import Problem
+from control_plane.api.answers import json_response, record, source_address
+from control_plane.api.gate import UNKNOWN_TENANT
+from control_plane.api.problems import Problem
+from control_plane.catalog.documents import check_name_field
+from control_plane.security.authentication import PLATFORM_ADMIN
+from control_plane.security.identity import Identity
+from control_plane.security.tokens import RefreshRejected
 from control_plane.services import Services
-from control_plane.specs import check_name_field
-from control_plane.tokens import RefreshRejected
 from registry import audit, tenants
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 
 from bus.messages import Result
-from control_plane.catalog import BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
-from control_plane.dispatch import CONTROL_PLANE, Dispatch
-from control_plane.ids import new_id
+from control_plane.catalog.resolver import BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
+from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch
+from control_plane.engine.ids import new_id
 from control_plane.planning import AwaitSignal, Sleep, Start, ToolCall
 from registry import runs
 

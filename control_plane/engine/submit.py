@@ -16,16 +16,16 @@ import msgspec
 
 from bus import tracing
 from control_plane import metrics
-from control_plane.background import Background
-from control_plane.catalog import Catalog, Tool, Workflow, schema_problem
-from control_plane.dispatch import Dispatch, Dispatcher
-from control_plane.events import EventLog, outgoing
-from control_plane.ids import new_id
-from control_plane.instances import Planned, plan_instance, task_state
+from control_plane.catalog.documents import RunRequest, check_name_field, split_ref
+from control_plane.catalog.resolver import Catalog, Tool, Workflow, schema_problem
+from control_plane.engine.background import Background
+from control_plane.engine.dispatch import Dispatch, Dispatcher
+from control_plane.engine.events import EventLog, outgoing
+from control_plane.engine.ids import new_id
+from control_plane.engine.run_cache import RunCache
+from control_plane.engine.step_instances import Planned, plan_instance, task_state
+from control_plane.errors import Conflict, Invalid, Refused, Unavailable
 from control_plane.planning import RunOutcome, Start, ToolCall, decide
-from control_plane.problems import Problem
-from control_plane.run_cache import RunCache
-from control_plane.specs import RunRequest, check_name_field, split_ref
 from registry import runs
 from registry.db import Pool
 
@@ -76,7 +76,7 @@ class Submitter:
         self._background = Background("publishing new runs")
 
     async def prepare(self, tenant: str, request: RunRequest, idempotency_key: str | None) -> Submission:
-        """Validate a request against the catalog and plan its first tasks; raises Problem."""
+        """Validate a request against the catalog and plan its first tasks; raises Refused."""
         if not tracing.enabled:
             return await self._prepare(tenant, request, idempotency_key)
         with tracing.tracer.start_as_current_span("plan"):
@@ -86,11 +86,11 @@ class Submitter:
 
     async def _prepare(self, tenant: str, request: RunRequest, idempotency_key: str | None) -> Submission:
         if (request.workflow is None) == (request.tool is None):
-            raise Problem(422, "validation-error", "give exactly one of 'workflow' or 'tool'", "workflow")
+            raise Invalid("validation-error", "give exactly one of 'workflow' or 'tool'", "workflow")
         if request.queue is not None:
             check_name_field("queue", request.queue, "queue")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-            raise Problem(422, "validation-error", "an idempotency key has 1 to 200 characters", "Idempotency-Key")
+            raise Invalid("validation-error", "an idempotency key has 1 to 200 characters", "Idempotency-Key")
         input_json = _encode(request.input).decode()
         digest = hashlib.sha256(_encode([request.workflow, request.tool, request.queue, request.input])).hexdigest()
         run_id, now = new_id(), time.time()
@@ -109,10 +109,10 @@ class Submitter:
             if workflow.input_validator is not None and (
                 problem := schema_problem(workflow.input_validator, request.input, "input")
             ):
-                raise Problem(422, "input-schema-mismatch", problem, "input")
+                raise Invalid("input-schema-mismatch", problem, "input")
             decision = decide(workflow.plan, request.input, {})
             if decision.outcome is not None and decision.outcome.state == "failed":
-                raise Problem(422, "validation-error", decision.outcome.error or "input is unusable", "input")
+                raise Invalid("validation-error", decision.outcome.error or "input is unusable", "input")
             outcome = decision.outcome
             first = [self._first(tenant, run_id, start, workflow, request.queue, now) for start in decision.start]
             kind, target_name, target_version = "workflow", workflow.name, workflow.version
@@ -154,7 +154,7 @@ class Submitter:
                     for submission in batch:
                         if not submission.future.done():
                             submission.future.set_exception(
-                                Problem(503, "unavailable", f"the run store is unavailable: {error}")
+                                Unavailable("unavailable", f"the run store is unavailable: {error}")
                             )
 
     async def _flush(self, batch: list[Submission]) -> None:
@@ -248,9 +248,9 @@ class Submitter:
         tenants = {run.id: run.tenant for run in new_runs}
         self._background.spawn(self._publish(fresh, [outgoing(tenants[r], r, ev) for r, ev in events_by_run.items()]))
 
-    async def _existing(self, submissions: list[Submission]) -> dict[int, "Accepted | Problem"]:
+    async def _existing(self, submissions: list[Submission]) -> dict[int, "Accepted | Refused"]:
         """Answer for submissions whose idempotency key was already used: the same run, or a conflict."""
-        answers: dict[int, Accepted | Problem] = {}
+        answers: dict[int, Accepted | Refused] = {}
         by_tenant: dict[str, list[Submission]] = {}
         for submission in submissions:
             by_tenant.setdefault(submission.tenant, []).append(submission)
@@ -261,10 +261,9 @@ class Submitter:
             for submission in group:
                 run = found.get(submission.idempotency_key or "")
                 if run is None:
-                    answers[id(submission)] = Problem(503, "unavailable", "the run could not be recorded; retry")
+                    answers[id(submission)] = Unavailable("unavailable", "the run could not be recorded; retry")
                 elif run.request_digest != submission.request_digest:
-                    answers[id(submission)] = Problem(
-                        409,
+                    answers[id(submission)] = Conflict(
                         "idempotency-conflict",
                         f"idempotency key {submission.idempotency_key!r} was used for another request (run {run.id})",
                         "Idempotency-Key",
@@ -287,4 +286,4 @@ class Submitter:
 
 def _check_input(tool: Tool, document: Any, field: str) -> None:
     if tool.input_validator is not None and (problem := schema_problem(tool.input_validator, document, field)):
-        raise Problem(422, "input-schema-mismatch", problem, field)
+        raise Invalid("input-schema-mismatch", problem, field)

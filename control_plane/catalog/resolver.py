@@ -10,10 +10,10 @@ import jsonschema
 import msgspec
 
 from bus.messages import ToolLimits, ToolRuntime
+from control_plane.catalog.documents import RetrySpec, ToolSpec, check_name_field, check_tool, check_version, convert
+from control_plane.errors import Conflict, Invalid
 from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
 from control_plane.planning.kinds import KINDS, parse_workflow
-from control_plane.problems import Problem
-from control_plane.specs import RetrySpec, ToolSpec, check_name_field, check_tool, check_version, convert
 from registry import catalog as store
 from registry.db import Pool
 
@@ -99,7 +99,7 @@ def _validator(schema: dict[str, Any] | None, field: str) -> jsonschema.protocol
     try:
         cls.check_schema(schema)
     except jsonschema.SchemaError as error:
-        raise Problem(422, "validation-error", f"not a valid JSON Schema: {error.message}", field) from None
+        raise Invalid("validation-error", f"not a valid JSON Schema: {error.message}", field) from None
     validator: jsonschema.protocols.Validator = cls(schema)
     return validator
 
@@ -172,15 +172,15 @@ class Catalog:
     async def register_workflow(self, tenant: str, document: dict[str, Any]) -> tuple[store.Entry, bool]:
         name, version, kind = (document.get(key) for key in ("name", "version", "kind"))
         if not isinstance(name, str):
-            raise Problem(422, "validation-error", "a workflow needs a name", "name")
+            raise Invalid("validation-error", "a workflow needs a name", "name")
         check_name_field("workflow name", name, "name")
         if not isinstance(version, str):
-            raise Problem(422, "bad-version", 'a workflow needs a version string such as "1.0.0"', "version")
+            raise Invalid("bad-version", 'a workflow needs a version string such as "1.0.0"', "version")
         check_version(version)
         if kind not in KINDS:
-            raise Problem(422, "validation-error", f"unsupported kind {kind!r}: use one of {', '.join(KINDS)}", "kind")
+            raise Invalid("validation-error", f"unsupported kind {kind!r}: use one of {', '.join(KINDS)}", "kind")
         if PINS in document:
-            raise Problem(422, "validation-error", f"{PINS!r} is set by AgentFlow when a workflow is applied", PINS)
+            raise Invalid("validation-error", f"{PINS!r} is set by AgentFlow when a workflow is applied", PINS)
         _validator(document.get("input_schema"), "input_schema")
         submitted_digest = digest(document)
         plan = self._parse(document)
@@ -214,8 +214,7 @@ class Catalog:
             wf_kind,
         )
         if not created and entry.digest != doc_digest:
-            raise Problem(
-                409,
+            raise Conflict(
                 "duplicate-version",
                 f"{name}@{version} already exists with other content; versions are immutable, use a new version",
                 "version",
@@ -229,12 +228,11 @@ class Catalog:
             return parse_workflow(document)
         except WorkflowInvalid as invalid:
             first = invalid.problems[0]
-            raise Problem(
-                422,
+            raise Invalid(
                 "invalid-workflow",
                 "; ".join(f"{p.field}: {p.detail}" for p in invalid.problems),
                 first.field,
-                [{"field": p.field, "detail": p.detail} for p in invalid.problems],
+                problems=[{"field": p.field, "detail": p.detail} for p in invalid.problems],
             ) from None
 
     # --- resolution --------------------------------------------------------------------------------
@@ -249,7 +247,7 @@ class Catalog:
         if entry is None:
             noun = kind.value[:-1]
             wanted = f"{name}@{version}" if version else name
-            raise Problem(422, f"unknown-{noun}", f"no {noun} {wanted} is registered", field)
+            raise Invalid(f"unknown-{noun}", f"no {noun} {wanted} is registered", field)
         if version is None:
             self._latest[(kind, tenant, name)] = (entry.version, time.monotonic() + LATEST_TTL_SECONDS)
         return entry

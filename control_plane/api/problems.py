@@ -1,9 +1,20 @@
 """Problems: the errors the API answers, as ``application/problem+json`` with a stable ``type``."""
 
-import re
+import math
 from typing import Any
 
 import msgspec
+
+from control_plane.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Refused,
+    Throttled,
+    Unauthenticated,
+    Unavailable,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:agentflow:problem:"
@@ -32,6 +43,19 @@ _TITLES = {
     "unavailable": "Service unavailable",
     "internal": "Internal error",
 }
+
+
+# Most specific first: a subclass of another refusal answers with its own status.
+_STATUSES: tuple[tuple[type[Refused], int], ...] = (
+    (Invalid, 422),
+    (NotFound, 404),
+    (Conflict, 409),
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (Throttled, 429),
+    (Unavailable, 503),
+    (Refused, 400),
+)
 
 
 class ProblemBody(msgspec.Struct, frozen=True, omit_defaults=False):
@@ -75,24 +99,14 @@ class Problem(Exception):
             problems=self.problems,
         )
 
+    @classmethod
+    def of(cls, refusal: Refused) -> "Problem":
+        """The answer to a domain error: its class decides the status, the rest carries over."""
+        status = next(status for kind, status in _STATUSES if isinstance(refusal, kind))
+        headers = None
+        if refusal.retry_after is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(refusal.retry_after)))}
+        return cls(status, refusal.kind, refusal.detail, refusal.field, refusal.problems, headers)
+
     def as_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self.body())  # type: ignore[no-any-return]
-
-
-_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
-
-
-def field_from_msgspec(message: str) -> tuple[str, str | None]:
-    """Split msgspec's ``"Expected `int`, got `str` - at `$.limits.cpu_seconds`"`` into detail and field.
-
-    A missing or unknown field is named only in the sentence (and at the root there is no path at all),
-    so it is appended to the path.
-    """
-    detail, sep, where = message.rpartition(" - at `")
-    if not sep:
-        detail, where = message, "$"
-    path = where.rstrip("`")
-    if named := _NAMED_FIELD.match(detail):
-        path = f"{path}.{named.group(1)}"
-    field = path[2:] if path.startswith("$.") else path.lstrip("$")
-    return detail, field or None

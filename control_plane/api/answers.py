@@ -5,7 +5,7 @@ from typing import Any
 import msgspec
 from litestar import MediaType, Request, Response
 
-from control_plane.identity import Identity
+from control_plane.security.identity import Identity
 from control_plane.services import Services
 from registry import audit
 

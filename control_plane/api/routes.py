@@ -14,17 +14,15 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bus import subjects
-from control_plane import metrics, views
-from control_plane.access import admit, permission_of
-from control_plane.answers import json_response as _json
-from control_plane.answers import record as _audit
-from control_plane.answers import source_address
-from control_plane.api_access import ROUTES as ACCESS_ROUTES
-from control_plane.auth import Identity
-from control_plane.events import FINAL_EVENT_TYPES
-from control_plane.problems import PROBLEM_MEDIA_TYPE, Problem, field_from_msgspec
-from control_plane.services import Services
-from control_plane.specs import (
+from control_plane import metrics
+from control_plane.api import views
+from control_plane.api.access_routes import ROUTES as ACCESS_ROUTES
+from control_plane.api.answers import json_response as _json
+from control_plane.api.answers import record as _audit
+from control_plane.api.answers import source_address
+from control_plane.api.gate import admit, permission_of
+from control_plane.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from control_plane.catalog.documents import (
     BatchRequest,
     QueueSettings,
     RunRequest,
@@ -35,6 +33,10 @@ from control_plane.specs import (
     check_version,
     convert,
 )
+from control_plane.engine.events import FINAL_EVENT_TYPES
+from control_plane.errors import Refused, field_from_msgspec
+from control_plane.security.authentication import Identity
+from control_plane.services import Services
 from registry import catalog as store
 from registry import limits, runs
 
@@ -52,6 +54,10 @@ def _problem_response(problem: Problem) -> Response[bytes]:
 
 def _on_problem(_: Request[Any, Any, Any], problem: Problem) -> Response[bytes]:
     return _problem_response(problem)
+
+
+def _on_refused(_: Request[Any, Any, Any], refusal: Refused) -> Response[bytes]:
+    return _problem_response(Problem.of(refusal))
 
 
 def _on_validation(_: Request[Any, Any, Any], error: ValidationException) -> Response[bytes]:
@@ -189,14 +195,14 @@ async def start_runs(
             submission = await services.submitter.prepare(identity.tenant, run, run.idempotency_key)
             submission.actor, submission.source = identity.actor, source_address(request)
             prepared.append((index, submission))
-        except Problem as problem:
-            answers[index] = {"problem": problem.as_dict()}
+        except Refused as refusal:
+            answers[index] = {"problem": Problem.of(refusal).as_dict()}
     if prepared:
         try:
             accepted = await services.submitter.submit([s for _, s in prepared])
-        except Problem as problem:
+        except Refused as refusal:
             for index, _ in prepared:
-                answers[index] = {"problem": problem.as_dict()}
+                answers[index] = {"problem": Problem.of(refusal).as_dict()}
         else:
             for (index, submission), outcome in zip(prepared, accepted, strict=True):
                 answers[index] = {"id": outcome.run_id, "created": outcome.created}
@@ -403,6 +409,7 @@ def create_app(lifespan: Any) -> Litestar:
         dependencies={"services": Provide(_services), "identity": Provide(admit)},
         exception_handlers={
             Problem: _on_problem,
+            Refused: _on_refused,
             ValidationException: _on_validation,
             HTTPException: _on_http,
             Exception: _on_crash,

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from control_plane.embedded.processes import StackError, free_port, spawn, tcp_open, wait_until
+from control_plane.stack.processes import StackError, free_port, spawn, tcp_open, wait_until
 
 SUPERUSER = "agentflow"
 DATABASE = "agentflow"

@@ -5,7 +5,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from control_plane.problems import Problem
+from control_plane.errors import Throttled
 from registry import tenants
 from registry.db import Pool
 
@@ -42,10 +42,6 @@ class TokenBucket:
         """The seconds until a token is available (0: now), taking none."""
         self._fill()
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
-
-
-def _retry_after(seconds: float) -> dict[str, str]:
-    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +84,10 @@ class TenantLimits:
             bucket = self._buckets[tenant] = TokenBucket(limits.requests_per_second, limits.requests_per_second)
         wait = bucket.take()
         if wait:
-            raise Problem(
-                429,
+            raise Throttled(
                 "rate-limited",
                 f"tenant {tenant} is over its rate of {limits.requests_per_second:g} requests a second",
-                headers=_retry_after(wait),
+                retry_after=wait,
             )
 
     async def admit_runs(self, tenant: str, count: int) -> None:
@@ -109,11 +104,10 @@ class TenantLimits:
             self._active[tenant] = (counted, 0, time.monotonic())
         counted, started, at = self._active[tenant]
         if counted + started + count > limits.max_concurrent_runs:
-            raise Problem(
-                429,
+            raise Throttled(
                 "quota-exceeded",
                 f"tenant {tenant} has {counted + started} unfinished runs of at most {limits.max_concurrent_runs}",
-                headers=_retry_after(_REFRESH_SECONDS),
+                retry_after=_REFRESH_SECONDS,
             )
         self._active[tenant] = (counted, started + count, at)
 
@@ -128,11 +122,10 @@ class FailureBrake:
     def check(self, source: str) -> None:
         bucket = self._buckets.get(source)
         if bucket is not None and (wait := bucket.wait()):
-            raise Problem(
-                429,
+            raise Throttled(
                 "rate-limited",
                 f"too many failed attempts from {source}; try again later",
-                headers=_retry_after(wait),
+                retry_after=wait,
             )
 
     def failed(self, source: str) -> None:

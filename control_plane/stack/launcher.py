@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bus import InvalidName
-from control_plane.auth import new_key
-from control_plane.embedded import nats, nats_identity, postgres
-from control_plane.embedded.processes import (
+from control_plane.security.authentication import new_key
+from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack.processes import (
     StackError,
     alive,
     free_port,
@@ -341,7 +341,3 @@ def main(argv: list[str] | None = None) -> None:
     except StackError as error:
         print(f"af: {error}", file=sys.stderr)
         raise SystemExit(1) from None
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from bus.messages import Heartbeat
-from control_plane.admission import Admission
+from control_plane.engine.admission import Admission
 from registry.catalog import Entry
 from registry.runs import EventRow, RunRow, SandboxUsage, TaskRow
 

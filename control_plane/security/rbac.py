@@ -11,8 +11,8 @@ from typing import Any
 import casbin
 from casbin.persist.adapters.asyncio import AsyncAdapter
 
-from control_plane.identity import Identity
-from control_plane.problems import Problem
+from control_plane.errors import Forbidden
+from control_plane.security.identity import Identity
 from registry import keys, policy
 from registry.db import Pool
 
@@ -104,4 +104,4 @@ class Authorizer:
             await self.load()
             if self._allowed(request):
                 return
-        raise Problem(403, "forbidden", f"role {identity.role} lacks {obj}:{act} in tenant {tenant}")
+        raise Forbidden("forbidden", f"role {identity.role} lacks {obj}:{act} in tenant {tenant}")

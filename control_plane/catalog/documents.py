@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from bus.subjects import InvalidName, check_name
-from control_plane.problems import Problem, field_from_msgspec
+from control_plane.errors import Invalid, field_from_msgspec
 
 VERSION_RE = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,9}){0,2}$")
 MAX_FILES_BYTES = 256 * 1024
@@ -124,12 +124,12 @@ def convert(document: Any, kind: type[T], field_prefix: str = "") -> T:
     except msgspec.ValidationError as error:
         detail, field = field_from_msgspec(str(error))
         where = ".".join(part for part in (field_prefix, field or "") if part) or None
-        raise Problem(422, "validation-error", detail, where) from None
+        raise Invalid("validation-error", detail, where) from None
 
 
 def check_version(version: str, field: str = "version") -> str:
     if not VERSION_RE.fullmatch(version):
-        raise Problem(422, "bad-version", f"invalid version {version!r}: use 1 to 3 numbers such as 1.0.2", field)
+        raise Invalid("bad-version", f"invalid version {version!r}: use 1 to 3 numbers such as 1.0.2", field)
     return version
 
 
@@ -137,7 +137,7 @@ def check_name_field(kind: str, value: str, field: str) -> str:
     try:
         return check_name(kind, value)
     except InvalidName as error:
-        raise Problem(422, "invalid-name", str(error), field) from None
+        raise Invalid("invalid-name", str(error), field) from None
 
 
 def split_ref(ref: str, field: str) -> tuple[str, str | None]:
@@ -156,11 +156,10 @@ def check_tool(spec: ToolSpec) -> None:
     total = 0
     for path, content in spec.runtime.files.items():
         if path.startswith("/") or ".." in path.split("/") or not path:
-            raise Problem(422, "validation-error", f"file name {path!r} must be relative", "runtime.files")
+            raise Invalid("validation-error", f"file name {path!r} must be relative", "runtime.files")
         total += len(content.encode())
     if total > MAX_FILES_BYTES:
-        raise Problem(
-            422,
+        raise Invalid(
             "validation-error",
             f"runtime.files hold {total} bytes, more than {MAX_FILES_BYTES}",
             "runtime.files",

@@ -22,9 +22,9 @@ from opentelemetry.trace import SpanKind
 from bus import subjects, tracing
 from bus.messages import CancelTasks, Task, encode
 from bus.publish import Outgoing, notify, publish_all
-from control_plane.admission import Admission
-from control_plane.background import Background
-from control_plane.catalog import Catalog, Tool
+from control_plane.catalog.resolver import Catalog, Tool
+from control_plane.engine.admission import Admission
+from control_plane.engine.background import Background
 from registry import limits, runs
 from registry.db import Pool
 

@@ -26,14 +26,14 @@ from bus.consume import bind_pull, pull
 from bus.messages import Released, Result, Started, decode_report
 from bus.publish import Outgoing
 from control_plane import metrics
-from control_plane.catalog import Catalog, Tool, schema_problem
-from control_plane.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
-from control_plane.events import EventLog, outgoing
-from control_plane.instances import due_result, plan_instance, signal_result, task_state, waits_for
+from control_plane.catalog.documents import RetrySpec
+from control_plane.catalog.resolver import Catalog, Tool, schema_problem
+from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
+from control_plane.engine.events import EventLog, outgoing
+from control_plane.engine.run_cache import RunCache
+from control_plane.engine.step_instances import due_result, plan_instance, signal_result, task_state, waits_for
+from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
 from control_plane.planning import StepState, ToolCall, decide
-from control_plane.problems import Problem
-from control_plane.run_cache import RunCache
-from control_plane.specs import RetrySpec
 from registry import runs
 from registry.db import Pool
 
@@ -212,13 +212,13 @@ class Orchestrator:
         raise RuntimeError(f"runs {sorted(by_run)} kept changing while results were applied")
 
     async def cancel(self, tenant: str, run_id: str) -> None:
-        """Cancel a run that has not finished; raises Problem if it has."""
+        """Cancel a run that has not finished; raises Refused if it has."""
         for _ in range(MAX_REPLANS):
             run = (await runs.load_runs(self._pool, [run_id])).get(run_id)
             if run is None or run.tenant != tenant:
-                raise Problem(404, "not-found", f"no run {run_id}", "id")
+                raise NotFound("not-found", f"no run {run_id}", "id")
             if run.state in runs.FINAL_RUN_STATES:
-                raise Problem(409, "run-finished", f"run {run_id} already {run.state}", "id")
+                raise Conflict("run-finished", f"run {run_id} already {run.state}", "id")
             events = EventLog(run.tenant, run.id, run.last_seq)
             change = Change(runs.RunUpdate(run.id, run.last_seq, run.last_seq, run.state, None, None), tenant=tenant)
             cancel_open_tasks(run, change, events)
@@ -233,7 +233,7 @@ class Orchestrator:
                 await self._dispatcher.publish_events(self._event_messages([change]))
                 await self._stop_cancelled([change])
                 return
-        raise Problem(503, "unavailable", f"run {run_id} kept changing; retry the cancel")
+        raise Unavailable("unavailable", f"run {run_id} kept changing; retry the cancel")
 
     async def signal(self, tenant: str, run_id: str, name: str, data: Any) -> str:
         """Deliver signal ``name`` to the step instance of the run waiting for it; returns that instance's key.
@@ -243,20 +243,18 @@ class Orchestrator:
         """
         run = (await runs.load_runs(self._pool, [run_id])).get(run_id)
         if run is None or run.tenant != tenant:
-            raise Problem(404, "not-found", f"no run {run_id}", "id")
+            raise NotFound("not-found", f"no run {run_id}", "id")
         if run.state in runs.FINAL_RUN_STATES:
-            raise Problem(409, "run-finished", f"run {run_id} already {run.state}", "id")
+            raise Conflict("run-finished", f"run {run_id} already {run.state}", "id")
         known: frozenset[str] = frozenset()
         if run.target_kind == "workflow":
             known = (await self._catalog.workflow(run.tenant, run.target_name, run.target_version)).plan.signals
         if name not in known:
             listed = ", ".join(sorted(known)) or "none"
-            raise Problem(
-                422, "unknown-signal", f"run {run_id} takes no signal {name!r} (its signals: {listed})", "name"
-            )
+            raise Invalid("unknown-signal", f"run {run_id} takes no signal {name!r} (its signals: {listed})", "name")
         waiting = next((task for task in run.tasks if waits_for(task, name)), None)
         if waiting is None:
-            raise Problem(409, "not-waiting", f"run {run_id} is not waiting for signal {name!r} now", "name")
+            raise Conflict("not-waiting", f"run {run_id} is not waiting for signal {name!r} now", "name")
         self._cache.drop(run_id)
         await self.apply([signal_result(tenant, run_id, waiting, name, data)])
         return waiting.step

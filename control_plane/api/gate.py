@@ -10,10 +10,10 @@ from typing import Any
 
 from litestar import Request
 
-from control_plane.answers import source_address
-from control_plane.auth import KeyRejected, sends_api_key
-from control_plane.identity import Identity
-from control_plane.problems import Problem
+from control_plane.api.answers import source_address
+from control_plane.errors import Forbidden, Refused
+from control_plane.security.authentication import KeyRejected, sends_api_key
+from control_plane.security.identity import Identity
 from control_plane.services import Services
 from registry import audit
 
@@ -50,7 +50,7 @@ async def admit(request: Request[Any, Any, Any]) -> Identity:
         actor = f"key:{rejected.prefix}" if rejected.prefix else "anonymous"
         await _failed(services, rejected.tenant or UNKNOWN_TENANT, actor, request, source)
         raise
-    except Problem:
+    except Refused:
         await _failed(services, UNKNOWN_TENANT, "anonymous", request, source)
         raise
     if check is not None and check.fresh:
@@ -59,11 +59,11 @@ async def admit(request: Request[Any, Any, Any]) -> Identity:
     await services.limits.admit_request(identity.tenant)
     permission = permission_of(request.route_handler.opt)
     if permission is None:  # create_app refuses such a route; this keeps a mistake from opening one
-        raise Problem(403, "forbidden", f"{request.url.path} declares no permission")
+        raise Forbidden("forbidden", f"{request.url.path} declares no permission")
     tenant = _domain(request, identity)
     try:
         await services.authorizer.require(identity, tenant, *permission)
-    except Problem:
+    except Refused:
         target = f"{permission[0]}:{permission[1]}@{tenant}"
         await audit.record(
             services.pool, audit.AuditEntry(identity.tenant, identity.actor, "authz", target, "denied", source)

@@ -19,8 +19,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from control_plane.identity import Identity
-from control_plane.problems import Problem
+from control_plane.errors import Unauthenticated
+from control_plane.security.identity import Identity
 from registry import tokens as store
 from registry.db import Pool
 
@@ -30,15 +30,15 @@ _RELOAD_SECONDS = 5.0
 _FAMILY_CHECK_SECONDS = 5.0
 
 
-def unauthorized(detail: str) -> Problem:
-    return Problem(401, "unauthorized", detail, "Authorization")
+def unauthorized(detail: str) -> Unauthenticated:
+    return Unauthenticated("unauthorized", detail, "Authorization")
 
 
-class RefreshRejected(Problem):
+class RefreshRejected(Unauthenticated):
     """A 401 for a refresh token, naming its family when it has one (for the audit trail)."""
 
     def __init__(self, detail: str, family: store.Family | None) -> None:
-        super().__init__(401, "unauthorized", detail, "refresh_token")
+        super().__init__("unauthorized", detail, "refresh_token")
         self.family = family
 
 

@@ -1,0 +1,3 @@
+"""The durable run engine: submissions written in batches, the orchestrator that folds results into run
+state and plans what comes next, step instances as tasks, dispatch through the outbox, admission
+(in-flight limits), run events and the cache of recently planned runs."""
