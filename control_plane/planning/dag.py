@@ -67,6 +67,7 @@ from control_plane.planning.fields import (
     QUEUE,
     Shape,
     check_keys,
+    read_call,
     read_compensation,
     read_number,
     read_retry,
@@ -104,7 +105,6 @@ _STEP_KEYS = (
 )
 _LOOP_STEP_KEYS = ("name", "needs", "loop", "when", "continue_on_failure", "fallback")
 _LOOP_KEYS = ("steps", "until", "max_iterations")
-_CALL_KEYS = ("tool", "queue", "input")
 _FALLBACK = ".fallback"
 # What a loop step's fallback is given when it names no input: a loop has no input of its own.
 _RUN_INPUT = compile_template("$.input", "input")
@@ -492,16 +492,10 @@ def _read_fallback(
     problems: list[SpecProblem],
 ) -> Call | None:
     """``fallback: {tool, queue, input}``, its input the step's own unless it has one."""
-    spec = raw.get("fallback")
-    if spec is None:
+    call = read_call(raw, "fallback", field, "a fallback", problems)
+    if call is None:
         return None
-    field = f"{field}.fallback"
-    if not isinstance(spec, Mapping):
-        problems.append(SpecProblem(field, "must be a mapping with tool, and optionally queue and input"))
-        return None
-    check_keys(spec, _CALL_KEYS, field, "a fallback", problems)
-    tool = read_tool(spec, "tool", field, problems)
-    queue = read_string(spec, "queue", field, QUEUE, problems, default="default")
+    spec, field, tool, queue = call
     template = step_input
     if "input" in spec:
         template = read_template(spec, "input", field, None, problems)

@@ -115,7 +115,25 @@ def read_retry(raw: Mapping[str, Any], field: str, problems: list[SpecProblem]) 
     return retry
 
 
-_COMPENSATE_KEYS = ("tool", "queue", "input")
+CALL_KEYS = ("tool", "queue", "input")
+
+
+def read_call(
+    raw: Mapping[str, Any], key: str, field: str, what: str, problems: list[SpecProblem]
+) -> tuple[Mapping[str, Any], str, ToolRef | None, str | None] | None:
+    """``raw[key]`` as ``{tool, queue, input}`` (a fallback or a compensation): the mapping, its field, and its
+    tool and queue; ``None`` when absent or not a mapping. The caller reads ``input``, whose default differs."""
+    spec = raw.get(key)
+    if spec is None:
+        return None
+    field = f"{field}.{key}"
+    if not isinstance(spec, Mapping):
+        problems.append(SpecProblem(field, "must be a mapping with tool, and optionally queue and input"))
+        return None
+    check_keys(spec, CALL_KEYS, field, what, problems)
+    tool = read_tool(spec, "tool", field, problems)
+    queue = read_string(spec, "queue", field, QUEUE, problems, default="default")
+    return spec, field, tool, queue
 
 
 def read_compensation(
@@ -123,16 +141,10 @@ def read_compensation(
 ) -> Compensation | None:
     """``compensate: {tool, queue, input}``: what undoes element ``name``. Its input is rendered (saga.py)
     with no step output but the element's own, so it may read only that and the run input."""
-    spec = raw.get("compensate")
-    if spec is None:
+    call = read_call(raw, "compensate", field, "a compensation", problems)
+    if call is None:
         return None
-    field = f"{field}.compensate"
-    if not isinstance(spec, Mapping):
-        problems.append(SpecProblem(field, "must be a mapping with tool, and optionally queue and input"))
-        return None
-    check_keys(spec, _COMPENSATE_KEYS, field, "a compensation", problems)
-    tool = read_tool(spec, "tool", field, problems)
-    queue = read_string(spec, "queue", field, QUEUE, problems, default="default")
+    spec, field, tool, queue = call
     template = read_template(spec, "input", field, "$.input", problems)
     for path_field, path in template.paths if template is not None and name is not None else ():
         if path.step is not None and path.step != name:
