@@ -106,8 +106,7 @@ async def register_tool(
 
 @get("/v1/tools", opt={"permission": ("tools", "read")})
 async def list_tools(services: Services, identity: Identity) -> Response[bytes]:
-    entries = await store.list_latest(services.pool, store.Kind.TOOL, identity.tenant)
-    return _json({"items": [views.catalog_entry(e) for e in entries]})
+    return await _list_latest(services, store.Kind.TOOL, identity.tenant)
 
 
 @get("/v1/tools/{name:str}/versions/{version:str}", opt={"permission": ("tools", "read")})
@@ -140,13 +139,17 @@ async def _stored(
 
 @get("/v1/workflows", opt={"permission": ("workflows", "read")})
 async def list_workflows(services: Services, identity: Identity) -> Response[bytes]:
-    entries = await store.list_latest(services.pool, store.Kind.WORKFLOW, identity.tenant)
-    return _json({"items": [views.catalog_entry(e) for e in entries]})
+    return await _list_latest(services, store.Kind.WORKFLOW, identity.tenant)
 
 
 @get("/v1/workflows/{name:str}/versions/{version:str}", opt={"permission": ("workflows", "read")})
 async def get_workflow(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
     return await _get_entry(services, store.Kind.WORKFLOW, identity.tenant, name, version)
+
+
+async def _list_latest(services: Services, kind: store.Kind, tenant: str) -> Response[bytes]:
+    entries = await store.list_latest(services.pool, kind, tenant)
+    return _json({"items": [views.catalog_entry(e) for e in entries]})
 
 
 async def _get_entry(services: Services, kind: store.Kind, tenant: str, name: str, version: str) -> Response[bytes]:
