@@ -250,6 +250,30 @@ def test_a_workflow_step_naming_an_unknown_tool_is_unknown_tool_on_that_step(htt
     assert_problem(http.post("/v1/workflows", json=document), 422, "unknown-tool", "steps[1].tool")
 
 
+def test_every_unknown_tool_of_a_workflow_is_reported_in_one_answer(http: httpx.Client) -> None:
+    document = dag("ghost-tools", [{"name": "a", "tool": "ghost-one"}, {"name": "b", "tool": "ghost-two@2.0.0"}])
+    body = assert_problem(http.post("/v1/workflows", json=document), 422, "unknown-tool", "steps[0].tool")
+    assert [(p["field"], p["type"]) for p in body["problems"]] == [
+        ("steps[0].tool", "unknown-tool"),
+        ("steps[1].tool", "unknown-tool"),
+    ]
+
+
+def test_a_cycle_an_unknown_tool_and_a_bad_version_are_reported_together(http: httpx.Client) -> None:
+    document = dag(
+        "cycle-and-ghost",
+        [{"name": "a", "tool": "noop", "needs": ["b"]}, {"name": "b", "tool": "ghost-tool", "needs": ["a"]}],
+        version="one",
+    )
+    body = assert_problem(http.post("/v1/workflows", json=document), 422, "invalid-workflow", "version")
+    found = {(p["field"], p["type"]) for p in body["problems"]}
+    assert found == {
+        ("version", "bad-version"),
+        ("steps[0].needs", "invalid-workflow"),
+        ("steps[1].tool", "unknown-tool"),
+    }, body
+
+
 # --- authentication ---------------------------------------------------------------------------------
 
 

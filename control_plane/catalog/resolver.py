@@ -14,6 +14,7 @@ from control_plane.catalog.documents import RetrySpec, ToolSpec, check_name_fiel
 from control_plane.errors import Conflict, Invalid
 from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
 from control_plane.planning.kinds import KINDS, parse_workflow
+from control_plane.planning.problems import child_field
 from registry import catalog as store
 from registry.db import Pool
 
@@ -124,6 +125,65 @@ def _tool_refs(plan: Plan) -> list[ToolRef]:
     return refs
 
 
+def _header_problems(document: dict[str, Any]) -> list[Invalid]:
+    """What is wrong with a workflow's name, version, kind, input schema and reserved keys."""
+    found: list[Invalid] = []
+    name, version, kind = (document.get(key) for key in ("name", "version", "kind"))
+    if not isinstance(name, str):
+        found.append(Invalid("validation-error", "a workflow needs a name", "name"))
+    if not isinstance(version, str):
+        found.append(Invalid("bad-version", 'a workflow needs a version string such as "1.0.0"', "version"))
+    try:
+        if isinstance(name, str):
+            check_name_field("workflow name", name, "name")
+    except Invalid as problem:
+        found.append(problem)
+    try:
+        if isinstance(version, str):
+            check_version(version)
+    except Invalid as problem:
+        found.append(problem)
+    try:
+        _validator(document.get("input_schema"), "input_schema")
+    except Invalid as problem:
+        found.append(problem)
+    if kind not in KINDS:
+        found.append(Invalid("validation-error", f"unsupported kind {kind!r}: use one of {', '.join(KINDS)}", "kind"))
+    if PINS in document:
+        found.append(Invalid("validation-error", f"{PINS!r} is set by AgentFlow when a workflow is applied", PINS))
+    return found
+
+
+def _named_tools(document: Any, field: str = "") -> list[ToolRef]:
+    """The tools a document names at its ``tool`` keys, for a document too broken to plan: so that an unknown
+    tool is reported beside the other problems. Inputs and outputs are templates and name no tools."""
+    refs: list[ToolRef] = []
+    if isinstance(document, list):
+        for index, value in enumerate(document):
+            refs.extend(_named_tools(value, f"{field}[{index}]"))
+    elif isinstance(document, dict):
+        for key, value in document.items():
+            where = child_field(field, str(key)) if field else str(key)
+            if key == "tool" and isinstance(value, str) and value:
+                name, _, version = value.partition("@")
+                refs.append(ToolRef(where, name, version or None))
+            elif key not in ("input", "output"):
+                refs.extend(_named_tools(value, where))
+    return refs
+
+
+def _all_of(found: list[Invalid]) -> Invalid:
+    """One refusal listing every problem: its kind is theirs when they share one, else invalid-workflow; its
+    field and detail lead with the first."""
+    kinds = {problem.kind for problem in found}
+    return Invalid(
+        kinds.pop() if len(kinds) == 1 else "invalid-workflow",
+        found[0].detail if len(found) == 1 else "; ".join(f"{p.field}: {p.detail}" for p in found),
+        found[0].field,
+        problems=[{"field": p.field or "", "detail": p.detail, "type": p.kind} for p in found],
+    )
+
+
 def _step_retries(plan: Plan) -> dict[str, RetrySpec]:
     """The retry policies elements set for themselves; a malformed one is a problem naming its element."""
     return {
@@ -170,28 +230,31 @@ class Catalog:
         return await self._put(store.Kind.TOOL, tenant, spec.name, spec.version, document, digest(document), None)
 
     async def register_workflow(self, tenant: str, document: dict[str, Any]) -> tuple[store.Entry, bool]:
-        name, version, kind = (document.get(key) for key in ("name", "version", "kind"))
-        if not isinstance(name, str):
-            raise Invalid("validation-error", "a workflow needs a name", "name")
-        check_name_field("workflow name", name, "name")
-        if not isinstance(version, str):
-            raise Invalid("bad-version", 'a workflow needs a version string such as "1.0.0"', "version")
-        check_version(version)
-        if kind not in KINDS:
-            raise Invalid("validation-error", f"unsupported kind {kind!r}: use one of {', '.join(KINDS)}", "kind")
-        if PINS in document:
-            raise Invalid("validation-error", f"{PINS!r} is set by AgentFlow when a workflow is applied", PINS)
-        _validator(document.get("input_schema"), "input_schema")
-        submitted_digest = digest(document)
-        plan = self._parse(document)
-        _step_retries(plan)  # validates them
+        """Check every part of the document and answer every problem found, each at its field, at once."""
+        found = _header_problems(document)
+        plan = None
+        try:
+            plan = parse_workflow(document)
+            _step_retries(plan)  # validates them
+        except WorkflowInvalid as invalid:
+            found.extend(Invalid("invalid-workflow", p.detail, p.field) for p in invalid.problems)
+        except Invalid as problem:
+            found.append(problem)
+        refs = _tool_refs(plan) if plan is not None else _named_tools(document)
         pins: dict[str, str] = {}
-        for ref in _tool_refs(plan):
-            tool = await self.tool(tenant, ref.name, ref.version, field=ref.field)
-            if ref.version is None:
-                pins.setdefault(ref.name, tool.version)
+        for ref in refs:
+            try:
+                tool = await self.tool(tenant, ref.name, ref.version, field=ref.field)
+            except Invalid as unknown:
+                found.append(unknown)
+            else:
+                if ref.version is None:
+                    pins.setdefault(ref.name, tool.version)
+        if found:
+            raise _all_of(found)
         pinned = {**document, PINS: pins} if pins else document
-        return await self._put(store.Kind.WORKFLOW, tenant, name, version, pinned, submitted_digest, kind)
+        name, version, kind = document["name"], document["version"], document["kind"]
+        return await self._put(store.Kind.WORKFLOW, tenant, name, version, pinned, digest(document), kind)
 
     async def _put(
         self,
@@ -227,13 +290,7 @@ class Catalog:
         try:
             return parse_workflow(document)
         except WorkflowInvalid as invalid:
-            first = invalid.problems[0]
-            raise Invalid(
-                "invalid-workflow",
-                "; ".join(f"{p.field}: {p.detail}" for p in invalid.problems),
-                first.field,
-                problems=[{"field": p.field, "detail": p.detail} for p in invalid.problems],
-            ) from None
+            raise _all_of([Invalid("invalid-workflow", p.detail, p.field) for p in invalid.problems]) from None
 
     # --- resolution --------------------------------------------------------------------------------
 
