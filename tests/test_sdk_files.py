@@ -106,3 +106,14 @@ def test_workflow_file_is_loaded_as_is(tmp_path: Path) -> None:
         "kind": "dag",
         "steps": [{"name": "a", "tool": "t@1"}],
     }
+
+
+def test_an_unquoted_whole_version_in_yaml_is_taken_as_its_text(tmp_path: Path) -> None:
+    path = write(tmp_path / "wf.yaml", "name: flow\nversion: 1\nkind: dag\nsteps: []\n")
+    assert load_workflow_file(path)["version"] == "1"
+
+
+def test_an_unquoted_decimal_version_in_yaml_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path / "tool.yaml", "name: echo\nversion: 1.10\nruntime:\n  command: [python3, main.py]\n")
+    with pytest.raises(FileError, match=r'version 1.1 reads as a number in YAML; quote it, e.g. version: "1.1"'):
+        load_tool_file(path)

@@ -69,10 +69,24 @@ def _load_mapping(path: Path) -> dict[str, Any]:
             document = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise FileError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
+        if isinstance(document, dict):
+            _version_as_text(document, path)
     if not isinstance(document, dict):
         found = "an empty document" if document is None else f"a {type(document).__name__}"
         raise FileError(f"{path}: expected a mapping at the top level, found {found}")
     return document
+
+
+def _version_as_text(document: dict[str, Any], path: Path) -> None:
+    """YAML reads an unquoted ``version: 1`` as a number: a whole number is taken as its text, but a
+    decimal is refused, since YAML has already turned ``1.10`` into ``1.1``."""
+    version = document.get("version")
+    if isinstance(version, bool) or not isinstance(version, int | float):
+        return
+    if isinstance(version, int):
+        document["version"] = str(version)
+        return
+    raise FileError(f'{path}: version {version!r} reads as a number in YAML; quote it, e.g. version: "{version}"')
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
