@@ -22,7 +22,7 @@ from control_plane.engine.run_cache import RunCache
 from control_plane.engine.submit import Submitter
 from control_plane.gauges import sample
 from control_plane.security.authentication import Authenticator
-from control_plane.security.quotas import FailureBrake, TenantLimits
+from control_plane.security.quotas import FailureBrake, TenantQuotas
 from control_plane.security.rbac import Authorizer
 from control_plane.security.tokens import TokenIssuer
 from control_plane.settings import Settings
@@ -47,7 +47,7 @@ class Services:
     submitter: Submitter
     orchestrator: Orchestrator
     authorizer: Authorizer
-    limits: TenantLimits
+    quotas: TenantQuotas
     brake: FailureBrake
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loops: list[asyncio.Task[None]] = field(default_factory=list)
@@ -90,7 +90,7 @@ class Services:
             submitter,
             orchestrator,
             authorizer,
-            TenantLimits(pool, settings.requests_per_second, settings.max_concurrent_runs),
+            TenantQuotas(pool, settings.requests_per_second, settings.max_concurrent_runs),
             FailureBrake(settings.auth_failures_per_minute),
         )
         services.loops = [

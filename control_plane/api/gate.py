@@ -56,7 +56,7 @@ async def admit(request: Request[Any, Any, Any]) -> Identity:
     if check is not None and check.fresh:
         entry = audit.AuditEntry(identity.tenant, identity.actor, "auth.key", request.url.path, "authenticated", source)
         await audit.record(services.pool, entry)
-    await services.limits.admit_request(identity.tenant)
+    await services.quotas.admit_request(identity.tenant)
     permission = permission_of(request.route_handler.opt)
     if permission is None:  # create_app refuses such a route; this keeps a mistake from opening one
         raise Forbidden("forbidden", f"{request.url.path} declares no permission")

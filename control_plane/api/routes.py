@@ -24,10 +24,10 @@ from control_plane.api.gate import admit, permission_of
 from control_plane.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from control_plane.catalog.documents import (
     BatchRequest,
+    InFlightLimit,
     QueueSettings,
     RunRequest,
     SignalRequest,
-    TenantLimits,
     ToolSpec,
     check_name_field,
     check_version,
@@ -38,7 +38,8 @@ from control_plane.errors import Refused, field_from_msgspec
 from control_plane.security.authentication import Identity
 from control_plane.services import Services
 from registry import catalog as store
-from registry import limits, runs
+from registry import limits as in_flight
+from registry import runs
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ async def start_run(
     idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", required=False)] = None,
 ) -> Response[bytes]:
     """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run."""
-    await services.limits.admit_runs(identity.tenant, 1)
+    await services.quotas.admit_runs(identity.tenant, 1)
     submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
     submission.actor, submission.source = identity.actor, source_address(request)
     (accepted,) = await services.submitter.submit([submission])
@@ -189,7 +190,7 @@ async def start_runs(
     request: Request[Any, Any, Any], data: BatchRequest, services: Services, identity: Identity
 ) -> Response[bytes]:
     """Start up to 1,000 runs; each item is answered with its run id or its own problem."""
-    await services.limits.admit_runs(identity.tenant, len(data.runs))
+    await services.quotas.admit_runs(identity.tenant, len(data.runs))
     answers: list[dict[str, Any] | None] = [None] * len(data.runs)
     prepared = []
     for index, item in enumerate(data.runs):
@@ -327,23 +328,23 @@ async def configure_queue(
 ) -> Response[bytes]:
     """Set a queue's in-flight limit and priority; tasks over the limit wait, held, until slots free."""
     check_name_field("queue", queue, "queue")
-    limit = limits.QueueLimit(identity.tenant, queue, data.max_in_flight, data.priority)
+    limit = in_flight.QueueLimit(identity.tenant, queue, data.max_in_flight, data.priority)
     return await _configure(request, services, identity, limit, "queue.configure")
 
 
 @put("/v1/limits", opt={"permission": ("queues", "write")})
 async def configure_limits(
-    request: Request[Any, Any, Any], data: TenantLimits, services: Services, identity: Identity
+    request: Request[Any, Any, Any], data: InFlightLimit, services: Services, identity: Identity
 ) -> Response[bytes]:
     """Set the tenant's own in-flight limit over all of its queues (never above the platform's ceiling)."""
-    limit = limits.QueueLimit(identity.tenant, limits.TENANT_WIDE, data.max_in_flight)
+    limit = in_flight.QueueLimit(identity.tenant, in_flight.TENANT_WIDE, data.max_in_flight)
     return await _configure(request, services, identity, limit, "limits.configure")
 
 
 async def _configure(
-    request: Request[Any, Any, Any], services: Services, identity: Identity, limit: limits.QueueLimit, action: str
+    request: Request[Any, Any, Any], services: Services, identity: Identity, limit: in_flight.QueueLimit, action: str
 ) -> Response[bytes]:
-    await limits.put_limit(services.pool, limit)
+    await in_flight.put_limit(services.pool, limit)
     services.dispatcher.admission.configure([limit])
     services.dispatcher.limits_changed(identity.tenant)
     target = limit.queue or identity.tenant

@@ -102,7 +102,7 @@ class QueueSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
 
 
-class TenantLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class InFlightLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The most tasks the tenant may have in flight over all of its queues (null: the platform's ceiling)."""
 
     max_in_flight: MaxInFlight | None = None

@@ -51,7 +51,7 @@ class _Limits:
     read_at: float
 
 
-class TenantLimits:
+class TenantQuotas:
     def __init__(self, pool: Pool, requests_per_second: float, max_concurrent_runs: int) -> None:
         self._pool = pool
         self._default_rate = requests_per_second
