@@ -9,8 +9,7 @@ import uvicorn
 from litestar import Litestar
 
 from bus import logs, tracing
-from control_plane.api.observed import Observed
-from control_plane.api.routes import create_app
+from control_plane.api import Observed, create_app
 from control_plane.services import Services
 from control_plane.settings import Settings, SettingsError, load
 

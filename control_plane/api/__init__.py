@@ -2,7 +2,7 @@
 stored rows, problem+json answers (domain errors mapped once, here) and the ASGI wrapper that counts and
 traces every request. Nothing behind it knows about HTTP."""
 
+from control_plane.api.app import create_app
 from control_plane.api.observed import Observed
-from control_plane.api.routes import create_app
 
 __all__ = ["Observed", "create_app"]

@@ -1,0 +1,83 @@
+"""Routes of the catalog: tools and workflows, registered as immutable versions and read back."""
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+
+from control_plane.api import views
+from control_plane.api.answers import json_response as _json
+from control_plane.api.answers import record as _audit
+from control_plane.api.problems import Problem
+from control_plane.catalog.documents import ToolSpec, check_name_field, check_version
+from control_plane.security.identity import Identity
+from control_plane.services import Services
+from registry import catalog as store
+
+
+@post("/v1/tools", status_code=201, opt={"permission": ("tools", "write")})
+async def register_tool(
+    request: Request[Any, Any, Any], data: ToolSpec, services: Services, identity: Identity
+) -> Response[bytes]:
+    """Register a tool version (immutable; the same content again is a no-op answered 200)."""
+    entry, created = await services.catalog.register_tool(identity.tenant, data)
+    return await _stored(request, services, identity, "tool.register", entry, created)
+
+
+@get("/v1/tools", opt={"permission": ("tools", "read")})
+async def list_tools(services: Services, identity: Identity) -> Response[bytes]:
+    return await _list_latest(services, store.Kind.TOOL, identity.tenant)
+
+
+@get("/v1/tools/{name:str}/versions/{version:str}", opt={"permission": ("tools", "read")})
+async def get_tool(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
+    return await _get_entry(services, store.Kind.TOOL, identity.tenant, name, version)
+
+
+@post("/v1/workflows", status_code=201, opt={"permission": ("workflows", "write")})
+async def apply_workflow(
+    request: Request[Any, Any, Any], data: dict[str, Any], services: Services, identity: Identity
+) -> Response[bytes]:
+    """Apply a workflow version: validated, its tools pinned to versions, stored immutably."""
+    entry, created = await services.catalog.register_workflow(identity.tenant, data)
+    return await _stored(request, services, identity, "workflow.apply", entry, created)
+
+
+async def _stored(
+    request: Request[Any, Any, Any],
+    services: Services,
+    identity: Identity,
+    action: str,
+    entry: store.Entry,
+    created: bool,
+) -> Response[bytes]:
+    """Answer a registration (201 created, 200 unchanged) and record it in the audit trail."""
+    outcome = "created" if created else "unchanged"
+    await _audit(request, services, identity, action, f"{entry.name}@{entry.version}", outcome)
+    return _json(views.catalog_entry(entry), 201 if created else 200)
+
+
+@get("/v1/workflows", opt={"permission": ("workflows", "read")})
+async def list_workflows(services: Services, identity: Identity) -> Response[bytes]:
+    return await _list_latest(services, store.Kind.WORKFLOW, identity.tenant)
+
+
+@get("/v1/workflows/{name:str}/versions/{version:str}", opt={"permission": ("workflows", "read")})
+async def get_workflow(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
+    return await _get_entry(services, store.Kind.WORKFLOW, identity.tenant, name, version)
+
+
+async def _list_latest(services: Services, kind: store.Kind, tenant: str) -> Response[bytes]:
+    entries = await store.list_latest(services.pool, kind, tenant)
+    return _json({"items": [views.catalog_entry(e) for e in entries]})
+
+
+async def _get_entry(services: Services, kind: store.Kind, tenant: str, name: str, version: str) -> Response[bytes]:
+    check_name_field("name", name, "name")
+    wanted = None if version == "latest" else check_version(version)
+    entry = await store.get(services.pool, kind, tenant, name, wanted)
+    if entry is None:
+        raise Problem(404, "not-found", f"no {kind.value[:-1]} {name}@{version}", "name")
+    return _json(views.catalog_entry(entry))
+
+
+ROUTES = [register_tool, list_tools, get_tool, apply_workflow, list_workflows, get_workflow]
