@@ -14,6 +14,7 @@ DAG with fan-out 10; ``--only planners`` runs those alone.
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -34,6 +35,7 @@ from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
 from control_plane.stack import launcher as stack
 from control_plane.stack import nats_identity
 from control_plane.stack.processes import alive, spawn, stop, wait_until
+from control_plane.stack.settings import StackSettings
 
 T = TypeVar("T")
 
@@ -61,7 +63,8 @@ class Bench:
     def start(self) -> None:
         if self.args.peers and self.args.only is None:
             self.peers = peers.start(self.home, self.wait_seconds())
-        self.state = stack.up(self.home, workers=0, concurrency=1)
+        settings = dataclasses.replace(StackSettings.read(os.environ), home=self.home)
+        self.state = stack.up(settings, workers=0, concurrency=1)
         # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
         self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
 

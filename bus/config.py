@@ -1,19 +1,48 @@
 """Settings of AgentFlow's processes: flags over ``AF_*`` environment over a TOML file over defaults.
 
 Lives beside the wire because every process (control plane, worker) connects to the bus and reads its
-settings the same way; each process declares its own frozen dataclass and loads it with ``load``.
+settings the same way: each process declares its own frozen dataclass on top of ProcessSettings (what they all
+read) and loads it with ``load``, once, at its start.
+
+A setting's name is its field's (``nats_url``: ``AF_NATS_URL``, ``nats_url`` in the file, the flag
+``nats_url``), or the name the field's metadata gives as ``setting``. A field whose type is a dataclass of its
+own (a group, such as the sandbox's settings) is read from the same layers: each of its fields is a setting
+beside the others.
 """
 
 import dataclasses
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 
 class SettingsError(ValueError):
     """A missing or malformed setting; the message names it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessSettings:
+    """What every AgentFlow server process reads: where the bus is and who it is there, how it logs and where
+    its traces go."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """``AF_NATS_URL``: the NATS server with JetStream."""
+    nats_user: str = ""
+    """``AF_NATS_USER``: this process's NATS user, where the server requires one (``af up`` gives each
+    process its own)."""
+    nats_password: str = ""
+    """``AF_NATS_PASSWORD``: that user's password."""
+    log_level: str = "info"
+    """``AF_LOG_LEVEL``: debug, info, warning or error."""
+    log_format: str = "auto"
+    """``AF_LOG_FORMAT``: ``json`` (JSON lines), ``text``, or ``auto`` (text on a terminal, JSON otherwise)."""
+    otlp_endpoint: str = ""
+    """``AF_OTLP_ENDPOINT``: an OTLP/HTTP collector (``http://host:4318``) to send traces to; unset, none
+    are recorded."""
 
 
 S = TypeVar("S")
@@ -24,7 +53,7 @@ def load(
 ) -> S:
     """Build ``kind`` (a dataclass) from its sources; ``section`` is its table in the ``AF_CONFIG`` file."""
     env = os.environ if env is None else env
-    fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    names = set(_settings(kind))
     values: dict[str, Any] = {}
     config_file = env.get("AF_CONFIG")
     if config_file:
@@ -32,24 +61,49 @@ def load(
             values.update(tomllib.loads(Path(config_file).read_text()).get(section, {}))
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise SettingsError(f"AF_CONFIG: cannot read {config_file}: {error}") from error
-    for name in fields:
+    for name in names:
         raw = env.get(f"AF_{name.upper()}")
         if raw is not None:
             values[name] = raw
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - names)
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r} in [{section}] of AF_CONFIG")
-    return kind(**{name: _coerce(name, fields[name].type, value) for name, value in values.items()})
+    return _build(kind, values)
+
+
+def _settings(kind: type[Any]) -> dict[str, Any]:
+    """The settings of ``kind`` and of its groups, by name, with the type of each."""
+    found: dict[str, Any] = {}
+    types = typing.get_type_hints(kind)
+    for field in dataclasses.fields(kind):
+        if dataclasses.is_dataclass(types[field.name]):
+            found.update(_settings(types[field.name]))
+        else:
+            found[field.metadata.get("setting", field.name)] = types[field.name]
+    return found
+
+
+def _build(kind: type[S], values: Mapping[str, Any]) -> S:
+    """``kind`` with the settings in ``values`` (its defaults for the rest), groups included."""
+    built: dict[str, Any] = {}
+    types = typing.get_type_hints(kind)
+    for field in dataclasses.fields(kind):  # type: ignore[arg-type]
+        name = field.metadata.get("setting", field.name)
+        if dataclasses.is_dataclass(types[field.name]):
+            built[field.name] = _build(types[field.name], values)
+        elif name in values:
+            built[field.name] = _coerce(name, types[field.name], values[name])
+    return kind(**built)
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
-    if kind in (int, "int"):
+    if kind is int:
         try:
             return int(value)
         except (TypeError, ValueError):
             raise SettingsError(f"AF_{name.upper()}: expected a whole number, got {value!r}") from None
-    if kind in (float, "float"):
+    if kind is float:
         try:
             return float(value)
         except (TypeError, ValueError):

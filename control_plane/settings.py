@@ -4,24 +4,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bus.config import SettingsError
+from bus.config import ProcessSettings, SettingsError
 from bus.config import load as load_layers
 from bus.logs import check_log_format
 
 __all__ = ["Settings", "SettingsError", "load"]
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the control plane process reads from its surroundings."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings(ProcessSettings):
+    """Everything the control plane process reads from its surroundings, beside what every process reads."""
 
-    nats_url: str = "nats://127.0.0.1:4222"
-    """``AF_NATS_URL``: the NATS server with JetStream."""
-    nats_user: str = ""
-    """``AF_NATS_USER``: this process's NATS user, where the server requires one (``af up`` gives each
-    process its own)."""
-    nats_password: str = ""
-    """``AF_NATS_PASSWORD``: that user's password."""
     database_url: str = ""
     """``AF_DATABASE_URL``: PostgreSQL, e.g. ``postgresql://user@127.0.0.1:5432/agentflow``. Required."""
     host: str = "127.0.0.1"
@@ -34,13 +27,6 @@ class Settings:
     """``AF_MAX_IN_FLIGHT_PER_TENANT``: the most tasks any one tenant may have on the bus at once (0: no
     ceiling); its further tasks wait, held in PostgreSQL, so that a flood from one tenant cannot crowd out
     the others. A tenant's own limit (``PUT /v1/limits``) may only be lower."""
-    log_level: str = "info"
-    """``AF_LOG_LEVEL``: debug, info, warning or error."""
-    log_format: str = "auto"
-    """``AF_LOG_FORMAT``: ``json`` (JSON lines), ``text``, or ``auto`` (text on a terminal, JSON otherwise)."""
-    otlp_endpoint: str = ""
-    """``AF_OTLP_ENDPOINT``: an OTLP/HTTP collector (``http://host:4318``) to send traces to; unset, none
-    are recorded."""
     access_token_seconds: int = 900
     """``AF_ACCESS_TOKEN_SECONDS``: how long an access token (JWT) is valid."""
     refresh_token_seconds: int = 30 * 24 * 3600

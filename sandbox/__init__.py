@@ -1,9 +1,17 @@
-"""Runs one tool call in isolation, under limits, through a backend chosen by name (AF_SANDBOX)."""
+"""Runs one tool call in isolation, under limits, through the backend a worker's SandboxSettings choose.
 
-from .backend import Backend, open_backend
+protocol: what a backend is (Backend, SandboxCall, Limits, Outcome, SandboxError); settings: SandboxSettings;
+opener: open_backend. The backends: process (development, no isolation), runsc (gVisor, a bundle per call,
+warm pools) and docker (gVisor through a Docker Engine), built on processes (process plumbing), output (a
+tool's output and its init's report), files (a call's files), workdirs (whose leftovers are a dead worker's)
+and gvisor (what the gVisor backends share).
+"""
+
+from .opener import open_backend
 from .process import ProcessBackend
+from .protocol import Backend, Limits, Outcome, SandboxCall, SandboxError
 from .runsc import RunscBackend
-from .types import Limits, Outcome, SandboxCall, SandboxError
+from .settings import SandboxSettings
 
 __all__ = [
     "Backend",
@@ -13,5 +21,6 @@ __all__ = [
     "RunscBackend",
     "SandboxCall",
     "SandboxError",
+    "SandboxSettings",
     "open_backend",
 ]

@@ -20,18 +20,12 @@ import docker.errors
 from docker.types import Mount, Ulimit
 
 from . import _child
-from .backend import (
-    LAUNCHER,
-    SANDBOX_ENV,
-    TOOL_UID,
-    Output,
-    check_paths,
-    check_sandboxed_call,
-    launcher_failed,
-    process_start_time,
-    sandbox_outcome,
-)
-from .types import Outcome, SandboxCall, SandboxError
+from .files import check_paths
+from .gvisor import LAUNCHER, SANDBOX_ENV, TOOL_UID, check_sandboxed_call, launcher_failed
+from .output import Output, sandbox_outcome
+from .protocol import Outcome, SandboxCall, SandboxError
+from .settings import DOCKER_RUNTIME
+from .workdirs import process_start_time
 
 logger = logging.getLogger(__name__)
 
@@ -73,18 +67,18 @@ class DockerBackend:
 
     kind: str = "docker"
 
-    def __init__(self, base_url: str | None = None, runtime: str | None = None) -> None:
-        """Connect to the engine (AF_DOCKER_HOST, else DOCKER_HOST, else its default socket) and check that its
-        runtime (AF_DOCKER_RUNTIME, default runsc) passes --network=none; SandboxError saying what is missing.
-        Blocking: it removes dead workers' containers, so open the backend before serving calls."""
-        self._runtime = runtime or os.environ.get("AF_DOCKER_RUNTIME") or "runsc"
-        url = base_url or os.environ.get("AF_DOCKER_HOST")
+    def __init__(self, base_url: str | None = None, runtime: str = DOCKER_RUNTIME) -> None:
+        """Connect to the engine at `base_url` (SandboxSettings.docker_host; None: the Docker client's own
+        DOCKER_HOST, else its default socket) and check that its `runtime` (SandboxSettings.docker_runtime)
+        passes --network=none; SandboxError saying what is missing. Blocking: it removes dead workers'
+        containers, so open the backend before serving calls."""
+        self._runtime = runtime
         try:
-            self._client = docker.DockerClient(base_url=url) if url else docker.from_env()
+            self._client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
             runtimes: dict[str, Any] = self._client.info().get("Runtimes") or {}
         except docker.errors.DockerException as error:
             raise SandboxError(
-                f"the docker sandbox backend cannot reach a Docker Engine ({url or 'DOCKER_HOST'}): {error}"
+                f"the docker sandbox backend cannot reach a Docker Engine ({base_url or 'DOCKER_HOST'}): {error}"
             ) from error
         declared = runtimes.get(self._runtime)
         if declared is None:
@@ -122,6 +116,10 @@ class DockerBackend:
                 f"call {call.call_id}: cannot start {call.command[0]!r} in the sandbox: {outcome.stderr_tail.strip()}"
             )
         return outcome
+
+    def warm_containers(self, call: SandboxCall) -> list[str]:
+        """None: every call gets a container created for it."""
+        return []
 
     async def settled(self) -> None:
         """Wait until the containers of finished calls are removed."""

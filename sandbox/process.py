@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .backend import dead_worker_dirs, kill_group, own_worker_dir, run_tool, write_files
-from .types import Limits, Outcome, SandboxCall, SandboxError
+from .files import write_files
+from .processes import kill_group, run_tool
+from .protocol import Limits, Outcome, SandboxCall, SandboxError
+from .workdirs import dead_worker_dirs, own_worker_dir
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,10 @@ class ProcessBackend:
             return await _run_in(call, workdir, arrived)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+
+    def warm_containers(self, call: SandboxCall) -> list[str]:
+        """None: the process backend has no warm pools."""
+        return []
 
     async def close(self) -> None:
         """Remove this backend's dir (the dirs of calls still running go with it)."""

@@ -23,20 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from . import _child
-from .backend import (
-    LAUNCHER,
-    SANDBOX_ENV,
-    TOOL_UID,
-    Tool,
-    check_sandboxed_call,
-    dead_worker_dirs,
-    finish_tool,
-    launcher_failed,
-    own_worker_dir,
-    start_tool,
-    write_files,
-)
-from .types import Limits, Outcome, SandboxCall, SandboxError
+from .files import write_files
+from .gvisor import LAUNCHER, SANDBOX_ENV, TOOL_UID, check_sandboxed_call, launcher_failed
+from .processes import Tool, finish_tool, start_tool
+from .protocol import Limits, Outcome, SandboxCall, SandboxError
+from .workdirs import dead_worker_dirs, own_worker_dir
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +44,8 @@ _INSTALL_HINT = (
     "install it with `apt-get install runsc` (Debian/Ubuntu; `make system-deps` does it), "
     "or choose AF_SANDBOX=process for development"
 )
-# A worker's state dir: its pid, the pid's start time (so a reused pid does not pass for the dead worker)
-# and a random part (so two backends of one process do not share a dir).
+# prctl's option (linux/prctl.h) that has the kernel send the calling process a signal when its parent dies:
+# what _die_with_parent asks for in each `runsc run` client.
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _RETIRE_SECONDS = 5.0
@@ -99,15 +90,16 @@ class RunscBackend:
         self,
         root: Path | str | None = None,
         runsc: str = "runsc",
-        warm: int | None = None,
+        warm: int = 0,
         idle_seconds: float = 60.0,
     ) -> None:
         """Find runsc (SandboxError saying how to install it if missing) and clean up after dead workers.
 
-        `root` defaults to AF_RUNSC_ROOT, else /var/run/agentflow/runsc for root, else a dir in the temp
-        dir. `warm` sandboxes (default AF_RUNSC_WARM, else 0) are kept ready for each pool in use whose calls
-        ask for no number of their own, and dropped after `idle_seconds` without a call of that pool.
-        Blocking: it runs runsc to delete leftovers, so open the backend before serving calls.
+        `root` defaults to /var/run/agentflow/runsc for root, else a dir in the temp dir (the worker's
+        setting: SandboxSettings.runsc_root). `warm` sandboxes (SandboxSettings.runsc_warm) are kept ready for
+        each pool in use whose calls ask for no number of their own, and dropped after `idle_seconds` without a
+        call of that pool. Blocking: it runs runsc to delete leftovers, so open the backend before serving
+        calls.
         """
         found = shutil.which(runsc)
         if found is None:
@@ -115,9 +107,9 @@ class RunscBackend:
                 f"the runsc sandbox backend needs gVisor's runsc, which is not installed: {_INSTALL_HINT}"
             )
         self._runsc = found
-        self._warm = _warm_setting(warm)
+        self._warm = warm
         self._idle_seconds = idle_seconds
-        self.root = Path(root or os.environ.get("AF_RUNSC_ROOT") or _default_root())
+        self.root = Path(root or _default_root())
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._reap_dead_workers()
         self.dir = own_worker_dir(self.root)
@@ -436,16 +428,6 @@ class _Pool:
     """Set when a sandbox is taken or the backend closes: the keeper has something to do."""
     last_used: float = 0.0
     keeper: asyncio.Future[None] | None = None
-
-
-def _warm_setting(warm: int | None) -> int:
-    if warm is not None:
-        return warm
-    setting = os.environ.get("AF_RUNSC_WARM", "0")
-    try:
-        return int(setting)
-    except ValueError:
-        raise SandboxError(f"AF_RUNSC_WARM: {setting!r} is not a whole number of warm sandboxes") from None
 
 
 def _start_failed(outcome: Outcome) -> bool:

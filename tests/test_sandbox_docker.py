@@ -18,6 +18,7 @@ from sandbox import Limits, SandboxCall, SandboxError, open_backend
 from sandbox.docker import LABEL, DockerBackend
 from tests.conftest import Dockerd
 from tests.sandbox_probes import python, reach_host_loopback, try_writing
+from worker.settings import load as load_worker_settings
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +118,9 @@ def test_a_runtime_that_does_not_pass_network_none_is_refused(dockerd: Dockerd) 
         DockerBackend(dockerd.url, runtime="runsc-with-network")
 
 
-async def test_the_docker_backend_is_opened_by_name(dockerd: Dockerd, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AF_DOCKER_HOST", dockerd.url)
-    opened = open_backend("docker")
+async def test_the_docker_backend_is_opened_by_name(dockerd: Dockerd) -> None:
+    settings = load_worker_settings(env={"AF_SANDBOX": "docker", "AF_DOCKER_HOST": dockerd.url})
+    opened = open_backend(settings.sandbox)
     try:
         outcome = await opened.run(python("print(1)"))
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Limits, Outcome, ProcessBackend, SandboxCall, SandboxError, open_backend
+from sandbox import Limits, Outcome, ProcessBackend, SandboxCall, SandboxError, SandboxSettings, open_backend
 
 
 @pytest.fixture
@@ -232,7 +232,7 @@ async def test_the_process_backend_is_opened_by_name_and_warns_that_it_does_not_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="sandbox"):
-        opened = open_backend("process")
+        opened = open_backend(SandboxSettings(backend="process"))
 
     assert opened.kind == "process"
     assert "NO isolation" in caplog.text
@@ -241,7 +241,7 @@ async def test_the_process_backend_is_opened_by_name_and_warns_that_it_does_not_
 
 def test_an_unknown_backend_name_is_refused_with_the_valid_choices() -> None:
     with pytest.raises(SandboxError, match="valid choices: docker, process, runsc"):
-        open_backend("vm")
+        open_backend(SandboxSettings(backend="vm"))
 
 
 async def test_a_new_backend_deletes_the_call_dirs_a_killed_worker_left_and_close_removes_its_own(

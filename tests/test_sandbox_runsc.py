@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import Limits, RunscBackend, SandboxCall, SandboxError, open_backend
-from sandbox.runsc import TOOL_UID
+from sandbox import Limits, RunscBackend, SandboxCall, SandboxError, SandboxSettings, open_backend
+from sandbox.gvisor import TOOL_UID
 from tests.sandbox_probes import python, reach_host_loopback, try_writing
+from worker.settings import load as load_worker_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -335,10 +336,10 @@ async def test_a_call_that_asks_for_egress_is_refused_with_the_reason(backend: R
         await backend.run(python("pass", network="egress"))
 
 
-async def test_the_runsc_backend_is_opened_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AF_RUNSC_ROOT", str(tmp_path))
+async def test_the_runsc_backend_is_opened_by_name(tmp_path: Path) -> None:
+    settings = load_worker_settings(env={"AF_SANDBOX": "runsc", "AF_RUNSC_ROOT": str(tmp_path)})
 
-    opened = open_backend("runsc")
+    opened = open_backend(settings.sandbox)
     try:
         outcome = await opened.run(python("print(1)"))
     finally:
@@ -375,7 +376,7 @@ def test_without_runsc_opening_the_backend_says_how_to_install_it(
     monkeypatch.setenv("PATH", str(tmp_path))
 
     with pytest.raises(SandboxError, match="apt-get install runsc"):
-        open_backend("runsc")
+        open_backend(SandboxSettings(backend="runsc"))
 
 
 CRASHING_WORKER = """

@@ -53,10 +53,9 @@ class Executor:
             warm=task.runtime.warm,
         )
         kind = self._backend.kind
-        # A backend with warm pools (runsc) lists the ready sandboxes; its run() takes one before its first
-        # await, so nothing can take it between this look and the call.
-        warm_ready = getattr(self._backend, "warm_containers", None)
-        start = "warm" if warm_ready is not None and warm_ready(call) else "cold"
+        # run() takes a ready warm sandbox before its first await, so nothing can take it between this look
+        # and the call.
+        start = "warm" if self._backend.warm_containers(call) else "cold"
         try:
             outcome = await self._backend.run(call)
         except SandboxError as error:

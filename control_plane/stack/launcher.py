@@ -32,22 +32,13 @@ from control_plane.stack.processes import (
     tcp_open,
     wait_until,
 )
+from control_plane.stack.settings import StackSettings
 from registry.db import ensure_database
 
 STATE_FILE = "stack.json"
 KEY_FILE = "admin.key"
 DEFAULT_PORT = 8080
 NATS_DIR = "nats"
-
-
-def default_home() -> Path:
-    """Where the embedded stack keeps its state: a system directory for root, the user's state dir otherwise."""
-    if os.environ.get("AF_HOME"):
-        return Path(os.environ["AF_HOME"])
-    if os.geteuid() == 0:
-        return Path("/var/lib/agentflow")
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "agentflow"
 
 
 @dataclass
@@ -93,14 +84,15 @@ def _done(started: float, detail: str) -> None:
     print(f"ok  {detail} ({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True)
 
 
-def _api_port() -> int:
-    if os.environ.get("AF_PORT"):
-        return int(os.environ["AF_PORT"])
+def _api_port(settings: StackSettings) -> int:
+    if settings.port:
+        return settings.port
     return free_port() if tcp_open(DEFAULT_PORT) else DEFAULT_PORT
 
 
-def up(home: Path, workers: int, concurrency: int) -> StackState:
+def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
     """Start every part, recording each in stack.json as soon as it runs (so a failure can be undone)."""
+    home = settings.home
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o755)
     existing = StackState.read(home)
@@ -119,8 +111,8 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
         _done(started, f"{server.url}, pid {server.process.pid}")
 
         started = _step("PostgreSQL")
-        if os.environ.get("AF_DATABASE_URL"):
-            state.database_url = os.environ["AF_DATABASE_URL"]
+        if settings.database_url:
+            state.database_url = settings.database_url
             _done(started, "AF_DATABASE_URL")
         else:
             pg = postgres.start(home / "postgres", logs / "postgres.log")
@@ -136,9 +128,9 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
             key_file.write_text(new_key() + "\n")
 
         started = _step("control plane")
-        port = _api_port()
+        port = _api_port(settings)
         env = {
-            **os.environ,
+            **settings.env,
             "AF_NATS_URL": state.nats_url,
             **identities.env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": state.database_url,
@@ -154,7 +146,7 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
         wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
         _done(started, f"{state.api_url}, pid {process.pid}")
 
-        sandbox = os.environ.get("AF_SANDBOX") or ("runsc" if shutil.which("runsc") else "process")
+        sandbox = settings.sandbox or ("runsc" if shutil.which("runsc") else "process")
         if workers and sandbox == "process":
             say(
                 "  WARNING: workers use the 'process' sandbox: tools run WITHOUT isolation (development only);"
@@ -162,7 +154,7 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
             )
         for index in range(1, workers + 1):
             started = _step(f"worker {index}")
-            process = start_worker(home, state, index, concurrency)
+            process = start_worker(settings, state, index, concurrency)
             _done(started, f"queue default, pid {process.pid}")
     except BaseException:
         say("\nstart failed; stopping what was started")
@@ -171,12 +163,12 @@ def up(home: Path, workers: int, concurrency: int) -> StackState:
     return state
 
 
-def start_worker(home: Path, state: StackState, index: int, concurrency: int) -> "subprocess.Popen[bytes]":
-    log = home / "logs" / f"worker-{index}.log"
+def start_worker(settings: StackSettings, state: StackState, index: int, concurrency: int) -> "subprocess.Popen[bytes]":
+    log = settings.home / "logs" / f"worker-{index}.log"
     env = {
-        **os.environ,
+        **settings.env,
         "AF_NATS_URL": state.nats_url,
-        **nats_identities(home).env(nats_identity.worker_user("default")),
+        **nats_identities(settings.home).env(nats_identity.worker_user("default")),
         "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}",
     }
     argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(concurrency)]
@@ -206,10 +198,10 @@ def grant_worker(home: Path, tenant: str, queue: str) -> dict[str, str]:
     return {"AF_NATS_URL": state.nats_url, **identities.env(nats_identity.worker_user(tenant))}
 
 
-def exec_worker(home: Path, args: list[str]) -> None:
+def exec_worker(settings: StackSettings, args: list[str]) -> None:
     """``af worker start``: a worker of the running stack, with its tenant's NATS identity, unless the
     environment says which server and user to use."""
-    env = dict(os.environ)
+    home, env = settings.home, dict(settings.env)
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--tenant", default=env.get("AF_TENANT", "default"))
     parser.add_argument("--queue", default=env.get("AF_QUEUE", "default"))
@@ -308,10 +300,15 @@ def main(argv: list[str] | None = None) -> None:
     show = commands.add_parser("status", help="each process of the stack and its health")
     show.add_argument("--output", choices=["table", "json"], default="table")
     argv = sys.argv[1:] if argv is None else argv
-    home = default_home()
+    try:
+        settings = StackSettings.read(os.environ)
+    except StackError as error:
+        print(f"af: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    home = settings.home
     if argv[:1] == ["worker"]:  # `af worker start`: every argument is the worker's
         try:
-            exec_worker(home, argv[1:])
+            exec_worker(settings, argv[1:])
         except StackError as error:
             print(f"af worker: {error}", file=sys.stderr)
             raise SystemExit(1) from None
@@ -320,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "up":
             if args.workers < 0:
                 parser.error("--workers must be 0 or more")
-            state = up(home, args.workers, args.concurrency)
+            state = up(settings, args.workers, args.concurrency)
             if args.detach:
                 say(f"AgentFlow is up: API {state.api_url}; stop it with `af down`")
                 return

@@ -9,19 +9,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 
 class StackError(RuntimeError):
     """A part of the stack could not be started or stopped; the message says which and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class Launched:
-    name: str
-    pid: int
-    log: str
 
 
 def free_port() -> int:

@@ -1,10 +1,12 @@
-"""The values a sandbox call takes and gives back, shared by every backend."""
+"""What a sandbox backend is: the Backend protocol, the call it takes (SandboxCall under Limits), the Outcome it
+gives back and the SandboxError it raises when a call cannot start. Every backend module builds on this one, and
+this one on nothing of the package."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +115,25 @@ class Outcome:
 
 class SandboxError(Exception):
     """The call could not be started at all (bad files, command not found, ...); the message says why."""
+
+
+class Backend(Protocol):
+    """Runs tool calls in isolation. One backend serves many concurrent calls; close it once at the end."""
+
+    kind: str
+    """The backend's name, as SandboxSettings.backend gives it and every Outcome reports it."""
+
+    async def run(self, call: SandboxCall) -> Outcome:
+        """Run one call to its end (exit, wall limit or output cap); raise SandboxError if it cannot start."""
+        ...
+
+    def warm_containers(self, call: SandboxCall) -> list[str]:
+        """The ids of the warm sandboxes ready for `call`; always empty for a backend without warm pools.
+
+        run() takes a ready one before its first await, so a caller that looks just before it learns whether
+        the call starts warm."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the backend holds (pools, connections)."""
+        ...

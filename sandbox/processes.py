@@ -1,184 +1,30 @@
-"""What every sandbox backend offers, how to open one by name, and the work all backends share."""
+"""Process plumbing: starting a tool (or a sandbox's launcher) in a session of its own, feeding it its input,
+collecting its output under the call's limits, and making sure nothing it started outlives the call.
+
+A call ends at the tool's exit, its sandbox init's report, the wall limit, the output cap or a cancel; whatever
+ends it, the process group is killed and the pipes closed (bounded: a descendant may hold them for ever).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import json
 import os
-import re
 import resource
-import secrets
 import signal
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
-from . import _child
-from .types import Outcome, SandboxCall, SandboxError
+from .output import Output, sandbox_outcome
+from .protocol import Outcome, SandboxCall, SandboxError
 
-TOOL_UID = 65534
-"""In a sandbox (runsc, docker) the tool runs as nobody:nogroup (python and coreutils work as nobody)."""
-SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
-"""The base environment of a tool in a sandbox; the call's own variables go on top."""
-LAUNCHER = ("python3", "-I", "-S", "-c", Path(_child.__file__).read_text())
-"""The argv of the Python init of a sandbox (see _child)."""
-
-_STDERR_TAIL_BYTES = 4096
 # After a kill, how long the pipes may take to hand over what is still buffered in them. Bounded because a
 # descendant that left the tool's process group can hold them open for ever.
 _DRAIN_SECONDS = 2.0
-
-
-class Backend(Protocol):
-    """Runs tool calls in isolation. One backend serves many concurrent calls; close it once at the end."""
-
-    kind: str
-    """The backend's name, as given to open_backend and reported in every Outcome."""
-
-    async def run(self, call: SandboxCall) -> Outcome:
-        """Run one call to its end (exit, wall limit or output cap); raise SandboxError if it cannot start."""
-        ...
-
-    async def close(self) -> None:
-        """Release what the backend holds (pools, connections)."""
-        ...
-
-
-def _open_process() -> Backend:
-    # Imported here so that a backend's dependencies load only when that backend is chosen.
-    from .process import ProcessBackend
-
-    return ProcessBackend()
-
-
-def _open_runsc() -> Backend:
-    from .runsc import RunscBackend
-
-    return RunscBackend()
-
-
-def _open_docker() -> Backend:
-    from .docker import DockerBackend
-
-    return DockerBackend()
-
-
-_OPENERS: dict[str, Callable[[], Backend]] = {"docker": _open_docker, "process": _open_process, "runsc": _open_runsc}
-
-
-def open_backend(name: str) -> Backend:
-    """The backend called `name` (the AF_SANDBOX setting); SandboxError naming the choices if none is."""
-    opener = _OPENERS.get(name)
-    if opener is None:
-        raise SandboxError(f"unknown sandbox backend {name!r}; valid choices: {', '.join(sorted(_OPENERS))}")
-    return opener()
-
-
-def check_sandboxed_call(call: SandboxCall, backend: str, closed: bool) -> None:
-    """What a gVisor backend (runsc, docker) refuses before it starts anything; raises SandboxError."""
-    if closed:
-        raise SandboxError(f"call {call.call_id}: the {backend} backend is closed")
-    if not call.command:
-        raise SandboxError(f"call {call.call_id}: empty command")
-    if call.network != "none":
-        raise SandboxError(
-            f"call {call.call_id}: network egress is not available on this machine: runsc's sandbox "
-            "network does not start here, only --network=none works"
-        )
-
-
-def sandbox_outcome(
-    kind: str,
-    output: Output,
-    exit_code: int | None,
-    timed_out: bool,
-    report: dict[str, Any] | None,
-    run_seconds: float,
-    start_seconds: float,
-) -> Outcome:
-    """The outcome of a call whose sandbox's init reported (or, killed, did not report) its tool's usage."""
-    return Outcome(
-        kind=kind,
-        exit_code=exit_code,
-        stdout=bytes(output.stdout),
-        stderr_tail=output.stderr_tail.decode("utf-8", errors="replace"),
-        timed_out=timed_out,
-        output_truncated=output.output_truncated,
-        duration_seconds=run_seconds,
-        cpu_seconds=report["cpu_seconds"] if report else None,
-        max_rss_kb=report["max_rss_kb"] if report else None,
-        start_seconds=max(0.0, start_seconds),
-    )
-
-
-def write_files(root: Path, files: Mapping[str, str]) -> None:
-    """Write a call's files below `root`, refusing (SandboxError) any path that would leave it.
-
-    Blocking: run it off the event loop.
-    """
-    for relative, content in check_paths(files):
-        target = root.joinpath(*relative.parts)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content, encoding="utf-8")
-        except OSError as error:
-            raise SandboxError(f"cannot write file {target.relative_to(root)}: {error}") from error
-
-
-class Output:
-    """Collects a tool's stdout (up to a cap) and the tail of its stderr, and takes the report of the sandbox's
-    init out of stderr.
-
-    The report is a stderr line that starts with `nonce`, a secret of the call the tool never sees (so it
-    cannot forge the report); without a nonce none is looked for.
-    """
-
-    def __init__(self, output_bytes: int, nonce: bytes | None) -> None:
-        loop = asyncio.get_running_loop()
-        self.stdout = bytearray()
-        self.stderr_tail = bytearray()
-        self.overflowed: asyncio.Future[None] = loop.create_future()
-        """Resolves when stdout passes the cap; the runner then kills the tool (which may take a subprocess,
-        so it cannot happen in a callback)."""
-        self.reported: asyncio.Future[dict[str, Any]] = loop.create_future()
-        """Resolves to the report of the sandbox's init, written after its tool has exited (see _child)."""
-        self._output_bytes = output_bytes
-        self._nonce = nonce
-
-    @property
-    def output_truncated(self) -> bool:
-        return self.overflowed.done()
-
-    def data_received(self, fd: int, data: bytes) -> None:
-        if fd == 2:
-            self.stderr_tail += data
-            if self._nonce is not None and not self.reported.done():
-                self._take_report(self._nonce)
-            del self.stderr_tail[:-_STDERR_TAIL_BYTES]
-        elif not self.output_truncated:
-            room = self._output_bytes - len(self.stdout)
-            self.stdout += data[:room]
-            if len(data) > room:
-                self.overflowed.set_result(None)
-
-    def _take_report(self, nonce: bytes) -> None:
-        """Resolve `reported` once the whole report line is in, and take it out of stderr."""
-        start = self.stderr_tail.find(b"\n" + nonce)
-        end = self.stderr_tail.find(b"\n", start + 1) if start >= 0 else -1
-        if end < 0:
-            return
-        report = json.loads(self.stderr_tail[start + 1 + len(nonce) : end])
-        del self.stderr_tail[start : end + 1]
-        # The tool has exited, so what it wrote on stdout is on its way already.
-        self.drain_stdout()
-        self.reported.set_result(report)
-
-    def drain_stdout(self) -> None:
-        """Take what the tool wrote on stdout and is still in transit, where the transport allows it."""
 
 
 class Tool(Output):
@@ -404,55 +250,6 @@ async def _end(tool: Tool, kill: Callable[[int], Awaitable[None]]) -> None:
                 await asyncio.wait([tool.finished], timeout=_DRAIN_SECONDS)
         finally:
             tool.close()
-
-
-def launcher_failed(outcome: Outcome) -> bool:
-    """Whether a sandbox's init (see _child) could not start the tool at all."""
-    return outcome.exit_code == _child.START_FAILED and outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
-
-
-_WORKER_DIR = re.compile(r"(\d+)-(\d+)-[0-9a-f]+")
-
-
-def own_worker_dir(root: Path) -> Path:
-    """A new dir under `root` named for this process (pid and start time), so that a later backend can tell
-    whether the process that owned it is still alive."""
-    return root / f"{os.getpid()}-{process_start_time(os.getpid())}-{secrets.token_hex(4)}"
-
-
-def dead_worker_dirs(root: Path) -> list[tuple[Path, int]]:
-    """The dirs under `root` made by own_worker_dir for processes that have died since, with their pid."""
-    dead = []
-    for entry in root.iterdir():
-        match = _WORKER_DIR.fullmatch(entry.name)
-        if match is None or not entry.is_dir():
-            continue
-        pid, started = int(match[1]), int(match[2])
-        if process_start_time(pid) != started:
-            dead.append((entry, pid))
-    return dead
-
-
-def process_start_time(pid: int) -> int | None:
-    """When `pid` started (clock ticks since boot), or None if there is no such process: with the pid, it tells
-    a live worker from a dead one whose pid was reused."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # Field 22 of stat; the command name (field 2) is in parentheses and may hold spaces.
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def check_paths(files: Mapping[str, str]) -> list[tuple[PurePosixPath, str]]:
-    """The call's files as relative paths, refusing (SandboxError) any path that would leave the working dir."""
-    checked = []
-    for name, content in files.items():
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            raise SandboxError(f"file path {name!r} must be relative and stay inside the working directory")
-        checked.append((relative, content))
-    return checked
 
 
 def kill_group(pgid: int) -> None:
