@@ -115,14 +115,25 @@ func keyClient(t *testing.T, srv *httptest.Server, key string, now *time.Time) *
 	return c
 }
 
-func TestAnAPIKeyIsExchangedOnceAndItsAccessTokenSent(t *testing.T) {
+// signedIn is a client of a new token server after its first request, which exchanged the key; its
+// clock is the test's to move.
+func signedIn(t *testing.T) (*tokenServer, *Client, *time.Time) {
+	t.Helper()
 	tokens := newTokenServer("af_k_secret")
 	srv := httptest.NewServer(tokens)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	now := time.Now()
 	c := keyClient(t, srv, "af_k_secret", &now)
+	if _, err := c.ListTools(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return tokens, c, &now
+}
 
-	for range 3 {
+func TestAnAPIKeyIsExchangedOnceAndItsAccessTokenSent(t *testing.T) {
+	tokens, c, _ := signedIn(t)
+
+	for range 2 {
 		if _, err := c.ListTools(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -138,24 +149,17 @@ func TestAnAPIKeyIsExchangedOnceAndItsAccessTokenSent(t *testing.T) {
 }
 
 func TestTheAccessTokenIsRefreshedThirtySecondsBeforeItExpires(t *testing.T) {
-	tokens := newTokenServer("af_k_secret")
-	srv := httptest.NewServer(tokens)
-	defer srv.Close()
-	now := time.Now()
-	c := keyClient(t, srv, "af_k_secret", &now)
+	tokens, c, now := signedIn(t)
 	ctx := context.Background()
 
-	if _, err := c.ListTools(ctx); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(869 * time.Second)
+	*now = now.Add(869 * time.Second)
 	if _, err := c.ListTools(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, refreshes := tokens.counts(); refreshes != 0 {
 		t.Fatalf("refreshed %d times 31 s before the expiry, want 0", refreshes)
 	}
-	now = now.Add(2 * time.Second)
+	*now = now.Add(2 * time.Second)
 	if _, err := c.ListTools(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -168,15 +172,7 @@ func TestTheAccessTokenIsRefreshedThirtySecondsBeforeItExpires(t *testing.T) {
 }
 
 func TestRequestsRefusedTogetherWith401RefreshOnceAndAreSentAgain(t *testing.T) {
-	tokens := newTokenServer("af_k_secret")
-	srv := httptest.NewServer(tokens)
-	defer srv.Close()
-	now := time.Now()
-	c := keyClient(t, srv, "af_k_secret", &now)
-	ctx := context.Background()
-	if _, err := c.ListTools(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tokens, c, _ := signedIn(t)
 
 	tokens.revoke()
 	var wg sync.WaitGroup
@@ -185,7 +181,7 @@ func TestRequestsRefusedTogetherWith401RefreshOnceAndAreSentAgain(t *testing.T) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := c.ListTools(ctx)
+			_, err := c.ListTools(context.Background())
 			errs <- err
 		}()
 	}
@@ -203,19 +199,11 @@ func TestRequestsRefusedTogetherWith401RefreshOnceAndAreSentAgain(t *testing.T) 
 }
 
 func TestARefusedRefreshTokenIsReplacedByExchangingTheKeyAgain(t *testing.T) {
-	tokens := newTokenServer("af_k_secret")
-	srv := httptest.NewServer(tokens)
-	defer srv.Close()
-	now := time.Now()
-	c := keyClient(t, srv, "af_k_secret", &now)
-	ctx := context.Background()
-	if _, err := c.ListTools(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tokens, c, _ := signedIn(t)
 
 	tokens.revoke()
 	tokens.refuseRefreshes()
-	if _, err := c.ListTools(ctx); err != nil {
+	if _, err := c.ListTools(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if exchanges, refreshes := tokens.counts(); exchanges != 2 || refreshes != 1 {
