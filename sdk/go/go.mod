@@ -1,0 +1,3 @@
+module github.com/agentflow/agentflow/sdk/go
+
+go 1.23
