@@ -38,9 +38,12 @@ $(STAMP): pyproject.toml sdk/python/pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
+# lint-imports holds the package arrows of DESIGN.md ([tool.importlinter] in pyproject.toml); sdk/python on the
+# path so that it reads this tree's agentflow, not an installed one.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=sdk/python $(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy bus registry sandbox control_plane worker bench sdk/python/agentflow
@@ -67,4 +70,4 @@ bench-peers: install
 	$(BIN)/python -m bench --peers
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
