@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bus import Bus, Fleet, Heartbeat, WatchLost, connect, subjects
+from bus import Bus, Fleet, WatchLost, connect, subjects
 from bus.consume import bind
 from bus.messages import encode
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_streams, ensure_task_consumer
 from bus.watch import watch
 from control_plane.stack.nats import NatsServer
-from tests.conftest import admin_url, noop_task
+from tests.conftest import admin_url, heartbeat_of, noop_task
 
 TENANT = "bus-test"
 TRACEPARENT = f"00-{'1' * 32}-{'2' * 16}-01"
@@ -29,22 +29,6 @@ async def bus(tmp_root: Path, nats_server: NatsServer) -> AsyncIterator[Bus]:
     yield connection
     if not connection.client.is_closed:
         await connection.close()
-
-
-def heartbeat(worker_id: str) -> Heartbeat:
-    now = time.time()
-    return Heartbeat(
-        worker_id=worker_id,
-        tenant=TENANT,
-        queues=("q",),
-        concurrency=2,
-        in_flight=1,
-        sandbox="process",
-        pid=1,
-        host="here",
-        started_at=now,
-        at=now,
-    )
 
 
 async def test_a_delivery_handed_back_with_a_delay_comes_again_later_and_a_terminated_one_never(bus: Bus) -> None:
@@ -92,8 +76,8 @@ async def test_a_watch_ends_with_watch_lost_once_its_connection_is_closed(bus: B
 
 async def test_the_fleet_is_the_heartbeats_present_now_sorted_and_without_the_malformed(bus: Bus) -> None:
     fleet = await Fleet.open(bus)
-    await fleet.put(heartbeat("w-b"))
-    await fleet.put(heartbeat("w-a"))
+    await fleet.put(heartbeat_of(TENANT, "w-b", concurrency=2, in_flight=1))
+    await fleet.put(heartbeat_of(TENANT, "w-a", concurrency=2, in_flight=1))
     garbled = subjects.worker_key(TENANT, "w-garbled")
     bucket = await bus.jetstream.key_value(subjects.WORKERS_BUCKET)  # raw: no worker writes this
     await bucket.put(garbled, b"not a heartbeat")

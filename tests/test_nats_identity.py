@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
-from bus import Bus, Fleet, Heartbeat, subjects
+from bus import Bus, Fleet, subjects
 from bus.connection import inbox_prefix
 from bus.consume import bind
 from bus.messages import Result, Task, decode, encode
@@ -36,7 +36,7 @@ from control_plane.stack import launcher as embedded_stack
 from control_plane.stack import nats_identity
 from control_plane.stack.nats import NatsServer
 from control_plane.stack.processes import spawn, stop
-from tests.conftest import ROOT, Stack, eventually, nats_identities, noop_task, start_nats
+from tests.conftest import ROOT, Stack, eventually, heartbeat_of, nats_identities, noop_task, start_nats
 
 REFUSED_WAIT_SECONDS = 1.0
 
@@ -123,22 +123,6 @@ async def beta(server: Server, control: Connection) -> AsyncIterator[Connection]
 
 def task_of(tenant: str) -> Task:
     return noop_task(tenant, b'{"secret": "of the tenant"}')
-
-
-def heartbeat_of(tenant: str, worker_id: str) -> Heartbeat:
-    now = time.time()
-    return Heartbeat(
-        worker_id=worker_id,
-        tenant=tenant,
-        queues=("default",),
-        concurrency=1,
-        in_flight=0,
-        sandbox="process",
-        pid=os.getpid(),
-        host="test",
-        started_at=now,
-        at=now,
-    )
 
 
 async def publish_task(control: Connection, task: Task, queue: str = "default") -> None:
