@@ -1,9 +1,10 @@
 """Live messages on core NATS: a watch that says "look again", and a listener that handles each notice.
 
 Neither is durable: a message published while nobody listens, or while the connection is down, is gone.
-They carry news of state kept elsewhere (a run's committed events, tasks committed as cancelled), so
-a watcher reads that state again on each notice and at least every ``every`` seconds: a lost notice
-costs one interval, never a gap.
+They carry news of state kept elsewhere (a run's committed events, tasks committed as cancelled), so a
+lost one must cost little: a watcher reads that state again on each notice and at least every ``every``
+seconds (one interval, never a gap); a worker that misses a cancel notice finishes the task, and its
+result is ignored.
 """
 
 import asyncio
