@@ -45,12 +45,15 @@ GO := GOTOOLCHAIN=local GOPROXY=off $(CURDIR)/$(BIN)/go
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
+# lint-imports holds the package arrows of DESIGN.md ([tool.importlinter] in pyproject.toml); sdk/python on the
+# path so that it reads this tree's agentflow, not an installed one.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@cd sdk/go && unformatted="$$("$$($(GO) env GOROOT)/bin/gofmt" -l .)" && test -z "$$unformatted" \
 		|| { echo "gofmt -l sdk/go lists: $$unformatted"; exit 1; }
 	cd sdk/go && $(GO) vet ./...
+	PYTHONPATH=sdk/python $(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy bus registry sandbox control_plane worker bench sdk/python/agentflow
@@ -77,4 +80,4 @@ bench-peers: install
 	$(BIN)/python -m bench --peers
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -9,18 +9,20 @@ import time
 from urllib.parse import urlsplit
 
 import msgspec
-import nats
-from nats.aio.msg import Msg
 
 from bench.http import LeanHTTP
+from bus import Bus, Notice, connect, subjects
 from bus.messages import RunEvents, decode
+from bus.watch import listen
 
 FINAL = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
 
 
 class Completions:
-    """Watches every run's events on NATS: when each run finished, which did not succeed, and how many
+    """Watches every run's events on the bus: when each run finished, which did not succeed, and how many
     tasks succeeded in each."""
+
+    _bus: Bus
 
     def __init__(self) -> None:
         self.finished: dict[str, float] = {}
@@ -29,13 +31,13 @@ class Completions:
         self._waiters: dict[str, asyncio.Future[float]] = {}
 
     async def start(self, url: str) -> None:
-        self._nc = await nats.connect(url)
-        await self._nc.subscribe("af.*.events.*", cb=self._on_events)
+        self._bus = await connect(url, "bench-completions")
+        await listen(self._bus, subjects.ALL_EVENTS, self._on_events)
 
     async def close(self) -> None:
-        await self._nc.close()
+        await self._bus.close()
 
-    async def _on_events(self, msg: Msg) -> None:
+    async def _on_events(self, msg: Notice) -> None:
         now = time.perf_counter()
         events = decode(msg.data, RunEvents)
         for event in events.events:

@@ -1,79 +1,89 @@
-"""Consuming: connecting with reconnects, and pulling batches from durable consumers."""
+"""Consuming: durable pull consumers, and the deliveries they hand out.
 
-import asyncio
-import logging
-from typing import Any
+A ``Delivery`` is one message handed to this process by JetStream. Whoever holds it settles it exactly
+once: ``ack`` after its effect is durable, ``nak`` to have it delivered again (now or after a delay),
+``term`` for a message that can never be processed; ``in_progress`` meanwhile keeps it from being
+redelivered while the work goes on past the consumer's ack wait.
+"""
 
-import nats
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
-log = logging.getLogger(__name__)
+from bus.connection import Bus
 
 
-def inbox_prefix(user: str) -> str:
-    """Where a user's replies arrive: under its own name, so that its permissions can let it read its own
-    replies and nobody else's."""
-    return f"_INBOX.{user}" if user else "_INBOX"
+class Delivery:
+    """One JetStream message delivered to this process. Hashable by identity."""
+
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+
+    @property
+    def subject(self) -> str:
+        return self._msg.subject
+
+    @property
+    def data(self) -> bytes:
+        return self._msg.data
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C trace context the publisher sent along, if any."""
+        headers = self._msg.headers
+        return headers.get("traceparent") if headers else None
+
+    @property
+    def deliveries(self) -> int:
+        """How many times JetStream has delivered this message (more than 1: a holder died or handed it back)."""
+        try:
+            return int(self._msg.metadata.num_delivered)
+        except Exception:
+            return 1  # not a JetStream delivery's reply subject: nothing to tell
+
+    @property
+    def stored_at(self) -> float | None:
+        """When the stream stored the message (the server's clock, seconds since the epoch)."""
+        try:
+            return self._msg.metadata.timestamp.timestamp()
+        except Exception:
+            return None
+
+    async def ack(self) -> None:
+        """Done with: the stream forgets it (on a work queue) and never delivers it again."""
+        await self._msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Not done: deliver it again, at once or after ``delay`` seconds."""
+        await self._msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        """Never deliverable (malformed, or not for this consumer): the stream stops delivering it."""
+        await self._msg.term()
+
+    async def in_progress(self) -> None:
+        """Still being worked on: restart the consumer's ack wait for it."""
+        await self._msg.in_progress()
 
 
-class NotAuthorized(RuntimeError):
-    """The NATS server refused this process's credentials."""
+class Consumer:
+    """A durable pull consumer this process is bound to."""
+
+    __slots__ = ("_sub",)
+
+    def __init__(self, sub: JetStreamContext.PullSubscription) -> None:
+        self._sub = sub
+
+    async def pull(self, batch: int, wait: float) -> list[Delivery]:
+        """Up to ``batch`` messages: returns as soon as any are there, or [] after ``wait`` seconds."""
+        try:
+            return [Delivery(msg) for msg in await self._sub.fetch(batch=batch, timeout=wait)]
+        except (TimeoutError, NatsTimeout):
+            return []
 
 
-async def connect(url: str, name: str, user: str = "", password: str = "") -> NATS:
-    """Connect with unlimited reconnects, so a restarted nats-server is picked up again.
-
-    ``user`` and ``password`` are this process's NATS identity (``AF_NATS_USER``, ``AF_NATS_PASSWORD``);
-    empty for a server without authentication. Refused credentials raise NotAuthorized instead of being
-    tried again for ever.
-    """
-    refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def on_disconnected() -> None:
-        log.warning("disconnected from NATS at %s", url)
-
-    async def on_reconnected() -> None:
-        log.info("reconnected to NATS at %s", url)
-
-    async def on_error(error: Exception) -> None:
-        if "authorization violation" in str(error).lower() and not refused.done():
-            refused.set_result(None)
-        log.warning("NATS error: %s", error)
-
-    connecting = asyncio.ensure_future(
-        nats.connect(
-            url,
-            name=name,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=on_reconnected,
-            error_cb=on_error,
-            pending_size=64 * 1024 * 1024,
-            user=user or None,
-            password=password or None,
-            inbox_prefix=inbox_prefix(user),
-        )
-    )
-    either: set[asyncio.Future[Any]] = {connecting, refused}
-    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    if not connecting.done():
-        connecting.cancel()
-        who = f"user {user!r}" if user else "a connection without credentials"
-        raise NotAuthorized(f"NATS at {url} refused {who} (AF_NATS_USER, AF_NATS_PASSWORD)")
-    return connecting.result()
-
-
-async def bind_pull(js: JetStreamContext, stream: str, durable: str) -> JetStreamContext.PullSubscription:
-    return await js.pull_subscribe_bind(durable=durable, stream=stream, pending_msgs_limit=-1)
-
-
-async def pull(sub: JetStreamContext.PullSubscription, batch: int, wait: float) -> list[Msg]:
-    """Up to ``batch`` messages: returns as soon as any are there, or [] after ``wait`` seconds."""
-    try:
-        return await sub.fetch(batch=batch, timeout=wait)
-    except (TimeoutError, NatsTimeout):
-        return []
+async def bind(bus: Bus, stream: str, durable: str) -> Consumer:
+    """Bind to an existing durable consumer of ``stream`` (``bus.streams`` creates them)."""
+    return Consumer(await bus.jetstream.pull_subscribe_bind(durable=durable, stream=stream, pending_msgs_limit=-1))

@@ -4,9 +4,7 @@ import asyncio
 import os
 from collections.abc import Sequence
 
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js.api import PubAck
+from bus.connection import Bus
 
 
 def new_traceparent() -> str:
@@ -31,16 +29,17 @@ class Outgoing:
         self.traceparent = traceparent
 
 
-async def publish(js: JetStreamContext, message: Outgoing) -> PubAck:
+async def publish(bus: Bus, message: Outgoing) -> None:
     """Publish to a stream and wait for its acknowledgement (the message is stored)."""
-    return await js.publish(message.subject, message.payload, headers=headers(message.msg_id, message.traceparent))
+    await bus.jetstream.publish(message.subject, message.payload, headers=headers(message.msg_id, message.traceparent))
 
 
-async def publish_all(js: JetStreamContext, messages: Sequence[Outgoing]) -> list[PubAck]:
+async def publish_all(bus: Bus, messages: Sequence[Outgoing]) -> None:
     """Publish many messages pipelined (all in flight at once) and wait until every one is stored."""
-    return await asyncio.gather(*(publish(js, m) for m in messages))
+    await asyncio.gather(*(publish(bus, m) for m in messages))
 
 
-async def notify(nc: NATS, message: Outgoing) -> None:
-    """Publish without waiting for the stream's acknowledgement: for events whose state is already durable."""
-    await nc.publish(message.subject, message.payload, headers=headers(message.msg_id, message.traceparent))
+async def notify(bus: Bus, message: Outgoing) -> None:
+    """Publish without waiting for the stream's acknowledgement: for events whose state is already durable,
+    and for core-NATS notices that no stream keeps."""
+    await bus.client.publish(message.subject, message.payload, headers=headers(message.msg_id, message.traceparent))

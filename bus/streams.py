@@ -5,27 +5,18 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from nats.js import JetStreamContext
-from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
-    KeyValueConfig,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
-from nats.js.kv import KeyValue
 
 from bus import subjects
+from bus.connection import Bus
+from bus.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 24 * 3600.0
 CHANNELS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
-WORKER_TTL_SECONDS = 15.0
 TASK_ACK_WAIT_SECONDS = 30.0
 
 STREAMS = (
@@ -62,11 +53,12 @@ STREAMS = (
 )
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
+async def ensure_streams(bus: Bus) -> None:
     """Create each stream, or bring an existing one to the configuration above, then the worker bucket.
 
     The control plane's job: workers only wait for them (``wait_for_streams``).
     """
+    js = bus.jetstream
     for config in STREAMS:
         assert config.name is not None
         try:
@@ -75,21 +67,21 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
-    await _drop_legacy_task_consumers(js)
-    await workers_bucket(js)
+    await _drop_legacy_task_consumers(bus)
+    await Fleet.open(bus)
 
 
-async def _drop_legacy_task_consumers(js: JetStreamContext) -> None:
+async def _drop_legacy_task_consumers(bus: Bus) -> None:
     """A work-queue stream allows one consumer per subject, so a consumer of the old naming would keep its
     successor from being created. Its tasks stay in the stream and go to the new consumer."""
-    for info in await js.consumers_info(subjects.TASKS_STREAM):
+    for info in await bus.jetstream.consumers_info(subjects.TASKS_STREAM):
         if info.name.startswith(subjects.LEGACY_TASK_CONSUMER_PREFIX):
             log.info("removing task consumer %s (named the old way)", info.name)
             with contextlib.suppress(NotFoundError):
-                await js.delete_consumer(subjects.TASKS_STREAM, info.name)
+                await bus.jetstream.delete_consumer(subjects.TASKS_STREAM, info.name)
 
 
-async def wait_for_streams(js: JetStreamContext, every: float = 0.5) -> None:
+async def wait_for_streams(bus: Bus, every: float = 0.5) -> None:
     """Wait until the control plane has set up the streams and the worker bucket.
 
     A worker never creates or updates them: it may lack the permission, and a worker of another version
@@ -98,7 +90,7 @@ async def wait_for_streams(js: JetStreamContext, every: float = 0.5) -> None:
     waiting = False
     while True:
         try:
-            await js.stream_info(f"KV_{subjects.WORKERS_BUCKET}")
+            await bus.jetstream.stream_info(f"KV_{subjects.WORKERS_BUCKET}")
             return
         except NotFoundError:
             if not waiting:
@@ -107,13 +99,12 @@ async def wait_for_streams(js: JetStreamContext, every: float = 0.5) -> None:
             await asyncio.sleep(every)
 
 
-async def ensure_task_consumer(
-    js: JetStreamContext, tenant: str, queue: str, ack_wait: float = TASK_ACK_WAIT_SECONDS
-) -> str:
+async def ensure_task_consumer(bus: Bus, tenant: str, queue: str, ack_wait: float = TASK_ACK_WAIT_SECONDS) -> str:
     """The durable pull consumer shared by every worker of (tenant, queue); returns its name.
 
     ``ack_wait`` applies when the consumer is created: an existing consumer keeps its own.
     """
+    js = bus.jetstream
     durable = subjects.task_consumer(tenant, queue)
     with contextlib.suppress(NotFoundError):
         await js.consumer_info(subjects.TASKS_STREAM, durable)
@@ -136,8 +127,8 @@ async def ensure_task_consumer(
     return durable
 
 
-async def ensure_results_consumer(js: JetStreamContext) -> str:
-    await js.add_consumer(
+async def ensure_results_consumer(bus: Bus) -> str:
+    await bus.jetstream.add_consumer(
         subjects.RESULTS_STREAM,
         ConsumerConfig(
             durable_name=subjects.RESULTS_CONSUMER,
@@ -149,16 +140,6 @@ async def ensure_results_consumer(js: JetStreamContext) -> str:
         ),
     )
     return subjects.RESULTS_CONSUMER
-
-
-async def workers_bucket(js: JetStreamContext) -> KeyValue:
-    """The ``af_workers`` bucket: one key per live worker, expiring when heartbeats stop."""
-    try:
-        return await js.key_value(subjects.WORKERS_BUCKET)
-    except NotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=subjects.WORKERS_BUCKET, history=1, ttl=WORKER_TTL_SECONDS)
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +156,11 @@ class ConsumerLevel:
     """Delivered more than once and not yet acknowledged."""
 
 
-async def consumer_levels(js: JetStreamContext) -> list[ConsumerLevel]:
+async def consumer_levels(bus: Bus) -> list[ConsumerLevel]:
     """The levels of every consumer of the task and result streams."""
     levels = []
     for stream in (subjects.TASKS_STREAM, subjects.RESULTS_STREAM):
-        for info in await js.consumers_info(stream):
+        for info in await bus.jetstream.consumers_info(stream):
             name = info.name or info.config.durable_name or ""
             levels.append(
                 ConsumerLevel(stream, name, info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0)

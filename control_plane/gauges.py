@@ -3,11 +3,8 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
-from nats.js import JetStreamContext
-
-from bus.messages import Heartbeat
+from bus import Bus, Fleet
 from bus.metrics import Labels
 from bus.streams import consumer_levels
 from control_plane import metrics
@@ -17,25 +14,25 @@ log = logging.getLogger(__name__)
 SAMPLE_SECONDS = 5.0
 
 
-async def sample(js: JetStreamContext, fleet: Callable[[], Awaitable[list[Heartbeat]]], stop: asyncio.Event) -> None:
+async def sample(bus: Bus, fleet: Fleet, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            await sample_once(js, fleet)
+            await sample_once(bus, fleet)
         except Exception as error:
             log.debug("sampling consumers and workers failed: %s", error)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
 
 
-async def sample_once(js: JetStreamContext, fleet: Callable[[], Awaitable[list[Heartbeat]]]) -> None:
-    levels = await consumer_levels(js)
+async def sample_once(bus: Bus, fleet: Fleet) -> None:
+    levels = await consumer_levels(bus)
     metrics.CONSUMER_PENDING.replace({(c.stream, c.consumer): c.pending for c in levels})
     metrics.CONSUMER_ACK_PENDING.replace({(c.stream, c.consumer): c.ack_pending for c in levels})
     metrics.CONSUMER_REDELIVERED.replace({(c.stream, c.consumer): c.redelivered for c in levels})
     workers: dict[Labels, float] = {}
     capacity: dict[Labels, float] = {}
     in_flight: dict[Labels, float] = {}
-    for beat in await fleet():
+    for beat in await fleet.members():
         for queue in beat.queues:
             key = (beat.tenant, queue)
             workers[key] = workers.get(key, 0) + 1

@@ -5,15 +5,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
-from nats.js.kv import KeyValue
-
-from bus.consume import connect
-from bus.messages import Heartbeat, decode
-from bus.streams import ensure_results_consumer, ensure_streams, workers_bucket
+from bus import Bus, Fleet, connect
+from bus.streams import ensure_results_consumer, ensure_streams
 from control_plane.catalog.resolver import Catalog
 from control_plane.engine.admission import Admission
 from control_plane.engine.dispatch import Dispatcher
@@ -38,9 +31,8 @@ log = logging.getLogger(__name__)
 class Services:
     settings: Settings
     pool: Pool
-    nc: NATS
-    js: JetStreamContext
-    workers: KeyValue
+    bus: Bus
+    fleet: Fleet
     auth: Authenticator
     catalog: Catalog
     dispatcher: Dispatcher
@@ -58,10 +50,9 @@ class Services:
         applied = await migrate(pool)
         if applied:
             log.info("database schema: applied %s", ", ".join(applied))
-        nc = await connect(settings.nats_url, "agentflow-control-plane", settings.nats_user, settings.nats_password)
-        js = nc.jetstream()
-        await ensure_streams(js)
-        await ensure_results_consumer(js)
+        bus = await connect(settings.nats_url, "agentflow-control-plane", settings.nats_user, settings.nats_password)
+        await ensure_streams(bus)
+        await ensure_results_consumer(bus)
         issuer = TokenIssuer(
             pool, settings.access_token_seconds, settings.refresh_token_seconds, settings.signing_key_rotation_hours
         )
@@ -74,16 +65,15 @@ class Services:
         catalog = Catalog(pool)
         admission = Admission(settings.max_in_flight_per_tenant)
         admission.configure(await limits.all_limits(pool))
-        dispatcher = Dispatcher(pool, nc, js, catalog, admission)
+        dispatcher = Dispatcher(pool, bus, catalog, admission)
         cache = RunCache()
         submitter = Submitter(pool, catalog, dispatcher, cache)
-        orchestrator = Orchestrator(pool, js, catalog, dispatcher, cache)
+        orchestrator = Orchestrator(pool, bus, catalog, dispatcher, cache)
         services = cls(
             settings,
             pool,
-            nc,
-            js,
-            await workers_bucket(js),
+            bus,
+            await Fleet.open(bus),
             auth,
             catalog,
             dispatcher,
@@ -100,7 +90,7 @@ class Services:
             asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
             asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
             asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
-            asyncio.create_task(sample(js, services.fleet, services.stop), name="sampler"),
+            asyncio.create_task(sample(bus, services.fleet, services.stop), name="sampler"),
         ]
         return services
 
@@ -110,30 +100,11 @@ class Services:
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.submitter.close()
         await self.dispatcher.close()
-        await self.nc.flush()
-        await self.nc.close()
+        await self.bus.close()
         await self.pool.close()
 
-    async def fleet(self) -> list[Heartbeat]:
-        try:
-            keys = await self.workers.keys()
-        except NoKeysError:
-            return []
-        beats = []
-        for key in keys:
-            try:
-                entry = await self.workers.get(key)
-            except KeyNotFoundError:
-                continue  # the worker stopped between the listing and the read
-            if entry.value:
-                try:
-                    beats.append(decode(entry.value, Heartbeat))
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    log.warning("ignoring a malformed heartbeat under %s", key)
-        return sorted(beats, key=lambda b: b.worker_id)
-
     async def checks(self) -> dict[str, str]:
-        checks = {"nats": "ok" if self.nc.is_connected else "disconnected"}
+        checks = {"nats": "ok" if self.bus.is_connected else "disconnected"}
         try:
             await asyncio.wait_for(ping(self.pool), 2.0)
             checks["postgres"] = "ok"

@@ -33,7 +33,7 @@ from agentflow import AsyncClient, Client, Conflict
 from nats.js import JetStreamContext
 
 from bus import subjects
-from bus.messages import Task, ToolRuntime
+from bus.messages import Heartbeat, Task, ToolRuntime
 from control_plane.security.authentication import new_key
 from control_plane.stack import nats, nats_identity, postgres
 from control_plane.stack.processes import free_port, http_ok, spawn, stop, wait_until
@@ -163,6 +163,26 @@ def noop_task(tenant: str, input: bytes = b"{}", **fields: Any) -> Task:
             "tool": "noop@1",
             "runtime": ToolRuntime(builtin="noop"),
             "input": msgspec.Raw(input),
+            **fields,
+        }
+    )
+
+
+def heartbeat_of(tenant: str, worker_id: str, **fields: Any) -> Heartbeat:
+    """A worker's heartbeat as a worker of the process sandbox would put it now."""
+    now = time.time()
+    return Heartbeat(
+        **{
+            "worker_id": worker_id,
+            "tenant": tenant,
+            "queues": ("default",),
+            "concurrency": 1,
+            "in_flight": 0,
+            "sandbox": "process",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": now,
+            "at": now,
             **fields,
         }
     )

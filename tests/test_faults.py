@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import nats
 import pytest
 from agentflow import Client, ValidationFailed, WaitTimeout
 
+from bus import connect
 from control_plane.stack.processes import stop
 from tests.conftest import Stack, wait_until_pulled
 
@@ -116,11 +116,11 @@ async def test_a_task_is_redelivered_when_its_worker_dies(stack: Stack, client: 
     _tool(client, "slow", "import time\ntime.sleep(2.0)\nprint('{\"done\": true}')\n")
     first = stack.start_worker(queue="crashy", concurrency=1, AF_ACK_WAIT_SECONDS="2")
     run = client.start_run(tool="slow", input={}, queue="crashy")
-    nc = await nats.connect(stack.nats_url)
+    bus = await connect(stack.nats_url, "test-faults")
     try:
-        await wait_until_pulled(nc.jetstream(), "crashy")  # the first worker holds the task now
+        await wait_until_pulled(bus.jetstream, "crashy")  # the first worker holds the task now
     finally:
-        await nc.close()
+        await bus.close()
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     second = stack.start_worker(queue="crashy", concurrency=1, AF_ACK_WAIT_SECONDS="2")

@@ -27,15 +27,16 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
-from bus import subjects
-from bus.consume import bind_pull, inbox_prefix, pull
+from bus import Bus, Fleet, subjects
+from bus.connection import inbox_prefix
+from bus.consume import bind
 from bus.messages import Result, Task, decode, encode
-from bus.streams import ensure_streams, ensure_task_consumer, workers_bucket
+from bus.streams import ensure_streams, ensure_task_consumer
 from control_plane.stack import launcher as embedded_stack
 from control_plane.stack import nats_identity
 from control_plane.stack.nats import NatsServer
 from control_plane.stack.processes import spawn, stop
-from tests.conftest import ROOT, Stack, eventually, nats_identities, noop_task, start_nats
+from tests.conftest import ROOT, Stack, eventually, heartbeat_of, nats_identities, noop_task, start_nats
 
 REFUSED_WAIT_SECONDS = 1.0
 
@@ -69,8 +70,12 @@ class Connection:
     errors: list[Exception] = field(default_factory=list)
 
     @property
+    def bus(self) -> Bus:
+        return Bus(self.nc, timeout=REFUSED_WAIT_SECONDS)
+
+    @property
     def js(self) -> JetStreamContext:
-        return self.nc.jetstream(timeout=REFUSED_WAIT_SECONDS)
+        return self.bus.jetstream
 
     async def refused(self, what: str) -> None:
         """Wait for the server's permissions violation for ``what`` (e.g. ``publish to "subject"``)."""
@@ -103,8 +108,8 @@ async def connect_as(server: Server, user: str, password: str | None = None) -> 
 async def control(server: Server) -> AsyncIterator[Connection]:
     """The control plane's identity, having set up the streams and alpha's consumer."""
     connection = await connect_as(server, nats_identity.CONTROL_PLANE)
-    await ensure_streams(connection.js)
-    await ensure_task_consumer(connection.js, "alpha", "default")
+    await ensure_streams(connection.bus)
+    await ensure_task_consumer(connection.bus, "alpha", "default")
     yield connection
     await connection.nc.close()
 
@@ -180,14 +185,14 @@ async def test_a_worker_of_beta_is_refused_publishing_alphas_results(control: Co
 
 async def test_a_worker_of_beta_cannot_touch_alphas_heartbeats(control: Connection, beta: Connection) -> None:
     key = subjects.worker_key("alpha", "alpha-worker")
-    await (await workers_bucket(control.js)).put(key, b"alive")
-    bucket = await workers_bucket(beta.js)
+    await (await Fleet.open(control.bus)).put(heartbeat_of("alpha", "alpha-worker"))
+    fleet = await Fleet.open(beta.bus)
 
     with pytest.raises(nats.errors.TimeoutError):
-        await bucket.delete(key)
+        await fleet.leave("alpha", "alpha-worker")
 
     await beta.refused(f'publish to "$KV.{subjects.WORKERS_BUCKET}.{key}"')
-    assert (await (await workers_bucket(control.js)).get(key)).value == b"alive"
+    assert "alpha-worker" in [b.worker_id for b in await (await Fleet.open(control.bus)).members()]
 
 
 async def test_a_worker_of_beta_cannot_create_its_consumer_over_alphas_tasks(beta: Connection) -> None:
@@ -235,13 +240,13 @@ async def test_a_worker_of_beta_pulls_its_own_tasks_and_publishes_their_results(
     task = task_of("beta")
     await publish_task(control, task)
 
-    durable = await ensure_task_consumer(beta.js, "beta", "default")
-    messages = await pull(await bind_pull(beta.js, subjects.TASKS_STREAM, durable), 1, 5.0)
+    durable = await ensure_task_consumer(beta.bus, "beta", "default")
+    messages = await (await bind(beta.bus, subjects.TASKS_STREAM, durable)).pull(1, 5.0)
     assert [decode(m.data, Task).task_id for m in messages] == [task.task_id]
     subject = subjects.results("beta", task.run_id)
     await beta.js.publish(subject, b'{"ok": true}', headers={"Nats-Msg-Id": f"{task.task_id}:1:result"})
     await messages[0].ack()
-    await (await workers_bucket(beta.js)).put(subjects.worker_key("beta", "beta-worker"), b"alive")
+    await (await Fleet.open(beta.bus)).put(heartbeat_of("beta", "beta-worker"))
     await beta.nc.flush()
 
     assert beta.errors == []
@@ -259,12 +264,12 @@ async def test_a_task_consumer_of_the_old_naming_gives_way_and_its_tasks_reach_t
     task = task_of("beta")
     await publish_task(control, task, queue="legacy")
 
-    await ensure_streams(control.js)
-    durable = await ensure_task_consumer(control.js, "beta", "legacy")
+    await ensure_streams(control.bus)
+    durable = await ensure_task_consumer(control.bus, "beta", "legacy")
 
     with pytest.raises(NotFoundError):
         await control.js.consumer_info(subjects.TASKS_STREAM, legacy)
-    messages = await pull(await bind_pull(control.js, subjects.TASKS_STREAM, durable), 1, 5.0)
+    messages = await (await bind(control.bus, subjects.TASKS_STREAM, durable)).pull(1, 5.0)
     assert [decode(m.data, Task).task_id for m in messages] == [task.task_id]
 
 

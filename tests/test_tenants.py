@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import nats
 import pytest
 from conftest import Stack
+
+from bus import Notice, connect
+from bus.watch import listen
 
 TOOL = {"name": "probe", "version": "1.0.0", "runtime": {"command": ["true"]}}
 WORKFLOW = {"name": "one-step", "version": "1.0.0", "kind": "dag", "steps": [{"name": "a", "tool": "probe@1.0.0"}]}
@@ -71,20 +73,19 @@ def test_a_tenant_name_that_is_no_subject_token_is_refused(admin: httpx.Client, 
 
 async def test_refused_tenant_names_reach_neither_the_registry_nor_nats(stack: Stack, admin: httpx.Client) -> None:
     bad = ["x.y", "x*", "x>", "ünï", "b" * 70]
-    nc = await nats.connect(stack.nats_url)
+    bus = await connect(stack.nats_url, "test-tenants")
     seen: list[str] = []
 
-    async def collect(msg: Any) -> None:
-        seen.append(msg.subject)
+    async def collect(notice: Notice) -> None:
+        seen.append(notice.subject)
 
-    await nc.subscribe(">", cb=collect)
+    await listen(bus, ">", collect)
     try:
         for name in bad:
             assert (await asyncio.to_thread(admin.post, "/v1/tenants", json={"name": name})).status_code == 422
-        await nc.flush()
         await asyncio.sleep(0.3)
     finally:
-        await nc.close()
+        await bus.close()
     assert not [s for s in seen if any(name in s for name in bad)]
     listed = await asyncio.to_thread(admin.get, "/v1/tenants")
     assert not set(bad) & {t["name"] for t in listed.json()["items"]}

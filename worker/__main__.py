@@ -5,8 +5,7 @@ import sys
 
 import uvloop
 
-from bus import logs, tracing
-from bus.consume import NotAuthorized
+from bus import NotAuthorized, logs, tracing
 from bus.metrics import serve
 from sandbox import SandboxError, open_backend
 from worker.service import Worker

@@ -8,17 +8,14 @@ import socket
 import time
 
 import msgspec
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.kv import KeyValue
 from opentelemetry.trace import SpanKind
 
-from bus import logs, subjects, tracing
-from bus.consume import bind_pull, connect, pull
+from bus import Bus, Consumer, Delivery, Fleet, Notice, connect, logs, subjects, tracing
+from bus.consume import bind
 from bus.messages import CancelTasks, Heartbeat, Released, Result, Started, Task, decode, encode
 from bus.publish import Outgoing, notify, publish
-from bus.streams import ensure_task_consumer, wait_for_streams, workers_bucket
+from bus.streams import ensure_task_consumer, wait_for_streams
+from bus.watch import listen
 from sandbox import Backend
 from worker import metrics
 from worker.execute import Executor
@@ -26,18 +23,7 @@ from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 5.0
 PULL_WAIT_SECONDS = 1.0
-
-
-def _delivery(msg: Msg) -> tuple[int, float | None]:
-    """How many times JetStream has delivered this task (more than 1 after a worker died with it), and when
-    the stream stored it."""
-    try:
-        metadata = msg.metadata
-        return int(metadata.num_delivered), metadata.timestamp.timestamp()
-    except Exception:
-        return 1, None
 
 
 class Worker:
@@ -48,11 +34,11 @@ class Worker:
         self._executor = Executor(backend, settings.worker_id)
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._running: dict[int, tuple[Msg, float]] = {}
+        self._running: dict[Delivery, float] = {}
         """Tasks being executed, with when they started (time.monotonic)."""
         self._executions: dict[str, asyncio.Task[Result]] = {}
         """The execution of each task being run, by task id: what a cancel notice stops."""
-        self._nc: NATS | None = None
+        self._bus: Bus | None = None
         self._started_at = time.time()
         self._metrics_port = metrics_port
         self.completed = 0
@@ -67,15 +53,14 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         name = f"agentflow-worker-{settings.worker_id}"
-        nc = self._nc = await connect(settings.nats_url, name, settings.nats_user, settings.nats_password)
-        js = nc.jetstream()
-        await wait_for_streams(js)
-        durable = await ensure_task_consumer(js, settings.tenant, settings.queue, settings.ack_wait_seconds)
-        sub = await bind_pull(js, subjects.TASKS_STREAM, durable)
-        bucket = await workers_bucket(js)
-        await nc.subscribe(subjects.cancels(settings.tenant), cb=self._on_cancel)
+        bus = self._bus = await connect(settings.nats_url, name, settings.nats_user, settings.nats_password)
+        await wait_for_streams(bus)
+        durable = await ensure_task_consumer(bus, settings.tenant, settings.queue, settings.ack_wait_seconds)
+        consumer = await bind(bus, subjects.TASKS_STREAM, durable)
+        fleet = await Fleet.open(bus)
+        await listen(bus, subjects.cancels(settings.tenant), self._on_cancel)
         metrics.track_load(lambda: len(self._in_flight), settings.concurrency, settings.tenant, settings.queue)
-        heartbeat = asyncio.create_task(self._heartbeat(bucket))
+        heartbeat = asyncio.create_task(fleet.beat(self._heartbeat))
         progress = asyncio.create_task(self._report_progress())
         log.info(
             "worker %s pulling %s with concurrency %d, sandbox %s; metrics on http://127.0.0.1:%d/metrics",
@@ -86,23 +71,22 @@ class Worker:
             self._metrics_port,
         )
         try:
-            await self._pull_loop(js, sub)
+            await self._pull_loop(bus, consumer)
             await self._drain()
         finally:
             heartbeat.cancel()
             progress.cancel()
             await asyncio.gather(heartbeat, progress, return_exceptions=True)
             try:
-                await bucket.delete(subjects.worker_key(settings.tenant, settings.worker_id))
+                await fleet.leave(settings.tenant, settings.worker_id)
             except Exception as error:
                 log.debug("could not remove the heartbeat entry: %s", error)
-            # Everything is acknowledged by now; drain() would wait out the pull request's expiry.
-            await nc.flush()
-            await nc.close()
+            # Everything is acknowledged by now (closing does not drain: that would wait out the pull request).
+            await bus.close()
             await self._backend.close()
             log.info("worker %s stopped after %d task(s)", settings.worker_id, self.completed)
 
-    async def _pull_loop(self, js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
+    async def _pull_loop(self, bus: Bus, consumer: Consumer) -> None:
         while not self._stop.is_set():
             free = self._settings.concurrency - len(self._in_flight)
             if free <= 0:
@@ -111,13 +95,13 @@ class Worker:
                 await asyncio.wait({*self._in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 continue
-            for msg in await pull(sub, free, PULL_WAIT_SECONDS):
-                task = asyncio.create_task(self._handle(js, msg))
+            for msg in await consumer.pull(free, PULL_WAIT_SECONDS):
+                task = asyncio.create_task(self._handle(bus, msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
 
-    async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
-        traceparent = msg.headers.get("traceparent") if msg.headers else None
+    async def _handle(self, bus: Bus, msg: Delivery) -> None:
+        traceparent = msg.traceparent
         try:
             task = decode(msg.data, Task)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
@@ -142,28 +126,27 @@ class Worker:
                 kind=SpanKind.CONSUMER,
                 attributes={"agentflow.run_id": task.run_id, "agentflow.task_id": task.task_id},
             ):
-                await self._complete(js, msg, task, tracing.current_traceparent())
+                await self._complete(bus, msg, task, tracing.current_traceparent())
         else:
-            await self._complete(js, msg, task, traceparent)
+            await self._complete(bus, msg, task, traceparent)
 
-    async def _complete(self, js: JetStreamContext, msg: Msg, task: Task, traceparent: str | None) -> None:
+    async def _complete(self, bus: Bus, msg: Delivery, task: Task, traceparent: str | None) -> None:
         try:
-            # Keyed by identity: nats-py's Msg is an unhashable dataclass.
             if task.runtime.builtin is None:
                 await self._announce(task)
-            self._running[id(msg)] = (msg, time.monotonic())
+            self._running[msg] = time.monotonic()
             try:
                 result = await self._execute(task, traceparent)
             finally:
-                del self._running[id(msg)]
-            deliveries, queued_at = _delivery(msg)
+                del self._running[msg]
+            deliveries, queued_at = msg.deliveries, msg.stored_at
             # Clocks of different hosts: a nats-server ahead of the worker would make the wait negative.
             waited = None if queued_at is None else max(0.0, result.started_at - queued_at)
             result = msgspec.structs.replace(result, deliveries=deliveries, queued_at=queued_at, queue_seconds=waited)
             # The result must be stored before the task is acknowledged: if we die in between, the task
             # is redelivered and the duplicate result is ignored by (task_id, attempt).
             await publish(
-                js,
+                bus,
                 Outgoing(
                     subjects.results(task.tenant, task.run_id),
                     encode(result),
@@ -220,7 +203,7 @@ class Worker:
         finally:
             del self._executions[task.task_id]
 
-    async def _on_cancel(self, msg: Msg) -> None:
+    async def _on_cancel(self, msg: Notice) -> None:
         try:
             notice = decode(msg.data, CancelTasks)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
@@ -248,9 +231,9 @@ class Worker:
 
     async def _notify(self, task: Task, notice: Started | Released) -> None:
         """Publish a notice about ``task`` on its results subject, without waiting for the stream."""
-        assert self._nc is not None
+        assert self._bus is not None
         msg_id = f"{task.task_id}:{task.attempt}:{type(notice).__name__.lower()}:{time.time_ns()}"
-        await notify(self._nc, Outgoing(subjects.results(task.tenant, task.run_id), encode(notice), msg_id))
+        await notify(self._bus, Outgoing(subjects.results(task.tenant, task.run_id), encode(notice), msg_id))
 
     async def _report_progress(self) -> None:
         """Tell JetStream which tasks are still being worked on, so a task is redelivered only if this worker
@@ -259,7 +242,7 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for msg, started in list(self._running.values()):
+            for msg, started in list(self._running.items()):
                 if now - started >= interval:
                     try:
                         await msg.in_progress()
@@ -277,24 +260,19 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
-    async def _heartbeat(self, bucket: KeyValue) -> None:
+    def _heartbeat(self) -> Heartbeat:
+        """This worker as the fleet sees it now."""
         settings = self._settings
-        while True:
-            beat = Heartbeat(
-                worker_id=settings.worker_id,
-                tenant=settings.tenant,
-                queues=(settings.queue,),
-                concurrency=settings.concurrency,
-                in_flight=len(self._in_flight),
-                sandbox=self._backend.kind,
-                pid=os.getpid(),
-                host=socket.gethostname(),
-                started_at=self._started_at,
-                at=time.time(),
-                metrics_port=self._metrics_port,
-            )
-            try:
-                await bucket.put(subjects.worker_key(settings.tenant, settings.worker_id), encode(beat))
-            except Exception as error:
-                log.warning("heartbeat failed: %s", error)
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+        return Heartbeat(
+            worker_id=settings.worker_id,
+            tenant=settings.tenant,
+            queues=(settings.queue,),
+            concurrency=settings.concurrency,
+            in_flight=len(self._in_flight),
+            sandbox=self._backend.kind,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=self._started_at,
+            at=time.time(),
+            metrics_port=self._metrics_port,
+        )

@@ -14,7 +14,7 @@ from control_plane.services import Services
 @get("/v1/workers", opt={"permission": ("workers", "read")})
 async def list_workers(services: Services, identity: Identity) -> Response[bytes]:
     """The live worker fleet: queues, load and last heartbeat (workers whose heartbeats stopped drop out)."""
-    beats = await services.fleet()
+    beats = await services.fleet.members()
     return _json({"items": [views.worker(b) for b in beats if b.tenant == identity.tenant]})
 
 

@@ -1,5 +1,6 @@
 """Routes of runs: start (one or a batch), list, read, cancel, signal, and the live event stream."""
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -9,7 +10,8 @@ from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from bus import subjects
+from bus import WatchLost, subjects
+from bus.watch import watch
 from control_plane import metrics
 from control_plane.api import views
 from control_plane.api.answers import json_response as _json
@@ -157,24 +159,18 @@ async def _event_stream(
 ) -> AsyncIterator[ServerSentEventMessage]:
     # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
     # one poll interval and never a gap.
-    sub = await services.nc.subscribe(subjects.events(tenant, run_id))
+    looks = watch(services.bus, subjects.events(tenant, run_id), SSE_POLL_SECONDS)
     try:
-        while True:
-            for row in await runs.events_after(services.pool, tenant, run_id, after):
-                after = row.seq
-                yield ServerSentEventMessage(data=_encode(views.event(row)).decode(), event=row.type, id=row.seq)
-                if row.type in FINAL_EVENT_TYPES:
-                    return
-            try:
-                await sub.next_msg(timeout=SSE_POLL_SECONDS)
-            except TimeoutError:
-                continue
-            except Exception:
-                continue
-            while sub.pending_msgs:
-                await sub.next_msg(timeout=0)
-    finally:
-        await sub.unsubscribe()
+        async with contextlib.aclosing(looks):
+            async for _ in looks:
+                for row in await runs.events_after(services.pool, tenant, run_id, after):
+                    after = row.seq
+                    yield ServerSentEventMessage(data=_encode(views.event(row)).decode(), event=row.type, id=row.seq)
+                    if row.type in FINAL_EVENT_TYPES:
+                        return
+    except WatchLost as error:
+        # The connection to NATS is closed (the control plane is stopping): the client resumes with Last-Event-ID.
+        log.warning("ending the event stream of run %s after event %d: %s", run_id, after, error)
 
 
 ROUTES = [start_run, start_runs, list_runs, get_run, cancel_run, signal_run, run_events]

@@ -15,11 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
-from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 
-from bus import subjects, tracing
+from bus import Bus, subjects, tracing
 from bus.messages import CancelTasks, Task, encode
 from bus.publish import Outgoing, notify, publish_all
 from control_plane.catalog.resolver import Catalog, Tool
@@ -71,12 +69,9 @@ class Dispatch:
 
 
 class Dispatcher:
-    def __init__(
-        self, pool: Pool, nc: NATS, js: JetStreamContext, catalog: Catalog, admission: Admission | None = None
-    ) -> None:
+    def __init__(self, pool: Pool, bus: Bus, catalog: Catalog, admission: Admission | None = None) -> None:
         self._pool = pool
-        self._nc = nc
-        self._js = js
+        self._bus = bus
         self._catalog = catalog
         self.admission = admission or Admission(0)
         self._ledger_lock = asyncio.Lock()
@@ -162,7 +157,7 @@ class Dispatcher:
         if tracing.enabled:
             await self._publish_traced(dispatches)
         else:
-            await publish_all(self._js, [d.outgoing() for d in dispatches])
+            await publish_all(self._bus, [d.outgoing() for d in dispatches])
         self._published.extend(d.task_id for d in dispatches)
         self._has_published.set()
 
@@ -179,7 +174,7 @@ class Dispatcher:
         ]
         try:
             await publish_all(
-                self._js, [d.outgoing(tracing.traceparent_of(s)) for d, s in zip(dispatches, spans, strict=True)]
+                self._bus, [d.outgoing(tracing.traceparent_of(s)) for d, s in zip(dispatches, spans, strict=True)]
             )
         finally:
             for span in spans:
@@ -188,12 +183,12 @@ class Dispatcher:
     async def publish_events(self, messages: Iterable[Outgoing]) -> None:
         """Events of committed state: published without waiting; watchers also read them from PostgreSQL."""
         for message in messages:
-            await notify(self._nc, message)
+            await notify(self._bus, message)
 
     async def cancel_tasks(self, tenant: str, run_id: str, task_ids: Sequence[str]) -> None:
         """Tell the workers running these (committed as cancelled) tasks to stop them."""
         notice = CancelTasks(tenant=tenant, run_id=run_id, task_ids=tuple(task_ids))
-        await notify(self._nc, Outgoing(subjects.cancels(tenant), encode(notice), f"cancel:{run_id}:{task_ids[0]}"))
+        await notify(self._bus, Outgoing(subjects.cancels(tenant), encode(notice), f"cancel:{run_id}:{task_ids[0]}"))
 
     def publish_later(self, dispatch: Dispatch, delay: float) -> None:
         """Publish after ``delay`` seconds (a retry's backoff). The timer lives in memory only: if this

@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
-from bus import subjects, tracing
-from bus.consume import bind_pull, pull
+from bus import Bus, Delivery, subjects, tracing
+from bus.consume import bind
 from bus.messages import Released, Result, Started, decode_report
 from bus.publish import Outgoing
 from control_plane import metrics
@@ -79,19 +77,17 @@ class Change:
 
 
 class Orchestrator:
-    def __init__(
-        self, pool: Pool, js: JetStreamContext, catalog: Catalog, dispatcher: Dispatcher, cache: RunCache
-    ) -> None:
+    def __init__(self, pool: Pool, bus: Bus, catalog: Catalog, dispatcher: Dispatcher, cache: RunCache) -> None:
         self._pool = pool
-        self._js = js
+        self._bus = bus
         self._catalog = catalog
         self._dispatcher = dispatcher
         self._cache = cache
 
     async def run(self, stop: asyncio.Event) -> None:
-        sub = await bind_pull(self._js, subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
+        consumer = await bind(self._bus, subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
         while not stop.is_set():
-            msgs = await pull(sub, BATCH, 1.0)
+            msgs = await consumer.pull(BATCH, 1.0)
             if not msgs:
                 continue
             try:
@@ -117,9 +113,9 @@ class Orchestrator:
             except Exception as error:
                 log.warning("checking due timers and deadlines failed: %s", error)
 
-    async def handle(self, msgs: list[Msg]) -> None:
+    async def handle(self, msgs: list[Delivery]) -> None:
         results: list[Result | Started | Released] = []
-        decoded: list[Msg] = []
+        decoded: list[Delivery] = []
         for msg in msgs:
             try:
                 results.append(decode_report(msg.data))
@@ -135,14 +131,14 @@ class Orchestrator:
         for msg in decoded:
             await msg.ack()
 
-    async def _apply_traced(self, results: list[Result | Started | Released], msgs: list[Msg]) -> None:
+    async def _apply_traced(self, results: list[Result | Started | Released], msgs: list[Delivery]) -> None:
         """``apply`` with a span per result, continuing the trace of its task; the tasks a run's results lead
         to continue the trace of the run's first result."""
         spans = []
         traceparents: dict[str, str] = {}
         for result, msg in zip(results, msgs, strict=True):
             if isinstance(result, Result):
-                parent = tracing.parent_context(msg.headers.get("traceparent") if msg.headers else None)
+                parent = tracing.parent_context(msg.traceparent)
                 span = tracing.tracer.start_span(
                     "apply result", context=parent, attributes={"agentflow.task_id": result.task_id}
                 )

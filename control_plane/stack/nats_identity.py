@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from bus import subjects
-from bus.consume import inbox_prefix
+from bus.connection import inbox_prefix
 
 CONTROL_PLANE = "control-plane"
 ADMIN = "admin"

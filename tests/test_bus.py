@@ -1,0 +1,91 @@
+"""The bus against a real nats-server: deliveries settle as JetStream says, a watch says "look again" once per
+burst and ends when its connection closes, and the fleet reads back what workers wrote."""
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bus import Bus, Fleet, WatchLost, connect, subjects
+from bus.consume import bind
+from bus.messages import encode
+from bus.publish import Outgoing, notify, publish
+from bus.streams import ensure_streams, ensure_task_consumer
+from bus.watch import watch
+from control_plane.stack.nats import NatsServer
+from tests.conftest import admin_url, heartbeat_of, noop_task
+
+TENANT = "bus-test"
+TRACEPARENT = f"00-{'1' * 32}-{'2' * 16}-01"
+
+
+@pytest.fixture
+async def bus(tmp_root: Path, nats_server: NatsServer) -> AsyncIterator[Bus]:
+    connection = await connect(admin_url(tmp_root, nats_server), "test-bus")
+    await ensure_streams(connection)
+    yield connection
+    if not connection.client.is_closed:
+        await connection.close()
+
+
+async def test_a_delivery_handed_back_with_a_delay_comes_again_later_and_a_terminated_one_never(bus: Bus) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    consumer = await bind(bus, subjects.TASKS_STREAM, await ensure_task_consumer(bus, TENANT, queue))
+    task = noop_task(TENANT)
+    before = time.time()
+    await publish(bus, Outgoing(subjects.tasks(TENANT, queue), encode(task), task.task_id, TRACEPARENT))
+
+    [first] = await consumer.pull(1, 5.0)
+    assert (first.deliveries, first.traceparent) == (1, TRACEPARENT)
+    assert first.stored_at is not None and before - 1 <= first.stored_at <= time.time() + 1
+    await first.nak(delay=2.0)
+    assert await consumer.pull(1, 0.5) == []
+
+    [again] = await consumer.pull(1, 10.0)
+    assert again.data == first.data
+    assert again.deliveries == 2
+    await again.term()
+    assert await consumer.pull(1, 1.0) == []
+
+
+async def test_a_watch_looks_at_once_then_once_per_burst_then_on_silence(bus: Bus) -> None:
+    subject = subjects.events(TENANT, str(uuid.uuid4()))
+    async with contextlib.aclosing(watch(bus, subject, every=0.2)) as looks:
+        assert await anext(looks) == 0
+        for n in range(3):
+            await notify(bus, Outgoing(subject, b"{}", f"burst-{n}"))
+        await bus.client.flush()
+
+        taken = await anext(looks)
+        while taken < 3:  # the burst may be split if the first message is taken before the others arrive
+            taken += await anext(looks)
+        assert taken == 3
+        assert await anext(looks) == 0
+
+
+async def test_a_watch_ends_with_watch_lost_once_its_connection_is_closed(bus: Bus) -> None:
+    async with contextlib.aclosing(watch(bus, subjects.events(TENANT, str(uuid.uuid4())), every=0.1)) as looks:
+        assert await anext(looks) == 0
+        await bus.close()
+        with pytest.raises(WatchLost):
+            await anext(looks)
+
+
+async def test_the_fleet_is_the_heartbeats_present_now_sorted_and_without_the_malformed(bus: Bus) -> None:
+    fleet = await Fleet.open(bus)
+    await fleet.put(heartbeat_of(TENANT, "w-b", concurrency=2, in_flight=1))
+    await fleet.put(heartbeat_of(TENANT, "w-a", concurrency=2, in_flight=1))
+    garbled = subjects.worker_key(TENANT, "w-garbled")
+    bucket = await bus.jetstream.key_value(subjects.WORKERS_BUCKET)  # raw: no worker writes this
+    await bucket.put(garbled, b"not a heartbeat")
+
+    mine = [b for b in await fleet.members() if b.tenant == TENANT]
+    await bucket.delete(garbled)
+    assert [(b.worker_id, b.concurrency, b.in_flight) for b in mine] == [("w-a", 2, 1), ("w-b", 2, 1)]
+
+    await fleet.leave(TENANT, "w-a")
+    await fleet.leave(TENANT, "w-b")
+    assert [b.worker_id for b in await fleet.members() if b.tenant == TENANT] == []
