@@ -86,12 +86,15 @@ class SandboxUsage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 USAGE_FIELDS = SandboxUsage.__struct_fields__
+"""The task columns that hold a SandboxUsage."""
 
 
 class TaskUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """The recorded outcome of one attempt; applies only if that attempt is still the task's current one.
 
-    A retry moves the task to ``next_attempt`` (queued again, to be published at ``not_before``).
+    Every field is written as given, a None clearing its column: a start notice or a cancellation names
+    only what it knows. A retry moves the task to ``next_attempt`` (queued again, to be published at
+    ``not_before``).
     """
 
     id: str
@@ -208,9 +211,9 @@ def _insert_events(s: Statement) -> str:
     WHERE u.run_id IN (SELECT id FROM r)"""
 
 
-_CREATE_RUNS = Statement(
-    lambda s: (
-        f"""
+def _create_runs(s: Statement) -> str:
+    """Runs with their first tasks, events and audit rows, except those whose idempotency key is taken."""
+    return f"""
 WITH r AS (
     INSERT INTO runs (id, tenant, target_kind, target_name, target_version, state, input,
                       idempotency_key, request_digest, last_seq, output, finished_at)
@@ -232,8 +235,9 @@ WITH r AS (
 )
 SELECT id::text FROM r
 """
-    )
-)
+
+
+_CREATE_RUNS = Statement(_create_runs)
 
 
 async def create_runs(
@@ -323,9 +327,9 @@ def _stored_task(record: asyncpg.Record) -> StoredTask:
 def _apply(returning: str, answer: str) -> Statement:
     """The statement that applies planned changes; its runs CTE ``r`` returns ``returning`` of each run it
     updated, and the statement answers ``answer`` of those."""
-    return Statement(
-        lambda s: (
-            f"""
+
+    def write(s: Statement) -> str:
+        return f"""
 WITH r AS (
     UPDATE runs SET state = u.state,
                     output = COALESCE(u.output::jsonb, runs.output),
@@ -365,8 +369,8 @@ WITH r AS (
 )
 SELECT {answer} FROM r
 """
-        )
-    )
+
+    return Statement(write)
 
 
 _APPLY = _apply("runs.id", "id::text")

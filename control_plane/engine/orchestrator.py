@@ -1,10 +1,11 @@
 """The durable orchestrator: folds task results into run state and plans what comes next.
 
-Results are pulled in batches. For each batch: load the runs involved with all their tasks, plan every
-run in memory, write all changes in one statement (guarded by each run's version), publish the new
-tasks and then the events, and only then acknowledge the results. A result whose attempt is not the
-task's current one, or whose task already finished, changes nothing: results apply once per
-(task_id, attempt) however often they are delivered.
+Results are pulled in batches. For each batch: take the runs involved from the run cache or load them
+with all their tasks (as working copies, ``engine.working``), plan every run in memory, write all changes
+in one statement (guarded by each run's version), and only after that commit (``_committed``, the same
+for a cancel) free admission slots, publish the new tasks and then the events, and acknowledge the
+results. A result whose attempt is not the task's current one, or whose task already finished, changes
+nothing: results apply once per (task_id, attempt) however often they are delivered.
 """
 
 import asyncio
@@ -315,7 +316,7 @@ class Orchestrator:
                 state = RunState.SUCCEEDED if only.state == TaskState.SUCCEEDED else RunState.FAILED
                 finished = (state, only.output, only.error)
         else:
-            finished = await self._plan_workflow(run, workflow or await self._workflow(run), change, events)
+            finished = self._plan_workflow(run, workflow or await self._workflow(run), change, events)
         if finished is not None:
             self._finish(run, change, events, *finished)
         change.events = events.events
@@ -323,7 +324,7 @@ class Orchestrator:
         return change
 
     @staticmethod
-    async def _plan_workflow(
+    def _plan_workflow(
         run: WorkingRun, workflow: Workflow, change: Change, events: EventLog
     ) -> tuple[RunState, str | None, str | None] | None:
         states = {
