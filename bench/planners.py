@@ -24,6 +24,7 @@ import msgspec
 from bench.agentflow_path import Completions
 from bench.http import LeanHTTP
 from bench.stats import percentile
+from bus.states import RunState, TaskState
 from control_plane.planning import Plan, StepState, ToolCall
 from control_plane.planning.bt import benchmark_document
 from control_plane.planning.fsm import chain_document
@@ -97,13 +98,13 @@ def replay(plan: Plan, run_input: Any = RUN_INPUT) -> Replay:
         decision = plan.decide(run_input, states)
         samples.append((clock() - started) / 1000)
         if decision.outcome is not None:
-            if decision.outcome.state != "succeeded":
+            if decision.outcome.state != RunState.SUCCEEDED:
                 raise RuntimeError(f"the {plan.kind} replay failed: {decision.outcome.error}")
             return Replay(samples, tasks)
         for start in decision.start:
-            states[start.key] = StepState("queued", step=start.step)
+            states[start.key] = StepState(TaskState.QUEUED, step=start.step)
             if isinstance(start.action, ToolCall):
-                queued.append((start.key, StepState("succeeded", start.action.input, step=start.step)))
+                queued.append((start.key, StepState(TaskState.SUCCEEDED, start.action.input, step=start.step)))
                 tasks += 1
         if not queued:
             raise RuntimeError(f"the {plan.kind} replay is stuck after {len(samples)} decisions")

@@ -21,8 +21,7 @@ from control_plane.security.tokens import TokenIssuer
 from control_plane.settings import Settings
 from registry import connect as connect_db
 from registry import limits, migrate
-from registry.db import Pool
-from registry.runs import ping
+from registry.db import Pool, ping
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from registry.db import Pool
+from registry.statements import rows_of
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditEntry:
     tenant: str
     actor: str
@@ -38,4 +39,4 @@ async def recent(pool: Pool, tenant: str, limit: int = 100) -> list[AuditEntry]:
         tenant,
         limit,
     )
-    return [AuditEntry(*row.values()) for row in rows]
+    return rows_of(AuditEntry, rows)

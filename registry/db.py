@@ -41,3 +41,7 @@ async def ensure_database(dsn: str, database: str) -> None:
             await conn.execute(f"CREATE DATABASE {quoted}")
     finally:
         await conn.close()
+
+
+async def ping(pool: Pool) -> None:
+    await pool.fetchval("SELECT 1")

@@ -3,11 +3,16 @@
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bus.states import TaskState
 from registry.db import Pool
 from registry.runs import PendingTask
+from registry.statements import literal, one_of, rows_of
 
 TENANT_WIDE = ""
 """The ``queue`` of a tenant's own row: its limit applies to all of its queues together."""
+_QUEUED = literal(TaskState.QUEUED)
+_OPEN = (TaskState.QUEUED, TaskState.RUNNING)
+"""A task in flight: admitted (on the bus, or running) or held."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +34,7 @@ class OpenTask:
 
 async def all_limits(pool: Pool) -> list[QueueLimit]:
     rows = await pool.fetch("SELECT tenant, queue, max_in_flight, priority FROM queue_limits")
-    return [QueueLimit(*row.values()) for row in rows]
+    return rows_of(QueueLimit, rows)
 
 
 async def put_limit(pool: Pool, limit: QueueLimit) -> None:
@@ -47,30 +52,30 @@ async def put_limit(pool: Pool, limit: QueueLimit) -> None:
 async def open_tasks(pool: Pool, tenant: str, control_queue: str) -> list[OpenTask]:
     """The tenant's tasks that are queued or running on a worker queue: admitted (on the bus) or held."""
     rows = await pool.fetch(
-        "SELECT id::text, queue, held FROM tasks WHERE tenant = $1 AND state IN ('queued', 'running') AND queue <> $2",
+        f"SELECT id::text AS id, queue, held FROM tasks WHERE tenant = $1 AND state IN {one_of(_OPEN)} AND queue <> $2",
         tenant,
         control_queue,
     )
-    return [OpenTask(*row.values()) for row in rows]
+    return rows_of(OpenTask, rows)
 
 
 async def tenants_with_held(pool: Pool) -> list[str]:
-    rows = await pool.fetch("SELECT DISTINCT tenant FROM tasks WHERE held AND state = 'queued'")
+    rows = await pool.fetch(f"SELECT DISTINCT tenant FROM tasks WHERE held AND state = {_QUEUED}")
     return [row["tenant"] for row in rows]
 
 
 async def hold_tasks(pool: Pool, task_ids: Sequence[str]) -> None:
     """Keep these recorded tasks off the bus (the outbox relay skips held tasks) until released."""
-    await pool.execute("UPDATE tasks SET held = true WHERE id = ANY($1::uuid[]) AND state = 'queued'", list(task_ids))
+    await pool.execute(f"UPDATE tasks SET held = true WHERE id = ANY($1::uuid[]) AND state = {_QUEUED}", list(task_ids))
 
 
-_RELEASE = """
+_RELEASE = f"""
 WITH chosen AS (
     SELECT x.id
     FROM unnest($2::text[], $3::int[], $4::int[]) AS q(queue, free, priority)
     CROSS JOIN LATERAL (
         SELECT t.id, t.created_at FROM tasks t
-        WHERE t.tenant = $1 AND t.queue = q.queue AND t.held AND t.state = 'queued'
+        WHERE t.tenant = $1 AND t.queue = q.queue AND t.held AND t.state = {_QUEUED}
         ORDER BY t.created_at, t.id
         LIMIT q.free
     ) x
@@ -79,8 +84,8 @@ WITH chosen AS (
 )
 UPDATE tasks SET held = false FROM chosen
 WHERE tasks.id = chosen.id AND tasks.held
-RETURNING tasks.id::text, tasks.tenant, tasks.run_id::text, tasks.step, tasks.tool_name, tasks.tool_version,
-          tasks.queue, tasks.attempt, tasks.input::text
+RETURNING tasks.id::text AS id, tasks.tenant, tasks.run_id::text AS run_id, tasks.step, tasks.tool_name,
+          tasks.tool_version, tasks.queue, tasks.attempt, tasks.input::text AS input
 """
 
 
@@ -99,4 +104,4 @@ async def release_held(
         [p for _, _, p in free_by_queue],
         total,
     )
-    return [PendingTask(*row.values()) for row in rows]
+    return rows_of(PendingTask, rows)

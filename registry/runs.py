@@ -1,31 +1,42 @@
-"""Runs, their tasks and their events: the hot path, written in batches.
+"""Runs, their tasks and their events on the hot path: written in batches, read back for planning.
 
-Each write is ONE statement over ``unnest`` arrays, so a batch of a thousand runs costs one round trip
-and one commit. Concurrent writers are kept apart optimistically: a run's ``last_seq`` (the sequence
-number of its latest event) is its version, and a change to a run applies only if the version it was
-planned from is still current.
+What the store keeps true:
+
+- Each write is ONE statement over ``unnest`` arrays, so a batch of a thousand runs costs one round trip
+  and one commit. Its placeholders are generated from the fields of the records a batch is made of
+  (``registry.statements``), and the new-task and event inserts are written once for both statements.
+- A run's ``last_seq`` (the sequence number of its latest event) is its version. A change to a run applies
+  only if the version it was planned from is still current, and then with all of its task updates, new
+  tasks and events; otherwise none of them does, and the caller reads the run and plans again.
+- A task update applies only to the attempt it names, so a result applies once per (task_id, attempt).
+- A run is recorded with its first tasks, its first events and its audit row, or, when its (tenant,
+  idempotency key) is already taken, not at all.
+- New tasks are recorded queued and unpublished (unless the control plane keeps them itself: timers and
+  signal waits); ``unpublished_tasks`` is the outbox that finds those that never reached the bus.
+- A run's ``finished_at`` is set when it reaches a final state; a task's when it reaches one with no
+  attempt to follow.
+
+The API's reads (runs, a run's tasks, its events) are in ``registry.run_reads``.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
+from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
 from registry.db import Pool
-
-FINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled"})
-FINAL_TASK_STATES = frozenset({"succeeded", "failed", "cancelled", "dead"})
+from registry.statements import Columns, Statement, literal, one_of, rows_of
 
 
-@dataclass(frozen=True, slots=True)
-class NewRun:
+class NewRun(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     tenant: str
     target_kind: str
     target_name: str
     target_version: str
-    state: str
+    state: RunState
     input: str
     idempotency_key: str | None
     request_digest: str
@@ -37,8 +48,7 @@ class NewRun:
     source: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NewTask:
+class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     tenant: str
     run_id: str
@@ -55,8 +65,7 @@ class NewTask:
     """True for what never goes on the bus (timers and signal waits): the outbox relay skips them."""
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     seq: int
     tenant: str
@@ -64,9 +73,9 @@ class NewEvent:
     data: str
 
 
-@dataclass(frozen=True, slots=True)
-class SandboxUsage:
-    """What running one attempt cost, as its worker measured it (see bus.messages.Result)."""
+class SandboxUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """What running one attempt cost, as its worker measured it (see bus.messages.Result); stored in the
+    task columns of its field names."""
 
     sandbox: str | None = None
     cpu_seconds: float | None = None
@@ -76,52 +85,55 @@ class SandboxUsage:
     run_seconds: float | None = None
 
 
-_USAGE_FIELDS = ("sandbox", "cpu_seconds", "max_rss_kb", "queue_seconds", "start_seconds", "run_seconds")
+USAGE_FIELDS = SandboxUsage.__struct_fields__
+"""The task columns that hold a SandboxUsage."""
 
 
-@dataclass(frozen=True, slots=True)
-class TaskUpdate:
+class TaskUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """The recorded outcome of one attempt; applies only if that attempt is still the task's current one.
 
-    A retry moves the task to ``next_attempt`` (queued again, to be published at ``not_before``).
+    Every field is written as given, a None clearing its column: a start notice or a cancellation names
+    only what it knows. A retry moves the task to ``next_attempt`` (queued again, to be published at
+    ``not_before``).
     """
 
     id: str
     run_id: str
     attempt: int
-    state: str
-    output: str | None
-    error: str | None
-    detail: str | None
-    worker_id: str | None
-    started_at: float | None
-    finished_at: float | None
+    state: TaskState
+    output: str | None = None
+    error: str | None = None
+    detail: str | None = None
+    worker_id: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
     next_attempt: int | None = None
     not_before: float | None = None
     start_by: float | None = None
-    usage: SandboxUsage | None = None
-    """What running the attempt cost, from its result."""
+    usage: SandboxUsage = SandboxUsage()
+    """What running the attempt cost, from its result (nothing known: every field None)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RunUpdate:
+class RunUpdate(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     expected_seq: int
+    """The version the change was planned from: it applies only if the run is still at it."""
     last_seq: int
-    state: str
-    output: str | None
-    error: str | None
+    state: RunState
+    output: str | None = None
+    error: str | None = None
 
 
-@dataclass(slots=True)
-class TaskState:
+class StoredTask(msgspec.Struct, frozen=True, kw_only=True):
+    """A task as the orchestrator plans from it."""
+
     id: str
     step: str
     tool_name: str
     tool_version: str
     queue: str
     attempt: int
-    state: str
+    state: TaskState
     output: str | None
     error: str | None
     input: str
@@ -129,60 +141,103 @@ class TaskState:
     """The workflow element the task is an instance of (``step`` is the instance's key)."""
 
 
-@dataclass(slots=True)
-class RunState:
-    """What the orchestrator plans from: a run and all of its tasks."""
+class StoredRun(msgspec.Struct, frozen=True, kw_only=True):
+    """A run as the orchestrator plans from it, with all of its tasks in the order they were created."""
 
     id: str
     tenant: str
     target_kind: str
     target_name: str
     target_version: str
-    state: str
+    state: RunState
     input: str
     last_seq: int
-    tasks: list[TaskState]
+    tasks: tuple[StoredTask, ...]
 
 
-def _columns(rows: Sequence[object], *names: str) -> list[list[object]]:
-    return [[getattr(row, name) for row in rows] for name in names]
+RUN_COLUMNS = (
+    "id::text AS id, tenant, target_kind, target_name, target_version, state, input::text AS input,"
+    " output::text AS output, error, created_at, updated_at, finished_at"
+)
+"""The columns of a RunRow, selected from ``runs`` (or from what a write returned of them)."""
 
 
-_CREATE_RUNS = """
+class RunRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A run as the API shows it."""
+
+    id: str
+    tenant: str
+    target_kind: str
+    target_name: str
+    target_version: str
+    state: RunState
+    input: str
+    output: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+def run_row(record: asyncpg.Record) -> RunRow:
+    (row,) = rows_of(RunRow, [record])
+    return row
+
+
+# --- the batches: each record's fields are its columns -----------------------------------------------
+
+_NEW_RUNS = Columns(NewRun, id="uuid")
+_NEW_TASKS = Columns(NewTask, id="uuid", run_id="uuid")
+_NEW_EVENTS = Columns(NewEvent, run_id="uuid")
+_RUN_UPDATES = Columns(RunUpdate, id="uuid")
+_TASK_UPDATES = Columns(TaskUpdate, id="uuid", run_id="uuid", max_rss_kb="int8")
+
+
+def _insert_tasks(s: Statement) -> str:
+    """New tasks, queued, of the runs the statement's ``r`` wrote."""
+    return f"""INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by,
+                       element, published)
+    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, {literal(TaskState.QUEUED)},
+           u.input::jsonb, to_timestamp(u.start_by), u.element, u.published
+    FROM {s.unnest(_NEW_TASKS)}
+    WHERE u.run_id IN (SELECT id FROM r)"""
+
+
+def _insert_events(s: Statement) -> str:
+    """New events of the runs the statement's ``r`` wrote."""
+    return f"""INSERT INTO events (run_id, seq, tenant, type, data)
+    SELECT u.run_id, u.seq, u.tenant, u.type, u.data::jsonb
+    FROM {s.unnest(_NEW_EVENTS)}
+    WHERE u.run_id IN (SELECT id FROM r)"""
+
+
+def _create_runs(s: Statement) -> str:
+    """Runs with their first tasks, events and audit rows, except those whose idempotency key is taken."""
+    return f"""
 WITH r AS (
     INSERT INTO runs (id, tenant, target_kind, target_name, target_version, state, input,
                       idempotency_key, request_digest, last_seq, output, finished_at)
     SELECT u.id, u.tenant, u.target_kind, u.target_name, u.target_version, u.state, u.input::jsonb,
            u.idempotency_key, u.request_digest, u.last_seq, u.output::jsonb,
-           CASE WHEN u.state = 'running' THEN NULL ELSE now() END
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::text[], $10::int[], $27::text[])
-         AS u(id, tenant, target_kind, target_name, target_version, state, input,
-              idempotency_key, request_digest, last_seq, output)
+           CASE WHEN u.state = {literal(RunState.RUNNING)} THEN NULL ELSE now() END
+    FROM {s.unnest(_NEW_RUNS)}
     ON CONFLICT (tenant, idempotency_key) DO NOTHING
     RETURNING id
 ), t AS (
-    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by, element,
-                       published)
-    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb,
-           to_timestamp(u.start_by), u.element, u.published
-    FROM unnest($11::uuid[], $12::text[], $13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[],
-                $18::text[], $24::float8[], $25::text[], $26::bool[])
-         AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input, start_by, element, published)
-    WHERE u.run_id IN (SELECT id FROM r)
+    {_insert_tasks(s)}
 ), e AS (
-    INSERT INTO events (run_id, seq, tenant, type, data)
-    SELECT u.run_id, u.seq, u.tenant, u.type, u.data::jsonb
-    FROM unnest($19::uuid[], $20::int[], $21::text[], $22::text[], $23::text[]) AS u(run_id, seq, tenant, type, data)
-    WHERE u.run_id IN (SELECT id FROM r)
+    {_insert_events(s)}
 ), a AS (
     INSERT INTO audit (tenant, actor, action, target, outcome, source)
     SELECT u.tenant, u.actor, 'run.start', u.id::text, 'created', u.source
-    FROM unnest($1::uuid[], $2::text[], $28::text[], $29::text[]) AS u(id, tenant, actor, source)
+    FROM {s.unnest(_NEW_RUNS)}
     WHERE u.actor IS NOT NULL AND u.id IN (SELECT id FROM r)
 )
 SELECT id::text FROM r
 """
+
+
+_CREATE_RUNS = Statement(_create_runs)
 
 
 async def create_runs(
@@ -192,44 +247,26 @@ async def create_runs(
 
     A run whose (tenant, idempotency key) already exists is not inserted, nor are its tasks and events.
     """
-    rows = await pool.fetch(
-        _CREATE_RUNS,
-        *_columns(
-            runs,
-            "id",
-            "tenant",
-            "target_kind",
-            "target_name",
-            "target_version",
-            "state",
-            "input",
-            "idempotency_key",
-            "request_digest",
-            "last_seq",
-        ),
-        *_columns(tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
-        *_columns(events, "run_id", "seq", "tenant", "type", "data"),
-        *_columns(tasks, "start_by", "element", "published"),
-        *_columns(runs, "output"),
-        *_columns(runs, "actor", "source"),
-    )
-    return {row["id"] for row in rows}
+    args = _CREATE_RUNS.args({_NEW_RUNS: runs, _NEW_TASKS: tasks, _NEW_EVENTS: events})
+    return {record["id"] for record in await pool.fetch(_CREATE_RUNS.sql, *args)}
 
 
-@dataclass(frozen=True, slots=True)
-class ExistingRun:
+class ExistingRun(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     request_digest: str
 
 
 async def find_by_idempotency_keys(pool: Pool, tenant: str, keys: Sequence[str]) -> dict[str, ExistingRun]:
-    rows = await pool.fetch(
-        "SELECT idempotency_key, id::text, request_digest FROM runs"
+    records = await pool.fetch(
+        "SELECT idempotency_key, id::text AS id, request_digest FROM runs"
         " WHERE tenant = $1 AND idempotency_key = ANY($2::text[])",
         tenant,
         list(keys),
     )
-    return {row["idempotency_key"]: ExistingRun(row["id"], row["request_digest"]) for row in rows}
+    return {
+        record["idempotency_key"]: ExistingRun(id=record["id"], request_digest=record["request_digest"])
+        for record in records
+    }
 
 
 _LOAD_RUNS = """
@@ -244,55 +281,65 @@ ORDER BY r.id, t.id
 """
 
 
-async def load_runs(pool: Pool, run_ids: Sequence[str]) -> dict[str, RunState]:
+async def load_runs(pool: Pool, run_ids: Sequence[str]) -> dict[str, StoredRun]:
     """The runs with all of their tasks, keyed by run id (unknown ids are absent)."""
-    found: dict[str, RunState] = {}
-    for row in await pool.fetch(_LOAD_RUNS, list(run_ids)):
-        run = found.get(row["run_id"])
-        if run is None:
-            run = found[row["run_id"]] = RunState(
-                row["run_id"],
-                row["tenant"],
-                row["target_kind"],
-                row["target_name"],
-                row["target_version"],
-                row["run_state"],
-                row["run_input"],
-                row["last_seq"],
-                [],
-            )
-        if row["task_id"] is not None:
-            run.tasks.append(
-                TaskState(
-                    row["task_id"],
-                    row["step"],
-                    row["tool_name"],
-                    row["tool_version"],
-                    row["queue"],
-                    row["attempt"],
-                    row["task_state"],
-                    row["task_output"],
-                    row["task_error"],
-                    row["task_input"],
-                    row["element"],
-                )
-            )
-    return found
+    heads: dict[str, asyncpg.Record] = {}
+    tasks: dict[str, list[StoredTask]] = {}
+    for record in await pool.fetch(_LOAD_RUNS, list(run_ids)):
+        run_id = record["run_id"]
+        if run_id not in heads:
+            heads[run_id], tasks[run_id] = record, []
+        if record["task_id"] is not None:
+            tasks[run_id].append(_stored_task(record))
+    return {run_id: _stored_run(head, tasks[run_id]) for run_id, head in heads.items()}
 
 
-_APPLY = """
+def _stored_run(record: asyncpg.Record, tasks: list[StoredTask]) -> StoredRun:
+    return StoredRun(
+        id=record["run_id"],
+        tenant=record["tenant"],
+        target_kind=record["target_kind"],
+        target_name=record["target_name"],
+        target_version=record["target_version"],
+        state=RunState(record["run_state"]),
+        input=record["run_input"],
+        last_seq=record["last_seq"],
+        tasks=tuple(tasks),
+    )
+
+
+def _stored_task(record: asyncpg.Record) -> StoredTask:
+    return StoredTask(
+        id=record["task_id"],
+        step=record["step"],
+        tool_name=record["tool_name"],
+        tool_version=record["tool_version"],
+        queue=record["queue"],
+        attempt=record["attempt"],
+        state=TaskState(record["task_state"]),
+        output=record["task_output"],
+        error=record["task_error"],
+        input=record["task_input"],
+        element=record["element"],
+    )
+
+
+def _apply(returning: str, answer: str) -> Statement:
+    """The statement that applies planned changes; its runs CTE ``r`` returns ``returning`` of each run it
+    updated, and the statement answers ``answer`` of those."""
+
+    def write(s: Statement) -> str:
+        return f"""
 WITH r AS (
     UPDATE runs SET state = u.state,
                     output = COALESCE(u.output::jsonb, runs.output),
                     error = COALESCE(u.error, runs.error),
                     last_seq = u.last_seq,
                     updated_at = now(),
-                    finished_at = CASE WHEN u.state IN ('succeeded', 'failed', 'cancelled')
-                                       THEN now() ELSE runs.finished_at END
-    FROM unnest($1::uuid[], $2::int[], $3::int[], $4::text[], $5::text[], $6::text[])
-         AS u(id, expected_seq, last_seq, state, output, error)
+                    finished_at = CASE WHEN u.state IN {one_of(FINAL_RUN_STATES)} THEN now() ELSE runs.finished_at END
+    FROM {s.unnest(_RUN_UPDATES)}
     WHERE runs.id = u.id AND runs.last_seq = u.expected_seq
-    RETURNING runs.id
+    RETURNING {returning}
 ), t AS (
     UPDATE tasks SET state = u.state,
                      output = u.output::jsonb,
@@ -300,11 +347,11 @@ WITH r AS (
                      detail = u.detail::jsonb,
                      worker_id = u.worker_id,
                      started_at = to_timestamp(u.started_at),
-                     finished_at = CASE WHEN u.next_attempt IS NULL AND u.state NOT IN ('queued', 'running')
+                     finished_at = CASE WHEN u.next_attempt IS NULL AND u.state IN {one_of(FINAL_TASK_STATES)}
                                         THEN COALESCE(to_timestamp(u.finished_at), now()) END,
                      attempt = COALESCE(u.next_attempt, tasks.attempt),
                      published = tasks.published AND u.next_attempt IS NULL,
-                     held = tasks.held AND u.state = 'queued',
+                     held = tasks.held AND u.state = {literal(TaskState.QUEUED)},
                      not_before = to_timestamp(u.not_before),
                      start_by = to_timestamp(u.start_by),
                      sandbox = u.sandbox,
@@ -313,35 +360,38 @@ WITH r AS (
                      queue_seconds = u.queue_seconds,
                      start_seconds = u.start_seconds,
                      run_seconds = u.run_seconds
-    FROM unnest($7::uuid[], $8::uuid[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[],
-                $14::text[], $15::float8[], $16::float8[], $30::int[], $31::float8[], $32::float8[],
-                $36::text[], $37::float8[], $38::int8[], $39::float8[], $40::float8[], $41::float8[])
-         AS u(id, run_id, attempt, state, output, error, detail, worker_id, started_at, finished_at,
-              next_attempt, not_before, start_by,
-              sandbox, cpu_seconds, max_rss_kb, queue_seconds, start_seconds, run_seconds)
+    FROM {s.unnest(_TASK_UPDATES)}
     WHERE tasks.id = u.id AND tasks.attempt = u.attempt AND u.run_id IN (SELECT id FROM r)
 ), n AS (
-    INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by, element,
-                       published)
-    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, 'queued', u.input::jsonb,
-           to_timestamp(u.start_by), u.element, u.published
-    FROM unnest($17::uuid[], $18::text[], $19::uuid[], $20::text[], $21::text[], $22::text[], $23::text[],
-                $24::text[], $33::float8[], $34::text[], $35::bool[])
-         AS u(id, tenant, run_id, step, tool_name, tool_version, queue, input, start_by, element, published)
-    WHERE u.run_id IN (SELECT id FROM r)
+    {_insert_tasks(s)}
 ), e AS (
-    INSERT INTO events (run_id, seq, tenant, type, data)
-    SELECT u.run_id, u.seq, u.tenant, u.type, u.data::jsonb
-    FROM unnest($25::uuid[], $26::int[], $27::text[], $28::text[], $29::text[]) AS u(run_id, seq, tenant, type, data)
-    WHERE u.run_id IN (SELECT id FROM r)
+    {_insert_events(s)}
 )
-SELECT id::text FROM r
+SELECT {answer} FROM r
 """
 
+    return Statement(write)
 
-def _usage_columns(updates: Sequence[TaskUpdate]) -> list[list[object]]:
-    none = SandboxUsage()
-    return _columns([update.usage or none for update in updates], *_USAGE_FIELDS)
+
+_APPLY = _apply("runs.id", "id::text")
+_APPLY_ANSWERING_ROW = _apply("runs.*", RUN_COLUMNS)
+
+
+def _apply_args(
+    statement: Statement,
+    runs: Sequence[RunUpdate],
+    task_updates: Sequence[TaskUpdate],
+    new_tasks: Sequence[NewTask],
+    events: Sequence[NewEvent],
+) -> list[list[object]]:
+    return statement.args(
+        {
+            _RUN_UPDATES: runs,
+            _TASK_UPDATES: task_updates,
+            _NEW_TASKS: new_tasks,
+            _NEW_EVENTS: events,
+        }
+    )
 
 
 async def apply_changes(
@@ -356,33 +406,21 @@ async def apply_changes(
     A run whose ``last_seq`` moved since it was loaded is left untouched, with its task updates, new
     tasks and events: the caller reloads it and plans again.
     """
-    rows = await pool.fetch(
-        _APPLY,
-        *_columns(runs, "id", "expected_seq", "last_seq", "state", "output", "error"),
-        *_columns(
-            task_updates,
-            "id",
-            "run_id",
-            "attempt",
-            "state",
-            "output",
-            "error",
-            "detail",
-            "worker_id",
-            "started_at",
-            "finished_at",
-        ),
-        *_columns(new_tasks, "id", "tenant", "run_id", "step", "tool_name", "tool_version", "queue", "input"),
-        *_columns(events, "run_id", "seq", "tenant", "type", "data"),
-        *_columns(task_updates, "next_attempt", "not_before", "start_by"),
-        *_columns(new_tasks, "start_by", "element", "published"),
-        *_usage_columns(task_updates),
-    )
-    return {row["id"] for row in rows}
+    records = await pool.fetch(_APPLY.sql, *_apply_args(_APPLY, runs, task_updates, new_tasks, events))
+    return {record["id"] for record in records}
 
 
-@dataclass(frozen=True, slots=True)
-class LateTask:
+async def apply_change(
+    pool: Pool, run: RunUpdate, task_updates: Sequence[TaskUpdate], events: Sequence[NewEvent]
+) -> RunRow | None:
+    """Apply one run's change, planning no new task, as ``apply_changes`` does; returns the run as the change
+    left it, or None if the run moved since it was loaded."""
+    args = _apply_args(_APPLY_ANSWERING_ROW, [run], task_updates, [], events)
+    record = await pool.fetchrow(_APPLY_ANSWERING_ROW.sql, *args)
+    return None if record is None else run_row(record)
+
+
+class LateTask(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     tenant: str
     run_id: str
@@ -393,20 +431,21 @@ class LateTask:
 
 async def late_tasks(pool: Pool, limit: int) -> list[LateTask]:
     """Queued attempts that no worker started by their ``start_by``, and timers and signal waits now due."""
-    rows = await pool.fetch(
-        "SELECT id::text, tenant, run_id::text, attempt, tool_name, input::text FROM tasks"
-        " WHERE start_by < now() AND state = 'queued' ORDER BY start_by LIMIT $1",
+    records = await pool.fetch(
+        "SELECT id::text AS id, tenant, run_id::text AS run_id, attempt, tool_name, input::text AS input FROM tasks"
+        f" WHERE start_by < now() AND state = {literal(TaskState.QUEUED)} ORDER BY start_by LIMIT $1",
         limit,
     )
-    return [LateTask(*row.values()) for row in rows]
+    return rows_of(LateTask, records)
 
 
 async def mark_published(pool: Pool, task_ids: Sequence[str]) -> None:
     await pool.execute("UPDATE tasks SET published = true WHERE id = ANY($1::uuid[])", list(task_ids))
 
 
-@dataclass(frozen=True, slots=True)
-class PendingTask:
+class PendingTask(msgspec.Struct, frozen=True, kw_only=True):
+    """A recorded attempt to publish: the outbox's, or one released from being held."""
+
     id: str
     tenant: str
     run_id: str
@@ -421,123 +460,12 @@ class PendingTask:
 async def unpublished_tasks(pool: Pool, older_than_seconds: float, limit: int) -> list[PendingTask]:
     """The outbox: queued tasks due at least ``older_than_seconds`` ago and not known to be on the bus
     (a retry is due at its ``not_before``, a first attempt when it was recorded)."""
-    rows = await pool.fetch(
-        "SELECT id::text, tenant, run_id::text, step, tool_name, tool_version, queue, attempt, input::text"
-        " FROM tasks WHERE NOT published AND NOT held AND state = 'queued'"
+    records = await pool.fetch(
+        "SELECT id::text AS id, tenant, run_id::text AS run_id, step, tool_name, tool_version, queue, attempt,"
+        f" input::text AS input FROM tasks WHERE NOT published AND NOT held AND state = {literal(TaskState.QUEUED)}"
         " AND COALESCE(not_before, created_at) < now() - make_interval(secs => $1)"
         " ORDER BY created_at LIMIT $2",
         older_than_seconds,
         limit,
     )
-    return [PendingTask(*row.values()) for row in rows]
-
-
-# --- reads for the API ---------------------------------------------------------------------------
-
-_RUN_COLUMNS = (
-    "id::text, tenant, target_kind, target_name, target_version, state, input::text AS input,"
-    " output::text AS output, error, created_at, updated_at, finished_at"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    id: str
-    tenant: str
-    target_kind: str
-    target_name: str
-    target_version: str
-    state: str
-    input: str
-    output: str | None
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRow:
-    id: str
-    step: str
-    tool_name: str
-    tool_version: str
-    queue: str
-    attempt: int
-    state: str
-    input: str
-    output: str | None
-    error: str | None
-    detail: str | None
-    worker_id: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    element: str
-    usage: SandboxUsage
-
-
-_TASK_ROW_FIELDS = tuple(field.name for field in fields(TaskRow) if field.name != "usage")
-
-
-def _run_row(row: asyncpg.Record) -> RunRow:
-    return RunRow(*row.values())
-
-
-async def get_run(pool: Pool, tenant: str, run_id: str) -> RunRow | None:
-    row = await pool.fetchrow(f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1 AND id = $2::uuid", tenant, run_id)
-    return None if row is None else _run_row(row)
-
-
-async def get_tasks(pool: Pool, run_id: str) -> list[TaskRow]:
-    rows = await pool.fetch(
-        "SELECT id::text, step, tool_name, tool_version, queue, attempt, state, input::text, output::text,"
-        " error, detail::text, worker_id, created_at, started_at, finished_at, COALESCE(element, step),"
-        f" {', '.join(_USAGE_FIELDS)}"
-        " FROM tasks WHERE run_id = $1::uuid ORDER BY id",
-        run_id,
-    )
-    return [_task_row(row) for row in rows]
-
-
-def _task_row(row: asyncpg.Record) -> TaskRow:
-    values = list(row.values())
-    named = dict(zip(_TASK_ROW_FIELDS, values, strict=False))
-    return TaskRow(**named, usage=SandboxUsage(*values[len(_TASK_ROW_FIELDS) :]))
-
-
-async def list_runs(pool: Pool, tenant: str, *, state: str | None, before_id: str | None, limit: int) -> list[RunRow]:
-    """Newest first; ``before_id`` is the cursor (ids are time-ordered)."""
-    rows = await pool.fetch(
-        f"SELECT {_RUN_COLUMNS} FROM runs WHERE tenant = $1"
-        " AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR id < $3::uuid)"
-        " ORDER BY id DESC LIMIT $4",
-        tenant,
-        state,
-        before_id,
-        limit,
-    )
-    return [_run_row(row) for row in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    seq: int
-    type: str
-    data: str
-    at: datetime
-
-
-async def events_after(pool: Pool, tenant: str, run_id: str, after_seq: int) -> list[EventRow]:
-    rows = await pool.fetch(
-        "SELECT seq, type, data::text, at FROM events WHERE tenant = $1 AND run_id = $2::uuid AND seq > $3"
-        " ORDER BY seq",
-        tenant,
-        run_id,
-        after_seq,
-    )
-    return [EventRow(*row.values()) for row in rows]
-
-
-async def ping(pool: Pool) -> None:
-    await pool.fetchval("SELECT 1")
+    return rows_of(PendingTask, records)

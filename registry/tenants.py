@@ -3,7 +3,9 @@
 from dataclasses import dataclass
 from datetime import datetime
 
+from bus.states import RunState
 from registry.db import Pool
+from registry.statements import one_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +17,7 @@ class Tenant:
 
 
 _COLUMNS = "name, created_at, max_concurrent_runs, requests_per_second"
+_UNFINISHED = (RunState.PENDING, RunState.RUNNING)
 
 
 async def ensure_tenant(pool: Pool, name: str) -> None:
@@ -47,6 +50,6 @@ async def list_tenants(pool: Pool) -> list[Tenant]:
 async def active_runs(pool: Pool, tenant: str) -> int:
     """How many runs of ``tenant`` have not finished."""
     count: int = await pool.fetchval(
-        "SELECT count(*) FROM runs WHERE tenant = $1 AND state IN ('pending', 'running')", tenant
+        f"SELECT count(*) FROM runs WHERE tenant = $1 AND state IN {one_of(_UNFINISHED)}", tenant
     )
     return count

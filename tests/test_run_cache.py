@@ -1,12 +1,35 @@
 """The run cache: a guess of recent runs, never the record."""
 
+from bus.states import RunState, TaskState
 from control_plane.engine.run_cache import RunCache
-from registry.runs import RunState, TaskState
+from control_plane.engine.working import WorkingRun, WorkingTask
 
 
-def _run(run_id: str, state: str = "running") -> RunState:
-    task = TaskState("t-" + run_id, "main", "noop", "1", "default", 1, "queued", None, None, "{}", "main")
-    return RunState(run_id, "default", "tool", "noop", "1", state, "{}", 2, [task])
+def _run(run_id: str, state: RunState = RunState.RUNNING) -> WorkingRun:
+    task = WorkingTask(
+        id="t-" + run_id,
+        step="main",
+        tool_name="noop",
+        tool_version="1",
+        queue="default",
+        attempt=1,
+        state=TaskState.QUEUED,
+        output=None,
+        error=None,
+        input="{}",
+        element="main",
+    )
+    return WorkingRun(
+        id=run_id,
+        tenant="default",
+        target_kind="tool",
+        target_name="noop",
+        target_version="1",
+        state=state,
+        input="{}",
+        last_seq=2,
+        tasks=[task],
+    )
 
 
 def test_taking_a_run_removes_it_so_a_failed_write_cannot_leave_a_stale_copy() -> None:
@@ -19,7 +42,7 @@ def test_taking_a_run_removes_it_so_a_failed_write_cannot_leave_a_stale_copy() -
 def test_finished_runs_are_forgotten() -> None:
     cache = RunCache()
     cache.put(_run("a"))
-    cache.put(_run("a", state="succeeded"))
+    cache.put(_run("a", state=RunState.SUCCEEDED))
     assert len(cache) == 0
 
 

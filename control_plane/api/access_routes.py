@@ -6,7 +6,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 
-from control_plane.api.answers import json_response, record, source_address
+from control_plane.api.answers import json_response, record, record_as, source_address
 from control_plane.api.gate import UNKNOWN_TENANT
 from control_plane.api.problems import Problem
 from control_plane.catalog.documents import check_name_field
@@ -50,8 +50,15 @@ async def issue_token(request: Request[Any, Any, Any], data: TokenRequest, servi
     if check.identity is None:
         services.brake.failed(source)
         actor = f"key:{check.prefix}" if check.prefix else "anonymous"
-        entry = audit.AuditEntry(check.tenant or UNKNOWN_TENANT, actor, "auth.token", "api_key", "rejected", source)
-        await audit.record(services.pool, entry)
+        await record_as(
+            request,
+            services,
+            tenant=check.tenant or UNKNOWN_TENANT,
+            actor=actor,
+            action="auth.token",
+            target="api_key",
+            outcome="rejected",
+        )
         raise Problem(401, "unauthorized", "the API key is not valid", "api_key")
     pair = await services.auth.issuer.issue(check.identity)
     await record(request, services, check.identity, "auth.token", "api_key", "issued")
@@ -71,8 +78,9 @@ async def refresh_token(request: Request[Any, Any, Any], data: RefreshRequest, s
         family = rejected.family
         tenant, actor = (family.tenant, f"key:{family.key_prefix}") if family else (UNKNOWN_TENANT, "anonymous")
         target = f"family:{family.id}" if family else "refresh_token"
-        entry = audit.AuditEntry(tenant, actor, "auth.refresh", target, "rejected", source)
-        await audit.record(services.pool, entry)
+        await record_as(
+            request, services, tenant=tenant, actor=actor, action="auth.refresh", target=target, outcome="rejected"
+        )
         raise
     await record(request, services, identity, "auth.refresh", "refresh_token", "issued")
     return json_response(pair.body())

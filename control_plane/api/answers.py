@@ -24,5 +24,24 @@ async def record(
     request: Request[Any, Any, Any], services: Services, identity: Identity, action: str, target: str, outcome: str
 ) -> None:
     """An audit row of ``identity`` doing ``action`` on ``target``, with the request's source address."""
-    entry = audit.AuditEntry(identity.tenant, identity.actor, action, target, outcome, source_address(request))
+    await record_as(
+        request, services, tenant=identity.tenant, actor=identity.actor, action=action, target=target, outcome=outcome
+    )
+
+
+async def record_as(
+    request: Request[Any, Any, Any],
+    services: Services,
+    *,
+    tenant: str,
+    actor: str,
+    action: str,
+    target: str,
+    outcome: str,
+) -> None:
+    """An audit row of ``actor`` (of ``tenant``) doing ``action`` on ``target``, with the request's source
+    address: for callers known before, or without, an identity (a rejected key, a refused token)."""
+    entry = audit.AuditEntry(
+        tenant=tenant, actor=actor, action=action, target=target, outcome=outcome, source=source_address(request)
+    )
     await audit.record(services.pool, entry)

@@ -10,12 +10,11 @@ from typing import Any
 
 from litestar import Request
 
-from control_plane.api.answers import source_address
+from control_plane.api.answers import record, record_as, source_address
 from control_plane.errors import Forbidden, Refused
 from control_plane.security.authentication import KeyRejected, sends_api_key
 from control_plane.security.identity import Identity
 from control_plane.services import Services
-from registry import audit
 
 UNKNOWN_TENANT = "-"
 """The tenant of audit rows whose caller is unknown (no valid tenant name looks like it)."""
@@ -48,14 +47,13 @@ async def admit(request: Request[Any, Any, Any]) -> Identity:
         if rejected.tenant is not None:
             services.brake.failed(source or "unknown")
         actor = f"key:{rejected.prefix}" if rejected.prefix else "anonymous"
-        await _failed(services, rejected.tenant or UNKNOWN_TENANT, actor, request, source)
+        await _failed(request, services, rejected.tenant or UNKNOWN_TENANT, actor)
         raise
     except Refused:
-        await _failed(services, UNKNOWN_TENANT, "anonymous", request, source)
+        await _failed(request, services, UNKNOWN_TENANT, "anonymous")
         raise
     if check is not None and check.fresh:
-        entry = audit.AuditEntry(identity.tenant, identity.actor, "auth.key", request.url.path, "authenticated", source)
-        await audit.record(services.pool, entry)
+        await record(request, services, identity, "auth.key", request.url.path, "authenticated")
     await services.quotas.admit_request(identity.tenant)
     permission = permission_of(request.route_handler.opt)
     if permission is None:  # create_app refuses such a route; this keeps a mistake from opening one
@@ -64,16 +62,12 @@ async def admit(request: Request[Any, Any, Any]) -> Identity:
     try:
         await services.authorizer.require(identity, tenant, *permission)
     except Refused:
-        target = f"{permission[0]}:{permission[1]}@{tenant}"
-        await audit.record(
-            services.pool, audit.AuditEntry(identity.tenant, identity.actor, "authz", target, "denied", source)
-        )
+        await record(request, services, identity, "authz", f"{permission[0]}:{permission[1]}@{tenant}", "denied")
         raise
     return identity
 
 
-async def _failed(
-    services: Services, tenant: str, actor: str, request: Request[Any, Any, Any], source: str | None
-) -> None:
-    entry = audit.AuditEntry(tenant, actor, "auth.bearer", request.url.path, "rejected", source)
-    await audit.record(services.pool, entry)
+async def _failed(request: Request[Any, Any, Any], services: Services, tenant: str, actor: str) -> None:
+    await record_as(
+        request, services, tenant=tenant, actor=actor, action="auth.bearer", target=request.url.path, outcome="rejected"
+    )

@@ -11,6 +11,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bus import WatchLost, subjects
+from bus.states import RunState
 from bus.watch import watch
 from control_plane import metrics
 from control_plane.api import views
@@ -18,12 +19,13 @@ from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.answers import source_address
 from control_plane.api.problems import Problem
-from control_plane.catalog.documents import BatchRequest, RunRequest, SignalRequest, check_name_field, convert
+from control_plane.catalog.documents import BatchRequest, RunRequest, SignalRequest, convert
 from control_plane.engine.events import FINAL_EVENT_TYPES
 from control_plane.errors import Refused
 from control_plane.security.identity import Identity
 from control_plane.services import Services
-from registry import runs
+from registry import run_reads
+from registry.runs import RunRow
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ async def start_run(
     (accepted,) = await services.submitter.submit([submission])
     metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
     return _json(
-        {"id": accepted.run_id, "state": "running", "created": accepted.created},
+        {"id": accepted.run_id, "state": RunState.RUNNING, "created": accepted.created},
         201 if accepted.created else 200,
     )
 
@@ -89,18 +91,20 @@ async def list_runs(
     cursor: str | None = None,
 ) -> Response[bytes]:
     """Runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    if run_state is not None and run_state not in ("pending", "running", "succeeded", "failed", "cancelled"):
-        raise Problem(422, "validation-error", f"unknown state {run_state!r}", "state")
+    try:
+        state = None if run_state is None else RunState(run_state)
+    except ValueError:
+        raise Problem(422, "validation-error", f"unknown state {run_state!r}", "state") from None
     if cursor is not None and subjects.ID_RE.fullmatch(cursor) is None:
         raise Problem(422, "validation-error", f"invalid cursor {cursor!r}: pass back a next_cursor", "cursor")
-    rows = await runs.list_runs(services.pool, identity.tenant, state=run_state, before_id=cursor, limit=limit)
+    rows = await run_reads.list_runs(services.pool, identity.tenant, state=state, before_id=cursor, limit=limit)
     next_cursor = rows[-1].id if len(rows) == limit else None
     return _json({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
 
 
-async def _run_row(services: Services, tenant: str, run_id: str) -> runs.RunRow:
+async def _run_row(services: Services, tenant: str, run_id: str) -> RunRow:
     # An id that is not a UUID cannot name a run: answered like any unknown run.
-    row = await runs.get_run(services.pool, tenant, run_id) if subjects.ID_RE.fullmatch(run_id) else None
+    row = await run_reads.get_run(services.pool, tenant, run_id) if subjects.ID_RE.fullmatch(run_id) else None
     if row is None:
         raise Problem(404, "not-found", f"no run {run_id}", "id")
     return row
@@ -110,7 +114,7 @@ async def _run_row(services: Services, tenant: str, run_id: str) -> runs.RunRow:
 async def get_run(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
     """A run with its tasks."""
     row = await _run_row(services, identity.tenant, run_id)
-    return _json(views.run(row, await runs.get_tasks(services.pool, run_id)))
+    return _json(views.run(row, await run_reads.get_tasks(services.pool, run_id)))
 
 
 @post("/v1/runs/{run_id:str}/cancel", status_code=200, opt={"permission": ("runs", "cancel")})
@@ -118,10 +122,8 @@ async def cancel_run(
     request: Request[Any, Any, Any], run_id: str, services: Services, identity: Identity
 ) -> Response[bytes]:
     """Cancel a run: its unfinished tasks are marked cancelled and late results are ignored."""
-    await _run_row(services, identity.tenant, run_id)
-    await services.orchestrator.cancel(identity.tenant, run_id)
+    row = await services.orchestrator.cancel(identity.tenant, run_id)
     await _audit(request, services, identity, "run.cancel", run_id, "cancelled")
-    row = await _run_row(services, identity.tenant, run_id)
     return _json(views.run(row))
 
 
@@ -131,8 +133,6 @@ async def signal_run(
 ) -> Response[bytes]:
     """Send a named signal to a run waiting for it (human in the loop); its data becomes the waiting step's
     output. 409 when the run is not waiting for that signal now."""
-    await _run_row(services, identity.tenant, run_id)
-    check_name_field("signal", data.name, "name")
     step = await services.orchestrator.signal(identity.tenant, run_id, data.name, data.data)
     await _audit(request, services, identity, "run.signal", f"{run_id}:{data.name}", "delivered")
     return _json({"run_id": run_id, "signal": data.name, "step": step}, 202)
@@ -163,7 +163,7 @@ async def _event_stream(
     try:
         async with contextlib.aclosing(looks):
             async for _ in looks:
-                for row in await runs.events_after(services.pool, tenant, run_id, after):
+                for row in await run_reads.events_after(services.pool, tenant, run_id, after):
                     after = row.seq
                     yield ServerSentEventMessage(data=_encode(views.event(row)).decode(), event=row.type, id=row.seq)
                     if row.type in FINAL_EVENT_TYPES:

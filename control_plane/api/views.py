@@ -9,7 +9,8 @@ import msgspec
 from bus.messages import Heartbeat
 from control_plane.engine.admission import Admission
 from registry.catalog import Entry
-from registry.runs import EventRow, RunRow, SandboxUsage, TaskRow
+from registry.run_reads import EventRow, TaskRow
+from registry.runs import RunRow, SandboxUsage
 
 
 def _raw(text: str | None) -> msgspec.Raw | None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 from opentelemetry.trace import SpanKind
@@ -35,7 +36,20 @@ CONTROL_PLANE = "control-plane"
 """Where the tasks the control plane keeps itself (timers, signal waits) are recorded: never on the bus."""
 
 
-@dataclass(frozen=True, slots=True)
+class Recorded(Protocol):
+    """What every record of a task (new, pending, or the orchestrator's working copy) gives its dispatch."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def step(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def input(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Dispatch:
     """A task to publish, with the tool that runs it."""
 
@@ -49,6 +63,20 @@ class Dispatch:
     input: str
     traceparent: str | None = None
     """The trace the task continues (set only while tracing is on)."""
+
+    @classmethod
+    def of(cls, task: Recorded, tool: Tool, *, tenant: str, run_id: str, attempt: int) -> "Dispatch":
+        """Attempt ``attempt`` of the recorded ``task``, run by ``tool``."""
+        return cls(
+            tenant=tenant,
+            run_id=run_id,
+            task_id=task.id,
+            attempt=attempt,
+            step=task.step,
+            queue=task.queue,
+            tool=tool,
+            input=task.input,
+        )
 
     def outgoing(self, traceparent: str | None = None) -> Outgoing:
         task = Task(
@@ -241,4 +269,4 @@ class Dispatcher:
 
     async def _dispatch_of(self, task: runs.PendingTask) -> Dispatch:
         tool = await self._catalog.tool(task.tenant, task.tool_name, task.tool_version)
-        return Dispatch(task.tenant, task.run_id, task.id, task.attempt, task.step, task.queue, tool, task.input)
+        return Dispatch.of(task, tool, tenant=task.tenant, run_id=task.run_id, attempt=task.attempt)

@@ -10,9 +10,11 @@ import msgspec
 from bus import subjects
 from bus.messages import RunEvent, RunEvents, encode
 from bus.publish import Outgoing
+from bus.states import FINAL_RUN_STATES
 from registry.runs import NewEvent
 
-FINAL_EVENT_TYPES = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
+FINAL_EVENT_TYPES = frozenset(f"run.{state}" for state in FINAL_RUN_STATES)
+"""The last event of every run: ``run.<its final state>``."""
 _encode = msgspec.json.Encoder().encode
 
 
@@ -27,7 +29,9 @@ class EventLog:
 
     def add(self, type_: str, data: dict[str, Any]) -> None:
         self.last_seq += 1
-        self.events.append(NewEvent(self.run_id, self.last_seq, self.tenant, type_, _encode(data).decode()))
+        self.events.append(
+            NewEvent(run_id=self.run_id, seq=self.last_seq, tenant=self.tenant, type=type_, data=_encode(data).decode())
+        )
 
 
 def outgoing(tenant: str, run_id: str, events: Sequence[NewEvent]) -> Outgoing:

@@ -1,10 +1,11 @@
 """The durable orchestrator: folds task results into run state and plans what comes next.
 
-Results are pulled in batches. For each batch: load the runs involved with all their tasks, plan every
-run in memory, write all changes in one statement (guarded by each run's version), publish the new
-tasks and then the events, and only then acknowledge the results. A result whose attempt is not the
-task's current one, or whose task already finished, changes nothing: results apply once per
-(task_id, attempt) however often they are delivered.
+Results are pulled in batches. For each batch: take the runs involved from the run cache or load them
+with all their tasks (as working copies, ``engine.working``), plan every run in memory, write all changes
+in one statement (guarded by each run's version), and only after that commit (``_committed``, the same
+for a cancel) free admission slots, publish the new tasks and then the events, and acknowledge the
+results. A result whose attempt is not the task's current one, or whose task already finished, changes
+nothing: results apply once per (task_id, attempt) however often they are delivered.
 """
 
 import asyncio
@@ -22,18 +23,20 @@ import msgspec
 from bus import Bus, Delivery, subjects, tracing
 from bus.consume import bind
 from bus.messages import Released, Result, Started, decode_report
-from bus.publish import Outgoing
+from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
 from control_plane import metrics
-from control_plane.catalog.documents import RetrySpec
-from control_plane.catalog.resolver import Catalog, Tool, schema_problem
+from control_plane.catalog.documents import RetrySpec, check_name_field
+from control_plane.catalog.resolver import Catalog, Tool, Workflow, schema_problem
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
 from control_plane.engine.events import EventLog, outgoing
 from control_plane.engine.run_cache import RunCache
-from control_plane.engine.step_instances import due_result, plan_instance, signal_result, task_state, waits_for
+from control_plane.engine.step_instances import due_result, plan_instance, signal_result, waits_for
+from control_plane.engine.working import WorkingRun, WorkingTask
 from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
 from control_plane.planning import StepState, ToolCall, decide
 from registry import runs
 from registry.db import Pool
+from registry.runs import RunRow
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +47,11 @@ MAX_REPLANS = 8
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Change:
     """Everything one run's planning step writes and publishes."""
 
+    tenant: str
     run: runs.RunUpdate
     task_updates: dict[str, runs.TaskUpdate] = field(default_factory=dict)
     """At most one update per task: one statement cannot update a row twice, so a start notice and the
@@ -57,17 +61,22 @@ class Change:
     retries: list[tuple[float, Dispatch]] = field(default_factory=list)
     """Next attempts of failed tasks, each to publish after its backoff (seconds)."""
     events: list[runs.NewEvent] = field(default_factory=list)
-    tenant: str = ""
     cancelled: list[str] = field(default_factory=list)
     """Tasks on the bus this change cancels: their workers are told to stop them once it is committed."""
     ended: list[tuple[str, str, str, float | None]] = field(default_factory=list)
     """(queue, tool, state, round trip seconds or None) of each attempt this change ends, for the metrics."""
 
+    @classmethod
+    def of(cls, run: WorkingRun) -> "Change":
+        """A change of ``run`` that changes nothing yet, guarded by the version the run is at."""
+        update = runs.RunUpdate(id=run.id, expected_seq=run.last_seq, last_seq=run.last_seq, state=run.state)
+        return cls(tenant=run.tenant, run=update)
+
     def update_task(self, update: runs.TaskUpdate) -> None:
         earlier = self.task_updates.get(update.id)
         if earlier is not None:
             # Guarded by the attempt the task had before this change; started as the first report said.
-            update = dataclasses.replace(
+            update = msgspec.structs.replace(
                 update,
                 attempt=earlier.attempt,
                 started_at=update.started_at or earlier.started_at,
@@ -162,7 +171,7 @@ class Orchestrator:
             states = self._cache.take(by_run)
             missing = [run_id for run_id in by_run if run_id not in states]
             if missing:
-                states.update(await runs.load_runs(self._pool, missing))
+                states.update(await self._load(missing))
             changes = []
             for run_id, run_results in by_run.items():
                 state = states.get(run_id)
@@ -188,47 +197,35 @@ class Orchestrator:
                 [e for c in changes for e in c.events],
             )
             done = [c for c in changes if c.run.id in applied]
-            _count(done, states)
-            for change in done:
-                self._cache.put(_after(states[change.run.id], change))
             updates = [u for c in done for u in c.task_updates.values()]
             metrics.APPLY_BATCH.observe(len(updates))
             for state_name, count in Counter(u.state for u in updates).items():
                 metrics.RESULTS_APPLIED.labels(state_name).inc(count)
-            self._settle(done)
-            await self._dispatcher.dispatch_new([d for c in done for d in c.dispatches])
-            for delay, dispatch in (r for c in done for r in c.retries):
-                self._dispatcher.publish_later(dispatch, delay)
-            await self._dispatcher.publish_events(self._event_messages(done))
-            await self._stop_cancelled(done)
+            await self._committed(done, states)
             # The rest were changed by someone else since they were read (or cached): read and plan again.
             by_run = {c.run.id: by_run[c.run.id] for c in changes if c.run.id not in applied}
             if not by_run:
                 return
         raise RuntimeError(f"runs {sorted(by_run)} kept changing while results were applied")
 
-    async def cancel(self, tenant: str, run_id: str) -> None:
-        """Cancel a run that has not finished; raises Refused if it has."""
+    async def cancel(self, tenant: str, run_id: str) -> RunRow:
+        """Cancel a run that has not finished; returns the run as cancelled. Raises NotFound, or Conflict if
+        it has finished."""
         for _ in range(MAX_REPLANS):
-            run = (await runs.load_runs(self._pool, [run_id])).get(run_id)
-            if run is None or run.tenant != tenant:
-                raise NotFound("not-found", f"no run {run_id}", "id")
-            if run.state in runs.FINAL_RUN_STATES:
+            run = await self._read(tenant, run_id)
+            if run.state in FINAL_RUN_STATES:
                 raise Conflict("run-finished", f"run {run_id} already {run.state}", "id")
             events = EventLog(run.tenant, run.id, run.last_seq)
-            change = Change(runs.RunUpdate(run.id, run.last_seq, run.last_seq, run.state, None, None), tenant=tenant)
+            change = Change.of(run)
             cancel_open_tasks(run, change, events)
             events.add("run.cancelled", {})
-            change.run = runs.RunUpdate(run.id, run.last_seq, events.last_seq, "cancelled", None, None)
+            change.run = msgspec.structs.replace(change.run, last_seq=events.last_seq, state=RunState.CANCELLED)
             change.events = events.events
             self._cache.drop(run_id)
-            updates = list(change.task_updates.values())
-            if run_id in await runs.apply_changes(self._pool, [change.run], updates, [], change.events):
-                self._settle([change])
-                _count([change], {run_id: run})
-                await self._dispatcher.publish_events(self._event_messages([change]))
-                await self._stop_cancelled([change])
-                return
+            row = await runs.apply_change(self._pool, change.run, list(change.task_updates.values()), change.events)
+            if row is not None:
+                await self._committed([change], {run_id: run})
+                return row
         raise Unavailable("unavailable", f"run {run_id} kept changing; retry the cancel")
 
     async def signal(self, tenant: str, run_id: str, name: str, data: Any) -> str:
@@ -237,129 +234,95 @@ class Orchestrator:
         A signal nothing waits for is refused rather than kept: the sender learns at once that it was not
         taken, and can send it again when the run is waiting.
         """
-        run = (await runs.load_runs(self._pool, [run_id])).get(run_id)
-        if run is None or run.tenant != tenant:
-            raise NotFound("not-found", f"no run {run_id}", "id")
-        if run.state in runs.FINAL_RUN_STATES:
+        run = await self._read(tenant, run_id)
+        check_name_field("signal", name, "name")
+        if run.state in FINAL_RUN_STATES:
             raise Conflict("run-finished", f"run {run_id} already {run.state}", "id")
         known: frozenset[str] = frozenset()
         if run.target_kind == "workflow":
-            known = (await self._catalog.workflow(run.tenant, run.target_name, run.target_version)).plan.signals
+            known = (await self._workflow(run)).plan.signals
         if name not in known:
             listed = ", ".join(sorted(known)) or "none"
             raise Invalid("unknown-signal", f"run {run_id} takes no signal {name!r} (its signals: {listed})", "name")
         waiting = next((task for task in run.tasks if waits_for(task, name)), None)
         if waiting is None:
             raise Conflict("not-waiting", f"run {run_id} is not waiting for signal {name!r} now", "name")
-        self._cache.drop(run_id)
+        # Applied to the run as just read, not read again: its write is guarded by this version like any.
+        self._cache.put(run)
         await self.apply([signal_result(tenant, run_id, waiting, name, data)])
         return waiting.step
 
-    def _settle(self, changes: list[Change]) -> None:
-        """Free the in-flight slots of tasks these committed changes finished."""
-        for change in changes:
-            finished = [u.id for u in change.task_updates.values() if u.state in runs.FINAL_TASK_STATES]
-            self._dispatcher.settle(change.tenant, finished)
+    async def _read(self, tenant: str, run_id: str) -> WorkingRun:
+        """The run ``run_id`` of ``tenant`` from PostgreSQL; raises NotFound if there is none."""
+        run = (await self._load([run_id])).get(run_id) if subjects.ID_RE.fullmatch(run_id) else None
+        if run is None or run.tenant != tenant:
+            raise NotFound("not-found", f"no run {run_id}", "id")
+        return run
 
-    async def _stop_cancelled(self, changes: list[Change]) -> None:
+    async def _load(self, run_ids: list[str]) -> dict[str, WorkingRun]:
+        stored = await runs.load_runs(self._pool, run_ids)
+        return {run_id: WorkingRun.of(run) for run_id, run in stored.items()}
+
+    async def _workflow(self, run: WorkingRun) -> Workflow:
+        return await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
+
+    async def _committed(self, changes: list[Change], planned_from: dict[str, WorkingRun]) -> None:
+        """What follows the commit of ``changes`` (planned from the runs by id in ``planned_from``): the
+        metrics, the cache, the admission slots of finished tasks, then the bus: new tasks, retries after
+        their backoff, events, and the stop of cancelled tasks' sandboxes."""
+        _count(changes, planned_from)
+        for change in changes:
+            self._cache.put(_after(planned_from[change.run.id], change))
+            finished = [u.id for u in change.task_updates.values() if u.state in FINAL_TASK_STATES]
+            self._dispatcher.settle(change.tenant, finished)
+        await self._dispatcher.dispatch_new([d for c in changes for d in c.dispatches])
+        for delay, dispatch in (r for c in changes for r in c.retries):
+            self._dispatcher.publish_later(dispatch, delay)
+        await self._dispatcher.publish_events([outgoing(c.tenant, c.run.id, c.events) for c in changes if c.events])
         for change in changes:
             if change.cancelled:
                 await self._dispatcher.cancel_tasks(change.tenant, change.run.id, change.cancelled)
 
-    @staticmethod
-    def _event_messages(changes: list[Change]) -> list[Outgoing]:
-        return [outgoing(c.tenant, c.run.id, c.events) for c in changes if c.events]
-
-    async def _plan(self, run: runs.RunState, results: list[Result | Started | Released]) -> Change | None:
+    async def _plan(self, run: WorkingRun, results: list[Result | Started | Released]) -> Change | None:
         tasks = {task.id: task for task in run.tasks}
         events = EventLog(run.tenant, run.id, run.last_seq)
-        change = Change(runs.RunUpdate(run.id, run.last_seq, run.last_seq, run.state, None, None), tenant=run.tenant)
+        change = Change.of(run)
+        workflow: Workflow | None = None
         for result in results:
             task = tasks.get(result.task_id)
-            if task is None or task.attempt != result.attempt or task.state in runs.FINAL_TASK_STATES:
+            if task is None or task.attempt != result.attempt or task.state in FINAL_TASK_STATES:
                 metrics.RESULTS_DUPLICATE.inc()
                 continue
-            if run.state in runs.FINAL_RUN_STATES:
+            if run.state in FINAL_RUN_STATES:
                 continue
             if isinstance(result, Started | Released):
                 _mark_progress(run, task, result, change, events)
                 continue
+            if workflow is None and run.target_kind == "workflow":
+                workflow = await self._workflow(run)
             tool = await self._catalog.tool(run.tenant, task.tool_name, task.tool_version)
-            state, output, error = _outcome(result, tool)
-            data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
-            data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
-            next_attempt = not_before = None
-            policy = await self._retry_policy(run, task.element, tool)
-            if state == "failed" and result.error_kind in policy.retry_on:
-                if task.attempt < policy.max_attempts:
-                    delay = policy.delay(task.attempt, random.random())
-                    next_attempt, not_before, state = task.attempt + 1, time.time() + delay, "queued"
-                    data.update(next_attempt=next_attempt, retry_in_s=round(delay, 3))
-                    change.retries.append(
-                        (
-                            delay,
-                            Dispatch(
-                                run.tenant, run.id, task.id, next_attempt, task.step, task.queue, tool, task.input
-                            ),
-                        )
-                    )
-                elif policy.max_attempts > 1:
-                    state, error = "dead", f"{error} (gave up after {task.attempt} attempts)"
-            change.update_task(
-                runs.TaskUpdate(
-                    task.id,
-                    run.id,
-                    task.attempt,
-                    state,
-                    output,
-                    error,
-                    _encode(_detail(result)).decode(),
-                    result.worker_id,
-                    result.started_at,
-                    result.finished_at,
-                    next_attempt,
-                    not_before,
-                    tool.start_by(not_before) if not_before is not None else None,
-                    _sandbox_usage(result),
-                )
-            )
-            if error is not None:
-                data["error"] = error
-            if result.stderr_tail:
-                data["stderr"] = result.stderr_tail
-            events.add("task.retrying" if next_attempt else f"task.{state}", data)
-            round_trip = time.time() - result.queued_at if result.queued_at else None
-            change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
-            task.state, task.output, task.error = state, output, error
-            task.attempt = next_attempt or task.attempt
+            policy = (workflow.retries.get(task.element) if workflow else None) or tool.retry
+            _fold_result(run, task, result, tool, policy, change, events)
         if not change.task_updates:
             return None
+        finished: tuple[RunState, str | None, str | None] | None = None
         if run.target_kind == "tool":
             only = run.tasks[0]
-            finished: tuple[str, str | None, str | None] | None = None
-            if only.state in runs.FINAL_TASK_STATES:
-                finished = ("succeeded" if only.state == "succeeded" else "failed", only.output, only.error)
+            if only.state in FINAL_TASK_STATES:
+                state = RunState.SUCCEEDED if only.state == TaskState.SUCCEEDED else RunState.FAILED
+                finished = (state, only.output, only.error)
         else:
-            finished = await self._plan_workflow(run, change, events)
+            finished = self._plan_workflow(run, workflow or await self._workflow(run), change, events)
         if finished is not None:
             self._finish(run, change, events, *finished)
         change.events = events.events
-        change.run = runs.RunUpdate(
-            run.id, run.last_seq, events.last_seq, change.run.state, change.run.output, change.run.error
-        )
+        change.run = msgspec.structs.replace(change.run, last_seq=events.last_seq)
         return change
 
-    async def _retry_policy(self, run: runs.RunState, element: str, tool: Tool) -> RetrySpec:
-        """The element's own policy where the workflow sets one, else the tool's."""
-        if run.target_kind != "workflow":
-            return tool.retry
-        workflow = await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
-        return workflow.retries.get(element) or tool.retry
-
-    async def _plan_workflow(
-        self, run: runs.RunState, change: Change, events: EventLog
-    ) -> tuple[str, str | None, str | None] | None:
-        workflow = await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
+    @staticmethod
+    def _plan_workflow(
+        run: WorkingRun, workflow: Workflow, change: Change, events: EventLog
+    ) -> tuple[RunState, str | None, str | None] | None:
         states = {
             t.step: StepState(
                 t.state, msgspec.json.decode(t.output) if t.output is not None else None, t.error, t.element
@@ -371,7 +334,7 @@ class Orchestrator:
         for start in decision.start:
             tool = workflow.tool(start.action) if isinstance(start.action, ToolCall) else None
             if problem := _input_problem(tool, start.action, start.key):
-                return "failed", None, f"step {start.key!r} cannot start: {problem}"
+                return RunState.FAILED, None, f"step {start.key!r} cannot start: {problem}"
             planned = plan_instance(run.tenant, run.id, start, tool, now)
             change.new_tasks.append(planned.task)
             if planned.dispatch is not None:
@@ -384,10 +347,10 @@ class Orchestrator:
 
     @staticmethod
     def _finish(
-        run: runs.RunState,
+        run: WorkingRun,
         change: Change,
         events: EventLog,
-        state: str,
+        state: RunState,
         output: str | None,
         error: str | None,
     ) -> None:
@@ -396,7 +359,7 @@ class Orchestrator:
         # Tasks planned in this same step never reach the bus.
         change.new_tasks.clear()
         change.dispatches.clear()
-        change.run = runs.RunUpdate(run.id, run.last_seq, run.last_seq, state, output, error)
+        change.run = msgspec.structs.replace(change.run, state=state, output=output, error=error)
         events.add(f"run.{state}", {"output": msgspec.Raw(output.encode())} if output else {"error": error})
 
 
@@ -406,7 +369,7 @@ def _carry(change: Change, traceparent: str) -> None:
     change.retries = [(delay, dataclasses.replace(d, traceparent=traceparent)) for delay, d in change.retries]
 
 
-def _count(changes: list[Change], states: dict[str, runs.RunState]) -> None:
+def _count(changes: list[Change], states: dict[str, WorkingRun]) -> None:
     """Count the runs and task attempts committed changes ended: once per batch, per label set."""
     ended: Counter[tuple[str, ...]] = Counter()
     finished: Counter[tuple[str, ...]] = Counter()
@@ -415,48 +378,109 @@ def _count(changes: list[Change], states: dict[str, runs.RunState]) -> None:
             ended[(change.tenant, queue, tool, state)] += 1
             if round_trip is not None:
                 metrics.ROUND_TRIP.observe((change.tenant, queue), round_trip)
-        if change.run.state in runs.FINAL_RUN_STATES:
+        if change.run.state in FINAL_RUN_STATES:
             finished[(change.tenant, states[change.run.id].target_kind, change.run.state)] += 1
     metrics.TASKS.add_all(ended)
     metrics.RUNS.add_all(finished)
 
 
-def _after(run: runs.RunState, change: Change) -> runs.RunState:
+def _after(run: WorkingRun, change: Change) -> WorkingRun:
     """The run as ``change`` left it (its tasks were already updated in place while planning)."""
     run.state = change.run.state
     run.last_seq = change.run.last_seq
-    run.tasks.extend(task_state(t) for t in change.new_tasks)
+    run.tasks.extend(WorkingTask.new(t) for t in change.new_tasks)
     return run
 
 
+def _fold_result(
+    run: WorkingRun,
+    task: WorkingTask,
+    result: Result,
+    tool: Tool,
+    policy: RetrySpec,
+    change: Change,
+    events: EventLog,
+) -> None:
+    """The result of the task's current attempt: the task succeeded, failed (for good, or with another
+    attempt to come after its backoff under ``policy``) or is dead (attempts exhausted)."""
+    state, output, error = _outcome(result, tool)
+    data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
+    data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
+    next_attempt = not_before = None
+    if state == TaskState.FAILED and result.error_kind in policy.retry_on:
+        if task.attempt < policy.max_attempts:
+            delay = policy.delay(task.attempt, random.random())
+            next_attempt, not_before, state = task.attempt + 1, time.time() + delay, TaskState.QUEUED
+            data.update(next_attempt=next_attempt, retry_in_s=round(delay, 3))
+            retry = Dispatch.of(task, tool, tenant=run.tenant, run_id=run.id, attempt=next_attempt)
+            change.retries.append((delay, retry))
+        elif policy.max_attempts > 1:
+            state, error = TaskState.DEAD, f"{error} (gave up after {task.attempt} attempts)"
+    change.update_task(
+        runs.TaskUpdate(
+            id=task.id,
+            run_id=run.id,
+            attempt=task.attempt,
+            state=state,
+            output=output,
+            error=error,
+            detail=_encode(_detail(result)).decode(),
+            worker_id=result.worker_id,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            next_attempt=next_attempt,
+            not_before=not_before,
+            start_by=tool.start_by(not_before) if not_before is not None else None,
+            usage=_sandbox_usage(result),
+        )
+    )
+    if error is not None:
+        data["error"] = error
+    if result.stderr_tail:
+        data["stderr"] = result.stderr_tail
+    events.add("task.retrying" if next_attempt else f"task.{state}", data)
+    round_trip = time.time() - result.queued_at if result.queued_at else None
+    change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
+    task.state, task.output, task.error = state, output, error
+    task.attempt = next_attempt or task.attempt
+
+
 def _mark_progress(
-    run: runs.RunState, task: runs.TaskState, notice: Started | Released, change: Change, events: EventLog
+    run: WorkingRun, task: WorkingTask, notice: Started | Released, change: Change, events: EventLog
 ) -> None:
     """A worker started the task (queued -> running) or handed it back (running -> queued)."""
     started = isinstance(notice, Started)
-    if task.state != ("queued" if started else "running"):
+    if task.state != (TaskState.QUEUED if started else TaskState.RUNNING):
         return
-    task.state = "running" if started else "queued"
-    started_at = notice.started_at if isinstance(notice, Started) else None
+    task.state = TaskState.RUNNING if started else TaskState.QUEUED
     change.update_task(
-        runs.TaskUpdate(task.id, run.id, task.attempt, task.state, None, None, None, notice.worker_id, started_at, None)
+        runs.TaskUpdate(
+            id=task.id,
+            run_id=run.id,
+            attempt=task.attempt,
+            state=task.state,
+            worker_id=notice.worker_id,
+            started_at=notice.started_at if isinstance(notice, Started) else None,
+        )
     )
     data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
     events.add("task.started" if started else "task.released", data)
 
 
-def cancel_open_tasks(run: runs.RunState, change: Change, events: EventLog) -> None:
+def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None:
     """Mark every task of the run that has not finished as cancelled."""
     now = time.time()
     for task in run.tasks:
-        if task.state not in runs.FINAL_TASK_STATES:
-            task.state = "cancelled"
+        if task.state not in FINAL_TASK_STATES:
+            task.state = TaskState.CANCELLED
             if task.queue != CONTROL_PLANE:
                 change.cancelled.append(task.id)
             change.update_task(
-                runs.TaskUpdate(task.id, run.id, task.attempt, "cancelled", None, None, None, None, None, now)
+                runs.TaskUpdate(
+                    id=task.id, run_id=run.id, attempt=task.attempt, state=TaskState.CANCELLED, finished_at=now
+                )
             )
-            change.ended.append((task.queue, task.tool_name, "cancelled", None))
+            change.ended.append((task.queue, task.tool_name, TaskState.CANCELLED, None))
             events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
 
 
@@ -466,16 +490,16 @@ def _input_problem(tool: Tool | None, action: object, key: str) -> str | None:
     return schema_problem(tool.input_validator, action.input, f"steps.{key}.input")
 
 
-def _outcome(result: Result, tool: Tool) -> tuple[str, str | None, str | None]:
+def _outcome(result: Result, tool: Tool) -> tuple[TaskState, str | None, str | None]:
     """(state, output JSON, error) of a task from its result, checking the output against the tool's schema."""
     if not result.ok:
-        return "failed", None, result.error or "the tool failed without a reason"
+        return TaskState.FAILED, None, result.error or "the tool failed without a reason"
     output_json = bytes(result.output).decode()
     if tool.output_validator is not None:
         problem = schema_problem(tool.output_validator, msgspec.json.decode(output_json), "output")
         if problem:
-            return "failed", None, f"the tool's output does not match its output_schema: {problem}"
-    return "succeeded", output_json, None
+            return TaskState.FAILED, None, f"the tool's output does not match its output_schema: {problem}"
+    return TaskState.SUCCEEDED, output_json, None
 
 
 class Usage(msgspec.Struct, frozen=True):
@@ -510,12 +534,12 @@ def _usage(result: Result) -> dict[str, Any] | None:
 
 def _sandbox_usage(result: Result) -> runs.SandboxUsage:
     return runs.SandboxUsage(
-        result.sandbox,
-        result.cpu_seconds,
-        result.max_rss_kb,
-        result.queue_seconds,
-        result.start_seconds,
-        result.run_seconds,
+        sandbox=result.sandbox,
+        cpu_seconds=result.cpu_seconds,
+        max_rss_kb=result.max_rss_kb,
+        queue_seconds=result.queue_seconds,
+        start_seconds=result.start_seconds,
+        run_seconds=result.run_seconds,
     )
 
 

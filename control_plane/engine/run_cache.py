@@ -8,33 +8,34 @@ the write miss; the orchestrator then drops the entry, reads the run and plans a
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from registry.runs import FINAL_RUN_STATES, RunState
+from bus.states import FINAL_RUN_STATES
+from control_plane.engine.working import WorkingRun
 
 
 class RunCache:
     def __init__(self, limit: int = 50_000) -> None:
         self._limit = limit
-        self._runs: OrderedDict[str, RunState] = OrderedDict()
+        self._runs: OrderedDict[str, WorkingRun] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._runs)
 
-    def take(self, run_ids: Iterable[str]) -> dict[str, RunState]:
+    def take(self, run_ids: Iterable[str]) -> dict[str, WorkingRun]:
         """Remove and return the cached runs among ``run_ids``; the caller puts back what stays valid."""
         found = {}
         for run_id in run_ids:
-            state = self._runs.pop(run_id, None)
-            if state is not None:
-                found[run_id] = state
+            run = self._runs.pop(run_id, None)
+            if run is not None:
+                found[run_id] = run
         return found
 
-    def put(self, state: RunState) -> None:
-        """Remember a run as just written; finished runs are forgotten (late results read them back)."""
-        if state.state in FINAL_RUN_STATES:
-            self._runs.pop(state.id, None)
+    def put(self, run: WorkingRun) -> None:
+        """Remember a run as just written or read; finished runs are forgotten (late results read them back)."""
+        if run.state in FINAL_RUN_STATES:
+            self._runs.pop(run.id, None)
             return
-        self._runs[state.id] = state
-        self._runs.move_to_end(state.id)
+        self._runs[run.id] = run
+        self._runs.move_to_end(run.id)
         while len(self._runs) > self._limit:
             self._runs.popitem(last=False)
 

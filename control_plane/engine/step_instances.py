@@ -14,16 +14,18 @@ from typing import Any
 import msgspec
 
 from bus.messages import Result
+from bus.states import TaskState
 from control_plane.catalog.resolver import BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch
 from control_plane.engine.ids import new_id
+from control_plane.engine.working import WorkingTask
 from control_plane.planning import AwaitSignal, Sleep, Start, ToolCall
 from registry import runs
 
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Planned:
     """A started step instance: its task row, its dispatch (None when the control plane keeps it) and the
     event that announces it."""
@@ -44,19 +46,23 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
         assert tool is not None, "a tool call comes with its tool"
         input_json = _encode(action.input).decode()
         task = runs.NewTask(
-            task_id,
-            tenant,
-            run_id,
-            start.key,
-            tool.name,
-            tool.version,
-            action.queue,
-            input_json,
-            tool.start_by(now),
-            element,
+            id=task_id,
+            tenant=tenant,
+            run_id=run_id,
+            step=start.key,
+            tool_name=tool.name,
+            tool_version=tool.version,
+            queue=action.queue,
+            input=input_json,
+            start_by=tool.start_by(now),
+            element=element,
         )
-        dispatch = Dispatch(tenant, run_id, task_id, 1, start.key, action.queue, tool, input_json)
-        return Planned(task, dispatch, "task.queued", {**data, "tool": tool.ref, "attempt": 1})
+        return Planned(
+            task=task,
+            dispatch=Dispatch.of(task, tool, tenant=tenant, run_id=run_id, attempt=1),
+            event="task.queued",
+            data={**data, "tool": tool.ref, "attempt": 1},
+        )
     detail: dict[str, Any]
     due: float | None
     if isinstance(action, Sleep):
@@ -68,52 +74,35 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
         due = None if action.timeout_seconds is None else now + action.timeout_seconds
         event = "signal.waiting"
     task = runs.NewTask(
-        task_id,
-        tenant,
-        run_id,
-        start.key,
-        name,
-        BUILTIN_VERSION,
-        CONTROL_PLANE,
-        _encode(detail).decode(),
-        due,
-        element,
+        id=task_id,
+        tenant=tenant,
+        run_id=run_id,
+        step=start.key,
+        tool_name=name,
+        tool_version=BUILTIN_VERSION,
+        queue=CONTROL_PLANE,
+        input=_encode(detail).decode(),
+        start_by=due,
+        element=element,
         published=True,
     )
-    return Planned(task, None, event, {**data, **detail})
-
-
-def task_state(task: runs.NewTask) -> runs.TaskState:
-    """A just-recorded task as the orchestrator plans from it."""
-    return runs.TaskState(
-        task.id,
-        task.step,
-        task.tool_name,
-        task.tool_version,
-        task.queue,
-        1,
-        "queued",
-        None,
-        None,
-        task.input,
-        task.element or task.step,
-    )
+    return Planned(task=task, dispatch=None, event=event, data={**data, **detail})
 
 
 class _Waiting(msgspec.Struct, frozen=True):
     signals: list[str] = []
 
 
-def waits_for(task: runs.TaskState, signal: str) -> bool:
+def waits_for(task: WorkingTask, signal: str) -> bool:
     """Whether ``task`` is a signal wait still waiting for ``signal``."""
     return (
         task.tool_name == BUILTIN_SIGNAL
-        and task.state == "queued"
+        and task.state == TaskState.QUEUED
         and signal in msgspec.json.decode(task.input, type=_Waiting).signals
     )
 
 
-def signal_result(tenant: str, run_id: str, task: runs.TaskState, signal: str, data: Any) -> Result:
+def signal_result(tenant: str, run_id: str, task: WorkingTask, signal: str, data: Any) -> Result:
     """The result that ends the wait of ``task`` with ``signal``."""
     now = time.time()
     return Result(

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 
 from bus import tracing
+from bus.states import RunState
 from control_plane import metrics
 from control_plane.catalog.documents import RunRequest, check_name_field, split_ref
 from control_plane.catalog.resolver import Catalog, Tool, Workflow, schema_problem
@@ -23,7 +24,8 @@ from control_plane.engine.dispatch import Dispatch, Dispatcher
 from control_plane.engine.events import EventLog, outgoing
 from control_plane.engine.ids import new_id
 from control_plane.engine.run_cache import RunCache
-from control_plane.engine.step_instances import Planned, plan_instance, task_state
+from control_plane.engine.step_instances import Planned, plan_instance
+from control_plane.engine.working import WorkingRun
 from control_plane.errors import Conflict, Invalid, Refused, Unavailable
 from control_plane.planning import RunOutcome, Start, ToolCall, decide
 from registry import runs
@@ -35,7 +37,7 @@ MAX_BATCH = 1000
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Submission:
     """A validated request with its first tasks planned, waiting for its batch to be written."""
 
@@ -58,7 +60,7 @@ class Submission:
     future: "asyncio.Future[Accepted]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Accepted:
     run_id: str
     created: bool
@@ -111,13 +113,22 @@ class Submitter:
             ):
                 raise Invalid("input-schema-mismatch", problem, "input")
             decision = decide(workflow.plan, request.input, {})
-            if decision.outcome is not None and decision.outcome.state == "failed":
+            if decision.outcome is not None and decision.outcome.state == RunState.FAILED:
                 raise Invalid("validation-error", decision.outcome.error or "input is unusable", "input")
             outcome = decision.outcome
             first = [self._first(tenant, run_id, start, workflow, request.queue, now) for start in decision.start]
             kind, target_name, target_version = "workflow", workflow.name, workflow.version
         return Submission(
-            tenant, run_id, kind, target_name, target_version, input_json, idempotency_key, digest, first, outcome
+            tenant=tenant,
+            run_id=run_id,
+            target_kind=kind,
+            target_name=target_name,
+            target_version=target_version,
+            input=input_json,
+            idempotency_key=idempotency_key,
+            request_digest=digest,
+            tasks=first,
+            outcome=outcome,
         )
 
     @staticmethod
@@ -183,7 +194,7 @@ class Submitter:
                     if submission.traceparent is not None:
                         dispatch = dataclasses.replace(dispatch, traceparent=submission.traceparent)
                     dispatches.append(dispatch)
-            state, output = "running", None
+            state, output = RunState.RUNNING, None
             if submission.outcome is not None:
                 state, output = submission.outcome.state, _encode(submission.outcome.output).decode()
                 metrics.RUNS.add((submission.tenant, submission.target_kind, state))
@@ -191,19 +202,19 @@ class Submitter:
             new_events.extend(log_.events)
             new_runs.append(
                 runs.NewRun(
-                    submission.run_id,
-                    submission.tenant,
-                    submission.target_kind,
-                    submission.target_name,
-                    submission.target_version,
-                    state,
-                    submission.input,
-                    submission.idempotency_key,
-                    submission.request_digest,
-                    log_.last_seq,
-                    output,
-                    submission.actor,
-                    submission.source,
+                    id=submission.run_id,
+                    tenant=submission.tenant,
+                    target_kind=submission.target_kind,
+                    target_name=submission.target_name,
+                    target_version=submission.target_version,
+                    state=state,
+                    input=submission.input,
+                    idempotency_key=submission.idempotency_key,
+                    request_digest=submission.request_digest,
+                    last_seq=log_.last_seq,
+                    output=output,
+                    actor=submission.actor,
+                    source=submission.source,
                 )
             )
         inserted = await runs.create_runs(self._pool, new_runs, new_tasks, new_events)
@@ -213,7 +224,7 @@ class Submitter:
         existing = await self._existing(lost)
         for submission in writes:
             if submission.run_id in inserted:
-                submission.future.set_result(Accepted(submission.run_id, True))
+                submission.future.set_result(Accepted(run_id=submission.run_id, created=True))
         for submission in lost:
             answer = existing[id(submission)]
             if isinstance(answer, Accepted):
@@ -221,24 +232,12 @@ class Submitter:
             else:
                 submission.future.set_exception(answer)
 
-        tasks_by_run: dict[str, list[runs.TaskState]] = {}
+        tasks_by_run: dict[str, list[runs.NewTask]] = {}
         for task in new_tasks:
-            tasks_by_run.setdefault(task.run_id, []).append(task_state(task))
+            tasks_by_run.setdefault(task.run_id, []).append(task)
         for run in new_runs:
             if run.id in inserted:
-                self._cache.put(
-                    runs.RunState(
-                        run.id,
-                        run.tenant,
-                        run.target_kind,
-                        run.target_name,
-                        run.target_version,
-                        run.state,
-                        run.input,
-                        run.last_seq,
-                        tasks_by_run.get(run.id, []),
-                    )
-                )
+                self._cache.put(WorkingRun.new(run, tasks_by_run.get(run.id, [])))
 
         fresh = [d for d in dispatches if d.run_id in inserted]
         events_by_run: dict[str, list[runs.NewEvent]] = {}
@@ -269,7 +268,7 @@ class Submitter:
                         "Idempotency-Key",
                     )
                 else:
-                    answers[id(submission)] = Accepted(run.id, False)
+                    answers[id(submission)] = Accepted(run_id=run.id, created=False)
         return answers
 
     async def _publish(self, dispatches: list[Dispatch], events: list[Any]) -> None:

@@ -1,7 +1,9 @@
 """Planning: turns a workflow definition and a run's recorded step instances into the next ones to start.
 
-Pure code (no I/O): a planner parses a workflow document once, when it is applied, and then decides the
-same way every time it is shown the same records, so a run can be replayed from what is recorded.
+Pure code: no I/O, and nothing imported outside the standard library but ``bus.states`` (the one definition
+of task and run states, itself standard-library only). A planner parses a workflow document once, when it
+is applied, and then decides the same way every time it is shown the same records, so a run can be
+replayed from what is recorded.
 Three kinds share one interface (model.Plan): DAG (dag.py), finite-state machine (fsm.py) and behavior
 tree (bt.py); conditions are written in a small safe language (expr.py) and step inputs are templates
 (paths.py); compensation (saga.py) is the same for all three. ``kinds`` picks the planner of a document.

@@ -77,6 +77,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
+from bus.states import RunState, TaskState
 from control_plane.planning.expr import Condition, compile_condition
 from control_plane.planning.fields import (
     DOCUMENT_KEYS,
@@ -185,7 +186,7 @@ class _Tick:
             self.open.add(name)
             return _RUNNING
         self.open.discard(name)
-        if record.state == "succeeded":
+        if record.state == TaskState.SUCCEEDED:
             self.outputs[name] = {"output": record.output}
             return _SUCCEEDED
         return _Failed(f"{field}: {name!r} {record.state}" + (f": {record.error}" if record.error else ""))
@@ -460,7 +461,7 @@ class BtWorkflow:
             return Decision(tuple(tick.starts), None)
         if isinstance(status, _Failed):
             return failed(status.reason)
-        return Decision((), RunOutcome("succeeded", self.output.render(tick.context), None))
+        return Decision((), RunOutcome(RunState.SUCCEEDED, self.output.render(tick.context), None))
 
 
 # --- checking -------------------------------------------------------------------------------------------

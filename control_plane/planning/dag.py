@@ -61,6 +61,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bus.states import RunState, TaskState
 from control_plane.planning.expr import Condition, compile_condition
 from control_plane.planning.fields import (
     NAME,
@@ -176,7 +177,7 @@ class DagWorkflow:
         if len(settled) < len(self.order):
             return Decision(tuple(starts), None)
         try:
-            return Decision((), RunOutcome("succeeded", self.output.render(context), None))
+            return Decision((), RunOutcome(RunState.SUCCEEDED, self.output.render(context), None))
         except PathError as exc:
             return failed(f"output: {exc}")
 
@@ -193,7 +194,7 @@ class DagWorkflow:
 class _Failed:
     """A step instance that did not succeed: its state, and what happened without naming the step."""
 
-    state: str
+    state: TaskState
     detail: str
 
 
@@ -217,7 +218,7 @@ def _advance_all(
         if recorded is None:
             if not settled.keys() >= step.needs:
                 continue
-        elif recorded.state == "succeeded" and not isinstance(step.does, Loop):
+        elif recorded.state == TaskState.SUCCEEDED and not isinstance(step.does, Loop):
             settled[step.name] = {"output": recorded.output}
             continue
         error = _advance(step, key, context, settled, states, starts)
@@ -271,7 +272,7 @@ def _outcome(
 
 
 def _from_record(recorded: StepState) -> dict[str, Any] | _Failed | None:
-    if recorded.state == "succeeded":
+    if recorded.state == TaskState.SUCCEEDED:
         return {"output": recorded.output}
     if recorded.state in FAILURES:
         return _Failed(recorded.state, f"{recorded.state}: {recorded.error}" if recorded.error else recorded.state)
@@ -287,7 +288,7 @@ def _fall_back(
     starts: list[Start],
 ) -> dict[str, Any] | _Failed | None:
     """The fallback's entry, or None while it runs, or the failure that stands."""
-    if step.fallback is None or failure.state == "cancelled":
+    if step.fallback is None or failure.state == TaskState.CANCELLED:
         return failure
     recorded = states.get(key + _FALLBACK)
     if recorded is None:
@@ -325,14 +326,14 @@ def _run_loop(
         except _InputError as exc:
             raise _InputError(f"step {step.name!r} failed in iteration {i}: {exc}") from None
         if error is not None:
-            return _Failed("failed", f"failed in iteration {i}: {error}")
+            return _Failed(TaskState.FAILED, f"failed in iteration {i}: {error}")
         if len(settled) < len(loop.steps):
             return None
         output = {"output": {name: entry["output"] for name, entry in settled.items()}}
         if loop.until.holds(inner):
             return output
         previous = {step.name: output}
-    return _Failed("failed", f"did not converge after {loop.max_iterations} iterations")
+    return _Failed(TaskState.FAILED, f"did not converge after {loop.max_iterations} iterations")
 
 
 # --- checking -------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bus.states import RunState, TaskState
 from control_plane.planning.expr import Condition, compile_condition
 from control_plane.planning.fields import (
     DOCUMENT_KEYS,
@@ -119,7 +120,7 @@ class FsmState:
 
     def follow(self, record: StepState, context: Mapping[str, Any]) -> str | Decision:
         """The state to go to after the finished instance ``record``, or the decision that fails the run."""
-        if record.state == "succeeded":
+        if record.state == TaskState.SUCCEEDED:
             signal = record.output.get("signal") if isinstance(record.output, Mapping) else None
             for transition in self.transitions:
                 if transition.taken_on_success(signal, context):
@@ -139,14 +140,14 @@ class FinalState:
     """A state that ends the run: succeeded with ``output`` rendered, or failed with ``error``."""
 
     name: str
-    status: Literal["succeeded", "failed"]
+    status: Literal[RunState.SUCCEEDED, RunState.FAILED]
     output: Template | None
     error: str
 
     def outcome(self, context: Mapping[str, Any]) -> RunOutcome:
-        if self.status == "failed":
-            return RunOutcome("failed", None, self.error)
-        return RunOutcome("succeeded", self.output.render(context) if self.output else None, None)
+        if self.status == RunState.FAILED:
+            return RunOutcome(RunState.FAILED, None, self.error)
+        return RunOutcome(RunState.SUCCEEDED, self.output.render(context) if self.output else None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,7 @@ class FsmWorkflow:
                 return Decision((state.start(key, context),), None)
             if record.state not in FINISHED:
                 return _NOTHING_YET
-            if record.state == "succeeded":
+            if record.state == TaskState.SUCCEEDED:
                 outputs[current] = {"output": record.output}
             following = state.follow(record, context)
             if isinstance(following, Decision):
@@ -354,27 +355,33 @@ def _read_final(draft: _Draft, raw: Mapping[str, Any], problems: list[SpecProble
     count = len(problems)
     if raw["final"] is not True:
         problems.append(SpecProblem(f"{draft.field}.final", "must be true; a state that is not final leaves it out"))
-    status = raw.get("status", "succeeded")
-    if status not in ("succeeded", "failed"):
+    status = raw.get("status", RunState.SUCCEEDED)
+    if status not in (RunState.SUCCEEDED, RunState.FAILED):
         problems.append(SpecProblem(f"{draft.field}.status", f"must be succeeded or failed, not {status!r}"))
         return None
+    failed = status == RunState.FAILED
     error = raw.get("error")
-    if error is not None and status != "failed":
+    if error is not None and not failed:
         problems.append(SpecProblem(f"{draft.field}.error", "only a final state with status: failed has an error"))
     elif error is not None and not isinstance(error, str):
         problems.append(SpecProblem(f"{draft.field}.error", f"must be a string, not {error!r}"))
-    output = _read_final_output(draft, raw, status, problems)
+    output = _read_final_output(draft, raw, failed, problems)
     if len(problems) > count:
         return None
-    return FinalState(draft.name, status, output, error or f"the run ended in state {draft.name!r}")
+    return FinalState(
+        draft.name,
+        RunState.FAILED if failed else RunState.SUCCEEDED,
+        output,
+        error or f"the run ended in state {draft.name!r}",
+    )
 
 
 def _read_final_output(
-    draft: _Draft, raw: Mapping[str, Any], status: str, problems: list[SpecProblem]
+    draft: _Draft, raw: Mapping[str, Any], failed: bool, problems: list[SpecProblem]
 ) -> Template | None:
     if "output" not in raw:
         return None
-    if status == "failed":
+    if failed:
         problems.append(SpecProblem(f"{draft.field}.output", "a final state with status: failed has no output"))
         return None
     template = read_template(raw, "output", draft.field, None, problems, missing_is_null=True)

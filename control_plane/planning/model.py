@@ -14,24 +14,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeAlias
 
+from bus.states import FINAL_TASK_STATES, RunState, TaskState
 from control_plane.planning.paths import Template
 
-FAILURES = frozenset({"failed", "cancelled", "dead"})
-FINISHED = FAILURES | {"succeeded"}
-STATES = frozenset({"queued", "running"}) | FINISHED
+FINISHED = FINAL_TASK_STATES
+FAILURES = FINISHED - {TaskState.SUCCEEDED}
+STATES = frozenset(TaskState)
 
 
 @dataclass(frozen=True, slots=True)
 class StepState:
     """What is recorded of one step instance of a run.
 
-    state: "queued", "running", "succeeded", "failed", "cancelled" or "dead" (attempts exhausted).
+    state: queued, running, succeeded, failed, cancelled or dead (attempts exhausted): a ``bus.states.TaskState``.
     output: its output, once succeeded.
     error: why it did not succeed.
     step: the workflow element it is an instance of (the key's element; "" where the key is the name).
     """
 
-    state: str
+    state: TaskState
     output: Any = None
     error: str | None = None
     step: str = ""
@@ -88,7 +89,7 @@ class Start:
 class RunOutcome:
     """How a finished run ended: its output when it succeeded, its error when it failed."""
 
-    state: Literal["succeeded", "failed"]
+    state: Literal[RunState.SUCCEEDED, RunState.FAILED]
     output: Any
     error: str | None
 
@@ -164,4 +165,4 @@ class Plan(Protocol):
 
 
 def failed(error: str) -> Decision:
-    return Decision((), RunOutcome("failed", None, error))
+    return Decision((), RunOutcome(RunState.FAILED, None, error))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bus.states import RunState, TaskState
 from control_plane.planning.model import (
     FINISHED,
     Compensation,
@@ -30,21 +31,21 @@ def decide(plan: Plan, run_input: Any, states: Mapping[str, StepState]) -> Decis
     """``plan.decide``, followed by the compensations of what succeeded when the plan fails."""
     planned = {key: state for key, state in states.items() if not key.startswith(UNDO)}
     decision = plan.decide(run_input, planned if len(planned) < len(states) else states)
-    if decision.outcome is None or decision.outcome.state == "succeeded":
+    if decision.outcome is None or decision.outcome.state == RunState.SUCCEEDED:
         return decision
     undone: list[str] = []
     problems: list[str] = []
     for key, state in reversed(planned.items()):
         element = state.step or key
         info = plan.steps.get(element)
-        if state.state != "succeeded" or info is None or info.compensate is None:
+        if state.state != TaskState.SUCCEEDED or info is None or info.compensate is None:
             continue
         undo = states.get(UNDO + key)
         if undo is None:
             return _compensate(key, element, state, run_input, info.compensate)
         if undo.state not in FINISHED:
             return Decision((), None)
-        if undo.state == "succeeded":
+        if undo.state == TaskState.SUCCEEDED:
             undone.append(key)
         else:
             problems.append(f"undoing {key!r} {undo.state}: {undo.error or 'no reason given'}")
@@ -52,7 +53,7 @@ def decide(plan: Plan, run_input: Any, states: Mapping[str, StepState]) -> Decis
         return decision
     summary = [f"compensated {', '.join(repr(key) for key in undone)}"] if undone else []
     error = "; ".join([decision.outcome.error or "the run failed", *summary, *problems])
-    return Decision((), RunOutcome("failed", None, error))
+    return Decision((), RunOutcome(RunState.FAILED, None, error))
 
 
 def _compensate(key: str, element: str, state: StepState, run_input: Any, compensate: Compensation) -> Decision:
@@ -60,6 +61,6 @@ def _compensate(key: str, element: str, state: StepState, run_input: Any, compen
     try:
         rendered = compensate.input.render(context)
     except PathError as exc:
-        return Decision((), RunOutcome("failed", None, f"compensation of {key!r} input: {exc}"))
+        return Decision((), RunOutcome(RunState.FAILED, None, f"compensation of {key!r} input: {exc}"))
     call = ToolCall(compensate.tool.name, compensate.tool.version, compensate.queue, rendered)
     return Decision((Start(UNDO + key, f"{element}:undo", call),), None)

@@ -21,6 +21,8 @@ from ._login import TokenAuth
 T = TypeVar("T")
 JSON = dict[str, Any]
 
+RUN_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
+"""A run's states as the API spells them (the client's own copy: it never imports the server)."""
 FINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_EVENT_TYPES = frozenset(f"run.{state}" for state in FINAL_RUN_STATES)
 

@@ -20,7 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ._api import JSON, Registered
+from ._api import JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_tool_file, load_workflow_file, parse_json, read_text
@@ -28,7 +28,6 @@ from ._files import load_tool_file, load_workflow_file, parse_json, read_text
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
 
-RUN_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
 IDLE_LOG_SECONDS = 0.5
 """`af logs` without `--follow` stops once the stream has been quiet this long: it has sent the past."""
 
