@@ -12,10 +12,9 @@ import time
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-import msgspec
-
 from bus import tracing
 from bus.config import SettingsError
+from bus.messages import json_text
 
 LOG_FORMATS = ("auto", "json", "text")
 
@@ -30,7 +29,6 @@ class Scope(NamedTuple):
 
 
 scope: ContextVar[Scope | None] = ContextVar("agentflow_log_scope", default=None)
-_encode = msgspec.json.Encoder().encode
 _KEYS = ("tenant", "run_id", "task_id")
 
 
@@ -60,7 +58,7 @@ class JsonFormatter(logging.Formatter):
         line["trace_id"] = getattr(record, "trace_id", None) or _trace_id(current)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _encode(line).decode()
+        return json_text(line)
 
 
 def _trace_id(current: Scope) -> str | None:

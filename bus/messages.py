@@ -4,7 +4,7 @@ Inputs and outputs travel as ``msgspec.Raw`` (JSON bytes passed through untouche
 plane and the workers never decode a document they only forward.
 """
 
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -168,8 +168,14 @@ _decoders: dict[type, msgspec.json.Decoder[object]] = {}
 M = TypeVar("M", Task, Result, Started, RunEvents, Heartbeat, CancelTasks)
 
 
-def encode(message: msgspec.Struct) -> bytes:
-    return _encoder.encode(message)
+def encode(value: Any) -> bytes:
+    """A message, or any value msgspec can write, as JSON: the one encoder of every process."""
+    return _encoder.encode(value)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, for a JSON column or an SSE data line."""
+    return _encoder.encode(value).decode()
 
 
 def decode(data: bytes, kind: type[M]) -> M:

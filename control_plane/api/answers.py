@@ -2,18 +2,16 @@
 
 from typing import Any
 
-import msgspec
 from litestar import MediaType, Request, Response
 
+from bus.messages import encode
 from control_plane.security.identity import Identity
 from control_plane.services import Services
 from registry import audit
 
-_encode = msgspec.json.Encoder().encode
-
 
 def json_response(document: Any, status: int = 200) -> Response[bytes]:
-    return Response(_encode(document), status_code=status, media_type=MediaType.JSON)
+    return Response(encode(document), status_code=status, media_type=MediaType.JSON)
 
 
 def source_address(request: Request[Any, Any, Any]) -> str | None:

@@ -10,6 +10,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
+from bus.messages import encode
 from control_plane.api import access_routes, catalog_routes, ops_routes, queue_routes, run_routes
 from control_plane.api.gate import admit, permission_of
 from control_plane.api.problems import PROBLEM_MEDIA_TYPE, Problem
@@ -18,12 +19,10 @@ from control_plane.services import Services
 
 log = logging.getLogger(__name__)
 
-_encode = msgspec.json.Encoder().encode
-
 
 def _problem_response(problem: Problem) -> Response[bytes]:
     return Response(
-        _encode(problem.body()), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers
+        encode(problem.body()), status_code=problem.status, media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers
     )
 
 

@@ -5,12 +5,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bus import WatchLost, subjects
+from bus.messages import json_text
 from bus.states import RunState
 from bus.watch import watch
 from control_plane import metrics
@@ -29,7 +29,6 @@ from registry.runs import RunRow
 
 log = logging.getLogger(__name__)
 
-_encode = msgspec.json.Encoder().encode
 SSE_POLL_SECONDS = 1.0
 
 
@@ -165,7 +164,7 @@ async def _event_stream(
             async for _ in looks:
                 for row in await run_reads.events_after(services.pool, tenant, run_id, after):
                     after = row.seq
-                    yield ServerSentEventMessage(data=_encode(views.event(row)).decode(), event=row.type, id=row.seq)
+                    yield ServerSentEventMessage(data=json_text(views.event(row)), event=row.type, id=row.seq)
                     if row.type in FINAL_EVENT_TYPES:
                         return
     except WatchLost as error:

@@ -8,14 +8,13 @@ from typing import Any
 import msgspec
 
 from bus import subjects
-from bus.messages import RunEvent, RunEvents, encode
+from bus.messages import RunEvent, RunEvents, encode, json_text
 from bus.publish import Outgoing
 from bus.states import FINAL_RUN_STATES
 from registry.runs import NewEvent
 
 FINAL_EVENT_TYPES = frozenset(f"run.{state}" for state in FINAL_RUN_STATES)
 """The last event of every run: ``run.<its final state>``."""
-_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -30,7 +29,7 @@ class EventLog:
     def add(self, type_: str, data: dict[str, Any]) -> None:
         self.last_seq += 1
         self.events.append(
-            NewEvent(run_id=self.run_id, seq=self.last_seq, tenant=self.tenant, type=type_, data=_encode(data).decode())
+            NewEvent(run_id=self.run_id, seq=self.last_seq, tenant=self.tenant, type=type_, data=json_text(data))
         )
 
 

@@ -22,7 +22,7 @@ import msgspec
 
 from bus import Bus, Delivery, subjects, tracing
 from bus.consume import bind
-from bus.messages import Released, Result, Started, decode_report
+from bus.messages import Released, Result, Started, decode_report, json_text
 from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
 from control_plane import metrics
 from control_plane.catalog.documents import RetrySpec, check_name_field
@@ -44,7 +44,6 @@ BATCH = 512
 RETRY_APPLY_SECONDS = 1.0
 SCHEDULE_CHECK_SECONDS = 1.0
 MAX_REPLANS = 8
-_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True, kw_only=True)
@@ -342,7 +341,7 @@ class Orchestrator:
             events.add(planned.event, planned.data)
         if decision.outcome is None:
             return None
-        output = None if decision.outcome.output is None else _encode(decision.outcome.output).decode()
+        output = None if decision.outcome.output is None else json_text(decision.outcome.output)
         return decision.outcome.state, output, decision.outcome.error
 
     @staticmethod
@@ -424,7 +423,7 @@ def _fold_result(
             state=state,
             output=output,
             error=error,
-            detail=_encode(_detail(result)).decode(),
+            detail=json_text(_detail(result)),
             worker_id=result.worker_id,
             started_at=result.started_at,
             finished_at=result.finished_at,

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from bus.messages import Result
+from bus.messages import Result, encode, json_text
 from bus.states import TaskState
 from control_plane.catalog.resolver import BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch
@@ -21,8 +21,6 @@ from control_plane.engine.ids import new_id
 from control_plane.engine.working import WorkingTask
 from control_plane.planning import AwaitSignal, Sleep, Start, ToolCall
 from registry import runs
-
-_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,7 +42,7 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
     action = start.action
     if isinstance(action, ToolCall):
         assert tool is not None, "a tool call comes with its tool"
-        input_json = _encode(action.input).decode()
+        input_json = json_text(action.input)
         task = runs.NewTask(
             id=task_id,
             tenant=tenant,
@@ -81,7 +79,7 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
         tool_name=name,
         tool_version=BUILTIN_VERSION,
         queue=CONTROL_PLANE,
-        input=_encode(detail).decode(),
+        input=json_text(detail),
         start_by=due,
         element=element,
         published=True,
@@ -111,7 +109,7 @@ def signal_result(tenant: str, run_id: str, task: WorkingTask, signal: str, data
         task_id=task.id,
         attempt=task.attempt,
         ok=True,
-        output=msgspec.Raw(_encode({"signal": signal, "data": data})),
+        output=msgspec.Raw(encode({"signal": signal, "data": data})),
         worker_id=CONTROL_PLANE,
         sandbox="none",
         started_at=now,
@@ -127,7 +125,7 @@ def due_result(task: runs.LateTask) -> Result:
     error: str | None = "no worker started it in time (schedule-to-start timeout)"
     if task.tool_name == BUILTIN_SLEEP:
         seconds = msgspec.json.decode(task.input)["seconds"]
-        ok, output, error = True, msgspec.Raw(_encode({"slept_seconds": seconds})), None
+        ok, output, error = True, msgspec.Raw(encode({"slept_seconds": seconds})), None
     elif task.tool_name == BUILTIN_SIGNAL:
         signals = ", ".join(msgspec.json.decode(task.input, type=_Waiting).signals)
         error = f"timed out waiting for a signal ({signals})"

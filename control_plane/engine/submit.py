@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-
 from bus import tracing
+from bus.messages import encode, json_text
 from bus.states import RunState
 from control_plane import metrics
 from control_plane.catalog.documents import RunRequest, check_name_field, split_ref
@@ -34,7 +33,6 @@ from registry.db import Pool
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
-_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(slots=True, kw_only=True)
@@ -93,8 +91,8 @@ class Submitter:
             check_name_field("queue", request.queue, "queue")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise Invalid("validation-error", "an idempotency key has 1 to 200 characters", "Idempotency-Key")
-        input_json = _encode(request.input).decode()
-        digest = hashlib.sha256(_encode([request.workflow, request.tool, request.queue, request.input])).hexdigest()
+        input_json = json_text(request.input)
+        digest = hashlib.sha256(encode([request.workflow, request.tool, request.queue, request.input])).hexdigest()
         run_id, now = new_id(), time.time()
         outcome = None
         if request.tool is not None:
@@ -196,7 +194,7 @@ class Submitter:
                     dispatches.append(dispatch)
             state, output = RunState.RUNNING, None
             if submission.outcome is not None:
-                state, output = submission.outcome.state, _encode(submission.outcome.output).decode()
+                state, output = submission.outcome.state, json_text(submission.outcome.output)
                 metrics.RUNS.add((submission.tenant, submission.target_kind, state))
                 log_.add(f"run.{state}", {"output": submission.outcome.output})
             new_events.extend(log_.events)
