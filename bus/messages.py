@@ -162,10 +162,37 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """The loopback port of the worker's Prometheus ``/metrics`` (0: not served)."""
 
 
+class ModelHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """A model deployment's health, shared by every control plane: the value of its key in ``af_models``."""
+
+    v: int = WIRE_VERSION
+    failures: int = 0
+    """Consecutive failed attempts."""
+    cooldowns: int = 0
+    """Consecutive cool-downs (each one after a failed probe lasts twice the one before)."""
+    until: float = 0.0
+    """Epoch seconds: the deployment is left alone until then."""
+    reason: str = ""
+    """Why it is cooling down: the failure that put it there."""
+    at: float = 0.0
+
+
+class ModelStats(msgspec.Struct, frozen=True, kw_only=True):
+    """One control plane's last minute of calls to one deployment, put every few seconds in ``af_models``."""
+
+    v: int = WIRE_VERSION
+    calls: int
+    errors: int
+    tokens: int
+    latency_p50_ms: float | None = None
+    latency_ewma_ms: float | None = None
+    at: float
+
+
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder[object]] = {}
 
-M = TypeVar("M", Task, Result, Started, RunEvents, Heartbeat, CancelTasks)
+M = TypeVar("M", Task, Result, Started, RunEvents, Heartbeat, CancelTasks, ModelHealth, ModelStats)
 
 
 def encode(value: Any) -> bytes:

@@ -12,6 +12,7 @@ RESULTS_STREAM = "AF_RESULTS"
 EVENTS_STREAM = "AF_EVENTS"
 CHANNELS_STREAM = "AF_CHANNELS"
 WORKERS_BUCKET = "af_workers"
+MODELS_BUCKET = "af_models"
 
 ALL_TASKS = "af.*.tasks.*"
 ALL_RESULTS = "af.*.results.*"

@@ -58,6 +58,11 @@ class Unavailable(Refused):
     """A part the request needs is down or busy; the same request may succeed later."""
 
 
+class UpstreamFailed(Refused):
+    """A service behind the control plane (a model provider) answered with garbage or refused the request's
+    content: the same request would fail the same way."""
+
+
 _NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
 
 

@@ -13,6 +13,8 @@ from control_plane.engine.dispatch import Dispatcher
 from control_plane.engine.orchestrator import Orchestrator
 from control_plane.engine.run_cache import RunCache
 from control_plane.engine.submit import Submitter
+from control_plane.gateway import Gateway
+from control_plane.gateway.credentials import CredentialsFile
 from control_plane.gauges import sample
 from control_plane.security.authentication import Authenticator
 from control_plane.security.quotas import FailureBrake, TenantQuotas
@@ -40,6 +42,7 @@ class Services:
     authorizer: Authorizer
     quotas: TenantQuotas
     brake: FailureBrake
+    gateway: Gateway
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -81,6 +84,10 @@ class Services:
             authorizer,
             TenantQuotas(pool, settings.requests_per_second, settings.max_concurrent_runs),
             FailureBrake(settings.auth_failures_per_minute),
+            # Deployments' credentials: from the file of AF_LLM_CREDENTIALS_FILE until the secrets store serves them.
+            await Gateway.open(
+                pool, bus, settings.gateway, CredentialsFile.load(settings.gateway.llm_credentials_file)
+            ),
         )
         services.loops = [
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
@@ -90,6 +97,7 @@ class Services:
             asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
             asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
             asyncio.create_task(sample(bus, services.fleet, services.stop), name="sampler"),
+            asyncio.create_task(services.gateway.run(services.stop), name="gateway"),
         ]
         return services
 
@@ -99,6 +107,7 @@ class Services:
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.submitter.close()
         await self.dispatcher.close()
+        await self.gateway.close()
         await self.bus.close()
         await self.pool.close()
 

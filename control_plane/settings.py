@@ -1,12 +1,14 @@
 """Control plane settings: one frozen object, loaded once and passed down."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bus.config import ProcessSettings, SettingsError
 from bus.config import load as load_layers
 from bus.logs import check_log_format
+from control_plane.gateway.settings import GatewaySettings
+from control_plane.gateway.settings import check as check_gateway
 
 __all__ = ["Settings", "SettingsError", "load"]
 
@@ -40,6 +42,8 @@ class Settings(ProcessSettings):
     """``AF_MAX_CONCURRENT_RUNS``: each tenant's unfinished runs at most, unless the tenant sets its own."""
     auth_failures_per_minute: int = 10
     """``AF_AUTH_FAILURES_PER_MINUTE``: failed token requests one source address may make before 429s."""
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    """The model gateway's (``control_plane.gateway.settings``)."""
 
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,4 +53,5 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
     if settings.max_in_flight_per_tenant < 0:
         raise SettingsError("AF_MAX_IN_FLIGHT_PER_TENANT: must be 0 (no ceiling) or more")
     check_log_format(settings.log_format)
+    check_gateway(settings.gateway)
     return settings

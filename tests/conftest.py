@@ -6,6 +6,8 @@
 - ``postgres_server``: a throw-away PostgreSQL cluster of the machine's binaries (run as ``nobody``
   when the tests run as root, since PostgreSQL refuses root).
 - ``stack``: the control plane and one worker as separate processes against those two.
+- ``upstream``: ``bench.upstream``, a model server speaking OpenAI's and Anthropic's protocols that fails on
+  demand, one process serving many named upstreams (the deployments of a chain).
 - ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
   whose ``runsc`` runtime passes ``--network=none``.
 """
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 from agentflow import AsyncClient, Client, Conflict
@@ -36,7 +39,7 @@ from bus import subjects
 from bus.messages import Heartbeat, Task, ToolRuntime
 from control_plane.security.authentication import new_key
 from control_plane.stack import nats, nats_identity, postgres
-from control_plane.stack.processes import free_port, http_ok, spawn, stop, wait_until
+from control_plane.stack.processes import free_port, http_ok, spawn, stop, tcp_open, wait_until
 from registry.db import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +91,38 @@ def postgres_server(tmp_root: Path) -> Iterator[postgres.PostgresServer]:
     server = start_postgres(tmp_root)
     yield server
     stop(server.process.pid, sig=signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The model server double: ``url(name)`` is the OpenAI base URL of upstream ``name``."""
+
+    base: str
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/u/{name}/v1"
+
+    def fail(self, name: str, *faults: dict[str, Any], latency_ms: float = 0.0) -> None:
+        """Make upstream ``name`` fail as listed (``{"kind": "429", "times": 1, "retry_after": 2}``), in turn."""
+        answer = httpx.post(f"{self.base}/_control/{name}", json={"faults": list(faults), "latency_ms": latency_ms})
+        answer.raise_for_status()
+
+    def seen(self, name: str) -> dict[str, Any]:
+        """``{"requests": n, "last": the last body, "headers": its headers}``."""
+        answer: dict[str, Any] = httpx.get(f"{self.base}/_control/{name}").json()
+        return answer
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_root: Path) -> Iterator[Upstream]:
+    port = free_port()
+    log = tmp_root / "logs" / "upstream.log"
+    process = spawn("upstream", [sys.executable, "-m", "bench.upstream", "--port", str(port)], log)
+    try:
+        wait_until("upstream", lambda: tcp_open(port), timeout=30, process=process, log=log)
+        yield Upstream(f"http://127.0.0.1:{port}")
+    finally:
+        stop(process.pid)
 
 
 @dataclass(frozen=True)

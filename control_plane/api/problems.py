@@ -14,6 +14,7 @@ from control_plane.errors import (
     Throttled,
     Unauthenticated,
     Unavailable,
+    UpstreamFailed,
 )
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -42,6 +43,14 @@ _TITLES = {
     "not-allowed": "Method not allowed",
     "unavailable": "Service unavailable",
     "internal": "Internal error",
+    "invalid-model": "Invalid model deployment",
+    "model-not-found": "Unknown model or tier",
+    "no-healthy-deployment": "No healthy model deployment",
+    "provider-error": "The model provider failed",
+    "stream-interrupted": "The model's stream was interrupted",
+    "context-length-exceeded": "The prompt exceeds every model's context window",
+    "secret-not-found": "Unknown secret",
+    "budget-exceeded": "Budget exceeded",
 }
 
 
@@ -54,6 +63,7 @@ _STATUSES: tuple[tuple[type[Refused], int], ...] = (
     (Forbidden, 403),
     (Throttled, 429),
     (Unavailable, 503),
+    (UpstreamFailed, 502),
     (Refused, 400),
 )
 

@@ -105,7 +105,14 @@ def _user(name: str, password: str, publish: list[str] | None, subscribe: list[s
 
 
 def control_plane_permissions() -> tuple[list[str], list[str]]:
-    publish = ["af.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", f"$KV.{subjects.WORKERS_BUCKET}.>"]
+    publish = [
+        "af.>",
+        "$JS.API.>",
+        "$JS.ACK.>",
+        "$JS.FC.>",
+        f"$KV.{subjects.WORKERS_BUCKET}.>",
+        f"$KV.{subjects.MODELS_BUCKET}.>",
+    ]
     subscribe = ["af.>", f"{inbox_prefix(CONTROL_PLANE)}.>"]
     return publish, subscribe
 

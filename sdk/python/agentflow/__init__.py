@@ -24,7 +24,7 @@ from ._errors import (
     ValidationFailed,
     WaitTimeout,
 )
-from ._files import load_tool_file, load_workflow_file
+from ._files import load_model_file, load_tool_file, load_workflow_file
 from .builder import BehaviorTree, StateMachine, Steps, ToolCall, Workflow
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "WaitTimeout",
     "Workflow",
     "default_home",
+    "load_model_file",
     "load_tool_file",
     "load_workflow_file",
 ]

@@ -129,6 +129,25 @@ def list_workflows() -> Call[list[JSON]]:
     return Call("GET", "/v1/workflows", _items)
 
 
+def apply_model(spec: JSON, *, platform: bool = False) -> Call[Registered]:
+    """Apply a model deployment (`platform`: one every tenant may use; platform admins); `.created` is False
+    when it replaced (or matched) one of the same name; the answer's `outcome` says which."""
+    params = {"scope": "platform"} if platform else None
+    return Call("POST", "/v1/models", _registered, body=spec, params=params)
+
+
+def list_models() -> Call[JSON]:
+    """The model deployments the tenant may call, each with its health: `{"items": [...], "tiers": {...}}`
+    (`tiers`: each tier's failover chain, in order)."""
+    return Call("GET", "/v1/models", _json)
+
+
+def delete_model(name: str, *, platform: bool = False) -> Call[JSON]:
+    """Remove a model deployment of the tenant (`platform`: of the platform)."""
+    params = {"scope": "platform"} if platform else None
+    return Call("DELETE", f"/v1/models/{_segment(name)}", _json, params=params)
+
+
 def start_run(
     *,
     workflow: str | None = None,

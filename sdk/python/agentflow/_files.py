@@ -1,4 +1,5 @@
-"""Tool and workflow files: YAML or JSON, told apart by content, loaded into the documents the API takes."""
+"""Tool, workflow and model deployment files: YAML or JSON, told apart by content, loaded into the documents
+the API takes."""
 
 from __future__ import annotations
 
@@ -36,6 +37,11 @@ def load_tool_file(path: StrPath) -> dict[str, Any]:
 
 def load_workflow_file(path: StrPath) -> dict[str, Any]:
     """Load a workflow file as it is."""
+    return _load_mapping(Path(path))
+
+
+def load_model_file(path: StrPath) -> dict[str, Any]:
+    """Load a model deployment file as it is."""
     return _load_mapping(Path(path))
 
 

@@ -23,7 +23,7 @@ from rich.table import Table
 from ._api import JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
-from ._files import load_tool_file, load_workflow_file, parse_json, read_text
+from ._files import load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -385,6 +385,85 @@ cli.add_command(
         },
     )
 )
+
+
+# ---- models ---------------------------------------------------------------------------------------
+
+
+@cli.group("model")
+def model_group() -> None:
+    """Model deployments: how the gateway reaches each model, and the tier it serves."""
+
+
+@model_group.command("apply")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--platform", is_flag=True, help="A deployment every tenant may use (platform admins).")
+@_output_option
+@_pass_session
+def model_apply(session: _Session, file: Path, platform: bool, output: str) -> None:
+    """Apply a model deployment from a YAML or JSON FILE (again: it replaces the one of that name)."""
+    stored = session.client.apply_model(load_model_file(file), platform=platform)
+    if output == "json":
+        _print_json(stored)
+    else:
+        click.echo(f"model {stored['name']} {stored.get('outcome', 'created' if stored.created else 'unchanged')}")
+
+
+@model_group.command("delete")
+@click.argument("name")
+@click.option("--platform", is_flag=True, help="The platform's deployment of that name (platform admins).")
+@_pass_session
+def model_delete(session: _Session, name: str, platform: bool) -> None:
+    """Remove a model deployment."""
+    session.client.delete_model(name, platform=platform)
+    click.echo(f"model {name} deleted")
+
+
+@cli.group("models")
+def models_group() -> None:
+    """The model deployments the tenant may call, with their health."""
+
+
+def _cooldown(health: JSON) -> str:
+    left = health.get("cooldown_seconds") or 0
+    if not left:
+        return "-"
+    return f"{_seconds(left)} ({_short(health.get('reason'), width=48)})"
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+@models_group.command("ls")
+@_output_option
+@_pass_session
+def models_ls(session: _Session, output: str) -> None:
+    """List the deployments: provider, tier and place in its chain, health, cool-down left and why, latency
+    p50, error rate and calls in the last minute (over every control plane)."""
+    answer = session.client.list_models()
+    if output == "json":
+        _print_json(answer)
+        return
+    _print_table(
+        ["NAME", "SCOPE", "PROVIDER", "MODEL", "TIER", "ORDER", "HEALTH", "COOL-DOWN", "P50", "ERRORS", "CALLS/MIN"],
+        (
+            [
+                item["name"],
+                item.get("scope", ""),
+                item["spec"].get("provider", ""),
+                item["spec"].get("model") or item["name"],
+                item["spec"].get("tier") or "-",
+                str(item["spec"].get("order", 0)),
+                item["health"].get("state", ""),
+                _cooldown(item["health"]),
+                _ms(item["health"].get("latency_p50_ms")),
+                f"{100 * (item['health'].get('error_rate') or 0):.0f}%",
+                str(item["health"].get("calls_last_minute", 0)),
+            ]
+            for item in answer["items"]
+        ),
+    )
 
 
 # ---- runs -----------------------------------------------------------------------------------------

@@ -1,0 +1,392 @@
+"""``Gateway``: every model call, routed down its chain with failover, and recorded.
+
+One call: the request is checked (``requests``); a call with an idempotency key already answered is
+answered again from its record, calling no provider; the caller's ``model`` becomes a chain
+(``deployments``), ordered by health, latency and cost (``routing``); each deployment is tried in turn
+within its attempt timeout and the call's deadline:
+
+- a retryable failure (429, 5xx, timeout, connection, garbage, a wrong key) moves on down the chain and
+  counts towards the deployment's cool-down (``health``);
+- a context-length error moves on to the deployments with a larger window only;
+- any other 400-class answer fails the call at once (``provider-error``): the next deployment would refuse
+  the same content.
+
+The chain exhausted, the call fails with ``no-healthy-deployment``, its detail naming every deployment
+tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again. Every call,
+answered or not, is recorded with all its attempts (``recorder``).
+"""
+
+import asyncio
+import base64
+import struct
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from bus import Bus
+from bus.model_health import HealthBucket
+from control_plane.errors import Invalid, NotFound, Refused, Unavailable, UpstreamFailed
+from control_plane.gateway import routing, tokens
+from control_plane.gateway.credentials import Credentials, KeyCache
+from control_plane.gateway.deployments import Chain, Deployment, Deployments
+from control_plane.gateway.failures import Failure
+from control_plane.gateway.health import Board
+from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
+from control_plane.gateway.providers.mock import MockProvider
+from control_plane.gateway.providers.openai import OpenAIProvider
+from control_plane.gateway.recorder import AttemptRecord, Recorder, Trace, answer_metadata, prompt_of
+from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, parse_chat, parse_embedding
+from control_plane.gateway.settings import GatewaySettings
+from control_plane.gateway.streams import ChatStream
+from registry.db import Pool
+from registry.llm_calls import LlmCall
+
+T = TypeVar("T")
+
+
+class CallContext(msgspec.Struct, frozen=True, kw_only=True):
+    """Who calls, and for which model turn of which run."""
+
+    tenant: str
+    run_id: str | None = None
+    task_id: str | None = None
+    attempt: int = 0
+    turn: int | None = None
+    caller: str = "api"
+    """``agent:reviewer@1``, ``api:key:<prefix>``…"""
+
+    @property
+    def idempotency_key(self) -> str | None:
+        if self.run_id is None:
+            return None
+        return f"{self.run_id}:{self.task_id}:{self.attempt}:{self.turn}"
+
+
+def _usage_of(answer: Answer, request: ChatRequest) -> Usage:
+    if answer.usage is not None:
+        return answer.usage
+    return Usage(
+        prompt_tokens=tokens.prompt_tokens(request),
+        completion_tokens=tokens.answer_tokens(answer.message),
+        estimated=True,
+    )
+
+
+def _base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def completion_document(answer: Answer, deployment: str, usage: Usage) -> dict[str, Any]:
+    """An OpenAI ``chat.completion``; ``model`` is the deployment that answered."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": deployment,
+        "choices": [{"index": 0, "message": answer.message, "finish_reason": answer.finish_reason, "logprobs": None}],
+        "usage": usage.document(),
+    }
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        deployments: Deployments,
+        board: Board,
+        recorder: Recorder,
+        keys: KeyCache,
+        providers: Mapping[str, Provider],
+        settings: GatewaySettings,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.deployments = deployments
+        self.board = board
+        self.recorder = recorder
+        self._keys = keys
+        self._providers = providers
+        self._settings = settings
+        self._http = http
+
+    @classmethod
+    async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
+        """The gateway of a control plane: its providers share one HTTP connection pool."""
+        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        openai = OpenAIProvider(http)
+        return cls(
+            deployments=Deployments(pool, no_llm=bool(settings.no_llm)),
+            board=Board(await HealthBucket.open(bus), settings),
+            recorder=Recorder(pool),
+            keys=KeyCache(credentials),
+            providers={"openai": openai, "local": openai, "mock": MockProvider()},
+            settings=settings,
+            http=http,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Record calls and share health until ``stop``; then write the records still queued."""
+        await asyncio.gather(self.recorder.run(stop), self.board.run(stop))
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # --- the calls -------------------------------------------------------------------------------------
+
+    async def chat(self, body: Mapping[str, Any], *, context: CallContext) -> dict[str, Any]:
+        """One chat completion (``stream`` false), as an OpenAI ``chat.completion``."""
+        request = parse_chat(body)
+        if request.stream:
+            raise Invalid("validation-error", "a streamed completion is asked for through Gateway.stream", "stream")
+        key = context.idempotency_key
+        if key is not None and (recorded := await self.recorder.replay(context.tenant, key)) is not None:
+            return recorded
+        chain = await self.deployments.chain(context.tenant, request.model, "chat")
+        trace = Trace()
+        try:
+            answer, deployment = await self._try_chain(context.tenant, chain, trace, request, self._chat_once(request))
+        except (Refused, asyncio.CancelledError) as error:
+            await self._record_failed(context, request, chain, trace, error, stream=False)
+            raise
+        usage = _usage_of(answer, request)
+        await self.board.succeeded(
+            deployment.key, trace.attempts[-1].latency_ms, usage.prompt_tokens + usage.completion_tokens
+        )
+        completion = completion_document(answer, deployment.name, usage)
+        await self._record(
+            context, request, chain, trace, deployment=deployment.name, outcome="ok", error=None, usage=usage,
+            completion=completion, stream=False,
+        )  # fmt: skip
+        return completion
+
+    def _chat_once(self, request: ChatRequest) -> Callable[[Deployment, Target], Awaitable[Answer]]:
+        async def attempt(deployment: Deployment, target: Target) -> Answer:
+            return await self._providers[deployment.spec.provider].chat(target, request)
+
+        return attempt
+
+    async def stream(self, body: Mapping[str, Any], *, context: CallContext) -> ChatStream:
+        """A streamed chat completion, opened: failover happens until the first piece arrives, so that a
+        stream that cannot start is refused like any call; what comes after is the stream's."""
+        request = parse_chat(body)
+        key = context.idempotency_key
+        if key is not None and (recorded := await self.recorder.replay(context.tenant, key)) is not None:
+            return ChatStream.replay(request, recorded)
+        chain = await self.deployments.chain(context.tenant, request.model, "chat")
+        trace = Trace()
+
+        async def attempt(deployment: Deployment, target: Target) -> tuple[Piece, Any, Target]:
+            pieces = self._providers[deployment.spec.provider].stream(target, request).__aiter__()
+            try:
+                first = await anext(pieces)
+            except StopAsyncIteration:
+                raise Failure("garbage", "the stream ended before its first piece") from None
+            except BaseException:
+                await pieces.aclose()  # type: ignore[attr-defined]
+                raise
+            trace.first_piece = time.perf_counter()
+            return first, pieces, target
+
+        try:
+            (first, pieces, target), deployment = await self._try_chain(context.tenant, chain, trace, request, attempt)
+        except (Refused, asyncio.CancelledError) as error:
+            await self._record_failed(context, request, chain, trace, error, stream=True)
+            raise
+        await self.board.succeeded(deployment.key, trace.ttft_ms() or 0.0, 0)
+
+        async def finished(completion: dict[str, Any], usage: Usage, outcome: str, error: str | None) -> None:
+            self.board.count_tokens(deployment.key, usage.prompt_tokens + usage.completion_tokens)
+            await self._record(
+                context, request, chain, trace, deployment=deployment.name, outcome=outcome, error=error,
+                usage=usage, completion=completion, stream=True,
+            )  # fmt: skip
+
+        return ChatStream(request, deployment.name, first, pieces, target.timeout, finished)
+
+    async def embed(self, body: Mapping[str, Any], *, context: CallContext) -> dict[str, Any]:
+        """Embeddings of one input or a list of them, as OpenAI's ``list`` of ``embedding``."""
+        request = parse_embedding(body)
+        chain = await self.deployments.chain(context.tenant, request.model, "embedding")
+        trace = Trace()
+
+        async def attempt(deployment: Deployment, target: Target) -> Any:
+            return await self._providers[deployment.spec.provider].embed(target, request)
+
+        try:
+            answer, deployment = await self._try_chain(context.tenant, chain, trace, request, attempt)
+        except (Refused, asyncio.CancelledError) as error:
+            await self._record_failed(context, request, chain, trace, error, stream=False)
+            raise
+        prompt = answer.usage.prompt_tokens if answer.usage else sum(tokens.of_text(t) for t in request.texts)
+        usage = Usage(prompt_tokens=prompt, completion_tokens=0, estimated=answer.usage is None)
+        await self.board.succeeded(deployment.key, trace.attempts[-1].latency_ms, prompt)
+        encode = _base64 if request.encoding_format == "base64" else list
+        document = {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(answer.vectors)],
+            "model": deployment.name,
+            "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+        }
+        shape = {"vectors": len(answer.vectors), "dimensions": len(answer.vectors[0]) if answer.vectors else 0}
+        await self._record(
+            context, request, chain, trace, deployment=deployment.name, outcome="ok", error=None, usage=usage,
+            completion=shape, stream=False,
+        )  # fmt: skip
+        return document
+
+    # --- down the chain --------------------------------------------------------------------------------
+
+    async def _target(self, deployment: Deployment, time_left: float) -> Target:
+        spec = deployment.spec
+        endpoint = self._settings.local_model_url if spec.provider == "local" else spec.endpoint
+        if spec.provider == "local" and not endpoint:
+            raise Failure("refused", "AF_LOCAL_MODEL_URL is not set: no local model server to call")
+        api_key = None
+        if spec.credential is not None:
+            try:
+                api_key = await self._keys.key(deployment.scope, spec.credential, spec.name)
+            except NotFound as missing:
+                raise Failure("credential", missing.detail) from None
+        own = spec.timeout_seconds or self._settings.llm_attempt_timeout_seconds
+        return Target(spec=spec, endpoint=endpoint, api_key=api_key, timeout=min(own, time_left))
+
+    async def _try_chain(
+        self,
+        tenant: str,
+        chain: Chain,
+        trace: Trace,
+        request: ChatRequest | EmbeddingRequest,
+        attempt: Callable[[Deployment, Target], Awaitable[T]],
+    ) -> tuple[T, Deployment]:
+        deadline = time.monotonic() + self._settings.llm_deadline_seconds
+        order, skipped = routing.plan(chain.deployments, lambda d: self.board.view(d.key, median=False), self._settings)
+        trace.skipped = [{"deployment": s.deployment.name, "outcome": "skipped", "error": s.reason} for s in skipped]
+        failures: list[tuple[Deployment, Failure]] = []
+        larger_than = 0
+        """After a context-length error: only deployments whose window is larger than this."""
+        for deployment in order:
+            if deployment.spec.context_window <= larger_than:
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                failures.append((deployment, Failure("timeout", "the call's deadline passed before its turn")))
+                break
+            started = time.perf_counter()
+            try:
+                target = await self._target(deployment, left)
+                try:
+                    async with asyncio.timeout(target.timeout):
+                        result = await attempt(deployment, target)
+                except TimeoutError:
+                    raise Failure("timeout", f"no answer within {target.timeout:g}s") from None
+            except Failure as failure:
+                latency = trace.elapsed_ms(started)
+                trace.attempts.append(
+                    AttemptRecord(
+                        deployment.name, deployment.spec.provider, failure.kind, latency, failure.detail,
+                        failure.status, failure.retry_after,
+                    )
+                )  # fmt: skip
+                await self.board.failed(deployment.key, failure, latency)
+                failures.append((deployment, failure))
+                if failure.kind == "context-length":
+                    larger_than = max(larger_than, deployment.spec.context_window)
+                elif not failure.fails_over:
+                    raise UpstreamFailed(
+                        "provider-error", f"{deployment.name} refused the request: {failure}"
+                    ) from None
+                continue
+            trace.attempts.append(
+                AttemptRecord(deployment.name, deployment.spec.provider, "ok", trace.elapsed_ms(started))
+            )
+            return result, deployment
+        raise self._exhausted(chain, request.model, failures, skipped)
+
+    def _exhausted(
+        self, chain: Chain, model: str, failures: list[tuple[Deployment, Failure]], skipped: list[routing.Skipped]
+    ) -> Refused:
+        tried = [f"{d.name}: {f}" for d, f in failures] + [f"{s.deployment.name}: {s.reason}" for s in skipped]
+        what = chain.tier or model
+        detail = f"{what}: no deployment answered; " + "; ".join(tried) if tried else f"{what}: no deployment to try"
+        last = failures[-1][1] if failures else None
+        if (last is not None and last.kind == "context-length") or (
+            failures and all(f.kind == "context-length" for _, f in failures)
+        ):
+            return Invalid("context-length-exceeded", detail, "messages")
+        if last is not None and last.kind == "garbage":
+            return UpstreamFailed("provider-error", detail, "model")
+        if last is not None and last.kind == "credential":
+            return NotFound("secret-not-found", detail, "model")
+        waits = [self.board.view(d.key, median=False).cooling_seconds for d in chain.deployments]
+        soonest = min((w for w in waits if w > 0), default=None)
+        return Unavailable("no-healthy-deployment", detail, "model", retry_after=soonest)
+
+    # --- records ---------------------------------------------------------------------------------------
+
+    async def _record_failed(
+        self,
+        context: CallContext,
+        request: ChatRequest | EmbeddingRequest,
+        chain: Chain,
+        trace: Trace,
+        error: BaseException,
+        *,
+        stream: bool,
+    ) -> None:
+        kind, detail = (error.kind, error.detail) if isinstance(error, Refused) else ("cancelled", "the caller left")
+        last = trace.attempts[-1].deployment if trace.attempts else None
+        await self._record(
+            context, request, chain, trace, deployment=last, outcome=kind, error=detail, usage=None,
+            completion=None, stream=stream,
+        )  # fmt: skip
+
+    async def _record(
+        self,
+        context: CallContext,
+        request: ChatRequest | EmbeddingRequest,
+        chain: Chain,
+        trace: Trace,
+        *,
+        deployment: str | None,
+        outcome: str,
+        error: str | None,
+        usage: Usage | None,
+        completion: dict[str, Any] | None,
+        stream: bool,
+    ) -> None:
+        policy = await self.recorder.policy(context.tenant)
+        key = context.idempotency_key
+        response = None
+        if completion is not None:
+            is_chat = "choices" in completion
+            keep = policy == "full" or (key is not None and outcome == "ok")
+            response = msgspec.json.encode(completion if keep or not is_chat else answer_metadata(completion)).decode()
+        call = LlmCall(
+            id=str(uuid.uuid4()),
+            tenant=context.tenant,
+            run_id=context.run_id,
+            task_id=context.task_id,
+            attempt=context.attempt,
+            turn=context.turn,
+            caller=context.caller,
+            idempotency_key=key,
+            requested=request.model,
+            tier=chain.tier,
+            deployment=deployment,
+            outcome=outcome,
+            error=error,
+            attempts=trace.attempts_json(),
+            stream=stream,
+            latency_ms=trace.elapsed_ms(),
+            ttft_ms=trace.ttft_ms(),
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            tokens_estimated=usage.estimated if usage else False,
+            record=policy,
+            prompt=prompt_of(request, policy),
+            response=response,
+        )
+        await self.recorder.record(call, durable=key is not None and outcome == "ok")

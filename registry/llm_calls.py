@@ -1,0 +1,122 @@
+"""Model calls: one row per call through the gateway, with every attempt it made, written in batches.
+
+A call with an idempotency key (a run's model turn) is found again by it: the response of its successful
+call is what a redelivered turn is answered with, so the model is not called twice for one turn.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import msgspec
+
+from registry.db import Pool
+from registry.statements import Columns, Statement, rows_of
+
+
+class LlmCall(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    tenant: str
+    run_id: str | None
+    task_id: str | None
+    attempt: int
+    turn: int | None
+    caller: str
+    idempotency_key: str | None
+    requested: str
+    """The tier or model the caller named."""
+    tier: str | None
+    deployment: str | None
+    """The deployment that answered (or the last one tried)."""
+    outcome: str
+    """``ok``, or the error's kind (``no-healthy-deployment``, ``provider-error``, ``stream-interrupted``…)."""
+    error: str | None
+    attempts: str
+    """JSON: every attempt, in order: deployment, outcome, error, status, latency, Retry-After."""
+    stream: bool
+    latency_ms: float
+    ttft_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    tokens_estimated: bool
+    record: str
+    prompt: str | None
+    """JSON: the messages (``record = full``) or their shape (``metadata``)."""
+    response: str | None
+    """JSON: the completion answered (kept under ``metadata`` too when the call has an idempotency key: a
+    redelivered turn is answered with it)."""
+
+
+class StoredCall(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    tenant: str
+    run_id: str | None
+    task_id: str | None
+    attempt: int
+    turn: int | None
+    caller: str
+    requested: str
+    tier: str | None
+    deployment: str | None
+    outcome: str
+    error: str | None
+    attempts: str
+    stream: bool
+    latency_ms: float
+    ttft_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    tokens_estimated: bool
+    record: str
+    prompt: str | None
+    response: str | None
+    at: datetime
+
+
+_CALLS = Columns(LlmCall, id="uuid", attempts="jsonb", prompt="jsonb", response="jsonb")
+
+
+def _insert(s: Statement) -> str:
+    columns = ", ".join(_CALLS.types)
+    return f"INSERT INTO llm_calls ({columns}) SELECT {columns} FROM {s.unnest(_CALLS)}"
+
+
+_INSERT = Statement(_insert)
+
+
+async def insert(pool: Pool, calls: Sequence[LlmCall]) -> None:
+    """Record a batch of calls in one statement."""
+    await pool.execute(_INSERT.sql, *_INSERT.args({_CALLS: calls}))
+
+
+async def replay(pool: Pool, tenant: str, idempotency_key: str) -> str | None:
+    """The response (JSON text) of the first successful call recorded with this key, if any."""
+    value = await pool.fetchval(
+        "SELECT response::text FROM llm_calls WHERE tenant = $1 AND idempotency_key = $2 AND outcome = 'ok'"
+        " AND response IS NOT NULL ORDER BY at LIMIT 1",
+        tenant,
+        idempotency_key,
+    )
+    return None if value is None else str(value)
+
+
+_READ = (
+    "id::text AS id, tenant, run_id, task_id, attempt, turn, caller, requested, tier, deployment, outcome, error,"
+    " attempts::text AS attempts, stream, latency_ms, ttft_ms, input_tokens, output_tokens, tokens_estimated,"
+    " record, prompt::text AS prompt, response::text AS response, at"
+)
+
+
+async def recent(pool: Pool, tenant: str, *, run_id: str | None = None, limit: int = 100) -> list[StoredCall]:
+    """The tenant's calls, newest first; only a run's, oldest first, when ``run_id`` is given."""
+    if run_id is not None:
+        rows = await pool.fetch(
+            f"SELECT {_READ} FROM llm_calls WHERE tenant = $1 AND run_id = $2 ORDER BY at LIMIT $3",
+            tenant,
+            run_id,
+            limit,
+        )
+    else:
+        rows = await pool.fetch(
+            f"SELECT {_READ} FROM llm_calls WHERE tenant = $1 ORDER BY at DESC LIMIT $2", tenant, limit
+        )
+    return rows_of(StoredCall, rows)
