@@ -19,6 +19,10 @@ or asked for by one request whose last user message holds ``[[upstream:<kind>]]`
 - ``context-length``: 400 with the provider's context-length error
 - ``cut``: a stream that stops after its first chunk, without its end (without streaming: like ``close``)
 
+An upstream given ``"key": "<api key>"`` in its control document answers 401 (OpenAI's ``invalid_api_key``)
+to every request that does not carry that key (``Authorization: Bearer <key>``, or Anthropic's
+``x-api-key``), as a provider does: what shows a test that the gateway sent the right credential.
+
 ``GET /_control/<name>`` answers ``{"requests": n, "last": <last request body>, "headers": {...}}`` and
 ``DELETE /_control/<name>`` resets the upstream. ``python -m bench.upstream --port N`` runs it; it prints
 ``listening on http://127.0.0.1:N`` once it accepts connections.
@@ -39,7 +43,14 @@ FAULTS = ("429", "500", "hang", "close", "garbage", "context-length", "cut")
 _MARKER = re.compile(r"\[\[upstream:([a-z0-9-]+)\]\]")
 _PATH = re.compile(r"^(?:/u/(?P<name>[a-z0-9-]+))?/v1/(?P<op>chat/completions|embeddings|messages)$")
 _CONTROL = re.compile(r"^/_control/(?P<name>[a-z0-9-]+)$")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
 
 
 @dataclass
@@ -56,6 +67,8 @@ class Upstream:
 
     faults: list[Fault] = field(default_factory=list)
     latency_ms: float = 0.0
+    key: str | None = None
+    """The API key every request must carry; None: any or none."""
     requests: int = 0
     last: Any = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -75,6 +88,11 @@ class Upstream:
 
     def status(self) -> dict[str, Any]:
         return {"requests": self.requests, "last": self.last, "headers": self.headers}
+
+
+def _bearer(headers: dict[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else None
 
 
 def _last_user_text(body: Any) -> str:
@@ -315,6 +333,7 @@ class Server:
             order = json.loads(raw or b"{}")
             upstream.faults = [Fault(**fault) for fault in order.get("faults", [])]
             upstream.latency_ms = float(order.get("latency_ms", upstream.latency_ms))
+            upstream.key = order.get("key", upstream.key)
         return 200, upstream.status()
 
     async def _model(
@@ -328,6 +347,10 @@ class Server:
             return
         upstream.requests += 1
         upstream.last, upstream.headers = body, headers
+        if upstream.key is not None and upstream.key not in (_bearer(headers), headers.get("x-api-key")):
+            error = {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            self._send_json(writer, 401, {"error": {**error, "code": "invalid_api_key"}})
+            return
         if upstream.latency_ms:
             await asyncio.sleep(upstream.latency_ms / 1000)
         fault = upstream.next_fault(body)

@@ -107,6 +107,10 @@ class Upstream:
         answer = httpx.post(f"{self.base}/_control/{name}", json={"faults": list(faults), "latency_ms": latency_ms})
         answer.raise_for_status()
 
+    def require_key(self, name: str, key: str) -> None:
+        """Make upstream ``name`` answer 401 to every request that does not carry ``key``."""
+        httpx.post(f"{self.base}/_control/{name}", json={"key": key}).raise_for_status()
+
     def seen(self, name: str) -> dict[str, Any]:
         """``{"requests": n, "last": the last body, "headers": its headers}``."""
         answer: dict[str, Any] = httpx.get(f"{self.base}/_control/{name}").json()
@@ -223,6 +227,17 @@ def heartbeat_of(tenant: str, worker_id: str, **fields: Any) -> Heartbeat:
     )
 
 
+def problem_of(answer: httpx.Response, status: int, slug: str, field: str | None = None) -> dict[str, Any]:
+    """The problem document of ``answer``, once it is one of ``status``, type ``slug`` (and ``field``)."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    problem: dict[str, Any] = answer.json()
+    assert problem["type"] == "urn:agentflow:problem:" + slug, problem
+    if field is not None:
+        assert problem["field"] == field, problem
+    return problem
+
+
 async def eventually(what: str, check: Callable[[], Awaitable[Any]]) -> Any:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after WAIT_SECONDS."""
     deadline = time.monotonic() + WAIT_SECONDS
@@ -277,10 +292,16 @@ class Stack:
             "AF_NATS_URL": self.nats_served_by.url if self.nats_served_by else self.nats_url,
             **nats_identities(self.root).env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": self.database_url,
+            "AF_MASTER_KEY_FILE": str(self.master_key_file),
             "AF_LOG_LEVEL": "info",
             **self.extra_env,
             **extra,
         }
+
+    @property
+    def master_key_file(self) -> Path:
+        """The secrets store's master key, made by the first control plane of the stack."""
+        return self.root / "master.key"
 
     def start_control_plane(self) -> subprocess.Popen[bytes]:
         key_file = self.root / "admin.key"

@@ -22,27 +22,16 @@ from click.testing import CliRunner
 from bus import connect as connect_bus
 from control_plane.errors import NotFound
 from control_plane.gateway import CallContext, Gateway
-from control_plane.gateway.credentials import CredentialsFile
 from control_plane.gateway.settings import GatewaySettings
+from control_plane.security.secrets import SecretStore
 from registry import connect as connect_db
 from tests.conftest import Stack, Upstream
-
-PROBLEM = "urn:agentflow:problem:"
+from tests.conftest import problem_of as _problem
 
 
 def _as(stack: Stack, key: str, url: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {key}"}
     return httpx.Client(base_url=url or stack.api_url, headers=headers, timeout=30)
-
-
-def _problem(answer: httpx.Response, status: int, slug: str, field: str | None = None) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith("application/problem+json")
-    problem: dict[str, Any] = answer.json()
-    assert problem["type"] == PROBLEM + slug, problem
-    if field is not None:
-        assert problem["field"] == field, problem
-    return problem
 
 
 @pytest.fixture(scope="module")
@@ -357,7 +346,8 @@ async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
     """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it."""
     pool = await connect_db(stack.database_url)
     connection = await connect_bus(stack.nats_url, "test-gateway")
-    opened = await Gateway.open(pool, connection, GatewaySettings(), CredentialsFile({}))
+    store = await SecretStore.open(pool, master_key_text="", master_key_file=str(stack.master_key_file))
+    opened = await Gateway.open(pool, connection, GatewaySettings(), store)
     stop = asyncio.Event()
     running = asyncio.create_task(opened.run(stop))
     try:

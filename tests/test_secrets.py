@@ -1,0 +1,358 @@
+"""The secrets store against the real stack: secrets set, replaced, listed and deleted through the API and
+``af secret``, write-only (no answer carries a value), scoped per tenant, sealed at rest, audited, revealed to
+the model gateway as a deployment's key (the loopback upstream checks it), and found nowhere else: not in a
+``pg_dump``, the logs, a run's events or any answer. The master key: rotated in place with every secret still
+readable, and a control plane with another key refuses to start with one line."""
+
+import asyncio
+import base64
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from agentflow import Client
+from agentflow.cli import cli
+from click.testing import CliRunner, Result
+
+from control_plane.security import master_key
+from control_plane.security.envelope import EnvelopeError, MasterKey
+from control_plane.stack.postgres import bin_path
+from registry import connect as connect_db
+from registry import secrets as stored
+from tests.conftest import Stack, Upstream, isolated_stack
+from tests.conftest import problem_of as _problem
+
+
+class Answers:
+    """An API client of one key that keeps every answer's body, so that a test can search them all."""
+
+    def __init__(self, stack: Stack, key: str) -> None:
+        self.bodies: list[bytes] = []
+        self.http = httpx.Client(
+            base_url=stack.api_url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            event_hooks={"response": [self._keep]},
+        )
+
+    def _keep(self, response: httpx.Response) -> None:
+        self.bodies.append(response.read())
+
+    def holds(self, value: str) -> bool:
+        return any(value.encode() in body for body in self.bodies)
+
+
+def _new_tenant(stack: Stack, prefix: str) -> tuple[str, str]:
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.token}"}) as admin:
+        made = admin.post("/v1/tenants", json={"name": name})
+        assert made.status_code == 201, made.text
+        return name, made.json()["admin_key"]["key"]
+
+
+@pytest.fixture(scope="module")
+def tenant(stack: Stack) -> tuple[str, str]:
+    return _new_tenant(stack, "sec")
+
+
+@pytest.fixture
+def api(stack: Stack, tenant: tuple[str, str]) -> Iterator[Answers]:
+    answers = Answers(stack, tenant[1])
+    with answers.http:
+        yield answers
+
+
+def _value() -> str:
+    return f"sk-test-{secrets.token_hex(16)}"
+
+
+def _audit(api: Answers, action: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = api.http.get("/v1/audit", params={"limit": 200}).json()["items"]
+    return [item for item in items if item["action"] == action]
+
+
+def test_a_secret_is_set_replaced_listed_and_deleted_and_no_answer_holds_its_value(api: Answers) -> None:
+    first, second = _value(), _value()
+    made = api.http.post("/v1/secrets", json={"name": "openai-key", "value": first})
+    assert made.status_code == 201, made.text
+    assert made.json()["outcome"] == "created" and made.json()["version"] == 1
+    replaced = api.http.post("/v1/secrets", json={"name": "openai-key", "value": second})
+    assert replaced.status_code == 200 and replaced.json()["outcome"] == "updated" and replaced.json()["version"] == 2
+    (item,) = [i for i in api.http.get("/v1/secrets").json()["items"] if i["name"] == "openai-key"]
+    assert set(item) == {"name", "scope", "version", "created_at", "updated_at", "updated_by"}
+    assert item["version"] == 2 and item["scope"] == "tenant" and item["updated_by"].startswith("key:")
+    assert api.http.delete("/v1/secrets/openai-key").json() == {"name": "openai-key", "deleted": True}
+    assert "openai-key" not in [i["name"] for i in api.http.get("/v1/secrets").json()["items"]]
+    _problem(api.http.delete("/v1/secrets/openai-key"), 404, "secret-not-found", "name")
+    outcomes = [(row["target"].split("/")[-1], row["outcome"]) for row in _audit(api, "secret.set")]
+    assert outcomes[:2] == [("openai-key", "updated"), ("openai-key", "created")]
+    assert _audit(api, "secret.delete")[0]["outcome"] == "deleted"
+    assert not api.holds(first) and not api.holds(second)
+
+
+def test_a_secret_is_checked_at_the_edge_and_the_problem_never_repeats_its_value(api: Answers) -> None:
+    value = _value()
+    _problem(api.http.post("/v1/secrets", json={"name": "Bad Name", "value": value}), 422, "invalid-name", "name")
+    _problem(api.http.post("/v1/secrets", json={"name": "empty", "value": ""}), 422, "validation-error", "value")
+    _problem(api.http.post("/v1/secrets", json={"name": "n", "value": 5}), 422, "validation-error", "value")
+    answer = api.http.post("/v1/secrets", json={"name": "n", "value": value, "colour": "red"})
+    _problem(answer, 422, "validation-error", "colour")
+    _problem(api.http.post("/v1/secrets", json={"name": "n"}), 422, "validation-error", "value")
+    big = api.http.post("/v1/secrets", json={"name": "big", "value": "x" * (64 * 1024 + 1)})
+    _problem(big, 422, "validation-error", "value")
+    assert not api.holds(value)
+
+
+def test_a_viewer_lists_secrets_but_cannot_set_or_delete_them(stack: Stack, tenant: tuple[str, str]) -> None:
+    with Client(api_url=stack.api_url, token=tenant[1]) as admin:
+        admin.set_secret("seen-by-viewer", _value())
+        viewer_key = admin.create_key(tenant[0], "viewer")["key"]
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {viewer_key}"}) as viewer:
+        assert "seen-by-viewer" in [i["name"] for i in viewer.get("/v1/secrets").json()["items"]]
+        _problem(viewer.post("/v1/secrets", json={"name": "x", "value": "y"}), 403, "forbidden")
+        _problem(viewer.delete("/v1/secrets/seen-by-viewer"), 403, "forbidden")
+
+
+# --- af secret -------------------------------------------------------------------------------------
+
+
+def _af(stack: Stack, key: str, args: list[str], stdin: str | None = None) -> Result:
+    def factory(url: str | None, token: str | None) -> Client:
+        return Client(api_url=stack.api_url, token=key)
+
+    return CliRunner(env={"COLUMNS": "200"}).invoke(cli, args, input=stdin, obj=factory)
+
+
+def test_af_secret_sets_from_stdin_or_a_file_lists_and_removes_and_never_takes_a_value_from_argv(
+    stack: Stack, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    key, value, from_file = tenant[1], _value(), _value()
+    made = _af(stack, key, ["secret", "set", "cli-key"], stdin=value + "\n")
+    assert made.exit_code == 0, made.output
+    assert made.output.strip() == "secret cli-key created (version 1)"
+    (tmp_path / "key.txt").write_text(from_file + "\n")
+    again = _af(stack, key, ["secret", "set", "cli-key", "--from-file", str(tmp_path / "key.txt")])
+    assert again.output.strip() == "secret cli-key updated (version 2)", again.output
+    refused = _af(stack, key, ["secret", "set", "cli-key", value])
+    assert refused.exit_code == 2 and "unexpected extra argument" in refused.output.lower(), refused.output
+    empty = _af(stack, key, ["secret", "set", "cli-empty"], stdin="\n")
+    assert empty.exit_code == 1 and empty.output.strip() == "af: the secret's value is empty"
+    table = _af(stack, key, ["secret", "ls"])
+    (line,) = [row for row in table.output.splitlines() if row.startswith("cli-key ")]
+    assert " tenant " in line and " 2 " in line
+    listed = json.loads(_af(stack, key, ["secret", "ls", "-o", "json"]).output)
+    assert "cli-key" in [item["name"] for item in listed["items"]]
+    assert _af(stack, key, ["secret", "rm", "cli-key"]).output.strip() == "secret cli-key deleted"
+    missing = _af(stack, key, ["secret", "rm", "cli-key"])
+    assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1 and "no secret" in missing.output
+    every = made.output + again.output + table.output + json.dumps(listed)
+    assert value not in every and from_file not in every
+
+
+# --- the gateway uses secrets ----------------------------------------------------------------------
+
+
+def _deploy(api: Answers, upstream: Upstream, name: str, credential: str) -> None:
+    document = {
+        "name": name,
+        "provider": "openai",
+        "endpoint": upstream.url(name),
+        "model": f"remote-{name}",
+        "credential": credential,
+    }
+    answer = api.http.post("/v1/models", json=document)
+    assert answer.status_code in (200, 201), answer.text
+
+
+def _chat(api: Answers, model: str) -> httpx.Response:
+    return api.http.post(
+        "/v1/llm/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    )
+
+
+def test_a_deployment_calls_its_upstream_with_its_secret_as_the_bearer_token(
+    api: Answers, upstream: Upstream, tenant: tuple[str, str]
+) -> None:
+    value = _value()
+    upstream.require_key("up-keyed", value)
+    api.http.post("/v1/secrets", json={"name": "upstream-key", "value": value}).raise_for_status()
+    _deploy(api, upstream, "up-keyed", "upstream-key")
+    answer = _chat(api, "up-keyed")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "echo: hi"
+    assert upstream.seen("up-keyed")["headers"]["authorization"] == f"Bearer {value}"
+    (reveal, *_) = _audit(api, "secret.reveal")
+    assert reveal["target"] == "upstream-key" and reveal["outcome"] == "revealed"
+    assert reveal["detail"] == "model gateway: deployment up-keyed" and reveal["actor"] == "control-plane"
+    assert not api.holds(value)
+
+
+def test_a_deployment_whose_secret_is_missing_fails_as_secret_not_found(api: Answers, upstream: Upstream) -> None:
+    _deploy(api, upstream, "up-unkeyed", "no-such-secret")
+    problem = _problem(_chat(api, "up-unkeyed"), 404, "secret-not-found", "model")
+    assert "no secret no-such-secret" in problem["detail"]
+    assert upstream.seen("up-unkeyed")["requests"] == 0
+    assert _audit(api, "secret.reveal")[0]["outcome"] == "not-found"
+
+
+def test_one_tenant_can_neither_see_nor_use_nor_delete_another_tenants_secret(
+    stack: Stack, api: Answers, upstream: Upstream
+) -> None:
+    theirs = _value()
+    _, other_key = _new_tenant(stack, "sec-other")
+    with Answers(stack, other_key).http as owner:
+        owner.post("/v1/secrets", json={"name": "their-key", "value": theirs}).raise_for_status()
+    upstream.require_key("up-borrowing", theirs)
+    assert "their-key" not in [i["name"] for i in api.http.get("/v1/secrets").json()["items"]]
+    _problem(api.http.delete("/v1/secrets/their-key"), 404, "secret-not-found")
+    _deploy(api, upstream, "up-borrowing", "their-key")
+    _problem(_chat(api, "up-borrowing"), 404, "secret-not-found", "model")
+    assert upstream.seen("up-borrowing")["requests"] == 0
+    _problem(api.http.get("/v1/secrets", params={"scope": "platform"}), 403, "forbidden")
+    _problem(api.http.post("/v1/secrets:rotate-master", json={}), 403, "forbidden")
+    with Answers(stack, other_key).http as owner:
+        assert [i["name"] for i in owner.get("/v1/secrets").json()["items"]] == ["their-key"]
+    assert not api.holds(theirs)
+
+
+def test_a_secrets_value_is_nowhere_but_in_the_upstreams_hands(stack: Stack, upstream: Upstream) -> None:
+    """Set it, use it through the gateway, run a tool, read every answer, then search the database's dump,
+    every log of the stack and every answer for the value."""
+    value = _value()
+    every = Answers(stack, stack.token)
+    with every.http as http:
+        http.post("/v1/secrets", json={"name": "searched-key", "value": value}).raise_for_status()
+        upstream.require_key("up-searched", value)
+        _deploy(every, upstream, "up-searched", "searched-key")
+        assert _chat(every, "up-searched").status_code == 200
+        streamed = {"model": "up-searched", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        assert http.post("/v1/llm/chat/completions", json=streamed).status_code == 200
+        run = http.post("/v1/runs", json={"tool": "noop", "input": {"note": "secrets stay out"}})
+        assert run.status_code == 201, run.text
+        with Client(api_url=stack.api_url, token=stack.token) as client:
+            client.wait_run(run.json()["id"], timeout=30)
+            events = list(client.events(run.json()["id"], idle_timeout=0.5))
+        for path in ("/v1/secrets", "/v1/models", "/v1/llm/calls", "/v1/audit", f"/v1/runs/{run.json()['id']}"):
+            assert http.get(path).status_code == 200
+    assert upstream.seen("up-searched")["headers"]["authorization"] == f"Bearer {value}"
+    assert events and value not in json.dumps(events)
+    assert not every.holds(value)
+    dump = subprocess.run([bin_path("pg_dump"), "--dbname", stack.database_url], capture_output=True, check=True).stdout
+    assert b"searched-key" in dump and value.encode() not in dump
+    logs = [log for log in (stack.root / "logs").iterdir() if log.name != "upstream.log"]
+    assert any(log.name.startswith("control-plane") for log in logs)
+    for log in logs:
+        assert value.encode() not in log.read_bytes(), log
+
+
+# --- sealing ---------------------------------------------------------------------------------------
+
+
+def test_a_sealed_secret_opens_only_under_its_master_key_in_its_own_row() -> None:
+    key, other = MasterKey.generate(), MasterKey.generate()
+    sealed = key.seal("acme", "openai-key", "sk-1")
+    assert key.open("acme", "openai-key", sealed.ciphertext, sealed.wrapped_key) == "sk-1"
+    assert b"sk-1" not in sealed.ciphertext + sealed.wrapped_key and sealed.master_id == key.id != other.id
+    for scope, name, master in [("beta", "openai-key", key), ("acme", "other-key", key), ("acme", "openai-key", other)]:
+        with pytest.raises(EnvelopeError):
+            master.open(scope, name, sealed.ciphertext, sealed.wrapped_key)
+    with pytest.raises(EnvelopeError):  # the value's blob in the place of the wrapped key
+        key.open("acme", "openai-key", sealed.wrapped_key, sealed.ciphertext)
+    rewrapped = key.rewrap(other, "acme", "openai-key", sealed.wrapped_key)
+    assert rewrapped != sealed.wrapped_key and other.open("acme", "openai-key", sealed.ciphertext, rewrapped) == "sk-1"
+    assert repr(key) == f"MasterKey(id={key.id})" and key.text() not in repr(key)
+    with pytest.raises(EnvelopeError):
+        MasterKey.from_text(base64.b64encode(b"short").decode())
+
+
+# --- the master key --------------------------------------------------------------------------------
+
+
+def _sealed_rows(stack: Stack, names: list[tuple[str, str]]) -> dict[tuple[str, str], stored.SealedRow]:
+    """The rows as the database holds them."""
+
+    async def read() -> dict[tuple[str, str], stored.SealedRow | None]:
+        pool = await connect_db(stack.database_url)
+        try:
+            return {where: await stored.sealed(pool, *where) for where in names}
+        finally:
+            await pool.close()
+
+    rows = asyncio.run(read())
+    assert all(rows.values())
+    return {where: row for where, row in rows.items() if row is not None}
+
+
+def test_rotating_the_master_key_rewraps_every_data_key_and_keeps_every_secret_readable(
+    tmp_root: Path, upstream: Upstream
+) -> None:
+    with isolated_stack(tmp_root) as stack:
+        values = {"default": _value(), "*": _value()}
+        _, other_key = _new_tenant(stack, "rot")
+        with Client(api_url=stack.api_url, token=stack.token) as admin:
+            admin.set_secret("rotated-key", values["default"])
+            admin.set_secret("rotated-key", values["*"], platform=True)
+        with Client(api_url=stack.api_url, token=other_key) as other:
+            other.set_secret("rotated-key", _value())
+            other_tenant = other.list_secrets()[0]
+        names = [("default", "rotated-key"), ("*", "rotated-key")]
+        before = _sealed_rows(stack, names)
+        old_file = stack.master_key_file.read_text()
+
+        rotated = _af(stack, stack.token, ["secret", "rotate-master", "-o", "json"])
+        assert rotated.exit_code == 0, rotated.output
+        answer = json.loads(rotated.output)
+        assert answer["secrets"] == 3 and answer["previous_master_id"] == before[names[0]].master_id
+        after = _sealed_rows(stack, names)
+        for where in names:
+            assert after[where].wrapped_key != before[where].wrapped_key
+            assert after[where].ciphertext == before[where].ciphertext
+            assert after[where].master_id == answer["master_id"] != before[where].master_id
+        assert stack.master_key_file.read_text() != old_file and (stack.master_key_file.stat().st_mode & 0o077) == 0
+        assert not master_key.backup(stack.master_key_file).exists()
+        assert (
+            old_file.strip() not in rotated.output and stack.master_key_file.read_text().strip() not in rotated.output
+        )
+
+        # The running control plane reveals with the new key; a new one starts with the new key file.
+        admin_api = Answers(stack, stack.token)
+        with admin_api.http:
+            upstream.require_key("up-rotated", values["default"])
+            _deploy(admin_api, upstream, "up-rotated", "rotated-key")
+            assert _chat(admin_api, "up-rotated").status_code == 200
+        with stack.extra_control_plane() as url, Client(api_url=url, token=other_key) as other:
+            assert other.list_secrets()[0]["version"] == other_tenant["version"]
+
+        # A control plane given another master key refuses to start, saying so in one line.
+        wrong = MasterKey.generate()
+        env = stack.env(AF_PORT="0", AF_MASTER_KEY=wrong.text())
+        refused = subprocess.run(
+            [sys.executable, "-m", "control_plane", "start"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 2, refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith("af control-plane: AF_MASTER_KEY: master key") and wrong.id in line
+        assert answer["master_id"] in line and wrong.text() not in line
+
+
+def test_with_the_master_key_in_the_environment_rotation_needs_the_new_key(tmp_root: Path) -> None:
+    first, second = MasterKey.generate(), MasterKey.generate()
+    with isolated_stack(tmp_root, AF_MASTER_KEY=first.text()) as stack:
+        assert not stack.master_key_file.exists()
+        with Client(api_url=stack.api_url, token=stack.token) as admin:
+            admin.set_secret("env-key", _value())
+        refused = _af(stack, stack.token, ["secret", "rotate-master"])
+        assert refused.exit_code == 1 and "AF_MASTER_KEY" in refused.output, refused.output
+        new_key_file = stack.root / "new.key"
+        new_key_file.write_text(second.text() + "\n")
+        rotated = _af(stack, stack.token, ["secret", "rotate-master", "--new-key-file", str(new_key_file)])
+        assert rotated.exit_code == 0, rotated.output
+        assert rotated.output.strip() == f"master key rotated: 1 secrets re-wrapped (key {first.id} -> {second.id})"
+        with stack.extra_control_plane(AF_MASTER_KEY=second.text()) as url, Client(api_url=url, token=stack.token) as c:
+            assert [item["name"] for item in c.list_secrets()] == ["env-key"]
