@@ -32,10 +32,10 @@ from tests.conftest import problem_of as _problem
 class Answers:
     """An API client of one key that keeps every answer's body, so that a test can search them all."""
 
-    def __init__(self, stack: Stack, key: str) -> None:
+    def __init__(self, stack: Stack, key: str, url: str | None = None) -> None:
         self.bodies: list[bytes] = []
         self.http = httpx.Client(
-            base_url=stack.api_url,
+            base_url=url or stack.api_url,
             headers={"Authorization": f"Bearer {key}"},
             timeout=30,
             event_hooks={"response": [self._keep]},
@@ -292,15 +292,14 @@ def _sealed_rows(stack: Stack, names: list[tuple[str, str]]) -> dict[tuple[str, 
 def test_rotating_the_master_key_rewraps_every_data_key_and_keeps_every_secret_readable(
     tmp_root: Path, upstream: Upstream
 ) -> None:
-    with isolated_stack(tmp_root) as stack:
-        values = {"default": _value(), "*": _value()}
+    with isolated_stack(tmp_root) as stack, stack.extra_control_plane() as running_meanwhile:
+        value = _value()
         _, other_key = _new_tenant(stack, "rot")
         with Client(api_url=stack.api_url, token=stack.token) as admin:
-            admin.set_secret("rotated-key", values["default"])
-            admin.set_secret("rotated-key", values["*"], platform=True)
+            admin.set_secret("rotated-key", value)
+            admin.set_secret("rotated-key", _value(), platform=True)
         with Client(api_url=stack.api_url, token=other_key) as other:
             other.set_secret("rotated-key", _value())
-            other_tenant = other.list_secrets()[0]
         names = [("default", "rotated-key"), ("*", "rotated-key")]
         before = _sealed_rows(stack, names)
         old_file = stack.master_key_file.read_text()
@@ -314,20 +313,26 @@ def test_rotating_the_master_key_rewraps_every_data_key_and_keeps_every_secret_r
             assert after[where].wrapped_key != before[where].wrapped_key
             assert after[where].ciphertext == before[where].ciphertext
             assert after[where].master_id == answer["master_id"] != before[where].master_id
-        assert stack.master_key_file.read_text() != old_file and (stack.master_key_file.stat().st_mode & 0o077) == 0
+        new_file = stack.master_key_file.read_text()
+        assert new_file != old_file and (stack.master_key_file.stat().st_mode & 0o077) == 0
         assert not master_key.backup(stack.master_key_file).exists()
-        assert (
-            old_file.strip() not in rotated.output and stack.master_key_file.read_text().strip() not in rotated.output
-        )
+        assert old_file.strip() not in rotated.output and new_file.strip() not in rotated.output
 
-        # The running control plane reveals with the new key; a new one starts with the new key file.
-        admin_api = Answers(stack, stack.token)
-        with admin_api.http:
-            upstream.require_key("up-rotated", values["default"])
-            _deploy(admin_api, upstream, "up-rotated", "rotated-key")
-            assert _chat(admin_api, "up-rotated").status_code == 200
+        # Every control plane reveals with the new key: the one that rotated it, one that was running
+        # meanwhile (it takes the new key from the shared file), and one starting now.
+        upstream.require_key("up-rotated", value)
+        for url in (stack.api_url, running_meanwhile):
+            api = Answers(stack, stack.token, url)
+            with api.http:
+                _deploy(api, upstream, "up-rotated", "rotated-key")
+                assert _chat(api, "up-rotated").status_code == 200
+                assert api.http.post("/v1/secrets", json={"name": f"set-after-{url[-5:]}", "value": "v"}).is_success
+        assert (
+            _sealed_rows(stack, [("default", f"set-after-{running_meanwhile[-5:]}")]).popitem()[1].master_id
+            == (answer["master_id"])
+        )
         with stack.extra_control_plane() as url, Client(api_url=url, token=other_key) as other:
-            assert other.list_secrets()[0]["version"] == other_tenant["version"]
+            assert [item["version"] for item in other.list_secrets()] == [1]
 
         # A control plane given another master key refuses to start, saying so in one line.
         wrong = MasterKey.generate()

@@ -135,6 +135,7 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
             **identities.env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": state.database_url,
             "AF_BOOTSTRAP_KEY_FILE": str(key_file),
+            "AF_HOME": str(home),  # its secrets' master key file is made there (master.key) at its first start
             "AF_PORT": str(port),
             "AF_HOST": "127.0.0.1",
         }
