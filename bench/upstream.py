@@ -19,9 +19,9 @@ or asked for by one request whose last user message holds ``[[upstream:<kind>]]`
 - ``context-length``: 400 with the provider's context-length error
 - ``cut``: a stream that stops after its first chunk, without its end (without streaming: like ``close``)
 
-An upstream given ``"key": "<api key>"`` in its control document answers 401 (OpenAI's ``invalid_api_key``)
-to every request that does not carry that key (``Authorization: Bearer <key>``, or Anthropic's
-``x-api-key``), as a provider does: what shows a test that the gateway sent the right credential.
+An upstream given ``"key": "<api key>"`` in its control document answers 401 (OpenAI's ``invalid_api_key``,
+quoting the key it got) to every request that does not carry that key (``Authorization: Bearer <key>``, or
+Anthropic's ``x-api-key``), as a provider does: what shows a test that the gateway sent the right credential.
 
 ``GET /_control/<name>`` answers ``{"requests": n, "last": <last request body>, "headers": {...}}`` and
 ``DELETE /_control/<name>`` resets the upstream. ``python -m bench.upstream --port N`` runs it; it prints
@@ -348,7 +348,8 @@ class Server:
         upstream.requests += 1
         upstream.last, upstream.headers = body, headers
         if upstream.key is not None and upstream.key not in (_bearer(headers), headers.get("x-api-key")):
-            error = {"message": "Incorrect API key provided", "type": "invalid_request_error"}
+            # Quoting the key it was given, as some providers do: the gateway must not pass it on.
+            error = {"message": f"Incorrect API key provided: {_bearer(headers)}", "type": "invalid_request_error"}
             self._send_json(writer, 401, {"error": {**error, "code": "invalid_api_key"}})
             return
         if upstream.latency_ms:

@@ -6,10 +6,13 @@ readable, and a control plane with another key refuses to start with one line.""
 
 import asyncio
 import base64
+import functools
 import json
+import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +25,12 @@ from click.testing import CliRunner, Result
 
 from control_plane.security import master_key
 from control_plane.security.envelope import EnvelopeError, MasterKey
-from control_plane.stack.postgres import bin_path
+from control_plane.security.secrets import SecretStore
+from control_plane.stack.postgres import PostgresServer, bin_path
 from registry import connect as connect_db
+from registry import migrate
 from registry import secrets as stored
+from registry.db import dsn_with_database, ensure_database
 from tests.conftest import Stack, Upstream, isolated_stack
 from tests.conftest import problem_of as _problem
 
@@ -193,6 +199,24 @@ def test_a_deployment_calls_its_upstream_with_its_secret_as_the_bearer_token(
     assert not api.holds(value)
 
 
+def test_a_wrong_key_quoted_back_by_the_provider_is_cut_from_the_failure_and_its_record(
+    api: Answers, upstream: Upstream
+) -> None:
+    wrong = _value()
+    upstream.require_key("up-wrong-key", _value())
+    api.http.post("/v1/secrets", json={"name": "wrong-key", "value": wrong}).raise_for_status()
+    _deploy(api, upstream, "up-wrong-key", "wrong-key")
+    problem = _problem(_chat(api, "up-wrong-key"), 503, "no-healthy-deployment", "model")
+    assert "auth (HTTP 401): Incorrect API key provided: [redacted]" in problem["detail"], problem
+    assert upstream.seen("up-wrong-key")["headers"]["authorization"] == f"Bearer {wrong}"
+    deadline = time.monotonic() + 10  # calls are recorded a moment after their answer
+    while not (found := [c for c in api.http.get("/v1/llm/calls").json()["items"] if c["requested"] == "up-wrong-key"]):
+        assert time.monotonic() < deadline, "the failed call was not recorded"
+        time.sleep(0.05)
+    assert found[0]["outcome"] != "ok" and "[redacted]" in json.dumps(found[0])
+    assert not api.holds(wrong)
+
+
 def test_a_deployment_whose_secret_is_missing_fails_as_secret_not_found(api: Answers, upstream: Upstream) -> None:
     _deploy(api, upstream, "up-unkeyed", "no-such-secret")
     problem = _problem(_chat(api, "up-unkeyed"), 404, "secret-not-found", "model")
@@ -344,6 +368,38 @@ def test_rotating_the_master_key_rewraps_every_data_key_and_keeps_every_secret_r
         (line,) = refused.stderr.strip().splitlines()
         assert line.startswith("af control-plane: AF_MASTER_KEY: master key") and wrong.id in line
         assert answer["master_id"] in line and wrong.text() not in line
+
+
+async def test_a_rotation_cut_short_after_its_commit_is_finished_by_the_next_start(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    database = f"secrets_{secrets.token_hex(4)}"
+    await ensure_database(postgres_server.dsn, database)
+    pool = await connect_db(dsn_with_database(postgres_server.dsn, database))
+    try:
+        await migrate(pool)
+        file = tmp_path / "master.key"
+        store = await SecretStore.open(pool, master_key_text="", master_key_file=str(file))
+        await store.put("acme", "kept", "v1", actor="test")
+        old, new = MasterKey.from_text(file.read_text()), MasterKey.generate()
+        # The steps of a rotation up to its commit, as if its control plane died right after it.
+        await asyncio.to_thread(master_key.stage, file, old, new)
+        rewrap = functools.partial(_rewrap, old, new)
+        assert await stored.rewrap_all(pool, old.id, new.id, rewrap) == 1
+        finished = await SecretStore.open(pool, master_key_text="", master_key_file=str(file))
+        assert finished.master_id == new.id and MasterKey.from_text(file.read_text()).id == new.id
+        assert await asyncio.to_thread(os.listdir, tmp_path) == ["master.key"]
+        assert await finished.reveal("acme", "kept", purpose="test") == "v1"
+        # One cut short before its commit leaves the key in force, and the next start as it was.
+        await asyncio.to_thread(master_key.stage, file, new, MasterKey.generate())
+        unchanged = await SecretStore.open(pool, master_key_text="", master_key_file=str(file))
+        assert unchanged.master_id == new.id and await unchanged.reveal("acme", "kept", purpose="test") == "v1"
+    finally:
+        await pool.close()
+
+
+def _rewrap(old: MasterKey, new: MasterKey, row: stored.SealedRow) -> bytes:
+    return old.rewrap(new, row.scope, row.name, row.wrapped_key)
 
 
 def test_with_the_master_key_in_the_environment_rotation_needs_the_new_key(tmp_root: Path) -> None:

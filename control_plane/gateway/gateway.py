@@ -282,6 +282,8 @@ class Gateway:
                         result = await attempt(deployment, target)
                 except TimeoutError:
                     raise Failure("timeout", f"no answer within {target.timeout:g}s") from None
+                except Failure as failure:
+                    raise failure.without(target.api_key) from None
             except Failure as failure:
                 latency = trace.elapsed_ms(started)
                 trace.attempts.append(
