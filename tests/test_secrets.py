@@ -9,7 +9,9 @@ import base64
 import functools
 import json
 import os
+import pty
 import secrets
+import select
 import subprocess
 import sys
 import time
@@ -159,6 +161,42 @@ def test_af_secret_sets_from_stdin_or_a_file_lists_and_removes_and_never_takes_a
     assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1 and "no secret" in missing.output
     every = made.output + again.output + table.output + json.dumps(listed)
     assert value not in every and from_file not in every
+
+
+def test_af_secret_set_on_a_terminal_prompts_twice_without_echoing_the_value(
+    stack: Stack, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    value = _value()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
+    env.update(AF_HOME=str(tmp_path), AF_API_URL=stack.api_url, AF_TOKEN=tenant[1], NO_COLOR="1")
+    controller, terminal = pty.openpty()
+    argv = [sys.executable, "-m", "agentflow.cli", "secret", "set", "typed-key"]
+    process = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, close_fds=True)
+    os.close(terminal)
+    seen = b""
+    try:
+        for prompt in (b"Value: ", b"Repeat for confirmation: "):
+            seen += _read_until(controller, prompt)
+            os.write(controller, value.encode() + b"\n")
+        seen += _read_until(controller, b"(version 1)")
+        assert process.wait(timeout=30) == 0
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert b"secret typed-key created (version 1)" in seen and value.encode() not in seen, seen
+
+
+def _read_until(fd: int, wanted: bytes) -> bytes:
+    """What the terminal shows until ``wanted`` (AssertionError after 30 s)."""
+    got, deadline = b"", time.monotonic() + 30
+    while wanted not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{wanted!r} not shown; the terminal showed {got!r}"
+        if select.select([fd], [], [], left)[0]:
+            got += os.read(fd, 1024)
+    return got
 
 
 # --- the gateway uses secrets ----------------------------------------------------------------------
