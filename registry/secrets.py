@@ -6,12 +6,16 @@ Invariants kept here:
 - Every row is wrapped by the master key ``secret_master`` names: a row is written only while that row
   names the writer's key (``put`` shares its lock), and ``rewrap_all`` changes every row and the name in
   one transaction, holding the lock exclusively.
+- One rotation at a time, over every control plane of the database: ``rotation`` holds an advisory lock
+  from the new key's staging to its installation (the key file they share is rewritten in that time).
 - ``list_names`` and ``SecretInfo`` carry no ciphertext: what lists secrets cannot leak them, even sealed.
 """
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from registry.db import Pool
 from registry.statements import rows_of
@@ -95,11 +99,29 @@ async def delete(pool: Pool, scope: str, name: str) -> bool:
     return bool(deleted)
 
 
-async def rewrap_all(pool: Pool, old_id: str, new_id: str, rewrap: Callable[[SealedRow], bytes]) -> int | None:
-    """Re-wrap every row's data key (``rewrap`` gives its new wrapped key) and name ``new_id`` the master key,
-    in one transaction; answers how many rows, or None (changing nothing) if ``old_id`` is not the
-    database's master key."""
-    async with pool.acquire() as conn, conn.transaction():
+_ROTATION_LOCK = 7_230_412
+"""The advisory lock one rotation holds from staging its key to installing it, in every control plane."""
+
+
+@asynccontextmanager
+async def rotation(pool: Pool) -> AsyncIterator[Any]:
+    """A connection holding the rotation lock for as long as the block runs, or None when another rotation
+    holds it."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _ROTATION_LOCK):
+            yield None
+            return
+        try:
+            yield conn
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _ROTATION_LOCK)
+
+
+async def rewrap_all(conn: Any, old_id: str, new_id: str, rewrap: Callable[[SealedRow], bytes]) -> int | None:
+    """On the connection of ``rotation``: re-wrap every row's data key (``rewrap`` gives its new wrapped key)
+    and name ``new_id`` the master key, in one transaction; answers how many rows, or None (changing nothing)
+    if ``old_id`` is not the database's master key."""
+    async with conn.transaction():
         current = await conn.fetchval("SELECT master_id FROM secret_master FOR UPDATE")
         if current != old_id:
             return None

@@ -237,11 +237,11 @@ def test_a_deployment_calls_its_upstream_with_its_secret_as_the_bearer_token(
     assert not api.holds(value)
 
 
-def test_a_wrong_key_quoted_back_by_the_provider_is_cut_from_the_failure_and_its_record(
+def test_a_wrong_key_quoted_back_by_the_provider_is_cut_from_the_failure_and_a_replaced_key_serves_at_once(
     api: Answers, upstream: Upstream
 ) -> None:
-    wrong = _value()
-    upstream.require_key("up-wrong-key", _value())
+    wrong, right = _value(), _value()
+    upstream.require_key("up-wrong-key", right)
     api.http.post("/v1/secrets", json={"name": "wrong-key", "value": wrong}).raise_for_status()
     _deploy(api, upstream, "up-wrong-key", "wrong-key")
     problem = _problem(_chat(api, "up-wrong-key"), 503, "no-healthy-deployment", "model")
@@ -252,7 +252,10 @@ def test_a_wrong_key_quoted_back_by_the_provider_is_cut_from_the_failure_and_its
         assert time.monotonic() < deadline, "the failed call was not recorded"
         time.sleep(0.05)
     assert found[0]["outcome"] != "ok" and "[redacted]" in json.dumps(found[0])
-    assert not api.holds(wrong)
+    # Replaced through this control plane, the key is used at once (not a minute later).
+    api.http.post("/v1/secrets", json={"name": "wrong-key", "value": right}).raise_for_status()
+    assert _chat(api, "up-wrong-key").status_code == 200
+    assert not api.holds(wrong) and not api.holds(right)
 
 
 def test_a_deployment_whose_secret_is_missing_fails_as_secret_not_found(api: Answers, upstream: Upstream) -> None:
@@ -423,7 +426,8 @@ async def test_a_rotation_cut_short_after_its_commit_is_finished_by_the_next_sta
         # The steps of a rotation up to its commit, as if its control plane died right after it.
         await asyncio.to_thread(master_key.stage, file, old, new)
         rewrap = functools.partial(_rewrap, old, new)
-        assert await stored.rewrap_all(pool, old.id, new.id, rewrap) == 1
+        async with stored.rotation(pool) as conn:
+            assert await stored.rewrap_all(conn, old.id, new.id, rewrap) == 1
         finished = await SecretStore.open(pool, master_key_text="", master_key_file=str(file))
         assert finished.master_id == new.id and MasterKey.from_text(file.read_text()).id == new.id
         assert await asyncio.to_thread(os.listdir, tmp_path) == ["master.key"]

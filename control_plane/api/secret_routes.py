@@ -53,6 +53,7 @@ async def set_secret(
     deployments name; platform admins): created 201, updated 200. The answer never holds the value."""
     where = await acting_in(services, identity, in_scope, ("secrets", "write"))
     info = await services.secrets.put(where, data.name, data.value, actor=identity.actor)
+    services.gateway.forget_credential(where, info.name)
     outcome = "created" if info.version == 1 else "updated"
     await _audit(request, services, identity, "secret.set", f"{where}/{info.name}", outcome)
     return _json({**secret_view(info), "outcome": outcome}, 201 if outcome == "created" else 200)
@@ -71,6 +72,7 @@ async def delete_secret(
 ) -> Response[bytes]:
     where = await acting_in(services, identity, in_scope, ("secrets", "write"))
     await services.secrets.delete(where, name)
+    services.gateway.forget_credential(where, name)
     await _audit(request, services, identity, "secret.delete", f"{where}/{name}", "deleted")
     return _json({"name": name, "deleted": True})
 

@@ -2,7 +2,8 @@
 
 The gateway asks a ``Credentials`` for it: the control plane's secrets store (``services.secrets``, whose
 ``reveal`` has this signature and audits each reveal with its purpose). A revealed key is kept in memory for
-``REVEAL_TTL_SECONDS``, so that a replaced key is picked up within that time without a reveal per call. Keys
+``REVEAL_TTL_SECONDS``, so that a key replaced through another control plane is picked up within that time
+without a reveal per call (one replaced or deleted through this one is forgotten at once). Keys
 never enter a record, a log line or an error.
 """
 
@@ -33,3 +34,7 @@ class KeyCache:
         value = await self._credentials.reveal(tenant, name, purpose=f"model gateway: deployment {deployment}")
         self._keys[(tenant, name)] = (value, now + REVEAL_TTL_SECONDS)
         return value
+
+    def forget(self, tenant: str, name: str) -> None:
+        """Drop a kept key (its secret was replaced or deleted through this control plane)."""
+        self._keys.pop((tenant, name), None)

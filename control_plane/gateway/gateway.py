@@ -127,6 +127,10 @@ class Gateway:
             http=http,
         )
 
+    def forget_credential(self, scope: str, name: str) -> None:
+        """The secret ``name`` of ``scope`` changed: the next call reveals it again."""
+        self._keys.forget(scope, name)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Record calls and share health until ``stop``; then write the records still queued."""
         await asyncio.gather(self.recorder.run(stop), self.board.run(stop))

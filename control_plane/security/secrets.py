@@ -134,7 +134,9 @@ class SecretStore:
     async def rotate_master(self, successor: MasterKey | None = None) -> tuple[int, str, str]:
         """Re-wrap every data key under a new master key (``successor``, or a new random one when the key
         is the key file's, which it then replaces); answers how many secrets, the old key's id and the new's."""
-        async with self._rotating:
+        async with self._rotating, stored.rotation(self._pool) as conn:
+            if conn is None:
+                raise Conflict("master-key-changed", "another control plane is rotating the master key")
             old, file = self._key, self._source.file
             if successor is None and file is None:
                 raise Conflict(
@@ -149,7 +151,7 @@ class SecretStore:
             if file is not None:
                 await asyncio.to_thread(master_key.stage, file, old, new)
             count = await stored.rewrap_all(
-                self._pool, old.id, new.id, lambda row: old.rewrap(new, row.scope, row.name, row.wrapped_key)
+                conn, old.id, new.id, lambda row: old.rewrap(new, row.scope, row.name, row.wrapped_key)
             )
             if count is None:
                 if file is not None:
