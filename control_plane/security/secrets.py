@@ -32,6 +32,8 @@ __all__ = ["MAX_VALUE_BYTES", "SecretInfo", "SecretStore"]
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 """What a deployment's ``credential`` may name (the gateway's documents check the same)."""
 MAX_VALUE_BYTES = 64 * 1024
+PLATFORM = "*"
+"""The scope of the platform's secrets (as of platform-wide deployments)."""
 ACTOR = "control-plane"
 """The audit trail's actor of a reveal: the control plane itself, on behalf of what ``purpose`` names."""
 
@@ -52,7 +54,8 @@ def _check_value(value: str) -> str:
 
 
 def _not_found(scope: str, name: str) -> NotFound:
-    return NotFound("secret-not-found", f"tenant {scope} has no secret {name}", "name")
+    owner = "the platform" if scope == PLATFORM else f"tenant {scope}"
+    return NotFound("secret-not-found", f"{owner} has no secret {name}", "name")
 
 
 class SecretStore:
