@@ -1,13 +1,4 @@
-"""The gateway phase of ``af bench``: what a model call costs on top of the model, beside LiteLLM's proxy.
-
-One fast OpenAI-compatible upstream on loopback (``bench/upstream.py``, which answers at once) stands for the
-model, so that the gateways are measured and not the model. The same chat completion is sent three ways —
-straight to the upstream (``direct``), through AgentFlow's ``/v1/llm/chat/completions`` with a tenant's API
-key (``agentflow``), and through LiteLLM's proxy on the same upstream (``litellm``, only with ``--peers``: it
-lives in a virtualenv of its own, ``.venv-litellm``, never in AgentFlow's dependencies) — whole, and streamed
-(time to first token), by 1 caller and by 50 concurrent callers. A gateway's overhead is its p50 minus the
-direct call's p50 in the same repetition.
-"""
+"""The gateway phase of ``af bench``: what a model call costs on top of the model, beside LiteLLM's proxy."""
 
 import asyncio
 import functools
@@ -21,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 
 from bench.stats import percentile
 from control_plane.stack.processes import free_port, http_ok, spawn, stop, tcp_open, wait_until
@@ -131,22 +122,22 @@ def _body(stream: bool) -> dict[str, Any]:
     }
 
 
-async def _whole(client: httpx.AsyncClient, target: Target) -> float:
+async def _whole(client: aiohttp.ClientSession, target: Target) -> float:
     started = time.perf_counter()
-    answer = await client.post("/chat/completions", json=_body(False) | {"model": target.model})
-    answer.raise_for_status()
-    answer.json()
+    async with client.post(f"{target.base}/chat/completions", json=_body(False) | {"model": target.model}) as answer:
+        answer.raise_for_status()
+        await answer.json()
     return time.perf_counter() - started
 
 
-async def _first_token(client: httpx.AsyncClient, target: Target) -> float:
+async def _first_token(client: aiohttp.ClientSession, target: Target) -> float:
     """Seconds until the first chunk with content; the rest of the stream is read, untimed."""
     started = time.perf_counter()
     first = 0.0
-    async with client.stream("POST", "/chat/completions", json=_body(True) | {"model": target.model}) as answer:
+    async with client.post(f"{target.base}/chat/completions", json=_body(True) | {"model": target.model}) as answer:
         answer.raise_for_status()
-        async for line in answer.aiter_lines():
-            if not first and line.startswith("data: ") and '"content"' in line:
+        async for line in answer.content:
+            if not first and line.startswith(b"data: ") and b'"content"' in line:
                 first = time.perf_counter() - started
     if not first:
         raise RuntimeError(f"{target.system}: the stream sent no content")
@@ -171,9 +162,10 @@ async def _callers(call: Callable[[], Awaitable[float]], callers: int, calls: in
 async def measure(target: Target, calls: int) -> dict[str, float]:
     """p50 and p99 (ms) of whole calls and of the streams' first token, by 1 and 50 callers."""
     figures: dict[str, float] = {}
-    limits = httpx.Limits(max_connections=max(CALLERS), max_keepalive_connections=max(CALLERS))
     headers = {"Authorization": f"Bearer {target.key}"}
-    async with httpx.AsyncClient(base_url=target.base, headers=headers, limits=limits, timeout=60) as client:
+    connector = aiohttp.TCPConnector(limit=max(CALLERS))
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout) as client:
         for kind, call in (("whole", _whole), ("ttft", _first_token)):
             for callers in CALLERS:
                 bound = functools.partial(call, client, target)
