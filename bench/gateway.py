@@ -1,4 +1,13 @@
-"""The gateway phase of ``af bench``: what a model call costs on top of the model, beside LiteLLM's proxy."""
+"""The gateway phase of ``af bench``: what a model call costs on top of the model, beside LiteLLM's proxy.
+
+One fast OpenAI-compatible upstream on loopback (``bench/upstream.py``, which answers at once) stands for the
+model, so that the gateways are measured and not the model. The same chat completion is sent three ways —
+straight to the upstream (``direct``), through AgentFlow's ``/v1/llm/chat/completions`` with a tenant's API
+key (``agentflow``), and through LiteLLM's proxy on the same upstream (``litellm``, only with ``--peers``: it
+lives in a virtualenv of its own, ``.venv-litellm``, never in AgentFlow's dependencies) — whole, and streamed
+(time to first token), by 1 caller and by 50 concurrent callers, all from aiohttp, the leanest client at hand.
+A gateway's overhead is its p50 minus the direct call's p50 in the same repetition.
+"""
 
 import asyncio
 import functools
