@@ -3,6 +3,7 @@ process with AF_HOME in a fresh directory; every process it started is gone afte
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -147,3 +148,37 @@ def test_status_and_down_without_a_stack_say_so(home: Path) -> None:
     down = af_stack(home, "down")
     assert down.returncode == 0, down.stderr
     assert down.stderr.splitlines() == [f"no stack is recorded in {home}", "nothing was running"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only when we are root")
+def test_a_private_home_that_postgres_cannot_enter_gets_its_cluster_in_a_directory_down_deletes(
+    tmp_path: Path,
+) -> None:
+    tmp_path.chmod(0o700)  # what `mktemp -d` makes: nobody but root may enter
+    home = tmp_path / "home"
+    pids: list[int] = []
+    try:
+        up = af_stack(home, "up", "--workers", "0", "--detach")
+        pids = recorded_pids(home)
+        assert up.returncode == 0, up.stderr
+        state = json.loads((home / "stack.json").read_text())
+        [cluster] = [Path(directory) for directory in state["temporary"]]
+        assert f"data in {cluster}, deleted by af down (nobody cannot enter {home})" in up.stderr
+        assert cluster.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+        assert (cluster / "PG_VERSION").is_file()
+        assert not (home / "postgres").exists()
+
+        status = af_stack(home, "status", "--output", "json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["api_ready"] is True
+
+        down = af_stack(home, "down")
+        assert down.returncode == 0, down.stderr
+        assert not cluster.exists()
+        assert [pid for pid in pids if not gone(pid)] == []
+    finally:
+        if (home / "stack.json").exists():
+            af_stack(home, "down")
+        for pid in pids:
+            if not gone(pid):
+                stop(pid, timeout=10)

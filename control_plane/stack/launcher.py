@@ -56,6 +56,8 @@ class StackState:
     nats_url: str
     database_url: str
     parts: list[Part] = field(default_factory=list)
+    temporary: list[str] = field(default_factory=list)
+    """Directories of this stack outside ``home`` (a PostgreSQL cluster's), deleted by ``af down``."""
 
     def save(self) -> None:
         path = Path(self.home) / STATE_FILE
@@ -98,8 +100,14 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
     existing = StackState.read(home)
     if existing and any(alive(p.pid) for p in existing.parts):
         raise StackError(f"a stack is already running from {home} (af status shows it; af down stops it)")
+    if existing:  # a stack that died: what it left behind goes before a new one is recorded
+        down(home, quiet=True)
     logs = home / "logs"
     state = StackState(str(home), "", "", "")
+    pg_dir = None if settings.database_url else _postgres_dir(home)
+    if pg_dir is not None and pg_dir != home / "postgres":
+        state.temporary.append(str(pg_dir))
+        state.save()
     say(f"Starting AgentFlow from {home}")
     try:
         started = _step("nats-server (JetStream)")
@@ -111,16 +119,20 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
         _done(started, f"{server.url}, pid {server.process.pid}")
 
         started = _step("PostgreSQL")
-        if settings.database_url:
+        if pg_dir is None:
             state.database_url = settings.database_url
             _done(started, "AF_DATABASE_URL")
         else:
-            pg = postgres.start(home / "postgres", logs / "postgres.log")
+            where = ""
+            if state.temporary:
+                user = postgres.RunAs.for_postgres().name
+                where = f"; data in {pg_dir}, deleted by af down ({user} cannot enter {home})"
+            pg = postgres.start(pg_dir, logs / "postgres.log")
             state.database_url = pg.dsn
             state.parts.append(Part("postgres", pg.process.pid, str(pg.log), signal.SIGINT))
             state.save()
             asyncio.run(ensure_database(pg.dsn, postgres.DATABASE))
-            _done(started, f"127.0.0.1:{pg.port}, pid {pg.process.pid}")
+            _done(started, f"127.0.0.1:{pg.port}, pid {pg.process.pid}{where}")
 
         key_file = home / KEY_FILE
         if not key_file.exists():
@@ -161,6 +173,21 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
         down(home, quiet=True)
         raise
     return state
+
+
+def _postgres_dir(home: Path) -> Path:
+    """Where the stack's PostgreSQL cluster goes: ``home/postgres``, unless the user PostgreSQL runs as cannot
+    enter ``home``; then a fresh temporary directory (a cluster already in ``home`` is an error)."""
+    wanted = home / "postgres"
+    run_as = postgres.RunAs.for_postgres()
+    if run_as.can_enter(home):
+        return wanted
+    if (wanted / "PG_VERSION").exists():
+        raise StackError(
+            f"PostgreSQL runs as {run_as.name}, who cannot enter {home} where its cluster is: let it"
+            f" (chmod o+x {home} and each directory above it) or choose another AF_HOME"
+        )
+    return postgres.scratch_dir(run_as)
 
 
 def start_worker(settings: StackSettings, state: StackState, index: int, concurrency: int) -> "subprocess.Popen[bytes]":
@@ -237,6 +264,8 @@ def down(home: Path, *, quiet: bool = False) -> int:
         if not quiet:
             how = "killed after the grace period" if killed else "stopped"
             say(f"  {part.name:<16} pid {part.pid:<8} {how} ({time.monotonic() - started:.1f} s)")
+    for directory in state.temporary:
+        shutil.rmtree(directory, ignore_errors=True)
     (home / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
