@@ -117,7 +117,9 @@ def test_a_private_home_that_postgres_cannot_enter_gets_its_cluster_in_a_directo
         embedded.stop_all()
 
 
-def test_af_up_restarts_the_parts_killed_by_kill_9(embedded: Embedded) -> None:
+def test_af_up_restarts_the_parts_killed_by_kill_9_and_af_status_fails_while_one_is_down(
+    embedded: Embedded,
+) -> None:
     up = embedded("up", "--workers", "1", "--detach")
     assert up.returncode == 0, up.stderr
     before = embedded.pids()
@@ -127,6 +129,11 @@ def test_af_up_restarts_the_parts_killed_by_kill_9(embedded: Embedded) -> None:
     for name in ("control-plane", "worker-1"):
         while not gone(before[name]):
             time.sleep(0.05)
+
+    status = embedded("status")
+    assert status.returncode == 1, status.stdout
+    assert "control-plane" in status.stdout and "exited" in status.stdout
+    assert "af up starts again what exited" in status.stderr
 
     unreachable = subprocess.run(
         [str(Path(sys.executable).parent / "af"), "tool", "ls"],

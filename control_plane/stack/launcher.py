@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps(report, indent=2))
             else:
                 _print_status(report)
-            if report["parts"] and not report["running"]:
+            if not all(part["alive"] for part in report["parts"]):
                 raise SystemExit(1)
     except StackError as error:
         print(f"af: {error}", file=sys.stderr)
