@@ -23,7 +23,7 @@ from rich.table import Table
 from ._api import JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
-from ._files import load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
+from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -382,6 +382,23 @@ cli.add_command(
         {
             "KIND": lambda workflow: str(workflow.get("kind", "")),
             "STEPS": lambda workflow: str(len(_spec(workflow).get("steps") or [])),
+        },
+    )
+)
+
+
+cli.add_command(
+    _definitions(
+        "agent",
+        "Versioned agents: a model with instructions and the tools it may call.",
+        "apply",
+        load_agent_file,
+        Client.apply_agent,
+        Client.get_agent,
+        Client.list_agents,
+        {
+            "MODEL": lambda agent: str(_spec(agent).get("model", "")),
+            "TOOLS": lambda agent: str(len(_spec(agent).get("tools") or [])),
         },
     )
 )
