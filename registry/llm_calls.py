@@ -7,6 +7,7 @@ call is what a redelivered turn is answered with, so the model is not called twi
 from collections.abc import Sequence
 from datetime import datetime
 
+import asyncpg
 import msgspec
 
 from registry.db import Pool
@@ -38,6 +39,8 @@ class LlmCall(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int
     output_tokens: int
     tokens_estimated: bool
+    cost_usd: float
+    """What the answering deployment charges for the tokens, at its prices."""
     record: str
     prompt: str | None
     """JSON: the messages (``record = full``) or their shape (``metadata``)."""
@@ -66,6 +69,7 @@ class StoredCall(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int
     output_tokens: int
     tokens_estimated: bool
+    cost_usd: float
     record: str
     prompt: str | None
     response: str | None
@@ -83,9 +87,9 @@ def _insert(s: Statement) -> str:
 _INSERT = Statement(_insert)
 
 
-async def insert(pool: Pool, calls: Sequence[LlmCall]) -> None:
+async def insert(connection: asyncpg.Connection | Pool, calls: Sequence[LlmCall]) -> None:
     """Record a batch of calls in one statement."""
-    await pool.execute(_INSERT.sql, *_INSERT.args({_CALLS: calls}))
+    await connection.execute(_INSERT.sql, *_INSERT.args({_CALLS: calls}))
 
 
 async def replay(pool: Pool, tenant: str, idempotency_key: str) -> str | None:
@@ -102,7 +106,7 @@ async def replay(pool: Pool, tenant: str, idempotency_key: str) -> str | None:
 _READ = (
     "id::text AS id, tenant, run_id, task_id, attempt, turn, caller, requested, tier, deployment, outcome, error,"
     " attempts::text AS attempts, stream, latency_ms, ttft_ms, input_tokens, output_tokens, tokens_estimated,"
-    " record, prompt::text AS prompt, response::text AS response, at"
+    " cost_usd, record, prompt::text AS prompt, response::text AS response, at"
 )
 
 
