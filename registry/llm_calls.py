@@ -1,4 +1,5 @@
-"""Model calls: one row per call through the gateway, with every attempt it made, written in batches.
+"""Model calls: one row per call through the gateway, with every attempt it made, written in batches
+together with their metered usage (``registry.usage``).
 
 A call with an idempotency key (a run's model turn) is found again by it: the response of its successful
 call is what a redelivered turn is answered with, so the model is not called twice for one turn.
@@ -7,11 +8,12 @@ call is what a redelivered turn is answered with, so the model is not called twi
 from collections.abc import Sequence
 from datetime import datetime
 
-import asyncpg
 import msgspec
 
+from registry import usage
 from registry.db import Pool
 from registry.statements import Columns, Statement, rows_of
+from registry.usage import UsageRecord
 
 
 class LlmCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,16 +82,21 @@ _CALLS = Columns(LlmCall, id="uuid", attempts="jsonb", prompt="jsonb", response=
 
 
 def _insert(s: Statement) -> str:
-    columns = ", ".join(_CALLS.types)
-    return f"INSERT INTO llm_calls ({columns}) SELECT {columns} FROM {s.unnest(_CALLS)}"
+    calls, metered = ", ".join(_CALLS.types), ", ".join(usage.USAGE.types)
+    return (
+        f"WITH calls AS (INSERT INTO llm_calls ({calls}) SELECT {calls} FROM {s.unnest(_CALLS)})"
+        f" INSERT INTO llm_usage ({metered}) SELECT {metered} FROM {s.unnest(usage.USAGE)}"
+        " ON CONFLICT (tenant, usage_key) DO NOTHING"
+    )
 
 
 _INSERT = Statement(_insert)
 
 
-async def insert(connection: asyncpg.Connection | Pool, calls: Sequence[LlmCall]) -> None:
-    """Record a batch of calls in one statement."""
-    await connection.execute(_INSERT.sql, *_INSERT.args({_CALLS: calls}))
+async def insert(pool: Pool, calls: Sequence[LlmCall], metered: Sequence[UsageRecord] = ()) -> None:
+    """Record a batch of calls and meter their usage, in one statement; a usage key metered already (a
+    redelivered turn) is left as it was."""
+    await pool.execute(_INSERT.sql, *_INSERT.args({_CALLS: calls, usage.USAGE: metered}))
 
 
 async def replay(pool: Pool, tenant: str, idempotency_key: str) -> str | None:

@@ -5,15 +5,13 @@ the turn is delivered or replayed, its usage is one row (the primary key, ``ON C
 call outside any run is keyed by its own id.
 """
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal, get_args
 
-import asyncpg
 import msgspec
 
 from registry.db import Pool
-from registry.statements import Columns, Statement, rows_of
+from registry.statements import Columns, rows_of
 
 GroupBy = Literal["day", "model", "tier", "run", "workflow", "agent"]
 GROUPS: tuple[str, ...] = get_args(GroupBy)
@@ -47,23 +45,8 @@ class UsageGroup(msgspec.Struct, frozen=True, kw_only=True):
     cost_usd: float
 
 
-_USAGE = Columns(UsageRecord, call_id="uuid")
-
-
-def _insert(s: Statement) -> str:
-    columns = ", ".join(_USAGE.types)
-    return (
-        f"INSERT INTO llm_usage ({columns}) SELECT {columns} FROM {s.unnest(_USAGE)}"
-        " ON CONFLICT (tenant, usage_key) DO NOTHING"
-    )
-
-
-_INSERT = Statement(_insert)
-
-
-async def insert(connection: asyncpg.Connection | Pool, records: Sequence[UsageRecord]) -> None:
-    """Meter a batch; a key metered already (a redelivered turn) is left as it was."""
-    await connection.execute(_INSERT.sql, *_INSERT.args({_USAGE: records}))
+USAGE = Columns(UsageRecord, call_id="uuid")
+"""Written with the calls they meter (``registry.llm_calls.insert``)."""
 
 
 async def spent(pool: Pool, tenant: str, *, since: datetime | None = None, run_id: str | None = None) -> Spent:

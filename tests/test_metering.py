@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from control_plane.errors import BudgetExceeded
 from control_plane.gateway import CallContext, Gateway
 from registry import connect as connect_db
-from registry import usage
+from registry import llm_calls, usage
+from registry.llm_calls import LlmCall
 from registry.usage import UsageRecord
 from tests.conftest import Collector, Stack
 from tests.test_observability import scrape, total, wait_for
@@ -142,21 +143,35 @@ async def test_a_turn_delivered_twice_at_once_is_metered_once(
     assert item["output_tokens"] == first["usage"]["completion_tokens"]
 
 
-async def test_the_same_usage_key_written_twice_is_one_row(stack: Stack, tenant: tuple[str, str]) -> None:
+def delivered(tenant: str, key: str, tokens: int) -> tuple[LlmCall, UsageRecord]:
+    """The record of one delivery of model turn ``key`` (``run:task:attempt:turn``) and its usage."""
+    run_id, task_id, attempt, turn = key.split(":")
+    call = LlmCall(
+        id=str(uuid.uuid4()), tenant=tenant, run_id=run_id, task_id=task_id, attempt=int(attempt), turn=int(turn),
+        caller="agent:a@1", idempotency_key=key, requested="tier1", tier="tier1", deployment="d", outcome="ok",
+        error=None, attempts="[]", stream=False, latency_ms=1.0, ttft_ms=None, input_tokens=tokens, output_tokens=5,
+        tokens_estimated=False, cost_usd=cost(tokens, 5), record="full", prompt=None, response=None,
+    )  # fmt: skip
+    metered = UsageRecord(
+        tenant=tenant, usage_key=key, call_id=call.id, run_id=run_id, task_id=task_id, caller=call.caller,
+        requested="tier1", tier="tier1", deployment="d", input_tokens=tokens, output_tokens=5, cost_usd=call.cost_usd,
+    )  # fmt: skip
+    return call, metered
+
+
+async def test_a_usage_key_written_again_in_any_batch_is_metered_once(stack: Stack, tenant: tuple[str, str]) -> None:
+    key = f"{uuid.uuid4()}:task-1:1:0"
+    first, again, once_more = (delivered(tenant[0], key, tokens) for tokens in (10, 99, 77))
     pool = await connect_db(stack.database_url)
     try:
-        record = UsageRecord(
-            tenant=tenant[0], usage_key="run-1:task-1:1:0", call_id=str(uuid.uuid4()), run_id="run-1",
-            task_id="task-1", caller="agent:a@1", requested="tier1", tier="tier1", deployment="d", input_tokens=10,
-            output_tokens=5, cost_usd=0.5,
-        )  # fmt: skip
-        redelivered = UsageRecord(**{**{f: getattr(record, f) for f in record.__struct_fields__}, "input_tokens": 99})
-        await usage.insert(pool, [record])
-        await usage.insert(pool, [redelivered, redelivered])
-        spent = await usage.spent(pool, tenant[0], run_id="run-1")
-        assert (spent.tokens, spent.cost_usd) == (15, 0.5)
+        await llm_calls.insert(pool, [first[0]], [first[1]])
+        await llm_calls.insert(pool, [again[0], once_more[0]], [again[1], once_more[1]])
+        spent = await usage.spent(pool, tenant[0], run_id=key.split(":")[0])
+        recorded = await llm_calls.recent(pool, tenant[0], run_id=key.split(":")[0])
     finally:
         await pool.close()
+    assert (spent.tokens, spent.cost_usd) == (15, pytest.approx(cost(10, 5))), "the first delivery's usage, once"
+    assert len(recorded) == 3, "every delivery is still a recorded call"
 
 
 def test_a_call_costs_its_tokens_at_the_deployment_prices(http: httpx.Client) -> None:

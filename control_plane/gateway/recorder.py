@@ -1,5 +1,5 @@
 """Recording every model call: one row with every attempt, and the usage it is metered with, written in
-batches off the caller's path (both in one transaction).
+batches off the caller's path (both in one statement).
 
 A call with an idempotency key (a run's model turn) is answered only once its row is committed, since a
 redelivered turn is answered from it; any other call is answered at once and its row follows in the next
@@ -22,7 +22,7 @@ from opentelemetry.trace import Span
 
 from bus.messages import json_text
 from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, text_of
-from registry import llm_calls, models, usage
+from registry import llm_calls, models
 from registry.db import Pool
 from registry.llm_calls import LlmCall
 from registry.usage import UsageRecord
@@ -163,10 +163,7 @@ class Recorder:
     async def _write(self, batch: Sequence["_Queued"]) -> None:
         metered = [queued.metered for queued in batch if queued.metered is not None]
         try:
-            async with self._pool.acquire() as connection, connection.transaction():
-                await llm_calls.insert(connection, [queued.call for queued in batch])
-                if metered:
-                    await usage.insert(connection, metered)
+            await llm_calls.insert(self._pool, [queued.call for queued in batch], metered)
         except Exception as error:
             log.warning("cannot record %d model calls: %s", len(batch), error)
             for queued in batch:
