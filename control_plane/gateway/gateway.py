@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-import httpx
 import msgspec
 
 from bus import Bus
@@ -40,6 +39,7 @@ from control_plane.gateway.health import Board
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
 from control_plane.gateway.providers.mock import MockProvider
 from control_plane.gateway.providers.openai import OpenAIProvider
+from control_plane.gateway.providers.transport import Http
 from control_plane.gateway.recorder import AttemptRecord, Recorder, Trace, answer_metadata, prompt_of
 from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, parse_chat, parse_embedding
 from control_plane.gateway.settings import GatewaySettings
@@ -113,7 +113,7 @@ class Gateway:
         keys: KeyCache,
         providers: Mapping[str, Provider],
         settings: GatewaySettings,
-        http: httpx.AsyncClient,
+        http: Http,
     ) -> None:
         self.deployments = deployments
         self.board = board
@@ -127,7 +127,7 @@ class Gateway:
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
         """The gateway of a control plane: its providers share one HTTP connection pool."""
-        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        http = Http()
         openai = OpenAIProvider(http)
         return cls(
             deployments=Deployments(pool, no_llm=bool(settings.no_llm)),
@@ -145,7 +145,7 @@ class Gateway:
         await asyncio.gather(self.recorder.run(stop), self.board.run(stop))
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     # --- the calls -------------------------------------------------------------------------------------
 

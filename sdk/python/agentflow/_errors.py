@@ -22,7 +22,7 @@ class TransportError(AgentFlowError):
         self.api_url = api_url
         super().__init__(
             f"cannot reach the AgentFlow API at {api_url}: {str(cause) or type(cause).__name__}"
-            " (is the stack up? try `af up`)"
+            " (is the stack up? af status shows it; af up starts it or what exited)"
         )
 
 

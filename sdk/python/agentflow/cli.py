@@ -105,7 +105,7 @@ _output_option = click.option(
 )
 
 
-@click.group(cls=_Root, name="af")
+@click.group(cls=_Root, name="af", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--api-url", metavar="URL", help="The API (default: $AF_API_URL, else the local stack's).")
 @click.option("--token", metavar="TOKEN", help="Bearer token (default: $AF_TOKEN, else the local stack's key).")
 @click.pass_context
@@ -116,7 +116,7 @@ def cli(ctx: click.Context, api_url: str | None, token: str | None) -> None:
 
 def main() -> None:
     """The `af` entry point."""
-    cli()
+    cli(prog_name="af")
 
 
 # ---- output ---------------------------------------------------------------------------------------
