@@ -135,6 +135,7 @@ async def test_a_turn_delivered_twice_at_once_is_metered_once(
     # Both deliveries miss the replay when they race; the second's usage row is the first's key again.
     first, second = await asyncio.gather(gateway.chat(body, context=turn), gateway.chat(body, context=turn))
     again = await gateway.chat(body, context=turn)
+    assert first["id"] != second["id"], "both deliveries called the model"
     assert again in (first, second) and second["usage"] == first["usage"]
     answer = await asyncio.to_thread(metered, http, "run", 1)
     (item,) = answer["items"]
@@ -262,8 +263,10 @@ def test_a_call_over_the_monthly_budget_is_refused_and_counted(
     assert set_budget.exit_code == 0, set_budget.output
     assert "0 of 5" in set_budget.output
     assert ask(http, "budgeted", "one long enough question").status_code == 200, "spent 0 of 5 before it"
-    refused = problem(ask(http, "budgeted"), 402, "budget-exceeded", "monthly_tokens")
+    over = ask(http, "budgeted")
+    refused = problem(over, 402, "budget-exceeded", "monthly_tokens")
     assert "monthly_tokens" in refused["detail"] and "of 5" in refused["detail"]
+    assert 0 < int(over.headers["Retry-After"]) <= 31 * 24 * 3600, "until the month turns"
     shown = json.loads(runner.invoke(cli, ["budget", "show", "--output", "json"], obj=factory).output)
     assert shown["monthly_tokens"] == 5 and shown["run_cost_usd"] == 2.5 and shown["month"]["tokens"] > 5
 

@@ -2,11 +2,10 @@
 budgets (with what this month has spent of them)."""
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, put
-from litestar.params import Parameter
 
 from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
@@ -38,7 +37,7 @@ async def get_usage(
     identity: Identity,
     group_by: GroupBy = "model",
     since: str | None = None,
-    until: Annotated[str | None, Parameter(description="exclusive")] = None,
+    until: str | None = None,
 ) -> Response[bytes]:
     """The tenant's metered model usage in ``[since, until)``, summed per ``group_by`` (day, model, tier, run,
     workflow, agent), the most costly first, and in total."""

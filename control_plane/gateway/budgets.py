@@ -92,13 +92,12 @@ class Budgets:
         budget = await self.limits(tenant)
         if budget.monthly_tokens is not None or budget.monthly_cost_usd is not None:
             month = await self.this_month(tenant)
-            until = (_next_month(datetime.now(UTC)) - datetime.now(UTC)).total_seconds()
-            _refuse(tenant, "monthly_tokens", budget.monthly_tokens, month.tokens, f"month {month.period}", until)
-            _refuse(tenant, "monthly_cost_usd", budget.monthly_cost_usd, month.cost_usd, f"month {month.period}", until)
+            _refuse(tenant, "monthly_tokens", budget.monthly_tokens, month.tokens, f"month {month.period}")
+            _refuse(tenant, "monthly_cost_usd", budget.monthly_cost_usd, month.cost_usd, f"month {month.period}")
         if run_id is not None and (budget.run_tokens is not None or budget.run_cost_usd is not None):
             run = await self._of_run(tenant, run_id)
-            _refuse(tenant, "run_tokens", budget.run_tokens, run.tokens, f"run {run_id}", None)
-            _refuse(tenant, "run_cost_usd", budget.run_cost_usd, run.cost_usd, f"run {run_id}", None)
+            _refuse(tenant, "run_tokens", budget.run_tokens, run.tokens, f"run {run_id}")
+            _refuse(tenant, "run_cost_usd", budget.run_cost_usd, run.cost_usd, f"run {run_id}")
 
     def spent(self, tenant: str, run_id: str | None, tokens: int, cost_usd: float) -> None:
         """Count a call metered here at once, before its usage row is read back."""
@@ -111,12 +110,12 @@ class Budgets:
                 tally.added_cost += cost_usd
 
 
-def _refuse(
-    tenant: str, budget: str, limit: float | None, spent: float, period: str, retry_after: float | None
-) -> None:
+def _refuse(tenant: str, budget: str, limit: float | None, spent: float, period: str) -> None:
     if limit is None or spent < limit:
         return
     metrics.LLM_BUDGET_REFUSALS.add((tenant, budget))
     what = "tokens" if budget.endswith("tokens") else "USD"
-    shown = f"{spent:.6g} {what} of {limit:.6g}"
-    raise BudgetExceeded("budget-exceeded", f"{budget}: {period} has spent {shown}", budget, retry_after=retry_after)
+    detail = f"{budget}: {period} has spent {spent:.6g} {what} of {limit:.6g}"
+    now = datetime.now(UTC)
+    retry_after = (_next_month(now) - now).total_seconds() if budget.startswith("monthly") else None
+    raise BudgetExceeded("budget-exceeded", detail, budget, retry_after=retry_after)
