@@ -2,8 +2,9 @@
 
 One call: the request is checked (``requests``); a call with an idempotency key already answered is
 answered again from its record, calling no provider; the caller's ``model`` becomes a chain
-(``deployments``), ordered by health, latency and cost (``routing``); each deployment is tried in turn
-within its attempt timeout and the call's deadline:
+(``deployments``); a tenant or run that has spent its budget is refused (``budgets``, ``budget-exceeded``);
+the chain is ordered by health, latency and cost (``routing``); each deployment is tried in turn within
+its attempt timeout and the call's deadline:
 
 - a retryable failure (429, 5xx, timeout, connection, garbage, a wrong key) moves on down the chain and
   counts towards the deployment's cool-down (``health``);
@@ -13,7 +14,8 @@ within its attempt timeout and the call's deadline:
 
 The chain exhausted, the call fails with ``no-healthy-deployment``, its detail naming every deployment
 tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again. Every call,
-answered or not, is recorded with all its attempts (``recorder``).
+answered or not, is recorded with all its attempts and its cost, metered (``recorder``), counted and its
+span ended (``telemetry``).
 """
 
 import asyncio
