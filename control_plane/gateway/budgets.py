@@ -24,7 +24,9 @@ _MAX_RUNS = 10_000
 
 
 @dataclass(slots=True)
-class _Tally:
+class Spending:
+    """What a month (or a run) has spent: as last read from the metered usage, and metered here since."""
+
     period: str
     """The month (``2026-12``), or the run, the sums are of."""
     read: Spent
@@ -54,8 +56,8 @@ class Budgets:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._limits: dict[str, tuple[Budget, float]] = {}
-        self._months: dict[str, _Tally] = {}
-        self._runs: dict[tuple[str, str], _Tally] = {}
+        self._months: dict[str, Spending] = {}
+        self._runs: dict[tuple[str, str], Spending] = {}
 
     async def limits(self, tenant: str) -> Budget:
         cached = self._limits.get(tenant)
@@ -69,21 +71,22 @@ class Budgets:
         await budgets.put(self._pool, tenant, budget)
         self._limits.pop(tenant, None)
 
-    async def this_month(self, tenant: str) -> _Tally:
+    async def this_month(self, tenant: str) -> Spending:
         now = datetime.now(UTC)
         month = now.strftime("%Y-%m")
         tally = self._months.get(tenant)
         if tally is None or tally.period != month or time.monotonic() - tally.read_at > TTL_SECONDS:
-            tally = self._months[tenant] = _Tally(month, await usage.spent(self._pool, tenant, since=_month_start(now)))
+            spent = await usage.spent(self._pool, tenant, since=_month_start(now))
+            tally = self._months[tenant] = Spending(month, spent)
         return tally
 
-    async def _of_run(self, tenant: str, run_id: str) -> _Tally:
+    async def _of_run(self, tenant: str, run_id: str) -> Spending:
         tally = self._runs.get((tenant, run_id))
         if tally is None or time.monotonic() - tally.read_at > TTL_SECONDS:
             if len(self._runs) >= _MAX_RUNS:
                 del self._runs[next(iter(self._runs))]
             self._runs.pop((tenant, run_id), None)
-            tally = _Tally(run_id, await usage.spent(self._pool, tenant, run_id=run_id))
+            tally = Spending(run_id, await usage.spent(self._pool, tenant, run_id=run_id))
             self._runs[(tenant, run_id)] = tally
         return tally
 
