@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,8 @@ from agentflow import Client
 from agentflow.cli import cli
 from click.testing import CliRunner
 
-from bus import connect as connect_bus
 from control_plane.errors import NotFound
 from control_plane.gateway import CallContext, Gateway
-from control_plane.gateway.settings import GatewaySettings
-from control_plane.security.secrets import SecretStore
-from registry import connect as connect_db
 from tests.conftest import Stack, Upstream
 from tests.conftest import problem_of as _problem
 
@@ -339,25 +335,6 @@ def test_af_model_apply_and_af_models_ls_show_each_deployment_with_its_health(
 
 
 # --- the contract agents call ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
-    """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it."""
-    pool = await connect_db(stack.database_url)
-    connection = await connect_bus(stack.nats_url, "test-gateway")
-    store = await SecretStore.open(pool, master_key_text="", master_key_file=str(stack.master_key_file))
-    opened = await Gateway.open(pool, connection, GatewaySettings(), store)
-    stop = asyncio.Event()
-    running = asyncio.create_task(opened.run(stop))
-    try:
-        yield opened
-    finally:
-        stop.set()
-        await running
-        await opened.close()
-        await connection.close()
-        await pool.close()
 
 
 async def test_a_redelivered_model_turn_is_answered_from_its_record_without_calling_the_model(

@@ -19,6 +19,7 @@ from control_plane.api import (
     queue_routes,
     run_routes,
     secret_routes,
+    usage_routes,
 )
 from control_plane.api.gate import admit, permission_of
 from control_plane.api.problems import PROBLEM_MEDIA_TYPE, Problem
@@ -84,6 +85,7 @@ def create_app(lifespan: Any) -> Litestar:
             *access_routes.ROUTES,
             *model_routes.ROUTES,
             *secret_routes.ROUTES,
+            *usage_routes.ROUTES,
         ],
         dependencies={"services": Provide(_services), "identity": Provide(admit)},
         exception_handlers={
