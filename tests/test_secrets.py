@@ -25,6 +25,8 @@ from agentflow import Client
 from agentflow.cli import cli
 from click.testing import CliRunner, Result
 
+from control_plane.errors import NotFound
+from control_plane.gateway import CallContext, Gateway
 from control_plane.security import master_key
 from control_plane.security.envelope import EnvelopeError, MasterKey
 from control_plane.security.secrets import SecretStore
@@ -269,6 +271,17 @@ def test_a_deployment_whose_secret_is_missing_fails_as_secret_not_found(api: Ans
     assert "no secret no-such-secret" in problem["detail"]
     assert upstream.seen("up-unkeyed")["requests"] == 0
     assert _audit(api, "secret.reveal")[0]["outcome"] == "not-found"
+
+
+async def test_an_agents_call_of_a_deployment_without_its_secret_fails_as_secret_not_found(
+    gateway: Gateway, api: Answers, upstream: Upstream, tenant: tuple[str, str]
+) -> None:
+    await asyncio.to_thread(_deploy, api, upstream, "up-agent-unkeyed", "never-set")
+    body = {"model": "up-agent-unkeyed", "messages": [{"role": "user", "content": "plan"}]}
+    with pytest.raises(NotFound) as missing:
+        await gateway.chat(body, context=CallContext(tenant=tenant[0], caller="agent:planner@1"))
+    assert missing.value.kind == "secret-not-found" and missing.value.field == "model"
+    assert "no secret never-set" in missing.value.detail
 
 
 def test_one_tenant_can_neither_see_nor_use_nor_delete_another_tenants_secret(
