@@ -472,6 +472,12 @@ def test_with_the_master_key_in_the_environment_rotation_needs_the_new_key(tmp_r
             admin.set_secret("env-key", _value())
         refused = _af(stack, stack.token, ["secret", "rotate-master"])
         assert refused.exit_code == 1 and "AF_MASTER_KEY" in refused.output, refused.output
+        with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.token}"}) as http:
+            _problem(http.post("/v1/secrets:rotate-master"), 409, "master-key-in-environment", "new_key")
+            short = {"new_key": base64.b64encode(b"too short").decode()}
+            _problem(http.post("/v1/secrets:rotate-master", json=short), 422, "validation-error", "new_key")
+            again = {"new_key": first.text()}
+            _problem(http.post("/v1/secrets:rotate-master", json=again), 422, "validation-error", "new_key")
         new_key_file = stack.root / "new.key"
         new_key_file.write_text(second.text() + "\n")
         rotated = _af(stack, stack.token, ["secret", "rotate-master", "--new-key-file", str(new_key_file)])
