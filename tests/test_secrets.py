@@ -284,6 +284,35 @@ async def test_an_agents_call_of_a_deployment_without_its_secret_fails_as_secret
     assert "no secret never-set" in missing.value.detail
 
 
+async def test_a_sealed_value_copied_into_another_row_does_not_open_there(
+    stack: Stack, api: Answers, upstream: Upstream, tenant: tuple[str, str]
+) -> None:
+    value = _value()
+    await asyncio.to_thread(api.http.post, "/v1/secrets", json={"name": "original-key", "value": value})
+    pool = await connect_db(stack.database_url)
+    try:  # what someone with write access to the database could do: the blobs of one row into another
+        row = await stored.sealed(pool, tenant[0], "original-key")
+        assert row is not None
+        assert await stored.put(
+            pool,
+            scope=tenant[0],
+            name="copied-key",
+            ciphertext=row.ciphertext,
+            wrapped_key=row.wrapped_key,
+            master_id=row.master_id,
+            actor="intruder",
+        )
+    finally:
+        await pool.close()
+    upstream.require_key("up-copied", value)
+    await asyncio.to_thread(_deploy, api, upstream, "up-copied", "copied-key")
+    problem = _problem(await asyncio.to_thread(_chat, api, "up-copied"), 409, "secret-unreadable", "name")
+    assert "copied-key does not open under the master key" in problem["detail"]
+    assert upstream.seen("up-copied")["requests"] == 0
+    reveal = (await asyncio.to_thread(_audit, api, "secret.reveal"))[0]
+    assert (reveal["target"], reveal["outcome"]) == ("copied-key", "unreadable")
+
+
 def test_one_tenant_can_neither_see_nor_use_nor_delete_another_tenants_secret(
     stack: Stack, api: Answers, upstream: Upstream
 ) -> None:

@@ -54,6 +54,7 @@ _TITLES = {
     "secret-not-found": "Unknown secret",
     "master-key-in-environment": "The master key is set in the environment",
     "master-key-changed": "The master key changed",
+    "secret-unreadable": "The secret does not open",
     "budget-exceeded": "Budget exceeded",
 }
 

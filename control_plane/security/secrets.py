@@ -20,7 +20,7 @@ import re
 from bus.config import SettingsError
 from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
 from control_plane.security import master_key
-from control_plane.security.envelope import MasterKey
+from control_plane.security.envelope import EnvelopeError, MasterKey
 from control_plane.security.master_key import KeySource
 from registry import audit
 from registry import secrets as stored
@@ -53,9 +53,12 @@ def _check_value(value: str) -> str:
     return value
 
 
+def _owner(scope: str) -> str:
+    return "the platform" if scope == PLATFORM else f"tenant {scope}"
+
+
 def _not_found(scope: str, name: str) -> NotFound:
-    owner = "the platform" if scope == PLATFORM else f"tenant {scope}"
-    return NotFound("secret-not-found", f"{owner} has no secret {name}", "name")
+    return NotFound("secret-not-found", f"{_owner(scope)} has no secret {name}", "name")
 
 
 class SecretStore:
@@ -125,12 +128,22 @@ class SecretStore:
             if row is None:
                 await self._audit(tenant, name, "not-found", purpose)
                 raise _not_found(tenant, name)
-            if row.master_id == self._key.id:
+            key = self._key  # the one the row names, even if a rotation of this process replaces it meanwhile
+            if row.master_id == key.id:
                 break
-            await self._follow_rotation(self._key)  # then read the row again: it may have been re-wrapped
+            await self._follow_rotation(key)  # then read the row again: it may have been re-wrapped
         else:
             raise Unavailable("master-key-changed", "the master key is being rotated; try again", retry_after=1)
-        value = self._key.open(row.scope, row.name, row.ciphertext, row.wrapped_key)
+        try:
+            value = key.open(row.scope, row.name, row.ciphertext, row.wrapped_key)
+        except EnvelopeError:
+            await self._audit(tenant, name, "unreadable", purpose)
+            raise Conflict(
+                "secret-unreadable",
+                f"{_owner(tenant)}'s secret {name} does not open under the master key: its row was altered or"
+                " copied from another; set it again",
+                "name",
+            ) from None
         await self._audit(tenant, name, "revealed", purpose)
         return value
 
