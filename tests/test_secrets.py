@@ -30,6 +30,8 @@ from control_plane.gateway import CallContext, Gateway
 from control_plane.security import master_key
 from control_plane.security.envelope import EnvelopeError, MasterKey
 from control_plane.security.secrets import SecretStore
+from control_plane.settings import SettingsError
+from control_plane.settings import load as load_settings
 from control_plane.stack.postgres import PostgresServer, bin_path
 from registry import connect as connect_db
 from registry import migrate
@@ -386,6 +388,16 @@ def test_a_sealed_secret_opens_only_under_its_master_key_in_its_own_row() -> Non
 
 
 # --- the master key --------------------------------------------------------------------------------
+
+
+def test_the_master_key_setting_is_never_shown_and_its_file_defaults_to_af_home(tmp_path: Path) -> None:
+    key = MasterKey.generate()
+    env = {"AF_DATABASE_URL": "postgresql://127.0.0.1/x", "AF_MASTER_KEY": key.text(), "AF_HOME": str(tmp_path)}
+    settings = load_settings(env=env)
+    assert settings.master_key == key.text() and key.text() not in repr(settings)
+    assert settings.master_key_file == str(tmp_path / "master.key")
+    with pytest.raises(SettingsError, match=r"^AF_MASTER_KEY: a master key is base64 text$"):
+        master_key.load("not base64!", "")
 
 
 def _sealed_rows(stack: Stack, names: list[tuple[str, str]]) -> dict[tuple[str, str], stored.SealedRow]:
