@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus import Bus, Fleet, connect
+from bus import Bus, Fleet, connect, model_turns
 from bus.streams import ensure_results_consumer, ensure_streams
 from control_plane.catalog.resolver import Catalog
 from control_plane.engine.admission import Admission
@@ -15,6 +15,7 @@ from control_plane.engine.run_cache import RunCache
 from control_plane.engine.submit import Submitter
 from control_plane.gateway import Gateway
 from control_plane.gateway.credentials import CredentialsFile
+from control_plane.gateway.turns import TurnAnswerer
 from control_plane.gauges import sample
 from control_plane.security.authentication import Authenticator
 from control_plane.security.quotas import FailureBrake, TenantQuotas
@@ -89,6 +90,8 @@ class Services:
                 pool, bus, settings.gateway, CredentialsFile.load(settings.gateway.llm_credentials_file)
             ),
         )
+        # Agents' model turns, asked by workers over the bus, answered by the gateway.
+        await model_turns.serve(bus, TurnAnswerer(services.gateway).answer)
         services.loops = [
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),

@@ -38,6 +38,9 @@ class Settings(ProcessSettings):
     third of it while a tool runs."""
     drain_seconds: float = 30.0
     """``AF_DRAIN_SECONDS``: how long SIGTERM waits for tasks in flight before handing them back."""
+    model_turn_seconds: float = 240.0
+    """``AF_MODEL_TURN_SECONDS``: how long an agent's model turn waits for the gateway's answer before it is
+    tried again (the gateway's own deadline for one call is shorter)."""
     metrics_port: int = 0
     """``AF_METRICS_PORT``: the loopback port of this worker's Prometheus ``/metrics``; 0 picks a free one
     (logged at start and announced in the heartbeat)."""

@@ -217,7 +217,8 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
     if output == "json":
         _print_json(run, one_line=one_line)
         return
-    target = f"workflow {run['workflow']}" if run.get("workflow") else f"tool {run.get('tool')}"
+    kind = next((kind for kind in ("workflow", "agent", "tool") if run.get(kind)), "tool")
+    target = f"{kind} {run.get(kind)}"
     _print_fields(
         [
             ("run", run["id"]),
@@ -640,6 +641,7 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
 @cli.command("run")
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
+@click.option("--agent", "of_agent", is_flag=True, help="NAME is an agent, run on its own, not a workflow.")
 @click.option("--input", "input_", metavar="JSON|@FILE", callback=_parse_input, help="The run's input.")
 @click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
@@ -651,6 +653,7 @@ def run_command(
     session: _Session,
     ref: str,
     of_tool: bool,
+    of_agent: bool,
     input_: Any,
     idempotency_key: str | None,
     queue: str | None,
@@ -658,13 +661,16 @@ def run_command(
     follow: bool,
     output: str,
 ) -> None:
-    """Start a run of a workflow (or, with --tool, of one tool); print its id."""
+    """Start a run of a workflow (or, with --tool or --agent, of one tool or agent); print its id."""
     if wait and follow:
         raise click.UsageError("--wait and --follow exclude each other")
+    if of_tool and of_agent:
+        raise click.UsageError("--tool and --agent exclude each other")
     client = session.client
     run: JSON = client.start_run(
-        workflow=None if of_tool else ref,
+        workflow=None if of_tool or of_agent else ref,
         tool=ref if of_tool else None,
+        agent=ref if of_agent else None,
         input=input_,
         idempotency_key=idempotency_key,
         queue=queue,
