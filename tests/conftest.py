@@ -8,6 +8,8 @@
 - ``stack``: the control plane and one worker as separate processes against those two.
 - ``upstream``: ``bench.upstream``, a model server speaking OpenAI's and Anthropic's protocols that fails on
   demand, one process serving many named upstreams (the deployments of a chain).
+- ``local_model_server``: llama.cpp's server with SmolLM2-135M-Instruct, as ``af up --local-model`` starts it,
+  kept small (a 1,024-token window, answers of 64 tokens at most, one thread).
 - ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
   whose ``runsc`` runtime passes ``--network=none``.
 """
@@ -38,7 +40,7 @@ from nats.js import JetStreamContext
 from bus import subjects
 from bus.messages import Heartbeat, Task, ToolRuntime
 from control_plane.security.authentication import new_key
-from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import free_port, http_ok, spawn, stop, tcp_open, wait_until
 from registry.db import ensure_database
 
@@ -123,6 +125,16 @@ def upstream(tmp_root: Path) -> Iterator[Upstream]:
         yield Upstream(f"http://127.0.0.1:{port}")
     finally:
         stop(process.pid)
+
+
+@pytest.fixture(scope="session")
+def local_model_server(tmp_root: Path) -> Iterator[local_model.LocalModelServer]:
+    log = tmp_root / "logs" / "local-model.log"
+    server = local_model.start(log, context=1024, max_tokens=64, threads=1, timeout=60)
+    try:
+        yield server
+    finally:
+        stop(server.process.pid)
 
 
 @dataclass(frozen=True)

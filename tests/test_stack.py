@@ -1,5 +1,6 @@
 """The embedded stack as a user runs it: `up --detach`, `status`, a run through the SDK, `down`, each a real
-process with AF_HOME in a fresh directory; every process it started is gone afterwards, whatever failed."""
+process with AF_HOME in a fresh directory; every process it started is gone afterwards, whatever failed. With
+`--local-model`, the local model server is one more of its processes, and the gateway's `local` model answers."""
 
 import json
 import os
@@ -10,10 +11,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from agentflow import Client
 
-from control_plane.stack.processes import free_port, stop
+from control_plane.stack.processes import StackError, free_port, stop
+from control_plane.stack.settings import StackSettings
 from tests.conftest import ROOT
 
 STACK = [sys.executable, "-m", "control_plane.stack"]
@@ -68,6 +71,16 @@ def recorded_pids(home: Path) -> list[int]:
     except (FileNotFoundError, ValueError):
         return []
     return [part["pid"] for part in state.get("parts", [])]
+
+
+def clean_up(home: Path, pids: list[int]) -> None:
+    """Whatever a test left running: `af down`, then each recorded process still there, by PID."""
+    if (home / "stack.json").exists():
+        pids = pids or recorded_pids(home)
+        af_stack(home, "down")
+    for pid in pids:
+        if not gone(pid):
+            stop(pid, timeout=10)
 
 
 def test_up_status_run_and_down_start_and_stop_every_part(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,12 +144,47 @@ def test_up_status_run_and_down_start_and_stop_every_part(home: Path, monkeypatc
         assert after.returncode == 0
         assert json.loads(after.stdout)["running"] is False
     finally:
-        if (home / "stack.json").exists():
-            pids = pids or recorded_pids(home)
-            af_stack(home, "down")
-        for pid in pids:
-            if not gone(pid):
-                stop(pid, timeout=10)
+        clean_up(home, pids)
+
+
+def test_up_with_the_local_model_serves_it_through_the_gateway_and_status_shows_it_healthy(home: Path) -> None:
+    pids: list[int] = []
+    try:
+        up = af_stack(home, "up", "--workers", "0", "--local-model", "--detach")
+        pids = recorded_pids(home)
+        assert up.returncode == 0, up.stderr
+        report = json.loads(af_stack(home, "status", "--output", "json").stdout)
+        assert [p["name"] for p in report["parts"]] == ["nats-server", "postgres", "local-model", "control-plane"]
+        (model,) = [p for p in report["parts"] if p["name"] == "local-model"]
+        assert model["alive"] is True and model["healthy"] is True, report
+        assert report["local_model_url"].startswith("http://127.0.0.1:")
+        (row,) = [line for line in af_stack(home, "status").stdout.splitlines() if "local-model" in line]
+        assert row.split()[-2:] == ["running,", "healthy"], row
+
+        token = (home / "admin.key").read_text().strip()
+        answer = httpx.post(
+            f"{report['api_url']}/v1/llm/chat/completions",
+            json={"model": "local", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+        assert answer.status_code == 200, answer.text
+        completion = answer.json()
+        assert completion["model"] == "local" and completion["choices"][0]["message"]["content"].strip()
+        assert 0 < completion["usage"]["completion_tokens"] <= 8
+
+        down = af_stack(home, "down")
+        assert down.returncode == 0 and "killed" not in down.stderr, down.stderr
+        assert [pid for pid in pids if not gone(pid)] == []
+    finally:
+        clean_up(home, pids)
+
+
+def test_af_local_model_is_0_or_1() -> None:
+    assert StackSettings.read({"AF_HOME": "/x", "AF_LOCAL_MODEL": "1"}).local_model is True
+    assert StackSettings.read({"AF_HOME": "/x"}).local_model is False
+    with pytest.raises(StackError, match="AF_LOCAL_MODEL: use 0 or 1, got 'yes'"):
+        StackSettings.read({"AF_HOME": "/x", "AF_LOCAL_MODEL": "yes"})
 
 
 def test_status_and_down_without_a_stack_say_so(home: Path) -> None:

@@ -32,7 +32,8 @@ from bus.model_health import HealthBucket
 from control_plane.errors import Invalid, NotFound, Refused, Unavailable, UpstreamFailed
 from control_plane.gateway import routing, tokens
 from control_plane.gateway.credentials import Credentials, KeyCache
-from control_plane.gateway.deployments import Chain, Deployment, Deployments
+from control_plane.gateway.deployments import LOCAL, Chain, Deployment, Deployments
+from control_plane.gateway.documents import PLATFORM
 from control_plane.gateway.failures import Failure
 from control_plane.gateway.health import Board
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
@@ -114,11 +115,15 @@ class Gateway:
 
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
-        """The gateway of a control plane: its providers share one HTTP connection pool."""
+        """The gateway of a control plane: its providers share one HTTP connection pool. With a local model
+        server, the platform's ``local`` deployment is registered if it is not yet."""
+        deployments = Deployments(pool, no_llm=bool(settings.no_llm))
+        if settings.local_model_url:
+            await deployments.register(PLATFORM, LOCAL)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
         openai = OpenAIProvider(http)
         return cls(
-            deployments=Deployments(pool, no_llm=bool(settings.no_llm)),
+            deployments=deployments,
             board=Board(await HealthBucket.open(bus), settings),
             recorder=Recorder(pool),
             keys=KeyCache(credentials),

@@ -1,12 +1,15 @@
 """``af up`` / ``af down`` / ``af status``: the whole stack on one machine, each part a real process.
 
-nats-server (JetStream), PostgreSQL (``AF_DATABASE_URL`` or a cluster under ``AF_HOME``), the control
-plane and N workers. ``$AF_HOME/stack.json`` records what runs, so ``af down`` and ``af status`` work
-from any shell, and clients find the API and the local admin key there.
+nats-server (JetStream), PostgreSQL (``AF_DATABASE_URL`` or a cluster under ``AF_HOME``), with
+``--local-model`` (or ``AF_LOCAL_MODEL=1``) the local model server (``local_model``: llama.cpp with
+SmolLM2-135M-Instruct, the control plane's ``AF_LOCAL_MODEL_URL``), the control plane and N workers.
+``$AF_HOME/stack.json`` records what runs, so ``af down`` and ``af status`` work from any shell, and
+clients find the API and the local admin key there.
 """
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -21,7 +24,7 @@ from typing import Any
 
 from bus import InvalidName
 from control_plane.security.authentication import new_key
-from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import (
     StackError,
     alive,
@@ -47,6 +50,8 @@ class Part:
     pid: int
     log: str
     stop_signal: int = signal.SIGTERM
+    health: str = ""
+    """A loopback URL that answers 200 while the part is healthy (the local model's ``/health``)."""
 
 
 @dataclass
@@ -56,6 +61,8 @@ class StackState:
     nats_url: str
     database_url: str
     parts: list[Part] = field(default_factory=list)
+    local_model_url: str = ""
+    """The local model server's OpenAI-compatible base URL, when the stack runs one."""
 
     def save(self) -> None:
         path = Path(self.home) / STATE_FILE
@@ -122,6 +129,14 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
             asyncio.run(ensure_database(pg.dsn, postgres.DATABASE))
             _done(started, f"127.0.0.1:{pg.port}, pid {pg.process.pid}")
 
+        if settings.local_model:
+            started = _step("local model (llama.cpp)")
+            model = local_model.start(logs / "local-model.log")
+            state.local_model_url = model.url
+            state.parts.append(Part("local-model", model.process.pid, str(model.log), health=model.health_url))
+            state.save()
+            _done(started, f"{model.url}, pid {model.process.pid}")
+
         key_file = home / KEY_FILE
         if not key_file.exists():
             key_file.touch(mode=0o600)
@@ -138,6 +153,8 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
             "AF_PORT": str(port),
             "AF_HOST": "127.0.0.1",
         }
+        if state.local_model_url:
+            env["AF_LOCAL_MODEL_URL"] = state.local_model_url
         log = logs / "control-plane.log"
         process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
         state.parts.append(Part("control-plane", process.pid, str(log)))
@@ -216,7 +233,7 @@ def exec_worker(settings: StackSettings, args: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "worker", "start", *args], env)
 
 
-_STOP_ORDER = ("worker", "control-plane", "postgres", "nats-server")
+_STOP_ORDER = ("worker", "control-plane", "local-model", "postgres", "nats-server")
 
 
 def down(home: Path, *, quiet: bool = False) -> int:
@@ -246,7 +263,7 @@ def status(home: Path) -> dict[str, Any]:
     if state is None:
         return {"home": str(home), "running": False, "parts": []}
     ready = http_ok(f"{state.api_url}/readyz") if state.api_url else False
-    parts = [{"name": p.name, "pid": p.pid, "alive": alive(p.pid), "log": p.log} for p in state.parts]
+    parts = [_part_status(p) for p in state.parts]
     return {
         "home": str(home),
         "running": any(p["alive"] for p in parts),
@@ -254,8 +271,24 @@ def status(home: Path) -> dict[str, Any]:
         "api_ready": ready,
         "nats_url": state.nats_url,
         "database_url": state.database_url,
+        "local_model_url": state.local_model_url,
         "parts": parts,
     }
+
+
+def _part_status(part: Part) -> dict[str, Any]:
+    report: dict[str, Any] = {"name": part.name, "pid": part.pid, "alive": alive(part.pid), "log": part.log}
+    if part.health:
+        report["healthy"] = report["alive"] and http_ok(part.health)
+    return report
+
+
+def _state_of(part: dict[str, Any]) -> str:
+    if not part["alive"]:
+        return "exited"
+    if "healthy" in part:
+        return "running, healthy" if part["healthy"] else "running, NOT healthy"
+    return "running"
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -268,7 +301,7 @@ def _print_status(report: dict[str, Any]) -> None:
     )
     print(f"  {'PROCESS':<16} {'PID':<8} STATE")
     for part in report["parts"]:
-        print(f"  {part['name']:<16} {part['pid']:<8} {'running' if part['alive'] else 'exited'}")
+        print(f"  {part['name']:<16} {part['pid']:<8} {_state_of(part)}")
 
 
 def _wait_for_signal(home: Path, state: StackState) -> None:
@@ -296,6 +329,11 @@ def main(argv: list[str] | None = None) -> None:
     start.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     start.add_argument("--concurrency", type=int, default=8, help="tasks each worker runs at once (default 8)")
     start.add_argument("--detach", action="store_true", help="leave the stack running and return")
+    start.add_argument(
+        "--local-model",
+        action="store_true",
+        help="also start the local model server (llama.cpp, SmolLM2-135M-Instruct): the gateway's `local` model",
+    )
     commands.add_parser("down", help="stop the stack (workers drain first)")
     show = commands.add_parser("status", help="each process of the stack and its health")
     show.add_argument("--output", choices=["table", "json"], default="table")
@@ -317,6 +355,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "up":
             if args.workers < 0:
                 parser.error("--workers must be 0 or more")
+            if args.local_model:
+                settings = dataclasses.replace(settings, local_model=True)
             state = up(settings, args.workers, args.concurrency)
             if args.detach:
                 say(f"AgentFlow is up: API {state.api_url}; stop it with `af down`")
