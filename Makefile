@@ -72,14 +72,17 @@ soak: install
 bench: install
 	$(BIN)/python -m bench
 
-# The same benchmark with AgentFlow's peers beside it: Celery (Redis) and taskiq (taskiq-nats). They go into the
-# virtualenv from PyPI here only, never into AgentFlow's dependencies; redis-server is Debian's.
+# The same benchmark with AgentFlow's peers beside it: Celery (Redis), taskiq (taskiq-nats) and, for the model
+# gateway, LiteLLM's proxy. They come from PyPI here only, never into AgentFlow's dependencies; redis-server is
+# Debian's.
 bench-peers: install
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 		echo "installing redis-server (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
 	$(BIN)/pip install -q 'celery[redis]' redis taskiq taskiq-nats
+	@# LiteLLM's proxy, the model gateway's peer, in a virtualenv of its own: its pins never touch AgentFlow's.
+	test -x .venv-litellm/bin/litellm || { $(PYTHON) -m venv .venv-litellm && .venv-litellm/bin/pip install -q 'litellm[proxy]'; }
 	$(BIN)/python -m bench --peers
 
 clean:
