@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from bench.local_model import speed
 from bus import connect as connect_bus
 from control_plane.gateway import Gateway
 from control_plane.gateway.credentials import CredentialsFile
@@ -112,6 +113,11 @@ def test_the_local_model_streams_its_answer_chunk_by_chunk_with_usage(llm: opena
     call = recorded(http, stream=True)
     assert call["outcome"] == "ok" and call["ttft_ms"] is not None and call["tokens_estimated"] is False
     assert call["response"]["choices"][0]["message"]["content"] == "".join(pieces)
+
+
+async def test_the_bench_measures_the_local_models_speed_through_the_gateway(local_api: str, key: str) -> None:
+    figures = await speed(f"{local_api}/v1/llm", key=key, max_tokens=16, runs=1)
+    assert 1 < figures["tokens"] <= 16 and figures["tokens_per_second"] > 0 and figures["ttft_ms"] > 0, figures
 
 
 async def test_a_change_to_the_local_deployment_stands_when_a_control_plane_starts_again(
