@@ -35,6 +35,7 @@ import uvloop
 from bench import gateway, peers, planners, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
+from bus.commands import CommandParser
 from control_plane.stack import launcher as stack
 from control_plane.stack import nats_identity
 from control_plane.stack.processes import alive, spawn, stop, wait_until
@@ -611,43 +612,68 @@ def _render_ratios(r: dict[str, float], summary: dict[str, Any]) -> list[str]:
 
 
 def arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="af bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions; figures are their median (default 3)")
-    parser.add_argument("--latency-runs", type=int, default=300, help="tasks one at a time per repetition")
-    parser.add_argument("--tasks", type=int, default=3000, help="tasks per sustained or drain phase (default 3000)")
-    parser.add_argument("--sandbox-tasks", type=int, default=200, help="sandboxed tasks per phase; 0 skips them")
+    parser = CommandParser(
+        prog="af bench",
+        description="Run the benchmarks: AgentFlow's durable path beside raw JetStream (and with --peers, Celery and "
+        "taskiq), the sandboxes and the planners, on this machine; the report goes to --json-file.",
+    )
+    parser.add_argument(
+        "--repeat", metavar="N", type=int, default=3, help="Repetitions; figures are their median (default 3)."
+    )
+    parser.add_argument(
+        "--latency-runs", metavar="N", type=int, default=300, help="Tasks one at a time per repetition."
+    )
+    parser.add_argument(
+        "--tasks", metavar="N", type=int, default=3000, help="Tasks per sustained or drain phase (default 3000)."
+    )
+    parser.add_argument(
+        "--sandbox-tasks", metavar="N", type=int, default=200, help="Sandboxed tasks per phase; 0 skips them."
+    )
     parser.add_argument(
         "--peers",
         action="store_true",
-        help="also run the noop task through Celery (Redis) and taskiq (NATS JetStream); `make bench-peers`",
+        help="Also run the noop task through Celery (Redis) and taskiq (NATS JetStream); `make bench-peers`.",
     )
     parser.add_argument(
         "--planners",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="end each repetition with the planners' phases: µs per decision of each planner, a fan-out DAG end to end",
+        help="End each repetition with the planners' phases: µs per decision of each planner, a fan-out DAG end to "
+        "end.",
     )
     parser.add_argument(
-        "--only", choices=["planners", "gateway"], help="run only these phases (`--only planners`, `--only gateway`)"
+        "--only", choices=["planners", "gateway"], help="Run only these phases (`--only planners`, `--only gateway`)."
     )
     parser.add_argument(
         "--gateway-calls",
         type=int,
         default=1000,
-        help="timed model calls per gateway cell (whole or streamed, 1 or 50 callers); 0 skips the gateway phase."
-        " With --peers, LiteLLM's proxy from .venv-litellm runs beside AgentFlow's",
+        help="Timed model calls per gateway cell (whole or streamed, 1 or 50 callers); 0 skips the gateway phase."
+        " With --peers, LiteLLM's proxy from .venv-litellm runs beside AgentFlow's.",
     )
     parser.add_argument(
         "--sandbox",
         choices=["process", "runsc"],
-        help="run only the sandboxed phases: the process sandbox, and with runsc its cold and warm rows too",
+        help="Run only the sandboxed phases: the process sandbox, and with runsc its cold and warm rows too.",
     )
-    parser.add_argument("--planner-nodes", type=int, default=1000, help="nodes of each planner's workflow")
-    parser.add_argument("--fanout-layers", type=int, default=10, help="layers of the end-to-end DAG (default 10)")
-    parser.add_argument("--fanout-width", type=int, default=10, help="steps per layer of the end-to-end DAG")
-    parser.add_argument("--fanout-runs", type=int, default=5, help="timed end-to-end DAG runs per repetition; 0 skips")
-    parser.add_argument("--output", choices=["table", "json"], default="table")
-    parser.add_argument("--json-file", default="bench/results/latest.json", help="where to write the JSON report")
+    parser.add_argument(
+        "--planner-nodes", metavar="N", type=int, default=1000, help="Nodes of each planner's workflow."
+    )
+    parser.add_argument(
+        "--fanout-layers", metavar="N", type=int, default=10, help="Layers of the end-to-end DAG (default 10)."
+    )
+    parser.add_argument(
+        "--fanout-width", metavar="N", type=int, default=10, help="Steps per layer of the end-to-end DAG."
+    )
+    parser.add_argument(
+        "--fanout-runs", metavar="N", type=int, default=5, help="Timed end-to-end DAG runs per repetition; 0 skips."
+    )
+    parser.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="How to print the report (default table)."
+    )
+    parser.add_argument(
+        "--json-file", metavar="FILE", default="bench/results/latest.json", help="Where to write the JSON report."
+    )
     return parser
 
 
