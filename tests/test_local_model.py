@@ -14,14 +14,10 @@ import openai
 import pytest
 
 from bench.local_model import speed
-from bus import connect as connect_bus
-from control_plane.gateway import Gateway
-from control_plane.gateway.credentials import CredentialsFile
 from control_plane.gateway.documents import PLATFORM
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.stack.local_model import LocalModelServer
-from registry import connect as connect_db
-from tests.conftest import Stack
+from tests.conftest import Stack, running_gateway
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
@@ -127,13 +123,5 @@ async def test_a_change_to_the_local_deployment_stands_when_a_control_plane_star
     changed = {"name": "local", "provider": "local", "context_window": 1024}  # the window of the test's server
     answer = await asyncio.to_thread(http.post, "/v1/models", params={"scope": "platform"}, json=changed, headers=admin)
     assert answer.status_code == 200 and answer.json()["outcome"] == "updated", answer.text
-    pool = await connect_db(stack.database_url)
-    connection = await connect_bus(stack.nats_url, "test-local-model")
-    try:
-        settings = GatewaySettings(local_model_url=local_model_server.url)
-        opened = await Gateway.open(pool, connection, settings, CredentialsFile({}))  # as a control plane starts
-        await opened.close()
+    async with running_gateway(stack, GatewaySettings(local_model_url=local_model_server.url)) as opened:
         assert (await opened.deployments.visible(PLATFORM))["local"].spec.context_window == 1024
-    finally:
-        await connection.close()
-        await pool.close()
