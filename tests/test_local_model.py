@@ -111,6 +111,13 @@ def test_the_local_model_streams_its_answer_chunk_by_chunk_with_usage(llm: opena
     assert call["response"]["choices"][0]["message"]["content"] == "".join(pieces)
 
 
+def test_a_tenants_own_local_deployment_in_a_tier_answers_for_that_tier(http: httpx.Client, llm: openai.OpenAI) -> None:
+    answer = http.post("/v1/models", json={"name": "local-light", "provider": "local", "tier": "tier1"})
+    assert answer.status_code == 201, answer.text
+    reply = llm.chat.completions.create(model="tier1", messages=QUESTION, max_tokens=8)
+    assert reply.model == "local-light" and reply.choices[0].message.content
+
+
 async def test_the_bench_measures_the_local_models_speed_through_the_gateway(local_api: str, key: str) -> None:
     figures = await speed(f"{local_api}/v1/llm", key=key, max_tokens=16, runs=1)
     assert 1 < figures["tokens"] <= 16 and figures["tokens_per_second"] > 0 and figures["ttft_ms"] > 0, figures
