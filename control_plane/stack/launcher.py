@@ -28,6 +28,7 @@ from control_plane.stack.processes import (
     StackError,
     alive,
     free_port,
+    get_json,
     http_ok,
     spawn,
     stop,
@@ -58,6 +59,8 @@ class StackState:
     nats_url: str
     database_url: str
     parts: list[Part] = field(default_factory=list)
+    stack_id: str = ""
+    """The installation's id, as the API says it (``/healthz``): clients tie their logins to it."""
     concurrency: int = 8
     """Tasks each worker runs at once."""
     cluster: str = ""
@@ -221,6 +224,8 @@ def _start_control_plane(settings: StackSettings, state: StackState) -> str:
     state.api_url = f"http://127.0.0.1:{port}"
     _record(state, Part("control-plane", process.pid, str(log)))
     wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
+    state.stack_id = str(get_json(f"{state.api_url}/healthz")["stack_id"])
+    state.save()
     return f"{state.api_url}, pid {process.pid}"
 
 
