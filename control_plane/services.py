@@ -108,6 +108,7 @@ class Services:
     async def close(self) -> None:
         self.stop.set()
         self.submitter.wake()
+        self.dispatcher.wake()
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.submitter.close()
         await self.dispatcher.close()
