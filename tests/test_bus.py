@@ -3,6 +3,7 @@ burst and ends when its connection closes, and the fleet reads back what workers
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -67,6 +68,15 @@ async def test_a_pull_ends_empty_as_soon_as_stop_is_set_and_the_consumer_still_d
     [delivery] = await consumer.pull(1, 5.0, stop=asyncio.Event())
     assert delivery.data == encode(task)
     await delivery.ack()
+
+
+async def test_closing_a_bus_is_no_lost_connection_and_logs_no_warning(
+    tmp_root: Path, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await connect(admin_url(tmp_root, nats_server), "test-bus-close")
+    with caplog.at_level(logging.INFO, logger="bus.connection"):
+        await connection.close()
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 async def test_a_watch_looks_at_once_then_once_per_burst_then_on_silence(bus: Bus) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import functools
 import json
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -247,11 +246,12 @@ def _postgres_dir(home: Path) -> Path:
 def _start_worker(settings: StackSettings, state: StackState, index: int) -> str:
     home = Path(state.home)
     log = home / "logs" / f"worker-{index}.log"
+    # The worker names itself as `af worker start` does (<host>-<pid>): one id of each worker's, never one
+    # that the user's environment would give every worker alike.
     env = {
-        **settings.env,
+        **{k: v for k, v in settings.env.items() if k != "AF_WORKER_ID"},
         "AF_NATS_URL": state.nats_url,
         **nats_identities(home).env(nats_identity.worker_user("default")),
-        "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}",
     }
     argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(state.concurrency)]
     process = spawn(f"worker {index}", argv, log, env=env)
@@ -304,8 +304,6 @@ def down(home: Path, *, quiet: bool = False) -> int:
     """Stop every recorded part by PID, workers first (they drain); returns how many were running."""
     state = StackState.read(home)
     if state is None:
-        if not quiet:
-            say(f"no stack is recorded in {home}")
         return 0
     stopped = 0
     ordered = sorted(state.parts, key=lambda p: next(i for i, n in enumerate(_STOP_ORDER) if p.name.startswith(n)))
@@ -411,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
             down(home)
         elif args.command == "down":
             if down(home) == 0:
-                say("nothing was running")
+                say(f"no stack was running from {home}")
         else:
             report = status(home)
             if args.output == "json":
