@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bus import InvalidName
+from bus.commands import CommandParser
 from control_plane.security.authentication import new_key
 from control_plane.stack import nats, nats_identity, postgres
 from control_plane.stack.processes import (
@@ -373,15 +374,23 @@ def _wait_for_signal(home: Path, state: StackState) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="af", description="The AgentFlow embedded stack.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("up", help="start NATS, PostgreSQL, the control plane and workers")
-    start.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    start.add_argument("--concurrency", type=int, default=8, help="tasks each worker runs at once (default 8)")
-    start.add_argument("--detach", action="store_true", help="leave the stack running and return")
-    commands.add_parser("down", help="stop the stack (workers drain first)")
-    show = commands.add_parser("status", help="each process of the stack and its health")
-    show.add_argument("--output", choices=["table", "json"], default="table")
+    parser = CommandParser(prog="af", description="The AgentFlow embedded stack.", usage="%(prog)s COMMAND [OPTIONS]")
+    commands = parser.add_subparsers(dest="command", required=True, prog="af")
+    start = commands.add_parser(
+        "up",
+        description="Start the embedded stack on this machine: NATS, PostgreSQL, a control plane and workers, "
+        "each a process of its own (their logs and state under AF_HOME); Ctrl-C stops it unless --detach.",
+    )
+    start.add_argument("--workers", metavar="N", type=int, default=1, help="Worker processes (default 1).")
+    start.add_argument(
+        "--concurrency", metavar="N", type=int, default=8, help="Tasks each worker runs at once (default 8)."
+    )
+    start.add_argument("--detach", action="store_true", help="Leave the stack running and return.")
+    commands.add_parser("down", description="Stop the embedded stack: workers first (they drain), then the rest.")
+    show = commands.add_parser("status", description="Show each process of the embedded stack and its health.")
+    show.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="How to print the report (default table)."
+    )
     argv = sys.argv[1:] if argv is None else argv
     try:
         settings = StackSettings.read(os.environ)
@@ -395,7 +404,9 @@ def main(argv: list[str] | None = None) -> None:
         except StackError as error:
             print(f"af worker: {error}", file=sys.stderr)
             raise SystemExit(1) from None
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command's own parser, "af up: ...", as every af command does
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "up":
             if args.workers < 0:

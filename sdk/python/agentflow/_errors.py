@@ -90,6 +90,7 @@ class RateLimited(APIError):
 _BY_SLUG: dict[str, type[APIError]] = {
     "not-found": NotFound,
     "unknown-tool": NotFound,
+    "unknown-agent": NotFound,
     "unknown-workflow": NotFound,
     "duplicate-version": Conflict,
     "idempotency-conflict": Conflict,
