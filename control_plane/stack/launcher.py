@@ -196,7 +196,9 @@ def _start_nats(state: StackState) -> str:
 
 def _start_postgres(state: StackState) -> str:
     log = Path(state.home) / "logs" / "postgres.log"
-    pg = postgres.start(Path(state.cluster), log, port=_port(state.database_url))
+    # The stack.json of an af up before clusters were recorded names none: it was always home/postgres.
+    cluster = Path(state.cluster or Path(state.home) / "postgres")
+    pg = postgres.start(cluster, log, port=_port(state.database_url))
     state.database_url = pg.dsn
     _record(state, Part("postgres", pg.process.pid, str(pg.log), signal.SIGINT))
     asyncio.run(ensure_database(pg.dsn, postgres.DATABASE))
