@@ -160,3 +160,23 @@ def test_af_up_restarts_the_parts_killed_by_kill_9_and_af_status_fails_while_one
     down = embedded("down")
     assert down.returncode == 0, down.stderr
     assert [pid for pid in embedded.seen if not gone(pid)] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only when we are root")
+def test_a_cluster_already_in_a_home_postgres_cannot_enter_stops_af_up_before_it_starts_anything(
+    tmp_path: Path,
+) -> None:
+    tmp_path.chmod(0o700)
+    embedded = Embedded(tmp_path / "home")
+    (embedded.home / "postgres").mkdir(parents=True)
+    (embedded.home / "postgres" / "PG_VERSION").write_text("16\n")
+    try:
+        up = embedded("up", "--workers", "0", "--detach")
+        assert up.returncode == 1
+        assert up.stderr.splitlines() == [
+            f"af: PostgreSQL runs as nobody, who cannot enter {embedded.home} where its cluster is: let it"
+            f" (chmod o+x {embedded.home} and each directory above it) or choose another AF_HOME"
+        ]
+        assert not (embedded.home / "stack.json").exists()
+    finally:
+        embedded.stop_all()
