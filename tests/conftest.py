@@ -585,8 +585,15 @@ class Embedded:
         self.seen: set[int] = set()
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "control_plane.stack", *args],
+        """``af up/down/status ARGS...``."""
+        result = self.af(*args, timeout=timeout)
+        self.seen.update(self.pids().values())
+        return result
+
+    def af(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The ``af`` command line with this stack's environment."""
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "af"), *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -594,8 +601,6 @@ class Embedded:
             timeout=timeout,
             check=False,
         )
-        self.seen.update(self.pids().values())
-        return result
 
     @property
     def state(self) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import json
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -32,6 +31,7 @@ from control_plane.stack.processes import (
     StackError,
     alive,
     free_port,
+    get_json,
     http_ok,
     spawn,
     stop,
@@ -64,6 +64,8 @@ class StackState:
     nats_url: str
     database_url: str
     parts: list[Part] = field(default_factory=list)
+    stack_id: str = ""
+    """The installation's id, as the API says it (``/healthz``): clients tie their logins to it."""
     concurrency: int = 8
     """Tasks each worker runs at once."""
     cluster: str = ""
@@ -205,7 +207,9 @@ def _start_nats(state: StackState) -> str:
 
 def _start_postgres(state: StackState) -> str:
     log = Path(state.home) / "logs" / "postgres.log"
-    pg = postgres.start(Path(state.cluster), log, port=_port(state.database_url))
+    # The stack.json of an af up before clusters were recorded names none: it was always home/postgres.
+    cluster = Path(state.cluster or Path(state.home) / "postgres")
+    pg = postgres.start(cluster, log, port=_port(state.database_url))
     state.database_url = pg.dsn
     _record(state, Part("postgres", pg.process.pid, str(pg.log), signal.SIGINT))
     asyncio.run(ensure_database(pg.dsn, postgres.DATABASE))
@@ -243,6 +247,8 @@ def _start_control_plane(settings: StackSettings, state: StackState) -> str:
     state.api_url = f"http://127.0.0.1:{port}"
     _record(state, Part("control-plane", process.pid, str(log)))
     wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
+    state.stack_id = str(get_json(f"{state.api_url}/healthz")["stack_id"])
+    state.save()
     return f"{state.api_url}, pid {process.pid}"
 
 
@@ -264,11 +270,12 @@ def _postgres_dir(home: Path) -> Path:
 def _start_worker(settings: StackSettings, state: StackState, index: int) -> str:
     home = Path(state.home)
     log = home / "logs" / f"worker-{index}.log"
+    # The worker names itself as `af worker start` does (<host>-<pid>): one id of each worker's, never one
+    # that the user's environment would give every worker alike.
     env = {
-        **settings.env,
+        **{k: v for k, v in settings.env.items() if k != "AF_WORKER_ID"},
         "AF_NATS_URL": state.nats_url,
         **nats_identities(home).env(nats_identity.worker_user("default")),
-        "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}",
     }
     argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(state.concurrency)]
     process = spawn(f"worker {index}", argv, log, env=env)
@@ -321,8 +328,6 @@ def down(home: Path, *, quiet: bool = False) -> int:
     """Stop every recorded part by PID, workers first (they drain); returns how many were running."""
     state = StackState.read(home)
     if state is None:
-        if not quiet:
-            say(f"no stack is recorded in {home}")
         return 0
     stopped = 0
     ordered = sorted(state.parts, key=lambda p: next(i for i, n in enumerate(_STOP_ORDER) if p.name.startswith(n)))
@@ -462,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
             down(home)
         elif args.command == "down":
             if down(home) == 0:
-                say("nothing was running")
+                say(f"no stack was running from {home}")
         else:
             report = status(home)
             if args.output == "json":
