@@ -24,6 +24,7 @@ from ._api import JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
+from ._login import forget_login, login_file
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -90,6 +91,12 @@ class _Session:
     def client(self) -> Client:
         client = self._factory(self._api_url, self._token)
         self._ctx.call_on_close(client.close)
+        if client.settings.forgot_login:
+            click.echo(
+                f"af: forgot the login stored for {client.settings.api_url}: an earlier stack issued it; using"
+                " this stack's key (af login logs in to this one)",
+                err=True,
+            )
         return client
 
 
@@ -867,6 +874,18 @@ def login_command(session: _Session, api_key: str | None) -> None:
     commands use them and refresh them when they expire."""
     path = session.client.login(api_key)
     click.echo(f"logged in to {session.client.settings.api_url}; tokens stored in {path}")
+
+
+@cli.command("logout")
+@_pass_session
+def logout_command(session: _Session) -> None:
+    """Forget the tokens `af login` stored for this API (later commands use --token, $AF_TOKEN or the
+    local stack's key)."""
+    api_url = session.client.settings.api_url
+    if forget_login(api_url):
+        click.echo(f"logged out of {api_url}; its tokens removed from {login_file()}")
+    else:
+        click.echo(f"no login was stored for {api_url}")
 
 
 @cli.group("tenants")
