@@ -8,6 +8,8 @@
 - ``stack``: the control plane and one worker as separate processes against those two.
 - ``upstream``: ``bench.upstream``, a model server speaking OpenAI's and Anthropic's protocols that fails on
   demand, one process serving many named upstreams (the deployments of a chain).
+- ``local_model_server``: llama.cpp's server with SmolLM2-135M-Instruct, as ``af up --local-model`` starts it,
+  kept small (a 1,024-token window, answers of 64 tokens at most, one thread).
 - ``collector``: an OTLP/HTTP trace receiver in the test process, keeping every span sent to it.
 - ``gateway``: a model ``Gateway`` of the test process on the stack's PostgreSQL and NATS.
 - ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
@@ -53,7 +55,7 @@ from control_plane.gateway import Gateway
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.security.authentication import new_key
 from control_plane.security.secrets import SecretStore
-from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import alive, free_port, http_ok, spawn, stop, tcp_open, wait_until
 from registry import connect as connect_db
 from registry.db import ensure_database
@@ -143,6 +145,16 @@ def upstream(tmp_root: Path) -> Iterator[Upstream]:
         yield Upstream(f"http://127.0.0.1:{port}")
     finally:
         stop(process.pid)
+
+
+@pytest.fixture(scope="session")
+def local_model_server(tmp_root: Path) -> Iterator[local_model.LocalModelServer]:
+    log = tmp_root / "logs" / "local-model.log"
+    server = local_model.start(log, context=1024, max_tokens=64, threads=1, timeout=60)
+    try:
+        yield server
+    finally:
+        stop(server.process.pid)
 
 
 @dataclass(frozen=True)
@@ -532,13 +544,13 @@ def own_stack(tmp_root: Path) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture
-async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
+@contextlib.asynccontextmanager
+async def running_gateway(stack: Stack, settings: GatewaySettings | None = None) -> AsyncIterator[Gateway]:
     """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it."""
     pool = await connect_db(stack.database_url)
     connection = await connect_bus(stack.nats_url, "test-gateway")
     store = await SecretStore.open(pool, master_key_text="", master_key_file=str(stack.master_key_file))
-    opened = await Gateway.open(pool, connection, GatewaySettings(), store)
+    opened = await Gateway.open(pool, connection, settings or GatewaySettings(), store)
     stop = asyncio.Event()
     running = asyncio.create_task(opened.run(stop))
     try:
@@ -549,6 +561,12 @@ async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
         await opened.close()
         await connection.close()
         await pool.close()
+
+
+@pytest.fixture
+async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
+    async with running_gateway(stack) as opened:
+        yield opened
 
 
 @pytest.fixture(scope="session")
@@ -589,8 +607,15 @@ class Embedded:
         self.seen: set[int] = set()
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "control_plane.stack", *args],
+        """``af up/down/status ARGS...``."""
+        result = self.af(*args, timeout=timeout)
+        self.seen.update(self.pids().values())
+        return result
+
+    def af(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The ``af`` command line with this stack's environment."""
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "af"), *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -598,8 +623,6 @@ class Embedded:
             timeout=timeout,
             check=False,
         )
-        self.seen.update(self.pids().values())
-        return result
 
     @property
     def state(self) -> dict[str, Any]:

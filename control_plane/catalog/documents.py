@@ -75,10 +75,11 @@ class ToolSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
 
 
 class RunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Start one run: of a workflow (``name[@version]``) or of a single tool."""
+    """Start one run: of a workflow (``name[@version]``), of a single tool, or of a single agent."""
 
     workflow: str | None = None
     tool: str | None = None
+    agent: str | None = None
     input: Any = None
     queue: str | None = None
     idempotency_key: str | None = None

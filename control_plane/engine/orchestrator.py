@@ -95,7 +95,7 @@ class Orchestrator:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = await bind(self._bus, subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
         while not stop.is_set():
-            msgs = await consumer.pull(BATCH, 1.0)
+            msgs = await consumer.pull(BATCH, 1.0, stop=stop)
             if not msgs:
                 continue
             try:
@@ -238,7 +238,7 @@ class Orchestrator:
         if run.state in FINAL_RUN_STATES:
             raise Conflict("run-finished", f"run {run_id} already {run.state}", "id")
         known: frozenset[str] = frozenset()
-        if run.target_kind == "workflow":
+        if run.target_kind != "tool":
             known = (await self._workflow(run)).plan.signals
         if name not in known:
             listed = ", ".join(sorted(known)) or "none"
@@ -263,6 +263,9 @@ class Orchestrator:
         return {run_id: WorkingRun.of(run) for run_id, run in stored.items()}
 
     async def _workflow(self, run: WorkingRun) -> Workflow:
+        """The plan of a workflow's run, or of an agent's (its loop)."""
+        if run.target_kind == "agent":
+            return await self._catalog.agent_workflow(run.tenant, run.target_name, run.target_version)
         return await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
 
     async def _committed(self, changes: list[Change], planned_from: dict[str, WorkingRun]) -> None:
@@ -297,7 +300,7 @@ class Orchestrator:
             if isinstance(result, Started | Released):
                 _mark_progress(run, task, result, change, events)
                 continue
-            if workflow is None and run.target_kind == "workflow":
+            if workflow is None and run.target_kind != "tool":
                 workflow = await self._workflow(run)
             tool = await self._catalog.tool(run.tenant, task.tool_name, task.tool_version)
             policy = (workflow.retries.get(task.element) if workflow else None) or tool.retry

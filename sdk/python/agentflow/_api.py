@@ -232,15 +232,18 @@ def start_run(
     *,
     workflow: str | None = None,
     tool: str | None = None,
+    agent: str | None = None,
     input: Any = None,
     idempotency_key: str | None = None,
     queue: str | None = None,
 ) -> Call[Registered]:
-    """Start a run of a workflow or of a single tool, each named `name[@version]`; `.created` is False
-    when `idempotency_key` matched an existing run, which is returned instead."""
-    if (workflow is None) == (tool is None):
-        raise ValueError("start_run takes exactly one of workflow= and tool=")
-    body: JSON = {"workflow": workflow} if workflow is not None else {"tool": tool}
+    """Start a run of a workflow, of a single tool or of a single agent, each named `name[@version]`;
+    `.created` is False when `idempotency_key` matched an existing run, which is returned instead."""
+    targets = {"workflow": workflow, "tool": tool, "agent": agent}
+    named = {kind: ref for kind, ref in targets.items() if ref is not None}
+    if len(named) != 1:
+        raise ValueError("start_run takes exactly one of workflow=, tool= and agent=")
+    body: JSON = dict(named)
     if input is not None:
         body["input"] = input
     if queue is not None:
