@@ -315,6 +315,28 @@ async def test_a_sealed_value_copied_into_another_row_does_not_open_there(
     assert (reveal["target"], reveal["outcome"]) == ("copied-key", "unreadable")
 
 
+def test_an_agent_run_fails_clearly_without_its_models_secret_and_answers_once_it_is_set(
+    stack: Stack, upstream: Upstream
+) -> None:
+    value = _value()
+    upstream.require_key("up-agent", value)
+    admin = Answers(stack, stack.token)
+    with admin.http as http, Client(api_url=stack.api_url, token=stack.token) as af:
+        _deploy(admin, upstream, "up-agent", "agent-model-key")
+        agent = {"name": "keyed-agent", "version": "1", "instructions": "Answer {{$.input.question}}"}
+        made = http.post("/v1/agents", json={**agent, "model": "up-agent"})
+        assert made.status_code in (200, 201), made.text
+        failed = af.wait_run(af.start_run(agent="keyed-agent", input={"question": "tides?"})["id"], timeout=90)
+        assert failed["state"] == "failed" and "secret-not-found" in (failed["error"] or ""), failed
+        assert upstream.seen("up-agent")["requests"] == 0
+        http.post("/v1/secrets", json={"name": "agent-model-key", "value": value}).raise_for_status()
+        answered = af.wait_run(af.start_run(agent="keyed-agent", input={"question": "tides?"})["id"], timeout=90)
+        assert answered["state"] == "succeeded" and answered["output"] == 'echo: {"question":"tides?"}', answered
+        assert upstream.seen("up-agent")["headers"]["authorization"] == f"Bearer {value}"
+        assert value not in json.dumps([failed, answered])
+    assert not admin.holds(value)
+
+
 def test_one_tenant_can_neither_see_nor_use_nor_delete_another_tenants_secret(
     stack: Stack, api: Answers, upstream: Upstream
 ) -> None:
