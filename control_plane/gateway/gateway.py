@@ -35,6 +35,7 @@ from control_plane.gateway.credentials import Credentials, KeyCache
 from control_plane.gateway.deployments import Chain, Deployment, Deployments
 from control_plane.gateway.failures import Failure
 from control_plane.gateway.health import Board
+from control_plane.gateway.providers.anthropic import AnthropicProvider
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
 from control_plane.gateway.providers.mock import MockProvider
 from control_plane.gateway.providers.openai import OpenAIProvider
@@ -122,7 +123,7 @@ class Gateway:
             board=Board(await HealthBucket.open(bus), settings),
             recorder=Recorder(pool),
             keys=KeyCache(credentials),
-            providers={"openai": openai, "local": openai, "mock": MockProvider()},
+            providers={"openai": openai, "local": openai, "anthropic": AnthropicProvider(http), "mock": MockProvider()},
             settings=settings,
             http=http,
         )
@@ -184,6 +185,11 @@ class Gateway:
                 first = await anext(pieces)
             except StopAsyncIteration:
                 raise Failure("garbage", "the stream ended before its first piece") from None
+            except Failure as failure:
+                if failure.kind != "stream-cut":
+                    raise
+                # cut before its first piece, a stream is a connection that failed: the next deployment may answer
+                raise Failure("refused", failure.detail) from None
             except BaseException:
                 await pieces.aclose()  # type: ignore[attr-defined]
                 raise
