@@ -67,14 +67,11 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.run_id}:{self.task_id}:{self.attempt}:{self.turn}"
 
 
-def _usage_of(answer: Answer, request: ChatRequest) -> Usage:
+async def _usage_of(answer: Answer, request: ChatRequest, deployment: Deployment) -> Usage:
+    """The provider's usage, or the gateway's count of it."""
     if answer.usage is not None:
         return answer.usage
-    return Usage(
-        prompt_tokens=tokens.prompt_tokens(request),
-        completion_tokens=tokens.answer_tokens(answer.message),
-        estimated=True,
-    )
+    return await asyncio.to_thread(tokens.chat_usage, deployment.spec.remote_model, request, answer.message)
 
 
 def _base64(vector: list[float]) -> str:
@@ -116,6 +113,7 @@ class Gateway:
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
         """The gateway of a control plane: its providers share one HTTP connection pool."""
+        await asyncio.to_thread(tokens.load)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
         openai = OpenAIProvider(http)
         return cls(
@@ -152,7 +150,7 @@ class Gateway:
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=False)
             raise
-        usage = _usage_of(answer, request)
+        usage = await _usage_of(answer, request, deployment)
         await self.board.succeeded(
             deployment.key, trace.attempts[-1].latency_ms, usage.prompt_tokens + usage.completion_tokens
         )
@@ -210,7 +208,8 @@ class Gateway:
                 usage=usage, completion=completion, stream=True,
             )  # fmt: skip
 
-        return ChatStream(request, deployment.name, first, pieces, target.timeout, finished)
+        model = deployment.spec.remote_model
+        return ChatStream(request, deployment.name, model, first, pieces, target.timeout, finished)
 
     async def embed(self, body: Mapping[str, Any], *, context: CallContext) -> dict[str, Any]:
         """Embeddings of one input or a list of them, as OpenAI's ``list`` of ``embedding``."""
@@ -226,8 +225,9 @@ class Gateway:
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=False)
             raise
-        prompt = answer.usage.prompt_tokens if answer.usage else sum(tokens.of_text(t) for t in request.texts)
-        usage = Usage(prompt_tokens=prompt, completion_tokens=0, estimated=answer.usage is None)
+        model = deployment.spec.remote_model
+        usage = answer.usage or await asyncio.to_thread(tokens.embedding_usage, model, request.texts)
+        prompt = usage.prompt_tokens
         await self.board.succeeded(deployment.key, trace.attempts[-1].latency_ms, prompt)
         encode = _base64 if request.encoding_format == "base64" else list
         document = {

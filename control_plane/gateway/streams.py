@@ -82,6 +82,7 @@ class ChatStream:
         self,
         request: ChatRequest,
         deployment: str,
+        model: str,
         first: Piece,
         rest: AsyncIterator[Piece],
         idle_timeout: float,
@@ -89,6 +90,8 @@ class ChatStream:
     ) -> None:
         self.request = request
         self.deployment = deployment
+        self._model = model
+        """The provider's name of the model, whose tokens are counted if the provider reports none."""
         self._first = first
         self._rest = rest
         self._idle_timeout = idle_timeout
@@ -103,7 +106,8 @@ class ChatStream:
     @classmethod
     def replay(cls, request: ChatRequest, completion: dict[str, Any]) -> "ChatStream":
         pieces = _pieces_of(completion)
-        return cls(request, str(completion["model"]), pieces[0], _iterate(pieces[1:]), 1.0, _nothing)
+        model = str(completion["model"])
+        return cls(request, model, model, pieces[0], _iterate(pieces[1:]), 1.0, _nothing)
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
@@ -139,7 +143,7 @@ class ChatStream:
                 raise Failure("stream-cut", "the stream ended before its last piece")
             outcome, error = "ok", None
             if (self.request.stream_options or {}).get("include_usage"):
-                yield {**self._base, "choices": [], "usage": self._usage(gathered).document()}
+                yield {**self._base, "choices": [], "usage": (await self._usage(gathered)).document()}
         except Failure as failure:
             outcome, error = "stream-interrupted", f"{self.deployment}: {failure}"
             yield {"error": {"message": error, "type": PROBLEM_TYPE, "code": "stream-interrupted"}}
@@ -148,7 +152,7 @@ class ChatStream:
             if close is not None:
                 await close()
             answer = gathered.answer()
-            usage = self._usage(gathered)
+            usage = await self._usage(gathered)
             completion = {
                 **self._base,
                 "object": "chat.completion",
@@ -157,11 +161,7 @@ class ChatStream:
             }
             await self._finished(completion, usage, outcome, error)
 
-    def _usage(self, gathered: _Gathered) -> Usage:
+    async def _usage(self, gathered: _Gathered) -> Usage:
         if gathered.usage is not None:
             return gathered.usage
-        return Usage(
-            prompt_tokens=tokens.prompt_tokens(self.request),
-            completion_tokens=tokens.answer_tokens(gathered.answer().message),
-            estimated=True,
-        )
+        return await asyncio.to_thread(tokens.chat_usage, self._model, self.request, gathered.answer().message)
