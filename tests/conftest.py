@@ -530,11 +530,14 @@ def calls(http: httpx.Client, limit: int = 20) -> list[dict[str, Any]]:
     return items
 
 
-def recorded(http: httpx.Client, requested: str) -> dict[str, Any]:
-    """The newest recorded call that asked for ``requested`` (records are written a moment after the answer)."""
+def recorded(
+    http: httpx.Client, requested: str, where: Callable[[dict[str, Any]], bool] = lambda call: True
+) -> dict[str, Any]:
+    """The newest recorded call that asked for ``requested`` (and is ``where`` says), waiting for it: records
+    are written a moment after the answer."""
     deadline = time.monotonic() + 10
     while True:
-        found = [call for call in calls(http) if call["requested"] == requested]
+        found = [call for call in calls(http) if call["requested"] == requested and where(call)]
         if found:
             return found[0]
         assert time.monotonic() < deadline, f"no call of {requested} recorded"

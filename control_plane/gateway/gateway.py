@@ -7,13 +7,16 @@ within its attempt timeout and the call's deadline:
 
 - a retryable failure (429, 5xx, timeout, connection, garbage, a wrong key) moves on down the chain and
   counts towards the deployment's cool-down (``health``);
-- a context-length error moves on to the deployments with a larger window only;
+- a context-length error moves on to the deployments with a larger window only (the others are left out,
+  and recorded so);
 - any other 400-class answer fails the call at once (``provider-error``): the next deployment would refuse
   the same content.
 
 The chain exhausted, the call fails with ``no-healthy-deployment``, its detail naming every deployment
-tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again. Every call,
-answered or not, is recorded with all its attempts (``recorder``).
+tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again; or, when
+waiting would not help, with what every deployment said: ``context-length-exceeded`` when no larger window
+was left, ``provider-error`` when each answered garbage, ``secret-not-found`` when each lacked its key.
+Every call, answered or not, is recorded with all its attempts (``recorder``).
 """
 
 import asyncio
@@ -269,12 +272,13 @@ class Gateway:
     ) -> tuple[T, Deployment]:
         deadline = time.monotonic() + self._settings.llm_deadline_seconds
         order, skipped = routing.plan(chain.deployments, lambda d: self.board.view(d.key, median=False), self._settings)
-        trace.skipped = [{"deployment": s.deployment.name, "outcome": "skipped", "error": s.reason} for s in skipped]
         failures: list[tuple[Deployment, Failure]] = []
         larger_than = 0
         """After a context-length error: only deployments whose window is larger than this."""
         for deployment in order:
-            if deployment.spec.context_window <= larger_than:
+            if (window := deployment.spec.context_window) <= larger_than:
+                reason = f"its window of {window} tokens is no larger than one the prompt did not fit ({larger_than})"
+                skipped.append(routing.Skipped(deployment, reason))
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
@@ -301,6 +305,7 @@ class Gateway:
                 if failure.kind == "context-length":
                     larger_than = max(larger_than, deployment.spec.context_window)
                 elif not failure.fails_over:
+                    trace.skip(skipped)
                     raise UpstreamFailed(
                         "provider-error", f"{deployment.name} refused the request: {failure}"
                     ) from None
@@ -308,7 +313,9 @@ class Gateway:
             trace.attempts.append(
                 AttemptRecord(deployment.name, deployment.spec.provider, "ok", trace.elapsed_ms(started))
             )
+            trace.skip(skipped)
             return result, deployment
+        trace.skip(skipped)
         raise self._exhausted(chain, request.model, failures, skipped)
 
     def _exhausted(
@@ -317,14 +324,13 @@ class Gateway:
         tried = [f"{d.name}: {f}" for d, f in failures] + [f"{s.deployment.name}: {s.reason}" for s in skipped]
         what = chain.tier or model
         detail = f"{what}: no deployment answered; " + "; ".join(tried) if tried else f"{what}: no deployment to try"
-        last = failures[-1][1] if failures else None
-        if (last is not None and last.kind == "context-length") or (
-            failures and all(f.kind == "context-length" for _, f in failures)
-        ):
+        kinds = {f.kind for _, f in failures}
+        if failures and failures[-1][1].kind == "context-length":  # no larger window was left to try
             return Invalid("context-length-exceeded", detail, "messages")
-        if last is not None and last.kind == "garbage":
+        # every deployment failing the same way that waiting will not mend: that, not "unavailable"
+        if kinds == {"garbage"}:
             return UpstreamFailed("provider-error", detail, "model")
-        if last is not None and last.kind == "credential":
+        if kinds == {"credential"}:
             return NotFound("secret-not-found", detail, "model")
         waits = [self.board.view(d.key, median=False).cooling_seconds for d in chain.deployments]
         soonest = min((w for w in waits if w > 0), default=None)
