@@ -13,6 +13,7 @@ or asked for by one request whose last user message holds ``[[upstream:<kind>]]`
 
 - ``429``: Too Many Requests with ``Retry-After`` (``retry_after`` seconds, default 1)
 - ``500``: an internal server error
+- ``overloaded``: 529, Anthropic's ``overloaded_error`` (in a stream: an error event after the first delta)
 - ``hang``: read the request and never answer (until the client gives up)
 - ``close``: read the request and close the connection without answering
 - ``garbage``: 200 with a body that is not JSON
@@ -38,7 +39,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULTS = ("429", "500", "hang", "close", "garbage", "context-length", "cut")
+FAULTS = ("429", "500", "overloaded", "hang", "close", "garbage", "context-length", "cut")
+_MIDSTREAM = ("cut", "overloaded")
+"""The faults that break a stream once it has begun."""
 _MARKER = re.compile(r"\[\[upstream:([a-z0-9-]+)\]\]")
 _PATH = re.compile(r"^(?:/u/(?P<name>[a-z0-9-]+))?/v1/(?P<op>chat/completions|embeddings|messages)$")
 _CONTROL = re.compile(r"^/_control/(?P<name>[a-z0-9-]+)$")
@@ -49,6 +52,7 @@ _REASONS = {
     404: "Not Found",
     429: "Too Many Requests",
     500: "Internal Server Error",
+    529: "Overloaded",
 }
 
 
@@ -99,7 +103,7 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        return " ".join(str(part["text"]) for part in content if isinstance(part, dict) and "text" in part)
     return ""
 
 
@@ -363,7 +367,7 @@ class Server:
             return
         fault = upstream.next_fault(body)
         streaming = bool(body.get("stream")) and op != "embeddings"
-        if fault is not None and not (fault.kind == "cut" and streaming):
+        if fault is not None and not (fault.kind in _MIDSTREAM and streaming):
             await self._fail(writer, fault, op)
             return
         if op == "embeddings":
@@ -373,7 +377,7 @@ class Server:
         elif op == "messages" and not streaming:
             self._send_json(writer, 200, anthropic_message(body))
         else:
-            await self._stream(writer, op, body, cut=fault is not None)
+            await self._stream(writer, op, body, fault.kind if fault is not None else None)
 
     async def _fail(self, writer: asyncio.StreamWriter, fault: Fault, op: str) -> None:
         if fault.kind == "429":
@@ -382,6 +386,8 @@ class Server:
             self._send_json(writer, 429, _error(op, "rate_limit_error", "rate limited"), header)
         elif fault.kind == "500":
             self._send_json(writer, 500, _error(op, "api_error", "upstream failed"))
+        elif fault.kind == "overloaded":
+            self._send_json(writer, 529, _error(op, "overloaded_error", "Overloaded"))
         elif fault.kind == "garbage":
             self._send(writer, 200, b"<html>this is not json", "application/json")
         elif fault.kind == "context-length":
@@ -391,18 +397,23 @@ class Server:
         else:  # close, and cut without a stream
             raise Closed()
 
-    async def _stream(self, writer: asyncio.StreamWriter, op: str, body: dict[str, Any], *, cut: bool) -> None:
+    async def _stream(self, writer: asyncio.StreamWriter, op: str, body: dict[str, Any], fault: str | None) -> None:
         head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
         writer.write(head.encode())
+        overloaded = _error(op, "overloaded_error", "Overloaded")
         if op == "messages":
             events = anthropic_events(body)
             frames = [f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in events]
             first_delta = next(i for i, (kind, _) in enumerate(events) if kind == "content_block_delta")
+            failed = f"event: error\ndata: {json.dumps(overloaded)}\n\n"
         else:
             frames = [f"data: {json.dumps(chunk)}\n\n" for chunk in openai_chunks(body)] + ["data: [DONE]\n\n"]
             first_delta = 1  # after the role's chunk
+            failed = f"data: {json.dumps(overloaded)}\n\n"
+        if fault == "overloaded":  # the stream has begun, then fails with an error event and ends
+            frames = [*frames[: first_delta + 1], failed]
         for index, frame in enumerate(frames):
-            if cut and index == first_delta + 1:  # a cut stream has begun: it stops after its first delta
+            if fault == "cut" and index == first_delta + 1:  # a cut stream has begun: it stops after its first delta
                 await writer.drain()
                 raise Closed()
             data = frame.encode()

@@ -2,16 +2,19 @@
 request translated from OpenAI's shape (system, tools, tool results, JSON output, the key and version
 headers), the answer and its usage translated back, whole and streamed, and an upstream that breaks."""
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from control_plane.errors import Refused
 from control_plane.gateway import CallContext, Gateway
-from tests.conftest import Stack, Upstream, apply, open_gateway
+from tests.conftest import Stack, Upstream, apply, open_gateway, recorded
 
 KEY = "sk-ant-test-0123456789"
 TOOLS = [
@@ -62,6 +65,15 @@ async def test_a_chat_goes_out_as_a_messages_request_and_comes_back_as_a_complet
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "hi"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    {"type": "image_url", "image_url": {"url": "https://example.invalid/cat.png"}},
+                ],
+            },
         ],
         "temperature": 1.5,
         "stop": "END",
@@ -69,17 +81,28 @@ async def test_a_chat_goes_out_as_a_messages_request_and_comes_back_as_a_complet
     answer = await gateway.chat(body, context=context(tenant))
     assert answer["model"] == "claude-plain" and answer["object"] == "chat.completion"
     (choice,) = answer["choices"]
-    assert choice["message"] == {"role": "assistant", "content": "echo: hello"} and choice["finish_reason"] == "stop"
+    assert choice["message"] == {"role": "assistant", "content": "echo: look"} and choice["finish_reason"] == "stop"
     seen = upstream.seen("claude-plain")
     assert seen["headers"]["x-api-key"] == KEY and seen["headers"]["anthropic-version"] == "2023-06-01"
     assert "authorization" not in seen["headers"]
     sent = seen["last"]
     assert sent["model"] == "claude-test" and sent["system"] == "Be brief." and sent["max_tokens"] == 321
-    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hello"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.invalid/cat.png"}},
+            ],
+        },
+    ]
     assert sent["temperature"] == 1.0 and sent["stop_sequences"] == ["END"]
-    assert answer["usage"]["prompt_tokens"] == 4  # the upstream's input_tokens: len("hello Be brief.") / 4
+    assert answer["usage"]["prompt_tokens"] == 6  # the upstream's input_tokens: len("hello hi look  Be brief.") / 4
     assert answer["usage"]["completion_tokens"] == 3
-    assert answer["usage"]["total_tokens"] == 7
+    assert answer["usage"]["total_tokens"] == 9
 
 
 async def test_tool_calls_go_out_as_tool_use_and_their_results_as_tool_result_blocks(
@@ -232,3 +255,54 @@ async def test_a_deployment_without_its_key_is_refused_by_the_provider_as_an_aut
         )
     assert refused.value.kind == "no-healthy-deployment"
     assert "auth (HTTP 401): x-api-key header is required" in refused.value.detail
+
+
+async def test_an_overloaded_anthropic_fails_over_and_an_error_event_mid_stream_ends_the_stream(
+    gateway: Gateway, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
+) -> None:
+    apply(http, **claude(upstream, "claude-busy", tier="tier1"))
+    apply(http, **claude(upstream, "claude-free", tier="tier1", order=1))
+    await asyncio.to_thread(upstream.fail, "claude-busy", {"kind": "overloaded"})
+    answer = await gateway.chat(
+        {"model": "tier1", "messages": [{"role": "user", "content": "x"}]}, context=context(tenant)
+    )
+    assert answer["model"] == "claude-free"
+    await asyncio.to_thread(upstream.fail, "claude-free", {"kind": "overloaded"})
+    chunks = await streamed(gateway, {"model": "claude-free", "messages": [{"role": "user", "content": "a b"}]}, tenant)
+    assert chunks[-1]["error"]["message"] == "claude-free: server-error: the stream failed: Overloaded"
+    call = await asyncio.to_thread(recorded, http, "tier1")  # written by this gateway, off this event loop
+    assert [(a["deployment"], a["outcome"], a.get("status")) for a in call["attempts"]] == [
+        ("claude-busy", "server-error", 529),
+        ("claude-free", "ok", None),
+    ]
+
+
+def test_the_official_openai_client_calls_an_anthropic_deployment_through_a_control_plane(
+    stack: Stack, tenant: tuple[str, str], http: httpx.Client, upstream: Upstream, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "llm-credentials.json"
+    secrets.write_text(json.dumps({tenant[0]: {"anthropic-key": KEY}}))
+    secrets.chmod(0o600)
+    apply(http, **claude(upstream, "claude-e2e"))
+    with (
+        stack.extra_control_plane(AF_LLM_CREDENTIALS_FILE=str(secrets)) as url,
+        openai.OpenAI(base_url=f"{url}/v1/llm", api_key=tenant[1], max_retries=0, timeout=30) as client,
+    ):
+        tools: Any = TOOLS
+        reply = client.chat.completions.create(
+            model="claude-e2e", messages=[{"role": "user", "content": "please call a tool"}], tools=tools
+        )
+        (call,) = reply.choices[0].message.tool_calls or []
+        assert call.type == "function" and call.function.name == "lookup"
+        assert json.loads(call.function.arguments) == {"q": "please call a tool"}
+        chunks = list(
+            client.chat.completions.create(
+                model="claude-e2e",
+                messages=[{"role": "user", "content": "stream it"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: stream it"
+        assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 3
+    assert KEY not in json.dumps(recorded(http, "claude-e2e"))
