@@ -19,6 +19,7 @@ or asked for by one request whose last user message holds ``[[upstream:<kind>]]`
 - ``garbage``: 200 with a body that is not JSON
 - ``context-length``: 400 with the provider's context-length error
 - ``cut``: a stream that stops after its first delta, without its end (without streaming: like ``close``)
+- ``stall``: a stream that sends nothing more after its first delta (without streaming: like ``hang``)
 
 A Messages request without ``x-api-key`` is refused with 401 and one without ``anthropic-version`` with 400,
 as Anthropic does; errors are in the protocol's own shape.
@@ -39,8 +40,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULTS = ("429", "500", "overloaded", "hang", "close", "garbage", "context-length", "cut")
-_MIDSTREAM = ("cut", "overloaded")
+FAULTS = ("429", "500", "overloaded", "hang", "close", "garbage", "context-length", "cut", "stall")
+_MIDSTREAM = ("cut", "overloaded", "stall")
 """The faults that break a stream once it has begun."""
 _MARKER = re.compile(r"\[\[upstream:([a-z0-9-]+)\]\]")
 _PATH = re.compile(r"^(?:/u/(?P<name>[a-z0-9-]+))?/v1/(?P<op>chat/completions|embeddings|messages)$")
@@ -392,7 +393,7 @@ class Server:
             self._send(writer, 200, b"<html>this is not json", "application/json")
         elif fault.kind == "context-length":
             self._send_json(writer, 400, _context_length_error(op))
-        elif fault.kind == "hang":
+        elif fault.kind in ("hang", "stall"):
             await asyncio.sleep(3600)
         else:  # close, and cut without a stream
             raise Closed()
@@ -413,8 +414,10 @@ class Server:
         if fault == "overloaded":  # the stream has begun, then fails with an error event and ends
             frames = [*frames[: first_delta + 1], failed]
         for index, frame in enumerate(frames):
-            if fault == "cut" and index == first_delta + 1:  # a cut stream has begun: it stops after its first delta
+            if fault in ("cut", "stall") and index == first_delta + 1:  # begun, it stops after its first delta
                 await writer.drain()
+                if fault == "stall":
+                    await asyncio.sleep(3600)
                 raise Closed()
             data = frame.encode()
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))

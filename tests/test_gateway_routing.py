@@ -118,6 +118,33 @@ def test_a_stream_that_cannot_start_fails_over_and_one_cut_mid_way_ends_with_an_
         assert call["response"]["choices"][0]["message"]["content"] == "echo:"  # what came before the cut
 
 
+def test_a_stream_that_stalls_mid_way_ends_with_an_error_within_the_attempt_timeout(
+    http: httpx.Client, llm: openai.OpenAI, upstream: Upstream
+) -> None:
+    with deployed(http, upstream, upstream_model(upstream, "stalling", timeout_seconds=0.5)):
+        upstream.fail("stalling", {"kind": "stall"})
+        with pytest.raises(openai.APIError) as stalled:
+            list(
+                llm.chat.completions.create(
+                    model="stalling", messages=[{"role": "user", "content": "e f"}], stream=True
+                )
+            )
+        assert "timeout: no piece of the stream within 0.5s" in stalled.value.message
+        assert recorded(http, "stalling")["outcome"] == "stream-interrupted"
+
+
+def test_a_caller_that_leaves_mid_stream_still_has_its_call_recorded(http: httpx.Client, upstream: Upstream) -> None:
+    with deployed(http, upstream, upstream_model(upstream, "deserted", timeout_seconds=20)):
+        upstream.fail("deserted", {"kind": "stall"})
+        body = {**ask("deserted", "g h"), "stream": True}
+        with http.stream("POST", "/v1/llm/chat/completions", json=body) as answer:
+            assert answer.status_code == 200
+            next(line for line in answer.iter_lines() if '"content":"echo:"' in line)
+        call = recorded(http, "deserted")  # long before the stall's timeout
+        assert call["outcome"] == "cancelled" and call["error"] == "the caller left before the stream's end"
+        assert call["response"]["choices"][0]["message"]["content"] == "echo:"
+
+
 # --- cool-down ------------------------------------------------------------------------------------
 
 

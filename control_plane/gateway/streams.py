@@ -18,6 +18,8 @@ from control_plane.gateway.providers.base import Answer, Piece, Usage
 from control_plane.gateway.requests import ChatRequest
 
 PROBLEM_TYPE = "urn:agentflow:problem:stream-interrupted"
+_ENDING: set["asyncio.Future[None]"] = set()
+"""Streams' endings under way, held until done (the event loop keeps only weak references to tasks)."""
 Finished = Callable[[dict[str, Any], Usage, str, str | None], Awaitable[None]]
 """Told the completion gathered, its usage, the outcome (``ok``, ``stream-interrupted``, ``cancelled``) and
 the error."""
@@ -148,18 +150,26 @@ class ChatStream:
             outcome, error = "stream-interrupted", f"{self.deployment}: {failure}"
             yield {"error": {"message": error, "type": PROBLEM_TYPE, "code": "stream-interrupted"}}
         finally:
-            close = getattr(self._rest, "aclose", None)
-            if close is not None:
-                await close()
-            answer = gathered.answer()
-            usage = await self._usage(gathered)
-            completion = {
-                **self._base,
-                "object": "chat.completion",
-                "choices": [{"index": 0, "message": answer.message, "finish_reason": answer.finish_reason}],
-                "usage": usage.document(),
-            }
-            await self._finished(completion, usage, outcome, error)
+            # A caller that leaves cancels this generator: its ending (the provider's stream closed, the call
+            # recorded) is shielded from that, so that it is carried out all the same.
+            ending = asyncio.ensure_future(self._end(gathered, outcome, error))
+            _ENDING.add(ending)
+            ending.add_done_callback(_ENDING.discard)
+            await asyncio.shield(ending)
+
+    async def _end(self, gathered: _Gathered, outcome: str, error: str | None) -> None:
+        close = getattr(self._rest, "aclose", None)
+        if close is not None:
+            await close()
+        answer = gathered.answer()
+        usage = await self._usage(gathered)
+        completion = {
+            **self._base,
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": answer.message, "finish_reason": answer.finish_reason}],
+            "usage": usage.document(),
+        }
+        await self._finished(completion, usage, outcome, error)
 
     async def _usage(self, gathered: _Gathered) -> Usage:
         if gathered.usage is not None:
