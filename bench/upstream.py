@@ -215,8 +215,11 @@ def anthropic_message(body: dict[str, Any]) -> dict[str, Any]:
         content: list[dict[str, Any]] = [use]
         stop, text = "tool_use", tool
     else:
-        text = _answer_text(body)
-        content, stop = [{"type": "text", "text": text}], "end_turn"
+        text, stop = _answer_text(body), "end_turn"
+        limit = int(body.get("max_tokens") or 0)
+        if limit and _tokens(text) > limit:  # the answer cut at its limit, as the API cuts it
+            text, stop = text[: limit * 4], "max_tokens"
+        content = [{"type": "text", "text": text}]
     return {
         "id": "msg_upstream",
         "type": "message",

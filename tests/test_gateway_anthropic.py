@@ -105,6 +105,20 @@ async def test_a_chat_goes_out_as_a_messages_request_and_comes_back_as_a_complet
     assert answer["usage"]["total_tokens"] == 9
 
 
+async def test_an_answer_cut_at_its_limit_finishes_for_its_length(
+    gateway: Gateway, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
+) -> None:
+    apply(http, **claude(upstream, "claude-short"))
+    body = {"model": "claude-short", "messages": [{"role": "user", "content": "a long answer please"}], "max_tokens": 2}
+    answer = await gateway.chat(body, context=context(tenant))
+    assert (
+        answer["choices"][0]["message"]["content"] == "echo: a " and answer["choices"][0]["finish_reason"] == "length"
+    )
+    assert upstream.seen("claude-short")["last"]["max_tokens"] == 2
+    chunks = await streamed(gateway, body, tenant)
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]] == ["length"]
+
+
 async def test_tool_calls_go_out_as_tool_use_and_their_results_as_tool_result_blocks(
     gateway: Gateway, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
 ) -> None:

@@ -108,8 +108,8 @@ def _blocks(content: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         return [{"type": "text", "text": content}] if content else []
     blocks: list[dict[str, Any]] = []
     for part in content:
-        if part.get("type") == "text":
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
+        if part.get("type") == "text" and part.get("text"):  # the API refuses empty text blocks
+            blocks.append({"type": "text", "text": str(part["text"])})
         elif part.get("type") == "image_url":
             blocks.append(_image(part))
     return blocks
@@ -230,9 +230,8 @@ def _usage(usage: _Usage | None, output: int | None = None) -> Usage | None:
 
 
 def _finish(stop_reason: str | None, answered_as_json: bool) -> str:
-    if answered_as_json:
-        return "stop"
-    return _FINISH.get(stop_reason or "end_turn", "stop")
+    finish = _FINISH.get(stop_reason or "end_turn", "stop")
+    return "stop" if answered_as_json and finish == "tool_calls" else finish  # the answer tool's use is the answer
 
 
 def answer_of(message: _Message) -> Answer:
