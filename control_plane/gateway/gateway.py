@@ -116,7 +116,6 @@ class Gateway:
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
         """The gateway of a control plane: its providers share one HTTP connection pool."""
-        await asyncio.to_thread(tokens.load)
         http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
         openai = OpenAIProvider(http)
         return cls(
@@ -130,8 +129,9 @@ class Gateway:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Record calls and share health until ``stop``; then write the records still queued."""
-        await asyncio.gather(self.recorder.run(stop), self.board.run(stop))
+        """Record calls and share health until ``stop``; then write the records still queued. The token
+        encodings are loaded meanwhile, off the event loop (a count asked for before waits for its own)."""
+        await asyncio.gather(self.recorder.run(stop), self.board.run(stop), asyncio.to_thread(tokens.load))
 
     async def close(self) -> None:
         await self._http.aclose()

