@@ -10,12 +10,16 @@
   demand, one process serving many named upstreams (the deployments of a chain).
 - ``tenant``, ``http``, ``llm``: a tenant of the test module's own, the API and the official OpenAI client
   calling with its key; ``open_gateway``/``gateway``: a ``Gateway`` in the test process on the stack's servers.
+- ``collector``: an OTLP/HTTP trace receiver in the test process, keeping every span sent to it.
+- ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
+  command) with AF_HOME in a fresh directory; every process any of its stacks ran is stopped at the end.
 - ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
   whose ``runsc`` runtime passes ``--network=none``.
 """
 
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -24,10 +28,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,10 @@ import openai
 import pytest
 from agentflow import AsyncClient, Client, Conflict
 from nats.js import JetStreamContext
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from bus import connect as connect_bus
 from bus import subjects
@@ -46,7 +56,7 @@ from control_plane.gateway.credentials import CredentialsFile
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.security.authentication import new_key
 from control_plane.stack import nats, nats_identity, postgres
-from control_plane.stack.processes import free_port, http_ok, spawn, stop, tcp_open, wait_until
+from control_plane.stack.processes import alive, free_port, http_ok, spawn, stop, tcp_open, wait_until
 from registry import connect as connect_db
 from registry.db import ensure_database
 
@@ -131,6 +141,64 @@ def upstream(tmp_root: Path) -> Iterator[Upstream]:
         yield Upstream(f"http://127.0.0.1:{port}")
     finally:
         stop(process.pid)
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class Collector(ThreadingHTTPServer):
+    """An OTLP/HTTP trace receiver: what the exporters of the control plane and the worker send."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        super().__init__(("127.0.0.1", free_port()), _Receive)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Receive(BaseHTTPRequestHandler):
+    server: Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            service = next(a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name")
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: getattr(a.value, a.value.WhichOneof("value") or "") for a in span.attributes}
+                    ids = (span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex())
+                    self.server.spans.append(Span(service, span.name, *ids, attributes=attributes))
+        answer = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    server = Collector()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @dataclass(frozen=True)
@@ -465,6 +533,68 @@ def register_examples(client: Client) -> None:
 def examples_registered(client: Client) -> None:
     """The example tools and workflow templates, registered once per session."""
     register_examples(client)
+
+
+def gone(pid: int) -> bool:
+    """The process has exited: no such PID, or only a zombie left for its parent (not us) to reap."""
+    return not alive(pid)
+
+
+class Embedded:
+    """Runs ``af up/down/status`` of the embedded stack in ``home`` (one AF_PORT for every stack), remembering
+    every PID a stack recorded, so that ``stop_all`` stops what a failed test left running."""
+
+    def __init__(self, home: Path, **env: str) -> None:
+        self.home = home
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
+        self.env = {**base, "AF_HOME": str(home), "AF_PORT": str(free_port()), **env}
+        self.seen: set[int] = set()
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "control_plane.stack", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        self.seen.update(self.pids().values())
+        return result
+
+    @property
+    def state(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((self.home / "stack.json").read_text())
+        return loaded
+
+    def pids(self) -> dict[str, int]:
+        """Each recorded part's PID by its name; none without stack.json."""
+        try:
+            return {part["name"]: part["pid"] for part in self.state["parts"]}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def stop_all(self) -> None:
+        if (self.home / "stack.json").exists():
+            self("down")
+        for pid in self.seen:
+            if not gone(pid):
+                stop(pid, timeout=10)
+
+
+@pytest.fixture
+def embedded() -> Iterator[Embedded]:
+    """An embedded stack's AF_HOME in a fresh directory PostgreSQL can reach (it runs as ``nobody`` when the
+    tests run as root, and pytest's own temp root is private to the user), so directly under /tmp."""
+    parent = Path(tempfile.mkdtemp(prefix="af-stack-test-"))
+    parent.chmod(0o755)
+    stack = Embedded(parent / "home")
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 # --- the model gateway ------------------------------------------------------------------------------

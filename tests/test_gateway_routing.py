@@ -284,7 +284,7 @@ def test_a_tier_with_no_healthy_deployment_fails_at_once_naming_each_deployment_
         detail = problem["detail"]
         assert detail.startswith("tier4: no deployment answered; ")
         assert "down-1: server-error (HTTP 500): upstream failed" in detail
-        assert "down-2: refused: connection failed (ConnectError" in detail
+        assert "down-2: refused: connection failed (ClientConnectorError" in detail
         assert "down-3: rate-limited (HTTP 429): rate limited" in detail
         assert 1 <= int(answer.headers["Retry-After"]) <= 30
         http.post("/v1/llm/chat/completions", json=ask("tier4"))  # two in a row: down-1 and down-2 cool down too

@@ -1,5 +1,6 @@
 """The ``anthropic`` provider: Anthropic's Messages API (``POST /v1/messages``, ``x-api-key`` and
-``anthropic-version`` headers), over httpx, translated to and from the OpenAI shape the gateway speaks.
+``anthropic-version`` headers), over the gateway's HTTP client (``transport``), translated to and from the
+OpenAI shape the gateway speaks.
 
 Going out: system and developer messages become ``system``; an assistant's ``tool_calls`` become
 ``tool_use`` blocks and each ``tool`` message a ``tool_result`` block of a user turn (consecutive turns of
@@ -20,16 +21,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import msgspec
 
 from control_plane.gateway.documents import AnthropicOptions, options_of
 from control_plane.gateway.failures import Failure, Kind
 from control_plane.gateway.providers.base import Answer, Embeddings, Piece, Target, Usage
-from control_plane.gateway.providers.openai import status_failure, transport_failure
+from control_plane.gateway.providers.openai import status_failure
+from control_plane.gateway.providers.transport import Http
 from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, Message, schema_of
 
-_ERROR_BYTES = 4096
 ANSWER_TOOL = "json_answer"
 """The tool a JSON ``response_format`` becomes."""
 _FINISH = {
@@ -326,7 +326,7 @@ def _event(data: str) -> _Event:
 
 
 class AnthropicProvider:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: Http) -> None:
         self._http = http
 
     def _headers(self, target: Target) -> dict[str, str]:
@@ -341,44 +341,29 @@ class AnthropicProvider:
         return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
     async def chat(self, target: Target, request: ChatRequest) -> Answer:
-        body = messages_body(request, target)
+        body = msgspec.json.encode(messages_body(request, target))
+        reply = await self._http.post(self._url(target), body, self._headers(target), seconds=target.timeout)
+        if reply.status >= 400:
+            raise status_failure(reply.status, reply.body, reply.headers)
         try:
-            response = await self._http.post(
-                self._url(target),
-                content=msgspec.json.encode(body),
-                headers=self._headers(target),
-                timeout=target.timeout,
-            )
-        except httpx.HTTPError as error:
-            raise transport_failure(error) from None
-        if response.status_code >= 400:
-            raise status_failure(response.status_code, response.content[:_ERROR_BYTES], response.headers)
-        try:
-            message = msgspec.json.decode(response.content, type=_Message)
+            message = msgspec.json.decode(reply.body, type=_Message)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             raise Failure("garbage", f"the answer is not a Messages API message: {error}"[:300]) from None
         return answer_of(message)
 
     async def stream(self, target: Target, request: ChatRequest) -> AsyncIterator[Piece]:
-        body = {**messages_body(request, target), "stream": True}
+        body = msgspec.json.encode({**messages_body(request, target), "stream": True})
         state = _StreamState()
-        try:
-            async with self._http.stream(
-                "POST", self._url(target), content=msgspec.json.encode(body), headers=self._headers(target),
-                timeout=target.timeout,
-            ) as response:  # fmt: skip
-                if response.status_code >= 400:
-                    raw = await response.aread()
-                    raise status_failure(response.status_code, raw[:_ERROR_BYTES], response.headers)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue  # the event: lines repeat the data's type
-                    for piece in state.pieces(_event(line[5:].strip())):
-                        yield piece
-                    if state.ended:
-                        break
-        except httpx.HTTPError as error:
-            raise transport_failure(error) from None
+        async with self._http.stream(self._url(target), body, self._headers(target), seconds=target.timeout) as answer:
+            if answer.status >= 400:
+                raise status_failure(answer.status, answer.error_body, answer.headers)
+            async for line in answer.lines:
+                if not line.startswith("data:"):
+                    continue  # the event: lines repeat the data's type
+                for piece in state.pieces(_event(line[5:].strip())):
+                    yield piece
+                if state.ended:
+                    break
         if not state.ended:
             raise Failure("stream-cut", "the stream ended before message_stop")
 
