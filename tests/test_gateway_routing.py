@@ -129,7 +129,8 @@ def test_a_stream_that_stalls_mid_way_ends_with_an_error_within_the_attempt_time
                     model="stalling", messages=[{"role": "user", "content": "e f"}], stream=True
                 )
             )
-        assert "timeout: no piece of the stream within 0.5s" in stalled.value.message
+        # the transport's read timeout or the stream's own, whichever notices first: both are the attempt's
+        assert stalled.value.message.startswith("stalling: timeout: ")
         assert recorded(http, "stalling")["outcome"] == "stream-interrupted"
 
 
@@ -199,7 +200,7 @@ async def test_failures_in_a_row_cool_a_deployment_down_and_a_failed_probe_doubl
     stack: Stack, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
 ) -> None:
     with deployed(http, upstream, upstream_model(upstream, "wobbly")):
-        async with open_gateway(stack, llm_cooldown_failures=2, llm_cooldown_base_seconds=0.3) as gateway:
+        async with open_gateway(stack, llm_cooldown_failures=2, llm_cooldown_base_seconds=1.0) as gateway:
             key = (await gateway.deployments.visible(tenant[0]))["wobbly"].key
             me = CallContext(tenant=tenant[0])
 
@@ -213,16 +214,16 @@ async def test_failures_in_a_row_cool_a_deployment_down_and_a_failed_probe_doubl
             assert gateway.board.view(key).state == "degraded"
             await refused()
             first: ModelHealth = gateway.board.view(key).health
-            assert first.until - first.at == pytest.approx(0.3) and first.reason.startswith("2 in a row: server-error")
+            assert first.until - first.at == pytest.approx(1.0) and first.reason.startswith("2 in a row: server-error")
             fast = await refused()  # cooling down: not called at all
-            assert "cooling down for" in fast.detail and fast.retry_after is not None and 0 < fast.retry_after <= 0.3
+            assert "cooling down for" in fast.detail and fast.retry_after is not None and 0 < fast.retry_after <= 1.0
             assert (await asyncio.to_thread(upstream.seen, "wobbly"))["requests"] == 2
 
             await asyncio.sleep(max(0.0, first.until - time.time()))
             assert gateway.board.view(key).state == "probing"
             await refused()  # the probe fails: at once cooling down again, for twice as long
             second = gateway.board.view(key).health
-            assert second.cooldowns == 2 and second.until - second.at == pytest.approx(0.6)
+            assert second.cooldowns == 2 and second.until - second.at == pytest.approx(2.0)
 
             await asyncio.sleep(max(0.0, second.until - time.time()))
             answer = await gateway.chat(ask("wobbly"), context=me)  # the probe answers: restored
