@@ -118,6 +118,20 @@ def test_a_stream_that_cannot_start_fails_over_and_one_cut_mid_way_ends_with_an_
         assert call["response"]["choices"][0]["message"]["content"] == "echo:"  # what came before the cut
 
 
+def test_an_error_chunk_mid_stream_ends_the_stream_with_it(
+    http: httpx.Client, llm: openai.OpenAI, upstream: Upstream
+) -> None:
+    with deployed(http, upstream, upstream_model(upstream, "overloaded")):
+        upstream.fail("overloaded", {"kind": "overloaded"})
+        with pytest.raises(openai.APIError) as failed:
+            list(
+                llm.chat.completions.create(
+                    model="overloaded", messages=[{"role": "user", "content": "i j"}], stream=True
+                )
+            )
+        assert failed.value.message == "overloaded: server-error: the stream failed: Overloaded"
+
+
 def test_a_stream_that_stalls_mid_way_ends_with_an_error_within_the_attempt_timeout(
     http: httpx.Client, llm: openai.OpenAI, upstream: Upstream
 ) -> None:
