@@ -319,6 +319,25 @@ def test_a_provider_answering_garbage_is_a_clean_provider_error(http: httpx.Clie
         assert json.loads(answer.text)["status"] == 502
 
 
+def test_a_rung_measures_each_deployment_then_sends_calls_to_the_faster(
+    http: httpx.Client, llm: openai.OpenAI, upstream: Upstream
+) -> None:
+    with deployed(
+        http,
+        upstream,
+        upstream_model(upstream, "rung-quick", tier="tier2"),
+        upstream_model(upstream, "rung-sluggish", tier="tier2"),
+    ):
+        upstream.fail("rung-sluggish", latency_ms=400)
+        answered = [
+            llm.chat.completions.create(model="tier2", messages=[{"role": "user", "content": "q"}]).model
+            for _ in range(6)
+        ]
+        # by name first; then the one never measured (it counts as the fastest); then the faster, always
+        assert answered[:2] == ["rung-quick", "rung-sluggish"] and answered[2:] == ["rung-quick"] * 4
+        assert health(http, "rung-sluggish")["latency_ewma_ms"] > health(http, "rung-quick")["latency_ewma_ms"]
+
+
 # --- ordering a rung (pure) -----------------------------------------------------------------------
 
 
