@@ -157,7 +157,7 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True):
 
 RUN_COLUMNS = (
     "id::text AS id, tenant, target_kind, target_name, target_version, state, input::text AS input,"
-    " output::text AS output, error, created_at, updated_at, finished_at"
+    " output::text AS output, error, created_at, updated_at, finished_at, last_seq"
 )
 """The columns of a RunRow, selected from ``runs`` (or from what a write returned of them)."""
 
@@ -177,6 +177,8 @@ class RunRow(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    last_seq: int
+    """The sequence number of its latest event."""
 
 
 def run_row(record: asyncpg.Record) -> RunRow:

@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bus import WatchLost, subjects
 from bus.messages import json_text
-from bus.states import RunState
+from bus.states import FINAL_RUN_STATES, RunState
 from bus.watch import watch
 from control_plane import metrics
 from control_plane.api import views
@@ -143,14 +144,29 @@ async def run_events(
     services: Services,
     identity: Identity,
     last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
-) -> ServerSentEvent:
-    """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one."""
-    await _run_row(services, identity.tenant, run_id)
-    try:
-        after = int(last_event_id) if last_event_id else 0
-    except ValueError:
-        raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID") from None
-    return ServerSentEvent(_event_stream(services, identity.tenant, run_id, after))
+) -> Response[Any]:
+    """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one.
+
+    A finished run with no event after ``Last-Event-ID`` answers 204 No Content, which tells an EventSource to
+    stop reconnecting; an id past the run's last event is refused (422): no stream could ever reach it.
+    """
+    row = await _run_row(services, identity.tenant, run_id)
+    after = _resumed_after(last_event_id)
+    if after > row.last_seq:
+        detail = f"run {run_id} has no event {after}: its last event is {row.last_seq}"
+        raise Problem(422, "validation-error", detail, "Last-Event-ID")
+    if after == row.last_seq and row.state in FINAL_RUN_STATES:
+        return Response(b"", status_code=204)
+    stream = _event_stream(services, identity.tenant, run_id, after)
+    return ServerSentEvent(stream, headers={"Cache-Control": "no-store"})
+
+
+def _resumed_after(last_event_id: str | None) -> int:
+    if not last_event_id:
+        return 0
+    if not last_event_id.isdigit():
+        raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID")
+    return int(last_event_id)
 
 
 async def _event_stream(
@@ -158,15 +174,26 @@ async def _event_stream(
 ) -> AsyncIterator[ServerSentEventMessage]:
     # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
     # one poll interval and never a gap.
-    looks = watch(services.bus, subjects.events(tenant, run_id), SSE_POLL_SECONDS)
+    keepalive = services.settings.sse_keepalive_seconds
+    looks = watch(services.bus, subjects.events(tenant, run_id), min(SSE_POLL_SECONDS, keepalive))
+    quiet_since = time.monotonic()
     try:
         async with contextlib.aclosing(looks):
             async for _ in looks:
-                for row in await run_reads.events_after(services.pool, tenant, run_id, after):
+                rows = await run_reads.events_after(services.pool, tenant, run_id, after)
+                for row in rows:
                     after = row.seq
                     yield ServerSentEventMessage(data=json_text(views.event(row)), event=row.type, id=row.seq)
                     if row.type in FINAL_EVENT_TYPES:
                         return
+                if rows:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= keepalive:
+                    # No data, so no event for EventSource; proxies see the connection alive, and the id (the
+                    # resumption point the client has already) lets parsers that report data-less messages
+                    # (httpx-sse) see it too.
+                    yield ServerSentEventMessage(data=None, comment="keep-alive", id=after)
+                    quiet_since = time.monotonic()
     except WatchLost as error:
         # The connection to NATS is closed (the control plane is stopping): the client resumes with Last-Event-ID.
         log.warning("ending the event stream of run %s after event %d: %s", run_id, after, error)
