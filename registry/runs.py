@@ -256,17 +256,20 @@ async def create_runs(
 class ExistingRun(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     request_digest: str
+    state: RunState
 
 
 async def find_by_idempotency_keys(pool: Pool, tenant: str, keys: Sequence[str]) -> dict[str, ExistingRun]:
     records = await pool.fetch(
-        "SELECT idempotency_key, id::text AS id, request_digest FROM runs"
+        "SELECT idempotency_key, id::text AS id, request_digest, state FROM runs"
         " WHERE tenant = $1 AND idempotency_key = ANY($2::text[])",
         tenant,
         list(keys),
     )
     return {
-        record["idempotency_key"]: ExistingRun(id=record["id"], request_digest=record["request_digest"])
+        record["idempotency_key"]: ExistingRun(
+            id=record["id"], request_digest=record["request_digest"], state=RunState(record["state"])
+        )
         for record in records
     }
 

@@ -343,6 +343,16 @@ def test_an_idempotency_key_reused_with_another_body_is_a_conflict(http: httpx.C
     assert first.json()["id"] in body["detail"]
 
 
+def test_an_idempotency_key_in_the_header_and_another_in_the_body_is_a_validation_error(http: httpx.Client) -> None:
+    body = {"tool": "noop", "input": {}, "idempotency_key": "problems-idem-body"}
+    both = http.post("/v1/runs", json=body, headers={"Idempotency-Key": "problems-idem-header"})
+    problem = assert_problem(both, 422, "validation-error", "idempotency_key")
+    assert "problems-idem-header" in problem["detail"] and "problems-idem-body" in problem["detail"]
+    # The same key in both is one key.
+    same = http.post("/v1/runs", json=body, headers={"Idempotency-Key": "problems-idem-body"})
+    assert same.status_code == 201, same.text
+
+
 def test_cancelling_a_finished_run_is_run_finished(http: httpx.Client) -> None:
     run_id = http.post("/v1/runs", json={"tool": "noop", "input": {}}).json()["id"]
     with http.stream("GET", f"/v1/runs/{run_id}/events") as events:

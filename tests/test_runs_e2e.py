@@ -185,6 +185,16 @@ def test_the_same_idempotency_key_returns_the_same_run_and_another_body_conflict
     assert raised.value.type.endswith("idempotency-conflict")
 
 
+def test_repeating_a_finished_run_answers_the_state_it_ended_in(client: Client) -> None:
+    first = client.start_run(tool="noop", input={"n": "repeat"}, idempotency_key="order-finished")
+    assert (first["state"], first.created) == ("running", True)
+    assert client.wait_run(first["id"], timeout=30)["state"] == "succeeded"
+    again = client.start_run(tool="noop", input={"n": "repeat"}, idempotency_key="order-finished")
+    assert (again["id"], again["state"], again.created) == (first["id"], "succeeded", False)
+    (item,) = client.start_runs([{"tool": "noop", "input": {"n": "repeat"}, "idempotency_key": "order-finished"}])
+    assert item == {"id": first["id"], "state": "succeeded", "created": False}
+
+
 def test_a_batch_answers_each_item_with_a_run_or_its_own_problem(client: Client) -> None:
     items = client.start_runs(
         [

@@ -41,14 +41,22 @@ async def start_run(
     identity: Identity,
     idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", required=False)] = None,
 ) -> Response[bytes]:
-    """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run."""
+    """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run, in the
+    state it is in now. The key is the header's or the body's ``idempotency_key``; two different ones are
+    refused."""
+    if idempotency_key is not None and data.idempotency_key is not None and idempotency_key != data.idempotency_key:
+        detail = (
+            f"the Idempotency-Key header ({idempotency_key!r}) and the body's idempotency_key"
+            f" ({data.idempotency_key!r}) differ: give one of them, or the same in both"
+        )
+        raise Problem(422, "validation-error", detail, "idempotency_key")
     await services.quotas.admit_runs(identity.tenant, 1)
     submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
     submission.actor, submission.source = identity.actor, source_address(request)
     (accepted,) = await services.submitter.submit([submission])
     metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
     return _json(
-        {"id": accepted.run_id, "state": RunState.RUNNING, "created": accepted.created},
+        {"id": accepted.run_id, "state": accepted.state, "created": accepted.created},
         201 if accepted.created else 200,
     )
 
@@ -77,7 +85,7 @@ async def start_runs(
                 answers[index] = {"problem": Problem.of(refusal).as_dict()}
         else:
             for (index, submission), outcome in zip(prepared, accepted, strict=True):
-                answers[index] = {"id": outcome.run_id, "created": outcome.created}
+                answers[index] = {"id": outcome.run_id, "state": outcome.state, "created": outcome.created}
                 metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
     return _json({"items": answers})
 

@@ -157,7 +157,7 @@ def start_run(
     queue: str | None = None,
 ) -> Call[Registered]:
     """Start a run of a workflow or of a single tool, each named `name[@version]`; `.created` is False
-    when `idempotency_key` matched an existing run, which is returned instead."""
+    when `idempotency_key` matched an existing run, which is returned instead, in its current `state`."""
     if (workflow is None) == (tool is None):
         raise ValueError("start_run takes exactly one of workflow= and tool=")
     body: JSON = {"workflow": workflow} if workflow is not None else {"tool": tool}
