@@ -139,6 +139,9 @@ class StoredTask(msgspec.Struct, frozen=True, kw_only=True):
     input: str
     element: str
     """The workflow element the task is an instance of (``step`` is the instance's key)."""
+    worker_id: str | None = None
+    """The worker of its latest attempt that started, and when (seconds since the epoch)."""
+    started_at: float | None = None
 
 
 class StoredRun(msgspec.Struct, frozen=True, kw_only=True):
@@ -279,7 +282,7 @@ SELECT r.id::text AS run_id, r.tenant, r.target_kind, r.target_name, r.target_ve
        r.input::text AS run_input, r.last_seq,
        t.id::text AS task_id, t.step, t.tool_name, t.tool_version, t.queue, t.attempt, t.state AS task_state,
        t.output::text AS task_output, t.error AS task_error, t.input::text AS task_input,
-       COALESCE(t.element, t.step) AS element
+       COALESCE(t.element, t.step) AS element, t.worker_id, extract(epoch FROM t.started_at)::float8 AS started_at
 FROM runs r LEFT JOIN tasks t ON t.run_id = r.id
 WHERE r.id = ANY($1::uuid[])
 ORDER BY r.id, t.id
@@ -326,6 +329,8 @@ def _stored_task(record: asyncpg.Record) -> StoredTask:
         error=record["task_error"],
         input=record["task_input"],
         element=record["element"],
+        worker_id=record["worker_id"],
+        started_at=record["started_at"],
     )
 
 

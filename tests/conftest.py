@@ -457,3 +457,21 @@ def register_examples(client: Client) -> None:
 def examples_registered(client: Client) -> None:
     """The example tools and workflow templates, registered once per session."""
     register_examples(client)
+
+
+SLEEPER = {
+    "name": "sleeper",
+    "version": "1.0.0",
+    "description": "Sleeps, so that a test can cancel it while it runs.",
+    "limits": {"wall_seconds": 60},
+    "runtime": {"command": ["python3", "main.py"], "files": {"main.py": "import time\ntime.sleep(50)\n"}},
+}
+
+
+def start_and_cancel_while_running(client: Client) -> tuple[str, dict[str, Any]]:
+    """A run of a tool that sleeps, cancelled once a worker started it; its id and its task.started event."""
+    client.register_tool(SLEEPER)
+    run = client.start_run(tool="sleeper", input={})
+    started = next(event for event in client.events(run["id"]) if event["type"] == "task.started")
+    client.cancel_run(run["id"])
+    return run["id"], started

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from agentflow import Client
 
 from control_plane.stack.processes import free_port
-from tests.conftest import EXAMPLES, ROOT, Stack
+from tests.conftest import EXAMPLES, ROOT, Stack, start_and_cancel_while_running
 
 # `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.
 AF = Path(sys.executable).parent / "af"
@@ -165,6 +166,28 @@ def test_the_worker_fleet_lists_the_stacks_worker_as_json(af: Af) -> None:
     assert result.returncode == 0, result.stderr
     workers = json.loads(result.stdout)["items"]
     assert any(worker["queues"] == ["default"] and worker["sandbox"] == "runsc" for worker in workers), workers
+
+
+def test_runs_get_shows_the_worker_and_duration_of_a_task_cancelled_while_running(af: Af, client: Client) -> None:
+    run_id, started = start_and_cancel_while_running(client)
+    result = af("runs", "get", run_id)
+    assert result.returncode == 0, result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("sleeper ")]
+    cells = row.split()
+    assert cells[:4] == ["sleeper", "sleeper@1.0.0", "cancelled", "1"], row
+    assert cells[4] == started["data"]["worker_id"], row
+    assert len(cells) == 6 and cells[5].endswith("s"), row  # the duration
+
+
+@pytest.mark.parametrize(("tool", "ended"), [("noop", "succeeded"), ("fail", "failed")])
+@pytest.mark.usefixtures("examples_registered_by_cli")
+def test_cancelling_a_finished_run_says_the_state_it_ended_in(af: Af, tool: str, ended: str) -> None:
+    run = json.loads(af("run", tool, "--tool", "--input", "{}", "--wait", "--output", "json").stdout)
+    assert run["state"] == ended
+    result = af("cancel", run["id"])
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert ended in line and "cancelled" not in line, line
 
 
 # --- errors -----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 from agentflow import Client, Conflict, load_tool_file
 
 from registry import audit, connect
-from tests.conftest import EXAMPLES, Stack
+from tests.conftest import EXAMPLES, Stack, start_and_cancel_while_running
 
 pytestmark = pytest.mark.usefixtures("examples_registered")
 
@@ -233,6 +233,14 @@ def test_cancelling_a_run_cancels_its_open_tasks_and_a_finished_run_cannot_be_ca
     assert [e["type"] for e in client.events(run["id"])][-2:] == ["task.cancelled", "run.cancelled"]
     with pytest.raises(Conflict):
         client.cancel_run(run["id"])
+
+
+def test_a_task_cancelled_while_running_keeps_its_worker_and_start(client: Client) -> None:
+    run_id, started = start_and_cancel_while_running(client)
+    (task,) = client.get_run(run_id)["tasks"]
+    assert task["state"] == "cancelled"
+    assert task["worker_id"] == started["data"]["worker_id"]
+    assert task["started_at"] is not None and task["finished_at"] >= task["started_at"]
 
 
 def test_runs_list_newest_first_with_a_cursor(client: Client) -> None:
