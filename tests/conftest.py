@@ -8,6 +8,8 @@
 - ``stack``: the control plane and one worker as separate processes against those two.
 - ``upstream``: ``bench.upstream``, a model server speaking OpenAI's and Anthropic's protocols that fails on
   demand, one process serving many named upstreams (the deployments of a chain).
+- ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
+  command) with AF_HOME in a fresh directory; every process any of its stacks ran is stopped at the end.
 - ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
   whose ``runsc`` runtime passes ``--network=none``.
 """
@@ -39,7 +41,7 @@ from bus import subjects
 from bus.messages import Heartbeat, Task, ToolRuntime
 from control_plane.security.authentication import new_key
 from control_plane.stack import nats, nats_identity, postgres
-from control_plane.stack.processes import free_port, http_ok, spawn, stop, tcp_open, wait_until
+from control_plane.stack.processes import alive, free_port, http_ok, spawn, stop, tcp_open, wait_until
 from registry.db import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -457,6 +459,68 @@ def register_examples(client: Client) -> None:
 def examples_registered(client: Client) -> None:
     """The example tools and workflow templates, registered once per session."""
     register_examples(client)
+
+
+def gone(pid: int) -> bool:
+    """The process has exited: no such PID, or only a zombie left for its parent (not us) to reap."""
+    return not alive(pid)
+
+
+class Embedded:
+    """Runs ``af up/down/status`` of the embedded stack in ``home`` (one AF_PORT for every stack), remembering
+    every PID a stack recorded, so that ``stop_all`` stops what a failed test left running."""
+
+    def __init__(self, home: Path, **env: str) -> None:
+        self.home = home
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
+        self.env = {**base, "AF_HOME": str(home), "AF_PORT": str(free_port()), **env}
+        self.seen: set[int] = set()
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "control_plane.stack", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        self.seen.update(self.pids().values())
+        return result
+
+    @property
+    def state(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((self.home / "stack.json").read_text())
+        return loaded
+
+    def pids(self) -> dict[str, int]:
+        """Each recorded part's PID by its name; none without stack.json."""
+        try:
+            return {part["name"]: part["pid"] for part in self.state["parts"]}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def stop_all(self) -> None:
+        if (self.home / "stack.json").exists():
+            self("down")
+        for pid in self.seen:
+            if not gone(pid):
+                stop(pid, timeout=10)
+
+
+@pytest.fixture
+def embedded() -> Iterator[Embedded]:
+    """An embedded stack's AF_HOME in a fresh directory PostgreSQL can reach (it runs as ``nobody`` when the
+    tests run as root, and pytest's own temp root is private to the user), so directly under /tmp."""
+    parent = Path(tempfile.mkdtemp(prefix="af-stack-test-"))
+    parent.chmod(0o755)
+    stack = Embedded(parent / "home")
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 SLEEPER = {

@@ -116,7 +116,8 @@ def test_unreachable_api_is_a_transport_error_naming_the_url() -> None:
         af.list_tools()
 
     assert str(caught.value) == (
-        f"cannot reach the AgentFlow API at {API}: [Errno 111] Connection refused (is the stack up? try `af up`)"
+        f"cannot reach the AgentFlow API at {API}: [Errno 111] Connection refused"
+        " (is the stack up? af status shows it; af up starts it or what exited)"
     )
 
 

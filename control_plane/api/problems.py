@@ -28,6 +28,7 @@ _TITLES = {
     "input-schema-mismatch": "Input does not match the schema",
     "unknown-tool": "Unknown tool",
     "unknown-workflow": "Unknown workflow",
+    "unknown-agent": "Unknown agent",
     "invalid-workflow": "Invalid workflow",
     "duplicate-version": "Version already exists with other content",
     "not-found": "Not found",

@@ -1,8 +1,9 @@
-"""Tools and workflows as the control plane uses them: validated at registration, resolved by
+"""Tools, workflows and agents as the control plane uses them: validated at registration, resolved by
 ``name[@version]``, and cached (a stored version never changes, so only ``latest`` can go stale)."""
 
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ import jsonschema
 import msgspec
 
 from bus.messages import ToolLimits, ToolRuntime
+from control_plane.catalog import agents
 from control_plane.catalog.documents import RetrySpec, ToolSpec, check_name_field, check_tool, check_version, convert
 from control_plane.errors import Conflict, Invalid
 from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
@@ -70,6 +72,25 @@ class Workflow:
 
     def tool(self, call: ToolCall) -> Tool:
         return self.tools[(call.tool, call.tool_version)]
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent version ready to run: its document, its instructions compiled, its tools pinned."""
+
+    spec: agents.AgentSpec
+    instructions: agents.Instructions
+    tools: dict[str, Tool]
+    """By name, as the model calls them."""
+    output_validator: jsonschema.protocols.Validator | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.spec.name}@{self.spec.version}"
+
+
+ModelCheck = Callable[[str], Awaitable[bool]]
+"""Whether the tenant applying an agent can reach this model (a tier, or a deployment it sees)."""
 
 
 def _builtin(name: str) -> Tool:
@@ -219,6 +240,7 @@ class Catalog:
         self._pool = pool
         self._tools: dict[tuple[str, str, str], Tool] = {}
         self._workflows: dict[tuple[str, str, str], Workflow] = {}
+        self._agents: dict[tuple[str, str, str], Agent] = {}
         self._latest: dict[tuple[store.Kind, str, str], tuple[str, float]] = {}
 
     # --- registration ------------------------------------------------------------------------------
@@ -255,6 +277,64 @@ class Catalog:
         pinned = {**document, PINS: pins} if pins else document
         name, version, kind = document["name"], document["version"], document["kind"]
         return await self._put(store.Kind.WORKFLOW, tenant, name, version, pinned, digest(document), kind)
+
+    async def register_agent(self, tenant: str, document: Any, model_exists: ModelCheck) -> tuple[store.Entry, bool]:
+        """Check the agent and what it names (model, tools, agents): every problem at its field, at once."""
+        spec, found = agents.decode(document)
+        if spec is None:
+            raise _all_of(found)
+        found = agents.problems(spec)
+        try:
+            _validator(spec.output_schema, "output_schema")
+        except Invalid as problem:
+            found.append(problem)
+        if not await model_exists(spec.model):
+            found.append(Invalid("model-not-found", f"no model or tier {spec.model} is deployed for you", "model"))
+        pins: dict[str, dict[str, str]] = {"tools": {}, "agents": {}}
+        for index, ref in enumerate(spec.tools):
+            name, version = ref.partition("@")[0], ref.partition("@")[2] or None
+            try:
+                tool = await self.tool(tenant, name, version, field=f"tools[{index}]")
+            except Invalid as unknown:
+                found.append(unknown)
+            else:
+                pins["tools"][name] = tool.version
+        for key in ("agents", "handoffs"):
+            for index, ref in enumerate(getattr(spec, key)):
+                name, version = ref.partition("@")[0], ref.partition("@")[2] or None
+                try:
+                    entry = await self._entry(store.Kind.AGENT, tenant, name, version, f"{key}[{index}]")
+                except Invalid as unknown:
+                    found.append(unknown)
+                else:
+                    pins["agents"][name] = entry.version
+        if found:
+            raise _all_of(found)
+        stored = msgspec.to_builtins(spec)
+        pinned = {**stored, PINS: pins}
+        return await self._put(store.Kind.AGENT, tenant, spec.name, spec.version, pinned, digest(stored), None)
+
+    async def agent(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Agent:
+        version = version or self._cached_latest(store.Kind.AGENT, tenant, name)
+        if version is not None and (found := self._agents.get((tenant, name, version))) is not None:
+            return found
+        entry = await self._entry(store.Kind.AGENT, tenant, name, version, field)
+        document = msgspec.json.decode(entry.spec)
+        pins = document.pop(PINS, {})
+        spec = msgspec.convert(document, type=agents.AgentSpec)
+        tools = {}
+        for ref in spec.tools:
+            tool_name, _, tool_version = ref.partition("@")
+            pinned = tool_version or pins.get("tools", {}).get(tool_name)
+            tools[tool_name] = await self.tool(tenant, tool_name, pinned)
+        agent = Agent(
+            spec=spec,
+            instructions=agents.compile_instructions(spec.instructions),
+            tools=tools,
+            output_validator=_validator(spec.output_schema, "output_schema"),
+        )
+        self._agents[(tenant, entry.name, entry.version)] = agent
+        return agent
 
     async def _put(
         self,

@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-import httpx
 import msgspec
 
 from bus import Bus
@@ -38,6 +37,7 @@ from control_plane.gateway.health import Board
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
 from control_plane.gateway.providers.mock import MockProvider
 from control_plane.gateway.providers.openai import OpenAIProvider
+from control_plane.gateway.providers.transport import Http
 from control_plane.gateway.recorder import AttemptRecord, Recorder, Trace, answer_metadata, prompt_of
 from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, parse_chat, parse_embedding
 from control_plane.gateway.settings import GatewaySettings
@@ -102,7 +102,7 @@ class Gateway:
         keys: KeyCache,
         providers: Mapping[str, Provider],
         settings: GatewaySettings,
-        http: httpx.AsyncClient,
+        http: Http,
     ) -> None:
         self.deployments = deployments
         self.board = board
@@ -115,7 +115,7 @@ class Gateway:
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
         """The gateway of a control plane: its providers share one HTTP connection pool."""
-        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        http = Http()
         openai = OpenAIProvider(http)
         return cls(
             deployments=Deployments(pool, no_llm=bool(settings.no_llm)),
@@ -132,7 +132,7 @@ class Gateway:
         await asyncio.gather(self.recorder.run(stop), self.board.run(stop))
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     # --- the calls -------------------------------------------------------------------------------------
 

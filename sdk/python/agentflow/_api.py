@@ -129,6 +129,22 @@ def list_workflows() -> Call[list[JSON]]:
     return Call("GET", "/v1/workflows", _items)
 
 
+def apply_agent(spec: JSON) -> Call[Registered]:
+    """Store an agent version (its tools pinned to versions); `.created` is False when the same version with
+    the same content already existed."""
+    return Call("POST", "/v1/agents", _registered, body=spec)
+
+
+def get_agent(name: str, version: str = "latest") -> Call[JSON]:
+    """One version of an agent."""
+    return Call("GET", f"/v1/agents/{_segment(name)}/versions/{_segment(version)}", _json)
+
+
+def list_agents() -> Call[list[JSON]]:
+    """The latest version of every agent of the tenant."""
+    return Call("GET", "/v1/agents", _items)
+
+
 def apply_model(spec: JSON, *, platform: bool = False) -> Call[Registered]:
     """Apply a model deployment (`platform`: one every tenant may use; platform admins); `.created` is False
     when it replaced (or matched) one of the same name; the answer's `outcome` says which."""

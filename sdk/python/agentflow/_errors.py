@@ -22,7 +22,7 @@ class TransportError(AgentFlowError):
         self.api_url = api_url
         super().__init__(
             f"cannot reach the AgentFlow API at {api_url}: {str(cause) or type(cause).__name__}"
-            " (is the stack up? try `af up`)"
+            " (is the stack up? af status shows it; af up starts it or what exited)"
         )
 
 
@@ -78,6 +78,7 @@ class RateLimited(APIError):
 _BY_SLUG: dict[str, type[APIError]] = {
     "not-found": NotFound,
     "unknown-tool": NotFound,
+    "unknown-agent": NotFound,
     "unknown-workflow": NotFound,
     "duplicate-version": Conflict,
     "idempotency-conflict": Conflict,

@@ -23,7 +23,7 @@ from rich.table import Table
 from ._api import JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
-from ._files import load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
+from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -105,7 +105,7 @@ _output_option = click.option(
 )
 
 
-@click.group(cls=_Root, name="af")
+@click.group(cls=_Root, name="af", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--api-url", metavar="URL", help="The API (default: $AF_API_URL, else the local stack's).")
 @click.option("--token", metavar="TOKEN", help="Bearer token (default: $AF_TOKEN, else the local stack's key).")
 @click.pass_context
@@ -116,7 +116,7 @@ def cli(ctx: click.Context, api_url: str | None, token: str | None) -> None:
 
 def main() -> None:
     """The `af` entry point."""
-    cli()
+    cli(prog_name="af")
 
 
 # ---- output ---------------------------------------------------------------------------------------
@@ -382,6 +382,23 @@ cli.add_command(
         {
             "KIND": lambda workflow: str(workflow.get("kind", "")),
             "STEPS": lambda workflow: str(len(_spec(workflow).get("steps") or [])),
+        },
+    )
+)
+
+
+cli.add_command(
+    _definitions(
+        "agent",
+        "Versioned agents: a model with instructions and the tools it may call.",
+        "apply",
+        load_agent_file,
+        Client.apply_agent,
+        Client.get_agent,
+        Client.list_agents,
+        {
+            "MODEL": lambda agent: str(_spec(agent).get("model", "")),
+            "TOOLS": lambda agent: str(len(_spec(agent).get("tools") or [])),
         },
     )
 )
