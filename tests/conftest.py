@@ -524,7 +524,7 @@ def embedded() -> Iterator[Embedded]:
 
 
 SLEEPER = {
-    "name": "sleeper",
+    "name": "dozer",
     "version": "1.0.0",
     "description": "Sleeps, so that a test can cancel it while it runs.",
     "limits": {"wall_seconds": 60},
@@ -535,7 +535,7 @@ SLEEPER = {
 def start_and_cancel_while_running(client: Client) -> tuple[str, dict[str, Any]]:
     """A run of a tool that sleeps, cancelled once a worker started it; its id and its task.started event."""
     client.register_tool(SLEEPER)
-    run = client.start_run(tool="sleeper", input={})
+    run = client.start_run(tool="dozer", input={})
     started = next(event for event in client.events(run["id"]) if event["type"] == "task.started")
     client.cancel_run(run["id"])
     return run["id"], started

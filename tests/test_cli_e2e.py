@@ -78,6 +78,29 @@ def test_registering_a_tool_file_says_created_then_unchanged(af: Af, tmp_path: P
     assert again.stdout == "tool cli-text-stats@1.0.0 unchanged (this version already exists)\n"
 
 
+def test_a_tool_file_with_an_unquoted_version_is_refused_until_it_ships_the_file_its_command_runs(
+    af: Af, tmp_path: Path
+) -> None:
+    tool = tmp_path / "numbered.yaml"
+    tool.write_text("name: cli-numbered\nversion: 1\nruntime:\n  command: [python3, main.py]\n")
+    refused = af("tool", "register", str(tool))
+    assert refused.returncode == 1
+    line = one_error_line(refused)
+    assert "'main.py'" in line and "runtime.files" in line and line.endswith("(field: runtime.command)"), line
+
+    (tmp_path / "numbered.py").write_text("print('{}')\n")
+    tool.write_text(tool.read_text() + "  files: {main.py: numbered.py}\n")
+    registered = af("tool", "register", str(tool))
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout == "tool cli-numbered@1 created\n"
+
+    workflow = tmp_path / "numbered-flow.yaml"
+    workflow.write_text("name: cli-numbered-flow\nversion: 1\nkind: dag\nsteps:\n  - {name: a, tool: cli-numbered@1}\n")
+    applied = af("workflow", "apply", str(workflow))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.startswith("workflow cli-numbered-flow@1 created"), applied.stdout
+
+
 def test_registering_the_example_tool_file_twice_leaves_it_unchanged(af: Af) -> None:
     first = af("tool", "register", "examples/tools/text-stats.yaml")
     assert first.returncode == 0, first.stderr
@@ -172,9 +195,9 @@ def test_runs_get_shows_the_worker_and_duration_of_a_task_cancelled_while_runnin
     run_id, started = start_and_cancel_while_running(client)
     result = af("runs", "get", run_id)
     assert result.returncode == 0, result.stderr
-    (row,) = [line for line in result.stdout.splitlines() if line.startswith("sleeper ")]
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("dozer ")]
     cells = row.split()
-    assert cells[:4] == ["sleeper", "sleeper@1.0.0", "cancelled", "1"], row
+    assert cells[:4] == ["dozer", "dozer@1.0.0", "cancelled", "1"], row
     assert cells[4] == started["data"]["worker_id"], row
     assert len(cells) == 6 and cells[5].endswith("s"), row  # the duration
 
