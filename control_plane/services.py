@@ -24,6 +24,7 @@ from control_plane.settings import Settings
 from registry import connect as connect_db
 from registry import limits, migrate
 from registry.db import Pool, ping
+from registry.installation import installation_id
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Services:
     quotas: TenantQuotas
     brake: FailureBrake
     gateway: Gateway
+    stack_id: str
+    """The installation's id (``registry.installation``): what a client ties its stored login to."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -88,6 +91,7 @@ class Services:
             await Gateway.open(
                 pool, bus, settings.gateway, CredentialsFile.load(settings.gateway.llm_credentials_file)
             ),
+            await installation_id(pool),
         )
         services.loops = [
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
@@ -104,6 +108,7 @@ class Services:
     async def close(self) -> None:
         self.stop.set()
         self.submitter.wake()
+        self.dispatcher.wake()
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.submitter.close()
         await self.dispatcher.close()

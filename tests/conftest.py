@@ -8,6 +8,10 @@
 - ``stack``: the control plane and one worker as separate processes against those two.
 - ``upstream``: ``bench.upstream``, a model server speaking OpenAI's and Anthropic's protocols that fails on
   demand, one process serving many named upstreams (the deployments of a chain).
+- ``local_model_server``: llama.cpp's server with SmolLM2-135M-Instruct, as ``af up --local-model`` starts it,
+  kept small (a 1,024-token window, answers of 64 tokens at most, one thread).
+- ``collector``: an OTLP/HTTP trace receiver in the test process, keeping every span sent to it.
+- ``gateway``: a model ``Gateway`` of the test process on the stack's PostgreSQL and NATS.
 - ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
   command) with AF_HOME in a fresh directory; every process any of its stacks ran is stopped at the end.
 - ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
@@ -16,6 +20,7 @@
 
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -24,10 +29,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +43,21 @@ import msgspec
 import pytest
 from agentflow import AsyncClient, Client, Conflict
 from nats.js import JetStreamContext
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
+from bus import connect as connect_bus
 from bus import subjects
 from bus.messages import Heartbeat, Task, ToolRuntime
+from control_plane.gateway import Gateway
+from control_plane.gateway.credentials import CredentialsFile
+from control_plane.gateway.settings import GatewaySettings
 from control_plane.security.authentication import new_key
-from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import alive, free_port, http_ok, spawn, stop, tcp_open, wait_until
+from registry import connect as connect_db
 from registry.db import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +141,74 @@ def upstream(tmp_root: Path) -> Iterator[Upstream]:
         yield Upstream(f"http://127.0.0.1:{port}")
     finally:
         stop(process.pid)
+
+
+@pytest.fixture(scope="session")
+def local_model_server(tmp_root: Path) -> Iterator[local_model.LocalModelServer]:
+    log = tmp_root / "logs" / "local-model.log"
+    server = local_model.start(log, context=1024, max_tokens=64, threads=1, timeout=60)
+    try:
+        yield server
+    finally:
+        stop(server.process.pid)
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class Collector(ThreadingHTTPServer):
+    """An OTLP/HTTP trace receiver: what the exporters of the control plane and the worker send."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        super().__init__(("127.0.0.1", free_port()), _Receive)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Receive(BaseHTTPRequestHandler):
+    server: Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            service = next(a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name")
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: getattr(a.value, a.value.WhichOneof("value") or "") for a in span.attributes}
+                    ids = (span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex())
+                    self.server.spans.append(Span(service, span.name, *ids, attributes=attributes))
+        answer = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    server = Collector()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @dataclass(frozen=True)
@@ -439,6 +523,30 @@ def own_stack(tmp_root: Path) -> Iterator[Stack]:
         yield running
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(stack: Stack, settings: GatewaySettings | None = None) -> AsyncIterator[Gateway]:
+    """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it."""
+    pool = await connect_db(stack.database_url)
+    connection = await connect_bus(stack.nats_url, "test-gateway")
+    opened = await Gateway.open(pool, connection, settings or GatewaySettings(), CredentialsFile({}))
+    stop = asyncio.Event()
+    running = asyncio.create_task(opened.run(stop))
+    try:
+        yield opened
+    finally:
+        stop.set()
+        await running
+        await opened.close()
+        await connection.close()
+        await pool.close()
+
+
+@pytest.fixture
+async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
+    async with running_gateway(stack) as opened:
+        yield opened
+
+
 @pytest.fixture(scope="session")
 def client(stack: Stack) -> Iterator[Client]:
     with stack.client() as af:
@@ -477,8 +585,15 @@ class Embedded:
         self.seen: set[int] = set()
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "control_plane.stack", *args],
+        """``af up/down/status ARGS...``."""
+        result = self.af(*args, timeout=timeout)
+        self.seen.update(self.pids().values())
+        return result
+
+    def af(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The ``af`` command line with this stack's environment."""
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "af"), *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -486,8 +601,6 @@ class Embedded:
             timeout=timeout,
             check=False,
         )
-        self.seen.update(self.pids().values())
-        return result
 
     @property
     def state(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,8 @@ from agentflow import Client
 from agentflow.cli import cli
 from click.testing import CliRunner
 
-from bus import connect as connect_bus
 from control_plane.errors import NotFound
 from control_plane.gateway import CallContext, Gateway
-from control_plane.gateway.credentials import CredentialsFile
-from control_plane.gateway.settings import GatewaySettings
-from registry import connect as connect_db
 from tests.conftest import Stack, Upstream
 
 PROBLEM = "urn:agentflow:problem:"
@@ -350,24 +346,6 @@ def test_af_model_apply_and_af_models_ls_show_each_deployment_with_its_health(
 
 
 # --- the contract agents call ---------------------------------------------------------------------
-
-
-@pytest.fixture
-async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
-    """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it."""
-    pool = await connect_db(stack.database_url)
-    connection = await connect_bus(stack.nats_url, "test-gateway")
-    opened = await Gateway.open(pool, connection, GatewaySettings(), CredentialsFile({}))
-    stop = asyncio.Event()
-    running = asyncio.create_task(opened.run(stop))
-    try:
-        yield opened
-    finally:
-        stop.set()
-        await running
-        await opened.close()
-        await connection.close()
-        await pool.close()
 
 
 async def test_a_redelivered_model_turn_is_answered_from_its_record_without_calling_the_model(

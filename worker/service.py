@@ -95,7 +95,7 @@ class Worker:
                 await asyncio.wait({*self._in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 continue
-            for msg in await consumer.pull(free, PULL_WAIT_SECONDS):
+            for msg in await consumer.pull(free, PULL_WAIT_SECONDS, stop=self._stop):
                 task = asyncio.create_task(self._handle(bus, msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)

@@ -43,11 +43,16 @@ class Settings(ProcessSettings):
     (logged at start and announced in the heartbeat)."""
 
 
+def default_worker_id(pid: int) -> str:
+    """``<host>-<pid>``: the id of the worker process ``pid`` on this machine when none is given."""
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:40].strip("-") or "host"
+    return f"{host}-{pid}"
+
+
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     settings = load_layers(Settings, "worker", flags, env)
     if not settings.worker_id:
-        host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:40].strip("-") or "host"
-        settings = dataclasses.replace(settings, worker_id=f"{host}-{os.getpid()}")
+        settings = dataclasses.replace(settings, worker_id=default_worker_id(os.getpid()))
     try:
         check_name("tenant", settings.tenant)
         check_name("queue", settings.queue)

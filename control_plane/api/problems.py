@@ -6,6 +6,7 @@ from typing import Any
 import msgspec
 
 from control_plane.errors import (
+    BudgetExceeded,
     Conflict,
     Forbidden,
     Invalid,
@@ -63,6 +64,7 @@ _STATUSES: tuple[tuple[type[Refused], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
     (Throttled, 429),
+    (BudgetExceeded, 402),
     (Unavailable, 503),
     (UpstreamFailed, 502),
     (Refused, 400),

@@ -95,7 +95,7 @@ class Orchestrator:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = await bind(self._bus, subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
         while not stop.is_set():
-            msgs = await consumer.pull(BATCH, 1.0)
+            msgs = await consumer.pull(BATCH, 1.0, stop=stop)
             if not msgs:
                 continue
             try:

@@ -2,8 +2,9 @@
 
 One call: the request is checked (``requests``); a call with an idempotency key already answered is
 answered again from its record, calling no provider; the caller's ``model`` becomes a chain
-(``deployments``), ordered by health, latency and cost (``routing``); each deployment is tried in turn
-within its attempt timeout and the call's deadline:
+(``deployments``); a tenant or run that has spent its budget is refused (``budgets``, ``budget-exceeded``);
+the chain is ordered by health, latency and cost (``routing``); each deployment is tried in turn within
+its attempt timeout and the call's deadline:
 
 - a retryable failure (429, 5xx, timeout, connection, garbage, a wrong key) moves on down the chain and
   counts towards the deployment's cool-down (``health``);
@@ -13,7 +14,8 @@ within its attempt timeout and the call's deadline:
 
 The chain exhausted, the call fails with ``no-healthy-deployment``, its detail naming every deployment
 tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again. Every call,
-answered or not, is recorded with all its attempts (``recorder``).
+answered or not, is recorded with all its attempts and its cost, metered (``recorder``), counted and its
+span ended (``telemetry``).
 """
 
 import asyncio
@@ -29,9 +31,11 @@ import msgspec
 from bus import Bus
 from bus.model_health import HealthBucket
 from control_plane.errors import Invalid, NotFound, Refused, Unavailable, UpstreamFailed
-from control_plane.gateway import routing, tokens
+from control_plane.gateway import routing, telemetry, tokens
+from control_plane.gateway.budgets import Budgets
 from control_plane.gateway.credentials import Credentials, KeyCache
-from control_plane.gateway.deployments import Chain, Deployment, Deployments
+from control_plane.gateway.deployments import LOCAL, Chain, Deployment, Deployments
+from control_plane.gateway.documents import PLATFORM, ModelSpec
 from control_plane.gateway.failures import Failure
 from control_plane.gateway.health import Board
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
@@ -44,6 +48,7 @@ from control_plane.gateway.settings import GatewaySettings
 from control_plane.gateway.streams import ChatStream
 from registry.db import Pool
 from registry.llm_calls import LlmCall
+from registry.usage import UsageRecord
 
 T = TypeVar("T")
 
@@ -76,6 +81,13 @@ def _usage_of(answer: Answer, request: ChatRequest) -> Usage:
     )
 
 
+def cost_of(spec: ModelSpec | None, usage: Usage | None) -> float:
+    """US dollars, at the deployment's prices per million input and output tokens."""
+    if spec is None or usage is None:
+        return 0.0
+    return (usage.prompt_tokens * spec.prices.input + usage.completion_tokens * spec.prices.output) / 1_000_000
+
+
 def _base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
@@ -99,6 +111,7 @@ class Gateway:
         deployments: Deployments,
         board: Board,
         recorder: Recorder,
+        budgets: Budgets,
         keys: KeyCache,
         providers: Mapping[str, Provider],
         settings: GatewaySettings,
@@ -107,6 +120,7 @@ class Gateway:
         self.deployments = deployments
         self.board = board
         self.recorder = recorder
+        self.budgets = budgets
         self._keys = keys
         self._providers = providers
         self._settings = settings
@@ -114,13 +128,18 @@ class Gateway:
 
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
-        """The gateway of a control plane: its providers share one HTTP connection pool."""
+        """The gateway of a control plane: its providers share one HTTP connection pool. With a local model
+        server, the platform's ``local`` deployment is registered if it is not yet."""
+        deployments = Deployments(pool, no_llm=bool(settings.no_llm))
+        if settings.local_model_url:
+            await deployments.register(PLATFORM, LOCAL)
         http = Http()
         openai = OpenAIProvider(http)
         return cls(
-            deployments=Deployments(pool, no_llm=bool(settings.no_llm)),
+            deployments=deployments,
             board=Board(await HealthBucket.open(bus), settings),
             recorder=Recorder(pool),
+            budgets=Budgets(pool),
             keys=KeyCache(credentials),
             providers={"openai": openai, "local": openai, "mock": MockProvider()},
             settings=settings,
@@ -145,9 +164,9 @@ class Gateway:
         if key is not None and (recorded := await self.recorder.replay(context.tenant, key)) is not None:
             return recorded
         chain = await self.deployments.chain(context.tenant, request.model, "chat")
-        trace = Trace()
+        trace = Trace(span=telemetry.start(request))
         try:
-            answer, deployment = await self._try_chain(context.tenant, chain, trace, request, self._chat_once(request))
+            answer, deployment = await self._try_chain(context, chain, trace, request, self._chat_once(request))
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=False)
             raise
@@ -176,7 +195,7 @@ class Gateway:
         if key is not None and (recorded := await self.recorder.replay(context.tenant, key)) is not None:
             return ChatStream.replay(request, recorded)
         chain = await self.deployments.chain(context.tenant, request.model, "chat")
-        trace = Trace()
+        trace = Trace(span=telemetry.start(request))
 
         async def attempt(deployment: Deployment, target: Target) -> tuple[Piece, Any, Target]:
             pieces = self._providers[deployment.spec.provider].stream(target, request).__aiter__()
@@ -191,7 +210,7 @@ class Gateway:
             return first, pieces, target
 
         try:
-            (first, pieces, target), deployment = await self._try_chain(context.tenant, chain, trace, request, attempt)
+            (first, pieces, target), deployment = await self._try_chain(context, chain, trace, request, attempt)
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=True)
             raise
@@ -210,13 +229,13 @@ class Gateway:
         """Embeddings of one input or a list of them, as OpenAI's ``list`` of ``embedding``."""
         request = parse_embedding(body)
         chain = await self.deployments.chain(context.tenant, request.model, "embedding")
-        trace = Trace()
+        trace = Trace(span=telemetry.start(request))
 
         async def attempt(deployment: Deployment, target: Target) -> Any:
             return await self._providers[deployment.spec.provider].embed(target, request)
 
         try:
-            answer, deployment = await self._try_chain(context.tenant, chain, trace, request, attempt)
+            answer, deployment = await self._try_chain(context, chain, trace, request, attempt)
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=False)
             raise
@@ -255,12 +274,13 @@ class Gateway:
 
     async def _try_chain(
         self,
-        tenant: str,
+        context: CallContext,
         chain: Chain,
         trace: Trace,
         request: ChatRequest | EmbeddingRequest,
         attempt: Callable[[Deployment, Target], Awaitable[T]],
     ) -> tuple[T, Deployment]:
+        await self.budgets.check(context.tenant, context.run_id)
         deadline = time.monotonic() + self._settings.llm_deadline_seconds
         order, skipped = routing.plan(chain.deployments, lambda d: self.board.view(d.key, median=False), self._settings)
         trace.skipped = [{"deployment": s.deployment.name, "outcome": "skipped", "error": s.reason} for s in skipped]
@@ -359,6 +379,7 @@ class Gateway:
     ) -> None:
         policy = await self.recorder.policy(context.tenant)
         key = context.idempotency_key
+        spec = next((d.spec for d in chain.deployments if d.name == deployment), None)
         response = None
         if completion is not None:
             is_chat = "choices" in completion
@@ -385,8 +406,27 @@ class Gateway:
             input_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.completion_tokens if usage else 0,
             tokens_estimated=usage.estimated if usage else False,
+            cost_usd=cost_of(spec, usage),
             record=policy,
             prompt=prompt_of(request, policy),
             response=response,
         )
-        await self.recorder.record(call, durable=key is not None and outcome == "ok")
+        metered = None
+        if usage is not None and spec is not None:
+            metered = UsageRecord(
+                tenant=call.tenant,
+                usage_key=key or call.id,
+                call_id=call.id,
+                run_id=call.run_id,
+                task_id=call.task_id,
+                caller=call.caller,
+                requested=call.requested,
+                tier=call.tier,
+                deployment=spec.name,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+                cost_usd=call.cost_usd,
+            )
+            self.budgets.spent(call.tenant, call.run_id, call.input_tokens + call.output_tokens, call.cost_usd)
+        telemetry.observe(call, trace, spec)
+        await self.recorder.record(call, metered, durable=key is not None and outcome == "ok")

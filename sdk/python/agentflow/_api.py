@@ -164,6 +164,43 @@ def delete_model(name: str, *, platform: bool = False) -> Call[JSON]:
     return Call("DELETE", f"/v1/models/{_segment(name)}", _json, params=params)
 
 
+def usage(*, group_by: str = "model", since: str | None = None, until: str | None = None) -> Call[JSON]:
+    """The tenant's metered model usage in `[since, until)` (ISO dates or dates and times), summed per
+    `group_by` (day, model, tier, run, workflow, agent): `{"items": [...], "total": {...}}`."""
+    params = {k: v for k, v in {"group_by": group_by, "since": since, "until": until}.items() if v is not None}
+    return Call("GET", "/v1/usage", _json, params=params)
+
+
+def get_budgets() -> Call[JSON]:
+    """The tenant's budgets (`None`: no limit) and what this month has spent (`month`)."""
+    return Call("GET", "/v1/budgets", _json)
+
+
+def set_budgets(
+    *,
+    monthly_tokens: int | None = None,
+    monthly_cost_usd: float | None = None,
+    run_tokens: int | None = None,
+    run_cost_usd: float | None = None,
+) -> Call[JSON]:
+    """Replace the tenant's budgets (tenant admins): a limit left out is no limit."""
+    limits = {
+        "monthly_tokens": monthly_tokens,
+        "monthly_cost_usd": monthly_cost_usd,
+        "run_tokens": run_tokens,
+        "run_cost_usd": run_cost_usd,
+    }
+    return Call("PUT", "/v1/budgets", _json, body={k: v for k, v in limits.items() if v is not None})
+
+
+def llm_calls(run_id: str | None = None, *, limit: int = 100) -> Call[list[JSON]]:
+    """The tenant's model calls, newest first, or one run's in order, each with its attempts, tokens, cost."""
+    params: dict[str, Any] = {"limit": limit}
+    if run_id is not None:
+        params["run_id"] = run_id
+    return Call("GET", "/v1/llm/calls", _items, params=params)
+
+
 def start_run(
     *,
     workflow: str | None = None,
