@@ -128,6 +128,16 @@ def test_an_event_id_past_the_end_of_the_run_is_refused_naming_the_header(
     assert str(last_seq(client, finished_run["id"])) in browser.refusal["detail"]
 
 
+@pytest.mark.parametrize("last_event_id", ["x", "-1", "1.5", "9" * 5000])
+def test_an_event_id_that_is_not_a_whole_number_is_refused_naming_the_header(
+    stack: Stack, finished_run: dict[str, Any], last_event_id: str
+) -> None:
+    browser = BrowserEventSource(events_url(stack.api_url, finished_run["id"]), stack.token, last_event_id)
+    browser.follow()
+    assert browser.statuses == [422]
+    assert browser.refusal is not None and browser.refusal["field"] == "Last-Event-ID"
+
+
 def test_the_sdk_resuming_a_finished_run_at_its_end_gets_nothing_and_past_it_a_validation_error(
     client: Client, finished_run: dict[str, Any]
 ) -> None:

@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -31,6 +32,8 @@ from registry.runs import RunRow
 log = logging.getLogger(__name__)
 
 SSE_POLL_SECONDS = 1.0
+_EVENT_ID_RE = re.compile(r"[0-9]{1,18}")
+"""An event's ``seq`` as its SSE id (at most 18 digits, so any fits in PostgreSQL's bigint)."""
 
 
 @post("/v1/runs", status_code=201, opt={"permission": ("runs", "write")})
@@ -172,7 +175,7 @@ async def run_events(
 def _resumed_after(last_event_id: str | None) -> int:
     if not last_event_id:
         return 0
-    if not last_event_id.isdigit():
+    if _EVENT_ID_RE.fullmatch(last_event_id) is None:
         raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID")
     return int(last_event_id)
 
