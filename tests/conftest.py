@@ -634,3 +634,21 @@ def embedded() -> Iterator[Embedded]:
     finally:
         stack.stop_all()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+SLEEPER = {
+    "name": "dozer",
+    "version": "1.0.0",
+    "description": "Sleeps, so that a test can cancel it while it runs.",
+    "limits": {"wall_seconds": 60},
+    "runtime": {"command": ["python3", "main.py"], "files": {"main.py": "import time\ntime.sleep(50)\n"}},
+}
+
+
+def start_and_cancel_while_running(client: Client) -> tuple[str, dict[str, Any]]:
+    """A run of a tool that sleeps, cancelled once a worker started it; its id and its task.started event."""
+    client.register_tool(SLEEPER)
+    run = client.start_run(tool="dozer", input={})
+    started = next(event for event in client.events(run["id"]) if event["type"] == "task.started")
+    client.cancel_run(run["id"])
+    return run["id"], started

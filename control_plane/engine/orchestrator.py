@@ -441,6 +441,7 @@ def _fold_result(
     if result.stderr_tail:
         data["stderr"] = result.stderr_tail
     events.add("task.retrying" if next_attempt else f"task.{state}", data)
+    task.worker_id, task.started_at = result.worker_id, result.started_at
     round_trip = time.time() - result.queued_at if result.queued_at else None
     change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
     task.state, task.output, task.error = state, output, error
@@ -455,18 +456,25 @@ def _mark_progress(
     if task.state != (TaskState.QUEUED if started else TaskState.RUNNING):
         return
     task.state = TaskState.RUNNING if started else TaskState.QUEUED
-    change.update_task(
-        runs.TaskUpdate(
-            id=task.id,
-            run_id=run.id,
-            attempt=task.attempt,
-            state=task.state,
-            worker_id=notice.worker_id,
-            started_at=notice.started_at if isinstance(notice, Started) else None,
-        )
-    )
+    task.worker_id = notice.worker_id
+    task.started_at = notice.started_at if isinstance(notice, Started) else None
+    change.update_task(_as_known(run, task))
     data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
     events.add("task.started" if started else "task.released", data)
+
+
+def _as_known(run: WorkingRun, task: WorkingTask, finished_at: float | None = None) -> runs.TaskUpdate:
+    """An update of the task's current attempt to its state in the working copy, naming what that copy knows
+    of the attempt (its worker and start), since an update clears what it leaves out."""
+    return runs.TaskUpdate(
+        id=task.id,
+        run_id=run.id,
+        attempt=task.attempt,
+        state=task.state,
+        worker_id=task.worker_id,
+        started_at=task.started_at,
+        finished_at=finished_at,
+    )
 
 
 def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None:
@@ -477,11 +485,7 @@ def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None
             task.state = TaskState.CANCELLED
             if task.queue != CONTROL_PLANE:
                 change.cancelled.append(task.id)
-            change.update_task(
-                runs.TaskUpdate(
-                    id=task.id, run_id=run.id, attempt=task.attempt, state=TaskState.CANCELLED, finished_at=now
-                )
-            )
+            change.update_task(_as_known(run, task, finished_at=now))
             change.ended.append((task.queue, task.tool_name, TaskState.CANCELLED, None))
             events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
 

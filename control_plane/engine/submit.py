@@ -62,6 +62,8 @@ class Submission:
 class Accepted:
     run_id: str
     created: bool
+    state: RunState
+    """The run's state when the answer was made: a repeat of a finished run answers how it ended."""
 
 
 class Submitter:
@@ -228,7 +230,8 @@ class Submitter:
         existing = await self._existing(lost)
         for submission in writes:
             if submission.run_id in inserted:
-                submission.future.set_result(Accepted(run_id=submission.run_id, created=True))
+                state = RunState.RUNNING if submission.outcome is None else submission.outcome.state
+                submission.future.set_result(Accepted(run_id=submission.run_id, created=True, state=state))
         for submission in lost:
             answer = existing[id(submission)]
             if isinstance(answer, Accepted):
@@ -272,7 +275,7 @@ class Submitter:
                         "Idempotency-Key",
                     )
                 else:
-                    answers[id(submission)] = Accepted(run_id=run.id, created=False)
+                    answers[id(submission)] = Accepted(run_id=run.id, created=False, state=run.state)
         return answers
 
     async def _publish(self, dispatches: list[Dispatch], events: list[Any]) -> None:
