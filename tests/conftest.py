@@ -9,7 +9,10 @@
 - ``upstream``: ``bench.upstream``, a model server speaking OpenAI's and Anthropic's protocols that fails on
   demand, one process serving many named upstreams (the deployments of a chain).
 - ``tenant``, ``http``, ``llm``: a tenant of the test module's own, the API and the official OpenAI client
-  calling with its key; ``open_gateway``/``gateway``: a ``Gateway`` in the test process on the stack's servers.
+  calling with its key.
+- ``running_gateway``/``gateway``: a model ``Gateway`` of the test process on the stack's servers.
+- ``local_model_server``: llama.cpp's server with SmolLM2-135M-Instruct, as ``af up --local-model`` starts it,
+  kept small (a 1,024-token window, answers of 64 tokens at most, one thread).
 - ``collector``: an OTLP/HTTP trace receiver in the test process, keeping every span sent to it.
 - ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
   command) with AF_HOME in a fresh directory; every process any of its stacks ran is stopped at the end.
@@ -55,7 +58,7 @@ from control_plane.gateway import Gateway
 from control_plane.gateway.credentials import CredentialsFile
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.security.authentication import new_key
-from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import alive, free_port, http_ok, spawn, stop, tcp_open, wait_until
 from registry import connect as connect_db
 from registry.db import ensure_database
@@ -141,6 +144,16 @@ def upstream(tmp_root: Path) -> Iterator[Upstream]:
         yield Upstream(f"http://127.0.0.1:{port}")
     finally:
         stop(process.pid)
+
+
+@pytest.fixture(scope="session")
+def local_model_server(tmp_root: Path) -> Iterator[local_model.LocalModelServer]:
+    log = tmp_root / "logs" / "local-model.log"
+    server = local_model.start(log, context=1024, max_tokens=64, threads=1, timeout=60)
+    try:
+        yield server
+    finally:
+        stop(server.process.pid)
 
 
 @dataclass(frozen=True)
@@ -513,6 +526,33 @@ def own_stack(tmp_root: Path) -> Iterator[Stack]:
         yield running
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(
+    stack: Stack, settings: GatewaySettings | None = None, secrets: dict[str, dict[str, str]] | None = None
+) -> AsyncIterator[Gateway]:
+    """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it, with
+    the keys ``secrets`` holds (``{tenant: {name: value}}``)."""
+    pool = await connect_db(stack.database_url)
+    connection = await connect_bus(stack.nats_url, "test-gateway")
+    opened = await Gateway.open(pool, connection, settings or GatewaySettings(), CredentialsFile(secrets or {}))
+    stop = asyncio.Event()
+    running = asyncio.create_task(opened.run(stop))
+    try:
+        yield opened
+    finally:
+        stop.set()
+        await running
+        await opened.close()
+        await connection.close()
+        await pool.close()
+
+
+@pytest.fixture
+async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
+    async with running_gateway(stack) as opened:
+        yield opened
+
+
 @pytest.fixture(scope="session")
 def client(stack: Stack) -> Iterator[Client]:
     with stack.client() as af:
@@ -551,8 +591,15 @@ class Embedded:
         self.seen: set[int] = set()
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "control_plane.stack", *args],
+        """``af up/down/status ARGS...``."""
+        result = self.af(*args, timeout=timeout)
+        self.seen.update(self.pids().values())
+        return result
+
+    def af(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The ``af`` command line with this stack's environment."""
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "af"), *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,
@@ -560,8 +607,6 @@ class Embedded:
             timeout=timeout,
             check=False,
         )
-        self.seen.update(self.pids().values())
-        return result
 
     @property
     def state(self) -> dict[str, Any]:
@@ -595,6 +640,24 @@ def embedded() -> Iterator[Embedded]:
     finally:
         stack.stop_all()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+SLEEPER = {
+    "name": "dozer",
+    "version": "1.0.0",
+    "description": "Sleeps, so that a test can cancel it while it runs.",
+    "limits": {"wall_seconds": 60},
+    "runtime": {"command": ["python3", "main.py"], "files": {"main.py": "import time\ntime.sleep(50)\n"}},
+}
+
+
+def start_and_cancel_while_running(client: Client) -> tuple[str, dict[str, Any]]:
+    """A run of a tool that sleeps, cancelled once a worker started it; its id and its task.started event."""
+    client.register_tool(SLEEPER)
+    run = client.start_run(tool="dozer", input={})
+    started = next(event for event in client.events(run["id"]) if event["type"] == "task.started")
+    client.cancel_run(run["id"])
+    return run["id"], started
 
 
 # --- the model gateway ------------------------------------------------------------------------------
@@ -672,30 +735,3 @@ def recorded(
             return found[0]
         assert time.monotonic() < deadline, f"no call of {requested} recorded"
         time.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def open_gateway(
-    stack: Stack, secrets: dict[str, dict[str, str]] | None = None, **settings: Any
-) -> AsyncIterator[Gateway]:
-    """A Gateway of the test process, on the stack's PostgreSQL and NATS, as the control plane makes it, with
-    the keys ``secrets`` holds (``{tenant: {name: value}}``) and ``settings`` over the defaults."""
-    pool = await connect_db(stack.database_url)
-    connection = await connect_bus(stack.nats_url, "test-gateway")
-    opened = await Gateway.open(pool, connection, GatewaySettings(**settings), CredentialsFile(secrets or {}))
-    stop = asyncio.Event()
-    running = asyncio.create_task(opened.run(stop))
-    try:
-        yield opened
-    finally:
-        stop.set()
-        await running
-        await opened.close()
-        await connection.close()
-        await pool.close()
-
-
-@pytest.fixture
-async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
-    async with open_gateway(stack) as opened:
-        yield opened

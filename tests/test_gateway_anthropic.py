@@ -14,7 +14,7 @@ import pytest
 
 from control_plane.errors import Refused
 from control_plane.gateway import CallContext, Gateway
-from tests.conftest import Stack, Upstream, apply, open_gateway, recorded
+from tests.conftest import Stack, Upstream, apply, recorded, running_gateway
 
 KEY = "sk-ant-test-0123456789"
 TOOLS = [
@@ -32,7 +32,7 @@ TOOLS = [
 @pytest.fixture
 async def gateway(stack: Stack, tenant: tuple[str, str]) -> AsyncIterator[Gateway]:
     """A Gateway holding the tenant's Anthropic key."""
-    async with open_gateway(stack, {tenant[0]: {"anthropic-key": KEY}}) as opened:
+    async with running_gateway(stack, secrets={tenant[0]: {"anthropic-key": KEY}}) as opened:
         yield opened
 
 

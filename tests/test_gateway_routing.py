@@ -26,7 +26,7 @@ from control_plane.gateway.health import View, Window
 from control_plane.gateway.routing import plan
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.stack.processes import free_port
-from tests.conftest import Stack, Upstream, apply, expect_problem, open_gateway, recorded, upstream_model
+from tests.conftest import Stack, Upstream, apply, expect_problem, recorded, running_gateway, upstream_model
 
 
 @contextlib.contextmanager
@@ -214,7 +214,9 @@ async def test_failures_in_a_row_cool_a_deployment_down_and_a_failed_probe_doubl
     stack: Stack, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
 ) -> None:
     with deployed(http, upstream, upstream_model(upstream, "wobbly")):
-        async with open_gateway(stack, llm_cooldown_failures=2, llm_cooldown_base_seconds=1.0) as gateway:
+        async with running_gateway(
+            stack, GatewaySettings(llm_cooldown_failures=2, llm_cooldown_base_seconds=1.0)
+        ) as gateway:
             key = (await gateway.deployments.visible(tenant[0]))["wobbly"].key
             me = CallContext(tenant=tenant[0])
 
@@ -262,7 +264,7 @@ async def test_a_context_length_error_goes_to_a_deployment_with_a_larger_window(
     same = upstream_model(upstream, "window-same", tier="tier3", order=1, context_window=8192)
     large = upstream_model(upstream, "window-large", tier="tier3", order=2, context_window=200_000)
     with deployed(http, upstream, small, same, large):
-        async with open_gateway(stack, {tenant[0]: {"anthropic-key": "sk-ant-test"}}) as gateway:
+        async with running_gateway(stack, secrets={tenant[0]: {"anthropic-key": "sk-ant-test"}}) as gateway:
             await asyncio.to_thread(upstream.fail, "window-small", {"kind": "context-length"})
             answer = await gateway.chat(ask("tier3", "a long prompt"), context=CallContext(tenant=tenant[0]))
             assert answer["model"] == "window-large"

@@ -37,8 +37,8 @@ from control_plane.errors import Invalid, NotFound, Refused, Unavailable, Upstre
 from control_plane.gateway import routing, telemetry, tokens
 from control_plane.gateway.budgets import Budgets
 from control_plane.gateway.credentials import Credentials, KeyCache
-from control_plane.gateway.deployments import Chain, Deployment, Deployments
-from control_plane.gateway.documents import ModelSpec
+from control_plane.gateway.deployments import LOCAL, Chain, Deployment, Deployments
+from control_plane.gateway.documents import PLATFORM, ModelSpec
 from control_plane.gateway.failures import Failure
 from control_plane.gateway.health import Board
 from control_plane.gateway.providers.anthropic import AnthropicProvider
@@ -129,11 +129,15 @@ class Gateway:
 
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
-        """The gateway of a control plane: its providers share one HTTP connection pool."""
+        """The gateway of a control plane: its providers share one HTTP connection pool. With a local model
+        server, the platform's ``local`` deployment is registered if it is not yet."""
+        deployments = Deployments(pool, no_llm=bool(settings.no_llm))
+        if settings.local_model_url:
+            await deployments.register(PLATFORM, LOCAL)
         http = Http()
         openai = OpenAIProvider(http)
         return cls(
-            deployments=Deployments(pool, no_llm=bool(settings.no_llm)),
+            deployments=deployments,
             board=Board(await HealthBucket.open(bus), settings),
             recorder=Recorder(pool),
             budgets=Budgets(pool),

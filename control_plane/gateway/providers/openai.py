@@ -134,6 +134,11 @@ class OpenAIProvider:
         headers = dict(options_of(target.spec, OpenAIOptions).headers)
         if target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
+        if target.spec.provider == "local":
+            # llama.cpp's server closes a kept-alive connection after an answer that took longer than its
+            # keep-alive (5 s), without saying so: the next call on it would fail. A new loopback connection
+            # per call costs nothing beside a model's time on the CPU.
+            headers["Connection"] = "close"
         return headers
 
     async def _post(self, target: Target, path: str, body: dict[str, Any]) -> bytes:

@@ -205,15 +205,19 @@ def start_run(
     *,
     workflow: str | None = None,
     tool: str | None = None,
+    agent: str | None = None,
     input: Any = None,
     idempotency_key: str | None = None,
     queue: str | None = None,
 ) -> Call[Registered]:
-    """Start a run of a workflow or of a single tool, each named `name[@version]`; `.created` is False
-    when `idempotency_key` matched an existing run, which is returned instead."""
-    if (workflow is None) == (tool is None):
-        raise ValueError("start_run takes exactly one of workflow= and tool=")
-    body: JSON = {"workflow": workflow} if workflow is not None else {"tool": tool}
+    """Start a run of a workflow, of a single tool or of a single agent, each named `name[@version]`;
+    `.created` is False when `idempotency_key` matched an existing run, which is returned instead, in its
+    current `state`."""
+    targets = {"workflow": workflow, "tool": tool, "agent": agent}
+    named = {kind: ref for kind, ref in targets.items() if ref is not None}
+    if len(named) != 1:
+        raise ValueError("start_run takes exactly one of workflow=, tool= and agent=")
+    body: JSON = dict(named)
     if input is not None:
         body["input"] = input
     if queue is not None:
@@ -318,9 +322,11 @@ def health() -> Call[JSON]:
 class EventFeed:
     """Where a client is in a run's event stream, across reconnections.
 
-    The server closes the stream after the run's final event; a stream that ends earlier (a restart, a
-    proxy) is resumed from the last event seen, as SSE intends, as long as each connection moves that
-    event on: a server that ends streams without news must not make us loop.
+    The server closes the stream after the run's final event, and answers 204 No Content to a resumption
+    of a finished run with nothing left; a stream that ends earlier (a restart, a proxy) is resumed from the
+    last event seen, as SSE intends, as long as each connection moves that event on: a server that ends
+    streams without news must not make us loop. While a step runs the server sends keep-alives (messages
+    without data, which carry the last event id): they are no events, and they do not stop `idle_timeout`.
     """
 
     def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None) -> None:
@@ -328,6 +334,7 @@ class EventFeed:
         self.last_event_id = last_event_id
         self.idle_timeout = idle_timeout
         self.open = True
+        self._last_news = time.monotonic()
 
     def stream_args(self, timeout: httpx.Timeout) -> dict[str, Any]:
         """Keyword arguments for `stream()` of either httpx client, whose `timeout` it adapts: a live
@@ -344,8 +351,19 @@ class EventFeed:
             ),
         }
 
-    def accept(self, sse: ServerSentEvent) -> JSON:
-        """Decode one event and close the feed when it is the run's final one."""
+    def ended(self, response: httpx.Response) -> bool:
+        """Whether the answer to a connection says that the run has finished and nothing is left."""
+        if response.status_code == httpx.codes.NO_CONTENT:
+            self.open = False
+        return not self.open
+
+    def accept(self, sse: ServerSentEvent) -> JSON | None:
+        """Decode one event and close the feed when it is the run's final one; None for a keep-alive."""
+        if not sse.data:
+            if self.idle_timeout is not None and time.monotonic() - self._last_news >= self.idle_timeout:
+                self.open = False
+            return None
+        self._last_news = time.monotonic()
         try:
             event = json.loads(sse.data)
         except ValueError:

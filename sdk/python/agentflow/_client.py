@@ -148,8 +148,11 @@ class Client:
                 if not response.is_success:
                     response.read()
                     raise_for_problem(response)
+                if feed.ended(response):
+                    return
                 for sse in EventSource(response).iter_sse():
-                    yield feed.accept(sse)
+                    if (event := feed.accept(sse)) is not None:
+                        yield event
                     if not feed.open:
                         return
 
@@ -245,8 +248,11 @@ class AsyncClient:
                     if not response.is_success:
                         await response.aread()
                         raise_for_problem(response)
+                    if feed.ended(response):
+                        return
                     async for sse in EventSource(response).aiter_sse():
-                        yield feed.accept(sse)
+                        if (event := feed.accept(sse)) is not None:
+                            yield event
                         if not feed.open:
                             return
 

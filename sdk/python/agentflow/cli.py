@@ -24,6 +24,7 @@ from ._api import JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
+from ._login import forget_login, login_file
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -90,6 +91,12 @@ class _Session:
     def client(self) -> Client:
         client = self._factory(self._api_url, self._token)
         self._ctx.call_on_close(client.close)
+        if client.settings.forgot_login:
+            click.echo(
+                f"af: forgot the login stored for {client.settings.api_url}: an earlier stack issued it; using"
+                " this stack's key (af login logs in to this one)",
+                err=True,
+            )
         return client
 
 
@@ -217,7 +224,8 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
     if output == "json":
         _print_json(run, one_line=one_line)
         return
-    target = f"workflow {run['workflow']}" if run.get("workflow") else f"tool {run.get('tool')}"
+    kind = next((kind for kind in ("workflow", "agent", "tool") if run.get(kind)), "tool")
+    target = f"{kind} {run.get(kind)}"
     _print_fields(
         [
             ("run", run["id"]),
@@ -640,6 +648,7 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
 @cli.command("run")
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
+@click.option("--agent", "of_agent", is_flag=True, help="NAME is an agent, run on its own, not a workflow.")
 @click.option("--input", "input_", metavar="JSON|@FILE", callback=_parse_input, help="The run's input.")
 @click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
@@ -651,6 +660,7 @@ def run_command(
     session: _Session,
     ref: str,
     of_tool: bool,
+    of_agent: bool,
     input_: Any,
     idempotency_key: str | None,
     queue: str | None,
@@ -658,13 +668,16 @@ def run_command(
     follow: bool,
     output: str,
 ) -> None:
-    """Start a run of a workflow (or, with --tool, of one tool); print its id."""
+    """Start a run of a workflow (or, with --tool or --agent, of one tool or agent); print its id."""
     if wait and follow:
         raise click.UsageError("--wait and --follow exclude each other")
+    if of_tool and of_agent:
+        raise click.UsageError("--tool and --agent exclude each other")
     client = session.client
     run: JSON = client.start_run(
-        workflow=None if of_tool else ref,
+        workflow=None if of_tool or of_agent else ref,
         tool=ref if of_tool else None,
+        agent=ref if of_agent else None,
         input=input_,
         idempotency_key=idempotency_key,
         queue=queue,
@@ -861,6 +874,18 @@ def login_command(session: _Session, api_key: str | None) -> None:
     commands use them and refresh them when they expire."""
     path = session.client.login(api_key)
     click.echo(f"logged in to {session.client.settings.api_url}; tokens stored in {path}")
+
+
+@cli.command("logout")
+@_pass_session
+def logout_command(session: _Session) -> None:
+    """Forget the tokens `af login` stored for this API (later commands use --token, $AF_TOKEN or the
+    local stack's key)."""
+    api_url = session.client.settings.api_url
+    if forget_login(api_url):
+        click.echo(f"logged out of {api_url}; its tokens removed from {login_file()}")
+    else:
+        click.echo(f"no login was stored for {api_url}")
 
 
 @cli.group("tenants")
