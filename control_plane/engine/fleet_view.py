@@ -22,6 +22,7 @@ from bus.fleet import TTL_SECONDS
 from bus.messages import Heartbeat, Held, Result
 from bus.streams import withdraw_task
 from control_plane.engine.orchestrator import Orchestrator
+from control_plane.errors import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,19 @@ class FleetView:
     def serves(self, tenant: str, queue: str) -> bool:
         """Whether a live worker of ``tenant`` pulls ``queue``."""
         return any(beat.tenant == tenant and queue in beat.queues for beat, _ in self._beats.values())
+
+    def check_served(self, tenant: str, queues: list[str], required: bool) -> list[dict[str, str]]:
+        """A ``no-worker`` warning for each of ``queues`` that no live worker of ``tenant`` serves; with
+        ``required``, raises Conflict for the first such queue instead."""
+        warnings = []
+        for queue in queues:
+            if self.serves(tenant, queue):
+                continue
+            detail = f"no live worker serves queue {queue!r}: the run waits until one starts"
+            if required:
+                raise Conflict("no-worker", detail, "queue")
+            warnings.append({"type": "no-worker", "queue": queue, "detail": detail, "field": "queue"})
+        return warnings
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow the fleet and recover the tasks of dead workers until ``stop`` is set."""

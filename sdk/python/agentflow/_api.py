@@ -155,9 +155,12 @@ def start_run(
     input: Any = None,
     idempotency_key: str | None = None,
     queue: str | None = None,
+    require_worker: bool = False,
 ) -> Call[Registered]:
     """Start a run of a workflow or of a single tool, each named `name[@version]`; `.created` is False
-    when `idempotency_key` matched an existing run, which is returned instead."""
+    when `idempotency_key` matched an existing run, which is returned instead. The answer's `warnings`
+    name each queue of the run's first tasks that no live worker serves; `require_worker=True` refuses
+    the run instead (`Conflict`, type `no-worker`)."""
     if (workflow is None) == (tool is None):
         raise ValueError("start_run takes exactly one of workflow= and tool=")
     body: JSON = {"workflow": workflow} if workflow is not None else {"tool": tool}
@@ -165,6 +168,8 @@ def start_run(
         body["input"] = input
     if queue is not None:
         body["queue"] = queue
+    if require_worker:
+        body["require_worker"] = True
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return Call("POST", "/v1/runs", _registered, body=body, headers=headers)
 
