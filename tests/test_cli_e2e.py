@@ -6,13 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from agentflow import Client
 
-from control_plane.stack.processes import free_port
+from control_plane.stack.processes import free_port, stop
 from tests.conftest import EXAMPLES, ROOT, Stack, start_and_cancel_while_running
 
 # `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.
@@ -22,16 +24,22 @@ Af = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
-def af(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Af:
-    """Run `af ARGS...` against the stack; AF_HOME is an empty dir, so no local stack's files are read."""
+def af_env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of `af` against the stack; AF_HOME is an empty dir, so no local stack's files are read."""
     home = tmp_path_factory.mktemp("af-home")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
     base.update(AF_HOME=str(home), AF_API_URL=stack.api_url, AF_TOKEN=stack.token, NO_COLOR="1")
+    return base
+
+
+@pytest.fixture(scope="module")
+def af(af_env: dict[str, str]) -> Af:
+    """Run `af ARGS...` against the stack."""
 
     def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(AF), *args],
-            env={**base, **env},
+            env={**af_env, **env},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -231,6 +239,57 @@ def test_a_failed_run_waited_for_prints_it_and_exits_1(af: Af) -> None:
     run = json.loads(result.stdout)
     assert run["state"] == "failed"
     assert "exited with code 3" in run["error"]
+
+
+def test_a_run_on_a_queue_no_worker_serves_is_refused_when_the_caller_requires_a_worker(af: Af) -> None:
+    result = af("run", "noop", "--tool", "--input", "{}", "--queue", "nobody-serves", "--require-worker")
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "no live worker serves queue 'nobody-serves'" in line and "(field: queue)" in line, line
+
+
+def test_a_run_on_a_queue_no_worker_serves_warns_at_once_and_while_waiting_until_a_worker_starts(
+    stack: Stack, af_env: dict[str, str], tmp_path: Path
+) -> None:
+    queue = f"later-{uuid.uuid4().hex[:8]}"
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as sink:
+        waiting = subprocess.Popen(
+            [str(AF), "run", "noop", "--tool", "--input", "{}", "--queue", queue, "--wait", "--output", "json"],
+            env=af_env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+        )
+    worker = None
+    try:
+        told = _wait_for_line(stderr, "still waiting", waiting)
+        assert told[0] == f"af: warning: no live worker serves queue {queue!r}: the run waits until one starts " + (
+            f"(af worker start --queue {queue})"
+        )
+        assert told[1].startswith(f"af: still waiting: no live worker serves queue {queue!r}"), told
+        worker = stack.start_worker(queue=queue, concurrency=1)
+        out, _ = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, stderr.read_text()
+        assert json.loads(out)["state"] == "succeeded"
+    finally:
+        if waiting.poll() is None:
+            stop(waiting.pid)
+        if worker is not None:
+            stop(worker.pid)
+
+
+def _wait_for_line(path: Path, text: str, process: subprocess.Popen[str]) -> list[str]:
+    """The lines of ``path`` once one holds ``text`` (what ``process`` writes there)."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = path.read_text().splitlines()
+        if any(text in line for line in lines):
+            return lines
+        assert process.poll() is None, lines
+        assert time.monotonic() < deadline, f"no line with {text!r}: {lines}"
+        time.sleep(0.1)
 
 
 def test_an_invalid_queue_is_one_line_and_exit_1(af: Af) -> None:

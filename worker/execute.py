@@ -108,7 +108,11 @@ class Executor:
             else:
                 kind = "retryable" if code == RETRYABLE_EXIT_CODE else "exit"
                 reason = f"exited with code {code}"
-            return self._failed(task, started, kind, reason + (f": {last}" if last else ""), outcome.kind, **measured)
+            if outcome.memory_exceeded:
+                reason = f"memory limit ({task.limits.memory_mb} MiB) exceeded"
+            elif last:
+                reason += f": {last}"
+            return self._failed(task, started, kind, reason, outcome.kind, **measured)
         try:
             msgspec.json.decode(outcome.stdout)
         except msgspec.DecodeError as error:

@@ -42,6 +42,7 @@ _TITLES = {
     "run-finished": "Run already finished",
     "unknown-signal": "Unknown signal",
     "not-waiting": "Run is not waiting for this signal",
+    "no-worker": "No live worker serves the queue",
     "not-allowed": "Method not allowed",
     "unavailable": "Service unavailable",
     "internal": "Internal error",

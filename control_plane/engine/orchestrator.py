@@ -44,6 +44,8 @@ BATCH = 512
 RETRY_APPLY_SECONDS = 1.0
 SCHEDULE_CHECK_SECONDS = 1.0
 MAX_REPLANS = 8
+MAX_ATTEMPTS_AFTER_LOSS = 20
+"""A task whose workers keep dying (a tool that brings its worker down) is dead after this many attempts."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -409,7 +411,16 @@ def _fold_result(
     data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
     data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
     next_attempt = not_before = None
-    if state == TaskState.FAILED and result.error_kind in policy.retry_on:
+    if result.error_kind == "lost":
+        # The tool did not fail, its worker died: tried again at once, whatever the retry policy says.
+        if task.attempt < MAX_ATTEMPTS_AFTER_LOSS:
+            next_attempt, not_before, state = task.attempt + 1, time.time(), TaskState.QUEUED
+            data.update(next_attempt=next_attempt, retry_in_s=0)
+            retry = Dispatch.of(task, tool, tenant=run.tenant, run_id=run.id, attempt=next_attempt)
+            change.retries.append((0.0, retry))
+        else:
+            state, error = TaskState.DEAD, f"{error} (gave up after {task.attempt} attempts)"
+    elif state == TaskState.FAILED and result.error_kind in policy.retry_on:
         if task.attempt < policy.max_attempts:
             delay = policy.delay(task.attempt, random.random())
             next_attempt, not_before, state = task.attempt + 1, time.time() + delay, TaskState.QUEUED

@@ -209,10 +209,12 @@ def start_run(
     input: Any = None,
     idempotency_key: str | None = None,
     queue: str | None = None,
+    require_worker: bool = False,
 ) -> Call[Registered]:
     """Start a run of a workflow, of a single tool or of a single agent, each named `name[@version]`;
     `.created` is False when `idempotency_key` matched an existing run, which is returned instead, in its
-    current `state`."""
+    current `state`. The answer's `warnings` name each queue of the run's first tasks that no live worker
+    serves; `require_worker=True` refuses the run instead (`Conflict`, type `no-worker`)."""
     targets = {"workflow": workflow, "tool": tool, "agent": agent}
     named = {kind: ref for kind, ref in targets.items() if ref is not None}
     if len(named) != 1:
@@ -222,6 +224,8 @@ def start_run(
         body["input"] = input
     if queue is not None:
         body["queue"] = queue
+    if require_worker:
+        body["require_worker"] = True
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return Call("POST", "/v1/runs", _registered, body=body, headers=headers)
 

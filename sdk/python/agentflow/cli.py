@@ -20,7 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from ._api import JSON, RUN_STATES, Registered
+from ._api import FINAL_RUN_STATES, JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
@@ -31,6 +31,8 @@ ClientFactory = Callable[[str | None, str | None], Client]
 
 IDLE_LOG_SECONDS = 0.5
 """`af logs` without `--follow` stops once the stream has been quiet this long: it has sent the past."""
+UNSERVED_CHECK_SECONDS = 3.0
+"""`af run --wait` looks at the fleet after this long without an event from the run."""
 
 
 class _Failure(click.ClickException):
@@ -645,6 +647,31 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
     return client.get_run(run_id)
 
 
+def _no_worker(queue: str) -> str:
+    return f"no live worker serves queue {queue!r}: the run waits until one starts (af worker start --queue {queue})"
+
+
+def _wait(client: Client, run_id: str) -> JSON:
+    """The run once it has finished. Whenever it has been quiet for a while, say on stderr which queues its
+    waiting tasks are on that no live worker serves (once while each stays unserved)."""
+    after: str | None = None
+    unserved: set[str] = set()
+    while True:
+        for event in client.events(run_id, after, idle_timeout=UNSERVED_CHECK_SECONDS):
+            after = str(event["seq"])
+        run = client.get_run(run_id)
+        if run.get("state") in FINAL_RUN_STATES:
+            return run
+        try:
+            served = {queue for worker in client.list_workers() for queue in worker.get("queues", [])}
+        except AgentFlowError:
+            continue  # the caller may not read the fleet: it just waits
+        waiting = {task["queue"] for task in run.get("tasks", []) if task.get("state") == "queued"}
+        for queue in sorted(waiting - served - unserved):
+            click.echo(f"af: still waiting: {_no_worker(queue)}", err=True)
+        unserved = (unserved | waiting) - served
+
+
 @cli.command("run")
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
@@ -654,6 +681,9 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
 @click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded.")
 @click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
+@click.option(
+    "--require-worker", is_flag=True, help="Refuse the run if no live worker serves its queue (instead of warning)."
+)
 @_output_option
 @_pass_session
 def run_command(
@@ -666,6 +696,7 @@ def run_command(
     queue: str | None,
     wait: bool,
     follow: bool,
+    require_worker: bool,
     output: str,
 ) -> None:
     """Start a run of a workflow (or, with --tool or --agent, of one tool or agent); print its id."""
@@ -681,12 +712,16 @@ def run_command(
         input=input_,
         idempotency_key=idempotency_key,
         queue=queue,
+        require_worker=require_worker,
     )
+    unserved = {warning["queue"] for warning in run.get("warnings", []) if warning.get("type") == "no-worker"}
+    for name in sorted(unserved):
+        click.echo(f"af: warning: {_no_worker(name)}", err=True)
     if follow:
         run = _follow(client, run["id"], output)
     elif wait:
         with _progress(f"waiting for run {run['id']}", output):
-            run = client.wait_run(run["id"])
+            run = _wait(client, run["id"])
     elif output == "table":
         click.echo(run["id"])
         return
