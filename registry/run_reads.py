@@ -48,6 +48,42 @@ async def get_run(pool: Pool, tenant: str, run_id: str) -> RunRow | None:
     return None if record is None else run_row(record)
 
 
+MATCHES_COUNTED = 1000
+"""A prefix's matches are counted up to this many (more: reported as this plus one), so that a short prefix
+costs a bounded index scan."""
+
+_LOWEST_ID = "00000000-0000-0000-0000-000000000000"
+_HIGHEST_ID = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+
+
+class IdMatches(msgspec.Struct, frozen=True, kw_only=True):
+    count: int
+    """How many of the tenant's runs have an id with the prefix (at most ``MATCHES_COUNTED + 1``)."""
+    id: str | None
+    """The one run's id when exactly one matches."""
+
+
+MATCH_RUN_IDS = (
+    "SELECT count(*) AS count, CASE WHEN count(*) = 1 THEN min(id::text) END AS id FROM"
+    " (SELECT id FROM runs WHERE tenant = $1 AND id BETWEEN $2::uuid AND $3::uuid LIMIT $4) AS matches"
+)
+"""A UUID's order is its bytes', so the ids that start with a prefix are one range, read off the ``(tenant,
+id)`` index (never by comparing ids as text, which no index serves); its parameters are ``id_range``'s."""
+
+
+def id_range(tenant: str, prefix: str) -> tuple[str, str, str, int]:
+    """The parameters of ``MATCH_RUN_IDS``: the lowest and the highest id that start with ``prefix``."""
+    return tenant, prefix + _LOWEST_ID[len(prefix) :], prefix + _HIGHEST_ID[len(prefix) :], MATCHES_COUNTED + 1
+
+
+async def match_run_ids(pool: Pool, tenant: str, prefix: str) -> IdMatches:
+    """The tenant's runs whose id starts with ``prefix``, a prefix of an id in canonical form (lower-case hex
+    and dashes where a UUID has them; the caller checks)."""
+    record = await pool.fetchrow(MATCH_RUN_IDS, *id_range(tenant, prefix))
+    assert record is not None  # an aggregate answers one row
+    return IdMatches(count=record["count"], id=record["id"])
+
+
 async def list_runs(
     pool: Pool, tenant: str, *, state: RunState | None, before_id: str | None, limit: int
 ) -> list[RunRow]:

@@ -2,7 +2,9 @@
 errors and exit codes (1 API, 2 usage, 3 transport)."""
 
 import json
+import re
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +291,26 @@ def test_runs_ls_and_get() -> None:
     assert "STEP" in shown.stdout and "WORKER" in shown.stdout and "host-2" in shown.stdout
     # The sandbox that ran the task, its CPU time, peak memory and queue/start/run times.
     assert all(part in shown.stdout for part in ("runsc-warm", "312 ms", "64.0 MiB", "4 ms", "12 ms", "1.4s"))
+
+
+def test_runs_ls_shows_every_id_whole_even_when_the_table_is_too_wide() -> None:
+    run_id = "01a23398-fda8-78fa-b290-5d4c0a9e7f31"
+    long_run = {**RUN, "id": run_id, "workflow": "a-workflow-with-a-name-long-enough-to-overflow@12.0.0"}
+    api = API({("GET", "/v1/runs"): httpx.Response(200, json={"items": [long_run], "next_cursor": None})})
+
+    # A terminal 60 columns wide (rich reads TTY_COMPATIBLE and COLUMNS), and a pipe.
+    on_terminal = CliRunner().invoke(
+        cli, ["runs", "ls"], obj=api.client, env={"TTY_COMPATIBLE": "1", "COLUMNS": "60", "NO_COLOR": "1"}
+    )
+    piped = af(api, "runs", "ls")
+
+    assert on_terminal.exit_code == 0, on_terminal.output
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", on_terminal.stdout).splitlines()
+    assert lines[1].split()[0] == run_id  # the other columns wrap onto more lines; the id never does
+    assert len(lines) > 2
+    created = datetime.fromisoformat(str(RUN["created_at"])).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    # Off a terminal, each row is one line whatever its width.
+    assert piped.stdout.splitlines()[1].split() == [run_id, long_run["workflow"], "failed", *created.split(), "3.0s"]
 
 
 def test_cancel_of_a_finished_run_is_one_line() -> None:

@@ -3,15 +3,18 @@ AF_API_URL / AF_TOKEN in its environment, checked by its stdout, stderr and exit
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from control_plane.stack.processes import free_port
+from registry import run_reads
 from tests.conftest import EXAMPLES, ROOT, Stack
 
 # `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.
@@ -287,3 +290,63 @@ def test_a_queue_priority_out_of_range_is_a_usage_error(af: Af) -> None:
     result = af("queues", "set", "cli-limited", "--priority", "10")
     assert result.returncode == 2
     assert "priority" in result.stderr
+
+
+# --- run ids: whole in tables, and taken by their start -----------------------------------------------
+
+
+def _unique_start(run_id: str, others: list[str]) -> str:
+    """The shortest start of ``run_id`` that none of ``others`` has."""
+    return next(run_id[:n] for n in range(1, len(run_id) + 1) if not any(o.startswith(run_id[:n]) for o in others))
+
+
+def test_every_run_command_takes_the_unique_start_of_an_id_and_an_ambiguous_one_is_one_line(af: Af) -> None:
+    # A tenant of this test alone, so that its runs are the only ones a prefix can match.
+    made = af("tenants", "create", f"prefixes-{secrets.token_hex(3)}", "-o", "json")
+    assert made.returncode == 0, made.stderr
+    token = json.loads(made.stdout)["admin_key"]["key"]
+    ids = []
+    for _ in range(3):
+        started = af("run", "noop", "--tool", "-o", "json", AF_TOKEN=token)
+        assert started.returncode == 0, started.stderr
+        ids.append(json.loads(started.stdout)["id"])
+    first, *others = ids
+
+    listed = af("runs", "ls", AF_TOKEN=token)
+    shared = os.path.commonprefix(ids)  # noqa: RUF071 (ids, not paths: UUIDv7s of one second share 8 digits)
+    ambiguous = af("runs", "get", shared, AF_TOKEN=token)
+    start = _unique_start(first, others)
+    shown = af("runs", "get", start, "-o", "json", AF_TOKEN=token)
+    logs = af("logs", start, "-o", "json", AF_TOKEN=token)
+    cancelled = af("cancel", start, "-o", "json", AF_TOKEN=token)
+    unknown = af("runs", "get", "not-an-id", AF_TOKEN=token)
+
+    assert {line.split()[0] for line in listed.stdout.splitlines()[1:]} == set(ids)
+    assert len(shared) >= 8
+    assert ambiguous.returncode == 1
+    assert one_error_line(ambiguous) == f"af: run id prefix {shared} matches 3 runs; give more of the id (field: id)"
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == first
+    assert json.loads(logs.stdout.splitlines()[0])["type"] == "run.created"
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert json.loads(cancelled.stdout)["id"] == first
+    assert json.loads(cancelled.stdout)["state"] == "cancelled"
+    assert unknown.returncode == 1
+    assert one_error_line(unknown) == "af: no run not-an-id (field: id)"
+    for run_id in others:
+        assert af("cancel", run_id, AF_TOKEN=token).returncode == 0
+
+
+async def test_a_prefix_is_looked_up_as_a_range_of_the_tenants_id_index(stack: Stack) -> None:
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        await connection.execute("SET enable_seqscan = off")  # a plan that can use an index must now use one
+        plan = await connection.fetchval(
+            f"EXPLAIN (FORMAT JSON) {run_reads.MATCH_RUN_IDS}", *run_reads.id_range("default", "01a2")
+        )
+    finally:
+        await connection.close()
+
+    text = json.dumps(plan)
+    assert "Index" in text and "Index Cond" in text
+    assert "id >= '01a20000-0000-0000-0000-000000000000'::uuid" in text, text

@@ -101,19 +101,47 @@ async def list_runs(
     return _json({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
 
 
-async def _run_row(services: Services, tenant: str, run_id: str) -> RunRow:
-    # An id that is not a UUID cannot name a run: answered like any unknown run.
-    row = await run_reads.get_run(services.pool, tenant, run_id) if subjects.ID_RE.fullmatch(run_id) else None
+_ID_TEMPLATE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_id_prefix(value: str) -> bool:
+    return 0 < len(value) <= len(_ID_TEMPLATE) and all(
+        char == "-" if shape == "-" else char in _HEX for char, shape in zip(value, _ID_TEMPLATE, strict=False)
+    )
+
+
+async def _run_id(services: Services, tenant: str, given: str) -> str:
+    """The id of the run that ``given`` names: its id, or the start of it if that is one run's only (as
+    Docker takes a container's). 404 when none of the tenant's runs has it; 409 ``ambiguous-id`` when several do."""
+    if subjects.ID_RE.fullmatch(given):
+        return given
+    prefix = given.lower()
+    # Text that cannot start a UUID names no run: answered like any unknown run.
+    matches = await run_reads.match_run_ids(services.pool, tenant, prefix) if _is_id_prefix(prefix) else None
+    if matches is None or matches.count == 0:
+        raise Problem(404, "not-found", f"no run {given}", "id")
+    if matches.id is None:
+        many = (
+            f"more than {run_reads.MATCHES_COUNTED:,}" if matches.count > run_reads.MATCHES_COUNTED else matches.count
+        )
+        raise Problem(409, "ambiguous-id", f"run id prefix {given} matches {many} runs; give more of the id", "id")
+    return matches.id
+
+
+async def _run_row(services: Services, tenant: str, given: str) -> RunRow:
+    run_id = await _run_id(services, tenant, given)
+    row = await run_reads.get_run(services.pool, tenant, run_id)
     if row is None:
-        raise Problem(404, "not-found", f"no run {run_id}", "id")
+        raise Problem(404, "not-found", f"no run {given}", "id")
     return row
 
 
 @get("/v1/runs/{run_id:str}", opt={"permission": ("runs", "read")})
 async def get_run(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
-    """A run with its tasks."""
+    """A run with its tasks; ``run_id`` may be the start of the id, if no other run's starts so."""
     row = await _run_row(services, identity.tenant, run_id)
-    return _json(views.run(row, await run_reads.get_tasks(services.pool, run_id)))
+    return _json(views.run(row, await run_reads.get_tasks(services.pool, row.id)))
 
 
 @post("/v1/runs/{run_id:str}/cancel", status_code=200, opt={"permission": ("runs", "cancel")})
@@ -121,6 +149,7 @@ async def cancel_run(
     request: Request[Any, Any, Any], run_id: str, services: Services, identity: Identity
 ) -> Response[bytes]:
     """Cancel a run: its unfinished tasks are marked cancelled and late results are ignored."""
+    run_id = await _run_id(services, identity.tenant, run_id)
     row = await services.orchestrator.cancel(identity.tenant, run_id)
     await _audit(request, services, identity, "run.cancel", run_id, "cancelled")
     return _json(views.run(row))
@@ -132,6 +161,7 @@ async def signal_run(
 ) -> Response[bytes]:
     """Send a named signal to a run waiting for it (human in the loop); its data becomes the waiting step's
     output. 409 when the run is not waiting for that signal now."""
+    run_id = await _run_id(services, identity.tenant, run_id)
     step = await services.orchestrator.signal(identity.tenant, run_id, data.name, data.data)
     await _audit(request, services, identity, "run.signal", f"{run_id}:{data.name}", "delivered")
     return _json({"run_id": run_id, "signal": data.name, "step": step}, 202)
@@ -145,7 +175,7 @@ async def run_events(
     last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
 ) -> ServerSentEvent:
     """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one."""
-    await _run_row(services, identity.tenant, run_id)
+    run_id = (await _run_row(services, identity.tenant, run_id)).id
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError:

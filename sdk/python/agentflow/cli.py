@@ -18,7 +18,7 @@ import click
 import httpx
 import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from ._api import JSON, RUN_STATES, Registered
 from ._client import Client
@@ -122,9 +122,16 @@ def main() -> None:
 # ---- output ---------------------------------------------------------------------------------------
 
 
+PIPE_WIDTH = 4096
+"""The width tables get off a terminal (a pipe, a file): every row on one line, for grep and awk."""
+
+
 def _console(stderr: bool = False) -> Console:
     # Names, specs and errors may hold "[...]", which rich would read as markup.
-    return Console(stderr=stderr, markup=False, highlight=False)
+    console = Console(stderr=stderr, markup=False, highlight=False)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
 
 
 def _print_json(data: Any, *, one_line: bool = False) -> None:
@@ -135,9 +142,20 @@ def _print_json(data: Any, *, one_line: bool = False) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
+WHOLE_COLUMNS = frozenset({"ID"})
+"""Columns never shortened to fit the terminal: an id is there to be copied."""
+
+
 def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    table = Table(*headers, box=None, pad_edge=False)
-    for row in rows:
+    cells = [list(row) for row in rows]
+    columns = [
+        Column(header, no_wrap=True, min_width=max((len(row[index]) for row in cells), default=0))
+        if header in WHOLE_COLUMNS
+        else Column(header)
+        for index, header in enumerate(headers)
+    ]
+    table = Table(*columns, box=None, pad_edge=False)
+    for row in cells:
         table.add_row(*row)
     _console().print(table)
 
