@@ -6,7 +6,7 @@ are in ``registry.runs``. Rows are mapped onto their records by column name, sta
 order, and pages of runs newest first (ids are time-ordered, so the last id of a page is the cursor).
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -84,18 +84,47 @@ async def match_run_ids(pool: Pool, tenant: str, prefix: str) -> IdMatches:
     return IdMatches(count=record["count"], id=record["id"])
 
 
+SINCE_SKEW = timedelta(minutes=1)
+"""How much earlier than its row's ``created_at`` a run's id may say it was made: the id is made before the
+commit, on a control plane's clock, and ``created_at`` is the database's commit time."""
+
+
+def _id_floor(moment: datetime) -> str:
+    """The lowest id made at ``moment`` or later: run ids begin with their creation time in milliseconds (the
+    UUIDv7 layout, control_plane/engine/ids.py)."""
+    digits = f"{int(moment.timestamp() * 1000):012x}"
+    return f"{digits[:8]}-{digits[8:]}{_LOWEST_ID[13:]}"
+
+
 async def list_runs(
-    pool: Pool, tenant: str, *, state: RunState | None, before_id: str | None, limit: int
+    pool: Pool,
+    tenant: str,
+    *,
+    state: RunState | None,
+    before_id: str | None,
+    limit: int,
+    workflow: str | None = None,
+    version: str | None = None,
+    since: datetime | None = None,
 ) -> list[RunRow]:
-    """Newest first; ``before_id`` is the cursor (ids are time-ordered)."""
+    """Newest first; ``before_id`` is the cursor (ids are time-ordered). ``workflow`` (and ``version``) keep
+    the runs of that workflow (version); ``since`` those created at or after it, a range of the id index too
+    (widened by SINCE_SKEW, then cut by ``created_at``), so an old ``since`` never scans the tenant's past."""
     records = await pool.fetch(
         f"SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1"
         " AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR id < $3::uuid)"
+        " AND ($5::text IS NULL OR (target_kind = 'workflow' AND target_name = $5))"
+        " AND ($6::text IS NULL OR target_version = $6)"
+        " AND ($7::timestamptz IS NULL OR created_at >= $7) AND id >= $8::uuid"
         " ORDER BY id DESC LIMIT $4",
         tenant,
         state,
         before_id,
         limit,
+        workflow,
+        version,
+        since,
+        _LOWEST_ID if since is None else _id_floor(since - SINCE_SKEW),
     )
     return rows_of(RunRow, records)
 

@@ -4,13 +4,14 @@ errors and exit codes (1 API, 2 usage, 3 transport)."""
 import json
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from agentflow import Client
+from agentflow import Client, load_workflow_file
 from agentflow.cli import cli
 from click.testing import CliRunner, Result
 
@@ -392,3 +393,59 @@ def test_global_flags_reach_the_client_factory() -> None:
     CliRunner().invoke(cli, ["--api-url", "http://x:1", "--token", "k", "workers", "ls"], obj=factory)
 
     assert received == [("http://x:1", "k")]
+
+
+def test_version_prints_the_installed_client_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+
+    assert result.exit_code == 0
+    assert result.output == f"af {metadata.version('agentflow')}\n"
+
+
+def test_runs_ls_sends_the_workflow_since_and_cursor_and_names_the_next_cursor_on_stderr() -> None:
+    page = {"items": [RUN], "next_cursor": "01a23398-fda8-78fa-b290-5d4c0a9e7f31"}
+    api = API({("GET", "/v1/runs"): httpx.Response(200, json=page)})
+    before = datetime.now(UTC)
+
+    listed = af(api, "runs", "ls", "--workflow", "triage@1.0.0", "--since", "2h", "--cursor", "01a2", "--limit", "1")
+    as_json = af(api, "runs", "ls", "--since", "2026-12-01T09:30:00+01:00", "-o", "json")
+
+    sent = dict(api.requests[0].url.params)
+    since = datetime.fromisoformat(sent.pop("since"))
+    assert sent == {"workflow": "triage@1.0.0", "cursor": "01a2", "limit": "1"}
+    assert before - timedelta(hours=2, seconds=5) < since <= datetime.now(UTC) - timedelta(hours=2)
+    assert "triage@1.0.0" in listed.stdout
+    assert listed.stderr == f"more: the same command with --cursor {page['next_cursor']}\n"
+    assert api.requests[1].url.params["since"] == "2026-12-01T09:30:00+01:00"
+    assert json.loads(as_json.stdout) == page  # the API's page, as it was
+    assert as_json.stderr == ""
+
+
+def test_runs_ls_since_that_is_neither_an_age_nor_a_time_is_a_usage_error() -> None:
+    result = af(API({}), "runs", "ls", "--since", "yesterday")
+
+    assert result.exit_code == 2
+    assert "expected a time ago (30s, 15m, 2h, 7d) or an ISO 8601 time" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_workflow_ls_counts_a_dags_steps_an_fsms_states_and_a_trees_nodes_and_shows_no_digest() -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples" / "workflows"
+    items = []
+    for name in ("doc-review", "iterative-review", "bug-resolution", "research"):
+        document = load_workflow_file(examples / f"{name}.yaml")
+        items.append({**TOOL, "name": name, "kind": document["kind"], "spec": document})
+    api = API({("GET", "/v1/workflows"): httpx.Response(200, json={"items": items})})
+
+    listed = af(api, "workflow", "ls")
+
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "VERSION", "KIND", "STEPS", "CREATED"]
+    # doc-review: 4 steps; iterative-review: a loop of 2 steps; bug-resolution: 4 states; research: a sequence
+    # of a selector (2 tool leaves), a tool leaf and a condition.
+    assert [row.split()[:4] for row in rows] == [
+        ["doc-review", "1.0.0", "dag", "4"],
+        ["iterative-review", "1.0.0", "dag", "3"],
+        ["bug-resolution", "1.0.0", "fsm", "4"],
+        ["research", "1.0.0", "bt", "6"],
+    ]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -300,11 +301,15 @@ def _unique_start(run_id: str, others: list[str]) -> str:
     return next(run_id[:n] for n in range(1, len(run_id) + 1) if not any(o.startswith(run_id[:n]) for o in others))
 
 
-def test_every_run_command_takes_the_unique_start_of_an_id_and_an_ambiguous_one_is_one_line(af: Af) -> None:
-    # A tenant of this test alone, so that its runs are the only ones a prefix can match.
-    made = af("tenants", "create", f"prefixes-{secrets.token_hex(3)}", "-o", "json")
+def _own_tenant(af: Af, name: str) -> str:
+    """The admin key of a new tenant of the calling test alone, whose runs are only the test's."""
+    made = af("tenants", "create", f"{name}-{secrets.token_hex(3)}", "-o", "json")
     assert made.returncode == 0, made.stderr
-    token = json.loads(made.stdout)["admin_key"]["key"]
+    return str(json.loads(made.stdout)["admin_key"]["key"])
+
+
+def test_every_run_command_takes_the_unique_start_of_an_id_and_an_ambiguous_one_is_one_line(af: Af) -> None:
+    token = _own_tenant(af, "prefixes")  # so that its runs are the only ones a prefix can match
     ids = []
     for _ in range(3):
         started = af("run", "noop", "--tool", "-o", "json", AF_TOKEN=token)
@@ -350,3 +355,43 @@ async def test_a_prefix_is_looked_up_as_a_range_of_the_tenants_id_index(stack: S
     text = json.dumps(plan)
     assert "Index" in text and "Index Cond" in text
     assert "id >= '01a20000-0000-0000-0000-000000000000'::uuid" in text, text
+
+
+# --- runs ls: filters and pages -----------------------------------------------------------------------
+
+
+def test_runs_ls_keeps_a_workflows_runs_created_since_a_time_a_page_at_a_time(af: Af, tmp_path: Path) -> None:
+    token = _own_tenant(af, "listing")
+    workflow = tmp_path / "wait-for-go.json"
+    workflow.write_text(json.dumps(WAIT_FOR_GO))
+    assert af("workflow", "apply", str(workflow), AF_TOKEN=token).returncode == 0
+    started = [af("run", "wait-for-go", "-o", "json", AF_TOKEN=token) for _ in range(2)]
+    started.append(af("run", "noop", "--tool", "-o", "json", AF_TOKEN=token))
+    first, second, tool_run = (json.loads(result.stdout)["id"] for result in started)
+
+    def listed(*args: str) -> dict[str, Any]:
+        result = af("runs", "ls", *args, "-o", "json", AF_TOKEN=token)
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout))
+
+    def ids(page: dict[str, Any]) -> list[str]:
+        return [run["id"] for run in page["items"]]
+
+    everything = listed("--since", "1h")
+    second_created = next(run["created_at"] for run in everything["items"] if run["id"] == second)
+    first_page = listed("--workflow", "wait-for-go", "--limit", "1")
+    second_page = listed("--workflow", "wait-for-go", "--limit", "1", "--cursor", first_page["next_cursor"])
+
+    assert ids(everything) == [tool_run, second, first]
+    assert everything["next_cursor"] is None
+    assert ids(listed("--workflow", "wait-for-go")) == [second, first]
+    assert ids(listed("--workflow", "wait-for-go@1.0.0")) == [second, first]
+    assert ids(listed("--workflow", "wait-for-go@9.9.9")) == []
+    assert ids(listed("--since", second_created)) == [tool_run, second]
+    assert ids(first_page) == [second] and first_page["next_cursor"] == second
+    assert ids(second_page) == [first]
+    bad = af("runs", "ls", "--workflow", "Not A Name", AF_TOKEN=token)
+    assert bad.returncode == 1
+    assert one_error_line(bad) == ("af: invalid workflow 'Not A Name': expected NAME or NAME@VERSION (field: workflow)")
+    for run_id in (first, second, tool_run):
+        assert af("cancel", run_id, AF_TOKEN=token).returncode == 0

@@ -3,6 +3,7 @@
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
@@ -88,17 +89,42 @@ async def list_runs(
     run_state: Annotated[str | None, Parameter(query="state", required=False)] = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     cursor: str | None = None,
+    workflow: Annotated[str | None, Parameter(description="NAME or NAME@VERSION", required=False)] = None,
+    since: Annotated[str | None, Parameter(description="ISO 8601 time; UTC unless it says", required=False)] = None,
 ) -> Response[bytes]:
-    """Runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Runs, newest first, of one workflow (version) and created since a time if asked; pass ``next_cursor``
+    back as ``cursor`` (with the same filters) for the next page."""
     try:
         state = None if run_state is None else RunState(run_state)
     except ValueError:
         raise Problem(422, "validation-error", f"unknown state {run_state!r}", "state") from None
     if cursor is not None and subjects.ID_RE.fullmatch(cursor) is None:
         raise Problem(422, "validation-error", f"invalid cursor {cursor!r}: pass back a next_cursor", "cursor")
-    rows = await run_reads.list_runs(services.pool, identity.tenant, state=state, before_id=cursor, limit=limit)
+    name, _, version = (workflow or "").partition("@")
+    if workflow is not None and (subjects.NAME_RE.fullmatch(name) is None or workflow.endswith("@")):
+        raise Problem(
+            422, "validation-error", f"invalid workflow {workflow!r}: expected NAME or NAME@VERSION", "workflow"
+        )
+    rows = await run_reads.list_runs(
+        services.pool,
+        identity.tenant,
+        state=state,
+        before_id=cursor,
+        limit=limit,
+        workflow=name or None,
+        version=version or None,
+        since=None if since is None else _moment(since),
+    )
     next_cursor = rows[-1].id if len(rows) == limit else None
     return _json({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Problem(422, "validation-error", f"invalid since {text!r}: expected an ISO 8601 time", "since") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 _ID_TEMPLATE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -180,9 +181,20 @@ def get_run(run_id: str) -> Call[JSON]:
     return Call("GET", f"/v1/runs/{_segment(run_id)}", _json)
 
 
-def list_runs(state: str | None = None, limit: int = 50, cursor: str | None = None) -> Call[JSON]:
-    """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`."""
-    params = {"state": state, "limit": limit, "cursor": cursor}
+def list_runs(
+    state: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    *,
+    workflow: str | None = None,
+    since: datetime | str | None = None,
+) -> Call[JSON]:
+    """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`; only those of `workflow`
+    (`NAME` or `NAME@VERSION`) and created at or after `since` (an aware datetime, or ISO 8601 text) if given.
+    Pass `next_cursor` back as `cursor`, with the same filters, for the next page."""
+    if isinstance(since, datetime):
+        since = since.isoformat()
+    params = {"state": state, "limit": limit, "cursor": cursor, "workflow": workflow, "since": since}
     return Call("GET", "/v1/runs", _json, params={k: v for k, v in params.items() if v is not None})
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
@@ -106,6 +106,7 @@ _output_option = click.option(
 
 
 @click.group(cls=_Root, name="af", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agentflow", prog_name="af", message="%(prog)s %(version)s")
 @click.option("--api-url", metavar="URL", help="The API (default: $AF_API_URL, else the local stack's).")
 @click.option("--token", metavar="TOKEN", help="Bearer token (default: $AF_TOKEN, else the local stack's key).")
 @click.pass_context
@@ -323,7 +324,6 @@ def _definitions(
         "NAME": lambda item: item["name"],
         "VERSION": lambda item: item["version"],
         **details,
-        "DIGEST": lambda item: str(item.get("digest", ""))[:19],
         "CREATED": lambda item: _when(item.get("created_at")),
     }
 
@@ -376,6 +376,35 @@ def _spec(item: JSON) -> JSON:
     return spec if isinstance(spec, dict) else {}
 
 
+def _steps(workflow: JSON) -> int:
+    """What a workflow is made of: a dag's steps (a loop and each of its steps), an fsm's states, a bt's nodes."""
+    spec = _spec(workflow)
+    if workflow.get("kind") == "fsm":
+        return len(spec.get("states") or {})
+    if workflow.get("kind") == "bt":
+        return _tree_nodes(spec.get("root"))
+    return sum(1 + len((step.get("loop") or {}).get("steps") or []) for step in spec.get("steps") or [])
+
+
+_BRANCHES = ("sequence", "selector")
+_DECORATORS = ("parallel", "retry", "timeout", "repeat_until")
+
+
+def _tree_nodes(node: Any) -> int:
+    """The nodes of a behavior tree (planning/bt.py's document): a leaf is one, an inner node one plus its children."""
+    if not isinstance(node, dict) or "tool" in node:
+        return 1 if node else 0
+    children: list[Any] = []
+    for key, inner in node.items():
+        if key in _BRANCHES and isinstance(inner, list):
+            children = inner
+        elif key in _DECORATORS and isinstance(inner, dict):
+            children = inner.get("children") or [inner.get("child")]
+        elif key == "invert":
+            children = [inner]
+    return 1 + sum(_tree_nodes(child) for child in children)
+
+
 cli.add_command(
     _definitions(
         "tool",
@@ -399,7 +428,7 @@ cli.add_command(
         Client.list_workflows,
         {
             "KIND": lambda workflow: str(workflow.get("kind", "")),
-            "STEPS": lambda workflow: str(len(_spec(workflow).get("steps") or [])),
+            "STEPS": lambda workflow: str(_steps(workflow)),
         },
     )
 )
@@ -554,14 +583,46 @@ def runs_group() -> None:
     """Runs: started workflows and tools."""
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """A time ago (`30s`, `15m`, `2h`, `7d`) or an ISO 8601 time (local unless it says); as an aware time."""
+    if value is None:
+        return None
+    amount, unit = value[:-1], value[-1:]
+    if amount.isdigit() and unit in _UNITS:
+        return datetime.now(UTC) - timedelta(seconds=int(amount) * _UNITS[unit])
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: expected a time ago (30s, 15m, 2h, 7d) or an ISO 8601 time", ctx, param
+        ) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
 @runs_group.command("ls")
 @click.option("--state", type=click.Choice(RUN_STATES), help="Only runs in this state.")
+@click.option("--workflow", metavar="NAME[@VERSION]", help="Only runs of this workflow (version).")
+@click.option(
+    "--since", metavar="AGO|TIME", callback=_parse_since, help="Only runs created since: 2h, 7d, 2026-12-01T09:00."
+)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N runs.")
+@click.option("--cursor", metavar="CURSOR", help="The page after the one that printed this cursor.")
 @_output_option
 @_pass_session
-def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> None:
-    """List the newest runs."""
-    page = session.client.list_runs(state=state, limit=limit)
+def runs_ls(
+    session: _Session,
+    state: str | None,
+    workflow: str | None,
+    since: datetime | None,
+    limit: int,
+    cursor: str | None,
+    output: str,
+) -> None:
+    """List the newest runs, a page at a time."""
+    page = session.client.list_runs(state=state, limit=limit, cursor=cursor, workflow=workflow, since=since)
     if output == "json":
         _print_json(page)
         return
@@ -578,6 +639,9 @@ def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> No
             for run in page["items"]
         ),
     )
+    if page.get("next_cursor"):
+        # On stderr, so that the table alone goes down a pipe.
+        click.echo(f"more: the same command with --cursor {page['next_cursor']}", err=True)
 
 
 @runs_group.command("get")
