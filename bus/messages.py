@@ -113,6 +113,19 @@ class Released(_AttemptNotice, frozen=True, kw_only=True, tag="released"):
     """A worker handed an attempt it had started back to the queue (it is draining): queued again."""
 
 
+class ToolLog(_AttemptNotice, frozen=True, kw_only=True):
+    """What an attempt's tool wrote to stderr since the last piece, published while it runs on
+    ``af.<tenant>.logs.<run_id>`` (core NATS, no stream: for those following the run live; the result keeps
+    the tail). ``seq`` counts an attempt's pieces from 1, so a follower sees what it missed."""
+
+    step: str
+    seq: int
+    text: str
+    at: float
+    truncated: bool = False
+    """The attempt wrote more than a worker streams (the rest is not published; the tail is in the result)."""
+
+
 Report = Result | Started | Released
 """What workers send back about a task, told apart by the ``type`` tag."""
 
@@ -192,7 +205,7 @@ class ModelStats(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder[object]] = {}
 
-M = TypeVar("M", Task, Result, Started, RunEvents, Heartbeat, CancelTasks, ModelHealth, ModelStats)
+M = TypeVar("M", Task, Result, Started, RunEvents, ToolLog, Heartbeat, CancelTasks, ModelHealth, ModelStats)
 
 
 def encode(value: Any) -> bytes:

@@ -56,6 +56,11 @@ def events(tenant: str, run_id: str) -> str:
     return f"af.{check_name('tenant', tenant)}.events.{check_id('run id', run_id)}"
 
 
+def tool_logs(tenant: str, run_id: str) -> str:
+    """Where workers publish what a run's tools write to stderr while they run (core NATS, no stream)."""
+    return f"af.{check_name('tenant', tenant)}.logs.{check_id('run id', run_id)}"
+
+
 def cancels(tenant: str) -> str:
     """Where the control plane tells a tenant's workers which tasks to stop (core NATS, no stream)."""
     return f"af.{check_name('tenant', tenant)}.cancel"

@@ -9,14 +9,17 @@ from bus import tracing
 from bus.messages import RETRYABLE_EXIT_CODE, ErrorKind, Result, Task
 from sandbox import Backend, Limits, Outcome, SandboxCall, SandboxError
 from worker import metrics
+from worker.tool_logs import LiveStderr, Publish
 
 log = logging.getLogger(__name__)
 
 
 class Executor:
-    def __init__(self, backend: Backend, worker_id: str) -> None:
+    def __init__(self, backend: Backend, worker_id: str, publish_log: Publish | None = None) -> None:
+        """``publish_log``: where a sandboxed tool's stderr goes while it runs (tool_logs); None: nowhere."""
         self._backend = backend
         self._worker_id = worker_id
+        self._publish_log = publish_log
 
     async def execute(self, task: Task, traceparent: str | None = None) -> Result:
         """Run ``task``; ``traceparent`` is the trace context the tool gets as ``TRACEPARENT``."""
@@ -34,6 +37,7 @@ class Executor:
         env = {"AF_RUN_ID": task.run_id, "AF_TASK_ID": task.task_id, "AF_ATTEMPT": str(task.attempt)}
         if traceparent:
             env["TRACEPARENT"] = traceparent
+        live = None if self._publish_log is None else LiveStderr(task, self._worker_id, self._publish_log)
         call = SandboxCall(
             call_id=f"{task.task_id}-{task.attempt}",
             command=tuple(task.runtime.command),
@@ -51,6 +55,7 @@ class Executor:
             image=task.runtime.image,
             pool=f"{task.tenant}/{task.tool}",
             warm=task.runtime.warm,
+            on_stderr=None if live is None else live.write,
         )
         kind = self._backend.kind
         # run() takes a ready warm sandbox before its first await, so nothing can take it between this look
@@ -61,6 +66,9 @@ class Executor:
         except SandboxError as error:
             metrics.SANDBOX_FAILURES.add((kind, "start"))
             return self._failed(task, started, "sandbox", f"the sandbox could not start the tool: {error}")
+        finally:
+            if live is not None:
+                await live.close()
         metrics.SANDBOX_STARTS.add((kind, start))
         if outcome.timed_out or outcome.output_truncated or (outcome.exit_code or 0) < 0:
             reason = "timeout" if outcome.timed_out else "output" if outcome.output_truncated else "crash"

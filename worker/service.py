@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind
 
 from bus import Bus, Consumer, Delivery, Fleet, Notice, connect, logs, subjects, tracing
 from bus.consume import bind
-from bus.messages import CancelTasks, Heartbeat, Released, Result, Started, Task, decode, encode
+from bus.messages import CancelTasks, Heartbeat, Released, Result, Started, Task, ToolLog, decode, encode
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_task_consumer, wait_for_streams
 from bus.watch import listen
@@ -31,7 +31,7 @@ class Worker:
         """``metrics_port``: where this process serves its /metrics (announced in heartbeats; 0: nowhere)."""
         self._settings = settings
         self._backend = backend
-        self._executor = Executor(backend, settings.worker_id)
+        self._executor = Executor(backend, settings.worker_id, self._publish_log)
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._running: dict[Delivery, float] = {}
@@ -228,6 +228,12 @@ class Worker:
             started_at=time.time(),
         )
         await self._notify(task, started)
+
+    async def _publish_log(self, piece: ToolLog) -> None:
+        """Publish a piece of a running tool's stderr for those following its run (core NATS, no stream)."""
+        assert self._bus is not None
+        msg_id = f"{piece.task_id}:{piece.attempt}:log:{piece.seq}"
+        await notify(self._bus, Outgoing(subjects.tool_logs(piece.tenant, piece.run_id), encode(piece), msg_id))
 
     async def _notify(self, task: Task, notice: Started | Released) -> None:
         """Publish a notice about ``task`` on its results subject, without waiting for the stream."""

@@ -6,14 +6,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bus import WatchLost, subjects
-from bus.messages import json_text
+from bus.messages import ToolLog, decode, json_text
 from bus.states import RunState
-from bus.watch import watch
+from bus.watch import watch_carrying
 from control_plane import metrics
 from control_plane.api import views
 from control_plane.api.answers import json_response as _json
@@ -199,25 +200,31 @@ async def run_events(
     services: Services,
     identity: Identity,
     last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
+    logs: Annotated[bool, Parameter(description="Also what the tools write to stderr, live", required=False)] = False,
 ) -> ServerSentEvent:
-    """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one."""
+    """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one.
+    With ``logs=true``, what its tools write to stderr while they run comes too, as ``log`` events without an
+    id: live only (a reconnection does not replay them; each task event keeps the tail)."""
     run_id = (await _run_row(services, identity.tenant, run_id)).id
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError:
         raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID") from None
-    return ServerSentEvent(_event_stream(services, identity.tenant, run_id, after))
+    return ServerSentEvent(_event_stream(services, identity.tenant, run_id, after, logs))
 
 
 async def _event_stream(
-    services: Services, tenant: str, run_id: str, after: int
+    services: Services, tenant: str, run_id: str, after: int, logs: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
     # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
     # one poll interval and never a gap.
-    looks = watch(services.bus, subjects.events(tenant, run_id), SSE_POLL_SECONDS)
+    carried = subjects.tool_logs(tenant, run_id) if logs else None
+    looks = watch_carrying(services.bus, subjects.events(tenant, run_id), SSE_POLL_SECONDS, carried)
     try:
         async with contextlib.aclosing(looks):
-            async for _ in looks:
+            async for look in looks:
+                for piece in _tool_logs(look.carried):
+                    yield ServerSentEventMessage(data=json_text(views.tool_log(piece)), event="log")
                 for row in await run_reads.events_after(services.pool, tenant, run_id, after):
                     after = row.seq
                     yield ServerSentEventMessage(data=json_text(views.event(row)), event=row.type, id=row.seq)
@@ -226,6 +233,16 @@ async def _event_stream(
     except WatchLost as error:
         # The connection to NATS is closed (the control plane is stopping): the client resumes with Last-Event-ID.
         log.warning("ending the event stream of run %s after event %d: %s", run_id, after, error)
+
+
+def _tool_logs(payloads: tuple[bytes, ...]) -> list[ToolLog]:
+    pieces = []
+    for payload in payloads:
+        try:
+            pieces.append(decode(payload, ToolLog))
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("ignoring a malformed piece of a tool's stderr: %s", error)
+    return pieces
 
 
 ROUTES = [start_run, start_runs, list_runs, get_run, cancel_run, signal_run, run_events]

@@ -282,10 +282,12 @@ class EventFeed:
     event on: a server that ends streams without news must not make us loop.
     """
 
-    def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None) -> None:
+    def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None, logs: bool) -> None:
         self.run_id = run_id
         self.last_event_id = last_event_id
         self.idle_timeout = idle_timeout
+        self.logs = logs
+        """Ask for the tools' live stderr too (`log` events, which carry no id and so never move the feed)."""
         self.open = True
 
     def stream_args(self, timeout: httpx.Timeout) -> dict[str, Any]:
@@ -297,6 +299,7 @@ class EventFeed:
         return {
             "method": "GET",
             "url": f"/v1/runs/{_segment(self.run_id)}/events",
+            "params": {"logs": "true"} if self.logs else None,
             "headers": headers,
             "timeout": httpx.Timeout(
                 connect=timeout.connect, read=self.idle_timeout, write=timeout.write, pool=timeout.pool

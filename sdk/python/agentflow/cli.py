@@ -209,19 +209,50 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _print_event(event: JSON, output: str) -> None:
-    if output == "json":
-        _print_json(event, one_line=True)
-        return
-    data = event.get("data") or {}
-    moment = _parse_time(event.get("at"))
-    clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
-    detail = _short(data.get("error") or data.get("output"))
-    step = data.get("step") or "-"
-    click.echo(f"{clock}  {event.get('type', ''):<15} {step:<16} {detail}".rstrip())
-    # The tail of what the tool wrote to stderr (its log), under the event of its attempt.
-    for line in str(data.get("stderr") or "").splitlines():
-        click.echo(f"    [{step}] {line}".rstrip())
+class _EventPrinter:
+    """Prints a run's events one line each, with the tail of what a tool wrote to stderr under the event of
+    its attempt; and the `log` events of a live stream (the tools' stderr as it is written) line by line as
+    their lines end, an attempt's last unended line with its event, whose tail then repeats nothing."""
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+        self._unended: dict[tuple[Any, Any], str] = {}
+        self._streamed: set[tuple[Any, Any]] = set()
+        """The attempts whose stderr came whole as `log` events."""
+
+    def __call__(self, event: JSON) -> None:
+        if self._output == "json":
+            _print_json(event, one_line=True)
+            return
+        data = event.get("data") or {}
+        attempt = (data.get("task_id"), data.get("attempt"))
+        step = data.get("step") or "-"
+        if event.get("type") == "log":
+            self._log(attempt, step, data)
+            return
+        self._stderr(step, self._unended.pop(attempt, ""))
+        moment = _parse_time(event.get("at"))
+        clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
+        detail = _short(data.get("error") or data.get("output"))
+        click.echo(f"{clock}  {event.get('type', ''):<15} {step:<16} {detail}".rstrip())
+        if attempt not in self._streamed:
+            self._stderr(step, str(data.get("stderr") or ""))
+
+    def _log(self, attempt: tuple[Any, Any], step: str, data: JSON) -> None:
+        if not data.get("truncated"):
+            self._streamed.add(attempt)
+        else:
+            self._streamed.discard(attempt)  # the tail under its event shows how it ended
+        text = self._unended.pop(attempt, "") + str(data.get("text") or "")
+        ended, _, unended = text.rpartition("\n")
+        self._stderr(step, ended)
+        if unended:
+            self._unended[attempt] = unended
+
+    @staticmethod
+    def _stderr(step: str, text: str) -> None:
+        for line in text.splitlines():
+            click.echo(f"    [{step}] {line}".rstrip())
 
 
 def _usage(usage: JSON | None) -> str:
@@ -528,8 +559,9 @@ def _parse_input(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def _follow(client: Client, run_id: str, output: str) -> JSON:
+    printer = _EventPrinter(output)
     for event in client.events(run_id):
-        _print_event(event, output)
+        printer(event)
     return client.get_run(run_id)
 
 
@@ -655,13 +687,19 @@ def runs_get(session: _Session, run_id: str, output: str) -> None:
 
 @cli.command("logs")
 @click.argument("run_id", metavar="ID")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing events until the run finishes.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep printing events until the run finishes, and what its tools write to stderr as they write it.",
+)
 @_output_option
 @_pass_session
 def logs_command(session: _Session, run_id: str, follow: bool, output: str) -> None:
-    """Print a run's events."""
-    for event in session.client.events(run_id, idle_timeout=None if follow else IDLE_LOG_SECONDS):
-        _print_event(event, output)
+    """Print a run's events, each with the tail of its tool's stderr."""
+    printer = _EventPrinter(output)
+    for event in session.client.events(run_id, idle_timeout=None if follow else IDLE_LOG_SECONDS, logs=follow):
+        printer(event)
 
 
 @cli.command("cancel")
