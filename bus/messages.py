@@ -115,8 +115,9 @@ class Released(_AttemptNotice, frozen=True, kw_only=True, tag="released"):
 
 class ToolLog(_AttemptNotice, frozen=True, kw_only=True):
     """What an attempt's tool wrote to stderr since the last piece, published while it runs on
-    ``af.<tenant>.logs.<run_id>`` (core NATS, no stream: for those following the run live; the result keeps
-    the tail). ``seq`` counts an attempt's pieces from 1, so a follower sees what it missed."""
+    ``af.<tenant>.logs.<run_id>`` (stream AF_LOGS, kept an hour, for those following the run; the result
+    keeps the tail for the record). ``seq`` counts an attempt's pieces from 1: a follower that is given a
+    piece again (it came back) knows it."""
 
     step: str
     seq: int

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.api import DeliverPolicy
 
 from bus.connection import Bus
 
@@ -54,8 +55,9 @@ async def watch(bus: Bus, subject: str, every: float) -> AsyncGenerator[int, Non
 
 
 async def watch_carrying(bus: Bus, subject: str, every: float, carried: str | None) -> AsyncGenerator[Look, None]:
-    """``watch``, which also hands over the payloads of the messages on ``carried`` (if not None) as they
-    come: each such message wakes the watcher too, which gets them in its next ``Look``."""
+    """``watch``, which also hands over the payloads of the messages on ``carried`` (if not None), a subject
+    a stream keeps: those stored already, then each new one as it comes (an ordered consumer of its own, gone
+    with the watch). Each wakes the watcher too, which gets them in its next ``Look``."""
     arrived = 0
     payloads: list[bytes] = []
     wake = asyncio.Event()
@@ -74,7 +76,11 @@ async def watch_carrying(bus: Bus, subject: str, every: float, carried: str | No
         try:
             subscriptions.append(await bus.client.subscribe(subject, cb=on_notice))
             if carried is not None:
-                subscriptions.append(await bus.client.subscribe(carried, cb=on_carried))
+                subscriptions.append(
+                    await bus.jetstream.subscribe(
+                        carried, cb=on_carried, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+                    )
+                )
         except NatsError as error:
             raise WatchLost(f"cannot watch {subject}: {error!r}") from error
         yield Look(arrived=0, carried=())

@@ -449,3 +449,77 @@ def test_workflow_ls_counts_a_dags_steps_an_fsms_states_and_a_trees_nodes_and_sh
         ["bug-resolution", "1.0.0", "fsm", "4"],
         ["research", "1.0.0", "bt", "6"],
     ]
+
+
+def sse_stream(*documents: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
+    """A route answering an event stream of `documents`, each with an id unless it is a `log` event."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            for document in documents:
+                head = "" if document["type"] == "log" else f"id: {document['seq']}\n"
+                yield f"{head}event: {document['type']}\ndata: {json.dumps(document)}\n\n".encode()
+
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    return answer
+
+
+def event(seq: int, type_: str, **data: Any) -> dict[str, Any]:
+    return {"seq": seq, "type": type_, "at": "2025-01-01T10:00:00Z", "data": {"step": "fetch", **data}}
+
+
+def piece(seq: int, text: str, *, attempt: int = 1, truncated: bool = False) -> dict[str, Any]:
+    data = {"task_id": "t1", "step": "fetch", "attempt": attempt, "seq": seq, "text": text, "truncated": truncated}
+    return {"type": "log", "at": "2025-01-01T10:00:00Z", "data": data}
+
+
+def test_logs_follow_asks_for_the_tools_stderr_and_prints_it_line_by_line_as_it_comes() -> None:
+    stream = sse_stream(
+        event(1, "task.started", task_id="t1", attempt=1),
+        piece(1, "fetching "),
+        piece(2, "page 1\npage"),
+        piece(2, "page 1\npage"),  # given again after a reconnection
+        piece(3, " 2\nalmost"),
+        event(2, "task.succeeded", task_id="t1", attempt=1, stderr="page 1\npage 2\nalmost"),
+        event(3, "run.succeeded"),
+    )
+    api = API({("GET", "/v1/runs/r1/events"): stream})
+
+    result = af(api, "logs", "r1", "--follow")
+
+    assert result.exit_code == 0, result.output
+    assert api.requests[0].url.params["logs"] == "true"
+    lines = [line.split(maxsplit=1)[1] if line[0].isdigit() else line for line in result.stdout.splitlines()]
+    assert lines == [
+        "task.started    fetch",
+        "    [fetch] fetching page 1",
+        "    [fetch] page 2",
+        "    [fetch] almost",  # the attempt's unended line, with its event, whose tail repeats nothing
+        "task.succeeded  fetch",
+        "run.succeeded   fetch",
+    ]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [[piece(1, "start\n", truncated=True)], [piece(2, "middle\n")]],
+    ids=["cut", "its-first-pieces-no-longer-kept"],
+)
+def test_logs_follow_shows_the_tail_under_an_attempts_event_when_its_stream_was_not_whole(
+    pieces: list[dict[str, Any]],
+) -> None:
+    stream = sse_stream(*pieces, event(1, "task.failed", task_id="t1", attempt=1, stderr="the end\n"))
+    api = API({("GET", "/v1/runs/r1/events"): stream})
+
+    result = af(api, "logs", "r1", "--follow")
+
+    assert result.stdout.splitlines()[-1] == "    [fetch] the end"
+
+
+def test_logs_without_follow_asks_for_no_stderr_stream() -> None:
+    api = API({("GET", "/v1/runs/r1/events"): events("run.created", idle=True)})
+
+    af(api, "logs", "r1")
+
+    assert "logs" not in api.requests[0].url.params

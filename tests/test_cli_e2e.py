@@ -25,16 +25,23 @@ Af = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
-def af(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Af:
-    """Run `af ARGS...` against the stack; AF_HOME is an empty dir, so no local stack's files are read."""
+def af_env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment `af` runs in: the stack's API and token; AF_HOME is an empty dir, so no local stack's
+    files are read."""
     home = tmp_path_factory.mktemp("af-home")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
     base.update(AF_HOME=str(home), AF_API_URL=stack.api_url, AF_TOKEN=stack.token, NO_COLOR="1")
+    return base
+
+
+@pytest.fixture(scope="module")
+def af(af_env: dict[str, str]) -> Af:
+    """Run `af ARGS...` against the stack."""
 
     def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(AF), *args],
-            env={**base, **env},
+            env={**af_env, **env},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -139,16 +146,17 @@ def test_a_run_waited_for_with_json_output_prints_only_the_succeeded_run_then_re
 
 
 @pytest.mark.usefixtures("examples_registered_by_cli")
-def test_logs_show_what_the_tool_wrote_to_stderr_under_its_task_event(af: Af) -> None:
-    started = af("run", "fail", "--tool", "--input", '{"reason": "disk on fire"}', "--output", "json")
-    assert started.returncode == 0, started.stderr
+def test_the_logs_of_a_finished_run_show_what_the_tool_wrote_to_stderr_under_its_task_event(af: Af) -> None:
+    started = af("run", "fail", "--tool", "--input", '{"reason": "disk on fire"}', "--wait", "--output", "json")
+    assert started.returncode == 1, started.stderr  # the run failed, as the tool does
     run_id = json.loads(started.stdout)["id"]
 
-    followed = af("logs", run_id, "--follow")
-    assert followed.returncode == 0, followed.stderr
-    lines = followed.stdout.splitlines()
-    failed = next(i for i, line in enumerate(lines) if line.split()[1] == "task.failed")
-    assert lines[failed + 1] == "    [fail] fail: disk on fire", followed.stdout
+    for followed in (af("logs", run_id), af("logs", run_id, "--follow")):
+        assert followed.returncode == 0, followed.stderr
+        lines = followed.stdout.splitlines()
+        failed = next(i for i, line in enumerate(lines) if line.split()[1] == "task.failed")
+        assert lines[failed + 1] == "    [fail] fail: disk on fire", followed.stdout
+        assert sum("[fail]" in line for line in lines) == 1
 
     as_json = af("logs", run_id, "--follow", "--output", "json")
     events = [json.loads(line) for line in as_json.stdout.splitlines()]
@@ -395,3 +403,56 @@ def test_runs_ls_keeps_a_workflows_runs_created_since_a_time_a_page_at_a_time(af
     assert one_error_line(bad) == ("af: invalid workflow 'Not A Name': expected NAME or NAME@VERSION (field: workflow)")
     for run_id in (first, second, tool_run):
         assert af("cancel", run_id, AF_TOKEN=token).returncode == 0
+
+
+# --- af logs --follow: a tool's stderr while it runs ----------------------------------------------------
+
+LIVE_TOOL = """
+import json, os, sys, time
+go = json.load(sys.stdin)["go"]
+sys.stderr.write("waiting for the test\\n"); sys.stderr.flush()
+deadline = time.monotonic() + 25
+while not os.path.exists(go) and time.monotonic() < deadline:
+    time.sleep(0.02)
+sys.stderr.write("released\\n" if os.path.exists(go) else "never released\\n")
+print(json.dumps({"released": os.path.exists(go)}))
+"""
+
+
+def test_logs_follow_shows_a_tools_stderr_while_it_runs(
+    stack: Stack, af: Af, af_env: dict[str, str], tmp_path: Path
+) -> None:
+    # The tool waits for a file the test makes only once `af logs --follow` has shown the tool's first line:
+    # shown at the tool's end instead, it would never be released. A process sandbox, to share the file.
+    stack.start_worker(queue="live-logs", concurrency=1, AF_SANDBOX="process")
+    (tmp_path / "main.py").write_text(LIVE_TOOL)
+    tool = tmp_path / "live-stderr.yaml"
+    tool.write_text(
+        "name: live-stderr\nversion: 1.0.0\nruntime: {command: [python3, main.py], files: {main.py: main.py}}\n"
+        "limits: {wall_seconds: 40}\n"
+    )
+    assert af("tool", "register", str(tool)).returncode == 0
+    go = tmp_path / "go"
+    started = af("run", "live-stderr", "--tool", "--queue", "live-logs", "--input", json.dumps({"go": str(go)}))
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+
+    lines = []
+    with subprocess.Popen(
+        [str(AF), "logs", run_id, "--follow"], env=af_env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as follower:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.strip() == "[live-stderr] waiting for the test":
+                go.touch()
+        assert follower.wait(timeout=60) == 0
+
+    events = [line.split()[1] for line in lines if not line.startswith(" ")]
+    assert events[-2:] == ["task.succeeded", "run.succeeded"], lines
+    stderr = [line for line in lines if line.startswith(" ")]
+    # Both lines came while the tool ran, before its task's event, which then repeats neither.
+    assert stderr == ["    [live-stderr] waiting for the test", "    [live-stderr] released"], lines
+    assert lines.index(stderr[-1]) < lines.index(next(line for line in lines if "task.succeeded" in line))
+    run = json.loads(af("runs", "get", run_id, "-o", "json").stdout)
+    assert run["output"] == {"released": True}

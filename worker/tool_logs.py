@@ -2,9 +2,10 @@
 
 The sandbox hands each piece over as it arrives (``SandboxCall.on_stderr``); a ``LiveStderr`` gathers them for
 ``FLUSH_SECONDS`` at most, so a chatty tool costs a message per interval rather than one per write, and
-publishes them as ``ToolLog`` messages on ``af.<tenant>.logs.<run_id>``, core NATS: nobody may be listening,
-and nothing is kept (the result carries the tail for the record). It streams ``MAX_BYTES`` of an attempt at
-most, then says it stopped. Publishing never fails the task: a piece that cannot be sent is dropped.
+publishes them as ``ToolLog`` messages on ``af.<tenant>.logs.<run_id>``, without waiting for the stream
+(AF_LOGS keeps them an hour, for a follower who comes late; the result carries the tail for the record). It
+streams ``MAX_BYTES`` of an attempt at most, then says it stopped. Publishing never fails the task: a piece
+that cannot be sent is dropped.
 """
 
 import asyncio

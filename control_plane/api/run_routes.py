@@ -204,7 +204,8 @@ async def run_events(
 ) -> ServerSentEvent:
     """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one.
     With ``logs=true``, what its tools write to stderr while they run comes too, as ``log`` events without an
-    id: live only (a reconnection does not replay them; each task event keeps the tail)."""
+    id: what the last hour kept of it first, then as it is written (a reconnection gives them all again, each
+    numbered by ``data.seq`` within its attempt; each task event keeps the tail for the record)."""
     run_id = (await _run_row(services, identity.tenant, run_id)).id
     try:
         after = int(last_event_id) if last_event_id else 0

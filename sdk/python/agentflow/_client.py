@@ -137,7 +137,8 @@ class Client:
         """The run's events (`{"seq", "type", "at", "data"}`) from after `last_event_id` (default: the
         first), live, until the run's final event, or until none came for `idle_timeout` seconds. With `logs`,
         also what its tools write to stderr while they run, as `{"type": "log", "at", "data": {"task_id",
-        "step", "attempt", "seq", "text", "truncated"}}` (live only: no `seq` of the run's, never replayed)."""
+        "step", "attempt", "seq", "text", "truncated"}}`: what the last hour kept first, then as it comes
+        (no id, so they never move `last_event_id`; a reconnection gives them again, `seq` tells)."""
         feed = EventFeed(run_id, last_event_id, idle_timeout, logs)
         while feed.open:
             with (

@@ -219,6 +219,8 @@ class _EventPrinter:
         self._unended: dict[tuple[Any, Any], str] = {}
         self._streamed: set[tuple[Any, Any]] = set()
         """The attempts whose stderr came whole as `log` events."""
+        self._pieces: dict[tuple[Any, Any], int] = {}
+        """The last piece shown of each attempt: a reconnection gives them all again."""
 
     def __call__(self, event: JSON) -> None:
         if self._output == "json":
@@ -239,10 +241,14 @@ class _EventPrinter:
             self._stderr(step, str(data.get("stderr") or ""))
 
     def _log(self, attempt: tuple[Any, Any], step: str, data: JSON) -> None:
-        if not data.get("truncated"):
+        seq, last = int(data.get("seq") or 0), self._pieces.get(attempt, 0)
+        if seq <= last:
+            return
+        self._pieces[attempt] = seq
+        if seq == last + 1 and not data.get("truncated") and (last == 0 or attempt in self._streamed):
             self._streamed.add(attempt)
-        else:
-            self._streamed.discard(attempt)  # the tail under its event shows how it ended
+        else:  # cut, or pieces the stream no longer kept: the tail under its event shows how it ended
+            self._streamed.discard(attempt)
         text = self._unended.pop(attempt, "") + str(data.get("text") or "")
         ended, _, unended = text.rpartition("\n")
         self._stderr(step, ended)
