@@ -265,6 +265,7 @@ def test_run_follow_prints_a_line_per_event() -> None:
 
     assert "run.created" in lines[0] and "fetch" in lines[0]
     assert "run.succeeded" in lines[1]
+    assert api.requests[1].url.params["logs"] == "true"  # and the tools' stderr as it is written
 
 
 def test_logs_prints_the_events_so_far() -> None:

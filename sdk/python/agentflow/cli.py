@@ -566,7 +566,7 @@ def _parse_input(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 def _follow(client: Client, run_id: str, output: str) -> JSON:
     printer = _EventPrinter(output)
-    for event in client.events(run_id):
+    for event in client.events(run_id, logs=True):
         printer(event)
     return client.get_run(run_id)
 
@@ -578,7 +578,7 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
 @click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
 @click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded.")
-@click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
+@click.option("--follow", is_flag=True, help="Like --wait, printing each event, and the tools' stderr, as it happens.")
 @_output_option
 @_pass_session
 def run_command(
