@@ -6,7 +6,7 @@ are in ``registry.runs``. Rows are mapped onto their records by column name, sta
 order, and pages of runs newest first (ids are time-ordered, so the last id of a page is the cursor).
 """
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -89,10 +89,14 @@ SINCE_SKEW = timedelta(minutes=1)
 commit, on a control plane's clock, and ``created_at`` is the database's commit time."""
 
 
-def _id_floor(moment: datetime) -> str:
-    """The lowest id made at ``moment`` or later: run ids begin with their creation time in milliseconds (the
-    UUIDv7 layout, control_plane/engine/ids.py)."""
-    digits = f"{int(moment.timestamp() * 1000):012x}"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _id_floor(since: datetime) -> str:
+    """The lowest id of a run created at ``since`` or later, SINCE_SKEW allowed for: run ids begin with their
+    creation time in milliseconds since the epoch (48 bits: the UUIDv7 layout, control_plane/engine/ids.py)."""
+    millis = (since - _EPOCH - SINCE_SKEW) // timedelta(milliseconds=1)
+    digits = f"{min(max(millis, 0), 2**48 - 1):012x}"
     return f"{digits[:8]}-{digits[8:]}{_LOWEST_ID[13:]}"
 
 
@@ -108,8 +112,9 @@ async def list_runs(
     since: datetime | None = None,
 ) -> list[RunRow]:
     """Newest first; ``before_id`` is the cursor (ids are time-ordered). ``workflow`` (and ``version``) keep
-    the runs of that workflow (version); ``since`` those created at or after it, a range of the id index too
-    (widened by SINCE_SKEW, then cut by ``created_at``), so an old ``since`` never scans the tenant's past."""
+    the runs of that workflow (version); ``since`` those created at or after it, as a range of the id index
+    too (widened by SINCE_SKEW, then cut by ``created_at``): the scan stops at ``since``, whatever the tenant
+    ran before."""
     records = await pool.fetch(
         f"SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1"
         " AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR id < $3::uuid)"
@@ -124,7 +129,7 @@ async def list_runs(
         workflow,
         version,
         since,
-        _LOWEST_ID if since is None else _id_floor(since - SINCE_SKEW),
+        _LOWEST_ID if since is None else _id_floor(since),
     )
     return rows_of(RunRow, records)
 

@@ -396,8 +396,14 @@ def test_runs_ls_keeps_a_workflows_runs_created_since_a_time_a_page_at_a_time(af
     assert ids(listed("--workflow", "wait-for-go@1.0.0")) == [second, first]
     assert ids(listed("--workflow", "wait-for-go@9.9.9")) == []
     assert ids(listed("--since", second_created)) == [tool_run, second]
+    assert ids(listed("--since", "0001-01-01T00:00:00+00:00")) == [tool_run, second, first]
+    assert ids(listed("--since", "9999-12-31T00:00:00+00:00")) == []
     assert ids(first_page) == [second] and first_page["next_cursor"] == second
     assert ids(second_page) == [first]
+    before_time = af("runs", "ls", "--since", "0001-01-01T00:00:00+01:00", AF_TOKEN=token)
+    assert one_error_line(before_time) == (
+        "af: invalid since '0001-01-01T00:00:00+01:00': expected an ISO 8601 time (field: since)"
+    )
     bad = af("runs", "ls", "--workflow", "Not A Name", AF_TOKEN=token)
     assert bad.returncode == 1
     assert one_error_line(bad) == ("af: invalid workflow 'Not A Name': expected NAME or NAME@VERSION (field: workflow)")

@@ -121,11 +121,12 @@ async def list_runs(
 
 
 def _moment(text: str) -> datetime:
+    """``since`` in UTC (which it is unless it says); a time before the year 1 there is no time."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise Problem(422, "validation-error", f"invalid since {text!r}: expected an ISO 8601 time", "since") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 _ID_TEMPLATE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"

@@ -629,15 +629,15 @@ def _parse_since(ctx: click.Context, param: click.Parameter, value: str | None) 
     if value is None:
         return None
     amount, unit = value[:-1], value[-1:]
-    if amount.isdigit() and unit in _UNITS:
-        return datetime.now(UTC) - timedelta(seconds=int(amount) * _UNITS[unit])
     try:
+        if amount.isdigit() and unit in _UNITS:
+            return datetime.now(UTC) - timedelta(seconds=int(amount) * _UNITS[unit])
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        return moment if moment.tzinfo is not None else moment.astimezone()
+    except (ValueError, OverflowError):  # not a time, or none there can be
         raise click.BadParameter(
             f"{value!r}: expected a time ago (30s, 15m, 2h, 7d) or an ISO 8601 time", ctx, param
         ) from None
-    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 @runs_group.command("ls")
