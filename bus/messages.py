@@ -123,6 +123,20 @@ class Released(_AttemptNotice, frozen=True, kw_only=True, tag="released"):
     """A worker handed an attempt it had started back to the queue (it is draining): queued again."""
 
 
+class ToolLog(_AttemptNotice, frozen=True, kw_only=True):
+    """What an attempt's tool wrote to stderr since the last piece, published while it runs on
+    ``af.<tenant>.logs.<run_id>`` (stream AF_LOGS, kept an hour, for those following the run; the result
+    keeps the tail for the record). ``seq`` counts an attempt's pieces from 1: a follower that is given a
+    piece again (it came back) knows it."""
+
+    step: str
+    seq: int
+    text: str
+    at: float
+    truncated: bool = False
+    """The attempt wrote more than a worker streams (the rest is not published; the tail is in the result)."""
+
+
 Report = Result | Started | Released
 """What workers send back about a task, told apart by the ``type`` tag."""
 
@@ -242,7 +256,18 @@ class TurnReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 M = TypeVar(
-    "M", Task, Result, Started, RunEvents, Heartbeat, CancelTasks, ModelHealth, ModelStats, TurnRequest, TurnReply
+    "M",
+    Task,
+    Result,
+    Started,
+    RunEvents,
+    ToolLog,
+    Heartbeat,
+    CancelTasks,
+    ModelHealth,
+    ModelStats,
+    TurnRequest,
+    TurnReply,
 )
 
 

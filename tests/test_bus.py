@@ -1,5 +1,6 @@
 """The bus against a real nats-server: deliveries settle as JetStream says, a watch says "look again" once per
-burst and ends when its connection closes, and the fleet reads back what workers wrote."""
+burst, carries a stream's messages, kept and new, and ends when its connection closes, and the fleet reads back
+what workers wrote."""
 
 import asyncio
 import contextlib
@@ -16,7 +17,7 @@ from bus.consume import bind
 from bus.messages import encode
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_streams, ensure_task_consumer, withdraw_task
-from bus.watch import watch
+from bus.watch import watch, watch_carrying
 from control_plane.stack.nats import NatsServer
 from tests.conftest import admin_url, heartbeat_of, noop_task
 
@@ -92,6 +93,27 @@ async def test_a_watch_looks_at_once_then_once_per_burst_then_on_silence(bus: Bu
             taken += await anext(looks)
         assert taken == 3
         assert await anext(looks) == 0
+
+
+async def test_a_watch_carrying_a_streams_subject_hands_over_what_it_kept_then_what_comes(bus: Bus) -> None:
+    run_id = str(uuid.uuid4())
+    logs = subjects.tool_logs(TENANT, run_id)
+    for n in (1, 2):  # before anyone watches: AF_LOGS keeps them
+        await notify(bus, Outgoing(logs, f"kept-{n}".encode(), f"{run_id}-{n}"))
+    await bus.client.flush()
+
+    carried: list[bytes] = []
+    async with contextlib.aclosing(watch_carrying(bus, subjects.events(TENANT, run_id), 5.0, logs)) as looks:
+        assert (await anext(looks)).carried == ()
+        while len(carried) < 2:
+            carried += (await anext(looks)).carried
+        await notify(bus, Outgoing(logs, b"live", f"{run_id}-3"))
+        while len(carried) < 3:  # it wakes the watch: well before the 5 s interval
+            look = await anext(looks)
+            carried += look.carried
+            assert look.arrived == 0
+
+    assert carried == [b"kept-1", b"kept-2", b"live"]
 
 
 async def test_a_watch_ends_with_watch_lost_once_its_connection_is_closed(bus: Bus) -> None:

@@ -20,6 +20,7 @@ from bus.messages import (
     Result,
     Started,
     Task,
+    ToolLog,
     TurnReply,
     TurnRequest,
     decode,
@@ -43,7 +44,7 @@ class Worker:
         """``metrics_port``: where this process serves its /metrics (announced in heartbeats; 0: nowhere)."""
         self._settings = settings
         self._backend = backend
-        self._executor = Executor(backend, settings.worker_id, self._ask_model)
+        self._executor = Executor(backend, settings.worker_id, self._publish_log, self._ask_model)
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._running: dict[Delivery, float] = {}
@@ -255,6 +256,12 @@ class Worker:
             started_at=time.time(),
         )
         await self._notify(task, started)
+
+    async def _publish_log(self, piece: ToolLog) -> None:
+        """Publish a piece of a running tool's stderr for those following its run (core NATS, no stream)."""
+        assert self._bus is not None
+        msg_id = f"{piece.task_id}:{piece.attempt}:log:{piece.seq}"
+        await notify(self._bus, Outgoing(subjects.tool_logs(piece.tenant, piece.run_id), encode(piece), msg_id))
 
     async def _notify(self, task: Task, notice: Started | Released) -> None:
         """Publish a notice about ``task`` on its results subject, without waiting for the stream."""

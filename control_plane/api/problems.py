@@ -33,6 +33,7 @@ _TITLES = {
     "invalid-workflow": "Invalid workflow",
     "duplicate-version": "Version already exists with other content",
     "not-found": "Not found",
+    "ambiguous-id": "The start of an id that several ids share",
     "unauthorized": "Unauthorized",
     "forbidden": "Forbidden",
     "rate-limited": "Too many requests",

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -241,9 +242,20 @@ def get_run(run_id: str) -> Call[JSON]:
     return Call("GET", f"/v1/runs/{_segment(run_id)}", _json)
 
 
-def list_runs(state: str | None = None, limit: int = 50, cursor: str | None = None) -> Call[JSON]:
-    """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`."""
-    params = {"state": state, "limit": limit, "cursor": cursor}
+def list_runs(
+    state: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    *,
+    workflow: str | None = None,
+    since: datetime | str | None = None,
+) -> Call[JSON]:
+    """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`; only those of `workflow`
+    (`NAME` or `NAME@VERSION`) and created at or after `since` (an aware datetime, or ISO 8601 text) if given.
+    Pass `next_cursor` back as `cursor`, with the same filters, for the next page."""
+    if isinstance(since, datetime):
+        since = since.isoformat()
+    params = {"state": state, "limit": limit, "cursor": cursor, "workflow": workflow, "since": since}
     return Call("GET", "/v1/runs", _json, params={k: v for k, v in params.items() if v is not None})
 
 
@@ -333,10 +345,12 @@ class EventFeed:
     without data, which carry the last event id): they are no events, and they do not stop `idle_timeout`.
     """
 
-    def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None) -> None:
+    def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None, logs: bool) -> None:
         self.run_id = run_id
         self.last_event_id = last_event_id
         self.idle_timeout = idle_timeout
+        self.logs = logs
+        """Ask for the tools' live stderr too (`log` events, which carry no id and so never move the feed)."""
         self.open = True
         self._last_news = time.monotonic()
 
@@ -349,6 +363,7 @@ class EventFeed:
         return {
             "method": "GET",
             "url": f"/v1/runs/{_segment(self.run_id)}/events",
+            "params": {"logs": "true"} if self.logs else None,
             "headers": headers,
             "timeout": httpx.Timeout(
                 connect=timeout.connect, read=self.idle_timeout, write=timeout.write, pool=timeout.pool
