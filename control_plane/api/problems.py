@@ -54,6 +54,9 @@ _TITLES = {
     "stream-interrupted": "The model's stream was interrupted",
     "context-length-exceeded": "The prompt exceeds every model's context window",
     "secret-not-found": "Unknown secret",
+    "master-key-in-environment": "The master key is set in the environment",
+    "master-key-changed": "The master key changed",
+    "secret-unreadable": "The secret does not open",
     "budget-exceeded": "Budget exceeded",
 }
 

@@ -711,6 +711,103 @@ def llm_calls(session: _Session, run_id: str, limit: int, output: str) -> None:
     )
 
 
+# ---- secrets --------------------------------------------------------------------------------------
+
+
+@cli.group("secret")
+def secret_group() -> None:
+    """Secrets: values such as provider keys that AgentFlow uses and never shows again (write-only)."""
+
+
+def _secret_value(from_file: Path | None) -> str:
+    """The value from FILE, from standard input when it is not a terminal, else from a prompt that does
+    not echo; its trailing line break dropped. Never from the command line, where other users see it."""
+    if from_file is not None:
+        text: str = read_text(from_file, "--from-file")
+    elif sys.stdin.isatty():
+        text = click.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        text = sys.stdin.read()
+    value = text.rstrip("\r\n")
+    if not value:
+        raise _Failure("the secret's value is empty")
+    return value
+
+
+@secret_group.command("set")
+@click.argument("name")
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path), help="Read the value from FILE instead.")
+@click.option("--platform", is_flag=True, help="A secret of the platform's, for platform-wide deployments.")
+@_output_option
+@_pass_session
+def secret_set(session: _Session, name: str, from_file: Path | None, platform: bool, output: str) -> None:
+    """Set secret NAME, or replace it: the value comes from --from-file, from standard input, or from a
+    prompt that does not echo (never from the command line)."""
+    stored = session.client.set_secret(name, _secret_value(from_file), platform=platform)
+    if output == "json":
+        _print_json(stored)
+    else:
+        click.echo(f"secret {stored['name']} {stored['outcome']} (version {stored['version']})")
+
+
+@secret_group.command("ls")
+@click.option("--platform", is_flag=True, help="The platform's secrets (platform admins).")
+@_output_option
+@_pass_session
+def secret_ls(session: _Session, platform: bool, output: str) -> None:
+    """List the secrets: names, versions and when and by whom each was last set; never a value."""
+    items = session.client.list_secrets(platform=platform)
+    if output == "json":
+        _print_json({"items": items})
+        return
+    _print_table(
+        ["NAME", "SCOPE", "VERSION", "CREATED", "UPDATED", "UPDATED-BY"],
+        (
+            [
+                item["name"],
+                item["scope"],
+                str(item["version"]),
+                _when(item.get("created_at")),
+                _when(item.get("updated_at")),
+                item.get("updated_by", ""),
+            ]
+            for item in items
+        ),
+    )
+
+
+@secret_group.command("rm")
+@click.argument("name")
+@click.option("--platform", is_flag=True, help="The platform's secret of that name (platform admins).")
+@_pass_session
+def secret_rm(session: _Session, name: str, platform: bool) -> None:
+    """Remove secret NAME."""
+    session.client.delete_secret(name, platform=platform)
+    click.echo(f"secret {name} deleted")
+
+
+@secret_group.command("rotate-master")
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new master key (base64 of 32 bytes), needed when the control plane reads AF_MASTER_KEY.",
+)
+@_output_option
+@_pass_session
+def secret_rotate_master(session: _Session, new_key_file: Path | None, output: str) -> None:
+    """Re-wrap every secret's data key under a new master key (platform admins). Without --new-key-file the
+    control plane makes the key and replaces its key file, keeping the old one beside it until done."""
+    new_key = read_text(new_key_file, "--new-key-file").strip() if new_key_file is not None else None
+    answer = session.client.rotate_master_key(new_key)
+    if output == "json":
+        _print_json(answer)
+    else:
+        click.echo(
+            f"master key rotated: {answer['secrets']} secrets re-wrapped"
+            f" (key {answer['previous_master_id']} -> {answer['master_id']})"
+        )
+
+
 # ---- runs -----------------------------------------------------------------------------------------
 
 
