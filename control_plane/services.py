@@ -10,6 +10,7 @@ from bus.streams import ensure_results_consumer, ensure_streams
 from control_plane.catalog.resolver import Catalog
 from control_plane.engine.admission import Admission
 from control_plane.engine.dispatch import Dispatcher
+from control_plane.engine.fleet_view import FleetView
 from control_plane.engine.orchestrator import Orchestrator
 from control_plane.engine.run_cache import RunCache
 from control_plane.engine.submit import Submitter
@@ -36,6 +37,7 @@ class Services:
     pool: Pool
     bus: Bus
     fleet: Fleet
+    fleet_view: FleetView
     auth: Authenticator
     catalog: Catalog
     dispatcher: Dispatcher
@@ -77,11 +79,15 @@ class Services:
         cache = RunCache()
         submitter = Submitter(pool, catalog, dispatcher, cache)
         orchestrator = Orchestrator(pool, bus, catalog, dispatcher, cache)
+        fleet = await Fleet.open(bus)
+        fleet_view = FleetView(bus, fleet, orchestrator)
+        await fleet_view.load()
         services = cls(
             settings,
             pool,
             bus,
-            await Fleet.open(bus),
+            fleet,
+            fleet_view,
             auth,
             catalog,
             dispatcher,
@@ -103,6 +109,7 @@ class Services:
             asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
             asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
             asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
+            asyncio.create_task(fleet_view.run(services.stop), name="fleet"),
             asyncio.create_task(sample(bus, services.fleet, services.stop), name="sampler"),
             asyncio.create_task(services.gateway.run(services.stop), name="gateway"),
         ]

@@ -38,7 +38,7 @@ from registry import migrate
 from registry import secrets as stored
 from registry.db import dsn_with_database, ensure_database
 from tests.conftest import Stack, Upstream, isolated_stack
-from tests.conftest import problem_of as _problem
+from tests.conftest import expect_problem as _problem
 
 
 class Answers:
