@@ -12,6 +12,7 @@ import httpx
 import pytest
 from agentflow import Client
 
+from bench import plan_steps
 from tests.conftest import Stack
 from tests.test_agents_loop import LOOKUP
 
@@ -172,3 +173,22 @@ def test_a_plan_step_naming_an_unknown_tool_or_planner_is_refused_when_applied(
     assert answer.status_code == 422, answer.text
     problems = {(p["field"], p["type"].rsplit("/", 1)[-1]) for p in answer.json()["problems"]}
     assert problems == {("steps[0].plan.agent", "unknown-agent"), ("steps[0].plan.tools[1]", "unknown-tool")}
+
+
+def test_many_plans_at_once_each_run_and_what_accepting_them_costs_is_reported(
+    stack: Stack, tenant: tuple[str, httpx.Client]
+) -> None:
+    key, http = tenant
+    plan = {"steps": [{"name": "look", "tool": "lookup", "input": {"query": "$.input.topic"}}]}
+    _model(http, "script-many", [{"content": json.dumps(plan)}])
+    _agent(http, "many-planner", "script-many")
+    step = {"name": "x", "plan": {"agent": "many-planner", "goal": "$.input.goal", "tools": ["lookup"]}}
+    workflow = {"name": "many-plans", "version": "1", "kind": "dag", "steps": [step]}
+    assert http.post("/v1/workflows", json=workflow).status_code == 201
+    with Client(api_url=stack.api_url, token=key) as af:
+        started = [af.start_run(workflow="many-plans", input={"goal": "g", "topic": f"t{i}"}) for i in range(20)]
+        finals = [af.wait_run(run["id"], timeout=120) for run in started]
+    assert [final["state"] for final in finals] == ["succeeded"] * 20, [final["error"] for final in finals]
+    assert sorted(final["output"]["found"] for final in finals) == sorted(f"T{i}" for i in range(20))
+    figures = plan_steps.stack_overhead(finals, "x")
+    print(f"\nplan recorded after the planner's last turn, ms: {figures}")
