@@ -40,6 +40,11 @@ does not fall back), its fallback instance starts, keyed ``<key>.fallback``, its
 ``<step>.fallback`` (a step name has no ``.``, so none clashes). Its output stands in for the step's; if it
 fails too, so does the step. ``queue`` defaults to ``default`` and ``input`` to the step's own input.
 
+``plan: {agent, goal, tools, agents}`` instead of ``tool``, ``queue`` and ``retry``: a plan step (see
+planner.py). Its planning agent (``agent``) is asked for a DAG reaching ``goal`` (a template) that uses only
+the ``tools`` and ``agents`` listed (at least one); the plan reads the step's ``input`` as its ``$.input``,
+and the step's output is the plan's output.
+
 ``loop: {steps: [...], until: "<condition>", max_iterations: N}`` instead of ``tool``, ``queue``,
 ``input``, ``retry`` and ``compensate``: a bounded loop. Its steps are written like any step, but need
 only each other (loops do not nest); they may read what the loop step may, besides. Iteration i (from 1) runs them keyed
