@@ -3,8 +3,11 @@ tools and agents offered, no nesting, no retries or compensations of its own); a
 
 import pytest
 
+from bus.states import RunState
+from control_plane.planning.agent import AgentLoop, compile_instructions
+from control_plane.planning.agent_steps import AgentSteps
 from control_plane.planning.dag import parse_dag
-from control_plane.planning.planner import check_plan
+from control_plane.planning.planner import Offer, PlanSteps, check_plan
 from control_plane.planning.problems import WorkflowInvalid
 
 TOOLS = {"lookup": "1"}
@@ -69,3 +72,33 @@ def test_a_plan_step_needs_an_agent_a_goal_and_something_to_offer() -> None:
         "steps[0].plan.goal: required",
         "steps[0].plan.tools: a plan needs at least one tool or agent to use",
     ]
+
+
+def _loop(instructions: str) -> AgentLoop:
+    return AgentLoop(
+        name="helper",
+        version="1",
+        instructions=compile_instructions(instructions),
+        model="tier1",
+        tools={},
+        model_queue="default",
+        max_turns=2,
+    )
+
+
+def test_an_agent_step_or_a_plan_step_that_cannot_even_start_fails_at_once_and_starts_nothing() -> None:
+    agent_step = parse_dag({"steps": [{"name": "a", "agent": "helper", "input": {}}]})
+    agents = AgentSteps(agent_step, {"helper@1": _loop("Use {{$.input.missing}}")}, {("helper", None): "helper@1"})
+    decision = agents.decide({}, {})
+    assert decision.start == () and decision.outcome is not None
+    assert decision.outcome.error == "step 'a' failed: instructions: $.input.missing: no key 'missing'"
+
+    plan_step = parse_dag({"steps": [{"name": "p", "plan": {"agent": "helper", "goal": "g", "tools": ["lookup"]}}]})
+    offers = {("helper", None, True): Offer("helper", "1", True), ("lookup", None, False): Offer("lookup", "1", False)}
+    plans = PlanSteps(plan_step, {"helper@1": _loop("Plan {{$.input.input.missing}}")}, offers)
+    decision = plans.decide({}, {})
+    assert decision.start == () and decision.outcome is not None and decision.outcome.state == RunState.FAILED
+    assert (
+        decision.outcome.error
+        == "step 'p' failed: planning failed: instructions: $.input.input.missing: no key 'missing'"
+    )

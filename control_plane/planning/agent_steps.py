@@ -37,14 +37,17 @@ class AgentSteps(Layer):
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
         return layered(self.plan, run_input, states, is_agent_record, self._loop, self._begin)
 
-    def _begin(self, start: Start) -> list[Start]:
+    def _begin(self, start: Start) -> Decision:
         """An agent step the planner asks for: its own instance, and its loop's first turn."""
         if not isinstance(start.action, ToolCall) or not start.action.agent:
-            return [start]
+            return Decision((start,), None)
         ref = self.pins[(start.action.tool, start.action.tool_version)]
         agent = RunAgent(ref, start.action.input)
         record = StepState(TaskState.QUEUED, step=start.step, input=agent.input_record())
-        return [Start(start.key, start.step, agent), *self._loop(start.key, record, {}).start]
+        first = self._loop(start.key, record, {})
+        return (
+            first if first.outcome is not None else Decision((Start(start.key, start.step, agent), *first.start), None)
+        )
 
     def _loop(self, key: str, state: StepState, states: Mapping[str, StepState]) -> Decision:
         """The next move of agent step ``key``'s loop, over its own instances (their keys under it)."""

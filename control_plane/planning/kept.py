@@ -8,7 +8,7 @@ the workflow's planner sees it finished like any step, in the same decision.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,10 @@ class Layer:
 
 Advance = Callable[[str, StepState, Mapping[str, StepState]], Decision]
 """The next move of a kept step (its key, its record, every record of the run); an outcome settles it."""
-Begin = Callable[[Start], Iterable[Start]]
-"""What a start the workflow's planner asks for becomes (itself, or a kept step's instance and first moves)."""
+Begin = Callable[[Start], Decision]
+"""What a start the workflow's planner asks for becomes: itself, or a kept step's instance and first moves,
+or (an outcome) the kept step's failure before it could start (its agent's instructions cannot be rendered,
+say)."""
 
 
 def layered(
@@ -68,13 +70,22 @@ def layered(
             else:
                 settled.append(Settle(key, TaskState.FAILED, output, error))
             inner[key] = StepState(settled[-1].state, output, error, state.step, state.input)
-    decision = plan.decide(run_input, inner)
-    settled.extend(decision.settle)
-    if decision.outcome is not None:
-        return Decision((), decision.outcome, tuple(settled))
-    for start in decision.start:
-        starts.extend(begin(start))
-    return Decision(tuple(starts), None, tuple(settled))
+    # A kept step that fails before it starts is never recorded: the planner sees it failed at once, and
+    # decides again; replaying the same records fails it the same way.
+    while True:
+        decision = plan.decide(run_input, inner)
+        if decision.outcome is not None:
+            return Decision((), decision.outcome, (*settled, *decision.settle))
+        begun = [(start, begin(start)) for start in decision.start]
+        unstarted = [(start, first) for start, first in begun if first.outcome is not None]
+        if not unstarted:
+            break
+        for start, first in unstarted:
+            assert first.outcome is not None
+            inner[start.key] = StepState(TaskState.FAILED, None, first.outcome.error, start.step)
+    for _, first in begun:
+        starts.extend(first.start)
+    return Decision(tuple(starts), None, (*settled, *decision.settle))
 
 
 def loop_decision(

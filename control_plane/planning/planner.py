@@ -157,10 +157,10 @@ class PlanSteps(Layer):
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
         return layered(self.plan, run_input, states, is_plan_record, self._advance, self._begin)
 
-    def _begin(self, start: Start) -> list[Start]:
+    def _begin(self, start: Start) -> Decision:
         """A plan step the planner asks for: its own instance, and its planning loop's first turn."""
         if not isinstance(start.action, MakePlan):
-            return [start]
+            return Decision((start,), None)
         ask = start.action
         pinned = self.offers[_key(ask.planner)]
         asked = {
@@ -172,7 +172,8 @@ class PlanSteps(Layer):
         }
         run = RunPlan(f"{pinned.name}@{pinned.version}", asked)
         record = StepState(TaskState.QUEUED, step=start.step, input=run.input_record())
-        return [Start(start.key, start.step, run), *self._advance(start.key, record, {}).start]
+        first = self._advance(start.key, record, {})
+        return first if first.outcome is not None else Decision((Start(start.key, start.step, run), *first.start), None)
 
     def _advance(self, key: str, state: StepState, states: Mapping[str, StepState]) -> Decision:
         """The next move of plan step ``key``: its planning loop until a plan is accepted, then the plan."""
