@@ -400,6 +400,9 @@ class Catalog:
             tool_name, _, tool_version = ref.partition("@")
             pinned = tool_version or pins.get("tools", {}).get(tool_name)
             tools[tool_name] = tool = await self.tool(tenant, tool_name, pinned)
+            if tool_name in BUILTINS:  # noop: no stored document, nothing to describe
+                described.append((tool, {"description": f"the built-in {tool_name} tool"}))
+                continue
             stored = await self._entry(store.Kind.TOOL, tenant, tool.name, tool.version, "tools")
             described.append((tool, msgspec.json.decode(stored.spec)))
         agent = Agent(
