@@ -9,7 +9,9 @@ the drain rate of a pre-filled queue (tasks/s over the last 90% of results once 
 task by process, the median of the repetitions, and AgentFlow's ratios to raw JetStream and to each peer.
 Unless ``--no-planners``, each repetition ends with the planners' phases (``bench/planners.py``): µs per
 decision of each planner replaying a whole run of a 1,000-node workflow, and the end-to-end time of a 100-step
-DAG with fan-out 10; ``--only planners`` runs those alone.
+DAG with fan-out 10; ``--only planners`` runs those alone. The gateway phase (``bench/gateway.py``; ``--only
+gateway`` alone) measures a model call's overhead through AgentFlow's gateway, beside LiteLLM's proxy with
+``--peers``.
 """
 
 import argparse
@@ -27,9 +29,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import uvloop
 
-from bench import peers, planners, raw
+from bench import gateway, peers, planners, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
 from bus.commands import CommandParser
@@ -58,6 +61,8 @@ class Bench:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.samples: dict[str, dict[str, list[float]]] = {}
         self.peers: list[peers.Peer] = []
+        self.gateway_servers = gateway.Servers(self.home)
+        self.gateway_targets: list[gateway.Target] = []
 
     # --- processes ----------------------------------------------------------------------------------
 
@@ -68,6 +73,11 @@ class Bench:
         self.state = stack.up(settings, workers=0, concurrency=1)
         # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
         self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
+        if self.gateway_on():
+            self.gateway_servers.start_upstream()
+
+    def gateway_on(self) -> bool:
+        return self.args.gateway_calls > 0 and self.args.sandbox is None and self.args.only in (None, "gateway")
 
     def stop(self) -> None:
         try:
@@ -75,6 +85,7 @@ class Bench:
         finally:
             for peer in self.peers:
                 peer.stop()
+            self.gateway_servers.stop()
             stack.down(self.home, quiet=True)
             shutil.rmtree(self.home, ignore_errors=True)
 
@@ -197,8 +208,18 @@ class Bench:
             return
         if self.args.only is None:
             await self.task_phases(index)
-        if self.args.planners:
+        if self.gateway_on():
+            await self.gateway_phases(index)
+        if self.args.planners and self.args.only in (None, "planners"):
             await self.planner_phases(index)
+
+    async def gateway_phases(self, index: int) -> None:
+        """One model call sent straight to the upstream, through AgentFlow's gateway and through LiteLLM's."""
+        self.set_workers("agentflow", 0)
+        for target in self.gateway_targets:
+            _progress(f"[{index + 1}/{self.args.repeat}] model gateway: {target.system}, 1 and 50 callers")
+            for metric, value in (await gateway.measure(target, self.args.gateway_calls)).items():
+                self.record(f"gw-{target.system}", metric, value)
 
     async def task_phases(self, index: int) -> None:
         args = self.args
@@ -335,6 +356,8 @@ class Bench:
         assert self.state is not None
         token = (self.home / stack.KEY_FILE).read_text().strip()
         await _register_echo(self.state.api_url, token)
+        if self.gateway_on():
+            self.gateway_targets = await self._gateway_targets(token)
         for peer in self.peers:
             await peer.open()
         try:
@@ -344,6 +367,22 @@ class Bench:
             for peer in self.peers:
                 await peer.close()
         return self.report()
+
+    async def _gateway_targets(self, token: str) -> list[gateway.Target]:
+        """A tenant of the benchmark's own with the upstream's deployment; LiteLLM's proxy with ``--peers``."""
+        assert self.state is not None
+        upstream = self.gateway_servers.upstream
+        litellm = self.gateway_servers.start_litellm() if self.args.peers else None
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=self.state.api_url, headers=headers, timeout=30) as admin:
+            made = await admin.post("/v1/tenants", json={"name": "bench-gateway"})
+            made.raise_for_status()
+            key = made.json()["admin_key"]["key"]
+            applied = await admin.post(
+                "/v1/models", json=gateway.deployment(upstream), headers={"Authorization": f"Bearer {key}"}
+            )
+            applied.raise_for_status()
+        return gateway.targets(self.state.api_url, key, upstream, litellm)
 
     def report(self) -> dict[str, Any]:
         medians = {
@@ -355,11 +394,13 @@ class Bench:
         if "agentflow" in summary:
             for other in ("raw", *(peer.system for peer in self.peers)):
                 summary["ratios"].update(_ratios(summary["agentflow"], summary[other], other))
+        summary["gateway_overhead"] = gateway.overheads(summary)
         planned = {k.removeprefix(PLANNER): v for k, v in medians.items() if k.startswith(PLANNER)}
         if planned:
             summary["planners"] = planned
         summary["runs"] = {"repeat": self.args.repeat, "latency_runs": self.args.latency_runs, "tasks": self.args.tasks}
         summary["runs"]["task_phases"] = self.args.only is None
+        summary["runs"]["gateway_calls"] = self.args.gateway_calls if self.gateway_on() else 0
         if self.args.planners:
             summary["runs"]["planner_nodes"] = self.args.planner_nodes
             summary["runs"]["fanout"] = {
@@ -490,6 +531,7 @@ def _rate(m: dict[str, float], key: str, width: int) -> str:
 
 def render(summary: dict[str, Any]) -> str:
     lines = _render_tasks(summary) if summary["runs"].get("task_phases", True) else []
+    lines += gateway.render(summary)
     if "planners" in summary:
         runs = summary["runs"]
         if lines:
@@ -599,7 +641,16 @@ def arguments() -> argparse.ArgumentParser:
         help="End each repetition with the planners' phases: µs per decision of each planner, a fan-out DAG end to "
         "end.",
     )
-    parser.add_argument("--only", choices=["planners"], help="Run only these phases (`--only planners`).")
+    parser.add_argument(
+        "--only", choices=["planners", "gateway"], help="Run only these phases (`--only planners`, `--only gateway`)."
+    )
+    parser.add_argument(
+        "--gateway-calls",
+        type=int,
+        default=1000,
+        help="Timed model calls per gateway cell (whole or streamed, 1 or 50 callers); 0 skips the gateway phase."
+        " With --peers, LiteLLM's proxy from .venv-litellm runs beside AgentFlow's.",
+    )
     parser.add_argument(
         "--sandbox",
         choices=["process", "runsc"],

@@ -206,7 +206,47 @@ class ModelStats(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder[object]] = {}
 
-M = TypeVar("M", Task, Result, Started, RunEvents, ToolLog, Heartbeat, CancelTasks, ModelHealth, ModelStats)
+
+class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One model turn of one run: the chat completion request, and which step instance it is for."""
+
+    v: int = WIRE_VERSION
+    tenant: str
+    run_id: str
+    task_id: str
+    step: str
+    """The turn's key in the run (``turn-3``): with the task id, what makes the call idempotent."""
+    agent: str
+    body: msgspec.Raw
+    """An OpenAI chat completion request (``model`` a tier or a deployment's name)."""
+
+
+class TurnReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The gateway's answer to a ``TurnRequest``."""
+
+    v: int = WIRE_VERSION
+    ok: bool
+    completion: msgspec.Raw = msgspec.Raw(b"null")
+    """The OpenAI ``chat.completion`` answered (when ``ok``)."""
+    error: str | None = None
+    retryable: bool = False
+    """The turn may succeed if tried again (no healthy deployment now, the gateway unreachable)."""
+
+
+M = TypeVar(
+    "M",
+    Task,
+    Result,
+    Started,
+    RunEvents,
+    ToolLog,
+    Heartbeat,
+    CancelTasks,
+    ModelHealth,
+    ModelStats,
+    TurnRequest,
+    TurnReply,
+)
 
 
 def encode(value: Any) -> bytes:

@@ -20,6 +20,7 @@ ALL_RESULTS = "af.*.results.*"
 ALL_EVENTS = "af.*.events.*"
 ALL_CHANNELS = "af.*.chan.*"
 ALL_LOGS = "af.*.logs.*"
+ALL_MODEL_TURNS = "af.*.llm.turns"
 
 
 class InvalidName(ValueError):
@@ -66,6 +67,11 @@ def tool_logs(tenant: str, run_id: str) -> str:
 def cancels(tenant: str) -> str:
     """Where the control plane tells a tenant's workers which tasks to stop (core NATS, no stream)."""
     return f"af.{check_name('tenant', tenant)}.cancel"
+
+
+def model_turns(tenant: str) -> str:
+    """Where a tenant's workers ask the model gateway for agents' turns (core NATS request/reply)."""
+    return f"af.{check_name('tenant', tenant)}.llm.turns"
 
 
 def channel(tenant: str, name: str) -> str:

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus import Bus, Fleet, connect
+from bus import Bus, Fleet, connect, model_turns
 from bus.streams import ensure_results_consumer, ensure_streams
 from control_plane.catalog.resolver import Catalog
 from control_plane.engine.admission import Admission
@@ -15,6 +15,7 @@ from control_plane.engine.run_cache import RunCache
 from control_plane.engine.submit import Submitter
 from control_plane.gateway import Gateway
 from control_plane.gateway.credentials import CredentialsFile
+from control_plane.gateway.turns import TurnAnswerer
 from control_plane.gauges import sample
 from control_plane.security.authentication import Authenticator
 from control_plane.security.quotas import FailureBrake, TenantQuotas
@@ -24,6 +25,7 @@ from control_plane.settings import Settings
 from registry import connect as connect_db
 from registry import limits, migrate
 from registry.db import Pool, ping
+from registry.installation import installation_id
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class Services:
     quotas: TenantQuotas
     brake: FailureBrake
     gateway: Gateway
+    stack_id: str
+    """The installation's id (``registry.installation``): what a client ties its stored login to."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -88,7 +92,10 @@ class Services:
             await Gateway.open(
                 pool, bus, settings.gateway, CredentialsFile.load(settings.gateway.llm_credentials_file)
             ),
+            await installation_id(pool),
         )
+        # Agents' model turns, asked by workers over the bus, answered by the gateway.
+        await model_turns.serve(bus, TurnAnswerer(services.gateway).answer)
         services.loops = [
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
@@ -104,6 +111,7 @@ class Services:
     async def close(self) -> None:
         self.stop.set()
         self.submitter.wake()
+        self.dispatcher.wake()
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.submitter.close()
         await self.dispatcher.close()

@@ -42,6 +42,9 @@ class Settings(ProcessSettings):
     """``AF_MAX_CONCURRENT_RUNS``: each tenant's unfinished runs at most, unless the tenant sets its own."""
     auth_failures_per_minute: int = 10
     """``AF_AUTH_FAILURES_PER_MINUTE``: failed token requests one source address may make before 429s."""
+    sse_keepalive_seconds: float = 15.0
+    """``AF_SSE_KEEPALIVE_SECONDS``: how long a run's event stream may stay quiet before it sends a comment,
+    so that a proxy does not take a long step's silence for a dead connection."""
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     """The model gateway's (``control_plane.gateway.settings``)."""
 
@@ -52,6 +55,8 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
         raise SettingsError("AF_DATABASE_URL is not set: the control plane needs PostgreSQL")
     if settings.max_in_flight_per_tenant < 0:
         raise SettingsError("AF_MAX_IN_FLIGHT_PER_TENANT: must be 0 (no ceiling) or more")
+    if settings.sse_keepalive_seconds <= 0:
+        raise SettingsError("AF_SSE_KEEPALIVE_SECONDS: must be more than 0")
     check_log_format(settings.log_format)
     check_gateway(settings.gateway)
     return settings

@@ -2,7 +2,9 @@
 burst, carries a stream's messages, kept and new, and ends when its connection closes, and the fleet reads back
 what workers wrote."""
 
+import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -50,6 +52,32 @@ async def test_a_delivery_handed_back_with_a_delay_comes_again_later_and_a_termi
     assert again.deliveries == 2
     await again.term()
     assert await consumer.pull(1, 1.0) == []
+
+
+async def test_a_pull_ends_empty_as_soon_as_stop_is_set_and_the_consumer_still_delivers_afterwards(bus: Bus) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    consumer = await bind(bus, subjects.TASKS_STREAM, await ensure_task_consumer(bus, TENANT, queue))
+    stop = asyncio.Event()
+    pulling = asyncio.create_task(consumer.pull(1, 600.0, stop=stop))
+    await asyncio.sleep(0.1)
+    stop.set()
+    async with asyncio.timeout(30):  # a pull that waited out its 600 s would fail here, not hang the suite
+        assert await pulling == []
+
+    task = noop_task(TENANT)
+    await publish(bus, Outgoing(subjects.tasks(TENANT, queue), encode(task), task.task_id, TRACEPARENT))
+    [delivery] = await consumer.pull(1, 5.0, stop=asyncio.Event())
+    assert delivery.data == encode(task)
+    await delivery.ack()
+
+
+async def test_closing_a_bus_is_no_lost_connection_and_logs_no_warning(
+    tmp_root: Path, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await connect(admin_url(tmp_root, nats_server), "test-bus-close")
+    with caplog.at_level(logging.INFO, logger="bus.connection"):
+        await connection.close()
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 async def test_a_watch_looks_at_once_then_once_per_burst_then_on_silence(bus: Bus) -> None:

@@ -172,7 +172,8 @@ def test_unreachable_api_exits_3() -> None:
     assert_one_line_error(
         result,
         3,
-        "cannot reach the AgentFlow API at http://af.test: Connection refused (is the stack up? try `af up`)",
+        "cannot reach the AgentFlow API at http://af.test: Connection refused"
+        " (is the stack up? af status shows it; af up starts it or what exited)",
     )
 
 

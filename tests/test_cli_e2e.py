@@ -13,10 +13,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from agentflow import Client
 
 from control_plane.stack.processes import free_port
 from registry import run_reads
-from tests.conftest import EXAMPLES, ROOT, Stack
+from tests.conftest import EXAMPLES, ROOT, Stack, start_and_cancel_while_running
 
 # `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.
 AF = Path(sys.executable).parent / "af"
@@ -86,6 +87,29 @@ def test_registering_a_tool_file_says_created_then_unchanged(af: Af, tmp_path: P
     again = af("tool", "register", str(tmp_path / "cli-text-stats.yaml"))
     assert again.returncode == 0, again.stderr
     assert again.stdout == "tool cli-text-stats@1.0.0 unchanged (this version already exists)\n"
+
+
+def test_a_tool_file_with_an_unquoted_version_is_refused_until_it_ships_the_file_its_command_runs(
+    af: Af, tmp_path: Path
+) -> None:
+    tool = tmp_path / "numbered.yaml"
+    tool.write_text("name: cli-numbered\nversion: 1\nruntime:\n  command: [python3, main.py]\n")
+    refused = af("tool", "register", str(tool))
+    assert refused.returncode == 1
+    line = one_error_line(refused)
+    assert "'main.py'" in line and "runtime.files" in line and line.endswith("(field: runtime.command)"), line
+
+    (tmp_path / "numbered.py").write_text("print('{}')\n")
+    tool.write_text(tool.read_text() + "  files: {main.py: numbered.py}\n")
+    registered = af("tool", "register", str(tool))
+    assert registered.returncode == 0, registered.stderr
+    assert registered.stdout == "tool cli-numbered@1 created\n"
+
+    workflow = tmp_path / "numbered-flow.yaml"
+    workflow.write_text("name: cli-numbered-flow\nversion: 1\nkind: dag\nsteps:\n  - {name: a, tool: cli-numbered@1}\n")
+    applied = af("workflow", "apply", str(workflow))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.startswith("workflow cli-numbered-flow@1 created"), applied.stdout
 
 
 def test_registering_the_example_tool_file_twice_leaves_it_unchanged(af: Af) -> None:
@@ -177,6 +201,28 @@ def test_the_worker_fleet_lists_the_stacks_worker_as_json(af: Af) -> None:
     assert result.returncode == 0, result.stderr
     workers = json.loads(result.stdout)["items"]
     assert any(worker["queues"] == ["default"] and worker["sandbox"] == "runsc" for worker in workers), workers
+
+
+def test_runs_get_shows_the_worker_and_duration_of_a_task_cancelled_while_running(af: Af, client: Client) -> None:
+    run_id, started = start_and_cancel_while_running(client)
+    result = af("runs", "get", run_id)
+    assert result.returncode == 0, result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("dozer ")]
+    cells = row.split()
+    assert cells[:4] == ["dozer", "dozer@1.0.0", "cancelled", "1"], row
+    assert cells[4] == started["data"]["worker_id"], row
+    assert len(cells) == 6 and cells[5].endswith("s"), row  # the duration
+
+
+@pytest.mark.parametrize(("tool", "ended"), [("noop", "succeeded"), ("fail", "failed")])
+@pytest.mark.usefixtures("examples_registered_by_cli")
+def test_cancelling_a_finished_run_says_the_state_it_ended_in(af: Af, tool: str, ended: str) -> None:
+    run = json.loads(af("run", tool, "--tool", "--input", "{}", "--wait", "--output", "json").stdout)
+    assert run["state"] == ended
+    result = af("cancel", run["id"])
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert ended in line and "cancelled" not in line, line
 
 
 # --- errors -----------------------------------------------------------------------------------------

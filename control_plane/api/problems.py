@@ -6,6 +6,7 @@ from typing import Any
 import msgspec
 
 from control_plane.errors import (
+    BudgetExceeded,
     Conflict,
     Forbidden,
     Invalid,
@@ -28,6 +29,7 @@ _TITLES = {
     "input-schema-mismatch": "Input does not match the schema",
     "unknown-tool": "Unknown tool",
     "unknown-workflow": "Unknown workflow",
+    "unknown-agent": "Unknown agent",
     "invalid-workflow": "Invalid workflow",
     "duplicate-version": "Version already exists with other content",
     "not-found": "Not found",
@@ -63,6 +65,7 @@ _STATUSES: tuple[tuple[type[Refused], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
     (Throttled, 429),
+    (BudgetExceeded, 402),
     (Unavailable, 503),
     (UpstreamFailed, 502),
     (Refused, 400),

@@ -2,6 +2,8 @@
 
 import contextlib
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -13,7 +15,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bus import WatchLost, subjects
 from bus.messages import ToolLog, decode, json_text
-from bus.states import RunState
+from bus.states import FINAL_RUN_STATES, RunState
 from bus.watch import watch_carrying
 from control_plane import metrics
 from control_plane.api import views
@@ -32,6 +34,8 @@ from registry.runs import RunRow
 log = logging.getLogger(__name__)
 
 SSE_POLL_SECONDS = 1.0
+_EVENT_ID_RE = re.compile(r"[0-9]{1,18}")
+"""An event's ``seq`` as its SSE id (at most 18 digits, so any fits in PostgreSQL's bigint)."""
 
 
 @post("/v1/runs", status_code=201, opt={"permission": ("runs", "write")})
@@ -42,14 +46,22 @@ async def start_run(
     identity: Identity,
     idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", required=False)] = None,
 ) -> Response[bytes]:
-    """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run."""
+    """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run, in the
+    state it is in now. The key is the header's or the body's ``idempotency_key``; two different ones are
+    refused."""
+    if idempotency_key is not None and data.idempotency_key is not None and idempotency_key != data.idempotency_key:
+        detail = (
+            f"the Idempotency-Key header ({idempotency_key!r}) and the body's idempotency_key"
+            f" ({data.idempotency_key!r}) differ: give one of them, or the same in both"
+        )
+        raise Problem(422, "validation-error", detail, "idempotency_key")
     await services.quotas.admit_runs(identity.tenant, 1)
     submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
     submission.actor, submission.source = identity.actor, source_address(request)
     (accepted,) = await services.submitter.submit([submission])
     metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
     return _json(
-        {"id": accepted.run_id, "state": RunState.RUNNING, "created": accepted.created},
+        {"id": accepted.run_id, "state": accepted.state, "created": accepted.created},
         201 if accepted.created else 200,
     )
 
@@ -78,7 +90,7 @@ async def start_runs(
                 answers[index] = {"problem": Problem.of(refusal).as_dict()}
         else:
             for (index, submission), outcome in zip(prepared, accepted, strict=True):
-                answers[index] = {"id": outcome.run_id, "created": outcome.created}
+                answers[index] = {"id": outcome.run_id, "state": outcome.state, "created": outcome.created}
                 metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
     return _json({"items": answers})
 
@@ -202,17 +214,33 @@ async def run_events(
     identity: Identity,
     last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
     logs: Annotated[bool, Parameter(description="Also what the tools write to stderr, live", required=False)] = False,
-) -> ServerSentEvent:
+) -> Response[Any]:
     """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one.
+
+    A finished run with no event after ``Last-Event-ID`` answers 204 No Content, which tells an EventSource to
+    stop reconnecting; an id past the run's last event is refused (422): no stream could ever reach it.
+
     With ``logs=true``, what its tools write to stderr while they run comes too, as ``log`` events without an
     id: what the last hour kept of it first, then as it is written (a reconnection gives them all again, each
-    numbered by ``data.seq`` within its attempt; each task event keeps the tail for the record)."""
-    run_id = (await _run_row(services, identity.tenant, run_id)).id
-    try:
-        after = int(last_event_id) if last_event_id else 0
-    except ValueError:
-        raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID") from None
-    return ServerSentEvent(_event_stream(services, identity.tenant, run_id, after, logs))
+    numbered by ``data.seq`` within its attempt; each task event keeps the tail for the record).
+    """
+    row = await _run_row(services, identity.tenant, run_id)
+    after = _resumed_after(last_event_id)
+    if after > row.last_seq:
+        detail = f"run {row.id} has no event {after}: its last event is {row.last_seq}"
+        raise Problem(422, "validation-error", detail, "Last-Event-ID")
+    if after == row.last_seq and row.state in FINAL_RUN_STATES:
+        return Response(b"", status_code=204)
+    stream = _event_stream(services, identity.tenant, row.id, after, logs)
+    return ServerSentEvent(stream, headers={"Cache-Control": "no-store"})
+
+
+def _resumed_after(last_event_id: str | None) -> int:
+    if not last_event_id:
+        return 0
+    if _EVENT_ID_RE.fullmatch(last_event_id) is None:
+        raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID")
+    return int(last_event_id)
 
 
 async def _event_stream(
@@ -220,18 +248,30 @@ async def _event_stream(
 ) -> AsyncIterator[ServerSentEventMessage]:
     # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
     # one poll interval and never a gap.
+    keepalive = services.settings.sse_keepalive_seconds
     carried = subjects.tool_logs(tenant, run_id) if logs else None
-    looks = watch_carrying(services.bus, subjects.events(tenant, run_id), SSE_POLL_SECONDS, carried)
+    looks = watch_carrying(services.bus, subjects.events(tenant, run_id), min(SSE_POLL_SECONDS, keepalive), carried)
+    quiet_since = time.monotonic()
     try:
         async with contextlib.aclosing(looks):
             async for look in looks:
-                for piece in _tool_logs(look.carried):
+                pieces = _tool_logs(look.carried)
+                for piece in pieces:
                     yield ServerSentEventMessage(data=json_text(views.tool_log(piece)), event="log")
-                for row in await run_reads.events_after(services.pool, tenant, run_id, after):
+                rows = await run_reads.events_after(services.pool, tenant, run_id, after)
+                for row in rows:
                     after = row.seq
                     yield ServerSentEventMessage(data=json_text(views.event(row)), event=row.type, id=row.seq)
                     if row.type in FINAL_EVENT_TYPES:
                         return
+                if rows or pieces:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= keepalive:
+                    # No data, so no event for EventSource; proxies see the connection alive, and the id (the
+                    # resumption point the client has already) lets parsers that report data-less messages
+                    # (httpx-sse) see it too.
+                    yield ServerSentEventMessage(data=None, comment="keep-alive", id=after)
+                    quiet_since = time.monotonic()
     except WatchLost as error:
         # The connection to NATS is closed (the control plane is stopping): the client resumes with Last-Event-ID.
         log.warning("ending the event stream of run %s after event %d: %s", run_id, after, error)

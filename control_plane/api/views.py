@@ -42,6 +42,7 @@ def run(row: RunRow, tasks: list[TaskRow] | None = None) -> dict[str, Any]:
         "tenant": row.tenant,
         "workflow": target if row.target_kind == "workflow" else None,
         "tool": target if row.target_kind == "tool" else None,
+        "agent": target if row.target_kind == "agent" else None,
         "state": row.state,
         "input": _raw(row.input),
         "output": _raw(row.output),

@@ -95,7 +95,7 @@ class Orchestrator:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = await bind(self._bus, subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
         while not stop.is_set():
-            msgs = await consumer.pull(BATCH, 1.0)
+            msgs = await consumer.pull(BATCH, 1.0, stop=stop)
             if not msgs:
                 continue
             try:
@@ -238,7 +238,7 @@ class Orchestrator:
         if run.state in FINAL_RUN_STATES:
             raise Conflict("run-finished", f"run {run_id} already {run.state}", "id")
         known: frozenset[str] = frozenset()
-        if run.target_kind == "workflow":
+        if run.target_kind != "tool":
             known = (await self._workflow(run)).plan.signals
         if name not in known:
             listed = ", ".join(sorted(known)) or "none"
@@ -263,6 +263,9 @@ class Orchestrator:
         return {run_id: WorkingRun.of(run) for run_id, run in stored.items()}
 
     async def _workflow(self, run: WorkingRun) -> Workflow:
+        """The plan of a workflow's run, or of an agent's (its loop)."""
+        if run.target_kind == "agent":
+            return await self._catalog.agent_workflow(run.tenant, run.target_name, run.target_version)
         return await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
 
     async def _committed(self, changes: list[Change], planned_from: dict[str, WorkingRun]) -> None:
@@ -297,7 +300,7 @@ class Orchestrator:
             if isinstance(result, Started | Released):
                 _mark_progress(run, task, result, change, events)
                 continue
-            if workflow is None and run.target_kind == "workflow":
+            if workflow is None and run.target_kind != "tool":
                 workflow = await self._workflow(run)
             tool = await self._catalog.tool(run.tenant, task.tool_name, task.tool_version)
             policy = (workflow.retries.get(task.element) if workflow else None) or tool.retry
@@ -438,6 +441,7 @@ def _fold_result(
     if result.stderr_tail:
         data["stderr"] = result.stderr_tail
     events.add("task.retrying" if next_attempt else f"task.{state}", data)
+    task.worker_id, task.started_at = result.worker_id, result.started_at
     round_trip = time.time() - result.queued_at if result.queued_at else None
     change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
     task.state, task.output, task.error = state, output, error
@@ -452,18 +456,25 @@ def _mark_progress(
     if task.state != (TaskState.QUEUED if started else TaskState.RUNNING):
         return
     task.state = TaskState.RUNNING if started else TaskState.QUEUED
-    change.update_task(
-        runs.TaskUpdate(
-            id=task.id,
-            run_id=run.id,
-            attempt=task.attempt,
-            state=task.state,
-            worker_id=notice.worker_id,
-            started_at=notice.started_at if isinstance(notice, Started) else None,
-        )
-    )
+    task.worker_id = notice.worker_id
+    task.started_at = notice.started_at if isinstance(notice, Started) else None
+    change.update_task(_as_known(run, task))
     data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
     events.add("task.started" if started else "task.released", data)
+
+
+def _as_known(run: WorkingRun, task: WorkingTask, finished_at: float | None = None) -> runs.TaskUpdate:
+    """An update of the task's current attempt to its state in the working copy, naming what that copy knows
+    of the attempt (its worker and start), since an update clears what it leaves out."""
+    return runs.TaskUpdate(
+        id=task.id,
+        run_id=run.id,
+        attempt=task.attempt,
+        state=task.state,
+        worker_id=task.worker_id,
+        started_at=task.started_at,
+        finished_at=finished_at,
+    )
 
 
 def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None:
@@ -474,11 +485,7 @@ def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None
             task.state = TaskState.CANCELLED
             if task.queue != CONTROL_PLANE:
                 change.cancelled.append(task.id)
-            change.update_task(
-                runs.TaskUpdate(
-                    id=task.id, run_id=run.id, attempt=task.attempt, state=TaskState.CANCELLED, finished_at=now
-                )
-            )
+            change.update_task(_as_known(run, task, finished_at=now))
             change.ended.append((task.queue, task.tool_name, TaskState.CANCELLED, None))
             events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
 

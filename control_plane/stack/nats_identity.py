@@ -98,10 +98,15 @@ class Identities:
         _write_private(self.config, render(self))
 
 
-def _user(name: str, password: str, publish: list[str] | None, subscribe: list[str] | None) -> dict[str, Any]:
+def _user(
+    name: str, password: str, publish: list[str] | None, subscribe: list[str] | None, *, responds: bool = False
+) -> dict[str, Any]:
+    """``responds``: the user may answer the requests it receives (and only those) on their reply subjects."""
     user: dict[str, Any] = {"user": name, "password": password}
     if publish is not None and subscribe is not None:
         user["permissions"] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+        if responds:
+            user["permissions"]["allow_responses"] = True
     return user
 
 
@@ -124,6 +129,7 @@ def worker_permissions(tenant: str, queues: list[str]) -> tuple[list[str], list[
     publish = [
         f"af.{tenant}.results.*",
         f"af.{tenant}.logs.*",
+        subjects.model_turns(tenant),
         f"$JS.API.STREAM.INFO.KV_{subjects.WORKERS_BUCKET}",
         f"$KV.{subjects.WORKERS_BUCKET}.{tenant}.*",
     ]
@@ -144,7 +150,8 @@ def render(identities: Identities) -> str:
     """nats-server's configuration (its format reads JSON) for these users."""
     passwords = identities.passwords
     users = [
-        _user(CONTROL_PLANE, passwords[CONTROL_PLANE], *control_plane_permissions()),
+        # The control plane answers workers' model turns (bus.model_turns) on their own inboxes.
+        _user(CONTROL_PLANE, passwords[CONTROL_PLANE], *control_plane_permissions(), responds=True),
         _user(ADMIN, passwords[ADMIN], None, None),
     ]
     for tenant, queues in sorted(identities.queues.items()):

@@ -130,6 +130,22 @@ def list_workflows() -> Call[list[JSON]]:
     return Call("GET", "/v1/workflows", _items)
 
 
+def apply_agent(spec: JSON) -> Call[Registered]:
+    """Store an agent version (its tools pinned to versions); `.created` is False when the same version with
+    the same content already existed."""
+    return Call("POST", "/v1/agents", _registered, body=spec)
+
+
+def get_agent(name: str, version: str = "latest") -> Call[JSON]:
+    """One version of an agent."""
+    return Call("GET", f"/v1/agents/{_segment(name)}/versions/{_segment(version)}", _json)
+
+
+def list_agents() -> Call[list[JSON]]:
+    """The latest version of every agent of the tenant."""
+    return Call("GET", "/v1/agents", _items)
+
+
 def apply_model(spec: JSON, *, platform: bool = False) -> Call[Registered]:
     """Apply a model deployment (`platform`: one every tenant may use; platform admins); `.created` is False
     when it replaced (or matched) one of the same name; the answer's `outcome` says which."""
@@ -149,19 +165,60 @@ def delete_model(name: str, *, platform: bool = False) -> Call[JSON]:
     return Call("DELETE", f"/v1/models/{_segment(name)}", _json, params=params)
 
 
+def usage(*, group_by: str = "model", since: str | None = None, until: str | None = None) -> Call[JSON]:
+    """The tenant's metered model usage in `[since, until)` (ISO dates or dates and times), summed per
+    `group_by` (day, model, tier, run, workflow, agent): `{"items": [...], "total": {...}}`."""
+    params = {k: v for k, v in {"group_by": group_by, "since": since, "until": until}.items() if v is not None}
+    return Call("GET", "/v1/usage", _json, params=params)
+
+
+def get_budgets() -> Call[JSON]:
+    """The tenant's budgets (`None`: no limit) and what this month has spent (`month`)."""
+    return Call("GET", "/v1/budgets", _json)
+
+
+def set_budgets(
+    *,
+    monthly_tokens: int | None = None,
+    monthly_cost_usd: float | None = None,
+    run_tokens: int | None = None,
+    run_cost_usd: float | None = None,
+) -> Call[JSON]:
+    """Replace the tenant's budgets (tenant admins): a limit left out is no limit."""
+    limits = {
+        "monthly_tokens": monthly_tokens,
+        "monthly_cost_usd": monthly_cost_usd,
+        "run_tokens": run_tokens,
+        "run_cost_usd": run_cost_usd,
+    }
+    return Call("PUT", "/v1/budgets", _json, body={k: v for k, v in limits.items() if v is not None})
+
+
+def llm_calls(run_id: str | None = None, *, limit: int = 100) -> Call[list[JSON]]:
+    """The tenant's model calls, newest first, or one run's in order, each with its attempts, tokens, cost."""
+    params: dict[str, Any] = {"limit": limit}
+    if run_id is not None:
+        params["run_id"] = run_id
+    return Call("GET", "/v1/llm/calls", _items, params=params)
+
+
 def start_run(
     *,
     workflow: str | None = None,
     tool: str | None = None,
+    agent: str | None = None,
     input: Any = None,
     idempotency_key: str | None = None,
     queue: str | None = None,
 ) -> Call[Registered]:
-    """Start a run of a workflow or of a single tool, each named `name[@version]`; `.created` is False
-    when `idempotency_key` matched an existing run, which is returned instead."""
-    if (workflow is None) == (tool is None):
-        raise ValueError("start_run takes exactly one of workflow= and tool=")
-    body: JSON = {"workflow": workflow} if workflow is not None else {"tool": tool}
+    """Start a run of a workflow, of a single tool or of a single agent, each named `name[@version]`;
+    `.created` is False when `idempotency_key` matched an existing run, which is returned instead, in its
+    current `state`."""
+    targets = {"workflow": workflow, "tool": tool, "agent": agent}
+    named = {kind: ref for kind, ref in targets.items() if ref is not None}
+    if len(named) != 1:
+        raise ValueError("start_run takes exactly one of workflow=, tool= and agent=")
+    body: JSON = dict(named)
     if input is not None:
         body["input"] = input
     if queue is not None:
@@ -277,9 +334,11 @@ def health() -> Call[JSON]:
 class EventFeed:
     """Where a client is in a run's event stream, across reconnections.
 
-    The server closes the stream after the run's final event; a stream that ends earlier (a restart, a
-    proxy) is resumed from the last event seen, as SSE intends, as long as each connection moves that
-    event on: a server that ends streams without news must not make us loop.
+    The server closes the stream after the run's final event, and answers 204 No Content to a resumption
+    of a finished run with nothing left; a stream that ends earlier (a restart, a proxy) is resumed from the
+    last event seen, as SSE intends, as long as each connection moves that event on: a server that ends
+    streams without news must not make us loop. While a step runs the server sends keep-alives (messages
+    without data, which carry the last event id): they are no events, and they do not stop `idle_timeout`.
     """
 
     def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None, logs: bool) -> None:
@@ -289,6 +348,7 @@ class EventFeed:
         self.logs = logs
         """Ask for the tools' live stderr too (`log` events, which carry no id and so never move the feed)."""
         self.open = True
+        self._last_news = time.monotonic()
 
     def stream_args(self, timeout: httpx.Timeout) -> dict[str, Any]:
         """Keyword arguments for `stream()` of either httpx client, whose `timeout` it adapts: a live
@@ -306,8 +366,19 @@ class EventFeed:
             ),
         }
 
-    def accept(self, sse: ServerSentEvent) -> JSON:
-        """Decode one event and close the feed when it is the run's final one."""
+    def ended(self, response: httpx.Response) -> bool:
+        """Whether the answer to a connection says that the run has finished and nothing is left."""
+        if response.status_code == httpx.codes.NO_CONTENT:
+            self.open = False
+        return not self.open
+
+    def accept(self, sse: ServerSentEvent) -> JSON | None:
+        """Decode one event and close the feed when it is the run's final one; None for a keep-alive."""
+        if not sse.data:
+            if self.idle_timeout is not None and time.monotonic() - self._last_news >= self.idle_timeout:
+                self.open = False
+            return None
+        self._last_news = time.monotonic()
         try:
             event = json.loads(sse.data)
         except ValueError:

@@ -89,9 +89,16 @@ class Client:
     apply_workflow = _sync(_api.apply_workflow)
     get_workflow = _sync(_api.get_workflow)
     list_workflows = _sync(_api.list_workflows)
+    apply_agent = _sync(_api.apply_agent)
+    get_agent = _sync(_api.get_agent)
+    list_agents = _sync(_api.list_agents)
     apply_model = _sync(_api.apply_model)
     list_models = _sync(_api.list_models)
     delete_model = _sync(_api.delete_model)
+    usage = _sync(_api.usage)
+    get_budgets = _sync(_api.get_budgets)
+    set_budgets = _sync(_api.set_budgets)
+    llm_calls = _sync(_api.llm_calls)
     start_run = _sync(_api.start_run)
     start_runs = _sync(_api.start_runs)
     get_run = _sync(_api.get_run)
@@ -149,8 +156,11 @@ class Client:
                 if not response.is_success:
                     response.read()
                     raise_for_problem(response)
+                if feed.ended(response):
+                    return
                 for sse in EventSource(response).iter_sse():
-                    yield feed.accept(sse)
+                    if (event := feed.accept(sse)) is not None:
+                        yield event
                     if not feed.open:
                         return
 
@@ -200,9 +210,16 @@ class AsyncClient:
     apply_workflow = _async(_api.apply_workflow)
     get_workflow = _async(_api.get_workflow)
     list_workflows = _async(_api.list_workflows)
+    apply_agent = _async(_api.apply_agent)
+    get_agent = _async(_api.get_agent)
+    list_agents = _async(_api.list_agents)
     apply_model = _async(_api.apply_model)
     list_models = _async(_api.list_models)
     delete_model = _async(_api.delete_model)
+    usage = _async(_api.usage)
+    get_budgets = _async(_api.get_budgets)
+    set_budgets = _async(_api.set_budgets)
+    llm_calls = _async(_api.llm_calls)
     start_run = _async(_api.start_run)
     start_runs = _async(_api.start_runs)
     get_run = _async(_api.get_run)
@@ -244,8 +261,11 @@ class AsyncClient:
                     if not response.is_success:
                         await response.aread()
                         raise_for_problem(response)
+                    if feed.ended(response):
+                        return
                     async for sse in EventSource(response).aiter_sse():
-                        yield feed.accept(sse)
+                        if (event := feed.accept(sse)) is not None:
+                            yield event
                         if not feed.open:
                             return
 

@@ -23,7 +23,8 @@ from rich.table import Column, Table
 from ._api import JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
-from ._files import load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
+from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
+from ._login import forget_login, login_file
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -90,6 +91,12 @@ class _Session:
     def client(self) -> Client:
         client = self._factory(self._api_url, self._token)
         self._ctx.call_on_close(client.close)
+        if client.settings.forgot_login:
+            click.echo(
+                f"af: forgot the login stored for {client.settings.api_url}: an earlier stack issued it; using"
+                " this stack's key (af login logs in to this one)",
+                err=True,
+            )
         return client
 
 
@@ -273,7 +280,8 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
     if output == "json":
         _print_json(run, one_line=one_line)
         return
-    target = f"workflow {run['workflow']}" if run.get("workflow") else f"tool {run.get('tool')}"
+    kind = next((kind for kind in ("workflow", "agent", "tool") if run.get(kind)), "tool")
+    target = f"{kind} {run.get(kind)}"
     _print_fields(
         [
             ("run", run["id"]),
@@ -471,6 +479,23 @@ cli.add_command(
 )
 
 
+cli.add_command(
+    _definitions(
+        "agent",
+        "Versioned agents: a model with instructions and the tools it may call.",
+        "apply",
+        load_agent_file,
+        Client.apply_agent,
+        Client.get_agent,
+        Client.list_agents,
+        {
+            "MODEL": lambda agent: str(_spec(agent).get("model", "")),
+            "TOOLS": lambda agent: str(len(_spec(agent).get("tools") or [])),
+        },
+    )
+)
+
+
 # ---- models ---------------------------------------------------------------------------------------
 
 
@@ -550,6 +575,140 @@ def models_ls(session: _Session, output: str) -> None:
     )
 
 
+# ---- usage and budgets ----------------------------------------------------------------------------
+
+
+def _tokens(value: Any) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _dollars(value: Any) -> str:
+    """US dollars to the millionth, trailing zeros dropped (``$0.0042``); ``-``: none."""
+    if value is None:
+        return "-"
+    return "$" + (f"{value:.6f}".rstrip("0").rstrip(".") or "0")
+
+
+@cli.command("usage")
+@click.option(
+    "--by",
+    "group_by",
+    type=click.Choice(["day", "model", "tier", "run", "workflow", "agent"]),
+    default="model",
+    show_default=True,
+    help="What to sum the usage by.",
+)
+@click.option("--since", help="From this ISO date or date and time (UTC unless it says).")
+@click.option("--until", help="Until this ISO date or date and time, exclusive.")
+@_output_option
+@_pass_session
+def usage_command(session: _Session, group_by: str, since: str | None, until: str | None, output: str) -> None:
+    """The tenant's metered model usage: calls, input and output tokens and cost, summed by day, model, tier,
+    run, workflow or agent, the most costly first, and in total."""
+    answer = session.client.usage(group_by=group_by, since=since, until=until)
+    if output == "json":
+        _print_json(answer)
+        return
+    total = answer["total"]
+    rows = [
+        [item["key"], str(item["calls"]), _tokens(item["input_tokens"]), _tokens(item["output_tokens"]),
+         _dollars(item["cost_usd"])]
+        for item in answer["items"]
+    ]  # fmt: skip
+    rows.append(["TOTAL", str(total["calls"]), _tokens(total["input_tokens"]), _tokens(total["output_tokens"]),
+                 _dollars(total["cost_usd"])])  # fmt: skip
+    _print_table([group_by.upper(), "CALLS", "INPUT", "OUTPUT", "COST"], rows)
+
+
+@cli.group("budget")
+def budget_group() -> None:
+    """The tenant's budgets for model calls: tokens and cost per month, and per run."""
+
+
+def _print_budgets(answer: JSON, output: str) -> None:
+    if output == "json":
+        _print_json(answer)
+        return
+    month = answer["month"]
+    period = month["period"]
+    _print_fields(
+        [
+            ("monthly tokens", f"{_tokens(month['tokens'])} of {_tokens(answer['monthly_tokens'])} ({period})"),
+            ("monthly cost", f"{_dollars(month['cost_usd'])} of {_dollars(answer['monthly_cost_usd'])}"),
+            ("run tokens", _tokens(answer["run_tokens"])),
+            ("run cost", _dollars(answer["run_cost_usd"])),
+        ]
+    )
+
+
+@budget_group.command("show")
+@_output_option
+@_pass_session
+def budget_show(session: _Session, output: str) -> None:
+    """Show the budgets ("-": no limit) and what this month has spent."""
+    _print_budgets(session.client.get_budgets(), output)
+
+
+@budget_group.command("set")
+@click.option("--monthly-tokens", type=click.IntRange(min=0), help="Input and output tokens per calendar month (UTC).")
+@click.option("--monthly-cost", type=click.FloatRange(min=0), help="US dollars per calendar month (UTC).")
+@click.option("--run-tokens", type=click.IntRange(min=0), help="Tokens of one run's model calls.")
+@click.option("--run-cost", type=click.FloatRange(min=0), help="US dollars of one run's model calls.")
+@_output_option
+@_pass_session
+def budget_set(
+    session: _Session,
+    monthly_tokens: int | None,
+    monthly_cost: float | None,
+    run_tokens: int | None,
+    run_cost: float | None,
+    output: str,
+) -> None:
+    """Replace the budgets (tenant admins): a limit not given is no limit, so `af budget set` alone lifts
+    them all. Over one, model calls are refused with budget-exceeded."""
+    answer = session.client.set_budgets(
+        monthly_tokens=monthly_tokens, monthly_cost_usd=monthly_cost, run_tokens=run_tokens, run_cost_usd=run_cost
+    )
+    _print_budgets(answer, output)
+
+
+@cli.group("llm")
+def llm_group() -> None:
+    """The model calls the gateway made."""
+
+
+@llm_group.command("calls")
+@click.argument("run_id")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@_output_option
+@_pass_session
+def llm_calls(session: _Session, run_id: str, limit: int, output: str) -> None:
+    """List a run's model calls in order: tier, the deployment that answered, attempts (every deployment
+    tried), latency, tokens, cost and outcome."""
+    items = session.client.llm_calls(run_id, limit=limit)
+    if output == "json":
+        _print_json({"items": items})
+        return
+    _print_table(
+        ["AT", "TASK", "TURN", "TIER", "DEPLOYMENT", "ATTEMPTS", "LATENCY", "TOKENS IN/OUT", "COST", "OUTCOME"],
+        (
+            [
+                _when(call["at"]),
+                _short(call.get("task_id") or "-", width=12),
+                "-" if call.get("turn") is None else str(call["turn"]),
+                call.get("tier") or "-",
+                call.get("deployment") or "-",
+                " > ".join(f"{a['deployment']}:{a['outcome']}" for a in call.get("attempts") or []) or "-",
+                _ms(call.get("latency_ms")),
+                f"{call['input_tokens']}/{call['output_tokens']}",
+                _dollars(call.get("cost_usd")),
+                call["outcome"],
+            ]
+            for call in items
+        ),
+    )
+
+
 # ---- runs -----------------------------------------------------------------------------------------
 
 
@@ -574,6 +733,7 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
 @cli.command("run")
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
+@click.option("--agent", "of_agent", is_flag=True, help="NAME is an agent, run on its own, not a workflow.")
 @click.option("--input", "input_", metavar="JSON|@FILE", callback=_parse_input, help="The run's input.")
 @click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
@@ -585,6 +745,7 @@ def run_command(
     session: _Session,
     ref: str,
     of_tool: bool,
+    of_agent: bool,
     input_: Any,
     idempotency_key: str | None,
     queue: str | None,
@@ -592,13 +753,16 @@ def run_command(
     follow: bool,
     output: str,
 ) -> None:
-    """Start a run of a workflow (or, with --tool, of one tool); print its id."""
+    """Start a run of a workflow (or, with --tool or --agent, of one tool or agent); print its id."""
     if wait and follow:
         raise click.UsageError("--wait and --follow exclude each other")
+    if of_tool and of_agent:
+        raise click.UsageError("--tool and --agent exclude each other")
     client = session.client
     run: JSON = client.start_run(
-        workflow=None if of_tool else ref,
+        workflow=None if of_tool or of_agent else ref,
         tool=ref if of_tool else None,
+        agent=ref if of_agent else None,
         input=input_,
         idempotency_key=idempotency_key,
         queue=queue,
@@ -836,6 +1000,18 @@ def login_command(session: _Session, api_key: str | None) -> None:
     commands use them and refresh them when they expire."""
     path = session.client.login(api_key)
     click.echo(f"logged in to {session.client.settings.api_url}; tokens stored in {path}")
+
+
+@cli.command("logout")
+@_pass_session
+def logout_command(session: _Session) -> None:
+    """Forget the tokens `af login` stored for this API (later commands use --token, $AF_TOKEN or the
+    local stack's key)."""
+    api_url = session.client.settings.api_url
+    if forget_login(api_url):
+        click.echo(f"logged out of {api_url}; its tokens removed from {login_file()}")
+    else:
+        click.echo(f"no login was stored for {api_url}")
 
 
 @cli.group("tenants")
