@@ -24,6 +24,10 @@ or asked for by one request whose last user message holds ``[[upstream:<kind>]]`
 A Messages request without ``x-api-key`` is refused with 401 and one without ``anthropic-version`` with 400,
 as Anthropic does; errors are in the protocol's own shape.
 
+An upstream given ``"key": "<api key>"`` in its control document answers 401 (OpenAI's ``invalid_api_key``,
+quoting the key it got) to every request that does not carry that key (``Authorization: Bearer <key>``, or
+Anthropic's ``x-api-key``), as a provider does: what shows a test that the gateway sent the right credential.
+
 ``GET /_control/<name>`` answers ``{"requests": n, "last": <last request body>, "headers": {...}}`` and
 ``DELETE /_control/<name>`` resets the upstream. ``python -m bench.upstream --port N`` runs it; it prints
 ``listening on http://127.0.0.1:N`` once it accepts connections.
@@ -71,6 +75,8 @@ class Upstream:
 
     faults: list[Fault] = field(default_factory=list)
     latency_ms: float = 0.0
+    key: str | None = None
+    """The API key every request must carry; None: any or none."""
     requests: int = 0
     last: Any = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -90,6 +96,11 @@ class Upstream:
 
     def status(self) -> dict[str, Any]:
         return {"requests": self.requests, "last": self.last, "headers": self.headers}
+
+
+def _bearer(headers: dict[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else None
 
 
 def _last_user_text(body: Any) -> str:
@@ -351,6 +362,7 @@ class Server:
             order = json.loads(raw or b"{}")
             upstream.faults = [Fault(**fault) for fault in order.get("faults", [])]
             upstream.latency_ms = float(order.get("latency_ms", upstream.latency_ms))
+            upstream.key = order.get("key", upstream.key)
         return 200, upstream.status()
 
     async def _model(
@@ -364,6 +376,11 @@ class Server:
             return
         upstream.requests += 1
         upstream.last, upstream.headers = body, headers
+        if upstream.key is not None and upstream.key not in (_bearer(headers), headers.get("x-api-key")):
+            # Quoting the key it was given, as some providers do: the gateway must not pass it on.
+            error = {"message": f"Incorrect API key provided: {_bearer(headers)}", "type": "invalid_request_error"}
+            self._send_json(writer, 401, {"error": {**error, "code": "invalid_api_key"}})
+            return
         if upstream.latency_ms:
             await asyncio.sleep(upstream.latency_ms / 1000)
         if op == "messages" and (refusal := _anthropic_refusal(headers)) is not None:

@@ -48,8 +48,18 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ErrorKind = Literal[
-    "exit", "crash", "retryable", "timeout", "bad-output", "output-too-large", "sandbox", "malformed", "cancelled"
+    "exit",
+    "crash",
+    "retryable",
+    "timeout",
+    "bad-output",
+    "output-too-large",
+    "sandbox",
+    "malformed",
+    "cancelled",
+    "lost",
 ]
+"""Why an attempt failed; ``lost`` is the control plane's own: the attempt's worker stopped sending heartbeats."""
 # A tool that exits with this code (EX_TEMPFAIL) declares its failure passing: worth another attempt.
 RETRYABLE_EXIT_CODE = 75
 
@@ -158,6 +168,16 @@ class CancelTasks(msgspec.Struct, frozen=True, kw_only=True):
     task_ids: tuple[str, ...]
 
 
+class Held(msgspec.Struct, frozen=True, kw_only=True):
+    """A task attempt a worker holds (pulled and not yet acknowledged), as its heartbeat lists it."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    seq: int
+    """The task message's sequence in the tasks stream: what the control plane withdraws if the worker dies."""
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """A worker's registration and liveness, the value of its key in the ``af_workers`` bucket."""
 
@@ -174,6 +194,8 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     at: float
     metrics_port: int = 0
     """The loopback port of the worker's Prometheus ``/metrics`` (0: not served)."""
+    holding: tuple[Held, ...] = ()
+    """The task attempts the worker holds now: retried at once by the control plane if its heartbeat expires."""
 
 
 class ModelHealth(msgspec.Struct, frozen=True, kw_only=True):

@@ -19,8 +19,8 @@ ALL_TASKS = "af.*.tasks.*"
 ALL_RESULTS = "af.*.results.*"
 ALL_EVENTS = "af.*.events.*"
 ALL_CHANNELS = "af.*.chan.*"
-ALL_LOGS = "af.*.logs.*"
 ALL_MODEL_TURNS = "af.*.llm.turns"
+ALL_LOGS = "af.*.logs.*"
 
 
 class InvalidName(ValueError):

@@ -106,15 +106,20 @@ class Outcome:
 
     cpu_seconds: float | None
     """User plus system CPU time of the tool's process and the descendants it waited for; None when we killed
-    the call (or the sandbox died), which leaves nobody to measure it."""
+    the call, which leaves nobody to measure it. A runsc sandbox killed at its memory limit: the CPU time of
+    the whole sandbox (its boot included) as the host counted it."""
 
     max_rss_kb: int | None
     """Peak resident memory in KiB of the tool's process or of the largest descendant it waited for; None like
-    cpu_seconds."""
+    cpu_seconds. A sandbox killed at its memory limit: that limit, which its memory reached."""
 
     start_seconds: float = 0.0
     """The start: from the call reaching the backend to the start of the tool's process (working dir and
     files, bundle, sandbox creation, handing the call to a warm sandbox)."""
+
+    memory_exceeded: bool = False
+    """The call went past limits.memory_mb: a gVisor sandbox killed as a whole by its memory cgroup, or (process)
+    a tool that failed with Python's MemoryError under its address-space limit."""
 
 
 class SandboxError(Exception):

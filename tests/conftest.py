@@ -55,9 +55,9 @@ from bus import connect as connect_bus
 from bus import subjects
 from bus.messages import Heartbeat, Task, ToolRuntime
 from control_plane.gateway import Gateway
-from control_plane.gateway.credentials import CredentialsFile
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.security.authentication import new_key
+from control_plane.security.secrets import SecretStore
 from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import alive, free_port, http_ok, spawn, stop, tcp_open, wait_until
 from registry import connect as connect_db
@@ -127,6 +127,10 @@ class Upstream:
         """Make upstream ``name`` fail as listed (``{"kind": "429", "times": 1, "retry_after": 2}``), in turn."""
         answer = httpx.post(f"{self.base}/_control/{name}", json={"faults": list(faults), "latency_ms": latency_ms})
         answer.raise_for_status()
+
+    def require_key(self, name: str, key: str) -> None:
+        """Make upstream ``name`` answer 401 to every request that does not carry ``key``."""
+        httpx.post(f"{self.base}/_control/{name}", json={"key": key}).raise_for_status()
 
     def seen(self, name: str) -> dict[str, Any]:
         """``{"requests": n, "last": the last body, "headers": its headers}``."""
@@ -366,10 +370,16 @@ class Stack:
             "AF_NATS_URL": self.nats_served_by.url if self.nats_served_by else self.nats_url,
             **nats_identities(self.root).env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": self.database_url,
+            "AF_MASTER_KEY_FILE": str(self.master_key_file),
             "AF_LOG_LEVEL": "info",
             **self.extra_env,
             **extra,
         }
+
+    @property
+    def master_key_file(self) -> Path:
+        """The secrets store's master key, made by the first control plane of the stack."""
+        return self.root / "master.key"
 
     def start_control_plane(self) -> subprocess.Popen[bytes]:
         key_file = self.root / "admin.key"
@@ -534,7 +544,11 @@ async def running_gateway(
     the keys ``secrets`` holds (``{tenant: {name: value}}``)."""
     pool = await connect_db(stack.database_url)
     connection = await connect_bus(stack.nats_url, "test-gateway")
-    opened = await Gateway.open(pool, connection, settings or GatewaySettings(), CredentialsFile(secrets or {}))
+    store = await SecretStore.open(pool, master_key_text="", master_key_file=str(stack.master_key_file))
+    for tenant, named in (secrets or {}).items():
+        for name, value in named.items():
+            await store.put(tenant, name, value, actor="test")
+    opened = await Gateway.open(pool, connection, settings or GatewaySettings(), store)
     stop = asyncio.Event()
     running = asyncio.create_task(opened.run(stop))
     try:

@@ -45,6 +45,33 @@ def assert_problem(response: httpx.Response, status: int, slug: str, field: str 
     return body
 
 
+# --- queues no worker serves ------------------------------------------------------------------------
+
+
+def test_a_run_on_a_queue_no_worker_serves_is_warned_of_or_refused_when_a_worker_is_required(
+    http: httpx.Client,
+) -> None:
+    request = {"tool": "noop", "input": {}, "queue": "nobody-pulls-this"}
+    refused = http.post("/v1/runs", json={**request, "require_worker": True})
+    assert "nobody-pulls-this" in assert_problem(refused, 409, "no-worker", "queue")["detail"]
+
+    accepted = http.post("/v1/runs", json=request)
+    assert accepted.status_code == 201, accepted.text
+    (warning,) = accepted.json()["warnings"]
+    assert (warning["type"], warning["queue"], warning["field"]) == ("no-worker", "nobody-pulls-this", "queue")
+    http.post(f"/v1/runs/{accepted.json()['id']}/cancel")
+
+    batch = http.post("/v1/runs:batch", json={"runs": [{**request, "require_worker": True}, {**request}]})
+    refused_item, warned_item = batch.json()["items"]
+    assert refused_item["problem"]["type"] == PROBLEM + "no-worker"
+    assert warned_item["warnings"][0]["queue"] == "nobody-pulls-this"
+    http.post(f"/v1/runs/{warned_item['id']}/cancel")
+
+    served = http.post("/v1/runs", json={"tool": "noop", "input": {}, "require_worker": True})
+    assert served.status_code == 201, served.text
+    assert "warnings" not in served.json()
+
+
 # --- names and versions -----------------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import asyncpg
 import pytest
 from agentflow import Client
 
-from control_plane.stack.processes import free_port
+from control_plane.stack.processes import free_port, stop
 from registry import run_reads
 from tests.conftest import EXAMPLES, ROOT, Stack, start_and_cancel_while_running
 
@@ -243,6 +245,57 @@ def test_a_failed_run_waited_for_prints_it_and_exits_1(af: Af) -> None:
     run = json.loads(result.stdout)
     assert run["state"] == "failed"
     assert "exited with code 3" in run["error"]
+
+
+def test_a_run_on_a_queue_no_worker_serves_is_refused_when_the_caller_requires_a_worker(af: Af) -> None:
+    result = af("run", "noop", "--tool", "--input", "{}", "--queue", "nobody-serves", "--require-worker")
+    assert result.returncode == 1
+    line = one_error_line(result)
+    assert "no live worker serves queue 'nobody-serves'" in line and "(field: queue)" in line, line
+
+
+def test_a_run_on_a_queue_no_worker_serves_warns_at_once_and_while_waiting_until_a_worker_starts(
+    stack: Stack, af_env: dict[str, str], tmp_path: Path
+) -> None:
+    queue = f"later-{uuid.uuid4().hex[:8]}"
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as sink:
+        waiting = subprocess.Popen(
+            [str(AF), "run", "noop", "--tool", "--input", "{}", "--queue", queue, "--wait", "--output", "json"],
+            env=af_env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=sink,
+            text=True,
+        )
+    worker = None
+    try:
+        told = _wait_for_line(stderr, "still waiting", waiting)
+        assert told[0] == f"af: warning: no live worker serves queue {queue!r}: the run waits until one starts " + (
+            f"(af worker start --queue {queue})"
+        )
+        assert told[1].startswith(f"af: still waiting: no live worker serves queue {queue!r}"), told
+        worker = stack.start_worker(queue=queue, concurrency=1)
+        out, _ = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, stderr.read_text()
+        assert json.loads(out)["state"] == "succeeded"
+    finally:
+        if waiting.poll() is None:
+            stop(waiting.pid)
+        if worker is not None:
+            stop(worker.pid)
+
+
+def _wait_for_line(path: Path, text: str, process: subprocess.Popen[str]) -> list[str]:
+    """The lines of ``path`` once one holds ``text`` (what ``process`` writes there)."""
+    deadline = time.monotonic() + 30
+    while True:
+        lines = path.read_text().splitlines()
+        if any(text in line for line in lines):
+            return lines
+        assert process.poll() is None, lines
+        assert time.monotonic() < deadline, f"no line with {text!r}: {lines}"
+        time.sleep(0.1)
 
 
 def test_an_invalid_queue_is_one_line_and_exit_1(af: Af) -> None:

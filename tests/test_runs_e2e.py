@@ -2,10 +2,12 @@
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 from agentflow import Client, Conflict, load_tool_file
 
+from control_plane.stack.processes import stop
 from registry import audit, connect
 from tests.conftest import EXAMPLES, Stack, start_and_cancel_while_running
 
@@ -155,6 +157,40 @@ def test_a_tool_past_its_wall_limit_fails_as_timed_out(client: Client) -> None:
     final = client.wait_run(client.start_run(tool="sleeper", input={})["id"], timeout=30)
     assert final["state"] == "failed"
     assert "timed out after 0.5 s" in final["error"]
+
+
+MEMORY_BOMB = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))\n"
+
+
+@pytest.fixture(scope="module")
+def process_worker(stack: Stack) -> Iterator[str]:
+    """A worker of the process sandbox, on a queue of its own; the queue's name."""
+    process = stack.start_worker(queue="process-sandbox", concurrency=1, AF_SANDBOX="process")
+    yield "process-sandbox"
+    stop(process.pid)
+
+
+@pytest.mark.parametrize("sandbox", ["runsc", "process"])
+def test_a_tool_past_its_memory_limit_fails_saying_so_with_what_it_used(
+    client: Client, request: pytest.FixtureRequest, sandbox: str
+) -> None:
+    client.register_tool(
+        {
+            "name": "memory-bomb",
+            "version": "1.0.0",
+            "limits": {"memory_mb": 128, "wall_seconds": 20},
+            "runtime": {"command": ["python3", "main.py"], "files": {"main.py": MEMORY_BOMB}},
+        }
+    )
+    queue = request.getfixturevalue("process_worker") if sandbox == "process" else None
+    final = client.wait_run(client.start_run(tool="memory-bomb", input={}, queue=queue)["id"], timeout=60)
+
+    assert final["state"] == "failed"
+    assert final["error"] == "memory limit (128 MiB) exceeded"
+    (task,) = final["tasks"]
+    assert task["sandbox"]["kind"].startswith(sandbox)
+    assert task["sandbox"]["cpu_seconds"] > 0
+    assert task["sandbox"]["max_rss_kb"] > 0
 
 
 def test_a_failed_branch_cancels_the_rest_of_the_workflow(client: Client) -> None:

@@ -107,6 +107,7 @@ async def test_a_failing_tool_reports_its_exit_code_and_the_tail_of_its_stderr(
 
     assert outcome.exit_code == 5
     assert outcome.stderr_tail.endswith("noise the reason")
+    assert not outcome.memory_exceeded
     assert len(outcome.stderr_tail.encode()) == 4096
 
 
@@ -159,6 +160,8 @@ async def test_a_memory_limit_makes_a_big_allocation_fail(backend: ProcessBacken
 
     assert outcome.exit_code == 1
     assert "MemoryError" in outcome.stderr_tail
+    assert outcome.memory_exceeded
+    assert outcome.cpu_seconds is not None and outcome.max_rss_kb is not None
 
 
 async def test_the_tool_sees_only_the_scrubbed_environment_and_its_own_variables(

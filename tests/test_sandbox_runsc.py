@@ -254,11 +254,22 @@ async def test_a_memory_bomb_is_killed_at_the_memory_limit(backend: RunscBackend
     outcome = await backend.run(python(bomb, limits=Limits(memory_mb=128, wall_seconds=10)))
 
     # The whole sandbox is killed at its cgroup's limit: runsc's 137, reported as SIGKILL like the process
-    # backend reports a signal.
+    # backend reports a signal, and as the memory limit exceeded, with what the sandbox used of the host.
     assert outcome.exit_code == -signal.SIGKILL
+    assert outcome.memory_exceeded
+    assert outcome.max_rss_kb == 128 * 1024
+    assert outcome.cpu_seconds is not None and outcome.cpu_seconds > 0
     assert not outcome.timed_out
     assert outcome.duration_seconds < 5
     await assert_unharmed(backend)
+
+
+async def test_a_tool_killed_by_a_signal_inside_its_sandbox_is_no_memory_overrun(backend: RunscBackend) -> None:
+    outcome = await backend.run(python("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"))
+
+    assert outcome.exit_code == -signal.SIGKILL
+    assert not outcome.memory_exceeded
+    assert outcome.cpu_seconds is not None and outcome.max_rss_kb is not None  # the init's own report
 
 
 async def test_an_infinite_loop_is_killed_at_the_wall_limit(backend: RunscBackend) -> None:
@@ -534,7 +545,8 @@ async def test_a_warm_sandbox_enforces_the_limits_of_its_pool(tmp_path: Path) ->
 
     assert (looping.timed_out, looping.exit_code) == (True, None)
     assert 1 <= looping.duration_seconds < 2
-    assert (bomb.timed_out, bomb.exit_code) == (False, -signal.SIGKILL)
+    assert (bomb.timed_out, bomb.exit_code, bomb.memory_exceeded) == (False, -signal.SIGKILL, True)
+    assert not looping.memory_exceeded and not still.memory_exceeded
     assert (still.exit_code, still.stdout) == (0, b"still here\n")
     assert await entries(tmp_path) == []
 

@@ -20,14 +20,14 @@ log = logging.getLogger(__name__)
 
 class Executor:
     def __init__(
-        self, backend: Backend, worker_id: str, ask_model: Ask | None = None, publish_log: Publish | None = None
+        self, backend: Backend, worker_id: str, publish_log: Publish | None = None, ask_model: Ask | None = None
     ) -> None:
-        """``ask_model``: how a model turn (the ``@model`` built-in) reaches the gateway; None: it cannot.
-        ``publish_log``: where a sandboxed tool's stderr goes while it runs (tool_logs); None: nowhere."""
+        """``publish_log``: where a sandboxed tool's stderr goes while it runs (tool_logs); None: nowhere.
+        ``ask_model``: how a model turn (the ``@model`` built-in) reaches the gateway; None: it cannot."""
         self._backend = backend
         self._worker_id = worker_id
-        self._ask_model = ask_model
         self._publish_log = publish_log
+        self._ask_model = ask_model
 
     async def execute(self, task: Task, traceparent: str | None = None) -> Result:
         """Run ``task``; ``traceparent`` is the trace context the tool gets as ``TRACEPARENT``."""
@@ -118,7 +118,11 @@ class Executor:
             else:
                 kind = "retryable" if code == RETRYABLE_EXIT_CODE else "exit"
                 reason = f"exited with code {code}"
-            return self._failed(task, started, kind, reason + (f": {last}" if last else ""), outcome.kind, **measured)
+            if outcome.memory_exceeded:
+                reason = f"memory limit ({task.limits.memory_mb} MiB) exceeded"
+            elif last:
+                reason += f": {last}"
+            return self._failed(task, started, kind, reason, outcome.kind, **measured)
         try:
             msgspec.json.decode(outcome.stdout)
         except msgspec.DecodeError as error:

@@ -47,9 +47,10 @@ async def start_run(
     identity: Identity,
     idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", required=False)] = None,
 ) -> Response[bytes]:
-    """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run, in the
+    """Start a run of a workflow, a tool or an agent; the same Idempotency-Key returns the same run, in the
     state it is in now. The key is the header's or the body's ``idempotency_key``; two different ones are
-    refused."""
+    refused. The answer warns (``warnings``) of each queue of its first tasks that no live worker serves;
+    ``require_worker`` refuses the run instead (409 ``no-worker``)."""
     if idempotency_key is not None and data.idempotency_key is not None and idempotency_key != data.idempotency_key:
         detail = (
             f"the Idempotency-Key header ({idempotency_key!r}) and the body's idempotency_key"
@@ -58,27 +59,31 @@ async def start_run(
         raise Problem(422, "validation-error", detail, "idempotency_key")
     await services.quotas.admit_runs(identity.tenant, 1)
     submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
+    warnings = services.fleet_view.check_served(identity.tenant, submission.queues, data.require_worker)
     submission.actor, submission.source = identity.actor, source_address(request)
     (accepted,) = await services.submitter.submit([submission])
     metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
-    return _json(
-        {"id": accepted.run_id, "state": accepted.state, "created": accepted.created},
-        201 if accepted.created else 200,
-    )
+    answer: dict[str, Any] = {"id": accepted.run_id, "state": accepted.state, "created": accepted.created}
+    if warnings:
+        answer["warnings"] = warnings
+    return _json(answer, 201 if accepted.created else 200)
 
 
 @post("/v1/runs:batch", status_code=200, opt={"permission": ("runs", "write")})
 async def start_runs(
     request: Request[Any, Any, Any], data: BatchRequest, services: Services, identity: Identity
 ) -> Response[bytes]:
-    """Start up to 1,000 runs; each item is answered with its run id or its own problem."""
+    """Start up to 1,000 runs; each item is answered with its run id (and warnings, as for one run) or its
+    own problem."""
     await services.quotas.admit_runs(identity.tenant, len(data.runs))
     answers: list[dict[str, Any] | None] = [None] * len(data.runs)
+    warnings: dict[int, list[dict[str, str]]] = {}
     prepared = []
     for index, item in enumerate(data.runs):
         try:
             run = convert(item, RunRequest, f"runs[{index}]")
             submission = await services.submitter.prepare(identity.tenant, run, run.idempotency_key)
+            warnings[index] = services.fleet_view.check_served(identity.tenant, submission.queues, run.require_worker)
             submission.actor, submission.source = identity.actor, source_address(request)
             prepared.append((index, submission))
         except Refused as refusal:
@@ -91,7 +96,10 @@ async def start_runs(
                 answers[index] = {"problem": Problem.of(refusal).as_dict()}
         else:
             for (index, submission), outcome in zip(prepared, accepted, strict=True):
-                answers[index] = {"id": outcome.run_id, "state": outcome.state, "created": outcome.created}
+                answer: dict[str, Any] = {"id": outcome.run_id, "state": outcome.state, "created": outcome.created}
+                if warnings[index]:
+                    answer["warnings"] = warnings[index]
+                answers[index] = answer
                 metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
     return _json({"items": answers})
 

@@ -84,6 +84,8 @@ class RunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     input: Any = None
     queue: str | None = None
     idempotency_key: str | None = None
+    require_worker: bool = False
+    """Refuse the run (409 ``no-worker``) rather than warn when no live worker serves a queue its first tasks go to."""
 
 
 class SignalRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -57,6 +57,11 @@ class Submission:
     """The planning step's trace context, which the first tasks carry (set only while tracing is on)."""
     future: "asyncio.Future[Accepted]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
+    @property
+    def queues(self) -> list[str]:
+        """The worker queues its first tasks go to."""
+        return sorted({planned.task.queue for planned in self.tasks if planned.dispatch is not None})
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Accepted:

@@ -147,6 +147,10 @@ class Gateway:
             http=http,
         )
 
+    def forget_credential(self, scope: str, name: str) -> None:
+        """The secret ``name`` of ``scope`` changed: the next call reveals it again."""
+        self._keys.forget(scope, name)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Record calls and share health until ``stop``; then write the records still queued. The token
         encodings are loaded meanwhile, off the event loop (a count asked for before waits for its own)."""
@@ -312,6 +316,8 @@ class Gateway:
                         result = await attempt(deployment, target)
                 except TimeoutError:
                     raise Failure("timeout", f"no answer within {target.timeout:g}s") from None
+                except Failure as failure:
+                    raise failure.without(target.api_key) from None
             except Failure as failure:
                 latency = trace.elapsed_ms(started)
                 trace.attempts.append(

@@ -128,8 +128,8 @@ def worker_permissions(tenant: str, queues: list[str]) -> tuple[list[str], list[
     stream = subjects.TASKS_STREAM
     publish = [
         f"af.{tenant}.results.*",
-        f"af.{tenant}.logs.*",
         subjects.model_turns(tenant),
+        f"af.{tenant}.logs.*",
         f"$JS.API.STREAM.INFO.KV_{subjects.WORKERS_BUCKET}",
         f"$KV.{subjects.WORKERS_BUCKET}.{tenant}.*",
     ]

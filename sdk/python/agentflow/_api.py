@@ -165,6 +165,33 @@ def delete_model(name: str, *, platform: bool = False) -> Call[JSON]:
     return Call("DELETE", f"/v1/models/{_segment(name)}", _json, params=params)
 
 
+def set_secret(name: str, value: str, *, platform: bool = False) -> Call[Registered]:
+    """Set the tenant's secret `name` to `value`, or replace it (`platform`: the platform's; platform admins).
+    The answer holds its name, version and times, never the value; `.created` is False when it replaced one."""
+    params = {"scope": "platform"} if platform else None
+    return Call("POST", "/v1/secrets", _registered, body={"name": name, "value": value}, params=params)
+
+
+def list_secrets(*, platform: bool = False) -> Call[list[JSON]]:
+    """The tenant's secrets (`platform`: the platform's): names, versions and times, never values."""
+    params = {"scope": "platform"} if platform else None
+    return Call("GET", "/v1/secrets", _items, params=params)
+
+
+def delete_secret(name: str, *, platform: bool = False) -> Call[JSON]:
+    """Remove the tenant's secret `name` (`platform`: the platform's)."""
+    params = {"scope": "platform"} if platform else None
+    return Call("DELETE", f"/v1/secrets/{_segment(name)}", _json, params=params)
+
+
+def rotate_master_key(new_key: str | None = None) -> Call[JSON]:
+    """Re-wrap every secret under a new master key (platform admins): `new_key` (base64 of 32 bytes) when the
+    control plane reads its key from `AF_MASTER_KEY`; else it makes one and replaces its key file.
+    Answers `{"secrets": n, "previous_master_id": ..., "master_id": ...}` (ids, never keys)."""
+    body = {} if new_key is None else {"new_key": new_key}
+    return Call("POST", "/v1/secrets:rotate-master", _json, body=body)
+
+
 def usage(*, group_by: str = "model", since: str | None = None, until: str | None = None) -> Call[JSON]:
     """The tenant's metered model usage in `[since, until)` (ISO dates or dates and times), summed per
     `group_by` (day, model, tier, run, workflow, agent): `{"items": [...], "total": {...}}`."""
@@ -210,10 +237,12 @@ def start_run(
     input: Any = None,
     idempotency_key: str | None = None,
     queue: str | None = None,
+    require_worker: bool = False,
 ) -> Call[Registered]:
     """Start a run of a workflow, of a single tool or of a single agent, each named `name[@version]`;
     `.created` is False when `idempotency_key` matched an existing run, which is returned instead, in its
-    current `state`."""
+    current `state`. The answer's `warnings` name each queue of the run's first tasks that no live worker
+    serves; `require_worker=True` refuses the run instead (`Conflict`, type `no-worker`)."""
     targets = {"workflow": workflow, "tool": tool, "agent": agent}
     named = {kind: ref for kind, ref in targets.items() if ref is not None}
     if len(named) != 1:
@@ -223,6 +252,8 @@ def start_run(
         body["input"] = input
     if queue is not None:
         body["queue"] = queue
+    if require_worker:
+        body["require_worker"] = True
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return Call("POST", "/v1/runs", _registered, body=body, headers=headers)
 

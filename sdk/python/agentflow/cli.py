@@ -20,7 +20,7 @@ import yaml
 from rich.console import Console
 from rich.table import Column, Table
 
-from ._api import JSON, RUN_STATES, Registered
+from ._api import FINAL_RUN_STATES, JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
@@ -31,6 +31,8 @@ ClientFactory = Callable[[str | None, str | None], Client]
 
 IDLE_LOG_SECONDS = 0.5
 """`af logs` without `--follow` stops once the stream has been quiet this long: it has sent the past."""
+UNSERVED_CHECK_SECONDS = 3.0
+"""`af run --wait` looks at the fleet after this long without an event from the run."""
 
 
 class _Failure(click.ClickException):
@@ -721,6 +723,103 @@ def llm_calls(session: _Session, run_id: str, limit: int, output: str) -> None:
     )
 
 
+# ---- secrets --------------------------------------------------------------------------------------
+
+
+@cli.group("secret")
+def secret_group() -> None:
+    """Secrets: values such as provider keys that AgentFlow uses and never shows again (write-only)."""
+
+
+def _secret_value(from_file: Path | None) -> str:
+    """The value from FILE, from standard input when it is not a terminal, else from a prompt that does
+    not echo; its trailing line break dropped. Never from the command line, where other users see it."""
+    if from_file is not None:
+        text: str = read_text(from_file, "--from-file")
+    elif sys.stdin.isatty():
+        text = click.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        text = sys.stdin.read()
+    value = text.rstrip("\r\n")
+    if not value:
+        raise _Failure("the secret's value is empty")
+    return value
+
+
+@secret_group.command("set")
+@click.argument("name")
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path), help="Read the value from FILE instead.")
+@click.option("--platform", is_flag=True, help="A secret of the platform's, for platform-wide deployments.")
+@_output_option
+@_pass_session
+def secret_set(session: _Session, name: str, from_file: Path | None, platform: bool, output: str) -> None:
+    """Set secret NAME, or replace it: the value comes from --from-file, from standard input, or from a
+    prompt that does not echo (never from the command line)."""
+    stored = session.client.set_secret(name, _secret_value(from_file), platform=platform)
+    if output == "json":
+        _print_json(stored)
+    else:
+        click.echo(f"secret {stored['name']} {stored['outcome']} (version {stored['version']})")
+
+
+@secret_group.command("ls")
+@click.option("--platform", is_flag=True, help="The platform's secrets (platform admins).")
+@_output_option
+@_pass_session
+def secret_ls(session: _Session, platform: bool, output: str) -> None:
+    """List the secrets: names, versions and when and by whom each was last set; never a value."""
+    items = session.client.list_secrets(platform=platform)
+    if output == "json":
+        _print_json({"items": items})
+        return
+    _print_table(
+        ["NAME", "SCOPE", "VERSION", "CREATED", "UPDATED", "UPDATED-BY"],
+        (
+            [
+                item["name"],
+                item["scope"],
+                str(item["version"]),
+                _when(item.get("created_at")),
+                _when(item.get("updated_at")),
+                item.get("updated_by", ""),
+            ]
+            for item in items
+        ),
+    )
+
+
+@secret_group.command("rm")
+@click.argument("name")
+@click.option("--platform", is_flag=True, help="The platform's secret of that name (platform admins).")
+@_pass_session
+def secret_rm(session: _Session, name: str, platform: bool) -> None:
+    """Remove secret NAME."""
+    session.client.delete_secret(name, platform=platform)
+    click.echo(f"secret {name} deleted")
+
+
+@secret_group.command("rotate-master")
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new master key (base64 of 32 bytes), needed when the control plane reads AF_MASTER_KEY.",
+)
+@_output_option
+@_pass_session
+def secret_rotate_master(session: _Session, new_key_file: Path | None, output: str) -> None:
+    """Re-wrap every secret's data key under a new master key (platform admins). Without --new-key-file the
+    control plane makes the key and replaces its key file, keeping the old one beside it until done."""
+    new_key = read_text(new_key_file, "--new-key-file").strip() if new_key_file is not None else None
+    answer = session.client.rotate_master_key(new_key)
+    if output == "json":
+        _print_json(answer)
+    else:
+        click.echo(
+            f"master key rotated: {answer['secrets']} secrets re-wrapped"
+            f" (key {answer['previous_master_id']} -> {answer['master_id']})"
+        )
+
+
 # ---- runs -----------------------------------------------------------------------------------------
 
 
@@ -742,6 +841,31 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
     return client.get_run(run_id)
 
 
+def _no_worker(queue: str) -> str:
+    return f"no live worker serves queue {queue!r}: the run waits until one starts (af worker start --queue {queue})"
+
+
+def _wait(client: Client, run_id: str) -> JSON:
+    """The run once it has finished. Whenever it has been quiet for a while, say on stderr which queues its
+    waiting tasks are on that no live worker serves (once while each stays unserved)."""
+    after: str | None = None
+    unserved: set[str] = set()
+    while True:
+        for event in client.events(run_id, after, idle_timeout=UNSERVED_CHECK_SECONDS):
+            after = str(event["seq"])
+        run = client.get_run(run_id)
+        if run.get("state") in FINAL_RUN_STATES:
+            return run
+        try:
+            served = {queue for worker in client.list_workers() for queue in worker.get("queues", [])}
+        except AgentFlowError:
+            continue  # the caller may not read the fleet: it just waits
+        waiting = {task["queue"] for task in run.get("tasks", []) if task.get("state") == "queued"}
+        for queue in sorted(waiting - served - unserved):
+            click.echo(f"af: still waiting: {_no_worker(queue)}", err=True)
+        unserved = (unserved | waiting) - served
+
+
 @cli.command("run")
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
@@ -751,6 +875,9 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
 @click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded.")
 @click.option("--follow", is_flag=True, help="Like --wait, printing each event, and the tools' stderr, as it happens.")
+@click.option(
+    "--require-worker", is_flag=True, help="Refuse the run if no live worker serves its queue (instead of warning)."
+)
 @_output_option
 @_pass_session
 def run_command(
@@ -763,6 +890,7 @@ def run_command(
     queue: str | None,
     wait: bool,
     follow: bool,
+    require_worker: bool,
     output: str,
 ) -> None:
     """Start a run of a workflow (or, with --tool or --agent, of one tool or agent); print its id."""
@@ -778,12 +906,16 @@ def run_command(
         input=input_,
         idempotency_key=idempotency_key,
         queue=queue,
+        require_worker=require_worker,
     )
+    unserved = {warning["queue"] for warning in run.get("warnings", []) if warning.get("type") == "no-worker"}
+    for name in sorted(unserved):
+        click.echo(f"af: warning: {_no_worker(name)}", err=True)
     if follow:
         run = _follow(client, run["id"], output)
     elif wait:
         with _progress(f"waiting for run {run['id']}", output):
-            run = client.wait_run(run["id"])
+            run = _wait(client, run["id"])
     elif output == "table":
         click.echo(run["id"])
         return
