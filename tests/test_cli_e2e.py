@@ -430,6 +430,8 @@ def test_every_run_command_takes_the_unique_start_of_an_id_and_an_ambiguous_one_
     start = _unique_start(first, others)
     shown = af("runs", "get", start, "-o", "json", AF_TOKEN=token)
     logs = af("logs", start, "-o", "json", AF_TOKEN=token)
+    calls = af("llm", "calls", start, "-o", "json", AF_TOKEN=token)
+    ambiguous_calls = af("llm", "calls", shared, AF_TOKEN=token)
     cancelled = af("cancel", start, "-o", "json", AF_TOKEN=token)
     unknown = af("runs", "get", "not-an-id", AF_TOKEN=token)
 
@@ -440,6 +442,9 @@ def test_every_run_command_takes_the_unique_start_of_an_id_and_an_ambiguous_one_
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["id"] == first
     assert json.loads(logs.stdout.splitlines()[0])["type"] == "run.created"
+    assert calls.returncode == 0, calls.stderr
+    assert json.loads(calls.stdout) == {"items": []}  # a noop run calls no model
+    assert one_error_line(ambiguous_calls) == one_error_line(ambiguous)
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)["id"] == first
     assert json.loads(cancelled.stdout)["state"] == "cancelled"

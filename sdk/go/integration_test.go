@@ -195,15 +195,41 @@ func TestStackEventsReplayAFinishedRunAndResumeAfterAnID(t *testing.T) {
 func TestStackListsRunsByStatePageByPageWithCursors(t *testing.T) {
 	c, ctx := stack(t)
 	mine := map[string]bool{}
+	var first time.Time
 	for i := range 3 {
 		started, err := c.StartRun(ctx, RunRequest{Tool: "go-sdk-echo@1.0.0", Input: map[string]string{"text": fmt.Sprint(i)}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.WaitRun(ctx, started.ID); err != nil {
+		done, err := c.WaitRun(ctx, started.ID)
+		if err != nil {
 			t.Fatal(err)
 		}
+		if first.IsZero() {
+			first = done.CreatedAt
+		}
 		mine[started.ID] = true
+	}
+
+	since, err := c.ListRuns(ctx, RunFilter{Since: first, Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, run := range since.Items {
+		if mine[run.ID] {
+			found++
+		}
+		if run.CreatedAt.Before(first) {
+			t.Fatalf("listed %+v, created before %v", run, first)
+		}
+	}
+	if found != len(mine) {
+		t.Fatalf("found %d of my %d runs among those since the first of them", found, len(mine))
+	}
+	none, err := c.ListRuns(ctx, RunFilter{Workflow: "go-sdk-no-such-workflow"})
+	if err != nil || len(none.Items) != 0 {
+		t.Fatalf("the runs of a workflow never run: %+v (%v), want none", none, err)
 	}
 
 	page, err := c.ListRuns(ctx, RunFilter{Limit: 2})

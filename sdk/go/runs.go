@@ -198,6 +198,10 @@ type RunFilter struct {
 	Limit int
 	// Cursor starts the page after the run it names: pass [RunPage.NextCursor] ("" for the first page).
 	Cursor string
+	// Workflow keeps the runs of this workflow, "name" or "name@version" ("" for all).
+	Workflow string
+	// Since keeps the runs created at or after it (the zero time for all).
+	Since time.Time
 }
 
 // RunPage is one page of runs, newest first.
@@ -219,6 +223,12 @@ func (c *Client) ListRuns(ctx context.Context, filter RunFilter) (*RunPage, erro
 	}
 	if filter.Cursor != "" {
 		query.Set("cursor", filter.Cursor)
+	}
+	if filter.Workflow != "" {
+		query.Set("workflow", filter.Workflow)
+	}
+	if !filter.Since.IsZero() {
+		query.Set("since", filter.Since.Format(time.RFC3339Nano))
 	}
 	page := &RunPage{}
 	if _, err := c.call(ctx, &request{method: http.MethodGet, path: "/v1/runs", query: query}, page); err != nil {

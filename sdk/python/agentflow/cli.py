@@ -144,6 +144,18 @@ def _console(stderr: bool = False) -> Console:
     return console
 
 
+def _print_rich(table: Table) -> None:
+    console = _console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    # Off a terminal, without the cells' padding at the ends of lines, which a wide table gives every row.
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
+
+
 def _print_json(data: Any, *, one_line: bool = False) -> None:
     """`one_line` keeps a stream of documents (events, then the final run) valid JSON Lines."""
     if one_line:
@@ -167,7 +179,7 @@ def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     table = Table(*columns, box=None, pad_edge=False)
     for row in cells:
         table.add_row(*row)
-    _console().print(table)
+    _print_rich(table)
 
 
 def _print_fields(fields: Iterable[tuple[str, str]]) -> None:
@@ -175,7 +187,7 @@ def _print_fields(fields: Iterable[tuple[str, str]]) -> None:
     for name, value in fields:
         if value:
             table.add_row(name, value)
-    _console().print(table)
+    _print_rich(table)
 
 
 def _parse_time(value: Any) -> datetime | None:
