@@ -49,17 +49,31 @@ async def get_run(pool: Pool, tenant: str, run_id: str) -> RunRow | None:
 
 
 async def list_runs(
-    pool: Pool, tenant: str, *, state: RunState | None, before_id: str | None, limit: int
+    pool: Pool,
+    tenant: str,
+    *,
+    state: RunState | None,
+    before_id: str | None,
+    limit: int,
+    target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[RunRow]:
-    """Newest first; ``before_id`` is the cursor (ids are time-ordered)."""
+    """Newest first; ``before_id`` is the cursor (ids are time-ordered). ``target`` is a workflow's or tool's
+    name; ``since`` and ``until`` bound the time the run was created (inclusive, exclusive)."""
     records = await pool.fetch(
         f"SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1"
         " AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR id < $3::uuid)"
+        " AND ($5::text IS NULL OR target_name = $5)"
+        " AND ($6::timestamptz IS NULL OR created_at >= $6) AND ($7::timestamptz IS NULL OR created_at < $7)"
         " ORDER BY id DESC LIMIT $4",
         tenant,
         state,
         before_id,
         limit,
+        target,
+        since,
+        until,
     )
     return rows_of(RunRow, records)
 

@@ -3,6 +3,7 @@
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
@@ -19,7 +20,7 @@ from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.answers import source_address
 from control_plane.api.problems import Problem
-from control_plane.catalog.documents import BatchRequest, RunRequest, SignalRequest, convert
+from control_plane.catalog.documents import BatchRequest, RunRequest, SignalRequest, check_name_field, convert
 from control_plane.engine.events import FINAL_EVENT_TYPES
 from control_plane.errors import Refused
 from control_plane.security.identity import Identity
@@ -88,15 +89,33 @@ async def list_runs(
     run_state: Annotated[str | None, Parameter(query="state", required=False)] = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     cursor: str | None = None,
+    target: Annotated[str | None, Parameter(query="workflow", required=False)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Response[bytes]:
-    """Runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page. ``workflow`` keeps the
+    runs of that workflow (or tool) name; ``since`` and ``until`` (ISO 8601) bound when they were created."""
     try:
         state = None if run_state is None else RunState(run_state)
     except ValueError:
         raise Problem(422, "validation-error", f"unknown state {run_state!r}", "state") from None
     if cursor is not None and subjects.ID_RE.fullmatch(cursor) is None:
         raise Problem(422, "validation-error", f"invalid cursor {cursor!r}: pass back a next_cursor", "cursor")
-    rows = await run_reads.list_runs(services.pool, identity.tenant, state=state, before_id=cursor, limit=limit)
+    if target is not None:
+        check_name_field("workflow", target, "workflow")
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise Problem(422, "validation-error", f"{name} needs a UTC offset (e.g. 2026-01-31T12:00:00Z)", name)
+    rows = await run_reads.list_runs(
+        services.pool,
+        identity.tenant,
+        state=state,
+        before_id=cursor,
+        limit=limit,
+        target=target,
+        since=since,
+        until=until,
+    )
     next_cursor = rows[-1].id if len(rows) == limit else None
     return _json({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
 
@@ -150,12 +169,13 @@ async def run_events(
         after = int(last_event_id) if last_event_id else 0
     except ValueError:
         raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID") from None
-    return ServerSentEvent(_event_stream(services, identity.tenant, run_id, after))
+    return ServerSentEvent(event_stream(services, identity.tenant, run_id, after))
 
 
-async def _event_stream(
+async def event_stream(
     services: Services, tenant: str, run_id: str, after: int
 ) -> AsyncIterator[ServerSentEventMessage]:
+    """A run's events after ``after``, live, ending after its final one (the dashboard streams them too)."""
     # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
     # one poll interval and never a gap.
     looks = watch(services.bus, subjects.events(tenant, run_id), SSE_POLL_SECONDS)
