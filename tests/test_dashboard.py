@@ -231,3 +231,144 @@ def test_a_post_from_another_site_is_refused(admin_page: Page, browser_context: 
         headers={"Origin": "http://elsewhere.example"},
     )
     assert answer.status_code == 403
+
+
+NAP = {
+    "name": "dash-nap",
+    "version": "1.0.0",
+    "runtime": {"command": ["python3", "-c", "import time; time.sleep(1.5); print('{\"slept\": 1.5}')"]},
+}
+LIVE_DAG = {
+    "name": "dash-live",
+    "version": "1.0.0",
+    "kind": "dag",
+    "steps": [
+        {"name": "nap", "tool": "dash-nap@1.0.0"},
+        {"name": "count", "tool": "text-stats@1.0.0", "needs": ["nap"], "input": {"text": "One two three."}},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def live_workflow(client: Client, examples_registered: None) -> str:
+    client.register_tool(NAP)
+    client.apply_workflow(LIVE_DAG)
+    return "dash-live"
+
+
+def _node(page: Page, name: str) -> Any:
+    return page.locator(f"#run-live g.node[data-node='{name}']")
+
+
+def test_a_run_page_shows_its_nodes_change_state_live(
+    admin_page: Page, client: Client, stack: Stack, live_workflow: str, screenshots: Path
+) -> None:
+    run_id = client.start_run(workflow=live_workflow, input={})["id"]
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    admin_page.evaluate("window.notReloaded = true")
+    expect(_node(admin_page, "nap")).to_have_attribute("data-state", "running")
+    expect(_node(admin_page, "count")).to_have_attribute("data-state", "pending")
+    admin_page.screenshot(path=screenshots / "run-live-running.png", full_page=True)
+    expect(_node(admin_page, "nap")).to_have_attribute("data-state", "succeeded")
+    expect(_node(admin_page, "count")).to_have_attribute("data-state", "succeeded")
+    expect(admin_page.locator("#run-state")).to_have_text("succeeded")
+    expect(admin_page.locator("#timeline li").last).to_contain_text("run.succeeded")
+    assert admin_page.evaluate("window.notReloaded") is True, "the page changed without being loaded again"
+    admin_page.screenshot(path=screenshots / "run-live-succeeded.png", full_page=True)
+
+
+def test_opening_a_node_shows_its_output_and_its_sandbox(
+    admin_page: Page, client: Client, stack: Stack, live_workflow: str, screenshots: Path
+) -> None:
+    run_id = client.start_run(workflow=live_workflow, input={})["id"]
+    _wait_state(client, run_id, "succeeded")
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    admin_page.get_by_role("link", name="count: succeeded").click()
+    panel = admin_page.locator("#node")
+    expect(panel.locator(".task-output")).to_contain_text('"words": 3')
+    expect(panel).to_contain_text("Sandbox")
+    expect(panel).to_contain_text("Memory")
+    admin_page.get_by_role("link", name="nap: succeeded").focus()
+    admin_page.keyboard.press("Enter")
+    expect(panel.locator(".task-output")).to_contain_text('"slept": 1.5')
+    admin_page.screenshot(path=screenshots / "run-node.png", full_page=True)
+
+
+def test_a_waiting_state_machine_is_signalled_from_its_page(
+    admin_page: Page, client: Client, stack: Stack, examples_registered: None, screenshots: Path
+) -> None:
+    run_id = client.start_run(workflow="approval", input={"text": "We ship on Friday."})["id"]
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    expect(_node(admin_page, "await_approval")).to_have_attribute("data-state", re.compile("queued|running"))
+    admin_page.get_by_label("Signal").fill("approve")
+    admin_page.get_by_label("Data (JSON)").fill('{"by": "ana"}')
+    admin_page.get_by_role("button", name="Send the signal").click()
+    expect(admin_page.locator("#flash")).to_contain_text("Sent signal approve.")
+    expect(admin_page.locator("#run-state")).to_have_text("succeeded")
+    expect(_node(admin_page, "published")).to_have_attribute("data-state", "succeeded")
+    expect(_node(admin_page, "rejected")).to_have_attribute("data-state", "pending")
+    expect(admin_page.locator("#run-output")).to_contain_text('"approved_by": "ana"')
+    admin_page.screenshot(path=screenshots / "run-fsm-signalled.png", full_page=True)
+
+
+def test_a_signal_with_data_that_is_not_json_is_refused_in_the_page(
+    admin_page: Page, client: Client, stack: Stack, examples_registered: None
+) -> None:
+    run_id = client.start_run(workflow="approval", input={"text": "Later."})["id"]
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    admin_page.get_by_label("Data (JSON)").fill("{not json")
+    admin_page.get_by_role("button", name="Send the signal").click()
+    expect(admin_page.locator("#flash [role=alert]")).to_contain_text("not JSON")
+    client.cancel_run(run_id)
+
+
+def test_a_run_is_cancelled_from_its_page(
+    admin_page: Page, client: Client, stack: Stack, sleeper_registered: None
+) -> None:
+    run_id = client.start_run(tool="dash-sleeper", input={})["id"]
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    admin_page.get_by_role("button", name="Cancel the run").click()
+    expect(admin_page.locator("#flash")).to_contain_text("Cancelled the run.")
+    expect(admin_page.locator("#run-state")).to_have_text("cancelled")
+    assert client.get_run(run_id)["state"] == "cancelled"
+
+
+def test_re_run_starts_the_same_workflow_with_the_same_input(
+    admin_page: Page, client: Client, stack: Stack, examples_registered: None
+) -> None:
+    run_id = client.start_run(tool="text-stats@1.0.0", input={"text": "Same input here."})["id"]
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    admin_page.get_by_role("button", name="Re-run with the same input").click()
+    expect(admin_page).not_to_have_url(re.compile(f"{run_id}$"))
+    new_id = admin_page.url.rsplit("/", 1)[-1]
+    again = _wait_state(client, new_id, "succeeded")
+    assert again["input"] == {"text": "Same input here."} and again["tool"] == "text-stats@1.0.0"
+
+
+def test_a_behavior_tree_run_is_drawn_with_its_composites_and_leaves(
+    admin_page: Page, client: Client, stack: Stack, examples_registered: None, screenshots: Path
+) -> None:
+    run_id = client.start_run(workflow="research", input={"topic": "gVisor"})["id"]
+    _wait_state(client, run_id, "succeeded")
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    expect(_node(admin_page, "primary")).to_have_attribute("data-state", "failed")
+    expect(_node(admin_page, "backup")).to_have_attribute("data-state", "succeeded")
+    expect(_node(admin_page, "summarize")).to_have_attribute("data-state", "succeeded")
+    expect(admin_page.locator("#run-live g.node.composite")).to_have_count(3)  # sequence, selector, condition
+    admin_page.screenshot(path=screenshots / "run-bt.png", full_page=True)
+
+
+def test_a_viewer_sees_a_run_without_its_actions(
+    browser_context: BrowserContext, client: Client, stack: Stack, viewer_key: str, sleeper_registered: None
+) -> None:
+    run_id = client.start_run(tool="dash-sleeper", input={})["id"]
+    page = sign_in(browser_context, stack, viewer_key)
+    page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    expect(page.locator("#run-state")).to_be_visible()
+    expect(page.get_by_role("button")).to_have_text(["Sign out"])
+    cookies = {c["name"]: c["value"] for c in browser_context.cookies()}
+    for action, body in (("cancel", {}), ("signal", {"name": "go"}), ("rerun", {})):
+        forged = httpx.post(f"{stack.api_url}/ui/runs/{run_id}/{action}", data=body, cookies=cookies)
+        assert forged.status_code == 403, action
+    client.cancel_run(run_id)
+    page.close()

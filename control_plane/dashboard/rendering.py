@@ -2,7 +2,7 @@
 answers every route gives (a whole page, or a fragment for htmx to swap in)."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def _when(value: str | None) -> str:
     """An ISO time as UTC to the second, for tables."""
     if not value:
         return "—"
-    return datetime.fromisoformat(value).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _pretty(value: Any) -> str:

@@ -1,29 +1,52 @@
-// The dashboard's one script: a run page follows its run's events (Server-Sent Events) and, on each, reloads
-// the parts of the page that show the run's state (htmx swaps them), until the run's final event.
+// The dashboard's one script. A run's page follows the run's events (Server-Sent Events, replayed from the
+// first on opening): each is added to the events timeline, and each reloads the parts of the page that show
+// the run's state (htmx swaps them in), until the run's final event.
 (function () {
   "use strict";
-  function follow(live) {
-    var source = new EventSource(live.dataset.events);
+
+  function summary(data) {
+    var parts = [];
+    ["step", "attempt", "error", "signal", "worker_id"].forEach(function (key) {
+      if (data && data[key] !== undefined && data[key] !== null) { parts.push(key + " " + data[key]); }
+    });
+    return parts.join(" · ");
+  }
+
+  function follow(run) {
+    var timeline = document.getElementById(run.dataset.timeline);
+    var finals = (run.dataset.finalEvents || "").split(" ");
+    var source = new EventSource(run.dataset.events);
     var loading = false, again = false;
+
     function reload() {
       if (loading) { again = true; return; }
       loading = true;
-      htmx.ajax("GET", live.dataset.refresh, { target: "#" + live.id, swap: "outerHTML" }).then(function () {
-        loading = false;
-        if (again) { again = false; reload(); }
-      });
+      htmx.ajax("GET", run.dataset.refresh, { target: "#" + run.dataset.target, swap: "outerHTML" })
+        .finally(function () {
+          loading = false;
+          if (again) { again = false; reload(); }
+        });
     }
-    source.onmessage = reload;
-    var finals = (live.dataset.finalEvents || "").split(" ");
-    finals.forEach(function (type) {
-      source.addEventListener(type, function () { source.close(); reload(); });
-    });
-    ["task.queued", "task.started", "task.succeeded", "task.failed", "task.retrying", "task.cancelled",
-     "task.released", "task.dead", "run.created"].forEach(function (type) { source.addEventListener(type, reload); });
-    source.onerror = function () { if (source.readyState === EventSource.CLOSED) { reload(); } };
+
+    function add(message) {
+      var event = JSON.parse(message.data);
+      var item = document.createElement("li");
+      item.dataset.type = event.type;
+      var when = document.createElement("time");
+      when.dateTime = event.at;
+      when.textContent = (event.at || "").replace("T", " ").slice(0, 23);
+      var kind = document.createElement("strong");
+      kind.textContent = event.type;
+      item.append(when, " ", kind, " ", summary(event.data));
+      timeline.append(item);
+      if (finals.indexOf(event.type) >= 0) { source.close(); }
+      reload();
+    }
+
+    source.onmessage = add;  // the dashboard's stream sends every event unnamed, its type in its data
   }
+
   document.addEventListener("DOMContentLoaded", function () {
-    var live = document.querySelector("[data-events]");
-    if (live) { follow(live); }
+    document.querySelectorAll("[data-events]").forEach(follow);
   });
 })();
