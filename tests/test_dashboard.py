@@ -372,3 +372,29 @@ def test_a_viewer_sees_a_run_without_its_actions(
         assert forged.status_code == 403, action
     client.cancel_run(run_id)
     page.close()
+
+
+def test_workflows_tools_and_agents_list_their_versions_and_documents(
+    admin_page: Page, client: Client, stack: Stack, examples_registered: None, screenshots: Path
+) -> None:
+    second = {**NAP, "version": "1.1.0"}
+    client.register_tool(second)
+    admin_page.get_by_role("link", name="Workflows").click()
+    expect(admin_page.locator("tr[data-entry='approval']")).to_contain_text("fsm")
+    admin_page.get_by_role("link", name="approval").click()
+    expect(admin_page.locator("#document")).to_contain_text("await_approval:")
+    expect(admin_page.locator("g.node[data-node='published']")).to_be_visible()
+    admin_page.screenshot(path=screenshots / "workflow.png", full_page=True)
+
+    admin_page.get_by_role("link", name="Tools").click()
+    expect(admin_page.locator("tr[data-entry='dash-nap']")).to_contain_text("1.1.0")
+    admin_page.get_by_role("link", name="dash-nap").click()
+    versions = admin_page.get_by_role("navigation", name="Versions")
+    expect(versions.get_by_role("link")).to_have_text(["1.1.0", "1.0.0"])
+    versions.get_by_role("link", name="1.0.0").click()
+    expect(admin_page.get_by_role("heading", name="dash-nap@1.0.0")).to_be_visible()
+    expect(admin_page.locator("#document")).to_contain_text("time.sleep(1.5)")
+
+    admin_page.get_by_role("link", name="Agents").click()
+    expect(admin_page.get_by_role("heading", name="Agents")).to_be_visible()
+    admin_page.screenshot(path=screenshots / "agents.png", full_page=True)
