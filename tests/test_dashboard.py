@@ -398,3 +398,44 @@ def test_workflows_tools_and_agents_list_their_versions_and_documents(
     admin_page.get_by_role("link", name="Agents").click()
     expect(admin_page.get_by_role("heading", name="Agents")).to_be_visible()
     admin_page.screenshot(path=screenshots / "agents.png", full_page=True)
+
+
+def test_workers_and_queues_show_the_live_fleet(admin_page: Page, stack: Stack, screenshots: Path) -> None:
+    admin_page.get_by_role("link", name="Workers and queues").click()
+    worker = admin_page.locator("tr[data-worker^='test-default']")
+    expect(worker).to_contain_text("default")
+    expect(worker).to_contain_text("of 8")
+    expect(admin_page.get_by_role("heading", name="Queues", exact=True)).to_be_visible()
+    admin_page.screenshot(path=screenshots / "workers.png", full_page=True)
+
+
+def test_models_usage_and_audit_show_the_gateway_and_the_trail(
+    admin_page: Page, client: Client, stack: Stack, screenshots: Path
+) -> None:
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    with httpx.Client(base_url=stack.api_url, headers=headers) as http:
+        assert http.post("/v1/models", json={"name": "dash-mock", "provider": "mock", "tier": "tier4"}).is_success
+        chat = {"model": "dash-mock", "messages": [{"role": "user", "content": "Hello there."}]}
+        assert http.post("/v1/llm/chat/completions", json=chat).is_success
+    admin_page.get_by_role("link", name="Models").click()
+    expect(admin_page.locator("tr[data-model='dash-mock']")).to_contain_text("healthy")
+    admin_page.screenshot(path=screenshots / "models.png", full_page=True)
+
+    admin_page.get_by_role("link", name="Usage").click()
+    admin_page.get_by_label("Sum by").select_option("model")
+    admin_page.get_by_role("button", name="Show").click()
+    expect(admin_page.locator("tr[data-key='dash-mock'] td").nth(1)).to_have_text(re.compile(r"[1-9]\d*"))
+    admin_page.screenshot(path=screenshots / "usage.png", full_page=True)
+
+    admin_page.get_by_role("link", name="Audit").click()
+    expect(admin_page.locator("tbody")).to_contain_text("auth.token")
+    admin_page.screenshot(path=screenshots / "audit.png", full_page=True)
+
+
+def test_a_viewer_is_told_what_its_role_may_not_read(
+    browser_context: BrowserContext, stack: Stack, viewer_key: str
+) -> None:
+    page = sign_in(browser_context, stack, viewer_key)
+    page.goto(f"{stack.api_url}/ui/audit")
+    expect(page.get_by_role("alert")).to_contain_text("lacks audit:read")
+    page.close()

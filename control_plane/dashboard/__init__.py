@@ -14,7 +14,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
-from control_plane.dashboard import access, catalog, run_page, runs
+from control_plane.dashboard import access, catalog, operations, run_page, runs
 from control_plane.dashboard.rendering import STATIC, is_fragment, render
 from control_plane.dashboard.session import ApiRefusal, Rotations, SignInFirst, open_session, same_origin
 
@@ -55,6 +55,7 @@ def router() -> Router:
             *runs.ROUTES,
             *run_page.ROUTES,
             *catalog.ROUTES,
+            *operations.ROUTES,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         dependencies={"session": Provide(open_session)},
