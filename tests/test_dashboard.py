@@ -268,7 +268,10 @@ def test_a_run_page_shows_its_nodes_change_state_live(
     admin_page.evaluate("window.notReloaded = true")
     expect(_node(admin_page, "nap")).to_have_attribute("data-state", "running")
     expect(_node(admin_page, "count")).to_have_attribute("data-state", "pending")
+    admin_page.get_by_role("link", name="nap: running").click()
+    expect(admin_page.locator("#node .task .state")).to_have_text("running")
     admin_page.screenshot(path=screenshots / "run-live-running.png", full_page=True)
+    expect(admin_page.locator("#node .task-output")).to_contain_text('"slept": 1.5')  # the open node follows
     expect(_node(admin_page, "nap")).to_have_attribute("data-state", "succeeded")
     expect(_node(admin_page, "count")).to_have_attribute("data-state", "succeeded")
     expect(admin_page.locator("#run-state")).to_have_text("succeeded")

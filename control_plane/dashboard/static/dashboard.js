@@ -21,11 +21,13 @@
     function reload() {
       if (loading) { again = true; return; }
       loading = true;
-      htmx.ajax("GET", run.dataset.refresh, { target: "#" + run.dataset.target, swap: "outerHTML" })
-        .finally(function () {
-          loading = false;
-          if (again) { again = false; reload(); }
-        });
+      var opened = document.getElementById("node-detail");  // an opened node follows its tasks too
+      var loads = [htmx.ajax("GET", run.dataset.refresh, { target: "#" + run.dataset.target, swap: "outerHTML" })];
+      if (opened) { loads.push(htmx.ajax("GET", opened.dataset.refresh, { target: "#node", swap: "innerHTML" })); }
+      Promise.allSettled(loads).then(function () {
+        loading = false;
+        if (again) { again = false; reload(); }
+      });
     }
 
     function add(message) {
