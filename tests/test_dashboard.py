@@ -7,6 +7,7 @@ each page go to the session's temp dir (``dashboard-screenshots``), as artifacts
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -380,14 +381,17 @@ def test_a_viewer_sees_a_run_without_its_actions(
 def test_workflows_tools_and_agents_list_their_versions_and_documents(
     admin_page: Page, client: Client, stack: Stack, examples_registered: None, screenshots: Path
 ) -> None:
-    second = {**NAP, "version": "1.1.0"}
-    client.register_tool(second)
+    client.register_tool(NAP)
+    client.register_tool({**NAP, "version": "1.1.0"})
     admin_page.get_by_role("link", name="Workflows").click()
     expect(admin_page.locator("tr[data-entry='approval']")).to_contain_text("fsm")
     admin_page.get_by_role("link", name="approval").click()
     expect(admin_page.locator("#document")).to_contain_text("await_approval:")
     expect(admin_page.locator("g.node[data-node='published']")).to_be_visible()
     admin_page.screenshot(path=screenshots / "workflow.png", full_page=True)
+    admin_page.goto(f"{stack.api_url}/ui/workflows/bug-resolution")  # a state machine with a loop back
+    expect(admin_page.locator("g.node[data-node='resolved']")).to_be_visible()
+    admin_page.screenshot(path=screenshots / "workflow-loop.png", full_page=True)
 
     admin_page.get_by_role("link", name="Tools").click()
     expect(admin_page.locator("tr[data-entry='dash-nap']")).to_contain_text("1.1.0")
@@ -442,3 +446,42 @@ def test_a_viewer_is_told_what_its_role_may_not_read(
     page.goto(f"{stack.api_url}/ui/audit")
     expect(page.get_by_role("alert")).to_contain_text("lacks audit:read")
     page.close()
+
+
+# Every control a user can reach names itself: by a <label>, aria-label, or its own text.
+UNLABELLED = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea, button, a[href]')]
+  .filter(el => !((el.labels && el.labels.length) || el.getAttribute('aria-label') || el.textContent.trim()))
+  .map(el => el.outerHTML.slice(0, 120))"""
+
+
+def test_every_control_of_every_page_has_a_label(
+    admin_page: Page, client: Client, stack: Stack, live_workflow: str
+) -> None:
+    run_id = client.start_run(workflow="approval", input={"text": "Labels."})["id"]
+    paths = ["/ui/runs", f"/ui/runs/{run_id}", "/ui/workflows", "/ui/workflows/approval", "/ui/tools"]
+    paths += ["/ui/agents", "/ui/workers", "/ui/models", "/ui/usage", "/ui/audit"]
+    for path in paths:
+        admin_page.goto(f"{stack.api_url}{path}")
+        assert admin_page.evaluate(UNLABELLED) == [], path
+    admin_page.goto(f"{stack.api_url}/ui/runs")
+    admin_page.keyboard.press("Tab")
+    assert admin_page.evaluate("document.activeElement.textContent") == "Skip to the content"
+    client.cancel_run(run_id)
+
+
+def test_pages_loaded_at_once_after_the_access_token_ran_out_share_one_refresh(
+    admin_page: Page, browser_context: BrowserContext, stack: Stack
+) -> None:
+    refresh = next(c["value"] for c in browser_context.cookies() if c["name"] == "af_ui_refresh")
+    with (
+        httpx.Client(base_url=stack.api_url, cookies={"af_ui_refresh": refresh}) as http,
+        ThreadPoolExecutor(4) as pool,
+    ):
+        answers = list(pool.map(lambda path: http.get(path), ["/ui/runs", "/ui/workers", "/ui/tools", "/ui/models"]))
+    assert [a.status_code for a in answers] == [200] * 4
+    renewed = {a.cookies.get("af_ui_refresh") for a in answers}
+    assert len(renewed) == 1 and None not in renewed, "one rotation, the same new pair for all four"
+    # The login is intact: the rotated refresh token works once more, as a refresh used once should.
+    with httpx.Client(base_url=stack.api_url, cookies={"af_ui_refresh": renewed.pop() or ""}) as http:
+        assert http.get("/ui/runs").status_code == 200
