@@ -1,6 +1,6 @@
 """The dashboard at /ui, in a real headless Chromium (Debian's, driven by Playwright) against the real stack.
 
-One browser for the session; each test signs in (admin or viewer) in a fresh set of cookies. Screenshots of
+One browser for the module; each test signs in (admin or viewer) in a fresh set of cookies. Screenshots of
 each page go to the session's temp dir (``dashboard-screenshots``), as artifacts to look at.
 """
 
@@ -45,10 +45,11 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("dashboard-screenshots")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[BrowserContext]:
-    # Playwright's sync API runs an event loop in this thread from here on: the stack, whose fixtures use
-    # asyncio.run, starts before it.
+    # One browser for every test here. Playwright's sync API runs an event loop in this thread while it is
+    # open, so the stack (whose fixtures use asyncio.run) starts before it, and it closes with this module,
+    # before other modules' asyncio tests run.
     profile = tmp_path_factory.mktemp("chromium-profile")  # a fresh --user-data-dir
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
