@@ -75,6 +75,7 @@ def sleeper_registered(client: Client) -> None:
 def sign_in(context: BrowserContext, stack: Stack, key: str) -> Page:
     context.clear_cookies()
     page = context.new_page()
+    watch_console(page)
     page.goto(f"{stack.api_url}/ui/")
     expect(page).to_have_url(re.compile(r"/ui/signin$"))
     page.get_by_label("API key").fill(key)
@@ -83,11 +84,23 @@ def sign_in(context: BrowserContext, stack: Stack, key: str) -> Page:
     return page
 
 
+def watch_console(page: Page) -> None:
+    """Fail the test on any error the page's console reports (a script error, a refused policy...)."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    setattr(page, "console_errors", errors)  # noqa: B010 - read back by the fixture
+
+
 @pytest.fixture
 def admin_page(browser_context: BrowserContext, stack: Stack) -> Iterator[Page]:
     page = sign_in(browser_context, stack, stack.token)
     yield page
+    # Refusals the tests provoke are logged too, by the browser and by htmx: those are not errors of the page.
+    expected = ("status of 4", "Response Status Error Code 4")
+    errors = [e for e in getattr(page, "console_errors", []) if not any(x in e for x in expected)]
     page.close()
+    assert errors == [], f"the page's console reported errors: {errors}"
 
 
 def _wait_state(client: Client, run_id: str, state: str) -> Any:
@@ -116,6 +129,8 @@ def test_signing_in_keeps_the_tokens_in_http_only_cookies(admin_page: Page, brow
     for name in ("af_ui_access", "af_ui_refresh"):
         assert cookies[name]["httpOnly"] and cookies[name]["sameSite"] == "Strict"
     assert admin_page.evaluate("document.cookie") == ""
+    policy = admin_page.request.get(admin_page.url).headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     expect(
         admin_page.get_by_role("navigation", name="Dashboard pages").get_by_role("link", name="Runs")
     ).to_be_visible()

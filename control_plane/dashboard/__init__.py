@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response, Router
 from litestar.connection import ASGIConnection
+from litestar.datastructures import ResponseHeader
 from litestar.di import Provide
 from litestar.exceptions import PermissionDeniedException
 from litestar.handlers import BaseRouteHandler
@@ -47,6 +48,14 @@ def _same_origin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHan
         raise PermissionDeniedException("a dashboard action must come from a page of this dashboard")
 
 
+# Pages show what tools and models wrote (escaped by the templates); should anything slip through, the browser
+# runs no script, loads nothing and frames nothing but the dashboard's own.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self';"
+    " object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
 def router() -> Router:
     return Router(
         path="/ui",
@@ -61,5 +70,10 @@ def router() -> Router:
         dependencies={"session": Provide(open_session)},
         exception_handlers={SignInFirst: _to_signin, ApiRefusal: _refused},
         guards=[_same_origin],
+        response_headers=[
+            ResponseHeader(name="Content-Security-Policy", value=CONTENT_SECURITY_POLICY),
+            ResponseHeader(name="X-Content-Type-Options", value="nosniff"),
+            ResponseHeader(name="Referrer-Policy", value="same-origin"),
+        ],
         include_in_schema=False,
     )

@@ -1,4 +1,4 @@
-// The dashboard's one script. A run's page follows the run's events (Server-Sent Events, replayed from the
+// The dashboard's one script (the pages allow no inline script). A run's page follows the run's events (Server-Sent Events, replayed from the
 // first on opening): each is added to the events timeline, and each reloads the parts of the page that show
 // the run's state (htmx swaps them in), until the run's final event.
 (function () {
@@ -47,6 +47,12 @@
 
     source.onmessage = add;  // the dashboard's stream sends every event unnamed, its type in its data
   }
+
+  // A button with data-dismiss="ID" empties that region (the flash region's "Keep them", say).
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-dismiss]");
+    if (button) { document.getElementById(button.dataset.dismiss).replaceChildren(); }
+  });
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-events]").forEach(follow);
