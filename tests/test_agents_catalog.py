@@ -15,7 +15,7 @@ from agentflow import Agent, Client
 from agentflow.cli import cli
 from click.testing import CliRunner
 
-from control_plane.catalog.agents import compile_instructions
+from control_plane.planning.agent import compile_instructions
 from tests.conftest import Stack
 
 PROBLEM = "urn:agentflow:problem:"

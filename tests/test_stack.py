@@ -1,19 +1,22 @@
 """The embedded stack as a user runs it: `up --detach`, `status`, a run through the SDK, `down`, each a real
-process with AF_HOME in a fresh directory; every process it started is gone afterwards, whatever failed."""
+process with AF_HOME in a fresh directory; every process it started is gone afterwards, whatever failed. With
+`--local-model`, the local model server is one more of its processes, and the gateway's `local` model answers."""
 
 import json
 import os
 import pwd
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from agentflow import Client
 
+from control_plane.stack.processes import StackError
+from control_plane.stack.settings import StackSettings
 from tests.conftest import Embedded, gone
+from worker.settings import default_worker_id
 
 PART_NAMES = ["nats-server", "postgres", "control-plane", "worker-1", "worker-2"]
 
@@ -50,6 +53,7 @@ def test_up_status_run_and_down_start_and_stop_every_part(embedded: Embedded, mo
     ]
     assert list(embedded.pids().values()) == pids, "a refused up must leave the running stack alone"
 
+    assert (home / "master.key").stat().st_mode & 0o777 == 0o600, "the secrets' master key, its owner's only"
     token = (home / "admin.key").read_text().strip()
     with Client(api_url=state["api_url"], token=token) as af:
         run = af.start_run(tool="noop", input={"from": "the embedded stack"})
@@ -58,7 +62,8 @@ def test_up_status_run_and_down_start_and_stop_every_part(embedded: Embedded, mo
         assert final["output"] == {"from": "the embedded stack"}
         workers = {w["id"] for w in af.list_workers()}
     assert final["tasks"][0]["worker_id"] in workers
-    assert len([w for w in workers if w.startswith(("worker-1-", "worker-2-"))]) == 2, workers
+    # Named as `af worker start` names a worker: <host>-<pid>, the PID af status shows.
+    assert workers == {default_worker_id(part["pid"]) for part in state["parts"][3:]}
 
     # With only AF_HOME set, the SDK finds the local stack's API and admin key by itself.
     for name in ("AF_API_URL", "AF_TOKEN"):
@@ -73,6 +78,8 @@ def test_up_status_run_and_down_start_and_stop_every_part(embedded: Embedded, mo
     assert "killed" not in down.stderr, down.stderr
     assert [pid for pid in pids if not gone(pid)] == []
     assert not (home / "stack.json").exists()
+    for part in state["parts"]:
+        assert "disconnected from NATS" not in Path(part["log"]).read_text(), part["name"]
 
     after = embedded("status", "--output", "json")
     assert after.returncode == 0
@@ -86,7 +93,7 @@ def test_status_and_down_without_a_stack_say_so(embedded: Embedded) -> None:
 
     down = embedded("down")
     assert down.returncode == 0, down.stderr
-    assert down.stderr.splitlines() == [f"no stack is recorded in {embedded.home}", "nothing was running"]
+    assert down.stderr == f"no stack was running from {embedded.home}\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only when we are root")
@@ -135,14 +142,7 @@ def test_af_up_restarts_the_parts_killed_by_kill_9_and_af_status_fails_while_one
     assert "control-plane" in status.stdout and "exited" in status.stdout
     assert "af up starts again what exited" in status.stderr
 
-    unreachable = subprocess.run(
-        [str(Path(sys.executable).parent / "af"), "tool", "ls"],
-        env={**embedded.env, "AF_API_URL": api_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    unreachable = embedded.af("tool", "ls")
     assert unreachable.returncode == 3
     assert "af up starts it or what exited" in unreachable.stderr
 
@@ -165,3 +165,67 @@ def test_af_up_restarts_the_parts_killed_by_kill_9_and_af_status_fails_while_one
     down = embedded("down")
     assert down.returncode == 0, down.stderr
     assert [pid for pid in embedded.seen if not gone(pid)] == []
+
+
+def test_up_with_the_local_model_serves_it_through_the_gateway_and_status_shows_it_healthy(
+    embedded: Embedded,
+) -> None:
+    up = embedded("up", "--workers", "0", "--local-model", "--detach")
+    assert up.returncode == 0, up.stderr
+    report = json.loads(embedded("status", "--output", "json").stdout)
+    assert [p["name"] for p in report["parts"]] == ["nats-server", "postgres", "local-model", "control-plane"]
+    (model,) = [p for p in report["parts"] if p["name"] == "local-model"]
+    assert model["alive"] is True and model["healthy"] is True, report
+    assert report["local_model_url"].startswith("http://127.0.0.1:")
+    (row,) = [line for line in embedded("status").stdout.splitlines() if "local-model" in line]
+    assert row.split()[-2:] == ["running,", "healthy"], row
+
+    # Killed, it is started again by `af up` on its port: the control plane's AF_LOCAL_MODEL_URL still holds.
+    os.kill(model["pid"], signal.SIGKILL)
+    while not gone(model["pid"]):
+        time.sleep(0.05)
+    repaired = embedded("up", "--detach")
+    assert repaired.returncode == 0, repaired.stderr
+    assert embedded.state["local_model_url"] == report["local_model_url"]
+
+    answer = httpx.post(
+        f"{report['api_url']}/v1/llm/chat/completions",
+        json={"model": "local", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8},
+        headers={"Authorization": f"Bearer {(embedded.home / 'admin.key').read_text().strip()}"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    completion = answer.json()
+    assert completion["model"] == "local" and completion["choices"][0]["message"]["content"].strip()
+    assert 0 < completion["usage"]["completion_tokens"] <= 8
+
+    down = embedded("down")
+    assert down.returncode == 0 and "killed" not in down.stderr, down.stderr
+    assert [pid for pid in embedded.seen if not gone(pid)] == []
+
+
+def test_af_local_model_is_0_or_1() -> None:
+    assert StackSettings.read({"AF_HOME": "/x", "AF_LOCAL_MODEL": "1"}).local_model is True
+    assert StackSettings.read({"AF_HOME": "/x"}).local_model is False
+    with pytest.raises(StackError, match="AF_LOCAL_MODEL: use 0 or 1, got 'yes'"):
+        StackSettings.read({"AF_HOME": "/x", "AF_LOCAL_MODEL": "yes"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only when we are root")
+def test_a_cluster_already_in_a_home_postgres_cannot_enter_stops_af_up_before_it_starts_anything(
+    tmp_path: Path,
+) -> None:
+    tmp_path.chmod(0o700)
+    embedded = Embedded(tmp_path / "home")
+    (embedded.home / "postgres").mkdir(parents=True)
+    (embedded.home / "postgres" / "PG_VERSION").write_text("16\n")
+    try:
+        up = embedded("up", "--workers", "0", "--detach")
+        assert up.returncode == 1
+        assert up.stderr.splitlines() == [
+            f"af: PostgreSQL runs as nobody, who cannot enter {embedded.home} where its cluster is: let it"
+            f" (chmod o+x {embedded.home} and each directory above it) or choose another AF_HOME"
+        ]
+        assert not (embedded.home / "stack.json").exists()
+    finally:
+        embedded.stop_all()

@@ -20,6 +20,7 @@ from control_plane.api import (
     ops_routes,
     queue_routes,
     run_routes,
+    secret_routes,
     usage_routes,
 )
 from control_plane.api.gate import admit, permission_of
@@ -85,6 +86,7 @@ def create_app(lifespan: Any) -> Litestar:
             *ops_routes.ROUTES,
             *access_routes.ROUTES,
             *model_routes.ROUTES,
+            *secret_routes.ROUTES,
             *usage_routes.ROUTES,
             dashboard.router(),
         ],

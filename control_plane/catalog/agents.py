@@ -7,23 +7,17 @@ An agent names its model (a tier or a deployment's name) with its sampling setti
 the tool's input schema); the agents it may call as tools (``agents``) or hand the conversation to
 (``handoffs``); its limits (turns, tokens per step, wall clock); the schema its final answer must match; and
 the tools whose calls wait for a human's approval. ``instructions`` is a template: ``{{$.input.topic}}``
-reads the step's input with the planners' path language, compiled here once and rendered per step.
+reads the step's input with the planners' path language, compiled once (``planning.agent``) and rendered per turn.
 """
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 
-from control_plane.catalog.documents import check_name_field, check_version
+from control_plane.catalog.documents import check_name_field, check_version, version_as_text
 from control_plane.errors import Invalid, field_from_msgspec
-from control_plane.planning.paths import Path, parse_path
+from control_plane.planning.agent import compile_instructions
 from control_plane.planning.problems import WorkflowInvalid
-
-PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-"""``{{$.input.x}}`` in instructions: a path, rendered as text (a string as it is, anything else as JSON)."""
 
 Turns = Annotated[int, msgspec.Meta(ge=1, le=200)]
 
@@ -56,36 +50,12 @@ class AgentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
     """Tools (names from ``tools``) whose every call waits for a human's approval."""
 
 
-@dataclass(frozen=True, slots=True)
-class Instructions:
-    """The instructions, split at their placeholders: text and paths in turn."""
-
-    parts: tuple[str | Path, ...]
-
-    def render(self, context: Mapping[str, Any]) -> str:
-        return "".join(part if isinstance(part, str) else _text(part.evaluate(context)) for part in self.parts)
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
-
-
-def compile_instructions(text: str, field: str = "instructions") -> Instructions:
-    """The template's parts; a placeholder that is not a path raises WorkflowInvalid at ``field``."""
-    parts: list[str | Path] = []
-    at = 0
-    for found in PLACEHOLDER.finditer(text):
-        parts.append(text[at : found.start()])
-        parts.append(parse_path(found.group(1), field))
-        at = found.end()
-    parts.append(text[at:])
-    return Instructions(tuple(part for part in parts if part != ""))
-
-
 def decode(document: Any) -> tuple[AgentSpec | None, list[Invalid]]:
     """The document as an AgentSpec, or the problem that stops it from being one."""
-    if isinstance(document, dict) and isinstance(document.get("version"), int | float):
-        document = {**document, "version": str(document["version"])}  # YAML's `version: 1`
+    try:
+        document = version_as_text(document)
+    except Invalid as problem:
+        return None, [problem]
     try:
         return msgspec.convert(document, type=AgentSpec), []
     except msgspec.ValidationError as error:

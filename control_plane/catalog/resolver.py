@@ -1,6 +1,7 @@
 """Tools, workflows and agents as the control plane uses them: validated at registration, resolved by
 ``name[@version]``, and cached (a stored version never changes, so only ``latest`` can go stale)."""
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,8 @@ from control_plane.catalog import agents
 from control_plane.catalog.documents import RetrySpec, ToolSpec, check_name_field, check_tool, check_version, convert
 from control_plane.errors import Conflict, Invalid
 from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
+from control_plane.planning.agent import MODEL_TOOL, AgentLoop, AgentTool, Instructions, compile_instructions
+from control_plane.planning.agent_steps import AgentSteps
 from control_plane.planning.kinds import KINDS, parse_workflow
 from control_plane.planning.problems import child_field
 from registry import catalog as store
@@ -26,8 +29,12 @@ BUILTIN_VERSION = "1"
 # Step instances the control plane runs itself: they never reach a worker.
 BUILTIN_SLEEP = "@sleep"
 BUILTIN_SIGNAL = "@signal"
+BUILTIN_AGENT = "@agent"
+"""An agent step's own instance in a workflow (``planning.agent_steps``)."""
 PINS = "pins"
-"""The key of a stored workflow holding the version pinned for each tool named without one."""
+"""The key of a stored workflow holding the version pinned for each tool named without one (and for each
+agent, under ``agent:<name>``)."""
+AGENT_PIN = "agent:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +86,23 @@ class Agent:
     """An agent version ready to run: its document, its instructions compiled, its tools pinned."""
 
     spec: agents.AgentSpec
-    instructions: agents.Instructions
+    instructions: Instructions
     tools: dict[str, Tool]
     """By name, as the model calls them."""
     output_validator: jsonschema.protocols.Validator | None
+    described: tuple[tuple[Tool, dict[str, Any]], ...]
+    """Each tool with its stored document: its description and input schema are what the model is shown."""
 
     @property
     def ref(self) -> str:
         return f"{self.spec.name}@{self.spec.version}"
+
+
+def _checker(validator: jsonschema.protocols.Validator | None, field: str) -> Callable[[Any], str | None] | None:
+    """The agent loop's view of a schema: a function naming the first problem of a document."""
+    if validator is None:
+        return None
+    return lambda document: schema_problem(validator, document, field)
 
 
 ModelCheck = Callable[[str], Awaitable[bool]]
@@ -107,7 +123,18 @@ def _builtin(name: str) -> Tool:
     )
 
 
-BUILTINS = {name: _builtin(name) for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL)}
+BUILTINS = {name: _builtin(name) for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL, BUILTIN_AGENT)}
+MODEL_TURN_SECONDS = 300.0
+"""The wall limit of one model turn on a worker: longer than the gateway's deadline for one call."""
+# A model turn: a worker asks the gateway. A lost answer (a control plane or a connection gone mid-call) is
+# tried again; the gateway replays a call it already answered, so no finished call is made twice.
+BUILTINS[MODEL_TOOL] = dataclasses.replace(
+    BUILTINS[BUILTIN_NOOP],
+    name=MODEL_TOOL,
+    runtime=ToolRuntime(builtin=MODEL_TOOL),
+    limits=ToolLimits(wall_seconds=MODEL_TURN_SECONDS),
+    retry=RetrySpec(max_attempts=4, backoff_seconds=1.0, retry_on=("retryable", "crash", "timeout")),
+)
 
 
 def digest(document: Any) -> str:
@@ -266,12 +293,16 @@ class Catalog:
         pins: dict[str, str] = {}
         for ref in refs:
             try:
-                tool = await self.tool(tenant, ref.name, ref.version, field=ref.field)
+                if ref.agent:
+                    entry = await self._entry(store.Kind.AGENT, tenant, ref.name, ref.version, ref.field)
+                    version = entry.version
+                else:
+                    version = (await self.tool(tenant, ref.name, ref.version, field=ref.field)).version
             except Invalid as unknown:
                 found.append(unknown)
             else:
                 if ref.version is None:
-                    pins.setdefault(ref.name, tool.version)
+                    pins.setdefault(AGENT_PIN + ref.name if ref.agent else ref.name, version)
         if found:
             raise _all_of(found)
         pinned = {**document, PINS: pins} if pins else document
@@ -314,6 +345,38 @@ class Catalog:
         pinned = {**stored, PINS: pins}
         return await self._put(store.Kind.AGENT, tenant, spec.name, spec.version, pinned, digest(stored), None)
 
+    async def agent_workflow(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Workflow:
+        """An agent as the engine runs it on its own: a workflow whose plan is the agent loop."""
+        agent = await self.agent(tenant, name, version, field=field)
+        spec = agent.spec
+        tools = {
+            tool.name: AgentTool(
+                name=tool.name,
+                version=tool.version,
+                queue=tool.queue,
+                description=described.get("description", ""),
+                parameters=described.get("input_schema") or {"type": "object"},
+                check=_checker(tool.input_validator, "arguments"),
+            )
+            for tool, described in agent.described
+        }
+        plan = AgentLoop(
+            name=spec.name,
+            version=spec.version,
+            instructions=agent.instructions,
+            model=spec.model,
+            tools=tools,
+            model_queue=BUILTINS[MODEL_TOOL].queue,
+            max_turns=spec.limits.max_turns,
+            max_tokens=spec.limits.max_tokens,
+            temperature=spec.temperature,
+            max_output_tokens=spec.max_output_tokens,
+            check_output=_checker(agent.output_validator, "output"),
+        )
+        pinned: dict[tuple[str, str | None], Tool] = {(tool.name, tool.version): tool for tool in agent.tools.values()}
+        pinned[(MODEL_TOOL, None)] = BUILTINS[MODEL_TOOL]
+        return Workflow(spec.name, spec.version, "agent", plan, pinned, None, {})
+
     async def agent(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Agent:
         version = version or self._cached_latest(store.Kind.AGENT, tenant, name)
         if version is not None and (found := self._agents.get((tenant, name, version))) is not None:
@@ -323,15 +386,19 @@ class Catalog:
         pins = document.pop(PINS, {})
         spec = msgspec.convert(document, type=agents.AgentSpec)
         tools = {}
+        described = []
         for ref in spec.tools:
             tool_name, _, tool_version = ref.partition("@")
             pinned = tool_version or pins.get("tools", {}).get(tool_name)
-            tools[tool_name] = await self.tool(tenant, tool_name, pinned)
+            tools[tool_name] = tool = await self.tool(tenant, tool_name, pinned)
+            stored = await self._entry(store.Kind.TOOL, tenant, tool.name, tool.version, "tools")
+            described.append((tool, msgspec.json.decode(stored.spec)))
         agent = Agent(
             spec=spec,
-            instructions=agents.compile_instructions(spec.instructions),
+            instructions=compile_instructions(spec.instructions),
             tools=tools,
             output_validator=_validator(spec.output_schema, "output_schema"),
+            described=tuple(described),
         )
         self._agents[(tenant, entry.name, entry.version)] = agent
         return agent
@@ -410,11 +477,21 @@ class Catalog:
             return cached
         document = msgspec.json.decode(entry.spec)
         pins = document.pop(PINS, {})
-        plan = self._parse(document)
-        tools = {
-            (ref.name, ref.version): await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
-            for ref in _tool_refs(plan)
-        }
+        plan: Plan = self._parse(document)
+        tools: dict[tuple[str, str | None], Tool] = {}
+        loops: dict[str, AgentLoop] = {}
+        agent_pins: dict[tuple[str, str | None], str] = {}
+        for ref in _tool_refs(plan):
+            if not ref.agent:
+                tools[(ref.name, ref.version)] = await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
+                continue
+            run = await self.agent_workflow(tenant, ref.name, ref.version or pins.get(AGENT_PIN + ref.name))
+            assert isinstance(run.plan, AgentLoop)
+            agent_pins[(ref.name, ref.version)] = run.ref
+            loops[run.ref] = run.plan
+            tools.update(run.tools)
+        if loops:
+            plan = AgentSteps(plan, loops, agent_pins)
         workflow = Workflow(
             entry.name,
             entry.version,

@@ -112,8 +112,9 @@ async def run_events(
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
     async def unnamed() -> AsyncIterator[ServerSentEventMessage]:
-        async for message in event_stream(session.services, session.identity.tenant, run_id, after):
-            yield ServerSentEventMessage(data=message.data, id=message.id)
+        async for message in event_stream(session.services, session.identity.tenant, run_id, after, False):
+            # Keep-alive comments pass as they are; events lose their name.
+            yield message if message.comment else ServerSentEventMessage(data=message.data, id=message.id)
 
     return ServerSentEvent(unnamed())
 

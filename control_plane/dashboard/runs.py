@@ -2,6 +2,7 @@
 confirmation shown in the page first."""
 
 import contextlib
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -10,12 +11,12 @@ from litestar import Request, Response, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
 
-from bus import subjects
 from bus.states import FINAL_RUN_STATES, RunState
 from control_plane.dashboard.rendering import flash, fragment, is_fragment, page
 from control_plane.dashboard.session import ApiRefusal, Session
 
 PAGE_SIZE = 25
+_ID_TEXT = re.compile(r"[0-9a-fA-F-]{1,36}")
 # Bulk forms send the field once per checked run.
 ListForm = Annotated[dict[str, str | list[str]], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
@@ -48,8 +49,9 @@ async def runs_page(
     next_cursor, refusal = None, None
     try:
         if filters["q"]:
-            if subjects.ID_RE.fullmatch(filters["q"]) is None:
-                raise ApiRefusal(422, "validation-error", "a run id is a UUID", "q")
+            # The API takes a run's id or the start of one (409 when it starts several runs' ids).
+            if _ID_TEXT.fullmatch(filters["q"]) is None:
+                raise ApiRefusal(422, "validation-error", "a run id is hexadecimal digits and dashes", "q")
             try:
                 runs = [await session.get(f"/v1/runs/{filters['q']}")]
             except ApiRefusal as refused:
@@ -79,24 +81,18 @@ async def runs_page(
     }
     if is_fragment(request):
         return fragment(session, "runs_table.html", **context)
-    targets = sorted({w["name"] for w in await _catalog_names(session)})
+    workflows: list[dict[str, Any]] = []
+    with contextlib.suppress(ApiRefusal):  # a role that may not read workflows filters by none
+        workflows = (await session.get("/v1/workflows"))["items"]
     return await page(
         session,
         "runs.html",
         title="Runs",
         active="/ui/runs",
         states=[str(s) for s in RunState],
-        targets=targets,
+        workflows=sorted(w["name"] for w in workflows),
         **context,
     )
-
-
-async def _catalog_names(session: Session) -> list[dict[str, Any]]:
-    names: list[dict[str, Any]] = []
-    for kind in ("workflows", "tools"):
-        with contextlib.suppress(ApiRefusal):  # a role that may not read them types the names instead
-            names += (await session.get(f"/v1/{kind}"))["items"]
-    return names
 
 
 @post("/runs/cancel/confirm")

@@ -1,16 +1,18 @@
 """``af up`` / ``af down`` / ``af status``: the whole stack on one machine, each part a real process.
 
-nats-server (JetStream), PostgreSQL (``AF_DATABASE_URL`` or a cluster under ``AF_HOME``), the control
-plane and N workers. ``$AF_HOME/stack.json`` records what runs, so ``af down`` and ``af status`` work
-from any shell, and clients find the API and the local admin key there.
+nats-server (JetStream), PostgreSQL (``AF_DATABASE_URL`` or a cluster under ``AF_HOME``), with
+``--local-model`` (or ``AF_LOCAL_MODEL=1``) the local model server (``local_model``: llama.cpp with
+SmolLM2-135M-Instruct, the control plane's ``AF_LOCAL_MODEL_URL``), the control plane and N workers.
+``$AF_HOME/stack.json`` records what runs, so ``af down`` and ``af status`` work from any shell, and
+clients find the API and the local admin key there.
 """
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -24,11 +26,12 @@ from urllib.parse import urlsplit
 from bus import InvalidName
 from bus.commands import CommandParser
 from control_plane.security.authentication import new_key
-from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import (
     StackError,
     alive,
     free_port,
+    get_json,
     http_ok,
     spawn,
     stop,
@@ -50,6 +53,8 @@ class Part:
     pid: int
     log: str
     stop_signal: int = signal.SIGTERM
+    health: str = ""
+    """A loopback URL that answers 200 while the part is healthy (the local model's ``/health``)."""
 
 
 @dataclass
@@ -59,12 +64,16 @@ class StackState:
     nats_url: str
     database_url: str
     parts: list[Part] = field(default_factory=list)
+    stack_id: str = ""
+    """The installation's id, as the API says it (``/healthz``): clients tie their logins to it."""
     concurrency: int = 8
     """Tasks each worker runs at once."""
     cluster: str = ""
     """The PostgreSQL cluster's directory; empty with ``AF_DATABASE_URL``."""
     temporary: list[str] = field(default_factory=list)
     """Directories of this stack outside ``home`` (a PostgreSQL cluster's), deleted by ``af down``."""
+    local_model_url: str = ""
+    """The local model server's OpenAI-compatible base URL, when the stack runs one."""
 
     def save(self) -> None:
         path = Path(self.home) / STATE_FILE
@@ -127,6 +136,8 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
             _done(_step("PostgreSQL"), "AF_DATABASE_URL")
         else:
             _run_step("PostgreSQL", lambda: _start_postgres(state))
+        if settings.local_model:
+            _run_step("local model (llama.cpp)", lambda: _start_local_model(state))
         key_file = home / KEY_FILE
         if not key_file.exists():
             key_file.touch(mode=0o600)
@@ -158,6 +169,8 @@ def repair(settings: StackSettings, state: StackState) -> StackState:
             _run_step(part.name, lambda: _start_nats(state))
         elif part.name == "postgres":
             _run_step(part.name, lambda: _start_postgres(state))
+        elif part.name == "local-model":
+            _run_step(part.name, lambda: _start_local_model(state))
         elif part.name == "control-plane":
             _run_step(part.name, lambda: _start_control_plane(settings, state))
         else:
@@ -194,7 +207,9 @@ def _start_nats(state: StackState) -> str:
 
 def _start_postgres(state: StackState) -> str:
     log = Path(state.home) / "logs" / "postgres.log"
-    pg = postgres.start(Path(state.cluster), log, port=_port(state.database_url))
+    # The stack.json of an af up before clusters were recorded names none: it was always home/postgres.
+    cluster = Path(state.cluster or Path(state.home) / "postgres")
+    pg = postgres.start(cluster, log, port=_port(state.database_url))
     state.database_url = pg.dsn
     _record(state, Part("postgres", pg.process.pid, str(pg.log), signal.SIGINT))
     asyncio.run(ensure_database(pg.dsn, postgres.DATABASE))
@@ -203,6 +218,14 @@ def _start_postgres(state: StackState) -> str:
         user = postgres.RunAs.for_postgres().name
         where = f"; data in {state.cluster}, deleted by af down ({user} cannot enter {state.home})"
     return f"127.0.0.1:{pg.port}, pid {pg.process.pid}{where}"
+
+
+def _start_local_model(state: StackState) -> str:
+    log = Path(state.home) / "logs" / "local-model.log"
+    model = local_model.start(log, port=_port(state.local_model_url))
+    state.local_model_url = model.url
+    _record(state, Part("local-model", model.process.pid, str(model.log), health=model.health_url))
+    return f"{model.url}, pid {model.process.pid}"
 
 
 def _start_control_plane(settings: StackSettings, state: StackState) -> str:
@@ -214,14 +237,19 @@ def _start_control_plane(settings: StackSettings, state: StackState) -> str:
         **nats_identities(home).env(nats_identity.CONTROL_PLANE),
         "AF_DATABASE_URL": state.database_url,
         "AF_BOOTSTRAP_KEY_FILE": str(home / KEY_FILE),
+        "AF_HOME": str(home),  # its secrets' master key file is made there (master.key) at its first start
         "AF_PORT": str(port),
         "AF_HOST": "127.0.0.1",
     }
+    if state.local_model_url:
+        env["AF_LOCAL_MODEL_URL"] = state.local_model_url
     log = home / "logs" / "control-plane.log"
     process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
     state.api_url = f"http://127.0.0.1:{port}"
     _record(state, Part("control-plane", process.pid, str(log)))
     wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
+    state.stack_id = str(get_json(f"{state.api_url}/healthz")["stack_id"])
+    state.save()
     return f"{state.api_url}, pid {process.pid}"
 
 
@@ -243,11 +271,12 @@ def _postgres_dir(home: Path) -> Path:
 def _start_worker(settings: StackSettings, state: StackState, index: int) -> str:
     home = Path(state.home)
     log = home / "logs" / f"worker-{index}.log"
+    # The worker names itself as `af worker start` does (<host>-<pid>): one id of each worker's, never one
+    # that the user's environment would give every worker alike.
     env = {
-        **settings.env,
+        **{k: v for k, v in settings.env.items() if k != "AF_WORKER_ID"},
         "AF_NATS_URL": state.nats_url,
         **nats_identities(home).env(nats_identity.worker_user("default")),
-        "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}",
     }
     argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(state.concurrency)]
     process = spawn(f"worker {index}", argv, log, env=env)
@@ -293,15 +322,13 @@ def exec_worker(settings: StackSettings, args: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "worker", "start", *args], env)
 
 
-_STOP_ORDER = ("worker", "control-plane", "postgres", "nats-server")
+_STOP_ORDER = ("worker", "control-plane", "local-model", "postgres", "nats-server")
 
 
 def down(home: Path, *, quiet: bool = False) -> int:
     """Stop every recorded part by PID, workers first (they drain); returns how many were running."""
     state = StackState.read(home)
     if state is None:
-        if not quiet:
-            say(f"no stack is recorded in {home}")
         return 0
     stopped = 0
     ordered = sorted(state.parts, key=lambda p: next(i for i, n in enumerate(_STOP_ORDER) if p.name.startswith(n)))
@@ -325,7 +352,7 @@ def status(home: Path) -> dict[str, Any]:
     if state is None:
         return {"home": str(home), "running": False, "parts": []}
     ready = http_ok(f"{state.api_url}/readyz") if state.api_url else False
-    parts = [{"name": p.name, "pid": p.pid, "alive": alive(p.pid), "log": p.log} for p in state.parts]
+    parts = [_part_status(p) for p in state.parts]
     return {
         "home": str(home),
         "running": any(p["alive"] for p in parts),
@@ -333,8 +360,24 @@ def status(home: Path) -> dict[str, Any]:
         "api_ready": ready,
         "nats_url": state.nats_url,
         "database_url": state.database_url,
+        "local_model_url": state.local_model_url,
         "parts": parts,
     }
+
+
+def _part_status(part: Part) -> dict[str, Any]:
+    report: dict[str, Any] = {"name": part.name, "pid": part.pid, "alive": alive(part.pid), "log": part.log}
+    if part.health:
+        report["healthy"] = report["alive"] and http_ok(part.health)
+    return report
+
+
+def _state_of(part: dict[str, Any]) -> str:
+    if not part["alive"]:
+        return "exited"
+    if "healthy" in part:
+        return "running, healthy" if part["healthy"] else "running, NOT healthy"
+    return "running"
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -347,7 +390,7 @@ def _print_status(report: dict[str, Any]) -> None:
     )
     print(f"  {'PROCESS':<16} {'PID':<8} STATE")
     for part in report["parts"]:
-        print(f"  {part['name']:<16} {part['pid']:<8} {'running' if part['alive'] else 'exited'}")
+        print(f"  {part['name']:<16} {part['pid']:<8} {_state_of(part)}")
     if not all(part["alive"] for part in report["parts"]):
         say(f"af up starts again what exited (its logs are in {Path(report['home']) / 'logs'}); af down stops the rest")
 
@@ -383,6 +426,12 @@ def main(argv: list[str] | None = None) -> None:
         "--concurrency", metavar="N", type=int, default=8, help="Tasks each worker runs at once (default 8)."
     )
     start.add_argument("--detach", action="store_true", help="Leave the stack running and return.")
+    start.add_argument(
+        "--local-model",
+        action="store_true",
+        help="Also start the local model server (llama.cpp with SmolLM2-135M-Instruct): the gateway's `local` "
+        "model (AF_LOCAL_MODEL=1 does the same).",
+    )
     commands.add_parser("down", description="Stop the embedded stack: workers first (they drain), then the rest.")
     show = commands.add_parser("status", description="Show each process of the embedded stack and its health.")
     show.add_argument(
@@ -408,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "up":
             if args.workers < 0:
                 parser.error("--workers must be 0 or more")
+            if args.local_model:
+                settings = dataclasses.replace(settings, local_model=True)
             state = up(settings, args.workers, args.concurrency)
             if args.detach:
                 say(f"AgentFlow is up: API {state.api_url}; stop it with `af down`")
@@ -417,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
             down(home)
         elif args.command == "down":
             if down(home) == 0:
-                say("nothing was running")
+                say(f"no stack was running from {home}")
         else:
             report = status(home)
             if args.output == "json":

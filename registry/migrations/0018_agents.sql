@@ -19,3 +19,7 @@ INSERT INTO casbin_rules (ptype, v0, v1, v2, v3) VALUES
     ('p', 'developer', '*', 'agents', 'write'),
     ('p', 'operator', '*', 'agents', 'read'),
     ('p', 'viewer', '*', 'agents', 'read');
+
+-- A run may be of an agent on its own (`af run NAME --agent`).
+ALTER TABLE runs DROP CONSTRAINT runs_target_kind_check;
+ALTER TABLE runs ADD CONSTRAINT runs_target_kind_check CHECK (target_kind IN ('workflow', 'tool', 'agent'));

@@ -53,6 +53,8 @@ class _ChunkChoice(msgspec.Struct):
 class _Chunk(msgspec.Struct):
     choices: list[_ChunkChoice] = []
     usage: _Usage | None = None
+    error: dict[str, Any] | None = None
+    """What a provider sends in place of a chunk when the stream fails after it began."""
 
 
 class _Vector(msgspec.Struct):
@@ -132,6 +134,11 @@ class OpenAIProvider:
         headers = dict(options_of(target.spec, OpenAIOptions).headers)
         if target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
+        if target.spec.provider == "local":
+            # llama.cpp's server closes a kept-alive connection after an answer that took longer than its
+            # keep-alive (5 s), without saying so: the next call on it would fail. A new loopback connection
+            # per call costs nothing beside a model's time on the CPU.
+            headers["Connection"] = "close"
         return headers
 
     async def _post(self, target: Target, path: str, body: dict[str, Any]) -> bytes:
@@ -203,6 +210,8 @@ def _pieces(data: str) -> list[Piece]:
         chunk = msgspec.json.decode(data, type=_Chunk)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise Failure("garbage", f"a stream chunk is not a chat completion chunk: {error}"[:300]) from None
+    if chunk.error is not None:
+        raise Failure("server-error", f"the stream failed: {str(chunk.error.get('message', ''))[:300]}")
     pieces = [
         Piece(content=c.delta.content, tool_calls=c.delta.tool_calls, finish_reason=c.finish_reason)
         for c in chunk.choices[:1]

@@ -65,6 +65,18 @@ class Unauthorized(APIError):
     """The token is missing, invalid or expired."""
 
 
+class StaleLogin(Unauthorized):
+    """The login stored for the API was refused when refreshed: issued by another stack at that URL, revoked
+    or expired; the message says how to log in again."""
+
+    def __init__(self, api_url: str, refused: Unauthorized) -> None:
+        super().__init__(refused.status, refused.type, refused.title, refused.detail, refused.field)
+        self.args = (
+            f"the login stored for {api_url} is no longer valid ({refused.detail or refused.title}):"
+            " log in again with `af login`, or forget it with `af logout`",
+        )
+
+
 class Forbidden(APIError):
     """The caller's role lacks the permission the request needs (the detail names it)."""
 
@@ -83,6 +95,7 @@ _BY_SLUG: dict[str, type[APIError]] = {
     "duplicate-version": Conflict,
     "idempotency-conflict": Conflict,
     "run-finished": Conflict,
+    "ambiguous-id": Conflict,
     "invalid-name": ValidationFailed,
     "bad-version": ValidationFailed,
     "malformed-json": ValidationFailed,
