@@ -516,3 +516,30 @@ def test_pages_loaded_at_once_after_the_access_token_ran_out_share_one_refresh(
     # The login is intact: the rotated refresh token works once more, as a refresh used once should.
     with httpx.Client(base_url=stack.api_url, cookies={"af_ui_refresh": renewed.pop() or ""}) as http:
         assert http.get("/ui/runs").status_code == 200
+
+
+CHATTY = {
+    "name": "dash-chatty",
+    "version": "1.0.0",
+    "runtime": {
+        "command": [
+            "python3",
+            "-c",
+            "import sys, time\n"
+            "for i in range(3): print(f'step {i} done', file=sys.stderr, flush=True); time.sleep(0.2)\n"
+            "time.sleep(4); print('{}')",
+        ]
+    },
+}
+
+
+def test_an_opened_node_shows_what_its_tool_writes_to_stderr_while_it_runs(
+    admin_page: Page, client: Client, stack: Stack
+) -> None:
+    client.register_tool(CHATTY)
+    run_id = client.start_run(tool="dash-chatty", input={})["id"]
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    admin_page.get_by_role("link", name="dash-chatty: running").click()
+    expect(admin_page.locator("#node .task-live-logs")).to_contain_text("step 2 done")
+    expect(admin_page.locator("#timeline")).not_to_contain_text("log")  # pieces of stderr are not events
+    expect(admin_page.locator("#node .task-logs")).to_contain_text("step 2 done")  # the tail, once finished

@@ -106,13 +106,14 @@ async def run_events(
     session: Session,
     last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
 ) -> ServerSentEvent:
-    """The run's events for the page's script, read as the user (runs:read) and sent unnamed, so that one
-    handler takes every type; a reconnecting browser resumes after the last it had."""
+    """The run's events for the page's script, with what its tools write to stderr while they run, read as the
+    user (runs:read) and sent unnamed, so that one handler takes every type (each says its own); a reconnecting
+    browser resumes after the last event it had."""
     await session.get(f"/v1/runs/{_checked(run_id)}")
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
     async def unnamed() -> AsyncIterator[ServerSentEventMessage]:
-        async for message in event_stream(session.services, session.identity.tenant, run_id, after, False):
+        async for message in event_stream(session.services, session.identity.tenant, run_id, after, True):
             # Keep-alive comments pass as they are; events lose their name.
             yield message if message.comment else ServerSentEventMessage(data=message.data, id=message.id)
 

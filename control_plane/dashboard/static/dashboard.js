@@ -1,6 +1,7 @@
-// The dashboard's one script (the pages allow no inline script). A run's page follows the run's events (Server-Sent Events, replayed from the
-// first on opening): each is added to the events timeline, and each reloads the parts of the page that show
-// the run's state (htmx swaps them in), until the run's final event.
+// The dashboard's one script (the pages allow no inline script). A run's page follows the run's events
+// (Server-Sent Events, replayed from the first on opening): each is added to the events timeline and reloads
+// the parts of the page that show the run's state (htmx swaps them in), until the run's final event; what
+// running tools write to stderr comes along and shows in an opened node.
 (function () {
   "use strict";
 
@@ -30,8 +31,22 @@
       });
     }
 
+    // What each running task's tool wrote to stderr so far, by task id: an opened node shows its tasks'.
+    var logs = {};
+    function showLogs() {
+      document.querySelectorAll("[data-live-task]").forEach(function (pre) {
+        pre.textContent = logs[pre.dataset.liveTask] || "";
+      });
+    }
+    document.body.addEventListener("htmx:afterSwap", showLogs);
+
     function add(message) {
       var event = JSON.parse(message.data);
+      if (event.type === "log") {
+        logs[event.data.task_id] = (logs[event.data.task_id] || "") + event.data.text;
+        showLogs();
+        return;
+      }
       var item = document.createElement("li");
       item.dataset.type = event.type;
       var when = document.createElement("time");
