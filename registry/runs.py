@@ -63,6 +63,10 @@ class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     """The workflow element ``step`` is an instance of, where the two differ."""
     published: bool = False
     """True for what never goes on the bus (timers and signal waits): the outbox relay skips them."""
+    state: str = TaskState.QUEUED
+    """Queued, or succeeded for what the control plane records already finished (a plan step's plan)."""
+    output: str | None = None
+    """The output (JSON) of what is recorded succeeded."""
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -199,11 +203,12 @@ _TASK_UPDATES = Columns(TaskUpdate, id="uuid", run_id="uuid", max_rss_kb="int8")
 
 
 def _insert_tasks(s: Statement) -> str:
-    """New tasks, queued, of the runs the statement's ``r`` wrote."""
+    """New tasks of the runs the statement's ``r`` wrote: queued, or recorded succeeded."""
     return f"""INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by,
-                       element, published)
-    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, {literal(TaskState.QUEUED)},
-           u.input::jsonb, to_timestamp(u.start_by), u.element, u.published
+                       element, published, output, finished_at)
+    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, u.state,
+           u.input::jsonb, to_timestamp(u.start_by), u.element, u.published, u.output::jsonb,
+           CASE WHEN u.state = {literal(TaskState.QUEUED)} THEN NULL ELSE now() END
     FROM {s.unnest(_NEW_TASKS)}
     WHERE u.run_id IN (SELECT id FROM r)"""
 
