@@ -6,11 +6,13 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
 from bus.messages import encode
+from control_plane import dashboard
 from control_plane.api import (
     access_routes,
     catalog_routes,
@@ -86,7 +88,9 @@ def create_app(lifespan: Any) -> Litestar:
             *model_routes.ROUTES,
             *secret_routes.ROUTES,
             *usage_routes.ROUTES,
+            dashboard.router(),
         ],
+        state=State(dashboard.state()),
         dependencies={"services": Provide(_services), "identity": Provide(admit)},
         exception_handlers={
             Problem: _on_problem,

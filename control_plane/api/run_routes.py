@@ -113,9 +113,10 @@ async def list_runs(
     cursor: str | None = None,
     workflow: Annotated[str | None, Parameter(description="NAME or NAME@VERSION", required=False)] = None,
     since: Annotated[str | None, Parameter(description="ISO 8601 time; UTC unless it says", required=False)] = None,
+    until: Annotated[str | None, Parameter(description="ISO 8601 time; UTC unless it says", required=False)] = None,
 ) -> Response[bytes]:
-    """Runs, newest first, of one workflow (version) and created since a time if asked; pass ``next_cursor``
-    back as ``cursor`` (with the same filters) for the next page."""
+    """Runs, newest first, of one workflow (version) and created since a time (and before another) if asked;
+    pass ``next_cursor`` back as ``cursor`` (with the same filters) for the next page."""
     try:
         state = None if run_state is None else RunState(run_state)
     except ValueError:
@@ -135,19 +136,20 @@ async def list_runs(
         limit=limit,
         workflow=name or None,
         version=version or None,
-        since=None if since is None else _moment(since),
+        since=None if since is None else _moment(since, "since"),
+        until=None if until is None else _moment(until, "until"),
     )
     next_cursor = rows[-1].id if len(rows) == limit else None
     return _json({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
 
 
-def _moment(text: str) -> datetime:
-    """``since`` in UTC (which it is unless it says); a time before the year 1 there is no time."""
+def _moment(text: str, field: str) -> datetime:
+    """``since`` or ``until`` in UTC (which it is unless it says); a time before the year 1 there is no time."""
     try:
         moment = datetime.fromisoformat(text)
         return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise Problem(422, "validation-error", f"invalid since {text!r}: expected an ISO 8601 time", "since") from None
+        raise Problem(422, "validation-error", f"invalid {field} {text!r}: expected an ISO 8601 time", field) from None
 
 
 async def _run_row(services: Services, tenant: str, given: str) -> RunRow:
@@ -212,7 +214,7 @@ async def run_events(
         raise Problem(422, "validation-error", detail, "Last-Event-ID")
     if after == row.last_seq and row.state in FINAL_RUN_STATES:
         return Response(b"", status_code=204)
-    stream = _event_stream(services, identity.tenant, row.id, after, logs)
+    stream = event_stream(services, identity.tenant, row.id, after, logs)
     return ServerSentEvent(stream, headers={"Cache-Control": "no-store"})
 
 
@@ -224,9 +226,10 @@ def _resumed_after(last_event_id: str | None) -> int:
     return int(last_event_id)
 
 
-async def _event_stream(
+async def event_stream(
     services: Services, tenant: str, run_id: str, after: int, logs: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
+    """A run's events after ``after``, live, ending after its final one (the dashboard streams them too)."""
     # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
     # one poll interval and never a gap.
     keepalive = services.settings.sse_keepalive_seconds
