@@ -18,8 +18,9 @@ DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 24 * 3600.0
 CHANNELS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 TASK_ACK_WAIT_SECONDS = 30.0
-NO_MESSAGE_FOUND = 10057
-"""JetStream's error code for a message that is not (or no longer) in its stream."""
+MESSAGE_GONE = frozenset({10043, 10057})
+"""JetStream's error codes for deleting a message that is not (or no longer) in its stream: "sequence not
+found" and "no message found", depending on where the sequence lies."""
 
 STREAMS = (
     StreamConfig(
@@ -138,7 +139,7 @@ async def withdraw_task(bus: Bus, seq: int) -> None:
     try:
         await bus.jetstream.delete_msg(subjects.TASKS_STREAM, seq)
     except APIError as error:
-        if error.err_code != NO_MESSAGE_FOUND:
+        if error.err_code not in MESSAGE_GONE:
             raise
 
 

@@ -140,7 +140,7 @@ class Worker:
         self._holding_changed.set()
         try:
             if task.runtime.builtin is None:
-                await self._announce(task)
+                await self._announce(task, msg.stream_seq)
             self._running[msg] = time.monotonic()
             try:
                 result = await self._execute(task, traceparent)
@@ -225,9 +225,10 @@ class Worker:
                 log.info("stopping task %s of run %s: cancelled", task_id, notice.run_id)
                 execution.cancel()
 
-    async def _announce(self, task: Task) -> None:
-        """Say the attempt started (the control plane marks the task running). Not awaited by the stream:
-        the result that follows travels the same connection, so it cannot overtake this notice."""
+    async def _announce(self, task: Task, seq: int) -> None:
+        """Say the attempt started (the control plane marks the task running, and records which worker holds
+        the message at ``seq``). Not awaited by the stream: the result that follows travels the same
+        connection, so it cannot overtake this notice."""
         started = Started(
             tenant=task.tenant,
             run_id=task.run_id,
@@ -236,6 +237,7 @@ class Worker:
             worker_id=self._settings.worker_id,
             sandbox=self._backend.kind,
             started_at=time.time(),
+            seq=seq,
         )
         await self._notify(task, started)
 

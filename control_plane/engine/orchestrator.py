@@ -471,6 +471,7 @@ def _mark_progress(
             state=task.state,
             worker_id=notice.worker_id,
             started_at=notice.started_at if isinstance(notice, Started) else None,
+            message_seq=(notice.seq or None) if isinstance(notice, Started) else None,
         )
     )
     data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
