@@ -1,6 +1,7 @@
 """The worker process: pull, execute, publish the result, acknowledge; heartbeat; drain on SIGTERM."""
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -24,6 +25,9 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 PULL_WAIT_SECONDS = 1.0
+MAX_HELD_IN_HEARTBEAT = 1000
+"""A heartbeat lists at most this many held attempts (about 150 KB), well under NATS's largest message; the
+control plane knows the rest from their start notices."""
 
 
 class Worker:
@@ -287,5 +291,5 @@ class Worker:
             started_at=self._started_at,
             at=time.time(),
             metrics_port=self._metrics_port,
-            holding=tuple(self._holding.values()),
+            holding=tuple(itertools.islice(self._holding.values(), MAX_HELD_IN_HEARTBEAT)),
         )
