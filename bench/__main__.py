@@ -9,7 +9,9 @@ the drain rate of a pre-filled queue (tasks/s over the last 90% of results once 
 task by process, the median of the repetitions, and AgentFlow's ratios to raw JetStream and to each peer.
 Unless ``--no-planners``, each repetition ends with the planners' phases (``bench/planners.py``): µs per
 decision of each planner replaying a whole run of a 1,000-node workflow, and the end-to-end time of a 100-step
-DAG with fan-out 10; ``--only planners`` runs those alone.
+DAG with fan-out 10; ``--only planners`` runs those alone. The gateway phase (``bench/gateway.py``; ``--only
+gateway`` alone) measures a model call's overhead through AgentFlow's gateway, beside LiteLLM's proxy with
+``--peers``.
 """
 
 import argparse
@@ -27,11 +29,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import uvloop
 
-from bench import peers, planners, raw
+from bench import gateway, local_model, peers, planners, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
+from bus.commands import CommandParser
 from control_plane.stack import launcher as stack
 from control_plane.stack import nats_identity
 from control_plane.stack.processes import alive, spawn, stop, wait_until
@@ -57,6 +61,8 @@ class Bench:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.samples: dict[str, dict[str, list[float]]] = {}
         self.peers: list[peers.Peer] = []
+        self.gateway_servers = gateway.Servers(self.home)
+        self.gateway_targets: list[gateway.Target] = []
 
     # --- processes ----------------------------------------------------------------------------------
 
@@ -64,9 +70,16 @@ class Bench:
         if self.args.peers and self.args.only is None:
             self.peers = peers.start(self.home, self.wait_seconds())
         settings = dataclasses.replace(StackSettings.read(os.environ), home=self.home)
+        if self.args.local_model:
+            settings = dataclasses.replace(settings, local_model=True)
         self.state = stack.up(settings, workers=0, concurrency=1)
         # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
         self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
+        if self.gateway_on():
+            self.gateway_servers.start_upstream()
+
+    def gateway_on(self) -> bool:
+        return self.args.gateway_calls > 0 and self.args.sandbox is None and self.args.only in (None, "gateway")
 
     def stop(self) -> None:
         try:
@@ -74,6 +87,7 @@ class Bench:
         finally:
             for peer in self.peers:
                 peer.stop()
+            self.gateway_servers.stop()
             stack.down(self.home, quiet=True)
             shutil.rmtree(self.home, ignore_errors=True)
 
@@ -196,8 +210,23 @@ class Bench:
             return
         if self.args.only is None:
             await self.task_phases(index)
-        if self.args.planners:
+        if self.gateway_on():
+            await self.gateway_phases(index)
+        if self.args.planners and self.args.only in (None, "planners"):
             await self.planner_phases(index)
+
+    async def gateway_phases(self, index: int) -> None:
+        """One model call sent straight to the upstream, through AgentFlow's gateway and through LiteLLM's."""
+        self.set_workers("agentflow", 0)
+        for target in self.gateway_targets:
+            _progress(f"[{index + 1}/{self.args.repeat}] model gateway: {target.system}, 1 and 50 callers")
+            for metric, value in (await gateway.measure(target, self.args.gateway_calls)).items():
+                self.record(f"gw-{target.system}", metric, value)
+        if self.args.local_model:
+            _progress(f"[{index + 1}/{self.args.repeat}] the local model through the gateway, 128-token answers")
+            agentflow = next(target for target in self.gateway_targets if target.system == "agentflow")
+            for metric, value in (await local_model.speed(agentflow.base, key=agentflow.key)).items():
+                self.record("local-model", metric, value)
 
     async def task_phases(self, index: int) -> None:
         args = self.args
@@ -334,6 +363,8 @@ class Bench:
         assert self.state is not None
         token = (self.home / stack.KEY_FILE).read_text().strip()
         await _register_echo(self.state.api_url, token)
+        if self.gateway_on():
+            self.gateway_targets = await self._gateway_targets(token)
         for peer in self.peers:
             await peer.open()
         try:
@@ -343,6 +374,22 @@ class Bench:
             for peer in self.peers:
                 await peer.close()
         return self.report()
+
+    async def _gateway_targets(self, token: str) -> list[gateway.Target]:
+        """A tenant of the benchmark's own with the upstream's deployment; LiteLLM's proxy with ``--peers``."""
+        assert self.state is not None
+        upstream = self.gateway_servers.upstream
+        litellm = self.gateway_servers.start_litellm() if self.args.peers else None
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=self.state.api_url, headers=headers, timeout=30) as admin:
+            made = await admin.post("/v1/tenants", json={"name": "bench-gateway"})
+            made.raise_for_status()
+            key = made.json()["admin_key"]["key"]
+            applied = await admin.post(
+                "/v1/models", json=gateway.deployment(upstream), headers={"Authorization": f"Bearer {key}"}
+            )
+            applied.raise_for_status()
+        return gateway.targets(self.state.api_url, key, upstream, litellm)
 
     def report(self) -> dict[str, Any]:
         medians = {
@@ -354,11 +401,13 @@ class Bench:
         if "agentflow" in summary:
             for other in ("raw", *(peer.system for peer in self.peers)):
                 summary["ratios"].update(_ratios(summary["agentflow"], summary[other], other))
+        summary["gateway_overhead"] = gateway.overheads(summary)
         planned = {k.removeprefix(PLANNER): v for k, v in medians.items() if k.startswith(PLANNER)}
         if planned:
             summary["planners"] = planned
         summary["runs"] = {"repeat": self.args.repeat, "latency_runs": self.args.latency_runs, "tasks": self.args.tasks}
         summary["runs"]["task_phases"] = self.args.only is None
+        summary["runs"]["gateway_calls"] = self.args.gateway_calls if self.gateway_on() else 0
         if self.args.planners:
             summary["runs"]["planner_nodes"] = self.args.planner_nodes
             summary["runs"]["fanout"] = {
@@ -489,6 +538,14 @@ def _rate(m: dict[str, float], key: str, width: int) -> str:
 
 def render(summary: dict[str, Any]) -> str:
     lines = _render_tasks(summary) if summary["runs"].get("task_phases", True) else []
+    lines += gateway.render(summary)
+    if "local-model" in summary:
+        speed = summary["local-model"]
+        lines += [
+            "",
+            f"local model (SmolLM2-135M-Instruct, llama.cpp) through the gateway: {speed['tokens_per_second']:.1f}"
+            f" tokens/s, first token in {speed['ttft_ms']:.0f} ms ({speed['tokens']:.0f}-token answers)",
+        ]
     if "planners" in summary:
         runs = summary["runs"]
         if lines:
@@ -569,34 +626,73 @@ def _render_ratios(r: dict[str, float], summary: dict[str, Any]) -> list[str]:
 
 
 def arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="af bench", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repeat", type=int, default=3, help="repetitions; figures are their median (default 3)")
-    parser.add_argument("--latency-runs", type=int, default=300, help="tasks one at a time per repetition")
-    parser.add_argument("--tasks", type=int, default=3000, help="tasks per sustained or drain phase (default 3000)")
-    parser.add_argument("--sandbox-tasks", type=int, default=200, help="sandboxed tasks per phase; 0 skips them")
+    parser = CommandParser(
+        prog="af bench",
+        description="Run the benchmarks: AgentFlow's durable path beside raw JetStream (and with --peers, Celery and "
+        "taskiq), the sandboxes and the planners, on this machine; the report goes to --json-file.",
+    )
+    parser.add_argument(
+        "--repeat", metavar="N", type=int, default=3, help="Repetitions; figures are their median (default 3)."
+    )
+    parser.add_argument(
+        "--latency-runs", metavar="N", type=int, default=300, help="Tasks one at a time per repetition."
+    )
+    parser.add_argument(
+        "--tasks", metavar="N", type=int, default=3000, help="Tasks per sustained or drain phase (default 3000)."
+    )
+    parser.add_argument(
+        "--sandbox-tasks", metavar="N", type=int, default=200, help="Sandboxed tasks per phase; 0 skips them."
+    )
     parser.add_argument(
         "--peers",
         action="store_true",
-        help="also run the noop task through Celery (Redis) and taskiq (NATS JetStream); `make bench-peers`",
+        help="Also run the noop task through Celery (Redis) and taskiq (NATS JetStream); `make bench-peers`.",
     )
     parser.add_argument(
         "--planners",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="end each repetition with the planners' phases: µs per decision of each planner, a fan-out DAG end to end",
+        help="End each repetition with the planners' phases: µs per decision of each planner, a fan-out DAG end to "
+        "end.",
     )
-    parser.add_argument("--only", choices=["planners"], help="run only these phases (`--only planners`)")
+    parser.add_argument(
+        "--only", choices=["planners", "gateway"], help="Run only these phases (`--only planners`, `--only gateway`)."
+    )
+    parser.add_argument(
+        "--local-model",
+        action="store_true",
+        help="Start the stack's local model too and measure its tokens/s through the gateway.",
+    )
+    parser.add_argument(
+        "--gateway-calls",
+        type=int,
+        default=1000,
+        help="Timed model calls per gateway cell (whole or streamed, 1 or 50 callers); 0 skips the gateway phase."
+        " With --peers, LiteLLM's proxy from .venv-litellm runs beside AgentFlow's.",
+    )
     parser.add_argument(
         "--sandbox",
         choices=["process", "runsc"],
-        help="run only the sandboxed phases: the process sandbox, and with runsc its cold and warm rows too",
+        help="Run only the sandboxed phases: the process sandbox, and with runsc its cold and warm rows too.",
     )
-    parser.add_argument("--planner-nodes", type=int, default=1000, help="nodes of each planner's workflow")
-    parser.add_argument("--fanout-layers", type=int, default=10, help="layers of the end-to-end DAG (default 10)")
-    parser.add_argument("--fanout-width", type=int, default=10, help="steps per layer of the end-to-end DAG")
-    parser.add_argument("--fanout-runs", type=int, default=5, help="timed end-to-end DAG runs per repetition; 0 skips")
-    parser.add_argument("--output", choices=["table", "json"], default="table")
-    parser.add_argument("--json-file", default="bench/results/latest.json", help="where to write the JSON report")
+    parser.add_argument(
+        "--planner-nodes", metavar="N", type=int, default=1000, help="Nodes of each planner's workflow."
+    )
+    parser.add_argument(
+        "--fanout-layers", metavar="N", type=int, default=10, help="Layers of the end-to-end DAG (default 10)."
+    )
+    parser.add_argument(
+        "--fanout-width", metavar="N", type=int, default=10, help="Steps per layer of the end-to-end DAG."
+    )
+    parser.add_argument(
+        "--fanout-runs", metavar="N", type=int, default=5, help="Timed end-to-end DAG runs per repetition; 0 skips."
+    )
+    parser.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="How to print the report (default table)."
+    )
+    parser.add_argument(
+        "--json-file", metavar="FILE", default="bench/results/latest.json", help="Where to write the JSON report."
+    )
     return parser
 
 

@@ -69,6 +69,8 @@ async def connect(url: str, name: str, user: str = "", password: str = "") -> Bu
     bus: Bus | None = None
 
     async def on_disconnected() -> None:
+        if connecting.done() and connecting.result().is_closed:
+            return  # our own Bus.close, not a lost connection
         log.warning("disconnected from NATS at %s", url)
 
     async def on_reconnected() -> None:

@@ -6,6 +6,8 @@ once: ``ack`` after its effect is durable, ``nak`` to have it delivered again (n
 redelivered while the work goes on past the consumer's ack wait.
 """
 
+import asyncio
+
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -84,10 +86,21 @@ class Consumer:
     def __init__(self, sub: JetStreamContext.PullSubscription) -> None:
         self._sub = sub
 
-    async def pull(self, batch: int, wait: float) -> list[Delivery]:
-        """Up to ``batch`` messages: returns as soon as any are there, or [] after ``wait`` seconds."""
+    async def pull(self, batch: int, wait: float, *, stop: asyncio.Event | None = None) -> list[Delivery]:
+        """Up to ``batch`` messages: returns as soon as any are there, or [] after ``wait`` seconds, or [] as
+        soon as ``stop`` is set (a shutdown need not wait out the pull; what the server sends to the abandoned
+        request is never acknowledged, so it is delivered again)."""
+        fetching = asyncio.ensure_future(self._sub.fetch(batch=batch, timeout=wait))
+        if stop is not None:
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not fetching.done():
+                fetching.cancel()
+                await asyncio.gather(fetching, return_exceptions=True)
+                return []
         try:
-            return [Delivery(msg) for msg in await self._sub.fetch(batch=batch, timeout=wait)]
+            return [Delivery(msg) for msg in await fetching]
         except (TimeoutError, NatsTimeout):
             return []
 

@@ -125,6 +125,20 @@ class Released(_AttemptNotice, frozen=True, kw_only=True, tag="released"):
     """A worker handed an attempt it had started back to the queue (it is draining): queued again."""
 
 
+class ToolLog(_AttemptNotice, frozen=True, kw_only=True):
+    """What an attempt's tool wrote to stderr since the last piece, published while it runs on
+    ``af.<tenant>.logs.<run_id>`` (stream AF_LOGS, kept an hour, for those following the run; the result
+    keeps the tail for the record). ``seq`` counts an attempt's pieces from 1: a follower that is given a
+    piece again (it came back) knows it."""
+
+    step: str
+    seq: int
+    text: str
+    at: float
+    truncated: bool = False
+    """The attempt wrote more than a worker streams (the rest is not published; the tail is in the result)."""
+
+
 Report = Result | Started | Released
 """What workers send back about a task, told apart by the ``type`` tag."""
 
@@ -216,7 +230,47 @@ class ModelStats(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 _decoders: dict[type, msgspec.json.Decoder[object]] = {}
 
-M = TypeVar("M", Task, Result, Started, RunEvents, Heartbeat, CancelTasks, ModelHealth, ModelStats)
+
+class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One model turn of one run: the chat completion request, and which step instance it is for."""
+
+    v: int = WIRE_VERSION
+    tenant: str
+    run_id: str
+    task_id: str
+    step: str
+    """The turn's key in the run (``turn-3``): with the task id, what makes the call idempotent."""
+    agent: str
+    body: msgspec.Raw
+    """An OpenAI chat completion request (``model`` a tier or a deployment's name)."""
+
+
+class TurnReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The gateway's answer to a ``TurnRequest``."""
+
+    v: int = WIRE_VERSION
+    ok: bool
+    completion: msgspec.Raw = msgspec.Raw(b"null")
+    """The OpenAI ``chat.completion`` answered (when ``ok``)."""
+    error: str | None = None
+    retryable: bool = False
+    """The turn may succeed if tried again (no healthy deployment now, the gateway unreachable)."""
+
+
+M = TypeVar(
+    "M",
+    Task,
+    Result,
+    Started,
+    RunEvents,
+    ToolLog,
+    Heartbeat,
+    CancelTasks,
+    ModelHealth,
+    ModelStats,
+    TurnRequest,
+    TurnReply,
+)
 
 
 def encode(value: Any) -> bytes:

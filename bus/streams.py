@@ -17,10 +17,15 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 24 * 3600.0
 CHANNELS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+LOGS_MAX_AGE_SECONDS = 3600.0
+LOGS_MAX_BYTES = 256 * 1_048_576
+"""The tools' live stderr is kept for those who start following a run after its tools began: an hour, and
+this much of it over every tenant at most (the oldest goes first); the record is each result's tail."""
 TASK_ACK_WAIT_SECONDS = 30.0
-MESSAGE_GONE = frozenset({10043, 10057})
-"""JetStream's error codes for deleting a message that is not (or no longer) in its stream: "sequence not
-found" and "no message found", depending on where the sequence lies."""
+NO_MESSAGE_FOUND = 10057
+"""JetStream's error code for a message that is not (or no longer) in its stream."""
+SEQUENCE_NOT_FOUND = 10043
+"""What deleting a message already deleted answers (nats-server 2.10 and later)."""
 
 STREAMS = (
     StreamConfig(
@@ -43,6 +48,15 @@ STREAMS = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=EVENTS_MAX_AGE_SECONDS,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    ),
+    StreamConfig(
+        name=subjects.LOGS_STREAM,
+        subjects=[subjects.ALL_LOGS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=LOGS_MAX_AGE_SECONDS,
+        max_bytes=LOGS_MAX_BYTES,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
     ),
     StreamConfig(
@@ -139,7 +153,7 @@ async def withdraw_task(bus: Bus, seq: int) -> None:
     try:
         await bus.jetstream.delete_msg(subjects.TASKS_STREAM, seq)
     except APIError as error:
-        if error.err_code not in MESSAGE_GONE:
+        if error.err_code not in (NO_MESSAGE_FOUND, SEQUENCE_NOT_FOUND):
             raise
 
 

@@ -1,6 +1,7 @@
 """``python -m control_plane``: run the control plane (HTTP API, orchestrator, outbox relay)."""
 
 import argparse
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -9,8 +10,9 @@ import uvicorn
 from litestar import Litestar
 
 from bus import logs, tracing
+from bus.commands import CommandParser
 from control_plane.api import Observed, create_app
-from control_plane.services import Services
+from control_plane.services import Services, preflight
 from control_plane.settings import Settings, SettingsError, load
 
 
@@ -27,19 +29,26 @@ def build(settings: Settings) -> Litestar:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="af control-plane start", description="Run the AgentFlow control plane.")
-    parser.add_argument("command", nargs="?", choices=["start"], default="start")
-    parser.add_argument("--host", help="listen address (AF_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="HTTP port (AF_PORT, default 8080)")
-    parser.add_argument("--nats-url", dest="nats_url", help="AF_NATS_URL")
-    parser.add_argument("--database-url", dest="database_url", help="AF_DATABASE_URL")
+    parser = CommandParser(
+        prog="af control-plane start",
+        description="Start a control plane: the HTTP API, the orchestrator and the outbox relay. Flags override "
+        "the AF_* environment named in each one's help.",
+    )
+    parser.add_argument("command", nargs="?", choices=["start"], default="start", help=argparse.SUPPRESS)
+    parser.add_argument("--host", metavar="HOST", help="The listen address (AF_HOST, default 127.0.0.1).")
+    parser.add_argument("--port", metavar="PORT", type=int, help="The HTTP port (AF_PORT, default 8080).")
+    parser.add_argument("--nats-url", dest="nats_url", metavar="URL", help="The NATS server (AF_NATS_URL).")
+    parser.add_argument(
+        "--database-url", dest="database_url", metavar="URL", help="The PostgreSQL database (AF_DATABASE_URL)."
+    )
     args = parser.parse_args(argv)
     try:
         settings = load({k: v for k, v in vars(args).items() if k != "command"})
+        logs.setup("control-plane", settings.log_level, settings.log_format)
+        asyncio.run(preflight(settings))
     except SettingsError as error:
         print(f"af control-plane: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    logs.setup("control-plane", settings.log_level, settings.log_format)
     tracing.setup("agentflow-control-plane", settings.otlp_endpoint)
     uvicorn.run(
         Observed(build(settings)),

@@ -54,6 +54,11 @@ class Throttled(Refused):
     """The caller is over a rate or a quota for now."""
 
 
+class BudgetExceeded(Refused):
+    """The tenant has spent its monthly budget, or the run its own: no model call until the budget is raised
+    (or the month turns)."""
+
+
 class Unavailable(Refused):
     """A part the request needs is down or busy; the same request may succeed later."""
 

@@ -60,3 +60,29 @@ WORKER_CAPACITY = Levels(
 WORKER_IN_FLIGHT = Levels(
     "agentflow_workers_in_flight_tasks", "Tasks the live workers hold, as of their last heartbeat", ["tenant", "queue"]
 )
+
+# The model gateway's, by the deployment that answered (``model``; the tier or deployment named when none
+# did) and the call's outcome (``ok`` or its problem type).
+LLM_CALLS = Tally("agentflow_llm_calls", "Model calls through the gateway, by outcome", ["tenant", "model", "outcome"])
+LLM_ATTEMPTS = Tally(
+    "agentflow_llm_attempts",
+    "Attempts at one deployment within model calls (failover makes several per call), by outcome",
+    ["tenant", "model", "outcome"],
+)
+LLM_DURATION = Timings(
+    "agentflow_llm_call_duration_seconds",
+    "A model call from its request to its whole answer, failover included",
+    ["tenant", "model", "outcome"],
+)
+LLM_TTFT = Timings(
+    "agentflow_llm_time_to_first_token_seconds", "A streamed model call until its first piece", ["tenant", "model"]
+)
+LLM_TOKENS = Tally(
+    "agentflow_llm_tokens", "Tokens of model calls, by direction (input, output)", ["tenant", "model", "direction"]
+)
+LLM_COST = Tally("agentflow_llm_cost_usd", "What model calls cost, at their deployments' prices", ["tenant", "model"])
+LLM_BUDGET_REFUSALS = Tally(
+    "agentflow_llm_budget_refusals",
+    "Model calls refused over a budget (monthly_tokens, monthly_cost_usd, run_tokens, run_cost_usd)",
+    ["tenant", "budget"],
+)

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bus import Bus, Fleet, connect
+from bus import Bus, Fleet, connect, model_turns
 from bus.streams import ensure_results_consumer, ensure_streams
 from control_plane.catalog.resolver import Catalog
 from control_plane.engine.admission import Admission
@@ -15,16 +15,18 @@ from control_plane.engine.orchestrator import Orchestrator
 from control_plane.engine.run_cache import RunCache
 from control_plane.engine.submit import Submitter
 from control_plane.gateway import Gateway
-from control_plane.gateway.credentials import CredentialsFile
+from control_plane.gateway.turns import TurnAnswerer
 from control_plane.gauges import sample
 from control_plane.security.authentication import Authenticator
 from control_plane.security.quotas import FailureBrake, TenantQuotas
 from control_plane.security.rbac import Authorizer
+from control_plane.security.secrets import SecretStore
 from control_plane.security.tokens import TokenIssuer
 from control_plane.settings import Settings
 from registry import connect as connect_db
 from registry import limits, migrate
 from registry.db import Pool, ping
+from registry.installation import installation_id
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,10 @@ class Services:
     authorizer: Authorizer
     quotas: TenantQuotas
     brake: FailureBrake
+    secrets: SecretStore
     gateway: Gateway
+    stack_id: str
+    """The installation's id (``registry.installation``): what a client ties its stored login to."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -67,6 +72,7 @@ class Services:
         authorizer = Authorizer(pool)
         await authorizer.load()
         catalog = Catalog(pool)
+        secrets = await open_secrets(pool, settings)
         admission = Admission(settings.max_in_flight_per_tenant)
         admission.configure(await limits.all_limits(pool))
         dispatcher = Dispatcher(pool, bus, catalog, admission)
@@ -90,11 +96,12 @@ class Services:
             authorizer,
             TenantQuotas(pool, settings.requests_per_second, settings.max_concurrent_runs),
             FailureBrake(settings.auth_failures_per_minute),
-            # Deployments' credentials: from the file of AF_LLM_CREDENTIALS_FILE until the secrets store serves them.
-            await Gateway.open(
-                pool, bus, settings.gateway, CredentialsFile.load(settings.gateway.llm_credentials_file)
-            ),
+            secrets,
+            await Gateway.open(pool, bus, settings.gateway, secrets),
+            await installation_id(pool),
         )
+        # Agents' model turns, asked by workers over the bus, answered by the gateway.
+        await model_turns.serve(bus, TurnAnswerer(services.gateway).answer)
         services.loops = [
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
@@ -111,6 +118,7 @@ class Services:
     async def close(self) -> None:
         self.stop.set()
         self.submitter.wake()
+        self.dispatcher.wake()
         await asyncio.gather(*self.loops, return_exceptions=True)
         await self.submitter.close()
         await self.dispatcher.close()
@@ -126,3 +134,19 @@ class Services:
         except Exception as error:
             checks["postgres"] = f"unreachable: {type(error).__name__}"
         return checks
+
+
+async def open_secrets(pool: Pool, settings: Settings) -> SecretStore:
+    return await SecretStore.open(pool, master_key_text=settings.master_key, master_key_file=settings.master_key_file)
+
+
+async def preflight(settings: Settings) -> None:
+    """What can stop a control plane from starting, checked before it serves: the schema is applied and its
+    master key is the one the database's secrets are wrapped by (SettingsError, one line, if not)."""
+    pool = await connect_db(settings.database_url, min_size=1, max_size=2)
+    try:
+        if applied := await migrate(pool):
+            log.info("database schema: applied %s", ", ".join(applied))
+        await open_secrets(pool, settings)
+    finally:
+        await pool.close()

@@ -1,6 +1,6 @@
-"""Versioned, immutable tools and workflows.
+"""Versioned, immutable tools, workflows and agents.
 
-Both kinds live in tables of the same shape, so one set of functions serves both; ``Kind`` names the
+The kinds live in tables of the same shape, so one set of functions serves them all; ``Kind`` names the
 table and is never built from user input.
 """
 
@@ -16,6 +16,7 @@ from registry.db import Pool
 class Kind(enum.Enum):
     TOOL = "tools"
     WORKFLOW = "workflows"
+    AGENT = "agents"
 
 
 @dataclass(frozen=True, slots=True)

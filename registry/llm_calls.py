@@ -1,4 +1,5 @@
-"""Model calls: one row per call through the gateway, with every attempt it made, written in batches.
+"""Model calls: one row per call through the gateway, with every attempt it made, written in batches
+together with their metered usage (``registry.usage``).
 
 A call with an idempotency key (a run's model turn) is found again by it: the response of its successful
 call is what a redelivered turn is answered with, so the model is not called twice for one turn.
@@ -9,8 +10,10 @@ from datetime import datetime
 
 import msgspec
 
+from registry import usage
 from registry.db import Pool
 from registry.statements import Columns, Statement, rows_of
+from registry.usage import UsageRecord
 
 
 class LlmCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +41,8 @@ class LlmCall(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int
     output_tokens: int
     tokens_estimated: bool
+    cost_usd: float
+    """What the answering deployment charges for the tokens, at its prices."""
     record: str
     prompt: str | None
     """JSON: the messages (``record = full``) or their shape (``metadata``)."""
@@ -66,6 +71,7 @@ class StoredCall(msgspec.Struct, frozen=True, kw_only=True):
     input_tokens: int
     output_tokens: int
     tokens_estimated: bool
+    cost_usd: float
     record: str
     prompt: str | None
     response: str | None
@@ -76,16 +82,21 @@ _CALLS = Columns(LlmCall, id="uuid", attempts="jsonb", prompt="jsonb", response=
 
 
 def _insert(s: Statement) -> str:
-    columns = ", ".join(_CALLS.types)
-    return f"INSERT INTO llm_calls ({columns}) SELECT {columns} FROM {s.unnest(_CALLS)}"
+    calls, metered = ", ".join(_CALLS.types), ", ".join(usage.USAGE.types)
+    return (
+        f"WITH calls AS (INSERT INTO llm_calls ({calls}) SELECT {calls} FROM {s.unnest(_CALLS)})"
+        f" INSERT INTO llm_usage ({metered}) SELECT {metered} FROM {s.unnest(usage.USAGE)}"
+        " ON CONFLICT (tenant, usage_key) DO NOTHING"
+    )
 
 
 _INSERT = Statement(_insert)
 
 
-async def insert(pool: Pool, calls: Sequence[LlmCall]) -> None:
-    """Record a batch of calls in one statement."""
-    await pool.execute(_INSERT.sql, *_INSERT.args({_CALLS: calls}))
+async def insert(pool: Pool, calls: Sequence[LlmCall], metered: Sequence[UsageRecord] = ()) -> None:
+    """Record a batch of calls and meter their usage, in one statement; a usage key metered already (a
+    redelivered turn) is left as it was."""
+    await pool.execute(_INSERT.sql, *_INSERT.args({_CALLS: calls, usage.USAGE: metered}))
 
 
 async def replay(pool: Pool, tenant: str, idempotency_key: str) -> str | None:
@@ -102,7 +113,7 @@ async def replay(pool: Pool, tenant: str, idempotency_key: str) -> str | None:
 _READ = (
     "id::text AS id, tenant, run_id, task_id, attempt, turn, caller, requested, tier, deployment, outcome, error,"
     " attempts::text AS attempts, stream, latency_ms, ttft_ms, input_tokens, output_tokens, tokens_estimated,"
-    " record, prompt::text AS prompt, response::text AS response, at"
+    " cost_usd, record, prompt::text AS prompt, response::text AS response, at"
 )
 
 

@@ -7,13 +7,14 @@ tool's output and its init's report), files (a call's files), workdirs (whose le
 and gvisor (what the gVisor backends share).
 """
 
-from .opener import open_backend
+from .opener import BACKENDS, open_backend
 from .process import ProcessBackend
 from .protocol import Backend, Limits, Outcome, SandboxCall, SandboxError
 from .runsc import RunscBackend
 from .settings import SandboxSettings
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "Limits",
     "Outcome",

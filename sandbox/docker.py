@@ -188,6 +188,7 @@ class DockerBackend:
         except docker.errors.DockerException as error:
             raise SandboxError(f"call {call.call_id}: cannot start its container: {error}") from error
         output = Output(call.limits.output_bytes, nonce.encode())
+        output.on_stderr = call.on_stderr
         started = time.monotonic()
         timed_out = False
         try:

@@ -37,6 +37,9 @@ _OPENERS: dict[str, Callable[[SandboxSettings], Backend]] = {
     "runsc": _open_runsc,
 }
 
+BACKENDS = tuple(sorted(_OPENERS))
+"""The name of every backend, as `AF_SANDBOX` and `af worker start --sandbox` take them."""
+
 
 def open_backend(settings: SandboxSettings) -> Backend:
     """The backend `settings` name (if none: runsc where it is installed, else process); SandboxError naming
@@ -45,5 +48,5 @@ def open_backend(settings: SandboxSettings) -> Backend:
     name = settings.backend or ("runsc" if shutil.which("runsc") else "process")
     opener = _OPENERS.get(name)
     if opener is None:
-        raise SandboxError(f"unknown sandbox backend {name!r}; valid choices: {', '.join(sorted(_OPENERS))}")
+        raise SandboxError(f"unknown sandbox backend {name!r}; valid choices: {', '.join(BACKENDS)}")
     return opener(settings)

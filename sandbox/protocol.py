@@ -4,7 +4,7 @@ this one on nothing of the package."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -71,6 +71,10 @@ class SandboxCall:
 
     warm: int = 0
     """Sandboxes to keep started ahead for this call's pool (runsc); 0: the backend's default."""
+
+    on_stderr: Callable[[bytes], None] | None = None
+    """Given each piece of the tool's stderr as it arrives, on the event loop, while the call runs (the report
+    of a sandbox's init taken out); it must not block. The Outcome's stderr_tail is kept all the same."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,12 +8,21 @@
 - ``stack``: the control plane and one worker as separate processes against those two.
 - ``upstream``: ``bench.upstream``, a model server speaking OpenAI's and Anthropic's protocols that fails on
   demand, one process serving many named upstreams (the deployments of a chain).
+- ``tenant``, ``http``, ``llm``: a tenant of the test module's own, the API and the official OpenAI client
+  calling with its key.
+- ``running_gateway``/``gateway``: a model ``Gateway`` of the test process on the stack's servers.
+- ``local_model_server``: llama.cpp's server with SmolLM2-135M-Instruct, as ``af up --local-model`` starts it,
+  kept small (a 1,024-token window, answers of 64 tokens at most, one thread).
+- ``collector``: an OTLP/HTTP trace receiver in the test process, keeping every span sent to it.
+- ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
+  command) with AF_HOME in a fresh directory; every process any of its stacks ran is stopped at the end.
 - ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
   whose ``runsc`` runtime passes ``--network=none``.
 """
 
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -22,24 +31,36 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import msgspec
+import openai
 import pytest
 from agentflow import AsyncClient, Client, Conflict
 from nats.js import JetStreamContext
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
+from bus import connect as connect_bus
 from bus import subjects
 from bus.messages import Heartbeat, Task, ToolRuntime
+from control_plane.gateway import Gateway
+from control_plane.gateway.settings import GatewaySettings
 from control_plane.security.authentication import new_key
-from control_plane.stack import nats, nats_identity, postgres
-from control_plane.stack.processes import free_port, http_ok, spawn, stop, tcp_open, wait_until
+from control_plane.security.secrets import SecretStore
+from control_plane.stack import local_model, nats, nats_identity, postgres
+from control_plane.stack.processes import alive, free_port, http_ok, spawn, stop, tcp_open, wait_until
+from registry import connect as connect_db
 from registry.db import ensure_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +128,10 @@ class Upstream:
         answer = httpx.post(f"{self.base}/_control/{name}", json={"faults": list(faults), "latency_ms": latency_ms})
         answer.raise_for_status()
 
+    def require_key(self, name: str, key: str) -> None:
+        """Make upstream ``name`` answer 401 to every request that does not carry ``key``."""
+        httpx.post(f"{self.base}/_control/{name}", json={"key": key}).raise_for_status()
+
     def seen(self, name: str) -> dict[str, Any]:
         """``{"requests": n, "last": the last body, "headers": its headers}``."""
         answer: dict[str, Any] = httpx.get(f"{self.base}/_control/{name}").json()
@@ -123,6 +148,74 @@ def upstream(tmp_root: Path) -> Iterator[Upstream]:
         yield Upstream(f"http://127.0.0.1:{port}")
     finally:
         stop(process.pid)
+
+
+@pytest.fixture(scope="session")
+def local_model_server(tmp_root: Path) -> Iterator[local_model.LocalModelServer]:
+    log = tmp_root / "logs" / "local-model.log"
+    server = local_model.start(log, context=1024, max_tokens=64, threads=1, timeout=60)
+    try:
+        yield server
+    finally:
+        stop(server.process.pid)
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class Collector(ThreadingHTTPServer):
+    """An OTLP/HTTP trace receiver: what the exporters of the control plane and the worker send."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        super().__init__(("127.0.0.1", free_port()), _Receive)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Receive(BaseHTTPRequestHandler):
+    server: Collector
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            service = next(a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name")
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: getattr(a.value, a.value.WhichOneof("value") or "") for a in span.attributes}
+                    ids = (span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex())
+                    self.server.spans.append(Span(service, span.name, *ids, attributes=attributes))
+        answer = ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    server = Collector()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @dataclass(frozen=True)
@@ -277,10 +370,16 @@ class Stack:
             "AF_NATS_URL": self.nats_served_by.url if self.nats_served_by else self.nats_url,
             **nats_identities(self.root).env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": self.database_url,
+            "AF_MASTER_KEY_FILE": str(self.master_key_file),
             "AF_LOG_LEVEL": "info",
             **self.extra_env,
             **extra,
         }
+
+    @property
+    def master_key_file(self) -> Path:
+        """The secrets store's master key, made by the first control plane of the stack."""
+        return self.root / "master.key"
 
     def start_control_plane(self) -> subprocess.Popen[bytes]:
         key_file = self.root / "admin.key"
@@ -437,6 +536,37 @@ def own_stack(tmp_root: Path) -> Iterator[Stack]:
         yield running
 
 
+@contextlib.asynccontextmanager
+async def running_gateway(
+    stack: Stack, settings: GatewaySettings | None = None, secrets: dict[str, dict[str, str]] | None = None
+) -> AsyncIterator[Gateway]:
+    """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it, with
+    the keys ``secrets`` holds (``{tenant: {name: value}}``)."""
+    pool = await connect_db(stack.database_url)
+    connection = await connect_bus(stack.nats_url, "test-gateway")
+    store = await SecretStore.open(pool, master_key_text="", master_key_file=str(stack.master_key_file))
+    for tenant, named in (secrets or {}).items():
+        for name, value in named.items():
+            await store.put(tenant, name, value, actor="test")
+    opened = await Gateway.open(pool, connection, settings or GatewaySettings(), store)
+    stop = asyncio.Event()
+    running = asyncio.create_task(opened.run(stop))
+    try:
+        yield opened
+    finally:
+        stop.set()
+        await running
+        await opened.close()
+        await connection.close()
+        await pool.close()
+
+
+@pytest.fixture
+async def gateway(stack: Stack) -> AsyncIterator[Gateway]:
+    async with running_gateway(stack) as opened:
+        yield opened
+
+
 @pytest.fixture(scope="session")
 def client(stack: Stack) -> Iterator[Client]:
     with stack.client() as af:
@@ -457,3 +587,165 @@ def register_examples(client: Client) -> None:
 def examples_registered(client: Client) -> None:
     """The example tools and workflow templates, registered once per session."""
     register_examples(client)
+
+
+def gone(pid: int) -> bool:
+    """The process has exited: no such PID, or only a zombie left for its parent (not us) to reap."""
+    return not alive(pid)
+
+
+class Embedded:
+    """Runs ``af up/down/status`` of the embedded stack in ``home`` (one AF_PORT for every stack), remembering
+    every PID a stack recorded, so that ``stop_all`` stops what a failed test left running."""
+
+    def __init__(self, home: Path, **env: str) -> None:
+        self.home = home
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
+        self.env = {**base, "AF_HOME": str(home), "AF_PORT": str(free_port()), **env}
+        self.seen: set[int] = set()
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``af up/down/status ARGS...``."""
+        result = self.af(*args, timeout=timeout)
+        self.seen.update(self.pids().values())
+        return result
+
+    def af(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The ``af`` command line with this stack's environment."""
+        return subprocess.run(
+            [str(Path(sys.executable).parent / "af"), *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    @property
+    def state(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((self.home / "stack.json").read_text())
+        return loaded
+
+    def pids(self) -> dict[str, int]:
+        """Each recorded part's PID by its name; none without stack.json."""
+        try:
+            return {part["name"]: part["pid"] for part in self.state["parts"]}
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def stop_all(self) -> None:
+        if (self.home / "stack.json").exists():
+            self("down")
+        for pid in self.seen:
+            if not gone(pid):
+                stop(pid, timeout=10)
+
+
+@pytest.fixture
+def embedded() -> Iterator[Embedded]:
+    """An embedded stack's AF_HOME in a fresh directory PostgreSQL can reach (it runs as ``nobody`` when the
+    tests run as root, and pytest's own temp root is private to the user), so directly under /tmp."""
+    parent = Path(tempfile.mkdtemp(prefix="af-stack-test-"))
+    parent.chmod(0o755)
+    stack = Embedded(parent / "home")
+    try:
+        yield stack
+    finally:
+        stack.stop_all()
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+SLEEPER = {
+    "name": "dozer",
+    "version": "1.0.0",
+    "description": "Sleeps, so that a test can cancel it while it runs.",
+    "limits": {"wall_seconds": 60},
+    "runtime": {"command": ["python3", "main.py"], "files": {"main.py": "import time\ntime.sleep(50)\n"}},
+}
+
+
+def start_and_cancel_while_running(client: Client) -> tuple[str, dict[str, Any]]:
+    """A run of a tool that sleeps, cancelled once a worker started it; its id and its task.started event."""
+    client.register_tool(SLEEPER)
+    run = client.start_run(tool="dozer", input={})
+    started = next(event for event in client.events(run["id"]) if event["type"] == "task.started")
+    client.cancel_run(run["id"])
+    return run["id"], started
+
+
+# --- the model gateway ------------------------------------------------------------------------------
+
+PROBLEM = "urn:agentflow:problem:"
+
+
+def as_key(stack: Stack, key: str, url: str | None = None) -> httpx.Client:
+    """An HTTP client of the API (or of the control plane at ``url``) calling with ``key``."""
+    return httpx.Client(base_url=url or stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def expect_problem(answer: httpx.Response, status: int, slug: str, field: str | None = None) -> dict[str, Any]:
+    """The problem+json document of ``answer``, checked to be of ``status``, type ``slug`` and ``field``."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    problem: dict[str, Any] = answer.json()
+    assert problem["type"] == PROBLEM + slug, problem
+    if field is not None:
+        assert problem["field"] == field, problem
+    return problem
+
+
+@pytest.fixture(scope="module")
+def tenant(stack: Stack) -> Iterator[tuple[str, str]]:
+    """A tenant of the test module's own and its tenant-admin key."""
+    name = f"gw-{uuid.uuid4().hex[:6]}"
+    with as_key(stack, stack.token) as admin:
+        answer = admin.post("/v1/tenants", json={"name": name})
+        assert answer.status_code == 201, answer.text
+        yield name, answer.json()["admin_key"]["key"]
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack, tenant: tuple[str, str]) -> Iterator[httpx.Client]:
+    """The API, called with the module's tenant's key."""
+    with as_key(stack, tenant[1]) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def llm(stack: Stack, tenant: tuple[str, str]) -> Iterator[openai.OpenAI]:
+    """The official OpenAI client, pointed at AgentFlow's gateway with the tenant's API key."""
+    with openai.OpenAI(base_url=f"{stack.api_url}/v1/llm", api_key=tenant[1], max_retries=0, timeout=30) as client:
+        yield client
+
+
+def apply(http: httpx.Client, **document: Any) -> dict[str, Any]:
+    """Apply a model deployment document."""
+    answer = http.post("/v1/models", json=document)
+    assert answer.status_code in (200, 201), answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def upstream_model(upstream: Upstream, name: str, **fields: Any) -> dict[str, Any]:
+    """An ``openai`` deployment of upstream ``name``."""
+    return {"name": name, "provider": "openai", "endpoint": upstream.url(name), "model": f"remote-{name}", **fields}
+
+
+def calls(http: httpx.Client, limit: int = 20) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = http.get("/v1/llm/calls", params={"limit": limit}).json()["items"]
+    return items
+
+
+def recorded(
+    http: httpx.Client, requested: str, where: Callable[[dict[str, Any]], bool] = lambda call: True
+) -> dict[str, Any]:
+    """The newest recorded call that asked for ``requested`` (and is ``where`` says), waiting for it: records
+    are written a moment after the answer."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [call for call in calls(http) if call["requested"] == requested and where(call)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no call of {requested} recorded"
+        time.sleep(0.05)

@@ -1,7 +1,10 @@
 """The bus against a real nats-server: deliveries settle as JetStream says, a watch says "look again" once per
-burst and ends when its connection closes, and the fleet reads back what workers wrote."""
+burst, carries a stream's messages, kept and new, and ends when its connection closes, and the fleet reads back
+what workers wrote."""
 
+import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +17,7 @@ from bus.consume import bind
 from bus.messages import encode
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_streams, ensure_task_consumer, withdraw_task
-from bus.watch import watch
+from bus.watch import watch, watch_carrying
 from control_plane.stack.nats import NatsServer
 from tests.conftest import admin_url, heartbeat_of, noop_task
 
@@ -51,6 +54,32 @@ async def test_a_delivery_handed_back_with_a_delay_comes_again_later_and_a_termi
     assert await consumer.pull(1, 1.0) == []
 
 
+async def test_a_pull_ends_empty_as_soon_as_stop_is_set_and_the_consumer_still_delivers_afterwards(bus: Bus) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    consumer = await bind(bus, subjects.TASKS_STREAM, await ensure_task_consumer(bus, TENANT, queue))
+    stop = asyncio.Event()
+    pulling = asyncio.create_task(consumer.pull(1, 600.0, stop=stop))
+    await asyncio.sleep(0.1)
+    stop.set()
+    async with asyncio.timeout(30):  # a pull that waited out its 600 s would fail here, not hang the suite
+        assert await pulling == []
+
+    task = noop_task(TENANT)
+    await publish(bus, Outgoing(subjects.tasks(TENANT, queue), encode(task), task.task_id, TRACEPARENT))
+    [delivery] = await consumer.pull(1, 5.0, stop=asyncio.Event())
+    assert delivery.data == encode(task)
+    await delivery.ack()
+
+
+async def test_closing_a_bus_is_no_lost_connection_and_logs_no_warning(
+    tmp_root: Path, nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = await connect(admin_url(tmp_root, nats_server), "test-bus-close")
+    with caplog.at_level(logging.INFO, logger="bus.connection"):
+        await connection.close()
+    assert [record.getMessage() for record in caplog.records] == []
+
+
 async def test_a_watch_looks_at_once_then_once_per_burst_then_on_silence(bus: Bus) -> None:
     subject = subjects.events(TENANT, str(uuid.uuid4()))
     async with contextlib.aclosing(watch(bus, subject, every=0.2)) as looks:
@@ -64,6 +93,27 @@ async def test_a_watch_looks_at_once_then_once_per_burst_then_on_silence(bus: Bu
             taken += await anext(looks)
         assert taken == 3
         assert await anext(looks) == 0
+
+
+async def test_a_watch_carrying_a_streams_subject_hands_over_what_it_kept_then_what_comes(bus: Bus) -> None:
+    run_id = str(uuid.uuid4())
+    logs = subjects.tool_logs(TENANT, run_id)
+    for n in (1, 2):  # before anyone watches: AF_LOGS keeps them
+        await notify(bus, Outgoing(logs, f"kept-{n}".encode(), f"{run_id}-{n}"))
+    await bus.client.flush()
+
+    carried: list[bytes] = []
+    async with contextlib.aclosing(watch_carrying(bus, subjects.events(TENANT, run_id), 5.0, logs)) as looks:
+        assert (await anext(looks)).carried == ()
+        while len(carried) < 2:
+            carried += (await anext(looks)).carried
+        await notify(bus, Outgoing(logs, b"live", f"{run_id}-3"))
+        while len(carried) < 3:  # it wakes the watch: well before the 5 s interval
+            look = await anext(looks)
+            carried += look.carried
+            assert look.arrived == 0
+
+    assert carried == [b"kept-1", b"kept-2", b"live"]
 
 
 async def test_a_watch_ends_with_watch_lost_once_its_connection_is_closed(bus: Bus) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from agentflow import Client, Forbidden
 
-from tests.conftest import ROOT, Stack
+from tests.conftest import ROOT, Embedded, Stack
 
 AF = Path(sys.executable).parent / "af"
 Af = Callable[..., subprocess.CompletedProcess[str]]
@@ -89,3 +89,63 @@ def test_af_tenants_create_shows_the_first_admin_key_once_and_refuses_bad_names(
         pytest.raises(Forbidden, match=f"role viewer lacks tools:write in tenant {name}"),
     ):
         viewer.register_tool({"name": "x", "version": "1.0.0", "runtime": {"command": ["true"]}})
+
+
+def test_a_refused_stored_login_says_how_to_log_in_again_and_af_logout_forgets_it(
+    af: Af, stack: Stack, config_home: Path
+) -> None:
+    assert af("login", "--api-key", stack.token).returncode == 0
+    stored = config_home / "agentflow" / "login.json"
+    logins = json.loads(stored.read_text())
+    logins[stack.api_url] |= {"expires_at": time.time() - 1, "refresh_token": "afr_of_a_stack_long_gone"}
+    stored.write_text(json.dumps(logins))
+
+    refused = af("tool", "ls")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == (
+        f"af: the login stored for {stack.api_url} is no longer valid (the refresh token is not valid):"
+        " log in again with `af login`, or forget it with `af logout`\n"
+    )
+    out = af("logout")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"logged out of {stack.api_url}; its tokens removed from {stored}\n"
+    assert stack.api_url not in json.loads(stored.read_text())
+    assert af("logout").stdout == f"no login was stored for {stack.api_url}\n"
+
+
+def test_a_login_of_an_earlier_local_stack_on_the_same_url_gives_way_to_the_new_stacks_key(
+    embedded: Embedded, config_home: Path
+) -> None:
+    stored = config_home / "agentflow" / "login.json"
+    embedded.env["XDG_CONFIG_HOME"] = str(config_home)
+    assert embedded("up", "--workers", "0", "--detach").returncode == 0
+    url, first_id = embedded.state["api_url"], embedded.state["stack_id"]
+    login = embedded.af("login")
+    assert login.returncode == 0, login.stderr
+    assert json.loads(stored.read_text())[url]["stack_id"] == first_id
+    assert embedded.af("tool", "ls").returncode == 0
+    assert embedded("down").returncode == 0
+
+    # A new stack in another AF_HOME, on the same port: its database knows none of the first one's tokens.
+    second = Embedded(
+        embedded.home.parent / "second", AF_PORT=embedded.env["AF_PORT"], XDG_CONFIG_HOME=str(config_home)
+    )
+    try:
+        up = second("up", "--workers", "0", "--detach")
+        assert up.returncode == 0, up.stderr
+        assert second.state["api_url"] == url and second.state["stack_id"] not in ("", first_id)
+        listed = second.af("tool", "ls", "--output", "json")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)["items"] is not None
+        assert listed.stderr == (
+            f"af: forgot the login stored for {url}: an earlier stack issued it; using this stack's key"
+            " (af login logs in to this one)\n"
+        )
+        assert url not in json.loads(stored.read_text())
+        assert second.af("tool", "ls").stderr == ""
+
+        assert second.af("login").returncode == 0
+        assert json.loads(stored.read_text())[url]["stack_id"] == second.state["stack_id"]
+        assert second.af("tool", "ls").returncode == 0
+    finally:
+        second.stop_all()

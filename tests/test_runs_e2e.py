@@ -9,7 +9,7 @@ from agentflow import Client, Conflict, load_tool_file
 
 from control_plane.stack.processes import stop
 from registry import audit, connect
-from tests.conftest import EXAMPLES, Stack
+from tests.conftest import EXAMPLES, Stack, start_and_cancel_while_running
 
 pytestmark = pytest.mark.usefixtures("examples_registered")
 
@@ -221,6 +221,16 @@ def test_the_same_idempotency_key_returns_the_same_run_and_another_body_conflict
     assert raised.value.type.endswith("idempotency-conflict")
 
 
+def test_repeating_a_finished_run_answers_the_state_it_ended_in(client: Client) -> None:
+    first = client.start_run(tool="noop", input={"n": "repeat"}, idempotency_key="order-finished")
+    assert (first["state"], first.created) == ("running", True)
+    assert client.wait_run(first["id"], timeout=30)["state"] == "succeeded"
+    again = client.start_run(tool="noop", input={"n": "repeat"}, idempotency_key="order-finished")
+    assert (again["id"], again["state"], again.created) == (first["id"], "succeeded", False)
+    (item,) = client.start_runs([{"tool": "noop", "input": {"n": "repeat"}, "idempotency_key": "order-finished"}])
+    assert item == {"id": first["id"], "state": "succeeded", "created": False}
+
+
 def test_a_batch_answers_each_item_with_a_run_or_its_own_problem(client: Client) -> None:
     items = client.start_runs(
         [
@@ -259,6 +269,14 @@ def test_cancelling_a_run_cancels_its_open_tasks_and_a_finished_run_cannot_be_ca
     assert [e["type"] for e in client.events(run["id"])][-2:] == ["task.cancelled", "run.cancelled"]
     with pytest.raises(Conflict):
         client.cancel_run(run["id"])
+
+
+def test_a_task_cancelled_while_running_keeps_its_worker_and_start(client: Client) -> None:
+    run_id, started = start_and_cancel_while_running(client)
+    (task,) = client.get_run(run_id)["tasks"]
+    assert task["state"] == "cancelled"
+    assert task["worker_id"] == started["data"]["worker_id"]
+    assert task["started_at"] is not None and task["finished_at"] >= task["started_at"]
 
 
 def test_runs_list_newest_first_with_a_cursor(client: Client) -> None:

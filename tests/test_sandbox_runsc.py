@@ -6,6 +6,7 @@ Against the real runsc (the Makefile installs it); the tests run as root, which 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import signal
@@ -149,6 +150,17 @@ async def test_a_tool_cannot_forge_the_report_of_its_sandbox(backend: RunscBacke
 
     assert outcome.exit_code == 3
     assert forged in outcome.stderr_tail
+
+
+async def test_a_tools_stderr_is_handed_over_as_it_comes_without_its_sandboxs_report(backend: RunscBackend) -> None:
+    pieces: list[bytes] = []
+    code = "import sys; sys.stderr.write('one\\n'); sys.stderr.flush(); sys.stderr.write('two'); sys.exit(3)"
+
+    outcome = await backend.run(dataclasses.replace(python(code), on_stderr=pieces.append))
+
+    assert outcome.exit_code == 3
+    assert b"".join(pieces) == b"one\ntwo"
+    assert outcome.stderr_tail == "one\ntwo"
 
 
 async def test_a_server_on_the_hosts_loopback_cannot_be_reached(backend: RunscBackend) -> None:
@@ -494,6 +506,21 @@ async def test_a_warm_sandbox_serves_one_call_with_its_own_input_and_is_then_del
         "file": "héllo",
     }
     assert await entries(tmp_path) == []
+
+
+async def test_a_warm_sandbox_hands_over_its_tools_stderr_too(tmp_path: Path) -> None:
+    backend = RunscBackend(tmp_path, warm=1)
+    pieces: list[bytes] = []
+    try:
+        code = "import sys; sys.stderr.write('one\\n'); sys.stderr.flush(); sys.stderr.write('two')"
+        await backend.run(python(code))  # cold: it starts the pool
+        await warm_ready(backend)
+        outcome = await backend.run(python(code, on_stderr=pieces.append))
+    finally:
+        await backend.close()
+
+    assert (outcome.kind, outcome.exit_code) == ("runsc-warm", 0), outcome.stderr_tail
+    assert b"".join(pieces) == b"one\ntwo"
 
 
 async def test_a_warm_sandbox_enforces_the_limits_of_its_pool(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agentflow import AsyncClient, Client, Forbidden, RateLimited, Unauthorized
+from agentflow import AsyncClient, Client, Forbidden, RateLimited, StaleLogin, Unauthorized
 from agentflow._login import Login, TokenAuth, load_login, save_login
 
 API = "http://af.test"
@@ -80,13 +80,18 @@ async def test_the_async_client_refreshes_too(stored: Path) -> None:
     assert api.seen == ["refresh afr_0", "Bearer access-1"]
 
 
-def test_a_refused_refresh_raises_unauthorized(tmp_path: Path) -> None:
+def test_a_refused_refresh_raises_unauthorized_saying_how_to_log_in_again(tmp_path: Path) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"type": "urn:agentflow:problem:unauthorized", "detail": "revoked"})
 
     auth = TokenAuth(Login(API, "a", "afr_0", 0.0), tmp_path / "login.json")
-    with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as http, pytest.raises(Unauthorized):
+    with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as http, pytest.raises(Unauthorized) as caught:
         http.get(f"{API}/v1/tools")
+    assert isinstance(caught.value, StaleLogin)
+    assert str(caught.value) == (
+        f"the login stored for {API} is no longer valid (revoked): log in again with `af login`,"
+        " or forget it with `af logout`"
+    )
 
 
 def test_a_token_given_explicitly_wins_over_the_stored_login(stored: Path) -> None:

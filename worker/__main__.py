@@ -6,23 +6,38 @@ import sys
 import uvloop
 
 from bus import NotAuthorized, logs, tracing
+from bus.commands import CommandParser
 from bus.metrics import serve
-from sandbox import SandboxError, open_backend
+from sandbox import BACKENDS, SandboxError, open_backend
 from worker.service import Worker
 from worker.settings import SettingsError, load
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="af worker start", description="Run an AgentFlow worker.")
-    parser.add_argument("command", nargs="?", choices=["start"], default="start")
-    parser.add_argument("--queue", help="the queue to pull (AF_QUEUE, default 'default')")
-    parser.add_argument("--tenant", help="the tenant whose tasks to run (AF_TENANT, default 'default')")
-    parser.add_argument("--concurrency", type=int, help="tasks at once (AF_CONCURRENCY, default 8)")
-    parser.add_argument("--sandbox", help="sandbox backend (AF_SANDBOX): runsc (default where installed) or process")
-    parser.add_argument("--nats-url", dest="nats_url", help="AF_NATS_URL")
-    parser.add_argument("--worker-id", dest="worker_id", help="AF_WORKER_ID (default <host>-<pid>)")
+    parser = CommandParser(
+        prog="af worker start",
+        description="Start a worker process: it pulls its tenant's tasks from one queue and runs each tool in a "
+        "sandbox. Flags override the AF_* environment named in each one's help.",
+    )
+    parser.add_argument("command", nargs="?", choices=["start"], default="start", help=argparse.SUPPRESS)
+    parser.add_argument("--queue", metavar="QUEUE", help="The queue to pull (AF_QUEUE, default 'default').")
     parser.add_argument(
-        "--metrics-port", dest="metrics_port", type=int, help="AF_METRICS_PORT (default 0: a free port)"
+        "--tenant", metavar="TENANT", help="The tenant whose tasks to run (AF_TENANT, default 'default')."
+    )
+    parser.add_argument("--concurrency", metavar="N", type=int, help="Tasks at once (AF_CONCURRENCY, default 8).")
+    parser.add_argument(
+        "--sandbox",
+        choices=BACKENDS,
+        help="The sandbox backend (AF_SANDBOX; default: runsc where installed, else process).",
+    )
+    parser.add_argument("--nats-url", dest="nats_url", metavar="URL", help="The NATS server (AF_NATS_URL).")
+    parser.add_argument("--worker-id", dest="worker_id", metavar="ID", help="AF_WORKER_ID (default <host>-<pid>).")
+    parser.add_argument(
+        "--metrics-port",
+        dest="metrics_port",
+        metavar="PORT",
+        type=int,
+        help="Prometheus metrics on 127.0.0.1 (AF_METRICS_PORT, default 0: a free port).",
     )
     args = parser.parse_args(argv)
     try:

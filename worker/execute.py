@@ -9,20 +9,31 @@ from bus import tracing
 from bus.messages import RETRYABLE_EXIT_CODE, ErrorKind, Result, Task
 from sandbox import Backend, Limits, Outcome, SandboxCall, SandboxError
 from worker import metrics
+from worker.model_turn import Ask, TurnFailed, run_turn
+from worker.tool_logs import LiveStderr, Publish
+
+MODEL_TOOL = "@model"
+"""The built-in of an agent's model turn (the control plane's planning names it the same)."""
 
 log = logging.getLogger(__name__)
 
 
 class Executor:
-    def __init__(self, backend: Backend, worker_id: str) -> None:
+    def __init__(
+        self, backend: Backend, worker_id: str, publish_log: Publish | None = None, ask_model: Ask | None = None
+    ) -> None:
+        """``publish_log``: where a sandboxed tool's stderr goes while it runs (tool_logs); None: nowhere.
+        ``ask_model``: how a model turn (the ``@model`` built-in) reaches the gateway; None: it cannot."""
         self._backend = backend
         self._worker_id = worker_id
+        self._publish_log = publish_log
+        self._ask_model = ask_model
 
     async def execute(self, task: Task, traceparent: str | None = None) -> Result:
         """Run ``task``; ``traceparent`` is the trace context the tool gets as ``TRACEPARENT``."""
         started = time.time()
         if task.runtime.builtin is not None:
-            return self._builtin(task, started)
+            return await self._builtin(task, started)
         if not tracing.enabled:
             return await self._sandboxed(task, started, traceparent)
         with tracing.tracer.start_as_current_span(
@@ -34,6 +45,7 @@ class Executor:
         env = {"AF_RUN_ID": task.run_id, "AF_TASK_ID": task.task_id, "AF_ATTEMPT": str(task.attempt)}
         if traceparent:
             env["TRACEPARENT"] = traceparent
+        live = None if self._publish_log is None else LiveStderr(task, self._worker_id, self._publish_log)
         call = SandboxCall(
             call_id=f"{task.task_id}-{task.attempt}",
             command=tuple(task.runtime.command),
@@ -51,6 +63,7 @@ class Executor:
             image=task.runtime.image,
             pool=f"{task.tenant}/{task.tool}",
             warm=task.runtime.warm,
+            on_stderr=None if live is None else live.write,
         )
         kind = self._backend.kind
         # run() takes a ready warm sandbox before its first await, so nothing can take it between this look
@@ -61,15 +74,24 @@ class Executor:
         except SandboxError as error:
             metrics.SANDBOX_FAILURES.add((kind, "start"))
             return self._failed(task, started, "sandbox", f"the sandbox could not start the tool: {error}")
+        finally:
+            if live is not None:
+                await live.close()
         metrics.SANDBOX_STARTS.add((kind, start))
         if outcome.timed_out or outcome.output_truncated or (outcome.exit_code or 0) < 0:
             reason = "timeout" if outcome.timed_out else "output" if outcome.output_truncated else "crash"
             metrics.SANDBOX_FAILURES.add((kind, reason))
         return self._from_outcome(task, started, outcome)
 
-    def _builtin(self, task: Task, started: float) -> Result:
+    async def _builtin(self, task: Task, started: float) -> Result:
         if task.runtime.builtin == "noop":
             return self._result(task, started, ok=True, output=task.input, sandbox="builtin")
+        if task.runtime.builtin == MODEL_TOOL and self._ask_model is not None:
+            try:
+                output = await run_turn(self._ask_model, task)
+            except TurnFailed as failure:
+                return self._failed(task, started, "retryable" if failure.retryable else "exit", failure.reason)
+            return self._result(task, started, ok=True, output=msgspec.Raw(output), sandbox="builtin")
         return self._failed(task, started, "sandbox", f"unknown built-in tool {task.runtime.builtin!r}")
 
     def _from_outcome(self, task: Task, started: float, outcome: Outcome) -> Result:

@@ -11,9 +11,22 @@ import time
 import msgspec
 from opentelemetry.trace import SpanKind
 
-from bus import Bus, Consumer, Delivery, Fleet, Notice, connect, logs, subjects, tracing
+from bus import Bus, Consumer, Delivery, Fleet, Notice, connect, logs, model_turns, subjects, tracing
 from bus.consume import bind
-from bus.messages import CancelTasks, Heartbeat, Held, Released, Result, Started, Task, decode, encode
+from bus.messages import (
+    CancelTasks,
+    Heartbeat,
+    Held,
+    Released,
+    Result,
+    Started,
+    Task,
+    ToolLog,
+    TurnReply,
+    TurnRequest,
+    decode,
+    encode,
+)
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_task_consumer, wait_for_streams
 from bus.watch import listen
@@ -35,7 +48,7 @@ class Worker:
         """``metrics_port``: where this process serves its /metrics (announced in heartbeats; 0: nowhere)."""
         self._settings = settings
         self._backend = backend
-        self._executor = Executor(backend, settings.worker_id)
+        self._executor = Executor(backend, settings.worker_id, self._publish_log, self._ask_model)
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._running: dict[Delivery, float] = {}
@@ -51,6 +64,11 @@ class Worker:
         self._started_at = time.time()
         self._metrics_port = metrics_port
         self.completed = 0
+
+    async def _ask_model(self, request: TurnRequest) -> TurnReply:
+        if self._bus is None:
+            return TurnReply(ok=False, error="the worker is not connected to NATS", retryable=True)
+        return await model_turns.ask(self._bus, request, self._settings.model_turn_seconds)
 
     def stop(self) -> None:
         """Stop pulling and drain (what SIGTERM and SIGINT do)."""
@@ -104,7 +122,7 @@ class Worker:
                 await asyncio.wait({*self._in_flight, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
                 continue
-            for msg in await consumer.pull(free, PULL_WAIT_SECONDS):
+            for msg in await consumer.pull(free, PULL_WAIT_SECONDS, stop=self._stop):
                 task = asyncio.create_task(self._handle(bus, msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -244,6 +262,12 @@ class Worker:
             seq=seq,
         )
         await self._notify(task, started)
+
+    async def _publish_log(self, piece: ToolLog) -> None:
+        """Publish a piece of a running tool's stderr for those following its run (core NATS, no stream)."""
+        assert self._bus is not None
+        msg_id = f"{piece.task_id}:{piece.attempt}:log:{piece.seq}"
+        await notify(self._bus, Outgoing(subjects.tool_logs(piece.tenant, piece.run_id), encode(piece), msg_id))
 
     async def _notify(self, task: Task, notice: Started | Released) -> None:
         """Publish a notice about ``task`` on its results subject, without waiting for the stream."""

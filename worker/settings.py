@@ -38,16 +38,24 @@ class Settings(ProcessSettings):
     queue); the worker reports progress at a third of it while a tool runs."""
     drain_seconds: float = 30.0
     """``AF_DRAIN_SECONDS``: how long SIGTERM waits for tasks in flight before handing them back."""
+    model_turn_seconds: float = 240.0
+    """``AF_MODEL_TURN_SECONDS``: how long an agent's model turn waits for the gateway's answer before it is
+    tried again (the gateway's own deadline for one call is shorter)."""
     metrics_port: int = 0
     """``AF_METRICS_PORT``: the loopback port of this worker's Prometheus ``/metrics``; 0 picks a free one
     (logged at start and announced in the heartbeat)."""
 
 
+def default_worker_id(pid: int) -> str:
+    """``<host>-<pid>``: the id of the worker process ``pid`` on this machine when none is given."""
+    host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:40].strip("-") or "host"
+    return f"{host}-{pid}"
+
+
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     settings = load_layers(Settings, "worker", flags, env)
     if not settings.worker_id:
-        host = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:40].strip("-") or "host"
-        settings = dataclasses.replace(settings, worker_id=f"{host}-{os.getpid()}")
+        settings = dataclasses.replace(settings, worker_id=default_worker_id(os.getpid()))
     try:
         check_name("tenant", settings.tenant)
         check_name("queue", settings.queue)

@@ -62,7 +62,7 @@ async def issue_token(request: Request[Any, Any, Any], data: TokenRequest, servi
         raise Problem(401, "unauthorized", "the API key is not valid", "api_key")
     pair = await services.auth.issuer.issue(check.identity)
     await record(request, services, check.identity, "auth.token", "api_key", "issued")
-    return json_response(pair.body())
+    return json_response({**pair.body(), "stack_id": services.stack_id})
 
 
 @post("/v1/auth/refresh", status_code=200)
@@ -83,7 +83,7 @@ async def refresh_token(request: Request[Any, Any, Any], data: RefreshRequest, s
         )
         raise
     await record(request, services, identity, "auth.refresh", "refresh_token", "issued")
-    return json_response(pair.body())
+    return json_response({**pair.body(), "stack_id": services.stack_id})
 
 
 @get("/.well-known/jwks.json")
@@ -186,6 +186,7 @@ async def list_audit(
                     "target": row.target,
                     "outcome": row.outcome,
                     "source": row.source,
+                    "detail": row.detail,
                 }
                 for row in rows
             ]

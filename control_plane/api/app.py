@@ -11,7 +11,16 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 
 from bus.messages import encode
-from control_plane.api import access_routes, catalog_routes, model_routes, ops_routes, queue_routes, run_routes
+from control_plane.api import (
+    access_routes,
+    catalog_routes,
+    model_routes,
+    ops_routes,
+    queue_routes,
+    run_routes,
+    secret_routes,
+    usage_routes,
+)
 from control_plane.api.gate import admit, permission_of
 from control_plane.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from control_plane.errors import Refused, field_from_msgspec
@@ -75,6 +84,8 @@ def create_app(lifespan: Any) -> Litestar:
             *ops_routes.ROUTES,
             *access_routes.ROUTES,
             *model_routes.ROUTES,
+            *secret_routes.ROUTES,
+            *usage_routes.ROUTES,
         ],
         dependencies={"services": Provide(_services), "identity": Provide(admit)},
         exception_handlers={

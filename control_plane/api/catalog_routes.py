@@ -1,4 +1,4 @@
-"""Routes of the catalog: tools and workflows, registered as immutable versions and read back."""
+"""Routes of the catalog: tools, workflows and agents, registered as immutable versions and read back."""
 
 from typing import Any
 
@@ -8,7 +8,8 @@ from control_plane.api import views
 from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.problems import Problem
-from control_plane.catalog.documents import ToolSpec, check_name_field, check_version
+from control_plane.catalog.documents import ToolSpec, check_name_field, check_version, convert, version_as_text
+from control_plane.errors import Invalid, NotFound
 from control_plane.security.identity import Identity
 from control_plane.services import Services
 from registry import catalog as store
@@ -16,10 +17,12 @@ from registry import catalog as store
 
 @post("/v1/tools", status_code=201, opt={"permission": ("tools", "write")})
 async def register_tool(
-    request: Request[Any, Any, Any], data: ToolSpec, services: Services, identity: Identity
+    request: Request[Any, Any, Any], data: dict[str, Any], services: Services, identity: Identity
 ) -> Response[bytes]:
-    """Register a tool version (immutable; the same content again is a no-op answered 200)."""
-    entry, created = await services.catalog.register_tool(identity.tenant, data)
+    """Register a tool version (immutable; the same content again is a no-op answered 200); the body is a
+    ToolSpec, decoded here so that a whole-number version is taken as its text."""
+    spec = convert(version_as_text(data), ToolSpec)
+    entry, created = await services.catalog.register_tool(identity.tenant, spec)
     return await _stored(request, services, identity, "tool.register", entry, created)
 
 
@@ -38,8 +41,35 @@ async def apply_workflow(
     request: Request[Any, Any, Any], data: dict[str, Any], services: Services, identity: Identity
 ) -> Response[bytes]:
     """Apply a workflow version: validated, its tools pinned to versions, stored immutably."""
-    entry, created = await services.catalog.register_workflow(identity.tenant, data)
+    entry, created = await services.catalog.register_workflow(identity.tenant, version_as_text(data))
     return await _stored(request, services, identity, "workflow.apply", entry, created)
+
+
+@post("/v1/agents", status_code=201, opt={"permission": ("agents", "write")})
+async def apply_agent(
+    request: Request[Any, Any, Any], data: dict[str, Any], services: Services, identity: Identity
+) -> Response[bytes]:
+    """Apply an agent version: validated with what it names (model, tools, agents), tools pinned, stored immutably."""
+
+    async def model_exists(model: str) -> bool:
+        try:
+            await services.gateway.deployments.chain(identity.tenant, model, "chat")
+        except (NotFound, Invalid):
+            return False
+        return True
+
+    entry, created = await services.catalog.register_agent(identity.tenant, data, model_exists)
+    return await _stored(request, services, identity, "agent.apply", entry, created)
+
+
+@get("/v1/agents", opt={"permission": ("agents", "read")})
+async def list_agents(services: Services, identity: Identity) -> Response[bytes]:
+    return await _list_latest(services, store.Kind.AGENT, identity.tenant)
+
+
+@get("/v1/agents/{name:str}/versions/{version:str}", opt={"permission": ("agents", "read")})
+async def get_agent(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
+    return await _get_entry(services, store.Kind.AGENT, identity.tenant, name, version)
 
 
 async def _stored(
@@ -80,4 +110,14 @@ async def _get_entry(services: Services, kind: store.Kind, tenant: str, name: st
     return _json(views.catalog_entry(entry))
 
 
-ROUTES = [register_tool, list_tools, get_tool, apply_workflow, list_workflows, get_workflow]
+ROUTES = [
+    register_tool,
+    list_tools,
+    get_tool,
+    apply_workflow,
+    list_workflows,
+    get_workflow,
+    apply_agent,
+    list_agents,
+    get_agent,
+]

@@ -19,8 +19,9 @@ async def list_workers(services: Services, identity: Identity) -> Response[bytes
 
 
 @get("/healthz")
-async def healthz() -> Response[bytes]:
-    return _json({"status": "ok"})
+async def healthz(services: Services) -> Response[bytes]:
+    """Alive; with the installation's id, which ``af up`` records beside the local stack's API."""
+    return _json({"status": "ok", "stack_id": services.stack_id})
 
 
 @get("/readyz")

@@ -6,6 +6,7 @@ from typing import Any
 import msgspec
 
 from control_plane.errors import (
+    BudgetExceeded,
     Conflict,
     Forbidden,
     Invalid,
@@ -28,9 +29,11 @@ _TITLES = {
     "input-schema-mismatch": "Input does not match the schema",
     "unknown-tool": "Unknown tool",
     "unknown-workflow": "Unknown workflow",
+    "unknown-agent": "Unknown agent",
     "invalid-workflow": "Invalid workflow",
     "duplicate-version": "Version already exists with other content",
     "not-found": "Not found",
+    "ambiguous-id": "The start of an id that several ids share",
     "unauthorized": "Unauthorized",
     "forbidden": "Forbidden",
     "rate-limited": "Too many requests",
@@ -51,6 +54,9 @@ _TITLES = {
     "stream-interrupted": "The model's stream was interrupted",
     "context-length-exceeded": "The prompt exceeds every model's context window",
     "secret-not-found": "Unknown secret",
+    "master-key-in-environment": "The master key is set in the environment",
+    "master-key-changed": "The master key changed",
+    "secret-unreadable": "The secret does not open",
     "budget-exceeded": "Budget exceeded",
 }
 
@@ -63,6 +69,7 @@ _STATUSES: tuple[tuple[type[Refused], int], ...] = (
     (Unauthenticated, 401),
     (Forbidden, 403),
     (Throttled, 429),
+    (BudgetExceeded, 402),
     (Unavailable, 503),
     (UpstreamFailed, 502),
     (Refused, 400),

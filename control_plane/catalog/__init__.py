@@ -1,2 +1,2 @@
-"""The catalog: the documents users register (tools, workflows), decoded and validated once, resolved by
-``name[@version]`` and cached."""
+"""The catalog: the documents users register (tools, workflows, agents), decoded and validated once, resolved
+by ``name[@version]`` and cached."""

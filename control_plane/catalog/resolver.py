@@ -1,8 +1,10 @@
-"""Tools and workflows as the control plane uses them: validated at registration, resolved by
+"""Tools, workflows and agents as the control plane uses them: validated at registration, resolved by
 ``name[@version]``, and cached (a stored version never changes, so only ``latest`` can go stale)."""
 
+import dataclasses
 import hashlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,9 +12,12 @@ import jsonschema
 import msgspec
 
 from bus.messages import ToolLimits, ToolRuntime
+from control_plane.catalog import agents
 from control_plane.catalog.documents import RetrySpec, ToolSpec, check_name_field, check_tool, check_version, convert
 from control_plane.errors import Conflict, Invalid
 from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
+from control_plane.planning.agent import MODEL_TOOL, AgentLoop, AgentTool, Instructions, compile_instructions
+from control_plane.planning.agent_steps import AgentSteps
 from control_plane.planning.kinds import KINDS, parse_workflow
 from control_plane.planning.problems import child_field
 from registry import catalog as store
@@ -24,8 +29,12 @@ BUILTIN_VERSION = "1"
 # Step instances the control plane runs itself: they never reach a worker.
 BUILTIN_SLEEP = "@sleep"
 BUILTIN_SIGNAL = "@signal"
+BUILTIN_AGENT = "@agent"
+"""An agent step's own instance in a workflow (``planning.agent_steps``)."""
 PINS = "pins"
-"""The key of a stored workflow holding the version pinned for each tool named without one."""
+"""The key of a stored workflow holding the version pinned for each tool named without one (and for each
+agent, under ``agent:<name>``)."""
+AGENT_PIN = "agent:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,34 @@ class Workflow:
         return self.tools[(call.tool, call.tool_version)]
 
 
+@dataclass(frozen=True, slots=True)
+class Agent:
+    """An agent version ready to run: its document, its instructions compiled, its tools pinned."""
+
+    spec: agents.AgentSpec
+    instructions: Instructions
+    tools: dict[str, Tool]
+    """By name, as the model calls them."""
+    output_validator: jsonschema.protocols.Validator | None
+    described: tuple[tuple[Tool, dict[str, Any]], ...]
+    """Each tool with its stored document: its description and input schema are what the model is shown."""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.spec.name}@{self.spec.version}"
+
+
+def _checker(validator: jsonschema.protocols.Validator | None, field: str) -> Callable[[Any], str | None] | None:
+    """The agent loop's view of a schema: a function naming the first problem of a document."""
+    if validator is None:
+        return None
+    return lambda document: schema_problem(validator, document, field)
+
+
+ModelCheck = Callable[[str], Awaitable[bool]]
+"""Whether the tenant applying an agent can reach this model (a tier, or a deployment it sees)."""
+
+
 def _builtin(name: str) -> Tool:
     return Tool(
         name=name,
@@ -86,7 +123,18 @@ def _builtin(name: str) -> Tool:
     )
 
 
-BUILTINS = {name: _builtin(name) for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL)}
+BUILTINS = {name: _builtin(name) for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL, BUILTIN_AGENT)}
+MODEL_TURN_SECONDS = 300.0
+"""The wall limit of one model turn on a worker: longer than the gateway's deadline for one call."""
+# A model turn: a worker asks the gateway. A lost answer (a control plane or a connection gone mid-call) is
+# tried again; the gateway replays a call it already answered, so no finished call is made twice.
+BUILTINS[MODEL_TOOL] = dataclasses.replace(
+    BUILTINS[BUILTIN_NOOP],
+    name=MODEL_TOOL,
+    runtime=ToolRuntime(builtin=MODEL_TOOL),
+    limits=ToolLimits(wall_seconds=MODEL_TURN_SECONDS),
+    retry=RetrySpec(max_attempts=4, backoff_seconds=1.0, retry_on=("retryable", "crash", "timeout")),
+)
 
 
 def digest(document: Any) -> str:
@@ -219,6 +267,7 @@ class Catalog:
         self._pool = pool
         self._tools: dict[tuple[str, str, str], Tool] = {}
         self._workflows: dict[tuple[str, str, str], Workflow] = {}
+        self._agents: dict[tuple[str, str, str], Agent] = {}
         self._latest: dict[tuple[store.Kind, str, str], tuple[str, float]] = {}
 
     # --- registration ------------------------------------------------------------------------------
@@ -244,17 +293,115 @@ class Catalog:
         pins: dict[str, str] = {}
         for ref in refs:
             try:
-                tool = await self.tool(tenant, ref.name, ref.version, field=ref.field)
+                if ref.agent:
+                    entry = await self._entry(store.Kind.AGENT, tenant, ref.name, ref.version, ref.field)
+                    version = entry.version
+                else:
+                    version = (await self.tool(tenant, ref.name, ref.version, field=ref.field)).version
             except Invalid as unknown:
                 found.append(unknown)
             else:
                 if ref.version is None:
-                    pins.setdefault(ref.name, tool.version)
+                    pins.setdefault(AGENT_PIN + ref.name if ref.agent else ref.name, version)
         if found:
             raise _all_of(found)
         pinned = {**document, PINS: pins} if pins else document
         name, version, kind = document["name"], document["version"], document["kind"]
         return await self._put(store.Kind.WORKFLOW, tenant, name, version, pinned, digest(document), kind)
+
+    async def register_agent(self, tenant: str, document: Any, model_exists: ModelCheck) -> tuple[store.Entry, bool]:
+        """Check the agent and what it names (model, tools, agents): every problem at its field, at once."""
+        spec, found = agents.decode(document)
+        if spec is None:
+            raise _all_of(found)
+        found = agents.problems(spec)
+        try:
+            _validator(spec.output_schema, "output_schema")
+        except Invalid as problem:
+            found.append(problem)
+        if not await model_exists(spec.model):
+            found.append(Invalid("model-not-found", f"no model or tier {spec.model} is deployed for you", "model"))
+        pins: dict[str, dict[str, str]] = {"tools": {}, "agents": {}}
+        for index, ref in enumerate(spec.tools):
+            name, version = ref.partition("@")[0], ref.partition("@")[2] or None
+            try:
+                tool = await self.tool(tenant, name, version, field=f"tools[{index}]")
+            except Invalid as unknown:
+                found.append(unknown)
+            else:
+                pins["tools"][name] = tool.version
+        for key in ("agents", "handoffs"):
+            for index, ref in enumerate(getattr(spec, key)):
+                name, version = ref.partition("@")[0], ref.partition("@")[2] or None
+                try:
+                    entry = await self._entry(store.Kind.AGENT, tenant, name, version, f"{key}[{index}]")
+                except Invalid as unknown:
+                    found.append(unknown)
+                else:
+                    pins["agents"][name] = entry.version
+        if found:
+            raise _all_of(found)
+        stored = msgspec.to_builtins(spec)
+        pinned = {**stored, PINS: pins}
+        return await self._put(store.Kind.AGENT, tenant, spec.name, spec.version, pinned, digest(stored), None)
+
+    async def agent_workflow(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Workflow:
+        """An agent as the engine runs it on its own: a workflow whose plan is the agent loop."""
+        agent = await self.agent(tenant, name, version, field=field)
+        spec = agent.spec
+        tools = {
+            tool.name: AgentTool(
+                name=tool.name,
+                version=tool.version,
+                queue=tool.queue,
+                description=described.get("description", ""),
+                parameters=described.get("input_schema") or {"type": "object"},
+                check=_checker(tool.input_validator, "arguments"),
+            )
+            for tool, described in agent.described
+        }
+        plan = AgentLoop(
+            name=spec.name,
+            version=spec.version,
+            instructions=agent.instructions,
+            model=spec.model,
+            tools=tools,
+            model_queue=BUILTINS[MODEL_TOOL].queue,
+            max_turns=spec.limits.max_turns,
+            max_tokens=spec.limits.max_tokens,
+            temperature=spec.temperature,
+            max_output_tokens=spec.max_output_tokens,
+            check_output=_checker(agent.output_validator, "output"),
+        )
+        pinned: dict[tuple[str, str | None], Tool] = {(tool.name, tool.version): tool for tool in agent.tools.values()}
+        pinned[(MODEL_TOOL, None)] = BUILTINS[MODEL_TOOL]
+        return Workflow(spec.name, spec.version, "agent", plan, pinned, None, {})
+
+    async def agent(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Agent:
+        version = version or self._cached_latest(store.Kind.AGENT, tenant, name)
+        if version is not None and (found := self._agents.get((tenant, name, version))) is not None:
+            return found
+        entry = await self._entry(store.Kind.AGENT, tenant, name, version, field)
+        document = msgspec.json.decode(entry.spec)
+        pins = document.pop(PINS, {})
+        spec = msgspec.convert(document, type=agents.AgentSpec)
+        tools = {}
+        described = []
+        for ref in spec.tools:
+            tool_name, _, tool_version = ref.partition("@")
+            pinned = tool_version or pins.get("tools", {}).get(tool_name)
+            tools[tool_name] = tool = await self.tool(tenant, tool_name, pinned)
+            stored = await self._entry(store.Kind.TOOL, tenant, tool.name, tool.version, "tools")
+            described.append((tool, msgspec.json.decode(stored.spec)))
+        agent = Agent(
+            spec=spec,
+            instructions=compile_instructions(spec.instructions),
+            tools=tools,
+            output_validator=_validator(spec.output_schema, "output_schema"),
+            described=tuple(described),
+        )
+        self._agents[(tenant, entry.name, entry.version)] = agent
+        return agent
 
     async def _put(
         self,
@@ -330,11 +477,21 @@ class Catalog:
             return cached
         document = msgspec.json.decode(entry.spec)
         pins = document.pop(PINS, {})
-        plan = self._parse(document)
-        tools = {
-            (ref.name, ref.version): await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
-            for ref in _tool_refs(plan)
-        }
+        plan: Plan = self._parse(document)
+        tools: dict[tuple[str, str | None], Tool] = {}
+        loops: dict[str, AgentLoop] = {}
+        agent_pins: dict[tuple[str, str | None], str] = {}
+        for ref in _tool_refs(plan):
+            if not ref.agent:
+                tools[(ref.name, ref.version)] = await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
+                continue
+            run = await self.agent_workflow(tenant, ref.name, ref.version or pins.get(AGENT_PIN + ref.name))
+            assert isinstance(run.plan, AgentLoop)
+            agent_pins[(ref.name, ref.version)] = run.ref
+            loops[run.ref] = run.plan
+            tools.update(run.tools)
+        if loops:
+            plan = AgentSteps(plan, loops, agent_pins)
         workflow = Workflow(
             entry.name,
             entry.version,

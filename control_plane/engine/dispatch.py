@@ -166,6 +166,11 @@ class Dispatcher:
             await self.publish_tasks(dispatches)
         return len(dispatches)
 
+    def wake(self) -> None:
+        """End the waits of ``release`` and ``mark_published`` now: once their ``stop`` is set, they return."""
+        self._wake_release.set()
+        self._has_published.set()
+
     def _want_release(self, tenant: str) -> None:
         self._release_wanted.add(tenant)
         self._wake_release.set()

@@ -26,14 +26,14 @@ from bus.messages import Released, Result, Started, decode_report, json_text
 from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
 from control_plane import metrics
 from control_plane.catalog.documents import RetrySpec, check_name_field
-from control_plane.catalog.resolver import Catalog, Tool, Workflow, schema_problem
+from control_plane.catalog.resolver import BUILTIN_AGENT, Catalog, Tool, Workflow, schema_problem
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
 from control_plane.engine.events import EventLog, outgoing
 from control_plane.engine.run_cache import RunCache
 from control_plane.engine.step_instances import due_result, plan_instance, signal_result, waits_for
 from control_plane.engine.working import WorkingRun, WorkingTask
 from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
-from control_plane.planning import StepState, ToolCall, decide
+from control_plane.planning import Settle, StepState, ToolCall, decide
 from registry import runs
 from registry.db import Pool
 from registry.runs import RunRow
@@ -97,7 +97,7 @@ class Orchestrator:
     async def run(self, stop: asyncio.Event) -> None:
         consumer = await bind(self._bus, subjects.RESULTS_STREAM, subjects.RESULTS_CONSUMER)
         while not stop.is_set():
-            msgs = await consumer.pull(BATCH, 1.0)
+            msgs = await consumer.pull(BATCH, 1.0, stop=stop)
             if not msgs:
                 continue
             try:
@@ -240,7 +240,7 @@ class Orchestrator:
         if run.state in FINAL_RUN_STATES:
             raise Conflict("run-finished", f"run {run_id} already {run.state}", "id")
         known: frozenset[str] = frozenset()
-        if run.target_kind == "workflow":
+        if run.target_kind != "tool":
             known = (await self._workflow(run)).plan.signals
         if name not in known:
             listed = ", ".join(sorted(known)) or "none"
@@ -265,6 +265,9 @@ class Orchestrator:
         return {run_id: WorkingRun.of(run) for run_id, run in stored.items()}
 
     async def _workflow(self, run: WorkingRun) -> Workflow:
+        """The plan of a workflow's run, or of an agent's (its loop)."""
+        if run.target_kind == "agent":
+            return await self._catalog.agent_workflow(run.tenant, run.target_name, run.target_version)
         return await self._catalog.workflow(run.tenant, run.target_name, run.target_version)
 
     async def _committed(self, changes: list[Change], planned_from: dict[str, WorkingRun]) -> None:
@@ -299,7 +302,7 @@ class Orchestrator:
             if isinstance(result, Started | Released):
                 _mark_progress(run, task, result, change, events)
                 continue
-            if workflow is None and run.target_kind == "workflow":
+            if workflow is None and run.target_kind != "tool":
                 workflow = await self._workflow(run)
             tool = await self._catalog.tool(run.tenant, task.tool_name, task.tool_version)
             policy = (workflow.retries.get(task.element) if workflow else None) or tool.retry
@@ -326,12 +329,19 @@ class Orchestrator:
     ) -> tuple[RunState, str | None, str | None] | None:
         states = {
             t.step: StepState(
-                t.state, msgspec.json.decode(t.output) if t.output is not None else None, t.error, t.element
+                t.state,
+                msgspec.json.decode(t.output) if t.output is not None else None,
+                t.error,
+                t.element,
+                # An agent step's loop is rebuilt from the agent and input its own instance recorded.
+                msgspec.json.decode(t.input) if t.tool_name == BUILTIN_AGENT else None,
             )
             for t in run.tasks
         }
         decision = decide(workflow.plan, msgspec.json.decode(run.input), states)
         now = time.time()
+        for settle in decision.settle:
+            _settle(run, settle, now, change, events)
         for start in decision.start:
             tool = workflow.tool(start.action) if isinstance(start.action, ToolCall) else None
             if problem := _input_problem(tool, start.action, start.key):
@@ -449,6 +459,7 @@ def _fold_result(
     if result.stderr_tail:
         data["stderr"] = result.stderr_tail
     events.add("task.retrying" if next_attempt else f"task.{state}", data)
+    task.worker_id, task.started_at = result.worker_id, result.started_at
     round_trip = time.time() - result.queued_at if result.queued_at else None
     change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
     task.state, task.output, task.error = state, output, error
@@ -463,19 +474,50 @@ def _mark_progress(
     if task.state != (TaskState.QUEUED if started else TaskState.RUNNING):
         return
     task.state = TaskState.RUNNING if started else TaskState.QUEUED
+    task.worker_id = notice.worker_id
+    task.started_at = notice.started_at if isinstance(notice, Started) else None
+    # Which message the worker holds, should it die running it (see engine.fleet_view).
+    seq = (notice.seq or None) if isinstance(notice, Started) else None
+    change.update_task(msgspec.structs.replace(_as_known(run, task), message_seq=seq))
+    data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
+    events.add("task.started" if started else "task.released", data)
+
+
+def _as_known(run: WorkingRun, task: WorkingTask, finished_at: float | None = None) -> runs.TaskUpdate:
+    """An update of the task's current attempt to its state in the working copy, naming what that copy knows
+    of the attempt (its worker and start), since an update clears what it leaves out."""
+    return runs.TaskUpdate(
+        id=task.id,
+        run_id=run.id,
+        attempt=task.attempt,
+        state=task.state,
+        worker_id=task.worker_id,
+        started_at=task.started_at,
+        finished_at=finished_at,
+    )
+
+
+def _settle(run: WorkingRun, settle: Settle, now: float, change: Change, events: EventLog) -> None:
+    """An instance the control plane keeps (an agent step) ends with its loop's answer or error."""
+    task = next(task for task in run.tasks if task.step == settle.key)
+    output = json_text(settle.output) if settle.state == TaskState.SUCCEEDED else None
     change.update_task(
         runs.TaskUpdate(
             id=task.id,
             run_id=run.id,
             attempt=task.attempt,
-            state=task.state,
-            worker_id=notice.worker_id,
-            started_at=notice.started_at if isinstance(notice, Started) else None,
-            message_seq=(notice.seq or None) if isinstance(notice, Started) else None,
+            state=settle.state,
+            output=output,
+            error=settle.error,
+            finished_at=now,
         )
     )
-    data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
-    events.add("task.started" if started else "task.released", data)
+    task.state, task.output, task.error = settle.state, output, settle.error
+    data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
+    if settle.error is not None:
+        data["error"] = settle.error
+    events.add(f"task.{settle.state}", data)
+    change.ended.append((task.queue, task.tool_name, settle.state, None))
 
 
 def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None:
@@ -486,11 +528,7 @@ def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None
             task.state = TaskState.CANCELLED
             if task.queue != CONTROL_PLANE:
                 change.cancelled.append(task.id)
-            change.update_task(
-                runs.TaskUpdate(
-                    id=task.id, run_id=run.id, attempt=task.attempt, state=TaskState.CANCELLED, finished_at=now
-                )
-            )
+            change.update_task(_as_known(run, task, finished_at=now))
             change.ended.append((task.queue, task.tool_name, TaskState.CANCELLED, None))
             events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
 

@@ -67,6 +67,8 @@ class Submission:
 class Accepted:
     run_id: str
     created: bool
+    state: RunState
+    """The run's state when the answer was made: a repeat of a finished run answers how it ended."""
 
 
 class Submitter:
@@ -90,14 +92,15 @@ class Submitter:
             return submission
 
     async def _prepare(self, tenant: str, request: RunRequest, idempotency_key: str | None) -> Submission:
-        if (request.workflow is None) == (request.tool is None):
-            raise Invalid("validation-error", "give exactly one of 'workflow' or 'tool'", "workflow")
+        if sum(target is not None for target in (request.workflow, request.tool, request.agent)) != 1:
+            raise Invalid("validation-error", "give exactly one of 'workflow', 'tool' or 'agent'", "workflow")
         if request.queue is not None:
             check_name_field("queue", request.queue, "queue")
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
             raise Invalid("validation-error", "an idempotency key has 1 to 200 characters", "Idempotency-Key")
         input_json = json_text(request.input)
-        digest = hashlib.sha256(encode([request.workflow, request.tool, request.queue, request.input])).hexdigest()
+        targets = [request.workflow, request.tool, request.queue, request.input]
+        digest = hashlib.sha256(encode(targets if request.agent is None else [*targets, request.agent])).hexdigest()
         run_id, now = new_id(), time.time()
         outcome = None
         if request.tool is not None:
@@ -108,9 +111,13 @@ class Submitter:
             first = [plan_instance(tenant, run_id, Start(tool.name, tool.name, call), tool, now)]
             kind, target_name, target_version = "tool", tool.name, tool.version
         else:
-            assert request.workflow is not None
-            name, version = split_ref(request.workflow, "workflow")
-            workflow = await self._catalog.workflow(tenant, name, version)
+            if request.agent is not None:
+                name, version = split_ref(request.agent, "agent")
+                workflow = await self._catalog.agent_workflow(tenant, name, version)
+            else:
+                assert request.workflow is not None
+                name, version = split_ref(request.workflow, "workflow")
+                workflow = await self._catalog.workflow(tenant, name, version)
             if workflow.input_validator is not None and (
                 problem := schema_problem(workflow.input_validator, request.input, "input")
             ):
@@ -120,7 +127,8 @@ class Submitter:
                 raise Invalid("validation-error", decision.outcome.error or "input is unusable", "input")
             outcome = decision.outcome
             first = [self._first(tenant, run_id, start, workflow, request.queue, now) for start in decision.start]
-            kind, target_name, target_version = "workflow", workflow.name, workflow.version
+            kind = "agent" if request.agent is not None else "workflow"
+            target_name, target_version = workflow.name, workflow.version
         return Submission(
             tenant=tenant,
             run_id=run_id,
@@ -227,7 +235,8 @@ class Submitter:
         existing = await self._existing(lost)
         for submission in writes:
             if submission.run_id in inserted:
-                submission.future.set_result(Accepted(run_id=submission.run_id, created=True))
+                state = RunState.RUNNING if submission.outcome is None else submission.outcome.state
+                submission.future.set_result(Accepted(run_id=submission.run_id, created=True, state=state))
         for submission in lost:
             answer = existing[id(submission)]
             if isinstance(answer, Accepted):
@@ -271,7 +280,7 @@ class Submitter:
                         "Idempotency-Key",
                     )
                 else:
-                    answers[id(submission)] = Accepted(run_id=run.id, created=False)
+                    answers[id(submission)] = Accepted(run_id=run.id, created=False, state=run.state)
         return answers
 
     async def _publish(self, dispatches: list[Dispatch], events: list[Any]) -> None:

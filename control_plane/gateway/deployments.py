@@ -8,6 +8,10 @@ tenant's deployments: to a tenant they do not exist.
 With ``AF_NO_LLM=1`` every tier and name leads to the built-in ``mock`` deployment, except the name of a
 deployment that is itself a mock (its script still answers).
 
+With ``AF_LOCAL_MODEL_URL`` set, the control plane registers the platform's ``local`` deployment
+(``LOCAL``: provider ``local``, no tier) at its start, unless the platform has one already: an admin's change
+to it stands.
+
 Deployments are read from the registry at most every ``TTL_SECONDS`` per tenant (another control plane's
 change shows within that time; this one's at once).
 """
@@ -26,6 +30,8 @@ from registry.db import Pool
 
 TTL_SECONDS = 2.0
 BUILTIN_MOCK = ModelSpec(name="mock", provider="mock", context_window=1_000_000)
+LOCAL = {"name": "local", "provider": "local"}
+"""The platform's deployment of the model server at ``AF_LOCAL_MODEL_URL``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,15 @@ class Deployments:
         )
         self._forget(scope)
         return Deployment.of(scope, spec), stored, outcome
+
+    async def register(self, scope: str, document: object) -> bool:
+        """Apply a deployment document in ``scope`` unless a deployment of its name is there; True if it did."""
+        name = check_model(document).name
+        existing = (await self.visible(scope)).get(name)
+        if existing is not None and existing.scope == scope:
+            return False
+        await self.apply(scope, document)
+        return True
 
     async def delete(self, scope: str, name: str) -> None:
         if not await store.delete(self._pool, scope, name):

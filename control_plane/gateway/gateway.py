@@ -2,18 +2,23 @@
 
 One call: the request is checked (``requests``); a call with an idempotency key already answered is
 answered again from its record, calling no provider; the caller's ``model`` becomes a chain
-(``deployments``), ordered by health, latency and cost (``routing``); each deployment is tried in turn
-within its attempt timeout and the call's deadline:
+(``deployments``); a tenant or run that has spent its budget is refused (``budgets``, ``budget-exceeded``);
+the chain is ordered by health, latency and cost (``routing``); each deployment is tried in turn within
+its attempt timeout and the call's deadline:
 
 - a retryable failure (429, 5xx, timeout, connection, garbage, a wrong key) moves on down the chain and
   counts towards the deployment's cool-down (``health``);
-- a context-length error moves on to the deployments with a larger window only;
+- a context-length error moves on to the deployments with a larger window only (the others are left out,
+  and recorded so);
 - any other 400-class answer fails the call at once (``provider-error``): the next deployment would refuse
   the same content.
 
 The chain exhausted, the call fails with ``no-healthy-deployment``, its detail naming every deployment
-tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again. Every call,
-answered or not, is recorded with all its attempts (``recorder``).
+tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again; or, when
+waiting would not help, with what every deployment said: ``context-length-exceeded`` when no larger window
+was left, ``provider-error`` when each answered garbage, ``secret-not-found`` when each lacked its key.
+Every call, answered or not, is recorded with all its attempts and its cost, metered (``recorder``), counted
+and its span ended (``telemetry``).
 """
 
 import asyncio
@@ -24,26 +29,30 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-import httpx
 import msgspec
 
 from bus import Bus
 from bus.model_health import HealthBucket
 from control_plane.errors import Invalid, NotFound, Refused, Unavailable, UpstreamFailed
-from control_plane.gateway import routing, tokens
+from control_plane.gateway import routing, telemetry, tokens
+from control_plane.gateway.budgets import Budgets
 from control_plane.gateway.credentials import Credentials, KeyCache
-from control_plane.gateway.deployments import Chain, Deployment, Deployments
+from control_plane.gateway.deployments import LOCAL, Chain, Deployment, Deployments
+from control_plane.gateway.documents import PLATFORM, ModelSpec
 from control_plane.gateway.failures import Failure
 from control_plane.gateway.health import Board
+from control_plane.gateway.providers.anthropic import AnthropicProvider
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
 from control_plane.gateway.providers.mock import MockProvider
 from control_plane.gateway.providers.openai import OpenAIProvider
+from control_plane.gateway.providers.transport import Http
 from control_plane.gateway.recorder import AttemptRecord, Recorder, Trace, answer_metadata, prompt_of
 from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, parse_chat, parse_embedding
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.gateway.streams import ChatStream
 from registry.db import Pool
 from registry.llm_calls import LlmCall
+from registry.usage import UsageRecord
 
 T = TypeVar("T")
 
@@ -66,14 +75,18 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.run_id}:{self.task_id}:{self.attempt}:{self.turn}"
 
 
-def _usage_of(answer: Answer, request: ChatRequest) -> Usage:
+async def _usage_of(answer: Answer, request: ChatRequest, deployment: Deployment) -> Usage:
+    """The provider's usage, or the gateway's count of it."""
     if answer.usage is not None:
         return answer.usage
-    return Usage(
-        prompt_tokens=tokens.prompt_tokens(request),
-        completion_tokens=tokens.answer_tokens(answer.message),
-        estimated=True,
-    )
+    return await asyncio.to_thread(tokens.chat_usage, deployment.spec.remote_model, request, answer.message)
+
+
+def cost_of(spec: ModelSpec | None, usage: Usage | None) -> float:
+    """US dollars, at the deployment's prices per million input and output tokens."""
+    if spec is None or usage is None:
+        return 0.0
+    return (usage.prompt_tokens * spec.prices.input + usage.completion_tokens * spec.prices.output) / 1_000_000
 
 
 def _base64(vector: list[float]) -> str:
@@ -99,14 +112,16 @@ class Gateway:
         deployments: Deployments,
         board: Board,
         recorder: Recorder,
+        budgets: Budgets,
         keys: KeyCache,
         providers: Mapping[str, Provider],
         settings: GatewaySettings,
-        http: httpx.AsyncClient,
+        http: Http,
     ) -> None:
         self.deployments = deployments
         self.board = board
         self.recorder = recorder
+        self.budgets = budgets
         self._keys = keys
         self._providers = providers
         self._settings = settings
@@ -114,25 +129,35 @@ class Gateway:
 
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
-        """The gateway of a control plane: its providers share one HTTP connection pool."""
-        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        """The gateway of a control plane: its providers share one HTTP connection pool. With a local model
+        server, the platform's ``local`` deployment is registered if it is not yet."""
+        deployments = Deployments(pool, no_llm=bool(settings.no_llm))
+        if settings.local_model_url:
+            await deployments.register(PLATFORM, LOCAL)
+        http = Http()
         openai = OpenAIProvider(http)
         return cls(
-            deployments=Deployments(pool, no_llm=bool(settings.no_llm)),
+            deployments=deployments,
             board=Board(await HealthBucket.open(bus), settings),
             recorder=Recorder(pool),
+            budgets=Budgets(pool),
             keys=KeyCache(credentials),
-            providers={"openai": openai, "local": openai, "mock": MockProvider()},
+            providers={"openai": openai, "local": openai, "anthropic": AnthropicProvider(http), "mock": MockProvider()},
             settings=settings,
             http=http,
         )
 
+    def forget_credential(self, scope: str, name: str) -> None:
+        """The secret ``name`` of ``scope`` changed: the next call reveals it again."""
+        self._keys.forget(scope, name)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Record calls and share health until ``stop``; then write the records still queued."""
-        await asyncio.gather(self.recorder.run(stop), self.board.run(stop))
+        """Record calls and share health until ``stop``; then write the records still queued. The token
+        encodings are loaded meanwhile, off the event loop (a count asked for before waits for its own)."""
+        await asyncio.gather(self.recorder.run(stop), self.board.run(stop), asyncio.to_thread(tokens.load))
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._http.close()
 
     # --- the calls -------------------------------------------------------------------------------------
 
@@ -145,13 +170,13 @@ class Gateway:
         if key is not None and (recorded := await self.recorder.replay(context.tenant, key)) is not None:
             return recorded
         chain = await self.deployments.chain(context.tenant, request.model, "chat")
-        trace = Trace()
+        trace = Trace(span=telemetry.start(request))
         try:
-            answer, deployment = await self._try_chain(context.tenant, chain, trace, request, self._chat_once(request))
+            answer, deployment = await self._try_chain(context, chain, trace, request, self._chat_once(request))
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=False)
             raise
-        usage = _usage_of(answer, request)
+        usage = await _usage_of(answer, request, deployment)
         await self.board.succeeded(
             deployment.key, trace.attempts[-1].latency_ms, usage.prompt_tokens + usage.completion_tokens
         )
@@ -176,7 +201,7 @@ class Gateway:
         if key is not None and (recorded := await self.recorder.replay(context.tenant, key)) is not None:
             return ChatStream.replay(request, recorded)
         chain = await self.deployments.chain(context.tenant, request.model, "chat")
-        trace = Trace()
+        trace = Trace(span=telemetry.start(request))
 
         async def attempt(deployment: Deployment, target: Target) -> tuple[Piece, Any, Target]:
             pieces = self._providers[deployment.spec.provider].stream(target, request).__aiter__()
@@ -184,6 +209,11 @@ class Gateway:
                 first = await anext(pieces)
             except StopAsyncIteration:
                 raise Failure("garbage", "the stream ended before its first piece") from None
+            except Failure as failure:
+                if failure.kind != "stream-cut":
+                    raise
+                # cut before its first piece, a stream is a connection that failed: the next deployment may answer
+                raise Failure("refused", failure.detail) from None
             except BaseException:
                 await pieces.aclose()  # type: ignore[attr-defined]
                 raise
@@ -191,7 +221,7 @@ class Gateway:
             return first, pieces, target
 
         try:
-            (first, pieces, target), deployment = await self._try_chain(context.tenant, chain, trace, request, attempt)
+            (first, pieces, target), deployment = await self._try_chain(context, chain, trace, request, attempt)
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=True)
             raise
@@ -204,24 +234,26 @@ class Gateway:
                 usage=usage, completion=completion, stream=True,
             )  # fmt: skip
 
-        return ChatStream(request, deployment.name, first, pieces, target.timeout, finished)
+        model = deployment.spec.remote_model
+        return ChatStream(request, deployment.name, model, first, pieces, target.timeout, finished)
 
     async def embed(self, body: Mapping[str, Any], *, context: CallContext) -> dict[str, Any]:
         """Embeddings of one input or a list of them, as OpenAI's ``list`` of ``embedding``."""
         request = parse_embedding(body)
         chain = await self.deployments.chain(context.tenant, request.model, "embedding")
-        trace = Trace()
+        trace = Trace(span=telemetry.start(request))
 
         async def attempt(deployment: Deployment, target: Target) -> Any:
             return await self._providers[deployment.spec.provider].embed(target, request)
 
         try:
-            answer, deployment = await self._try_chain(context.tenant, chain, trace, request, attempt)
+            answer, deployment = await self._try_chain(context, chain, trace, request, attempt)
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=False)
             raise
-        prompt = answer.usage.prompt_tokens if answer.usage else sum(tokens.of_text(t) for t in request.texts)
-        usage = Usage(prompt_tokens=prompt, completion_tokens=0, estimated=answer.usage is None)
+        model = deployment.spec.remote_model
+        usage = answer.usage or await asyncio.to_thread(tokens.embedding_usage, model, request.texts)
+        prompt = usage.prompt_tokens
         await self.board.succeeded(deployment.key, trace.attempts[-1].latency_ms, prompt)
         encode = _base64 if request.encoding_format == "base64" else list
         document = {
@@ -255,20 +287,22 @@ class Gateway:
 
     async def _try_chain(
         self,
-        tenant: str,
+        context: CallContext,
         chain: Chain,
         trace: Trace,
         request: ChatRequest | EmbeddingRequest,
         attempt: Callable[[Deployment, Target], Awaitable[T]],
     ) -> tuple[T, Deployment]:
+        await self.budgets.check(context.tenant, context.run_id)
         deadline = time.monotonic() + self._settings.llm_deadline_seconds
         order, skipped = routing.plan(chain.deployments, lambda d: self.board.view(d.key, median=False), self._settings)
-        trace.skipped = [{"deployment": s.deployment.name, "outcome": "skipped", "error": s.reason} for s in skipped]
         failures: list[tuple[Deployment, Failure]] = []
         larger_than = 0
         """After a context-length error: only deployments whose window is larger than this."""
         for deployment in order:
-            if deployment.spec.context_window <= larger_than:
+            if (window := deployment.spec.context_window) <= larger_than:
+                reason = f"its window of {window} tokens is no larger than one the prompt did not fit ({larger_than})"
+                skipped.append(routing.Skipped(deployment, reason))
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
@@ -282,6 +316,8 @@ class Gateway:
                         result = await attempt(deployment, target)
                 except TimeoutError:
                     raise Failure("timeout", f"no answer within {target.timeout:g}s") from None
+                except Failure as failure:
+                    raise failure.without(target.api_key) from None
             except Failure as failure:
                 latency = trace.elapsed_ms(started)
                 trace.attempts.append(
@@ -295,6 +331,7 @@ class Gateway:
                 if failure.kind == "context-length":
                     larger_than = max(larger_than, deployment.spec.context_window)
                 elif not failure.fails_over:
+                    trace.skip(skipped)
                     raise UpstreamFailed(
                         "provider-error", f"{deployment.name} refused the request: {failure}"
                     ) from None
@@ -302,7 +339,9 @@ class Gateway:
             trace.attempts.append(
                 AttemptRecord(deployment.name, deployment.spec.provider, "ok", trace.elapsed_ms(started))
             )
+            trace.skip(skipped)
             return result, deployment
+        trace.skip(skipped)
         raise self._exhausted(chain, request.model, failures, skipped)
 
     def _exhausted(
@@ -311,14 +350,13 @@ class Gateway:
         tried = [f"{d.name}: {f}" for d, f in failures] + [f"{s.deployment.name}: {s.reason}" for s in skipped]
         what = chain.tier or model
         detail = f"{what}: no deployment answered; " + "; ".join(tried) if tried else f"{what}: no deployment to try"
-        last = failures[-1][1] if failures else None
-        if (last is not None and last.kind == "context-length") or (
-            failures and all(f.kind == "context-length" for _, f in failures)
-        ):
+        kinds = {f.kind for _, f in failures}
+        if failures and failures[-1][1].kind == "context-length":  # no larger window was left to try
             return Invalid("context-length-exceeded", detail, "messages")
-        if last is not None and last.kind == "garbage":
+        # every deployment failing the same way that waiting will not mend: that, not "unavailable"
+        if kinds == {"garbage"}:
             return UpstreamFailed("provider-error", detail, "model")
-        if last is not None and last.kind == "credential":
+        if kinds == {"credential"}:
             return NotFound("secret-not-found", detail, "model")
         waits = [self.board.view(d.key, median=False).cooling_seconds for d in chain.deployments]
         soonest = min((w for w in waits if w > 0), default=None)
@@ -359,6 +397,7 @@ class Gateway:
     ) -> None:
         policy = await self.recorder.policy(context.tenant)
         key = context.idempotency_key
+        spec = next((d.spec for d in chain.deployments if d.name == deployment), None)
         response = None
         if completion is not None:
             is_chat = "choices" in completion
@@ -385,8 +424,27 @@ class Gateway:
             input_tokens=usage.prompt_tokens if usage else 0,
             output_tokens=usage.completion_tokens if usage else 0,
             tokens_estimated=usage.estimated if usage else False,
+            cost_usd=cost_of(spec, usage),
             record=policy,
             prompt=prompt_of(request, policy),
             response=response,
         )
-        await self.recorder.record(call, durable=key is not None and outcome == "ok")
+        metered = None
+        if usage is not None and spec is not None:
+            metered = UsageRecord(
+                tenant=call.tenant,
+                usage_key=key or call.id,
+                call_id=call.id,
+                run_id=call.run_id,
+                task_id=call.task_id,
+                caller=call.caller,
+                requested=call.requested,
+                tier=call.tier,
+                deployment=spec.name,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+                cost_usd=call.cost_usd,
+            )
+            self.budgets.spent(call.tenant, call.run_id, call.input_tokens + call.output_tokens, call.cost_usd)
+        telemetry.observe(call, trace, spec)
+        await self.recorder.record(call, metered, durable=key is not None and outcome == "ok")

@@ -1,4 +1,5 @@
-"""Recording every model call: one row with every attempt, written in batches off the caller's path.
+"""Recording every model call: one row with every attempt, and the usage it is metered with, written in
+batches off the caller's path (both in one statement).
 
 A call with an idempotency key (a run's model turn) is answered only once its row is committed, since a
 redelivered turn is answered from it; any other call is answered at once and its row follows in the next
@@ -17,12 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import Span
 
 from bus.messages import json_text
 from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, text_of
+from control_plane.gateway.routing import Skipped
 from registry import llm_calls, models
 from registry.db import Pool
 from registry.llm_calls import LlmCall
+from registry.usage import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +58,18 @@ class Trace:
     attempts: list[AttemptRecord] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     first_piece: float | None = None
+    span: Span | None = None
+    """The call's span, while tracing is on."""
 
     def elapsed_ms(self, since: float | None = None) -> float:
         return (time.perf_counter() - (self.started if since is None else since)) * 1000
 
     def ttft_ms(self) -> float | None:
         return None if self.first_piece is None else (self.first_piece - self.started) * 1000
+
+    def skip(self, skipped: Sequence[Skipped]) -> None:
+        """Note the deployments the call left out, and why."""
+        self.skipped = [{"deployment": s.deployment.name, "outcome": "skipped", "error": s.reason} for s in skipped]
 
     def attempts_json(self) -> str:
         return json_text([a.document() for a in self.attempts] + self.skipped)
@@ -100,7 +110,7 @@ def prompt_of(request: ChatRequest | EmbeddingRequest, policy: str) -> str:
 class Recorder:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
-        self._queue: list[tuple[LlmCall, asyncio.Future[None] | None]] = []
+        self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
         self._urgent = False
         self._policies: dict[str, tuple[str, float]] = {}
@@ -125,11 +135,11 @@ class Recorder:
         completion: dict[str, Any] = msgspec.json.decode(recorded)
         return completion
 
-    async def record(self, call: LlmCall, *, durable: bool) -> None:
-        """Queue the row; with ``durable``, return once it is committed (a failed write is logged: the call's
-        answer stands)."""
+    async def record(self, call: LlmCall, metered: UsageRecord | None, *, durable: bool) -> None:
+        """Queue the row (and its usage); with ``durable``, return once it is committed (a failed write is
+        logged: the call's answer stands)."""
         done: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
-        self._queue.append((call, done))
+        self._queue.append(_Queued(call, metered, done))
         self._urgent = self._urgent or durable
         self._wake.set()
         if done is not None:
@@ -152,18 +162,26 @@ class Recorder:
             if not self._urgent and len(self._queue) < BATCH and not stop.is_set():
                 await asyncio.sleep(FLUSH_SECONDS)  # gather a batch, unless a caller waits for its row
             batch, self._queue = self._queue[:BATCH], self._queue[BATCH:]
-            self._urgent = any(done is not None for _, done in self._queue)
+            self._urgent = any(queued.done is not None for queued in self._queue)
             await self._write(batch)
 
-    async def _write(self, batch: Sequence[tuple[LlmCall, asyncio.Future[None] | None]]) -> None:
+    async def _write(self, batch: Sequence["_Queued"]) -> None:
+        metered = [queued.metered for queued in batch if queued.metered is not None]
         try:
-            await llm_calls.insert(self._pool, [call for call, _ in batch])
+            await llm_calls.insert(self._pool, [queued.call for queued in batch], metered)
         except Exception as error:
             log.warning("cannot record %d model calls: %s", len(batch), error)
-            for _, done in batch:
-                if done is not None and not done.done():
-                    done.set_exception(error)
+            for queued in batch:
+                if queued.done is not None and not queued.done.done():
+                    queued.done.set_exception(error)
             return
-        for _, done in batch:
-            if done is not None and not done.done():
-                done.set_result(None)
+        for queued in batch:
+            if queued.done is not None and not queued.done.done():
+                queued.done.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    call: LlmCall
+    metered: UsageRecord | None
+    done: asyncio.Future[None] | None

@@ -1,6 +1,7 @@
 """The gateway's settings: a group of the control plane's, read with the others once at its start."""
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from bus.config import SettingsError
 
@@ -31,14 +32,14 @@ class GatewaySettings:
     """``AF_LLM_WEIGHT_COST``: how much it prefers the cheaper."""
     llm_weight_health: float = 1.0
     """``AF_LLM_WEIGHT_HEALTH``: how much it avoids those that failed lately."""
-    llm_credentials_file: str = ""
-    """``AF_LLM_CREDENTIALS_FILE``: a JSON file ``{tenant: {secret name: value}}`` (mode 0600) holding the
-    keys deployments name as ``credential``, until the secrets store serves them."""
 
 
 def check(settings: GatewaySettings) -> None:
     if settings.no_llm not in (0, 1):
         raise SettingsError("AF_NO_LLM: use 0 or 1")
+    local = urlsplit(settings.local_model_url)
+    if settings.local_model_url and (local.scheme not in ("http", "https") or not local.netloc):
+        raise SettingsError(f"AF_LOCAL_MODEL_URL: expected an http(s) URL, got {settings.local_model_url!r}")
     for name in ("llm_attempt_timeout_seconds", "llm_deadline_seconds", "llm_cooldown_base_seconds"):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"AF_{name.upper()}: must be more than 0")

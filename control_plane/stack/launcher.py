@@ -1,31 +1,37 @@
 """``af up`` / ``af down`` / ``af status``: the whole stack on one machine, each part a real process.
 
-nats-server (JetStream), PostgreSQL (``AF_DATABASE_URL`` or a cluster under ``AF_HOME``), the control
-plane and N workers. ``$AF_HOME/stack.json`` records what runs, so ``af down`` and ``af status`` work
-from any shell, and clients find the API and the local admin key there.
+nats-server (JetStream), PostgreSQL (``AF_DATABASE_URL`` or a cluster under ``AF_HOME``), with
+``--local-model`` (or ``AF_LOCAL_MODEL=1``) the local model server (``local_model``: llama.cpp with
+SmolLM2-135M-Instruct, the control plane's ``AF_LOCAL_MODEL_URL``), the control plane and N workers.
+``$AF_HOME/stack.json`` records what runs, so ``af down`` and ``af status`` work from any shell, and
+clients find the API and the local admin key there.
 """
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import json
 import os
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bus import InvalidName
+from bus.commands import CommandParser
 from control_plane.security.authentication import new_key
-from control_plane.stack import nats, nats_identity, postgres
+from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import (
     StackError,
     alive,
     free_port,
+    get_json,
     http_ok,
     spawn,
     stop,
@@ -47,6 +53,8 @@ class Part:
     pid: int
     log: str
     stop_signal: int = signal.SIGTERM
+    health: str = ""
+    """A loopback URL that answers 200 while the part is healthy (the local model's ``/health``)."""
 
 
 @dataclass
@@ -56,6 +64,16 @@ class StackState:
     nats_url: str
     database_url: str
     parts: list[Part] = field(default_factory=list)
+    stack_id: str = ""
+    """The installation's id, as the API says it (``/healthz``): clients tie their logins to it."""
+    concurrency: int = 8
+    """Tasks each worker runs at once."""
+    cluster: str = ""
+    """The PostgreSQL cluster's directory; empty with ``AF_DATABASE_URL``."""
+    temporary: list[str] = field(default_factory=list)
+    """Directories of this stack outside ``home`` (a PostgreSQL cluster's), deleted by ``af down``."""
+    local_model_url: str = ""
+    """The local model server's OpenAI-compatible base URL, when the stack runs one."""
 
     def save(self) -> None:
         path = Path(self.home) / STATE_FILE
@@ -91,61 +109,40 @@ def _api_port(settings: StackSettings) -> int:
 
 
 def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
-    """Start every part, recording each in stack.json as soon as it runs (so a failure can be undone)."""
+    """Start every part, recording each in stack.json as soon as it runs (so a failure can be undone); on a
+    stack some of whose parts died, start those again instead (``repair``)."""
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o755)
     existing = StackState.read(home)
     if existing and any(alive(p.pid) for p in existing.parts):
-        raise StackError(f"a stack is already running from {home} (af status shows it; af down stops it)")
-    logs = home / "logs"
-    state = StackState(str(home), "", "", "")
+        if all(alive(p.pid) for p in existing.parts):
+            raise StackError(f"a stack is already running from {home} (af status shows it; af down stops it)")
+        return repair(settings, existing)
+    if existing:  # a stack that died: what it left behind goes before a new one is recorded
+        down(home, quiet=True)
+    state = StackState(str(home), "", "", "", concurrency=concurrency)
+    if not settings.database_url:
+        state.cluster = str(_postgres_dir(home))
+        if state.cluster != str(home / "postgres"):
+            state.temporary.append(state.cluster)
+        state.save()
     say(f"Starting AgentFlow from {home}")
     try:
-        started = _step("nats-server (JetStream)")
-        identities = nats_identity.Identities.create(home / NATS_DIR)
-        server = nats.start(home / NATS_DIR, logs / "nats.log", config=identities.config)
-        state.nats_url = server.url
-        state.parts.append(Part("nats-server", server.process.pid, str(server.log)))
-        state.save()
-        _done(started, f"{server.url}, pid {server.process.pid}")
-
-        started = _step("PostgreSQL")
+        nats_identity.Identities.create(home / NATS_DIR)
+        _run_step("nats-server (JetStream)", lambda: _start_nats(state))
         if settings.database_url:
             state.database_url = settings.database_url
-            _done(started, "AF_DATABASE_URL")
+            _done(_step("PostgreSQL"), "AF_DATABASE_URL")
         else:
-            pg = postgres.start(home / "postgres", logs / "postgres.log")
-            state.database_url = pg.dsn
-            state.parts.append(Part("postgres", pg.process.pid, str(pg.log), signal.SIGINT))
-            state.save()
-            asyncio.run(ensure_database(pg.dsn, postgres.DATABASE))
-            _done(started, f"127.0.0.1:{pg.port}, pid {pg.process.pid}")
-
+            _run_step("PostgreSQL", lambda: _start_postgres(state))
+        if settings.local_model:
+            _run_step("local model (llama.cpp)", lambda: _start_local_model(state))
         key_file = home / KEY_FILE
         if not key_file.exists():
             key_file.touch(mode=0o600)
             key_file.write_text(new_key() + "\n")
-
-        started = _step("control plane")
-        port = _api_port(settings)
-        env = {
-            **settings.env,
-            "AF_NATS_URL": state.nats_url,
-            **identities.env(nats_identity.CONTROL_PLANE),
-            "AF_DATABASE_URL": state.database_url,
-            "AF_BOOTSTRAP_KEY_FILE": str(key_file),
-            "AF_PORT": str(port),
-            "AF_HOST": "127.0.0.1",
-        }
-        log = logs / "control-plane.log"
-        process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
-        state.parts.append(Part("control-plane", process.pid, str(log)))
-        state.api_url = f"http://127.0.0.1:{port}"
-        state.save()
-        wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
-        _done(started, f"{state.api_url}, pid {process.pid}")
-
+        _run_step("control plane", lambda: _start_control_plane(settings, state))
         sandbox = settings.sandbox or ("runsc" if shutil.which("runsc") else "process")
         if workers and sandbox == "process":
             say(
@@ -153,9 +150,7 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
                 " install gVisor (apt-get install runsc) for real sandboxes"
             )
         for index in range(1, workers + 1):
-            started = _step(f"worker {index}")
-            process = start_worker(settings, state, index, concurrency)
-            _done(started, f"queue default, pid {process.pid}")
+            _run_step(f"worker {index}", functools.partial(_start_worker, settings, state, index))
     except BaseException:
         say("\nstart failed; stopping what was started")
         down(home, quiet=True)
@@ -163,22 +158,133 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
     return state
 
 
-def start_worker(settings: StackSettings, state: StackState, index: int, concurrency: int) -> "subprocess.Popen[bytes]":
-    log = settings.home / "logs" / f"worker-{index}.log"
+def repair(settings: StackSettings, state: StackState) -> StackState:
+    """Start again, in start order, each part of ``state`` that died, on the port it had; the new process
+    takes the dead one's place in stack.json (so ``af down`` stops it). A failure leaves the rest running."""
+    say(f"Restarting the parts of the stack in {state.home} that exited")
+    for part in list(state.parts):
+        if alive(part.pid):
+            continue
+        if part.name == "nats-server":
+            _run_step(part.name, lambda: _start_nats(state))
+        elif part.name == "postgres":
+            _run_step(part.name, lambda: _start_postgres(state))
+        elif part.name == "local-model":
+            _run_step(part.name, lambda: _start_local_model(state))
+        elif part.name == "control-plane":
+            _run_step(part.name, lambda: _start_control_plane(settings, state))
+        else:
+            index = int(part.name.removeprefix("worker-"))
+            _run_step(part.name, functools.partial(_start_worker, settings, state, index))
+    return state
+
+
+def _run_step(label: str, start: Callable[[], str]) -> None:
+    started = _step(label)
+    _done(started, start())
+
+
+def _record(state: StackState, part: Part) -> None:
+    """Put ``part`` in stack.json, in place of the part of that name if there was one."""
+    state.parts = [part if p.name == part.name else p for p in state.parts]
+    if part not in state.parts:
+        state.parts.append(part)
+    state.save()
+
+
+def _port(url: str) -> int | None:
+    return urlsplit(url).port if url else None
+
+
+def _start_nats(state: StackState) -> str:
+    home = Path(state.home)
+    config = nats_identities(home).config
+    server = nats.start(home / NATS_DIR, home / "logs" / "nats.log", port=_port(state.nats_url), config=config)
+    state.nats_url = server.url
+    _record(state, Part("nats-server", server.process.pid, str(server.log)))
+    return f"{server.url}, pid {server.process.pid}"
+
+
+def _start_postgres(state: StackState) -> str:
+    log = Path(state.home) / "logs" / "postgres.log"
+    # The stack.json of an af up before clusters were recorded names none: it was always home/postgres.
+    cluster = Path(state.cluster or Path(state.home) / "postgres")
+    pg = postgres.start(cluster, log, port=_port(state.database_url))
+    state.database_url = pg.dsn
+    _record(state, Part("postgres", pg.process.pid, str(pg.log), signal.SIGINT))
+    asyncio.run(ensure_database(pg.dsn, postgres.DATABASE))
+    where = ""
+    if state.temporary:
+        user = postgres.RunAs.for_postgres().name
+        where = f"; data in {state.cluster}, deleted by af down ({user} cannot enter {state.home})"
+    return f"127.0.0.1:{pg.port}, pid {pg.process.pid}{where}"
+
+
+def _start_local_model(state: StackState) -> str:
+    log = Path(state.home) / "logs" / "local-model.log"
+    model = local_model.start(log, port=_port(state.local_model_url))
+    state.local_model_url = model.url
+    _record(state, Part("local-model", model.process.pid, str(model.log), health=model.health_url))
+    return f"{model.url}, pid {model.process.pid}"
+
+
+def _start_control_plane(settings: StackSettings, state: StackState) -> str:
+    home = Path(state.home)
+    port = _port(state.api_url) or _api_port(settings)
     env = {
         **settings.env,
         "AF_NATS_URL": state.nats_url,
-        **nats_identities(settings.home).env(nats_identity.worker_user("default")),
-        "AF_WORKER_ID": f"worker-{index}-{secrets.token_hex(3)}",
+        **nats_identities(home).env(nats_identity.CONTROL_PLANE),
+        "AF_DATABASE_URL": state.database_url,
+        "AF_BOOTSTRAP_KEY_FILE": str(home / KEY_FILE),
+        "AF_HOME": str(home),  # its secrets' master key file is made there (master.key) at its first start
+        "AF_PORT": str(port),
+        "AF_HOST": "127.0.0.1",
     }
-    argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(concurrency)]
-    process = spawn(f"worker {index}", argv, log, env=env)
-    state.parts.append(Part(f"worker-{index}", process.pid, str(log)))
+    if state.local_model_url:
+        env["AF_LOCAL_MODEL_URL"] = state.local_model_url
+    log = home / "logs" / "control-plane.log"
+    process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
+    state.api_url = f"http://127.0.0.1:{port}"
+    _record(state, Part("control-plane", process.pid, str(log)))
+    wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
+    state.stack_id = str(get_json(f"{state.api_url}/healthz")["stack_id"])
     state.save()
+    return f"{state.api_url}, pid {process.pid}"
+
+
+def _postgres_dir(home: Path) -> Path:
+    """Where the stack's PostgreSQL cluster goes: ``home/postgres``, unless the user PostgreSQL runs as cannot
+    enter ``home``; then a fresh temporary directory (a cluster already in ``home`` is an error)."""
+    wanted = home / "postgres"
+    run_as = postgres.RunAs.for_postgres()
+    if run_as.can_enter(home):
+        return wanted
+    if (wanted / "PG_VERSION").exists():
+        raise StackError(
+            f"PostgreSQL runs as {run_as.name}, who cannot enter {home} where its cluster is: let it"
+            f" (chmod o+x {home} and each directory above it) or choose another AF_HOME"
+        )
+    return postgres.scratch_dir(run_as)
+
+
+def _start_worker(settings: StackSettings, state: StackState, index: int) -> str:
+    home = Path(state.home)
+    log = home / "logs" / f"worker-{index}.log"
+    # The worker names itself as `af worker start` does (<host>-<pid>): one id of each worker's, never one
+    # that the user's environment would give every worker alike.
+    env = {
+        **{k: v for k, v in settings.env.items() if k != "AF_WORKER_ID"},
+        "AF_NATS_URL": state.nats_url,
+        **nats_identities(home).env(nats_identity.worker_user("default")),
+    }
+    argv = [sys.executable, "-m", "worker", "start", "--queue", "default", "--concurrency", str(state.concurrency)]
+    process = spawn(f"worker {index}", argv, log, env=env)
+    _record(state, Part(f"worker-{index}", process.pid, str(log)))
     time.sleep(0.2)
     if process.poll() is not None:
         raise StackError(f"worker {index} exited at start; see {log}")
-    return process
+    return f"queue default, pid {process.pid}"
 
 
 def nats_identities(home: Path) -> nats_identity.Identities:
@@ -216,15 +322,13 @@ def exec_worker(settings: StackSettings, args: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "worker", "start", *args], env)
 
 
-_STOP_ORDER = ("worker", "control-plane", "postgres", "nats-server")
+_STOP_ORDER = ("worker", "control-plane", "local-model", "postgres", "nats-server")
 
 
 def down(home: Path, *, quiet: bool = False) -> int:
     """Stop every recorded part by PID, workers first (they drain); returns how many were running."""
     state = StackState.read(home)
     if state is None:
-        if not quiet:
-            say(f"no stack is recorded in {home}")
         return 0
     stopped = 0
     ordered = sorted(state.parts, key=lambda p: next(i for i, n in enumerate(_STOP_ORDER) if p.name.startswith(n)))
@@ -237,6 +341,8 @@ def down(home: Path, *, quiet: bool = False) -> int:
         if not quiet:
             how = "killed after the grace period" if killed else "stopped"
             say(f"  {part.name:<16} pid {part.pid:<8} {how} ({time.monotonic() - started:.1f} s)")
+    for directory in state.temporary:
+        shutil.rmtree(directory, ignore_errors=True)
     (home / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
@@ -246,7 +352,7 @@ def status(home: Path) -> dict[str, Any]:
     if state is None:
         return {"home": str(home), "running": False, "parts": []}
     ready = http_ok(f"{state.api_url}/readyz") if state.api_url else False
-    parts = [{"name": p.name, "pid": p.pid, "alive": alive(p.pid), "log": p.log} for p in state.parts]
+    parts = [_part_status(p) for p in state.parts]
     return {
         "home": str(home),
         "running": any(p["alive"] for p in parts),
@@ -254,8 +360,24 @@ def status(home: Path) -> dict[str, Any]:
         "api_ready": ready,
         "nats_url": state.nats_url,
         "database_url": state.database_url,
+        "local_model_url": state.local_model_url,
         "parts": parts,
     }
+
+
+def _part_status(part: Part) -> dict[str, Any]:
+    report: dict[str, Any] = {"name": part.name, "pid": part.pid, "alive": alive(part.pid), "log": part.log}
+    if part.health:
+        report["healthy"] = report["alive"] and http_ok(part.health)
+    return report
+
+
+def _state_of(part: dict[str, Any]) -> str:
+    if not part["alive"]:
+        return "exited"
+    if "healthy" in part:
+        return "running, healthy" if part["healthy"] else "running, NOT healthy"
+    return "running"
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -268,7 +390,9 @@ def _print_status(report: dict[str, Any]) -> None:
     )
     print(f"  {'PROCESS':<16} {'PID':<8} STATE")
     for part in report["parts"]:
-        print(f"  {part['name']:<16} {part['pid']:<8} {'running' if part['alive'] else 'exited'}")
+        print(f"  {part['name']:<16} {part['pid']:<8} {_state_of(part)}")
+    if not all(part["alive"] for part in report["parts"]):
+        say(f"af up starts again what exited (its logs are in {Path(report['home']) / 'logs'}); af down stops the rest")
 
 
 def _wait_for_signal(home: Path, state: StackState) -> None:
@@ -290,15 +414,29 @@ def _wait_for_signal(home: Path, state: StackState) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="af", description="The AgentFlow embedded stack.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("up", help="start NATS, PostgreSQL, the control plane and workers")
-    start.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    start.add_argument("--concurrency", type=int, default=8, help="tasks each worker runs at once (default 8)")
-    start.add_argument("--detach", action="store_true", help="leave the stack running and return")
-    commands.add_parser("down", help="stop the stack (workers drain first)")
-    show = commands.add_parser("status", help="each process of the stack and its health")
-    show.add_argument("--output", choices=["table", "json"], default="table")
+    parser = CommandParser(prog="af", description="The AgentFlow embedded stack.", usage="%(prog)s COMMAND [OPTIONS]")
+    commands = parser.add_subparsers(dest="command", required=True, prog="af")
+    start = commands.add_parser(
+        "up",
+        description="Start the embedded stack on this machine: NATS, PostgreSQL, a control plane and workers, "
+        "each a process of its own (their logs and state under AF_HOME); Ctrl-C stops it unless --detach.",
+    )
+    start.add_argument("--workers", metavar="N", type=int, default=1, help="Worker processes (default 1).")
+    start.add_argument(
+        "--concurrency", metavar="N", type=int, default=8, help="Tasks each worker runs at once (default 8)."
+    )
+    start.add_argument("--detach", action="store_true", help="Leave the stack running and return.")
+    start.add_argument(
+        "--local-model",
+        action="store_true",
+        help="Also start the local model server (llama.cpp with SmolLM2-135M-Instruct): the gateway's `local` "
+        "model (AF_LOCAL_MODEL=1 does the same).",
+    )
+    commands.add_parser("down", description="Stop the embedded stack: workers first (they drain), then the rest.")
+    show = commands.add_parser("status", description="Show each process of the embedded stack and its health.")
+    show.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="How to print the report (default table)."
+    )
     argv = sys.argv[1:] if argv is None else argv
     try:
         settings = StackSettings.read(os.environ)
@@ -312,11 +450,15 @@ def main(argv: list[str] | None = None) -> None:
         except StackError as error:
             print(f"af worker: {error}", file=sys.stderr)
             raise SystemExit(1) from None
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command's own parser, "af up: ...", as every af command does
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         if args.command == "up":
             if args.workers < 0:
                 parser.error("--workers must be 0 or more")
+            if args.local_model:
+                settings = dataclasses.replace(settings, local_model=True)
             state = up(settings, args.workers, args.concurrency)
             if args.detach:
                 say(f"AgentFlow is up: API {state.api_url}; stop it with `af down`")
@@ -326,14 +468,14 @@ def main(argv: list[str] | None = None) -> None:
             down(home)
         elif args.command == "down":
             if down(home) == 0:
-                say("nothing was running")
+                say(f"no stack was running from {home}")
         else:
             report = status(home)
             if args.output == "json":
                 print(json.dumps(report, indent=2))
             else:
                 _print_status(report)
-            if report["parts"] and not report["running"]:
+            if not all(part["alive"] for part in report["parts"]):
                 raise SystemExit(1)
     except StackError as error:
         print(f"af: {error}", file=sys.stderr)

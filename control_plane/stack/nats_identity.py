@@ -2,9 +2,10 @@
 
 - ``control-plane``: the platform itself: every ``af.`` subject, the JetStream API, acknowledgements.
 - ``worker-<tenant>``: the workers of one tenant. They pull and acknowledge that tenant's task consumers
-  only (named one by one: a consumer per queue granted), publish that tenant's results, hear that tenant's
-  cancel notices and keep their heartbeats under that tenant in the worker bucket. Another tenant's tasks
-  are out of reach: the server refuses the pull, the subscription and the publish.
+  only (named one by one: a consumer per queue granted), publish that tenant's results and its tools' live
+  stderr, hear that tenant's cancel notices and keep their heartbeats under that tenant in the worker
+  bucket. Another tenant's tasks are out of reach: the server refuses the pull, the subscription and the
+  publish.
 - ``admin``: everything, for operators' tools and the benchmark; no AgentFlow process uses it.
 
 Every user reads replies under its own inbox prefix (``_INBOX.<user>``), so no one but the admin can read
@@ -97,10 +98,15 @@ class Identities:
         _write_private(self.config, render(self))
 
 
-def _user(name: str, password: str, publish: list[str] | None, subscribe: list[str] | None) -> dict[str, Any]:
+def _user(
+    name: str, password: str, publish: list[str] | None, subscribe: list[str] | None, *, responds: bool = False
+) -> dict[str, Any]:
+    """``responds``: the user may answer the requests it receives (and only those) on their reply subjects."""
     user: dict[str, Any] = {"user": name, "password": password}
     if publish is not None and subscribe is not None:
         user["permissions"] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+        if responds:
+            user["permissions"]["allow_responses"] = True
     return user
 
 
@@ -122,6 +128,8 @@ def worker_permissions(tenant: str, queues: list[str]) -> tuple[list[str], list[
     stream = subjects.TASKS_STREAM
     publish = [
         f"af.{tenant}.results.*",
+        subjects.model_turns(tenant),
+        f"af.{tenant}.logs.*",
         f"$JS.API.STREAM.INFO.KV_{subjects.WORKERS_BUCKET}",
         f"$KV.{subjects.WORKERS_BUCKET}.{tenant}.*",
     ]
@@ -142,7 +150,8 @@ def render(identities: Identities) -> str:
     """nats-server's configuration (its format reads JSON) for these users."""
     passwords = identities.passwords
     users = [
-        _user(CONTROL_PLANE, passwords[CONTROL_PLANE], *control_plane_permissions()),
+        # The control plane answers workers' model turns (bus.model_turns) on their own inboxes.
+        _user(CONTROL_PLANE, passwords[CONTROL_PLANE], *control_plane_permissions(), responds=True),
         _user(ADMIN, passwords[ADMIN], None, None),
     ]
     for tenant, queues in sorted(identities.queues.items()):

@@ -1,13 +1,15 @@
 """A PostgreSQL cluster of the machine's own binaries, under a directory of ours.
 
 PostgreSQL refuses to run as root, so when we are root the cluster belongs to, and runs as, the
-unprivileged user ``nobody``.
+unprivileged user ``nobody``, who may be unable to enter the directory meant for it (a private ``mktemp -d``
+folder, anything under /root): then the cluster lives in a temporary directory of its own (``scratch_dir``).
 """
 
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +24,24 @@ _SEARCH = ("/usr/lib/postgresql", "/usr/local/pgsql/bin", "/opt/homebrew/bin")
 class RunAs:
     uid: int | None
     gid: int | None
+    name: str = ""
+    """The user's name, when it is not us."""
 
     @staticmethod
     def for_postgres() -> "RunAs":
         if os.geteuid() != 0:
             return RunAs(None, None)
         nobody = pwd.getpwnam("nobody")
-        return RunAs(nobody.pw_uid, nobody.pw_gid)
+        return RunAs(nobody.pw_uid, nobody.pw_gid, nobody.pw_name)
+
+    def can_enter(self, path: Path) -> bool:
+        """Whether this user may enter the directory ``path`` (and so every directory above it)."""
+        if self.uid is None:
+            return True
+        result = subprocess.run(
+            ["test", "-x", str(path)], user=self.uid, group=self.gid, extra_groups=[], cwd="/", check=False
+        )
+        return result.returncode == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +74,14 @@ def bin_path(name: str) -> str:
 def _own(path: Path, run_as: RunAs) -> None:
     if run_as.uid is not None and run_as.gid is not None:
         os.chown(path, run_as.uid, run_as.gid)
+
+
+def scratch_dir(run_as: RunAs) -> Path:
+    """A new empty directory of ``run_as`` under the system's temp dir (which every user may enter), for a
+    cluster that cannot live where it was meant to; whoever asked for it deletes it."""
+    path = Path(tempfile.mkdtemp(prefix="agentflow-postgres-"))
+    _own(path, run_as)
+    return path
 
 
 def init_cluster(data_dir: Path, log: Path, run_as: RunAs) -> None:

@@ -1,6 +1,7 @@
 """Starting processes, waiting for them to answer, and stopping them by PID."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 class StackError(RuntimeError):
@@ -126,6 +128,15 @@ def http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+def get_json(url: str) -> Any:
+    """The JSON that ``url`` (one of our own loopback endpoints) answers; StackError if it does not."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise StackError(f"{url} did not answer JSON: {error}") from error
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -22,6 +22,8 @@ class StackSettings:
     sandbox: str = ""
     """``AF_SANDBOX``: the workers' sandbox backend (``af up`` warns when it is ``process``); empty: runsc
     where it is installed, else process, as the workers choose."""
+    local_model: bool = False
+    """``AF_LOCAL_MODEL``: 1 starts the local model server with the stack, as ``af up --local-model`` does."""
     env: Mapping[str, str]
     """The environment the stack's processes start from."""
 
@@ -31,16 +33,20 @@ class StackSettings:
         port = env.get("AF_PORT") or "0"
         if not port.isdigit() or int(port) > 65535:
             raise StackError(f"AF_PORT: expected a port number, got {port!r}")
+        local_model = env.get("AF_LOCAL_MODEL") or "0"
+        if local_model not in ("0", "1"):
+            raise StackError(f"AF_LOCAL_MODEL: use 0 or 1, got {local_model!r}")
         return StackSettings(
-            home=_home(env),
+            home=default_home(env),
             port=int(port),
             database_url=env.get("AF_DATABASE_URL", ""),
             sandbox=env.get("AF_SANDBOX", ""),
+            local_model=local_model == "1",
             env=dict(env),
         )
 
 
-def _home(env: Mapping[str, str]) -> Path:
+def default_home(env: Mapping[str, str]) -> Path:
     """Where the embedded stack keeps its state: a system directory for root, the user's state dir otherwise."""
     if env.get("AF_HOME"):
         return Path(env["AF_HOME"])

@@ -1,6 +1,6 @@
 """The ``openai`` provider: any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, llama.cpp's server, Ollama,
-OpenRouter…), over httpx: chat completions with tools and response formats, streamed (SSE) or whole,
-with usage; embeddings. The ``local`` provider is this one at ``AF_LOCAL_MODEL_URL``.
+OpenRouter…), over the gateway's HTTP client (``transport``): chat completions with tools and response
+formats, streamed (SSE) or whole, with usage; embeddings. The ``local`` provider is this one at ``AF_LOCAL_MODEL_URL``.
 
 Answers are checked against the protocol's shape: anything else is a ``garbage`` failure, so that a broken
 upstream never reaches a caller as a malformed completion.
@@ -8,19 +8,16 @@ upstream never reaches a caller as a malformed completion.
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import msgspec
 
 from control_plane.gateway.documents import OpenAIOptions, options_of
 from control_plane.gateway.failures import Failure
 from control_plane.gateway.providers.base import Answer, Embeddings, Piece, Target, Usage
+from control_plane.gateway.providers.transport import Http
 from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, ToolCall, upstream_body
-
-_ERROR_BYTES = 4096
-"""Of an error answer read for its message."""
 
 
 class _Message(msgspec.Struct):
@@ -56,6 +53,8 @@ class _ChunkChoice(msgspec.Struct):
 class _Chunk(msgspec.Struct):
     choices: list[_ChunkChoice] = []
     usage: _Usage | None = None
+    error: dict[str, Any] | None = None
+    """What a provider sends in place of a chunk when the stream fails after it began."""
 
 
 class _Vector(msgspec.Struct):
@@ -68,7 +67,7 @@ class _EmbeddingAnswer(msgspec.Struct):
     usage: _Usage | None = None
 
 
-def retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: Mapping[str, str]) -> float | None:
     """Seconds the provider asks us to wait: ``retry-after-ms``, or ``Retry-After`` in seconds or as a date."""
     if (millis := headers.get("retry-after-ms")) is not None:
         try:
@@ -106,7 +105,7 @@ def _error_message(body: bytes) -> tuple[str, str]:
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens", "prompt is too long")
 
 
-def status_failure(status: int, body: bytes, headers: httpx.Headers) -> Failure:
+def status_failure(status: int, body: bytes, headers: Mapping[str, str]) -> Failure:
     """The failure an error status stands for."""
     message, code = _error_message(body)
     detail = message or f"HTTP {status}"
@@ -121,12 +120,6 @@ def status_failure(status: int, body: bytes, headers: httpx.Headers) -> Failure:
     return Failure("content", detail, status=status)
 
 
-def transport_failure(error: httpx.HTTPError) -> Failure:
-    if isinstance(error, httpx.TimeoutException):
-        return Failure("timeout", f"no answer in time ({type(error).__name__})")
-    return Failure("refused", f"connection failed ({type(error).__name__}: {error})"[:300])
-
-
 def _usage(usage: _Usage | None) -> Usage | None:
     if usage is None:
         return None
@@ -134,26 +127,26 @@ def _usage(usage: _Usage | None) -> Usage | None:
 
 
 class OpenAIProvider:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: Http) -> None:
         self._http = http
 
     def _headers(self, target: Target) -> dict[str, str]:
         headers = dict(options_of(target.spec, OpenAIOptions).headers)
         if target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
+        if target.spec.provider == "local":
+            # llama.cpp's server closes a kept-alive connection after an answer that took longer than its
+            # keep-alive (5 s), without saying so: the next call on it would fail. A new loopback connection
+            # per call costs nothing beside a model's time on the CPU.
+            headers["Connection"] = "close"
         return headers
 
     async def _post(self, target: Target, path: str, body: dict[str, Any]) -> bytes:
         url = target.endpoint.rstrip("/") + path
-        try:
-            response = await self._http.post(
-                url, content=msgspec.json.encode(body), headers=self._headers(target), timeout=target.timeout
-            )
-        except httpx.HTTPError as error:
-            raise transport_failure(error) from None
-        if response.status_code >= 400:
-            raise status_failure(response.status_code, response.content[:_ERROR_BYTES], response.headers)
-        return response.content
+        reply = await self._http.post(url, msgspec.json.encode(body), self._headers(target), seconds=target.timeout)
+        if reply.status >= 400:
+            raise status_failure(reply.status, reply.body, reply.headers)
+        return reply.body
 
     async def chat(self, target: Target, request: ChatRequest) -> Answer:
         body = upstream_body(request, target.spec.remote_model)
@@ -179,25 +172,21 @@ class OpenAIProvider:
         body["stream_options"] = {**(request.stream_options or {}), "include_usage": True}
         url = target.endpoint.rstrip("/") + "/chat/completions"
         ended = False
-        try:
-            async with self._http.stream(
-                "POST", url, content=msgspec.json.encode(body), headers=self._headers(target), timeout=target.timeout
-            ) as response:
-                if response.status_code >= 400:
-                    raw = await response.aread()
-                    raise status_failure(response.status_code, raw[:_ERROR_BYTES], response.headers)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        ended = True
-                        break
-                    for piece in _pieces(data):
-                        ended = ended or piece.finish_reason is not None
-                        yield piece
-        except httpx.HTTPError as error:
-            raise transport_failure(error) from None
+        async with self._http.stream(
+            url, msgspec.json.encode(body), self._headers(target), seconds=target.timeout
+        ) as response:
+            if response.status >= 400:
+                raise status_failure(response.status, response.error_body, response.headers)
+            async for line in response.lines:
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    ended = True
+                    break
+                for piece in _pieces(data):
+                    ended = ended or piece.finish_reason is not None
+                    yield piece
         if not ended:
             raise Failure("stream-cut", "the stream ended before its last chunk")
 
@@ -221,6 +210,8 @@ def _pieces(data: str) -> list[Piece]:
         chunk = msgspec.json.decode(data, type=_Chunk)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise Failure("garbage", f"a stream chunk is not a chat completion chunk: {error}"[:300]) from None
+    if chunk.error is not None:
+        raise Failure("server-error", f"the stream failed: {str(chunk.error.get('message', ''))[:300]}")
     pieces = [
         Piece(content=c.delta.content, tool_calls=c.delta.tool_calls, finish_reason=c.finish_reason)
         for c in chunk.choices[:1]

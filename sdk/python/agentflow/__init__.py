@@ -1,6 +1,7 @@
 """The AgentFlow client: talk to the AgentFlow HTTP API from Python, synchronously (`Client`) or with
-asyncio (`AsyncClient`), load tool and workflow files, and build workflows of each kind in code (`Workflow`,
-`StateMachine`, `BehaviorTree`; their transition and node helpers are in `agentflow.builder`).
+asyncio (`AsyncClient`), load tool, workflow and agent files, and build workflows of each kind in code
+(`Workflow`, `StateMachine`, `BehaviorTree`; their transition and node helpers are in `agentflow.builder`) and
+agents (`Agent`).
 
 >>> from agentflow import Client
 >>> with Client() as af:  # doctest: +SKIP
@@ -19,16 +20,18 @@ from ._errors import (
     Forbidden,
     NotFound,
     RateLimited,
+    StaleLogin,
     TransportError,
     Unauthorized,
     ValidationFailed,
     WaitTimeout,
 )
-from ._files import load_model_file, load_tool_file, load_workflow_file
-from .builder import BehaviorTree, StateMachine, Steps, ToolCall, Workflow
+from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file
+from .builder import Agent, BehaviorTree, StateMachine, Steps, ToolCall, Workflow
 
 __all__ = [
     "APIError",
+    "Agent",
     "AgentFlowError",
     "AsyncClient",
     "BehaviorTree",
@@ -40,6 +43,7 @@ __all__ = [
     "RateLimited",
     "Registered",
     "Settings",
+    "StaleLogin",
     "StateMachine",
     "Steps",
     "ToolCall",
@@ -49,6 +53,7 @@ __all__ = [
     "WaitTimeout",
     "Workflow",
     "default_home",
+    "load_agent_file",
     "load_model_file",
     "load_tool_file",
     "load_workflow_file",

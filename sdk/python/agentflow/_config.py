@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ._errors import FileError
 from ._files import parse_json
-from ._login import Login, load_login
+from ._login import Login, forget_login, load_login
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 
@@ -35,6 +35,9 @@ class Settings:
     """Bearer token sent on every request; None sends no `Authorization` header (or the login's)."""
     login: Login | None = None
     """The tokens `af login` stored for this API, used (and refreshed) when no token is given."""
+    forgot_login: bool = False
+    """A login stored for this URL was issued by another stack than the local one now serving it: it was
+    removed, and the local stack's key is used instead."""
 
     @classmethod
     def load(cls, api_url: str | None = None, token: str | None = None, *, use_login: bool = True) -> Settings:
@@ -44,27 +47,33 @@ class Settings:
         home = Path(os.environ.get("AF_HOME") or default_home())
         chosen_url = api_url or os.environ.get("AF_API_URL") or None
         token = token or os.environ.get("AF_TOKEN") or None
-        stack_url = _stack_api_url(home) if chosen_url is None or token is None else None
+        stack_url, stack_id = _local_stack(home) if chosen_url is None or token is None else (None, "")
         url = (chosen_url or stack_url or DEFAULT_API_URL).rstrip("/")
+        forgot = False
         if token is None and use_login and (login := load_login(url)) is not None:
-            return cls(api_url=url, token=None, login=login)
+            if url != stack_url or not stack_id or login.stack_id == stack_id:
+                return cls(api_url=url, token=None, login=login)
+            # The stack that issued it is gone (its successor knows none of its tokens): only `af login`
+            # could make it useful again, and that replaces it anyway.
+            forgot = forget_login(url)
         if token is None and url == stack_url:
             # The local admin key only ever goes to the local stack, never to another server the user
             # pointed us at.
             token = _admin_key(home)
-        return cls(api_url=url, token=token)
+        return cls(api_url=url, token=token, forgot_login=forgot)
 
 
-def _stack_api_url(home: Path) -> str | None:
+def _local_stack(home: Path) -> tuple[str | None, str]:
+    """The local stack's API URL (None without one) and its installation's id (empty until known)."""
     path = home / "stack.json"
     text = _read_if_present(path)
     if text is None:
-        return None
+        return None, ""
     stack = parse_json(text, str(path))
-    if not isinstance(stack, dict) or not isinstance(stack.get("api_url", ""), str):
-        raise FileError(f"{path}: expected an object with an api_url string")
+    if not isinstance(stack, dict) or not all(isinstance(stack.get(k, ""), str) for k in ("api_url", "stack_id")):
+        raise FileError(f"{path}: expected an object with api_url and stack_id strings")
     # `af up` writes the file before the API listens, with an empty URL until then.
-    return stack.get("api_url", "").rstrip("/") or None
+    return stack.get("api_url", "").rstrip("/") or None, stack.get("stack_id", "")
 
 
 def _admin_key(home: Path) -> str | None:

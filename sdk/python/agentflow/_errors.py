@@ -22,7 +22,7 @@ class TransportError(AgentFlowError):
         self.api_url = api_url
         super().__init__(
             f"cannot reach the AgentFlow API at {api_url}: {str(cause) or type(cause).__name__}"
-            " (is the stack up? try `af up`)"
+            " (is the stack up? af status shows it; af up starts it or what exited)"
         )
 
 
@@ -65,6 +65,18 @@ class Unauthorized(APIError):
     """The token is missing, invalid or expired."""
 
 
+class StaleLogin(Unauthorized):
+    """The login stored for the API was refused when refreshed: issued by another stack at that URL, revoked
+    or expired; the message says how to log in again."""
+
+    def __init__(self, api_url: str, refused: Unauthorized) -> None:
+        super().__init__(refused.status, refused.type, refused.title, refused.detail, refused.field)
+        self.args = (
+            f"the login stored for {api_url} is no longer valid ({refused.detail or refused.title}):"
+            " log in again with `af login`, or forget it with `af logout`",
+        )
+
+
 class Forbidden(APIError):
     """The caller's role lacks the permission the request needs (the detail names it)."""
 
@@ -78,10 +90,12 @@ class RateLimited(APIError):
 _BY_SLUG: dict[str, type[APIError]] = {
     "not-found": NotFound,
     "unknown-tool": NotFound,
+    "unknown-agent": NotFound,
     "unknown-workflow": NotFound,
     "duplicate-version": Conflict,
     "idempotency-conflict": Conflict,
     "run-finished": Conflict,
+    "ambiguous-id": Conflict,
     "invalid-name": ValidationFailed,
     "bad-version": ValidationFailed,
     "malformed-json": ValidationFailed,

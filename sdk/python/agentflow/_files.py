@@ -40,6 +40,11 @@ def load_workflow_file(path: StrPath) -> dict[str, Any]:
     return _load_mapping(Path(path))
 
 
+def load_agent_file(path: StrPath) -> dict[str, Any]:
+    """Load an agent file as it is."""
+    return _load_mapping(Path(path))
+
+
 def load_model_file(path: StrPath) -> dict[str, Any]:
     """Load a model deployment file as it is."""
     return _load_mapping(Path(path))

@@ -1,6 +1,6 @@
 """A stored login: the access and refresh tokens that `af login` got for an API, kept per API URL in the
-user's config directory (file mode 0600), and the httpx `Auth` that sends the access token and refreshes it
-when it has expired (or the API says so)."""
+user's config directory (file mode 0600) with the id of the stack that issued them, and the httpx `Auth` that
+sends the access token and refreshes it when it has expired (or the API says so)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from ._errors import FileError, raise_for_problem
+from ._errors import FileError, StaleLogin, Unauthorized, raise_for_problem
 
 _EARLY_SECONDS = 30.0
 """Refresh this long before the access token expires, so that it does not expire in flight."""
@@ -32,10 +32,16 @@ class Login:
     refresh_token: str
     expires_at: float
     """Unix time at which the access token expires."""
+    stack_id: str = ""
+    """The installation that issued the tokens (the API's `stack_id`); another one at the same URL, such as
+    a new local stack on 127.0.0.1:8080, does not know them."""
 
     @classmethod
     def from_answer(cls, api_url: str, answer: dict[str, Any]) -> Login:
-        return cls(api_url, answer["access_token"], answer["refresh_token"], time.time() + float(answer["expires_in"]))
+        expires_at = time.time() + float(answer["expires_in"])
+        return cls(
+            api_url, answer["access_token"], answer["refresh_token"], expires_at, str(answer.get("stack_id", ""))
+        )
 
     def expired(self) -> bool:
         return time.time() >= self.expires_at - _EARLY_SECONDS
@@ -62,16 +68,30 @@ def load_login(api_url: str, path: Path | None = None) -> Login | None:
 def save_login(login: Login, path: Path | None = None) -> Path:
     """Store ``login`` beside the logins of other APIs, readable by the user alone."""
     path = path or login_file()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     stored = _read(path)
     stored[login.api_url] = asdict(login)
+    _write(path, stored)
+    return path
+
+
+def forget_login(api_url: str, path: Path | None = None) -> bool:
+    """Remove the login stored for ``api_url``; False if there was none."""
+    path = path or login_file()
+    stored = _read(path)
+    if stored.pop(api_url, None) is None:
+        return False
+    _write(path, stored)
+    return True
+
+
+def _write(path: Path, stored: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temporary = path.with_suffix(".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         json.dump(stored, file, indent=2)
     os.chmod(temporary, 0o600)
     temporary.replace(path)
-    return path
 
 
 class TokenAuth(httpx.Auth):
@@ -88,7 +108,10 @@ class TokenAuth(httpx.Auth):
         )
 
     def _refreshed(self, response: httpx.Response) -> None:
-        raise_for_problem(response)
+        try:
+            raise_for_problem(response)
+        except Unauthorized as refused:
+            raise StaleLogin(self.login.api_url, refused) from refused
         self.login = Login.from_answer(self.login.api_url, response.json())
         save_login(self.login, self._path)
 

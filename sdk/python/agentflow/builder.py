@@ -1,4 +1,5 @@
-"""Building workflows in Python: the same documents workflow files hold, for `apply_workflow`.
+"""Building workflows and agents in Python: the same documents their files hold, for `apply_workflow` and
+`apply_agent`.
 
 One builder per kind, each with `to_dict()` returning the document exactly as a file would hold it:
 
@@ -7,6 +8,7 @@ One builder per kind, each with `to_dict()` returning the document exactly as a 
   transitions are made by `go`, `on_signal` and `on_timeout`.
 - `BehaviorTree` (bt): a root node made by the node functions `sequence`, `selector`, `parallel`, `retry`,
   `timeout`, `invert`, `repeat_until`, `call`, `condition` and `wait_signal`.
+- `Agent`: a model with instructions, tools and limits.
 
 A keyword argument left at its default leaves its key out of the document, so the server's default applies.
 The builders refuse what only they can tell (a name used twice) with a ValueError; everything else is
@@ -480,4 +482,62 @@ class BehaviorTree:
         _put(document, "input_schema", copy.deepcopy(self.input_schema))
         document["root"] = copy.deepcopy(self.root)
         _put(document, "output", copy.deepcopy(self.output))
+        return document
+
+
+# --- agents ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agent:
+    """An agent document, for `apply_agent`: a model with instructions and the tools it may call.
+
+    name, version: as for tools and workflows; versions are immutable.
+    instructions: the system prompt; `{{$.input.topic}}` reads the step's input with the path language.
+    model: a tier (`tier1` … `tier4`) or a model deployment's name.
+    tools: `name[@version]` of the tools it may call (pinned when applied); agents: agents it may call as
+    tools; handoffs: agents it may hand the conversation to; approval: tools whose calls wait for a human.
+    max_turns, max_tokens, wall_seconds: the step's limits (the server's defaults when None).
+    output_schema: the JSON Schema its final answer must match.
+
+    >>> Agent(name="triage", version="1", instructions="Sort {{$.input.ticket}}", model="tier1").to_dict()
+    {'name': 'triage', 'version': '1', 'instructions': 'Sort {{$.input.ticket}}', 'model': 'tier1'}
+    """
+
+    name: str
+    version: str
+    instructions: str
+    model: str
+    description: str | None = None
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    tools: tuple[str, ...] = ()
+    agents: tuple[str, ...] = ()
+    handoffs: tuple[str, ...] = ()
+    approval: tuple[str, ...] = ()
+    max_turns: int | None = None
+    max_tokens: int | None = None
+    wall_seconds: float | None = None
+    output_schema: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document exactly as an agent file would hold it."""
+        document: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "instructions": self.instructions,
+            "model": self.model,
+        }
+        for key in ("description", "temperature", "max_output_tokens"):
+            _put(document, key, getattr(self, key))
+        for key in ("tools", "agents", "handoffs", "approval"):
+            if getattr(self, key):
+                document[key] = list(getattr(self, key))
+        limits: dict[str, Any] = {}
+        for key in ("max_turns", "max_tokens", "wall_seconds"):
+            _put(limits, key, getattr(self, key))
+        if limits:
+            document["limits"] = limits
+        if self.output_schema is not None:
+            document["output_schema"] = copy.deepcopy(dict(self.output_schema))
         return document

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
@@ -18,12 +18,13 @@ import click
 import httpx
 import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from ._api import FINAL_RUN_STATES, JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
-from ._files import load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
+from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
+from ._login import forget_login, login_file
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -92,6 +93,12 @@ class _Session:
     def client(self) -> Client:
         client = self._factory(self._api_url, self._token)
         self._ctx.call_on_close(client.close)
+        if client.settings.forgot_login:
+            click.echo(
+                f"af: forgot the login stored for {client.settings.api_url}: an earlier stack issued it; using"
+                " this stack's key (af login logs in to this one)",
+                err=True,
+            )
         return client
 
 
@@ -107,7 +114,8 @@ _output_option = click.option(
 )
 
 
-@click.group(cls=_Root, name="af")
+@click.group(cls=_Root, name="af", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agentflow", prog_name="af", message="%(prog)s %(version)s")
 @click.option("--api-url", metavar="URL", help="The API (default: $AF_API_URL, else the local stack's).")
 @click.option("--token", metavar="TOKEN", help="Bearer token (default: $AF_TOKEN, else the local stack's key).")
 @click.pass_context
@@ -118,15 +126,22 @@ def cli(ctx: click.Context, api_url: str | None, token: str | None) -> None:
 
 def main() -> None:
     """The `af` entry point."""
-    cli()
+    cli(prog_name="af")
 
 
 # ---- output ---------------------------------------------------------------------------------------
 
 
+PIPE_WIDTH = 4096
+"""The width tables get off a terminal (a pipe, a file): every row on one line, for grep and awk."""
+
+
 def _console(stderr: bool = False) -> Console:
     # Names, specs and errors may hold "[...]", which rich would read as markup.
-    return Console(stderr=stderr, markup=False, highlight=False)
+    console = Console(stderr=stderr, markup=False, highlight=False)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
 
 
 def _print_json(data: Any, *, one_line: bool = False) -> None:
@@ -137,9 +152,20 @@ def _print_json(data: Any, *, one_line: bool = False) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
+WHOLE_COLUMNS = frozenset({"ID"})
+"""Columns never shortened to fit the terminal: an id is there to be copied."""
+
+
 def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    table = Table(*headers, box=None, pad_edge=False)
-    for row in rows:
+    cells = [list(row) for row in rows]
+    columns = [
+        Column(header, no_wrap=True, min_width=max((len(row[index]) for row in cells), default=0))
+        if header in WHOLE_COLUMNS
+        else Column(header)
+        for index, header in enumerate(headers)
+    ]
+    table = Table(*columns, box=None, pad_edge=False)
+    for row in cells:
         table.add_row(*row)
     _console().print(table)
 
@@ -192,19 +218,56 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _print_event(event: JSON, output: str) -> None:
-    if output == "json":
-        _print_json(event, one_line=True)
-        return
-    data = event.get("data") or {}
-    moment = _parse_time(event.get("at"))
-    clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
-    detail = _short(data.get("error") or data.get("output"))
-    step = data.get("step") or "-"
-    click.echo(f"{clock}  {event.get('type', ''):<15} {step:<16} {detail}".rstrip())
-    # The tail of what the tool wrote to stderr (its log), under the event of its attempt.
-    for line in str(data.get("stderr") or "").splitlines():
-        click.echo(f"    [{step}] {line}".rstrip())
+class _EventPrinter:
+    """Prints a run's events one line each, with the tail of what a tool wrote to stderr under the event of
+    its attempt; and the `log` events of a live stream (the tools' stderr as it is written) line by line as
+    their lines end, an attempt's last unended line with its event, whose tail then repeats nothing."""
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+        self._unended: dict[tuple[Any, Any], str] = {}
+        self._streamed: set[tuple[Any, Any]] = set()
+        """The attempts whose stderr came whole as `log` events."""
+        self._pieces: dict[tuple[Any, Any], int] = {}
+        """The last piece shown of each attempt: a reconnection gives them all again."""
+
+    def __call__(self, event: JSON) -> None:
+        if self._output == "json":
+            _print_json(event, one_line=True)
+            return
+        data = event.get("data") or {}
+        attempt = (data.get("task_id"), data.get("attempt"))
+        step = data.get("step") or "-"
+        if event.get("type") == "log":
+            self._log(attempt, step, data)
+            return
+        self._stderr(step, self._unended.pop(attempt, ""))
+        moment = _parse_time(event.get("at"))
+        clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
+        detail = _short(data.get("error") or data.get("output"))
+        click.echo(f"{clock}  {event.get('type', ''):<15} {step:<16} {detail}".rstrip())
+        if attempt not in self._streamed:
+            self._stderr(step, str(data.get("stderr") or ""))
+
+    def _log(self, attempt: tuple[Any, Any], step: str, data: JSON) -> None:
+        seq, last = int(data.get("seq") or 0), self._pieces.get(attempt, 0)
+        if seq <= last:
+            return
+        self._pieces[attempt] = seq
+        if seq == last + 1 and not data.get("truncated") and (last == 0 or attempt in self._streamed):
+            self._streamed.add(attempt)
+        else:  # cut, or pieces the stream no longer kept: the tail under its event shows how it ended
+            self._streamed.discard(attempt)
+        text = self._unended.pop(attempt, "") + str(data.get("text") or "")
+        ended, _, unended = text.rpartition("\n")
+        self._stderr(step, ended)
+        if unended:
+            self._unended[attempt] = unended
+
+    @staticmethod
+    def _stderr(step: str, text: str) -> None:
+        for line in text.splitlines():
+            click.echo(f"    [{step}] {line}".rstrip())
 
 
 def _usage(usage: JSON | None) -> str:
@@ -219,7 +282,8 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
     if output == "json":
         _print_json(run, one_line=one_line)
         return
-    target = f"workflow {run['workflow']}" if run.get("workflow") else f"tool {run.get('tool')}"
+    kind = next((kind for kind in ("workflow", "agent", "tool") if run.get(kind)), "tool")
+    target = f"{kind} {run.get(kind)}"
     _print_fields(
         [
             ("run", run["id"]),
@@ -307,7 +371,6 @@ def _definitions(
         "NAME": lambda item: item["name"],
         "VERSION": lambda item: item["version"],
         **details,
-        "DIGEST": lambda item: str(item.get("digest", ""))[:19],
         "CREATED": lambda item: _when(item.get("created_at")),
     }
 
@@ -360,6 +423,35 @@ def _spec(item: JSON) -> JSON:
     return spec if isinstance(spec, dict) else {}
 
 
+def _steps(workflow: JSON) -> int:
+    """What a workflow is made of: a dag's steps (a loop and each of its steps), an fsm's states, a bt's nodes."""
+    spec = _spec(workflow)
+    if workflow.get("kind") == "fsm":
+        return len(spec.get("states") or {})
+    if workflow.get("kind") == "bt":
+        return _tree_nodes(spec.get("root"))
+    return sum(1 + len((step.get("loop") or {}).get("steps") or []) for step in spec.get("steps") or [])
+
+
+_BRANCHES = ("sequence", "selector")
+_DECORATORS = ("parallel", "retry", "timeout", "repeat_until")
+
+
+def _tree_nodes(node: Any) -> int:
+    """The nodes of a behavior tree (planning/bt.py's document): a leaf is one, an inner node one plus its children."""
+    if not isinstance(node, dict) or "tool" in node:
+        return 1 if node else 0
+    children: list[Any] = []
+    for key, inner in node.items():
+        if key in _BRANCHES and isinstance(inner, list):
+            children = inner
+        elif key in _DECORATORS and isinstance(inner, dict):
+            children = inner.get("children") or [inner.get("child")]
+        elif key == "invert":
+            children = [inner]
+    return 1 + sum(_tree_nodes(child) for child in children)
+
+
 cli.add_command(
     _definitions(
         "tool",
@@ -383,7 +475,24 @@ cli.add_command(
         Client.list_workflows,
         {
             "KIND": lambda workflow: str(workflow.get("kind", "")),
-            "STEPS": lambda workflow: str(len(_spec(workflow).get("steps") or [])),
+            "STEPS": lambda workflow: str(_steps(workflow)),
+        },
+    )
+)
+
+
+cli.add_command(
+    _definitions(
+        "agent",
+        "Versioned agents: a model with instructions and the tools it may call.",
+        "apply",
+        load_agent_file,
+        Client.apply_agent,
+        Client.get_agent,
+        Client.list_agents,
+        {
+            "MODEL": lambda agent: str(_spec(agent).get("model", "")),
+            "TOOLS": lambda agent: str(len(_spec(agent).get("tools") or [])),
         },
     )
 )
@@ -468,6 +577,237 @@ def models_ls(session: _Session, output: str) -> None:
     )
 
 
+# ---- usage and budgets ----------------------------------------------------------------------------
+
+
+def _tokens(value: Any) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _dollars(value: Any) -> str:
+    """US dollars to the millionth, trailing zeros dropped (``$0.0042``); ``-``: none."""
+    if value is None:
+        return "-"
+    return "$" + (f"{value:.6f}".rstrip("0").rstrip(".") or "0")
+
+
+@cli.command("usage")
+@click.option(
+    "--by",
+    "group_by",
+    type=click.Choice(["day", "model", "tier", "run", "workflow", "agent"]),
+    default="model",
+    show_default=True,
+    help="What to sum the usage by.",
+)
+@click.option("--since", help="From this ISO date or date and time (UTC unless it says).")
+@click.option("--until", help="Until this ISO date or date and time, exclusive.")
+@_output_option
+@_pass_session
+def usage_command(session: _Session, group_by: str, since: str | None, until: str | None, output: str) -> None:
+    """The tenant's metered model usage: calls, input and output tokens and cost, summed by day, model, tier,
+    run, workflow or agent, the most costly first, and in total."""
+    answer = session.client.usage(group_by=group_by, since=since, until=until)
+    if output == "json":
+        _print_json(answer)
+        return
+    total = answer["total"]
+    rows = [
+        [item["key"], str(item["calls"]), _tokens(item["input_tokens"]), _tokens(item["output_tokens"]),
+         _dollars(item["cost_usd"])]
+        for item in answer["items"]
+    ]  # fmt: skip
+    rows.append(["TOTAL", str(total["calls"]), _tokens(total["input_tokens"]), _tokens(total["output_tokens"]),
+                 _dollars(total["cost_usd"])])  # fmt: skip
+    _print_table([group_by.upper(), "CALLS", "INPUT", "OUTPUT", "COST"], rows)
+
+
+@cli.group("budget")
+def budget_group() -> None:
+    """The tenant's budgets for model calls: tokens and cost per month, and per run."""
+
+
+def _print_budgets(answer: JSON, output: str) -> None:
+    if output == "json":
+        _print_json(answer)
+        return
+    month = answer["month"]
+    period = month["period"]
+    _print_fields(
+        [
+            ("monthly tokens", f"{_tokens(month['tokens'])} of {_tokens(answer['monthly_tokens'])} ({period})"),
+            ("monthly cost", f"{_dollars(month['cost_usd'])} of {_dollars(answer['monthly_cost_usd'])}"),
+            ("run tokens", _tokens(answer["run_tokens"])),
+            ("run cost", _dollars(answer["run_cost_usd"])),
+        ]
+    )
+
+
+@budget_group.command("show")
+@_output_option
+@_pass_session
+def budget_show(session: _Session, output: str) -> None:
+    """Show the budgets ("-": no limit) and what this month has spent."""
+    _print_budgets(session.client.get_budgets(), output)
+
+
+@budget_group.command("set")
+@click.option("--monthly-tokens", type=click.IntRange(min=0), help="Input and output tokens per calendar month (UTC).")
+@click.option("--monthly-cost", type=click.FloatRange(min=0), help="US dollars per calendar month (UTC).")
+@click.option("--run-tokens", type=click.IntRange(min=0), help="Tokens of one run's model calls.")
+@click.option("--run-cost", type=click.FloatRange(min=0), help="US dollars of one run's model calls.")
+@_output_option
+@_pass_session
+def budget_set(
+    session: _Session,
+    monthly_tokens: int | None,
+    monthly_cost: float | None,
+    run_tokens: int | None,
+    run_cost: float | None,
+    output: str,
+) -> None:
+    """Replace the budgets (tenant admins): a limit not given is no limit, so `af budget set` alone lifts
+    them all. Over one, model calls are refused with budget-exceeded."""
+    answer = session.client.set_budgets(
+        monthly_tokens=monthly_tokens, monthly_cost_usd=monthly_cost, run_tokens=run_tokens, run_cost_usd=run_cost
+    )
+    _print_budgets(answer, output)
+
+
+@cli.group("llm")
+def llm_group() -> None:
+    """The model calls the gateway made."""
+
+
+@llm_group.command("calls")
+@click.argument("run_id")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@_output_option
+@_pass_session
+def llm_calls(session: _Session, run_id: str, limit: int, output: str) -> None:
+    """List a run's model calls in order: tier, the deployment that answered, attempts (every deployment
+    tried), latency, tokens, cost and outcome."""
+    items = session.client.llm_calls(run_id, limit=limit)
+    if output == "json":
+        _print_json({"items": items})
+        return
+    _print_table(
+        ["AT", "TASK", "TURN", "TIER", "DEPLOYMENT", "ATTEMPTS", "LATENCY", "TOKENS IN/OUT", "COST", "OUTCOME"],
+        (
+            [
+                _when(call["at"]),
+                _short(call.get("task_id") or "-", width=12),
+                "-" if call.get("turn") is None else str(call["turn"]),
+                call.get("tier") or "-",
+                call.get("deployment") or "-",
+                " > ".join(f"{a['deployment']}:{a['outcome']}" for a in call.get("attempts") or []) or "-",
+                _ms(call.get("latency_ms")),
+                f"{call['input_tokens']}/{call['output_tokens']}",
+                _dollars(call.get("cost_usd")),
+                call["outcome"],
+            ]
+            for call in items
+        ),
+    )
+
+
+# ---- secrets --------------------------------------------------------------------------------------
+
+
+@cli.group("secret")
+def secret_group() -> None:
+    """Secrets: values such as provider keys that AgentFlow uses and never shows again (write-only)."""
+
+
+def _secret_value(from_file: Path | None) -> str:
+    """The value from FILE, from standard input when it is not a terminal, else from a prompt that does
+    not echo; its trailing line break dropped. Never from the command line, where other users see it."""
+    if from_file is not None:
+        text: str = read_text(from_file, "--from-file")
+    elif sys.stdin.isatty():
+        text = click.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        text = sys.stdin.read()
+    value = text.rstrip("\r\n")
+    if not value:
+        raise _Failure("the secret's value is empty")
+    return value
+
+
+@secret_group.command("set")
+@click.argument("name")
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path), help="Read the value from FILE instead.")
+@click.option("--platform", is_flag=True, help="A secret of the platform's, for platform-wide deployments.")
+@_output_option
+@_pass_session
+def secret_set(session: _Session, name: str, from_file: Path | None, platform: bool, output: str) -> None:
+    """Set secret NAME, or replace it: the value comes from --from-file, from standard input, or from a
+    prompt that does not echo (never from the command line)."""
+    stored = session.client.set_secret(name, _secret_value(from_file), platform=platform)
+    if output == "json":
+        _print_json(stored)
+    else:
+        click.echo(f"secret {stored['name']} {stored['outcome']} (version {stored['version']})")
+
+
+@secret_group.command("ls")
+@click.option("--platform", is_flag=True, help="The platform's secrets (platform admins).")
+@_output_option
+@_pass_session
+def secret_ls(session: _Session, platform: bool, output: str) -> None:
+    """List the secrets: names, versions and when and by whom each was last set; never a value."""
+    items = session.client.list_secrets(platform=platform)
+    if output == "json":
+        _print_json({"items": items})
+        return
+    _print_table(
+        ["NAME", "SCOPE", "VERSION", "CREATED", "UPDATED", "UPDATED-BY"],
+        (
+            [
+                item["name"],
+                item["scope"],
+                str(item["version"]),
+                _when(item.get("created_at")),
+                _when(item.get("updated_at")),
+                item.get("updated_by", ""),
+            ]
+            for item in items
+        ),
+    )
+
+
+@secret_group.command("rm")
+@click.argument("name")
+@click.option("--platform", is_flag=True, help="The platform's secret of that name (platform admins).")
+@_pass_session
+def secret_rm(session: _Session, name: str, platform: bool) -> None:
+    """Remove secret NAME."""
+    session.client.delete_secret(name, platform=platform)
+    click.echo(f"secret {name} deleted")
+
+
+@secret_group.command("rotate-master")
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new master key (base64 of 32 bytes), needed when the control plane reads AF_MASTER_KEY.",
+)
+@_output_option
+@_pass_session
+def secret_rotate_master(session: _Session, new_key_file: Path | None, output: str) -> None:
+    """Re-wrap every secret's data key under a new master key (platform admins). Without --new-key-file the
+    control plane makes the key and replaces its key file, keeping the old one beside it until done."""
+    new_key = read_text(new_key_file, "--new-key-file").strip() if new_key_file is not None else None
+    answer = session.client.rotate_master_key(new_key)
+    if output == "json":
+        _print_json(answer)
+    else:
+        click.echo(
+            f"master key rotated: {answer['secrets']} secrets re-wrapped"
+            f" (key {answer['previous_master_id']} -> {answer['master_id']})"
+        )
+
+
 # ---- runs -----------------------------------------------------------------------------------------
 
 
@@ -483,8 +823,9 @@ def _parse_input(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def _follow(client: Client, run_id: str, output: str) -> JSON:
-    for event in client.events(run_id):
-        _print_event(event, output)
+    printer = _EventPrinter(output)
+    for event in client.events(run_id, logs=True):
+        printer(event)
     return client.get_run(run_id)
 
 
@@ -516,11 +857,12 @@ def _wait(client: Client, run_id: str) -> JSON:
 @cli.command("run")
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
+@click.option("--agent", "of_agent", is_flag=True, help="NAME is an agent, run on its own, not a workflow.")
 @click.option("--input", "input_", metavar="JSON|@FILE", callback=_parse_input, help="The run's input.")
 @click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
 @click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded.")
-@click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
+@click.option("--follow", is_flag=True, help="Like --wait, printing each event, and the tools' stderr, as it happens.")
 @click.option(
     "--require-worker", is_flag=True, help="Refuse the run if no live worker serves its queue (instead of warning)."
 )
@@ -530,6 +872,7 @@ def run_command(
     session: _Session,
     ref: str,
     of_tool: bool,
+    of_agent: bool,
     input_: Any,
     idempotency_key: str | None,
     queue: str | None,
@@ -538,13 +881,16 @@ def run_command(
     require_worker: bool,
     output: str,
 ) -> None:
-    """Start a run of a workflow (or, with --tool, of one tool); print its id."""
+    """Start a run of a workflow (or, with --tool or --agent, of one tool or agent); print its id."""
     if wait and follow:
         raise click.UsageError("--wait and --follow exclude each other")
+    if of_tool and of_agent:
+        raise click.UsageError("--tool and --agent exclude each other")
     client = session.client
     run: JSON = client.start_run(
-        workflow=None if of_tool else ref,
+        workflow=None if of_tool or of_agent else ref,
         tool=ref if of_tool else None,
+        agent=ref if of_agent else None,
         input=input_,
         idempotency_key=idempotency_key,
         queue=queue,
@@ -571,14 +917,46 @@ def runs_group() -> None:
     """Runs: started workflows and tools."""
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """A time ago (`30s`, `15m`, `2h`, `7d`) or an ISO 8601 time (local unless it says); as an aware time."""
+    if value is None:
+        return None
+    amount, unit = value[:-1], value[-1:]
+    try:
+        if amount.isdigit() and unit in _UNITS:
+            return datetime.now(UTC) - timedelta(seconds=int(amount) * _UNITS[unit])
+        moment = datetime.fromisoformat(value)
+        return moment if moment.tzinfo is not None else moment.astimezone()
+    except (ValueError, OverflowError):  # not a time, or none there can be
+        raise click.BadParameter(
+            f"{value!r}: expected a time ago (30s, 15m, 2h, 7d) or an ISO 8601 time", ctx, param
+        ) from None
+
+
 @runs_group.command("ls")
 @click.option("--state", type=click.Choice(RUN_STATES), help="Only runs in this state.")
+@click.option("--workflow", metavar="NAME[@VERSION]", help="Only runs of this workflow (version).")
+@click.option(
+    "--since", metavar="AGO|TIME", callback=_parse_since, help="Only runs created since: 2h, 7d, 2026-12-01T09:00."
+)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N runs.")
+@click.option("--cursor", metavar="CURSOR", help="The page after the one that printed this cursor.")
 @_output_option
 @_pass_session
-def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> None:
-    """List the newest runs."""
-    page = session.client.list_runs(state=state, limit=limit)
+def runs_ls(
+    session: _Session,
+    state: str | None,
+    workflow: str | None,
+    since: datetime | None,
+    limit: int,
+    cursor: str | None,
+    output: str,
+) -> None:
+    """List the newest runs, a page at a time."""
+    page = session.client.list_runs(state=state, limit=limit, cursor=cursor, workflow=workflow, since=since)
     if output == "json":
         _print_json(page)
         return
@@ -595,6 +973,9 @@ def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> No
             for run in page["items"]
         ),
     )
+    if page.get("next_cursor"):
+        # On stderr, so that the table alone goes down a pipe.
+        click.echo(f"more: the same command with --cursor {page['next_cursor']}", err=True)
 
 
 @runs_group.command("get")
@@ -608,13 +989,19 @@ def runs_get(session: _Session, run_id: str, output: str) -> None:
 
 @cli.command("logs")
 @click.argument("run_id", metavar="ID")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing events until the run finishes.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep printing events until the run finishes, and what its tools write to stderr as they write it.",
+)
 @_output_option
 @_pass_session
 def logs_command(session: _Session, run_id: str, follow: bool, output: str) -> None:
-    """Print a run's events."""
-    for event in session.client.events(run_id, idle_timeout=None if follow else IDLE_LOG_SECONDS):
-        _print_event(event, output)
+    """Print a run's events, each with the tail of its tool's stderr."""
+    printer = _EventPrinter(output)
+    for event in session.client.events(run_id, idle_timeout=None if follow else IDLE_LOG_SECONDS, logs=follow):
+        printer(event)
 
 
 @cli.command("cancel")
@@ -745,6 +1132,18 @@ def login_command(session: _Session, api_key: str | None) -> None:
     commands use them and refresh them when they expire."""
     path = session.client.login(api_key)
     click.echo(f"logged in to {session.client.settings.api_url}; tokens stored in {path}")
+
+
+@cli.command("logout")
+@_pass_session
+def logout_command(session: _Session) -> None:
+    """Forget the tokens `af login` stored for this API (later commands use --token, $AF_TOKEN or the
+    local stack's key)."""
+    api_url = session.client.settings.api_url
+    if forget_login(api_url):
+        click.echo(f"logged out of {api_url}; its tokens removed from {login_file()}")
+    else:
+        click.echo(f"no login was stored for {api_url}")
 
 
 @cli.group("tenants")

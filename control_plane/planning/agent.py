@@ -1,0 +1,265 @@
+"""The agent loop: one more planner kind, deciding an agent's next move from the recorded step instances.
+
+An agent's run is a sequence of model turns and the tool calls each turn asks for, every one a step
+instance of the run: turn ``n`` is keyed ``turn-<n>`` and runs the built-in ``@model`` tool (a worker sends
+the request through the model gateway), its ``i``-th tool call is keyed ``turn-<n>/call-<i>`` and runs that
+tool in a sandbox like any step. ``decide`` rebuilds the conversation from the records every time — the
+system message (the instructions rendered with the run's input), the input as the first user message, then
+each turn's assistant message followed by its tool results — so a control plane that dies mid-loop
+continues it from PostgreSQL, and a key once started is never started again: no finished model call or
+tool call is repeated.
+
+- A turn whose message has no tool calls is the final answer. With an output schema, its content must be
+  JSON the schema accepts; on a mismatch the model gets one repair turn naming the problem, then the run
+  fails with it.
+- A tool call naming a tool the agent does not have, or arguments that are not JSON or fail the tool's
+  input schema, is not run: the problem goes back to the model as that call's result. Three turns in a row
+  whose calls were all invalid fail the run.
+- The loop fails with ``max-turns`` when the last allowed turn still asks for tools, and when the turns'
+  tokens pass the agent's ``max_tokens``.
+
+Pure like the other planners: checkers of schemas come in as functions (the catalog builds them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bus.states import RunState, TaskState
+from control_plane.planning.model import FINISHED, Decision, RunOutcome, Start, StepInfo, StepState, ToolCall, ToolRef
+from control_plane.planning.model import failed as fail
+from control_plane.planning.paths import Path, PathError, parse_path
+
+MODEL_TOOL = "@model"
+"""The built-in tool of a model turn: a worker asks the gateway for the completion."""
+TURN = "turn"
+"""The element every turn is an instance of (its retry policy is the ``@model`` tool's)."""
+INVALID_CALLS_LIMIT = 3
+PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+"""``{{$.input.x}}`` in instructions: a path, rendered as text (a string as it is, anything else as JSON)."""
+
+Check = Callable[[Any], str | None]
+"""The problem with a document (a schema's complaint, as one sentence), or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Instructions:
+    """The instructions, split at their placeholders: text and paths in turn."""
+
+    parts: tuple[str | Path, ...]
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        return "".join(part if isinstance(part, str) else _text(part.evaluate(context)) for part in self.parts)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def compile_instructions(text: str, field: str = "instructions") -> Instructions:
+    """The template's parts; a placeholder that is not a path raises WorkflowInvalid at ``field``."""
+    parts: list[str | Path] = []
+    at = 0
+    for found in PLACEHOLDER.finditer(text):
+        parts.append(text[at : found.start()])
+        parts.append(parse_path(found.group(1), field))
+        at = found.end()
+    parts.append(text[at:])
+    return Instructions(tuple(part for part in parts if part != ""))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTool:
+    """A tool as the model sees it (a function) and as the run calls it (a pinned version on a queue)."""
+
+    name: str
+    version: str
+    queue: str
+    description: str
+    parameters: Mapping[str, Any]
+    check: Check | None = None
+
+    def function(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": dict(self.parameters)},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLoop:
+    """One agent, ready to plan its runs (the ``Plan`` protocol)."""
+
+    name: str
+    version: str
+    instructions: Instructions
+    model: str
+    tools: Mapping[str, AgentTool]
+    model_queue: str
+    max_turns: int
+    max_tokens: int | None = None
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    check_output: Check | None = None
+
+    @property
+    def kind(self) -> str:
+        return "agent"
+
+    @property
+    def steps(self) -> Mapping[str, StepInfo]:
+        found = {TURN: StepInfo(TURN, "model", ToolRef("model", MODEL_TOOL, None))}
+        for index, tool in enumerate(self.tools.values()):
+            found[tool.name] = StepInfo(
+                tool.name, f"tools[{index}]", ToolRef(f"tools[{index}]", tool.name, tool.version)
+            )
+        return found
+
+    @property
+    def signals(self) -> frozenset[str]:
+        return frozenset()
+
+    def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
+        try:
+            system = self.instructions.render({"input": run_input})
+        except PathError as exc:
+            return fail(f"instructions: {exc}")
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": _text(run_input)},
+        ]
+        tokens, invalid_turns, repaired = 0, 0, False
+        turn = 1
+        while True:
+            key = f"turn-{turn}"
+            state = states.get(key)
+            if state is None:
+                if turn > self.max_turns:
+                    return fail(f"max-turns: the agent still asked for tools after {self.max_turns} turns")
+                return Decision((Start(key, TURN, self._turn(messages)),), None)
+            if state.state not in FINISHED:
+                return Decision((), None)
+            if state.state != TaskState.SUCCEEDED:
+                return fail(f"turn {turn}: {state.error or state.state}")
+            answer = state.output if isinstance(state.output, dict) else {}
+            message = answer.get("message") if isinstance(answer.get("message"), dict) else None
+            if message is None:
+                return fail(f"turn {turn}: the model's answer holds no message")
+            tokens += _tokens(answer.get("usage"))
+            if self.max_tokens is not None and tokens > self.max_tokens:
+                return fail(f"max-tokens: the turns used {tokens} tokens, over the agent's {self.max_tokens}")
+            messages.append(_assistant(message))
+            calls = message.get("tool_calls") or []
+            if not calls:
+                final, problem = self._final(message.get("content"))
+                if problem is None:
+                    return Decision((), RunOutcome(RunState.SUCCEEDED, final, None))
+                if repaired:
+                    return fail(f"output_schema: {problem}")
+                repaired = True
+                messages.append({"role": "user", "content": _repair(problem)})
+                turn += 1
+                continue
+            starts, waiting, results, all_invalid = self._calls(key, calls, states)
+            if starts or waiting:
+                return Decision(tuple(starts), None)
+            invalid_turns = invalid_turns + 1 if all_invalid else 0
+            if invalid_turns >= INVALID_CALLS_LIMIT:
+                return fail(f"{INVALID_CALLS_LIMIT} turns in a row asked only for invalid tool calls")
+            messages.extend(results)
+            turn += 1
+
+    def _turn(self, messages: list[dict[str, Any]]) -> ToolCall:
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if self.tools:
+            body["tools"] = [tool.function() for tool in self.tools.values()]
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.max_output_tokens is not None:
+            body["max_tokens"] = self.max_output_tokens
+        if self.check_output is not None:
+            body["response_format"] = {"type": "json_object"}
+        return ToolCall(MODEL_TOOL, None, self.model_queue, {"agent": f"{self.name}@{self.version}", "body": body})
+
+    def _final(self, content: Any) -> tuple[Any, str | None]:
+        """The final answer (parsed JSON when there is an output schema) and what is wrong with it."""
+        if self.check_output is None:
+            return content, None
+        try:
+            value = json.loads(content) if isinstance(content, str) else content
+        except json.JSONDecodeError as exc:
+            return None, f"the answer is not JSON ({exc.msg})"
+        return value, self.check_output(value)
+
+    def _calls(
+        self, key: str, calls: list[Any], states: Mapping[str, StepState]
+    ) -> tuple[list[Start], bool, list[dict[str, Any]], bool]:
+        """The calls of turn ``key``: those to start, whether any is running, the tool messages of the
+        finished ones, and whether every call was invalid."""
+        starts: list[Start] = []
+        waiting, all_invalid = False, True
+        results: list[dict[str, Any]] = []
+        for index, call in enumerate(calls):
+            call_id, name, arguments, problem = self._call(call)
+            if problem is not None:
+                results.append(_tool_message(call_id, {"error": problem}))
+                continue
+            all_invalid = False
+            tool = self.tools[name]
+            call_key = f"{key}/call-{index}"
+            state = states.get(call_key)
+            if state is None:
+                starts.append(Start(call_key, tool.name, ToolCall(tool.name, tool.version, tool.queue, arguments)))
+            elif state.state not in FINISHED:
+                waiting = True
+            elif state.state == TaskState.SUCCEEDED:
+                results.append(_tool_message(call_id, state.output))
+            else:
+                results.append(_tool_message(call_id, {"error": state.error or str(state.state)}))
+        return starts, waiting, results, all_invalid
+
+    def _call(self, call: Any) -> tuple[str, str, Any, str | None]:
+        """(id, tool name, arguments, problem) of one tool call the model asked for."""
+        function = call.get("function") if isinstance(call, dict) else None
+        call_id = str(call.get("id", "")) if isinstance(call, dict) else ""
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return call_id, "", None, "a tool call needs a function with a name"
+        name = function["name"]
+        tool = self.tools.get(name)
+        if tool is None:
+            offered = ", ".join(self.tools) or "none"
+            return call_id, name, None, f"there is no tool {name!r} (the tools are: {offered})"
+        raw = function.get("arguments") or "{}"
+        try:
+            arguments = json.loads(raw) if isinstance(raw, str) else raw
+        except json.JSONDecodeError as exc:
+            return call_id, name, None, f"the arguments of {name} are not JSON ({exc.msg})"
+        if tool.check is not None and (problem := tool.check(arguments)):
+            return call_id, name, None, f"the arguments of {name} do not match its input schema: {problem}"
+        return call_id, name, arguments, None
+
+
+def _assistant(message: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        kept["tool_calls"] = message["tool_calls"]
+    return kept
+
+
+def _tool_message(call_id: str, content: Any) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": _text(content)}
+
+
+def _repair(problem: str) -> str:
+    return f"Your answer does not match the required output schema: {problem}. Answer again with JSON only."
+
+
+def _tokens(usage: Any) -> int:
+    """A turn's tokens, as its output reports them (``{"input_tokens", "output_tokens"}``)."""
+    if not isinstance(usage, dict):
+        return 0
+    return sum(value for key in ("input_tokens", "output_tokens") if isinstance(value := usage.get(key), int))

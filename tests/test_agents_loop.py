@@ -1,0 +1,266 @@
+"""An agent run end to end on the real stack: its model turns go from a worker through the bus to the model
+gateway (the scripted mock provider), the tool calls it asks for run as sandboxed tasks, their results go back
+to the model, and the final answer ends the run; invalid tool calls go back to the model, `max_turns` and the
+output schema end a loop that does not converge, and a repeated turn is answered from the gateway's record."""
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from agentflow import Client
+
+from bus.states import TaskState
+from control_plane.planning.agent import AgentLoop, compile_instructions
+from control_plane.planning.model import StepState
+from tests.conftest import Stack
+
+LOOKUP = {
+    "name": "lookup",
+    "version": "1",
+    "description": "Looks a query up and answers what it found",
+    "runtime": {
+        "command": [
+            "python3",
+            "-c",
+            "import json, sys; q = json.load(sys.stdin)['query']; print(json.dumps({'found': q.upper()}))",
+        ]
+    },
+    "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+}
+
+
+@pytest.fixture(scope="module")
+def tenant(stack: Stack) -> Iterator[tuple[str, str, httpx.Client]]:
+    """A tenant of this module's own, with a worker, the lookup tool and its key."""
+    name = f"loop-{secrets.token_hex(3)}"
+    key = asyncio.run(stack.tenant_key(name))
+    worker = stack.start_worker(tenant=name)
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        assert http.post("/v1/tools", json=LOOKUP).status_code == 201
+        yield name, key, http
+    worker.terminate()
+    worker.wait(30)
+
+
+def _model(http: httpx.Client, name: str, turns: list[dict[str, Any]]) -> None:
+    answer = http.post("/v1/models", json={"name": name, "provider": "mock", "options": {"turns": turns}})
+    assert answer.is_success, answer.text
+
+
+def _agent(http: httpx.Client, **fields: Any) -> None:
+    answer = http.post("/v1/agents", json={"version": "1", "instructions": "Answer {{$.input.question}}"} | fields)
+    assert answer.status_code == 201, answer.text
+
+
+def _run(stack: Stack, key: str, agent: str, question: str) -> dict[str, Any]:
+    with Client(api_url=stack.api_url, token=key) as af:
+        started = af.start_run(agent=agent, input={"question": question})
+        return af.wait_run(started["id"], timeout=90)
+
+
+def test_an_agent_calls_its_tool_in_a_sandbox_and_answers_with_what_the_tool_found(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(
+        http,
+        "script-lookup",
+        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "They are TIDES."}],
+    )
+    _agent(http, name="looker", model="script-lookup", tools=["lookup"])
+    final = _run(stack, key, "looker", "what are tides?")
+    assert final["state"] == "succeeded", (
+        final["error"],
+        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
+    )
+    assert final["agent"] == "looker@1" and final["output"] == "They are TIDES."
+    steps = {task["step"]: task for task in final["tasks"]}
+    assert list(steps) == ["turn-1", "turn-1/call-0", "turn-2"]
+    assert steps["turn-1/call-0"]["output"] == {"found": "TIDES"}
+    assert steps["turn-1/call-0"]["sandbox"]["kind"] != "builtin"
+    second = steps["turn-2"]["input"]["body"]["messages"]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "tool"]
+    assert second[0]["content"] == "Answer what are tides?"
+    assert second[3]["content"] == '{"found":"TIDES"}'
+    assert final["usage"]["input_tokens"] > 0
+    calls = http.get("/v1/llm/calls", params={"run_id": final["id"]}).json()["items"]
+    assert len(calls) == 2 and {call["caller"] for call in calls} == {"agent:looker@1"}
+
+
+def test_an_invalid_tool_call_goes_back_to_the_model_which_then_answers(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(
+        http,
+        "script-wrong",
+        [
+            {"tool_calls": [{"name": "nosuch", "arguments": {}}, {"name": "lookup", "arguments": {"q": 1}}]},
+            {"content": "I could not look it up."},
+        ],
+    )
+    _agent(http, name="fumbler", model="script-wrong", tools=["lookup"])
+    final = _run(stack, key, "fumbler", "anything")
+    assert final["state"] == "succeeded", (
+        final["error"],
+        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
+    )
+    steps = [task["step"] for task in final["tasks"]]
+    assert steps == ["turn-1", "turn-2"]  # neither call ran
+    results = final["tasks"][1]["input"]["body"]["messages"][3:]
+    assert "there is no tool 'nosuch'" in results[0]["content"]
+    assert "do not match its input schema" in results[1]["content"]
+
+
+def test_an_agent_that_never_stops_calling_tools_fails_at_max_turns(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(http, "script-loop", [{"tool_calls": [{"name": "lookup", "arguments": {"query": "again"}}]}])
+    _agent(http, name="looper", model="script-loop", tools=["lookup"], limits={"max_turns": 2})
+    final = _run(stack, key, "looper", "loop")
+    assert final["state"] == "failed" and final["error"].startswith("max-turns"), final
+    assert [task["step"] for task in final["tasks"]] == ["turn-1", "turn-1/call-0", "turn-2", "turn-2/call-0"]
+
+
+def test_an_answer_that_misses_the_output_schema_gets_one_repair_turn_then_fails(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    schema = {"type": "object", "required": ["verdict"]}
+    _model(http, "script-repaired", [{"content": "not json"}, {"content": '{"verdict": "ok"}'}])
+    _agent(http, name="repaired", model="script-repaired", output_schema=schema)
+    fixed = _run(stack, key, "repaired", "judge")
+    assert fixed["state"] == "succeeded" and fixed["output"] == {"verdict": "ok"}, fixed
+    repair = fixed["tasks"][1]["input"]["body"]["messages"][-1]
+    assert repair["role"] == "user" and "not JSON" in repair["content"]
+    _model(http, "script-stubborn", [{"content": '{"other": 1}'}])
+    _agent(http, name="stubborn", model="script-stubborn", output_schema=schema)
+    failed = _run(stack, key, "stubborn", "judge")
+    assert failed["state"] == "failed" and "'verdict' is a required property" in failed["error"], failed
+
+
+def test_a_model_turn_for_a_tier_with_no_deployment_fails_the_run_with_the_gateway_reason(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(http, "script-brief", [{"content": "fine"}])
+    _agent(http, name="orphan", model="script-brief")
+    http.delete("/v1/models/script-brief")
+    final = _run(stack, key, "orphan", "hello?")
+    assert final["state"] == "failed" and "model-not-found" in final["error"], final
+
+
+def test_the_loop_rebuilds_the_conversation_from_the_records_and_never_restarts_a_started_key() -> None:
+    loop = AgentLoop(
+        name="a",
+        version="1",
+        instructions=compile_instructions("Be brief."),
+        model="tier1",
+        tools={},
+        model_queue="default",
+        max_turns=3,
+    )
+    first = loop.decide("hi", {})
+    assert [start.key for start in first.start] == ["turn-1"]
+    running = {"turn-1": StepState(TaskState.RUNNING, step="turn")}
+    assert loop.decide("hi", running).start == () and loop.decide("hi", running).outcome is None
+    answered = {"turn-1": StepState(TaskState.SUCCEEDED, {"message": {"role": "assistant", "content": "ok"}})}
+    outcome = loop.decide("hi", answered).outcome
+    assert outcome is not None and outcome.output == "ok"
+
+
+def _workflow(http: httpx.Client, document: dict[str, Any]) -> None:
+    answer = http.post("/v1/workflows", json=document)
+    assert answer.status_code == 201, answer.text
+
+
+def _started(stack: Stack, key: str, workflow: str, data: Any) -> dict[str, Any]:
+    with Client(api_url=stack.api_url, token=key) as af:
+        return af.wait_run(af.start_run(workflow=workflow, input=data)["id"], timeout=90)
+
+
+def test_an_agent_step_of_a_dag_runs_its_loop_under_its_key_and_later_steps_read_its_answer(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(
+        http,
+        "script-dag",
+        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "moon"}}]}, {"content": "the moon"}],
+    )
+    _agent(http, name="dag-agent", model="script-dag", tools=["lookup"])
+    _workflow(
+        http,
+        {
+            "name": "research-then-lookup",
+            "version": "1",
+            "kind": "dag",
+            "steps": [
+                {"name": "research", "agent": "dag-agent", "input": {"question": "$.input.topic"}},
+                {
+                    "name": "check",
+                    "tool": "lookup",
+                    "needs": ["research"],
+                    "input": {"query": "$.steps.research.output"},
+                },
+            ],
+            "output": "$.steps.check.output",
+        },
+    )
+    stored = http.get("/v1/workflows/research-then-lookup/versions/1").json()["spec"]
+    assert stored["pins"] == {"agent:dag-agent": "1", "lookup": "1"}
+    final = _started(stack, key, "research-then-lookup", {"topic": "tides"})
+    assert final["state"] == "succeeded", (
+        final["error"],
+        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
+    )
+    assert final["output"] == {"found": "THE MOON"}
+    steps = {task["step"]: task for task in final["tasks"]}
+    assert set(steps) == {"research", "research/turn-1", "research/turn-1/call-0", "research/turn-2", "check"}
+    assert steps["research"]["tool"] == "@agent@1" and steps["research"]["output"] == "the moon"
+    assert steps["research/turn-1"]["input"]["body"]["messages"][1]["content"] == '{"question":"tides"}'
+
+
+def test_an_agent_state_of_an_fsm_and_an_agent_leaf_of_a_behavior_tree_run_their_loops(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(http, "script-brief-answer", [{"content": "done"}])
+    _agent(http, name="brief", model="script-brief-answer")
+    _workflow(
+        http,
+        {
+            "name": "fsm-with-agent",
+            "version": "1",
+            "kind": "fsm",
+            "initial": "think",
+            "states": {
+                "think": {"agent": "brief", "input": {"question": "$.input.q"}, "transitions": [{"to": "end"}]},
+                "end": {"final": True, "output": "$.steps.think.output"},
+            },
+        },
+    )
+    fsm = _started(stack, key, "fsm-with-agent", {"q": "why?"})
+    assert fsm["state"] == "succeeded" and fsm["output"] == "done", fsm
+    _workflow(
+        http,
+        {
+            "name": "bt-with-agent",
+            "version": "1",
+            "kind": "bt",
+            "root": {"sequence": [{"name": "ask", "agent": "brief", "input": {"question": "$.input.q"}}]},
+            "output": "$.steps.ask.output",
+        },
+    )
+    tree = _started(stack, key, "bt-with-agent", {"q": "how?"})
+    assert tree["state"] == "succeeded" and tree["output"] == "done", tree
+    refused = http.post(
+        "/v1/workflows",
+        json={"name": "ghost", "version": "1", "kind": "dag", "steps": [{"name": "a", "agent": "nobody"}]},
+    )
+    assert refused.status_code == 422 and refused.json()["type"].endswith("unknown-agent"), refused.text
+    assert refused.json()["field"] == "steps[0].agent"
