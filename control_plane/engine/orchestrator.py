@@ -476,7 +476,9 @@ def _mark_progress(
     task.state = TaskState.RUNNING if started else TaskState.QUEUED
     task.worker_id = notice.worker_id
     task.started_at = notice.started_at if isinstance(notice, Started) else None
-    change.update_task(_as_known(run, task))
+    # Which message the worker holds, should it die running it (see engine.fleet_view).
+    seq = (notice.seq or None) if isinstance(notice, Started) else None
+    change.update_task(msgspec.structs.replace(_as_known(run, task), message_seq=seq))
     data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
     events.add("task.started" if started else "task.released", data)
 
