@@ -97,6 +97,8 @@ class Agent:
     output_validator: jsonschema.protocols.Validator | None
     described: tuple[tuple[Tool, dict[str, Any]], ...]
     """Each tool with its stored document: its description and input schema are what the model is shown."""
+    agent_pins: dict[str, str]
+    """The version pinned for each agent of ``agents`` and ``handoffs`` named without one."""
 
     @property
     def ref(self) -> str:
@@ -356,6 +358,15 @@ class Catalog:
 
     async def agent_workflow(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Workflow:
         """An agent as the engine runs it on its own: a workflow whose plan is the agent loop."""
+        plan, pinned = await self.agent_loop(tenant, name, version, field=field)
+        pinned[(MODEL_TOOL, None)] = BUILTINS[MODEL_TOOL]
+        return Workflow(plan.name, plan.version, "agent", plan, pinned, None, {})
+
+    async def agent_loop(
+        self, tenant: str, name: str, version: str | None, *, field: str = "agent"
+    ) -> tuple[AgentLoop, dict[tuple[str, str | None], Tool]]:
+        """An agent's loop, with its sub-agents' and handoffs' loops (pinned when each was applied, so they
+        never form a cycle), and every tool any of them calls, by (name, pinned version)."""
         agent = await self.agent(tenant, name, version, field=field)
         spec = agent.spec
         tools = {
@@ -369,6 +380,14 @@ class Catalog:
             )
             for tool, described in agent.described
         }
+        pinned: dict[tuple[str, str | None], Tool] = {(tool.name, tool.version): tool for tool in agent.tools.values()}
+        nested: dict[str, dict[str, AgentLoop]] = {"agents": {}, "handoffs": {}}
+        for key, loops in nested.items():
+            for ref in getattr(spec, key):
+                other, _, other_version = ref.partition("@")
+                loop, used = await self.agent_loop(tenant, other, other_version or agent.agent_pins.get(other))
+                loops[other] = loop
+                pinned.update(used)
         plan = AgentLoop(
             name=spec.name,
             version=spec.version,
@@ -381,10 +400,11 @@ class Catalog:
             temperature=spec.temperature,
             max_output_tokens=spec.max_output_tokens,
             check_output=_checker(agent.output_validator, "output"),
+            description=spec.description,
+            agents=nested["agents"],
+            handoffs=nested["handoffs"],
         )
-        pinned: dict[tuple[str, str | None], Tool] = {(tool.name, tool.version): tool for tool in agent.tools.values()}
-        pinned[(MODEL_TOOL, None)] = BUILTINS[MODEL_TOOL]
-        return Workflow(spec.name, spec.version, "agent", plan, pinned, None, {})
+        return plan, pinned
 
     async def agent(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Agent:
         version = version or self._cached_latest(store.Kind.AGENT, tenant, name)
@@ -411,6 +431,7 @@ class Catalog:
             tools=tools,
             output_validator=_validator(spec.output_schema, "output_schema"),
             described=tuple(described),
+            agent_pins=pins.get("agents", {}),
         )
         self._agents[(tenant, entry.name, entry.version)] = agent
         return agent

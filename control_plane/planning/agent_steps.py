@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.states import RunState, TaskState
-from control_plane.planning.agent import AgentLoop
-from control_plane.planning.kept import Layer, layered, loop_decision
+from control_plane.planning.agent import AgentLoop, nested_decision
+from control_plane.planning.kept import Layer, layered
 from control_plane.planning.model import Decision, RunAgent, RunOutcome, Start, StepState, ToolCall
 
 
@@ -57,7 +57,7 @@ class AgentSteps(Layer):
             return Decision(
                 (), RunOutcome(RunState.FAILED, None, f"agent step {key!r} names no agent of this workflow")
             )
-        return loop_decision(loop, key, state.step or key, recorded.get("input"), states)
+        return nested_decision(loop, key, state.step or key, recorded.get("input"), states)
 
 
 def is_agent_record(state: StepState) -> bool:

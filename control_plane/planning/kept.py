@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.states import RunState, TaskState
-from control_plane.planning.agent import AgentLoop
 from control_plane.planning.model import FINISHED, Decision, Plan, Settle, Start, StepInfo, StepState
 
 
@@ -53,7 +52,9 @@ def layered(
     begin: Begin,
 ) -> Decision:
     """``plan.decide`` with the steps whose records ``kept`` recognises run by ``advance``."""
-    own = {key: state for key, state in states.items() if kept(state)}
+    recognised = {key: state for key, state in states.items() if kept(state)}
+    # A kept instance under another (a sub-agent's call inside an agent step) is its parent's loop's own.
+    own = {key: state for key, state in recognised.items() if not _under(key, recognised)}
     inner = {key: state for key, state in states.items() if not _under(key, own)}
     starts: list[Start] = []
     settled: list[Settle] = []
@@ -86,18 +87,6 @@ def layered(
     for _, first in begun:
         starts.extend(first.start)
     return Decision(tuple(starts), None, (*settled, *decision.settle))
-
-
-def loop_decision(
-    loop: AgentLoop, key: str, element: str, loop_input: Any, states: Mapping[str, StepState]
-) -> Decision:
-    """The next move of an agent loop run under ``key``: its instances are keyed ``<key>/turn-<n>...`` and
-    are instances of the elements ``<element>/turn``, ``<element>/<tool>``."""
-    prefix = f"{key}/"
-    own = {k[len(prefix) :]: s for k, s in states.items() if k.startswith(prefix)}
-    decision = loop.decide(loop_input, own)
-    starts = tuple(Start(prefix + s.key, f"{element}/{s.step}", s.action) for s in decision.start)
-    return Decision(starts, decision.outcome)
 
 
 def _under(key: str, own: Mapping[str, StepState]) -> bool:

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.states import RunState, TaskState
-from control_plane.planning.agent import AgentLoop, Check
+from control_plane.planning.agent import AgentLoop, Check, nested_decision
 from control_plane.planning.dag import DagWorkflow, parse_dag
-from control_plane.planning.kept import Layer, layered, loop_decision
+from control_plane.planning.kept import Layer, layered
 from control_plane.planning.model import (
     Decision,
     MakePlan,
@@ -190,7 +190,7 @@ class PlanSteps(Layer):
         if base is None:
             return _failed(f"plan step {key!r} names no planning agent of this workflow")
         loop = dataclasses.replace(base, check_output=_checked(base.check_output, tools, agents))
-        planning = loop_decision(loop, plan_key, f"{element}/{PLAN}", asked, states)
+        planning = nested_decision(loop, plan_key, f"{element}/{PLAN}", asked, states)
         if planning.outcome is None:
             return planning
         if planning.outcome.state != RunState.SUCCEEDED:
