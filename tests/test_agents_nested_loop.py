@@ -7,6 +7,8 @@ from typing import Any
 
 from bus.states import RunState, TaskState
 from control_plane.planning.agent import AgentLoop, compile_instructions
+from control_plane.planning.agent_steps import AgentSteps
+from control_plane.planning.kinds import parse_workflow
 from control_plane.planning.model import RunAgent, StepState, ToolCall
 
 
@@ -139,3 +141,22 @@ def test_the_agent_handed_to_counts_its_own_turns() -> None:
     }
     outcome = triage.decide("help", states).outcome
     assert outcome is not None and outcome.error is not None and outcome.error.startswith("max-turns")
+
+
+def test_a_sub_agent_call_inside_an_agent_step_of_a_workflow_is_its_loops_own() -> None:
+    coordinator = _agent("coordinator", agents={"helper": _agent("helper")})
+    dag = parse_workflow(
+        {"name": "w", "version": "1", "kind": "dag", "steps": [{"name": "research", "agent": "coordinator"}]}
+    )
+    plan = AgentSteps(dag, {"coordinator@1": coordinator}, {("coordinator", None): "coordinator@1"})
+    states: dict[str, StepState] = {
+        "research": _kept("coordinator@1", "go"),
+        "research/turn-1": _asks("helper", {"input": "x"}),
+        "research/turn-1/call-0": _kept("helper@1", "x"),
+    }
+    assert [s.key for s in plan.decide(None, states).start] == ["research/turn-1/call-0/turn-1"]
+    states["research/turn-1/call-0/turn-1"] = _says("helped")
+    helped = plan.decide(None, states)
+    assert helped.outcome is None
+    assert [(s.key, s.output) for s in helped.settle] == [("research/turn-1/call-0", "helped")]
+    assert [(s.key, s.step) for s in helped.start] == [("research/turn-2", "research/turn")]
