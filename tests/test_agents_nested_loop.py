@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from bus.states import RunState, TaskState
+from control_plane.catalog.agents import AgentSpec, problems
 from control_plane.planning.agent import AgentLoop, compile_instructions
 from control_plane.planning.agent_steps import AgentSteps
 from control_plane.planning.kinds import parse_workflow
@@ -160,3 +161,8 @@ def test_a_sub_agent_call_inside_an_agent_step_of_a_workflow_is_its_loops_own() 
     assert helped.outcome is None
     assert [(s.key, s.output) for s in helped.settle] == [("research/turn-1/call-0", "helped")]
     assert [(s.key, s.step) for s in helped.start] == [("research/turn-2", "research/turn")]
+
+
+def test_an_agent_document_may_not_name_one_function_as_both_a_tool_and_a_sub_agent() -> None:
+    spec = AgentSpec(name="a", version="1", instructions="x", model="tier1", tools=["lookup@1"], agents=["lookup"])
+    assert [(p.field, p.detail) for p in problems(spec)] == [("agents[0]", "lookup is both a tool and an agent")]
