@@ -62,6 +62,13 @@ def _run(stack: Stack, key: str, agent: str, question: str) -> dict[str, Any]:
         return af.wait_run(started["id"], timeout=90)
 
 
+def _succeeded(final: dict[str, Any]) -> None:
+    assert final["state"] == "succeeded", (
+        final["error"],
+        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
+    )
+
+
 def test_an_agent_calls_its_tool_in_a_sandbox_and_answers_with_what_the_tool_found(
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
@@ -73,10 +80,7 @@ def test_an_agent_calls_its_tool_in_a_sandbox_and_answers_with_what_the_tool_fou
     )
     _agent(http, name="looker", model="script-lookup", tools=["lookup"])
     final = _run(stack, key, "looker", "what are tides?")
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     assert final["agent"] == "looker@1" and final["output"] == "They are TIDES."
     steps = {task["step"]: task for task in final["tasks"]}
     assert list(steps) == ["turn-1", "turn-1/call-0", "turn-2"]
@@ -105,10 +109,7 @@ def test_an_invalid_tool_call_goes_back_to_the_model_which_then_answers(
     )
     _agent(http, name="fumbler", model="script-wrong", tools=["lookup"])
     final = _run(stack, key, "fumbler", "anything")
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     steps = [task["step"] for task in final["tasks"]]
     assert steps == ["turn-1", "turn-2"]  # neither call ran
     results = final["tasks"][1]["input"]["body"]["messages"][3:]
@@ -215,10 +216,7 @@ def test_an_agent_step_of_a_dag_runs_its_loop_under_its_key_and_later_steps_read
     stored = http.get("/v1/workflows/research-then-lookup/versions/1").json()["spec"]
     assert stored["pins"] == {"agent:dag-agent": "1", "lookup": "1"}
     final = _started(stack, key, "research-then-lookup", {"topic": "tides"})
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     assert final["output"] == {"found": "THE MOON"}
     steps = {task["step"]: task for task in final["tasks"]}
     assert set(steps) == {"research", "research/turn-1", "research/turn-1/call-0", "research/turn-2", "check"}
@@ -287,10 +285,7 @@ def test_a_coordinator_calls_a_research_sub_agent_which_calls_a_tool_and_answers
     )
     _agent(http, name="coordinator", model="script-coordinator", agents=["sub-researcher"])
     final = _run(stack, key, "coordinator", "what are tides?")
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     assert final["output"] == "The research says: found TIDES"
     steps = {task["step"]: task for task in final["tasks"]}
     assert set(steps) == {
@@ -334,10 +329,7 @@ def test_a_triage_agent_hands_off_to_a_specialist_whose_answer_is_the_runs(
     _model(http, "script-triage", [{"tool_calls": [{"name": "handoff_to_specialist", "arguments": {}}]}])
     _agent(http, name="triage", model="script-triage", handoffs=["specialist"])
     final = _run(stack, key, "triage", "my wifi is down")
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     assert final["output"] == "Reset your router."
     steps = {task["step"]: task for task in final["tasks"]}
     assert list(steps) == ["turn-1", "turn-2"]
@@ -366,10 +358,7 @@ def test_a_sub_agent_that_fails_at_max_turns_comes_back_to_its_caller_as_an_erro
     )
     _agent(http, name="delegator", model="script-delegator", agents=["spinner"])
     final = _run(stack, key, "delegator", "anything")
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     assert final["output"] == "The helper gave up."
     steps = {task["step"]: task for task in final["tasks"]}
     assert steps["turn-1/call-0"]["state"] == "failed" and steps["turn-1/call-0"]["error"].startswith("max-turns")
