@@ -166,3 +166,37 @@ def test_a_sub_agent_call_inside_an_agent_step_of_a_workflow_is_its_loops_own() 
 def test_an_agent_document_may_not_name_one_function_as_both_a_tool_and_a_sub_agent() -> None:
     spec = AgentSpec(name="a", version="1", instructions="x", model="tier1", tools=["lookup@1"], agents=["lookup"])
     assert [(p.field, p.detail) for p in problems(spec)] == [("agents[0]", "lookup is both a tool and an agent")]
+
+
+def test_a_turn_that_hands_off_runs_none_of_its_other_calls() -> None:
+    triage = _agent("triage", agents={"helper": _agent("helper")}, handoffs={"specialist": _agent("specialist")})
+    calls = [
+        {"id": "a", "type": "function", "function": {"name": "helper", "arguments": '{"input": 1}'}},
+        {"id": "b", "type": "function", "function": {"name": "handoff_to_specialist", "arguments": "{}"}},
+    ]
+    turn = StepState(TaskState.SUCCEEDED, {"message": {"role": "assistant", "content": None, "tool_calls": calls}})
+    decision = triage.decide("help", {"turn-1": turn})
+    assert [s.key for s in decision.start] == ["turn-2"]
+    action = decision.start[0].action
+    assert isinstance(action, ToolCall)
+    results = action.input["body"]["messages"][3:]
+    assert [(m["tool_call_id"], m["content"]) for m in results] == [
+        ("a", '{"error":"not run: the conversation was handed to specialist"}'),
+        ("b", '{"handoff":"specialist"}'),
+    ]
+
+
+def test_a_sub_agent_that_hands_off_answers_its_caller_with_the_last_agents_answer() -> None:
+    helper = _agent("helper", handoffs={"expert": _agent("expert")})
+    caller = _agent("caller", agents={"helper": helper})
+    states = {
+        "turn-1": _asks("helper", {"input": "q"}),
+        "turn-1/call-0": _kept("helper@1", "q"),
+        "turn-1/call-0/turn-1": _asks("handoff_to_expert", {}),
+    }
+    handed = caller.decide("go", states)
+    assert [s.key for s in handed.start] == ["turn-1/call-0/turn-2"]
+    action = handed.start[0].action
+    assert isinstance(action, ToolCall) and action.input["agent"] == "expert@1"
+    states["turn-1/call-0/turn-2"] = _says("expert answer")
+    assert [(s.key, s.output) for s in caller.decide("go", states).settle] == [("turn-1/call-0", "expert answer")]
