@@ -961,6 +961,44 @@ def tenants_add_key(session: _Session, tenant: str, role: str, output: str) -> N
         _print_key(key)
 
 
+@cli.group("keys")
+def keys_group() -> None:
+    """API keys: list them, revoke them (tenant admins of their tenant, platform admins)."""
+
+
+@keys_group.command("ls")
+@click.option("--tenant", metavar="TENANT", help="Another tenant's keys (platform admins).")
+@click.option("--all", "include_revoked", is_flag=True, help="Also the revoked keys.")
+@_output_option
+@_pass_session
+def keys_ls(session: _Session, tenant: str | None, include_revoked: bool, output: str) -> None:
+    """List the API keys of your tenant by id (the key's prefix); the keys themselves are never shown again."""
+    items = session.client.list_keys(tenant, include_revoked=include_revoked)
+    if output == "json":
+        _print_json({"items": items})
+        return
+    _print_table(
+        ["ID", "TENANT", "ROLE", "CREATED", "REVOKED"],
+        (
+            [key["id"], key["tenant"], key["role"], _when(key.get("created_at")), _when(key.get("revoked_at"))]
+            for key in items
+        ),
+    )
+
+
+@keys_group.command("revoke")
+@click.argument("key_id", metavar="ID")
+@_output_option
+@_pass_session
+def keys_revoke(session: _Session, key_id: str, output: str) -> None:
+    """Revoke API key ID: it fails authentication at once, and so does every token got with it."""
+    key = session.client.revoke_key(key_id)
+    if output == "json":
+        _print_json(key)
+    else:
+        click.echo(f"key {key['id']} ({key['role']} of tenant {key['tenant']}) revoked")
+
+
 # ---- server commands ------------------------------------------------------------------------------
 
 
