@@ -682,6 +682,12 @@ def run_command(
         idempotency_key=idempotency_key,
         queue=queue,
     )
+    _show_started(client, run, wait=wait, follow=follow, output=output)
+
+
+def _show_started(client: Client, run: JSON, *, wait: bool, follow: bool, output: str) -> None:
+    """Print a run just started: its id, or with `wait` / `follow` the run once it ended (exit 1 unless it
+    succeeded)."""
     if follow:
         run = _follow(client, run["id"], output)
     elif wait:
@@ -733,6 +739,40 @@ def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> No
 def runs_get(session: _Session, run_id: str, output: str) -> None:
     """Show a run with its tasks."""
     _print_run(session.client.get_run(run_id), output)
+
+
+@runs_group.command("rerun")
+@click.argument("run_id", metavar="ID")
+@click.option("--idempotency-key", metavar="KEY", help="Re-running again with the same KEY starts no new run.")
+@click.option("--queue", metavar="QUEUE", help="The worker queue to run on (default: the steps' own).")
+@click.option("--wait", is_flag=True, help="Wait for the new run to end and print it; exit 1 unless it succeeded.")
+@click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
+@_output_option
+@_pass_session
+def runs_rerun(
+    session: _Session,
+    run_id: str,
+    idempotency_key: str | None,
+    queue: str | None,
+    wait: bool,
+    follow: bool,
+    output: str,
+) -> None:
+    """Start a new run of run ID's workflow, tool or agent, at the same version, with the same input; print
+    its id."""
+    if wait and follow:
+        raise click.UsageError("--wait and --follow exclude each other")
+    client = session.client
+    earlier = client.get_run(run_id)
+    run: JSON = client.start_run(
+        workflow=earlier.get("workflow"),
+        tool=earlier.get("tool"),
+        agent=earlier.get("agent"),
+        input=earlier.get("input"),
+        idempotency_key=idempotency_key,
+        queue=queue,
+    )
+    _show_started(client, run, wait=wait, follow=follow, output=output)
 
 
 @cli.command("logs")
