@@ -645,17 +645,27 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
     return client.get_run(run_id)
 
 
+def _starting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a command that starts a run (`af run`, `af runs rerun`), with --output and the session."""
+    options: list[Callable[[Callable[..., None]], Callable[..., None]]] = [
+        click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run."),
+        click.option("--queue", metavar="QUEUE", help="The worker queue to run on (default: the steps' own)."),
+        click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded."),
+        click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens."),
+        _output_option,
+        _pass_session,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command("run")
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
 @click.option("--agent", "of_agent", is_flag=True, help="NAME is an agent, run on its own, not a workflow.")
 @click.option("--input", "input_", metavar="JSON|@FILE", callback=_parse_input, help="The run's input.")
-@click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
-@click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
-@click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded.")
-@click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
-@_output_option
-@_pass_session
+@_starting_options
 def run_command(
     session: _Session,
     ref: str,
@@ -743,12 +753,7 @@ def runs_get(session: _Session, run_id: str, output: str) -> None:
 
 @runs_group.command("rerun")
 @click.argument("run_id", metavar="ID")
-@click.option("--idempotency-key", metavar="KEY", help="Re-running again with the same KEY starts no new run.")
-@click.option("--queue", metavar="QUEUE", help="The worker queue to run on (default: the steps' own).")
-@click.option("--wait", is_flag=True, help="Wait for the new run to end and print it; exit 1 unless it succeeded.")
-@click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
-@_output_option
-@_pass_session
+@_starting_options
 def runs_rerun(
     session: _Session,
     run_id: str,
