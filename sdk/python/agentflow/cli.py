@@ -1077,6 +1077,7 @@ for _name, _summary in [
     ("up", "Start the embedded stack on this machine."),
     ("down", "Stop the embedded stack."),
     ("status", "Show the embedded stack's processes."),
+    ("doctor", "Check that this machine has what the stack needs."),
 ]:
     cli.add_command(_server_command(_name, "control_plane.stack", _name, summary=_summary))
 
