@@ -25,6 +25,7 @@ from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
 from ._login import forget_login, login_file
+from ._scaffold import DEFAULT_TEMPLATE, TEMPLATES, scaffold
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -1042,6 +1043,25 @@ def keys_revoke(session: _Session, key_id: str, output: str) -> None:
         _print_json(key)
     else:
         click.echo(f"key {key['id']} ({key['role']} of tenant {key['tenant']}) revoked")
+
+
+@cli.command("init")
+@click.argument("directory", metavar="[DIR]", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--template",
+    type=click.Choice(sorted(TEMPLATES)),
+    default=DEFAULT_TEMPLATE,
+    show_default=True,
+    help="default: a tool with its test, a workflow and an agent; tool: the tool and its test alone.",
+)
+def init_command(directory: Path, template: str) -> None:
+    """Start a project in DIR (default: here), which must be new or empty: files to register with `af`
+    and a README with the commands that run them."""
+    written = scaffold(directory, template)
+    click.echo(f"{template} project in {directory}:")
+    for path in written:
+        click.echo(f"  {path}")
+    click.echo(f"next: cd {directory} and follow README.md (af up --detach, af tool register ...)")
 
 
 # ---- server commands ------------------------------------------------------------------------------
