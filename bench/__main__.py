@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import httpx
 import uvloop
 
-from bench import gateway, peers, planners, raw
+from bench import gateway, local_model, peers, planners, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
 from bus.commands import CommandParser
@@ -70,6 +70,8 @@ class Bench:
         if self.args.peers and self.args.only is None:
             self.peers = peers.start(self.home, self.wait_seconds())
         settings = dataclasses.replace(StackSettings.read(os.environ), home=self.home)
+        if self.args.local_model:
+            settings = dataclasses.replace(settings, local_model=True)
         self.state = stack.up(settings, workers=0, concurrency=1)
         # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
         self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
@@ -220,6 +222,11 @@ class Bench:
             _progress(f"[{index + 1}/{self.args.repeat}] model gateway: {target.system}, 1 and 50 callers")
             for metric, value in (await gateway.measure(target, self.args.gateway_calls)).items():
                 self.record(f"gw-{target.system}", metric, value)
+        if self.args.local_model:
+            _progress(f"[{index + 1}/{self.args.repeat}] the local model through the gateway, 128-token answers")
+            agentflow = next(target for target in self.gateway_targets if target.system == "agentflow")
+            for metric, value in (await local_model.speed(agentflow.base, key=agentflow.key)).items():
+                self.record("local-model", metric, value)
 
     async def task_phases(self, index: int) -> None:
         args = self.args
@@ -532,6 +539,13 @@ def _rate(m: dict[str, float], key: str, width: int) -> str:
 def render(summary: dict[str, Any]) -> str:
     lines = _render_tasks(summary) if summary["runs"].get("task_phases", True) else []
     lines += gateway.render(summary)
+    if "local-model" in summary:
+        speed = summary["local-model"]
+        lines += [
+            "",
+            f"local model (SmolLM2-135M-Instruct, llama.cpp) through the gateway: {speed['tokens_per_second']:.1f}"
+            f" tokens/s, first token in {speed['ttft_ms']:.0f} ms ({speed['tokens']:.0f}-token answers)",
+        ]
     if "planners" in summary:
         runs = summary["runs"]
         if lines:
@@ -643,6 +657,11 @@ def arguments() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--only", choices=["planners", "gateway"], help="Run only these phases (`--only planners`, `--only gateway`)."
+    )
+    parser.add_argument(
+        "--local-model",
+        action="store_true",
+        help="Start the stack's local model too and measure its tokens/s through the gateway.",
     )
     parser.add_argument(
         "--gateway-calls",

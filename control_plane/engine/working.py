@@ -26,10 +26,13 @@ class WorkingTask(msgspec.Struct, kw_only=True):
     input: str
     element: str
     """The workflow element the task is an instance of."""
+    worker_id: str | None = None
+    """The worker of its latest attempt that started, and when, as stored: a cancellation keeps them."""
+    started_at: float | None = None
 
     @classmethod
     def new(cls, task: NewTask) -> "WorkingTask":
-        """A task as just recorded: first attempt, queued."""
+        """A task as just recorded: first attempt, queued (or recorded succeeded)."""
         return cls(
             id=task.id,
             step=task.step,
@@ -37,8 +40,8 @@ class WorkingTask(msgspec.Struct, kw_only=True):
             tool_version=task.tool_version,
             queue=task.queue,
             attempt=1,
-            state=TaskState.QUEUED,
-            output=None,
+            state=TaskState(task.state),
+            output=task.output,
             error=None,
             input=task.input,
             element=task.element or task.step,

@@ -36,6 +36,8 @@ class StepState:
     output: Any = None
     error: str | None = None
     step: str = ""
+    input: Any = None
+    """Its input, where a planner needs it back: an agent step's (``agent_steps``); None otherwise."""
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -44,12 +46,14 @@ class StepState:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """Call a tool. tool_version None: the version pinned when the workflow was applied."""
+    """Call a tool, or run an agent (``agent``: ``tool`` names an agent). tool_version None: the version
+    pinned when the workflow was applied."""
 
     tool: str
     tool_version: str | None
     queue: str
     input: Any
+    agent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,52 @@ class AwaitSignal:
     timeout_seconds: float | None = None
 
 
-Action: TypeAlias = ToolCall | Sleep | AwaitSignal
+@dataclass(frozen=True, slots=True)
+class RunAgent:
+    """An agent step's own instance (``agent_steps``): kept by the control plane, it records the pinned
+    ``name@version`` of the agent and the step's input, from which its loop is rebuilt."""
+
+    agent: str
+    input: Any
+
+    def input_record(self) -> dict[str, Any]:
+        """What the instance records as its input (and a planner reads back as ``StepState.input``)."""
+        return {"agent": self.agent, "input": self.input}
+
+
+@dataclass(frozen=True, slots=True)
+class MakePlan:
+    """A plan step as its workflow's planner asks for it (``planner.PlanSteps`` runs it): the planning agent,
+    the goal and the input rendered, and the tools and agents the plan may use, as the document names them."""
+
+    planner: ToolRef
+    goal: Any
+    input: Any
+    tools: tuple[ToolRef, ...]
+    agents: tuple[ToolRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """A plan step's own instance (``planner``): kept by the control plane, it records the pinned planning
+    agent and what it was asked, from which the planning loop is rebuilt; settled with the plan's output."""
+
+    planner: str
+    input: Any
+
+    def input_record(self) -> dict[str, Any]:
+        return {"planner": self.planner, "input": self.input}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An instance recorded already succeeded with ``output``: what the control plane decided and keeps (a
+    plan step's validated plan)."""
+
+    output: Any
+
+
+Action: TypeAlias = ToolCall | Sleep | AwaitSignal | RunAgent | MakePlan | RunPlan | Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,24 +144,37 @@ class RunOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Settle:
+    """An instance the control plane keeps (an agent step) has finished: record it so."""
+
+    key: str
+    state: Literal[TaskState.SUCCEEDED, TaskState.FAILED]
+    output: Any
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What to do after the states recorded so far.
 
     start: the step instances to start now (none of their keys has a record yet).
     outcome: set once the run is finished; then ``start`` is empty.
+    settle: instances kept by the control plane that have finished, with their results.
     """
 
     start: tuple[Start, ...]
     outcome: RunOutcome | None
+    settle: tuple[Settle, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ToolRef:
-    """A tool named in the document at ``field`` (e.g. ``steps[2].tool``)."""
+    """A tool (or, with ``agent``, an agent) named in the document at ``field`` (e.g. ``steps[2].tool``)."""
 
     field: str
     name: str
     version: str | None
+    agent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +193,8 @@ class StepInfo:
     tool: ToolRef | None = None
     retry: Mapping[str, Any] | None = None
     compensate: Compensation | None = None
+    uses: tuple[ToolRef, ...] = ()
+    """Further tools and agents it names, pinned when the workflow is applied: a plan step's offers."""
 
 
 @dataclass(frozen=True, slots=True)
