@@ -216,6 +216,21 @@ func TestStackListsRunsByStatePageByPageWithCursors(t *testing.T) {
 		t.Fatalf("second page %+v (%v), want the runs older than the first page's", next, err)
 	}
 
+	// Filters: no workflow's runs are these tool runs, and nothing was created after the last of them.
+	byWorkflow, err := c.ListRuns(ctx, RunFilter{Workflow: "go-sdk-gate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range byWorkflow.Items {
+		if run.Workflow != "go-sdk-gate@1.0.0" || mine[run.ID] {
+			t.Fatalf("listed %+v among the runs of go-sdk-gate", run)
+		}
+	}
+	later, err := c.ListRuns(ctx, RunFilter{Since: time.Now().Add(time.Hour)})
+	if err != nil || len(later.Items) != 0 {
+		t.Fatalf("runs created in an hour: %+v (%v), want none", later, err)
+	}
+
 	seen, listed := 0, 0
 	for run, err := range c.Runs(ctx, RunFilter{State: RunSucceeded, Limit: 2}) {
 		if err != nil {

@@ -200,8 +200,13 @@ type RunFilter struct {
 	State RunState
 	// Limit is the page size, 1 to 500 (0 for the API's default, 50).
 	Limit int
-	// Cursor starts the page after the run it names: pass [RunPage.NextCursor] ("" for the first page).
+	// Cursor starts the page after the run it names: pass [RunPage.NextCursor] ("" for the first page), with
+	// the same filters.
 	Cursor string
+	// Workflow keeps the runs of this workflow only, named name or name@version ("" for all).
+	Workflow string
+	// Since keeps the runs created at or after this time (the zero time for all).
+	Since time.Time
 }
 
 // RunPage is one page of runs, newest first.
@@ -223,6 +228,12 @@ func (c *Client) ListRuns(ctx context.Context, filter RunFilter) (*RunPage, erro
 	}
 	if filter.Cursor != "" {
 		query.Set("cursor", filter.Cursor)
+	}
+	if filter.Workflow != "" {
+		query.Set("workflow", filter.Workflow)
+	}
+	if !filter.Since.IsZero() {
+		query.Set("since", filter.Since.UTC().Format(time.RFC3339Nano))
 	}
 	page := &RunPage{}
 	if _, err := c.call(ctx, &request{method: http.MethodGet, path: "/v1/runs", query: query}, page); err != nil {
