@@ -98,6 +98,20 @@ def test_a_revoked_key_fails_at_once_with_every_token_got_with_it(stack: Stack, 
     assert revocations[0]["actor"] == f"key:{_id(tenant_admin)}" and revocations[0]["outcome"] == "revoked"
 
 
+def test_a_revoked_key_used_again_and_again_is_refused_but_never_braked(stack: Stack, admin: httpx.Client) -> None:
+    tenant, tenant_admin = _tenant(admin)
+    with _as(stack, tenant_admin) as own:
+        stale = _key(own, tenant, "viewer")
+        assert own.delete(f"/v1/keys/{_id(stale)}").status_code == 200
+    # From an address of its own, as a CI job still holding the key would: more than the brake's 10 a minute.
+    transport = httpx.HTTPTransport(local_address="127.0.0.21")
+    with httpx.Client(base_url=stack.api_url, transport=transport, timeout=30) as job:
+        answers = [job.get("/v1/tools", headers={"Authorization": f"Bearer {stale}"}) for _ in range(6)]
+        answers += [job.post("/v1/auth/token", json={"api_key": stale}) for _ in range(6)]
+        assert [answer.status_code for answer in answers] == [401] * 12
+        assert job.get("/v1/tools", headers={"Authorization": f"Bearer {tenant_admin}"}).status_code == 200
+
+
 def test_another_tenants_keys_are_not_there_and_platform_admin_keys_are_out_of_reach(
     stack: Stack, admin: httpx.Client
 ) -> None:

@@ -49,7 +49,8 @@ async def issue_token(request: Request[Any, Any, Any], data: TokenRequest, servi
     services.brake.check(source)
     check = await services.auth.check_key(data.api_key)
     if check.identity is None:
-        services.brake.failed(source)
+        if not check.revoked:  # a revoked key is refused unverified: no guess of a secret
+            services.brake.failed(source)
         actor = f"key:{check.prefix}" if check.prefix else "anonymous"
         await record_as(
             request,

@@ -68,15 +68,23 @@ class KeyCheck:
     fresh: bool
     prefix: str | None = None
     tenant: str | None = None
+    revoked: bool = False
+    """The key exists but was revoked: refused without its secret checked, so it is no guess to brake."""
+
+    @property
+    def guessed(self) -> bool:
+        """Whether this refusal may be a guess of a known key's secret (which the brake counts)."""
+        return self.identity is None and self.tenant is not None and not self.revoked
 
 
 class KeyRejected(Unauthenticated):
     """A 401 for an API key, naming the key's prefix and tenant when it exists (for the audit trail)."""
 
-    def __init__(self, prefix: str | None, tenant: str | None) -> None:
+    def __init__(self, check: KeyCheck) -> None:
         super().__init__("unauthorized", "the API key is not valid", "Authorization")
-        self.prefix = prefix
-        self.tenant = tenant
+        self.check = check
+        self.prefix = check.prefix
+        self.tenant = check.tenant
 
 
 class Authenticator:
@@ -148,7 +156,7 @@ class Authenticator:
         if split is None or stored is None:
             return KeyCheck(None, fresh=True, prefix=split[0] if split else None)
         if stored.revoked:
-            return KeyCheck(None, fresh=True, prefix=stored.prefix, tenant=stored.tenant)
+            return KeyCheck(None, fresh=True, prefix=stored.prefix, tenant=stored.tenant, revoked=True)
         # The hash takes a good part of a CPU for a while (that is its point): not on the event loop.
         if not await asyncio.to_thread(_verify, split[1], stored.hash):
             return KeyCheck(None, fresh=True, prefix=stored.prefix, tenant=stored.tenant)
@@ -167,7 +175,7 @@ class Authenticator:
         if token.startswith("af_"):
             check = await self.check_key(token)
             if check.identity is None:
-                raise KeyRejected(check.prefix, check.tenant)
+                raise KeyRejected(check)
             return check.identity, check
         if looks_like_jwt(token):
             return await self.issuer.verify(token), None
