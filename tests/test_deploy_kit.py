@@ -1,0 +1,241 @@
+"""The deploy kit, checked offline: the Helm chart linted and rendered by Helm v4 (the helm-python-sdk wheel),
+what it renders validated by kubernetes-validate --strict and read object by object; the Compose file and the
+release workflow validated by check-jsonschema against the schemas it ships."""
+
+import dataclasses
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from control_plane.settings import Settings as ControlPlaneSettings
+from sandbox import SandboxSettings
+from worker.settings import Settings as WorkerSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "agentflow"
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+BIN = Path(sys.executable).parent
+# Kinds of CRDs (Prometheus Operator's, KEDA's): kubernetes-validate has no schema for them, so their shape is
+# checked by the tests below instead.
+CUSTOM_KINDS = {"ServiceMonitor", "ScaledObject"}
+
+Object = dict[str, Any]
+
+
+def render(values: dict[str, Any] | None = None) -> list[Object]:
+    manifests = helm.Chart.load(CHART).render(values or {}, name="af", namespace="agentflow")
+    return [
+        doc for path, text in manifests.items() if path.endswith(".yaml") for doc in yaml.safe_load_all(text) if doc
+    ]
+
+
+def kinds(objects: list[Object], kind: str) -> list[Object]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def pod_specs(objects: list[Object], component: str) -> list[Object]:
+    """The pod templates of the Deployments whose component label starts with ``component``."""
+    return [
+        d["spec"]["template"]["spec"]
+        for d in kinds(objects, "Deployment")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"].startswith(component)
+    ]
+
+
+def env_of(pod: Object) -> dict[str, Object]:
+    return {e["name"]: e for e in pod["containers"][0]["env"]}
+
+
+@pytest.fixture(scope="module", params=CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def value_set(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, Any], list[Object]]]:
+    values = yaml.safe_load(request.param.read_text()) or {}
+    yield values, render(values)
+
+
+def test_the_chart_has_value_sets_for_ci() -> None:
+    assert {p.stem for p in CI_VALUES} >= {"default-values", "single-replica-values", "autoscaling-values"}
+
+
+@pytest.mark.parametrize("path", CI_VALUES, ids=[p.stem for p in CI_VALUES])
+def test_every_value_set_lints_clean_in_strict_mode(path: Path) -> None:
+    report = helm.lint(CHART, yaml.safe_load(path.read_text()) or {}, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []  # 2: warning, 3: error
+
+
+def test_what_each_value_set_renders_passes_kubernetes_validate_strict(
+    value_set: tuple[dict[str, Any], list[Object]], tmp_path: Path
+) -> None:
+    _, objects = value_set
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(yaml.safe_dump_all(objects))
+    done = subprocess.run(
+        [BIN / "kubernetes-validate", "--strict", manifest], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for o in objects:
+        ref = f"{o['kind'].lower()}/{o['metadata']['name']}"
+        if o["kind"] in CUSTOM_KINDS:
+            assert f"Couldn't find schema for kind {o['kind']}" in done.stdout
+        else:
+            assert f"passed for resource {ref}" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("control_plane", "pdb"),
+    [
+        ({"replicas": 1}, False),
+        ({"replicas": 2}, True),
+        ({"replicas": 3}, True),
+        ({"replicas": 1, "autoscaling": {"enabled": True, "minReplicas": 3}}, True),
+        ({"replicas": 3, "autoscaling": {"enabled": True, "minReplicas": 1}}, False),
+    ],
+)
+def test_a_disruption_budget_exactly_when_more_than_one_control_plane(control_plane: dict[str, Any], pdb: bool) -> None:
+    budgets = kinds(render({"controlPlane": control_plane}), "PodDisruptionBudget")
+    assert len(budgets) == (1 if pdb else 0)
+
+
+def test_every_worker_pod_and_no_control_plane_pod_runs_in_the_gvisor_runtime_class(
+    value_set: tuple[dict[str, Any], list[Object]],
+) -> None:
+    values, objects = value_set
+    name = values.get("runtimeClass", {}).get("name", "gvisor")
+    workers = pod_specs(objects, "worker-")
+    assert len(workers) == len(values.get("workers", [{}]))
+    assert all(pod["runtimeClassName"] == name for pod in workers)
+    assert [pod for pod in pod_specs(objects, "control-plane") if "runtimeClassName" in pod] == []
+    created = kinds(objects, "RuntimeClass")
+    if values.get("runtimeClass", {}).get("create", True):
+        assert [(r["metadata"]["name"], r["handler"]) for r in created] == [(name, "runsc")]
+    else:
+        assert created == []
+
+
+def test_no_autoscaler_while_autoscaling_is_off() -> None:
+    objects = render()
+    assert kinds(objects, "HorizontalPodAutoscaler") == []
+    assert kinds(objects, "ScaledObject") == []
+    assert all("replicas" in d["spec"] for d in kinds(objects, "Deployment"))
+
+
+def test_autoscaling_on_cpu_leaves_the_replica_count_to_the_autoscaler() -> None:
+    objects = render(
+        {"controlPlane": {"autoscaling": {"enabled": True}}, "workerDefaults": {"autoscaling": {"enabled": True}}}
+    )
+    scalers = kinds(objects, "HorizontalPodAutoscaler")
+    assert sorted(s["spec"]["scaleTargetRef"]["name"] for s in scalers) == sorted(
+        d["metadata"]["name"] for d in kinds(objects, "Deployment")
+    )
+    assert all(s["spec"]["metrics"][0]["resource"]["name"] == "cpu" for s in scalers)
+    assert all("replicas" not in d["spec"] for d in kinds(objects, "Deployment"))
+
+
+def test_keda_scales_a_queue_on_its_durable_consumer_instead_of_an_hpa() -> None:
+    objects = render(
+        {"workerDefaults": {"keda": {"enabled": True}}, "workers": [{"name": "b", "queue": "batch", "tenant": "acme"}]}
+    )
+    assert kinds(objects, "HorizontalPodAutoscaler") == []
+    (scaled,) = kinds(objects, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "af-agentflow-worker-b"
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "nats-jetstream"
+    assert (trigger["metadata"]["stream"], trigger["metadata"]["consumer"]) == ("AF_TASKS", "tasks_acme_batch")
+
+
+def test_a_worker_pod_is_given_its_drain_time_and_a_margin_before_it_is_killed() -> None:
+    objects = render({"workers": [{"name": "slow", "queue": "slow", "drainSeconds": 120}, {"name": "d", "queue": "d"}]})
+    pods = {p["containers"][0]["env"][1]["value"]: p for p in pod_specs(objects, "worker-")}
+    for queue, drain in [("slow", 120), ("d", 30)]:
+        assert env_of(pods[queue])["AF_DRAIN_SECONDS"]["value"] == str(drain)
+        assert pods[queue]["terminationGracePeriodSeconds"] == drain + 15
+
+
+def test_probes_use_the_control_planes_health_routes_on_af_port() -> None:
+    (pod,) = pod_specs(render({"controlPlane": {"port": 9090}}), "control-plane")
+    container = pod["containers"][0]
+    assert container["ports"][0]["containerPort"] == 9090
+    assert env_of(pod)["AF_PORT"]["value"] == "9090"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_credentials_come_from_secrets_never_from_values() -> None:
+    objects = render({"nats": {"auth": {"enabled": True}}})
+    (cp,) = pod_specs(objects, "control-plane")
+    assert kinds(objects, "Secret") == []
+    for name, secret in [
+        ("AF_DATABASE_URL", "agentflow-database"),
+        ("AF_MASTER_KEY", "agentflow-master-key"),
+        ("AF_NATS_PASSWORD", "agentflow-nats"),
+    ]:
+        assert env_of(cp)[name]["valueFrom"]["secretKeyRef"]["name"] == secret
+    for worker in pod_specs(objects, "worker-"):
+        env = env_of(worker)
+        assert env["AF_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "worker-password"
+        assert "AF_MASTER_KEY" not in env and "AF_DATABASE_URL" not in env
+
+
+def _setting_names(kind: type) -> set[str]:
+    names = set()
+    for f in dataclasses.fields(kind):
+        if dataclasses.is_dataclass(f.type) or f.name in {"sandbox", "gateway"}:
+            continue
+        names.add(f"AF_{f.name.upper()}")
+    return names
+
+
+def test_every_af_variable_the_chart_sets_is_one_the_processes_read(
+    value_set: tuple[dict[str, Any], list[Object]],
+) -> None:
+    sandbox = {f"AF_{f.metadata.get('setting', f.name).upper()}" for f in dataclasses.fields(SandboxSettings)}
+    known = {
+        "control-plane": _setting_names(ControlPlaneSettings) | {"AF_HOME"},  # AF_HOME: where the key file would go
+        "worker-": _setting_names(WorkerSettings) | sandbox,
+    }
+    _, objects = value_set
+    for component, names in known.items():
+        for pod in pod_specs(objects, component):
+            assert set(env_of(pod)) - names == set()
+
+
+def test_workers_reach_only_nats_the_control_plane_and_dns() -> None:
+    policy = next(p for p in kinds(render(), "NetworkPolicy") if p["metadata"]["name"].endswith("-workers"))
+    assert policy["spec"]["podSelector"]["matchLabels"]["agentflow.dev/role"] == "worker"
+    assert policy["spec"]["ingress"] == []
+    ports = sorted(port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"])
+    assert ports == [53, 53, 4222, 8080]
+    assert all("ipBlock" not in peer for rule in policy["spec"]["egress"] for peer in rule["to"])
+
+
+def test_the_service_monitor_scrapes_the_control_planes_metrics() -> None:
+    (monitor,) = kinds(render({"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}), "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "control-plane"
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+
+
+def test_every_value_is_documented_in_the_charts_readme() -> None:
+    readme = (CHART / "README.md").read_text()
+
+    def leaves(tree: dict[str, Any], prefix: str = "") -> Iterator[str]:
+        for key, value in tree.items():
+            if (
+                isinstance(value, dict)
+                and value
+                and key not in {"resources", "livenessProbe", "readinessProbe", "podSelector", "securityContext"}
+            ):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}"
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert [name for name in leaves(values) if f"`{name}`" not in readme] == []
