@@ -239,3 +239,26 @@ def test_every_value_is_documented_in_the_charts_readme() -> None:
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert [name for name in leaves(values) if f"`{name}`" not in readme] == []
+
+
+def check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", schema, path], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    done = check_jsonschema("vendor.compose-spec", ROOT / "deploy" / "compose.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_compose_file_runs_two_control_planes_and_runsc_workers() -> None:
+    services = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    assert {"nats", "postgres", "prometheus", "grafana"} <= set(services)
+    control_planes = [
+        s for s in services.values() if s.get("command", [None])[0] == "start" and "control-plane" in s["image"]
+    ]
+    assert len(control_planes) == 2
+    workers = [s for s in services.values() if "worker" in s.get("image", "")]
+    assert workers and all(w["runtime"] == "runsc" for w in workers)
+    assert "--jetstream" in services["nats"]["command"]
