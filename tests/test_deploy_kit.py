@@ -3,6 +3,7 @@ what it renders validated by kubernetes-validate --strict and read object by obj
 release workflow validated by check-jsonschema against the schemas it ships."""
 
 import dataclasses
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -262,3 +263,58 @@ def test_the_compose_file_runs_two_control_planes_and_runsc_workers() -> None:
     workers = [s for s in services.values() if "worker" in s.get("image", "")]
     assert workers and all(w["runtime"] == "runsc" for w in workers)
     assert "--jetstream" in services["nats"]["command"]
+
+
+def test_the_release_workflow_follows_the_github_workflow_schema() -> None:
+    done = check_jsonschema("vendor.github-workflows", ROOT / ".github" / "workflows" / "release.yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_release_workflow_builds_both_images_multi_arch_with_an_sbom_and_signs_them() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yaml").read_text())
+    job = workflow["jobs"]["images"]
+    assert job["strategy"]["matrix"]["image"] == ["control-plane", "worker"]
+    build = next(s for s in job["steps"] if s.get("uses", "").startswith("docker/build-push-action"))
+    assert build["with"]["platforms"] == "linux/amd64,linux/arm64"
+    assert build["with"]["sbom"] is True
+    assert any("cosign sign" in s.get("run", "") for s in job["steps"])
+    assert job["permissions"]["id-token"] == "write"
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    ["deploy/docker/Dockerfile.control-plane", "deploy/docker/Dockerfile.worker", ".devcontainer/Dockerfile"],
+)
+def test_each_dockerfile_passes_hadolint(dockerfile: str) -> None:
+    config = ROOT / "deploy" / "docker" / "hadolint.yaml"
+    done = subprocess.run(
+        [BIN / "hadolint", "--no-color", "--config", config, ROOT / dockerfile],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("image", ["control-plane", "worker"])
+def test_the_images_are_multi_stage_and_run_as_a_non_root_user(image: str) -> None:
+    lines = (ROOT / "deploy" / "docker" / f"Dockerfile.{image}").read_text().splitlines()
+    assert sum(line.startswith("FROM ") for line in lines) == 2
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users == ["USER 10001:10001"]
+    module = {"control-plane": "control_plane", "worker": "worker"}[image]
+    assert f'ENTRYPOINT ["python", "-m", "{module}"]' in lines
+
+
+def test_the_worker_image_carries_runsc() -> None:
+    text = (ROOT / "deploy" / "docker" / "Dockerfile.worker").read_text()
+    assert "install -y -qq --no-install-recommends runsc" in text
+
+
+def test_the_devcontainer_builds_its_dockerfile_and_runs_make_install() -> None:
+    spec = json.loads((ROOT / ".devcontainer" / "devcontainer.json").read_text())
+    dockerfile = (ROOT / ".devcontainer" / spec["build"]["dockerfile"]).read_text()
+    assert all(package in dockerfile for package in ["postgresql", "runsc", "gcc", "docker.io"])
+    assert spec["postCreateCommand"] == "make install"
+    assert 8080 in spec["forwardPorts"]
+    assert "charliermarsh.ruff" in spec["customizations"]["vscode"]["extensions"]
