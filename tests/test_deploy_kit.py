@@ -4,6 +4,7 @@ release workflow validated by check-jsonschema against the schemas it ships."""
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,10 @@ import pytest
 import yaml
 
 from control_plane.settings import Settings as ControlPlaneSettings
+from control_plane.stack import nats_identity
+from control_plane.stack.processes import free_port, http_ok, spawn, stop, wait_until
 from sandbox import SandboxSettings
+from tests.conftest import Stack, nats_identities
 from worker.settings import Settings as WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,6 +244,77 @@ def test_every_value_is_documented_in_the_charts_readme() -> None:
 
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert [name for name in leaves(values) if f"`{name}`" not in readme] == []
+
+
+def pod_environment(pod: Object, secrets: dict[str, dict[str, str]], pod_name: str) -> dict[str, str]:
+    """The environment the kubelet would give ``pod``'s container, its Secrets read from ``secrets``."""
+    env = {}
+    for entry in pod["containers"][0]["env"]:
+        source = entry.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            env[entry["name"]] = secrets[source["secretKeyRef"]["name"]][source["secretKeyRef"]["key"]]
+        elif "fieldRef" in source:
+            assert source["fieldRef"]["fieldPath"] == "metadata.name"
+            env[entry["name"]] = pod_name
+        else:
+            env[entry["name"]] = entry["value"]
+    return env
+
+
+def test_the_processes_start_and_serve_from_the_environment_the_chart_gives_their_pods(
+    stack: Stack, tmp_path: Path
+) -> None:
+    objects = render(
+        {"nats": {"url": stack.nats_served_by.url if stack.nats_served_by else "", "auth": {"enabled": True}}}
+        | {"workers": [{"name": "chart", "queue": "chart", "drainSeconds": 5}]}
+    )
+    (control_plane,) = pod_specs(objects, "control-plane")
+    (worker,) = pod_specs(objects, "worker-")
+    identities = nats_identities(stack.root)
+    worker_identity = stack.grant_worker("default", "chart")
+    secrets = {
+        "agentflow-database": {"database-url": stack.database_url},
+        "agentflow-master-key": {"master-key": stack.master_key_file.read_text().strip()},
+        "agentflow-nats": {
+            "control-plane-user": nats_identity.CONTROL_PLANE,
+            "control-plane-password": identities.env(nats_identity.CONTROL_PLANE)["AF_NATS_PASSWORD"],
+            "worker-user": worker_identity["AF_NATS_USER"],
+            "worker-password": worker_identity["AF_NATS_PASSWORD"],
+        },
+    }
+    base = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path)}
+    port = free_port()
+    # Servers here listen on loopback only, and AF_HOME is the pod's emptyDir: the rest is the chart's.
+    cp_env = pod_environment(control_plane, secrets, "cp-0") | {"AF_HOST": "127.0.0.1", "AF_PORT": str(port)}
+    cp_env["AF_HOME"] = str(tmp_path / "home")
+    log = tmp_path / "control-plane.log"
+    process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=base | cp_env)
+    try:
+        wait_until(
+            "control plane", lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), timeout=60, process=process, log=log
+        )
+        assert http_ok(f"http://127.0.0.1:{port}/healthz")
+    finally:
+        stop(process.pid, timeout=15)
+        process.wait()
+
+    worker_log = tmp_path / "worker.log"
+    worker_env = pod_environment(worker, secrets, "af-agentflow-worker-chart-0")
+    pulling = spawn("worker", [sys.executable, "-m", "worker", "start"], worker_log, env=base | worker_env)
+    try:
+        wait_until(
+            "worker",
+            lambda: "pulling" in worker_log.read_text(errors="replace"),
+            timeout=30,
+            process=pulling,
+            log=worker_log,
+        )
+    finally:
+        # What the kubelet does: SIGTERM, then SIGKILL once the pod's grace period is over.
+        killed = stop(pulling.pid, timeout=worker["terminationGracePeriodSeconds"])
+        pulling.wait()
+    assert not killed
+    assert pulling.returncode == 0, worker_log.read_text(errors="replace")
 
 
 def check_jsonschema(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
