@@ -123,6 +123,21 @@ def test_every_worker_pod_and_no_control_plane_pod_runs_in_the_gvisor_runtime_cl
         assert created == []
 
 
+@pytest.mark.parametrize(
+    ("values", "offending"),
+    [
+        ({"workers": [{"name": "x"}]}, "missing property 'queue'"),
+        ({"workers": [{"name": "x", "queue": "Not_A_Name"}]}, "/workers/0/queue"),
+        ({"controlPlane": {"replicas": 0}}, "/controlPlane/replicas"),
+        ({"controlPlan": {"replicas": 2}}, "'controlPlan' not allowed"),
+        ({"workerDefaults": {"sandbox": "none"}}, "/workerDefaults/sandbox"),
+    ],
+)
+def test_the_chart_refuses_bad_values_naming_the_value(values: dict[str, Any], offending: str) -> None:
+    with pytest.raises(helm.HelmValuesError, match=offending):
+        render(values)
+
+
 def test_no_autoscaler_while_autoscaling_is_off() -> None:
     objects = render()
     assert kinds(objects, "HorizontalPodAutoscaler") == []
