@@ -198,6 +198,31 @@ def test_a_tool_run_printed_as_a_table_shows_its_state_and_tasks(af: Af) -> None
     assert "noop@1" in result.stdout
 
 
+@pytest.mark.usefixtures("examples_registered_by_cli")
+def test_a_rerun_is_a_new_run_of_the_same_target_version_with_the_same_input(af: Af) -> None:
+    first = af("run", "doc-review", "--input", "@examples/input.json", "--wait", "--output", "json")
+    assert first.returncode == 0, first.stderr
+    earlier = json.loads(first.stdout)
+
+    again = af("runs", "rerun", earlier["id"], "--wait", "--output", "json")
+    assert again.returncode == 0, again.stderr
+    rerun = json.loads(again.stdout)
+    assert rerun["id"] != earlier["id"] and rerun["state"] == "succeeded"
+    assert (rerun["workflow"], rerun["tool"], rerun["input"]) == (earlier["workflow"], None, earlier["input"])
+    assert rerun["output"] == earlier["output"]
+
+    tool_run = af("run", "noop", "--tool", "--input", '{"n": 1}', "--output", "json")
+    tool_run_id = json.loads(tool_run.stdout)["id"]
+    started = af("runs", "rerun", tool_run_id)
+    assert started.returncode == 0, started.stderr
+    got = json.loads(af("runs", "get", started.stdout.strip(), "--output", "json").stdout)
+    original = json.loads(af("runs", "get", tool_run_id, "--output", "json").stdout)
+    assert got["tool"] == original["tool"] and got["tool"].startswith("noop@") and got["input"] == {"n": 1}
+
+    missing = af("runs", "rerun", "no-such-run")
+    assert missing.returncode == 1 and "no-such-run" in one_error_line(missing)
+
+
 def test_the_worker_fleet_lists_the_stacks_worker_as_json(af: Af) -> None:
     result = af("workers", "ls", "--output", "json")
     assert result.returncode == 0, result.stderr

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -241,6 +242,21 @@ func TestStackListsRunsByStatePageByPageWithCursors(t *testing.T) {
 		t.Fatalf("second page %+v (%v), want the runs older than the first page's", next, err)
 	}
 
+	// Filters: no workflow's runs are these tool runs, and nothing was created after the last of them.
+	byWorkflow, err := c.ListRuns(ctx, RunFilter{Workflow: "go-sdk-gate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range byWorkflow.Items {
+		if run.Workflow != "go-sdk-gate@1.0.0" || mine[run.ID] {
+			t.Fatalf("listed %+v among the runs of go-sdk-gate", run)
+		}
+	}
+	later, err := c.ListRuns(ctx, RunFilter{Since: time.Now().Add(time.Hour)})
+	if err != nil || len(later.Items) != 0 {
+		t.Fatalf("runs created in an hour: %+v (%v), want none", later, err)
+	}
+
 	seen, listed := 0, 0
 	for run, err := range c.Runs(ctx, RunFilter{State: RunSucceeded, Limit: 2}) {
 		if err != nil {
@@ -375,4 +391,65 @@ func TestStackExchangesTheKeyAndRefreshesARefusedOrExpiringToken(t *testing.T) {
 	if !errors.As(err, &problem) || !errors.Is(err, ErrUnauthorized) || problem.Field != "api_key" {
 		t.Fatalf("a wrong key: %v, want 401 unauthorized at field api_key", err)
 	}
+}
+
+func TestStackAppliesAnAgentAndRunsItToItsAnswer(t *testing.T) {
+	c, ctx := stack(t)
+	// A scripted model of this tenant's own, named (not a tier), so that no other test's tier changes.
+	model := map[string]any{"name": "go-sdk-mock", "provider": "mock", "options": map[string]any{
+		"turns": []any{map[string]string{"content": "forty-two"}},
+	}}
+	r, err := jsonRequest("POST", "/v1/models", model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.call(ctx, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	agent := map[string]any{
+		"name": "go-sdk-agent", "version": "1.0.0", "model": "go-sdk-mock",
+		"instructions": "Answer {{$.input.question}}", "tools": []string{"go-sdk-echo@1.0.0"},
+	}
+	applied, err := c.ApplyAgent(ctx, agent)
+	if err != nil || applied.Name != "go-sdk-agent" {
+		t.Fatalf("applied %+v (%v), want the agent", applied, err)
+	}
+	got, err := c.GetAgent(ctx, "go-sdk-agent", "")
+	if err != nil || got.Digest != applied.Digest {
+		t.Fatalf("latest agent %+v (%v), want the applied version", got, err)
+	}
+	listed, err := c.ListAgents(ctx)
+	if err != nil || !containsEntry(listed, "go-sdk-agent") {
+		t.Fatalf("agents %+v (%v), want go-sdk-agent among them", listed, err)
+	}
+
+	started, err := c.StartRun(ctx, RunRequest{Agent: "go-sdk-agent@1.0.0", Input: map[string]string{"question": "why?"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := c.WaitRun(ctx, started.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.State != RunSucceeded || run.Agent != "go-sdk-agent@1.0.0" || run.Workflow != "" {
+		t.Fatalf("agent run %+v, want it succeeded as a run of the agent", run)
+	}
+	if !strings.Contains(string(run.Output), "forty-two") {
+		t.Fatalf("agent run output %s, want the model's answer", run.Output)
+	}
+
+	_, err = c.StartRun(ctx, RunRequest{Agent: "go-sdk-no-such-agent"})
+	var problem *Problem
+	if !errors.As(err, &problem) || !errors.Is(err, ErrNotFound) || problem.Slug() != "unknown-agent" {
+		t.Fatalf("unknown agent: %v, want an unknown-agent problem", err)
+	}
+}
+
+func containsEntry(entries []Entry, name string) bool {
+	for _, entry := range entries {
+		if entry.Name == name {
+			return true
+		}
+	}
+	return false
 }
