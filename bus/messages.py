@@ -102,8 +102,8 @@ class _AttemptNotice(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Started(_AttemptNotice, frozen=True, kw_only=True, tag="started"):
-    """A worker began an attempt (sent for sandboxed tools, which take long enough for it to matter),
-    published on the same subject as the result that follows it."""
+    """A worker began an attempt (sent for sandboxed tools and model turns, which take long enough for it to
+    matter), published on the same subject as the result that follows it."""
 
     sandbox: str
     started_at: float

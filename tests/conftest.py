@@ -342,6 +342,8 @@ class Stack:
     api_url: str = ""
     token: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """The workers started, by worker id (the ``worker_id`` of the tasks they ran)."""
     nats_server: nats.NatsServer | None = None
     """Set when this stack owns its nats-server (and may kill it)."""
     pg_server: postgres.PostgresServer | None = None
@@ -415,6 +417,7 @@ class Stack:
         identity = self.grant_worker(tenant, queue)
         process = spawn("worker", argv, log, env=self.env(AF_WORKER_ID=worker_id, **identity, **env))
         self.processes.append(process)
+        self.workers[worker_id] = process
         deadline = time.monotonic() + 20
         while "pulling" not in log.read_text(errors="replace") if log.exists() else True:
             if process.poll() is not None or time.monotonic() > deadline:

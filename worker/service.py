@@ -18,12 +18,18 @@ from bus.streams import ensure_task_consumer, wait_for_streams
 from bus.watch import listen
 from sandbox import Backend
 from worker import metrics
-from worker.execute import Executor
+from worker.execute import MODEL_TOOL, Executor
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PULL_WAIT_SECONDS = 1.0
+
+
+def _announced(task: Task) -> bool:
+    """Whether the control plane hears when the task starts: sandboxed tools and model turns take long
+    enough for "running, on this worker" to matter; a no-op does not."""
+    return task.runtime.builtin is None or task.runtime.builtin == MODEL_TOOL
 
 
 class Worker:
@@ -137,7 +143,7 @@ class Worker:
 
     async def _complete(self, bus: Bus, msg: Delivery, task: Task, traceparent: str | None) -> None:
         try:
-            if task.runtime.builtin is None:
+            if _announced(task):
                 await self._announce(task)
             self._running[msg] = time.monotonic()
             try:
@@ -164,7 +170,7 @@ class Worker:
             self._count(task, result, deliveries, waited)
         except asyncio.CancelledError:
             await msg.nak()
-            if task.runtime.builtin is None:
+            if _announced(task):
                 await self._notify(
                     task,
                     Released(
@@ -229,7 +235,7 @@ class Worker:
             task_id=task.task_id,
             attempt=task.attempt,
             worker_id=self._settings.worker_id,
-            sandbox=self._backend.kind,
+            sandbox=self._backend.kind if task.runtime.builtin is None else "builtin",
             started_at=time.time(),
         )
         await self._notify(task, started)
