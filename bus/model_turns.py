@@ -5,6 +5,7 @@ NATS request/reply: the subject names the tenant, so NATS permissions confine a 
 own); one control plane of the queue group answers with a ``TurnReply``. Durability is the task's: a turn
 whose answer is lost (a control plane gone mid-call, a request timed out) fails as ``retryable`` and is
 tried again, and the gateway answers a repeated turn from its record instead of calling the model twice.
+A task cancelled by the control plane (``af.<tenant>.cancel``) stops its turn in the gateway too.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from bus import subjects
 from bus.connection import Bus
-from bus.messages import TurnReply, TurnRequest, decode, encode
+from bus.messages import CancelTasks, TurnReply, TurnRequest, decode, encode
 
 QUEUE_GROUP = "control-plane"
 
@@ -58,3 +59,17 @@ async def serve(bus: Bus, answer: Callable[[str, TurnRequest], Awaitable[TurnRep
         task.add_done_callback(running.discard)
 
     await bus.client.subscribe(subjects.ALL_MODEL_TURNS, queue=QUEUE_GROUP, cb=on_msg, pending_msgs_limit=100_000)
+
+
+async def serve_cancels(bus: Bus, cancelled: Callable[[str, CancelTasks], None]) -> None:
+    """Hear every tenant's cancelled tasks (every control plane does: any of them may be answering one of
+    their turns), calling ``cancelled(tenant, notice)``; the tenant is the subject's."""
+
+    async def on_msg(msg: Msg) -> None:
+        try:
+            notice = decode(msg.data, CancelTasks)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return  # the workers that listen there log it
+        cancelled(msg.subject.split(".")[1], notice)
+
+    await bus.client.subscribe(subjects.ALL_CANCELS, cb=on_msg)

@@ -1,6 +1,7 @@
 """An agent's loop survives a SIGKILL of any of its processes in the middle of it, and repeats nothing that
 finished: each model turn is called once (one successful gateway call per turn), each tool call applied
-once (the tool itself writes a line to a ledger when it finishes).
+once (the tool itself writes a line to a ledger when it finishes). A cancelled agent run stops its model
+call in flight and kills its tool call's sandbox.
 
 Each test has its own NATS, PostgreSQL, control plane and two workers (process sandbox, so the tools can
 write the ledger on the host), with a short ack wait so a dead worker's task is redelivered within three seconds.
@@ -11,13 +12,13 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
-from tests.conftest import Stack, isolated_stack
+from tests.conftest import Stack, gone, isolated_stack
 
 LEDGER_TOOL = """import json, os, sys, time
 arguments = json.load(sys.stdin)
@@ -26,6 +27,7 @@ with open({ledger!r}, "a") as ledger:
     ledger.write(os.environ["AF_TASK_ID"] + "\\n")
 print(json.dumps({{"counted": arguments["n"]}}))
 """
+T = TypeVar("T")
 TURNS = [
     {"tool_calls": [{"name": "count", "arguments": {"n": 1}}]},
     {"tool_calls": [{"name": "count", "arguments": {"n": 2}}]},
@@ -42,47 +44,55 @@ def agent_stack(tmp_root: Path) -> Iterator[Stack]:
         yield running
 
 
-def _counter_agent(stack: Stack, latency_ms: float = 0.0) -> Path:
-    """The ``counter`` agent: three turns that each call the one-second ``count`` tool, then an answer."""
-    ledger = stack.root / "ledger.txt"
-    ledger.touch()
+def _apply_agent(stack: Stack, name: str, source: str, turns: list[dict[str, Any]], latency_ms: float = 0.0) -> None:
+    """Agent ``name`` with the one tool ``count`` (a Python ``source``) and a mock model scripted ``turns``."""
     with stack.client() as af:
         af.register_tool(
             {
                 "name": "count",
                 "version": "1",
                 "description": "Counts",
-                "runtime": {
-                    "command": ["python3", "main.py"],
-                    "files": {"main.py": LEDGER_TOOL.format(ledger=str(ledger))},
-                },
+                "runtime": {"command": ["python3", "main.py"], "files": {"main.py": source}},
                 "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
             }
         )
-        model = {"name": "counting", "provider": "mock", "options": {"turns": TURNS, "latency_ms": latency_ms}}
-        af.apply_model(model)
-        af.apply_agent(
-            {"name": "counter", "version": "1", "instructions": "Count.", "model": "counting", "tools": ["count"]}
-        )
+        model = f"{name}-model"
+        af.apply_model({"name": model, "provider": "mock", "options": {"turns": turns, "latency_ms": latency_ms}})
+        af.apply_agent({"name": name, "version": "1", "instructions": "Count.", "model": model, "tools": ["count"]})
+
+
+def _counter_agent(stack: Stack, latency_ms: float = 0.0) -> Path:
+    """The ``counter`` agent: three turns that each call the one-second ``count`` tool, then an answer."""
+    ledger = stack.root / "ledger.txt"
+    ledger.touch()
+    _apply_agent(stack, "counter", LEDGER_TOOL.format(ledger=str(ledger)), TURNS, latency_ms)
     return ledger
 
 
-def _started(stack: Stack) -> str:
+def _started(stack: Stack, agent: str = "counter") -> str:
     with stack.client() as af:
-        return str(af.start_run(agent="counter", input="count to three")["id"])
+        return str(af.start_run(agent=agent, input="count to three")["id"])
+
+
+def _until(what: str, check: Callable[[], T]) -> T:
+    """Poll ``check`` until it returns something truthy (within a minute)."""
+    deadline = time.monotonic() + 60
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
 
 
 def _wait_for(stack: Stack, run_id: str, step: str) -> dict[str, Any]:
     """The task of ``step`` once a worker has started it."""
-    deadline = time.monotonic() + 60
-    with stack.client() as af:
-        while time.monotonic() < deadline:
-            tasks = {task["step"]: task for task in af.get_run(run_id)["tasks"]}
-            task = tasks.get(step)
-            if task is not None and task["state"] == "running" and task.get("worker_id"):
-                return task
-            time.sleep(0.05)
-    pytest.fail(f"{step} of run {run_id} never ran")
+
+    def running() -> dict[str, Any] | None:
+        with stack.client() as af:
+            task = next((t for t in af.get_run(run_id)["tasks"] if t["step"] == step), None)
+        return task if task is not None and task["state"] == "running" and task.get("worker_id") else None
+
+    return _until(f"{step} of run {run_id} to run", running)
 
 
 def _assert_nothing_finished_was_repeated(stack: Stack, run_id: str, ledger: Path) -> None:
@@ -134,3 +144,48 @@ def test_a_sigkill_of_the_worker_making_a_model_call_does_not_call_the_model_aga
     run_id = _started(agent_stack)
     _kill_worker_of(agent_stack, _wait_for(agent_stack, run_id, "turn-2"))
     _assert_nothing_finished_was_repeated(agent_stack, run_id, ledger)
+
+
+# --- cancelling ------------------------------------------------------------------------------------
+
+SLEEPER_TOOL = """import os, time
+with open({pids!r}, "a") as pids:
+    pids.write(str(os.getpid()) + "\\n")
+time.sleep(120)
+"""
+
+
+def _cancelled(stack: Stack, run_id: str) -> dict[str, Any]:
+    with stack.client() as af:
+        af.cancel_run(run_id)
+        final = af.wait_run(run_id, timeout=30)
+    assert final["state"] == "cancelled", final
+    return final
+
+
+def test_a_cancelled_agent_run_stops_its_model_call_in_flight(agent_stack: Stack) -> None:
+    _apply_agent(agent_stack, "ponderer", "print('{}')", [{"content": "at last"}], latency_ms=60_000)
+    run_id = _started(agent_stack, "ponderer")
+    _wait_for(agent_stack, run_id, "turn-1")
+    final = _cancelled(agent_stack, run_id)
+    assert [(t["step"], t["state"]) for t in final["tasks"]] == [("turn-1", "cancelled")]
+    with agent_stack.client() as af:
+        # Recorded once stopped, well before the model's minute is up.
+        (call,) = _until("the stopped call's record", lambda: af.llm_calls(run_id))
+    assert (call["turn"], call["outcome"], call["error"]) == (1, "cancelled", "the run was cancelled")
+
+
+def test_a_cancelled_agent_run_kills_the_sandbox_of_its_tool_call(agent_stack: Stack) -> None:
+    pids = agent_stack.root / "pids.txt"
+    pids.touch()
+    turns = [{"tool_calls": [{"name": "count", "arguments": {"n": 1}}]}, {"content": "never"}]
+    _apply_agent(agent_stack, "napper", SLEEPER_TOOL.format(pids=str(pids)), turns)
+    run_id = _started(agent_stack, "napper")
+    _wait_for(agent_stack, run_id, "turn-1/call-0")
+    pid = int(_until("the tool's pid", lambda: pids.read_text().strip()))
+    final = _cancelled(agent_stack, run_id)
+    steps = [(t["step"], t["state"]) for t in final["tasks"]]
+    assert steps == [("turn-1", "succeeded"), ("turn-1/call-0", "cancelled")]
+    _until("the tool killed", lambda: gone(pid))
+    with agent_stack.client() as af:
+        assert [call["turn"] for call in af.llm_calls(run_id)] == [1]  # no turn after the cancel

@@ -52,6 +52,7 @@ from registry.llm_calls import LlmCall
 from registry.usage import UsageRecord
 
 T = TypeVar("T")
+CANCELLED_RUN = "the run was cancelled"
 
 
 class CallContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,7 +184,7 @@ class Gateway:
         stopped = 0
         for called, running in list(self._keyed.values()):
             if called.tenant == tenant and called.run_id == run_id and called.task_id in task_ids:
-                stopped += running.cancel()
+                stopped += running.cancel(CANCELLED_RUN)
         return stopped
 
     def _forget(self, key: str, done: "asyncio.Future[dict[str, Any]]") -> None:
@@ -385,7 +386,10 @@ class Gateway:
         *,
         stream: bool,
     ) -> None:
-        kind, detail = (error.kind, error.detail) if isinstance(error, Refused) else ("cancelled", "the caller left")
+        if isinstance(error, Refused):
+            kind, detail = error.kind, error.detail
+        else:  # cancelled: by the run's cancel (CANCELLED_RUN), or its caller went away
+            kind, detail = "cancelled", str(error) or "the caller left"
         last = trace.attempts[-1].deployment if trace.attempts else None
         await self._record(
             context, request, chain, trace, deployment=last, outcome=kind, error=detail, usage=None,
