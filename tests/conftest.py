@@ -14,6 +14,7 @@
 - ``gateway``: a model ``Gateway`` of the test process on the stack's PostgreSQL and NATS.
 - ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
   command) with AF_HOME in a fresh directory; every process any of its stacks ran is stopped at the end.
+- ``af``: the real `af` command line against the session's stack, a subprocess per command.
 - ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
   whose ``runsc`` runtime passes ``--network=none``.
 """
@@ -637,3 +638,31 @@ def embedded() -> Iterator[Embedded]:
     finally:
         stack.stop_all()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+# `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.
+AF = Path(sys.executable).parent / "af"
+
+Af = Callable[..., subprocess.CompletedProcess[str]]
+"""The `af` command line: ``af(*args, **env)``."""
+
+
+@pytest.fixture(scope="module")
+def af(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Af:
+    """Run `af ARGS...` against the stack; AF_HOME is an empty dir, so no local stack's files are read."""
+    home = tmp_path_factory.mktemp("af-home")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
+    base.update(AF_HOME=str(home), AF_API_URL=stack.api_url, AF_TOKEN=stack.token, NO_COLOR="1")
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(AF), *args],
+            env={**base, **env},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run

@@ -1,10 +1,13 @@
 """An agent run end to end on the real stack: its model turns go from a worker through the bus to the model
 gateway (the scripted mock provider), the tool calls it asks for run as sandboxed tasks, their results go back
 to the model, and the final answer ends the run; invalid tool calls go back to the model, `max_turns` and the
-output schema end a loop that does not converge, and a repeated turn is answered from the gateway's record."""
+output schema end a loop that does not converge, a repeated turn is answered from the gateway's record, and
+a call of a tool that needs approval waits, visibly, for a human's `approve` signal."""
 
 import asyncio
+import json
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,9 +16,9 @@ import pytest
 from agentflow import Client
 
 from bus.states import TaskState
-from control_plane.planning.agent import AgentLoop, compile_instructions
-from control_plane.planning.model import StepState
-from tests.conftest import Stack
+from control_plane.planning.agent import AgentLoop, AgentTool, compile_instructions
+from control_plane.planning.model import AwaitSignal, StepState, ToolCall
+from tests.conftest import Af, Stack
 
 LOOKUP = {
     "name": "lookup",
@@ -171,3 +174,105 @@ def test_the_loop_rebuilds_the_conversation_from_the_records_and_never_restarts_
     answered = {"turn-1": StepState(TaskState.SUCCEEDED, {"message": {"role": "assistant", "content": "ok"}})}
     outcome = loop.decide("hi", answered).outcome
     assert outcome is not None and outcome.output == "ok"
+
+
+def _waiting(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    """What the run waits for, once it waits for something."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run = http.get(f"/v1/runs/{run_id}").json()
+        if run["waiting"]:
+            return list(run["waiting"])
+        assert run["state"] == "running", run
+        time.sleep(0.05)
+    pytest.fail(f"run {run_id} never waited")
+
+
+def _careful(http: httpx.Client, key: str, name: str, stack: Stack) -> str:
+    """A run of agent ``name``, whose one lookup needs approval, once it waits for it."""
+    _model(
+        http,
+        f"script-{name}",
+        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "answered"}],
+    )
+    _agent(http, name=name, model=f"script-{name}", tools=["lookup"], approval=["lookup"])
+    with Client(api_url=stack.api_url, token=key) as af:
+        run_id = str(af.start_run(agent=name, input={"question": "tides?"})["id"])
+    assert _waiting(http, run_id) == [
+        {
+            "step": "turn-1/approve-0",
+            "signals": ["approve"],
+            "match": {"call": "turn-1/call-0"},
+            "about": {"call": "turn-1/call-0", "tool": "lookup", "arguments": {"query": "tides"}},
+        }
+    ]
+    return run_id
+
+
+def test_a_call_that_needs_approval_waits_visibly_and_runs_once_approved_with_af_signal(
+    stack: Stack, tenant: tuple[str, str, httpx.Client], af: Af
+) -> None:
+    _, key, http = tenant
+    run_id = _careful(http, key, "careful", stack)
+    shown = af("runs", "get", run_id, AF_TOKEN=key)
+    assert 'waiting  approve {"call": "turn-1/call-0"} (step turn-1/approve-0)' in shown.stdout, shown.stdout
+    with Client(api_url=stack.api_url, token=key) as client:
+        waits = [e for e in client.events(run_id, idle_timeout=1.0) if e["type"] == "signal.waiting"]
+    assert waits[0]["data"]["about"]["tool"] == "lookup"
+    other = http.post(f"/v1/runs/{run_id}/signal", json={"name": "approve", "data": {"call": "x", "approved": True}})
+    assert other.status_code == 409 and other.json()["field"] == "data", other.json()
+    vague = {"name": "approve", "data": {"call": "turn-1/call-0", "approved": "yes"}}
+    answer = http.post(f"/v1/runs/{run_id}/signal", json=vague)
+    assert answer.status_code == 422 and "data.approved" in answer.json()["detail"], answer.json()
+    approve = json.dumps({"call": "turn-1/call-0", "approved": True})
+    sent = af("signal", run_id, "approve", "--data", approve, AF_TOKEN=key)
+    assert sent.returncode == 0 and "taken by step turn-1/approve-0" in sent.stdout, sent.stderr
+    final = _wait(stack, key, run_id)
+    assert final["state"] == "succeeded" and final["output"] == "answered", final
+    assert [t["step"] for t in final["tasks"]] == ["turn-1", "turn-1/approve-0", "turn-1/call-0", "turn-2"]
+    assert final["tasks"][2]["output"] == {"found": "TIDES"} and final["waiting"] == []
+
+
+def test_a_rejected_call_is_not_run_and_the_rejection_goes_back_to_the_model(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    run_id = _careful(http, key, "wary", stack)
+    reject = {"call": "turn-1/call-0", "approved": False, "note": "not today"}
+    assert http.post(f"/v1/runs/{run_id}/signal", json={"name": "approve", "data": reject}).status_code == 202
+    final = _wait(stack, key, run_id)
+    assert final["state"] == "succeeded", final
+    assert [t["step"] for t in final["tasks"]] == ["turn-1", "turn-1/approve-0", "turn-2"]
+    result = json.loads(final["tasks"][2]["input"]["body"]["messages"][-1]["content"])
+    assert result == {"error": "rejected: a reviewer did not approve this call", "note": "not today"}
+
+
+def _wait(stack: Stack, key: str, run_id: str) -> dict[str, Any]:
+    with Client(api_url=stack.api_url, token=key) as af:
+        return af.wait_run(run_id, timeout=90)
+
+
+def test_the_loop_waits_for_an_approval_before_a_call_and_hands_back_a_failed_wait() -> None:
+    tool = AgentTool(name="rm", version="1", queue="default", description="", parameters={"type": "object"})
+    loop = AgentLoop(
+        name="a",
+        version="1",
+        instructions=compile_instructions("Be careful."),
+        model="tier1",
+        tools={"rm": tool},
+        model_queue="default",
+        max_turns=3,
+        approval=frozenset({"rm"}),
+    )
+    assert loop.signals == frozenset({"approve"})
+    call = {"id": "c1", "function": {"name": "rm", "arguments": "{}"}}
+    asked = {"turn-1": StepState(TaskState.SUCCEEDED, {"message": {"content": None, "tool_calls": [call]}})}
+    (wait,) = loop.decide("hi", asked).start
+    assert wait.key == "turn-1/approve-0" and isinstance(wait.action, AwaitSignal)
+    assert wait.action.match == {"call": "turn-1/call-0"}
+    approved = asked | {wait.key: StepState(TaskState.SUCCEEDED, {"signal": "approve", "data": {"approved": True}})}
+    assert [start.key for start in loop.decide("hi", approved).start] == ["turn-1/call-0"]
+    timed_out = asked | {wait.key: StepState(TaskState.FAILED, error="timed out waiting for a signal (approve)")}
+    (turn,) = loop.decide("hi", timed_out).start
+    assert isinstance(turn.action, ToolCall)
+    assert "not approved: timed out" in turn.action.input["body"]["messages"][-1]["content"]

@@ -2,43 +2,14 @@
 AF_API_URL / AF_TOKEN in its environment, checked by its stdout, stderr and exit code."""
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from control_plane.stack.processes import free_port
-from tests.conftest import EXAMPLES, ROOT, Stack
-
-# `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.
-AF = Path(sys.executable).parent / "af"
-
-Af = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture(scope="module")
-def af(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Af:
-    """Run `af ARGS...` against the stack; AF_HOME is an empty dir, so no local stack's files are read."""
-    home = tmp_path_factory.mktemp("af-home")
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
-    base.update(AF_HOME=str(home), AF_API_URL=stack.api_url, AF_TOKEN=stack.token, NO_COLOR="1")
-
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(AF), *args],
-            env={**base, **env},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    return run
+from tests.conftest import EXAMPLES, ROOT, Af
 
 
 @pytest.fixture(scope="module")

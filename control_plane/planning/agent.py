@@ -17,6 +17,10 @@ tool call is repeated.
   whose calls were all invalid fail the run.
 - The loop fails with ``max-turns`` when the last allowed turn still asks for tools, and when the turns'
   tokens pass the agent's ``max_tokens``.
+- A call of a tool in the agent's ``approval`` list waits first: the instance ``turn-<n>/approve-<i>``
+  awaits the signal ``approve`` whose data names the call (``{"call": "turn-<n>/call-<i>", "approved":
+  true|false, "note": "..."}``). Approved, the call runs; rejected, it does not, and the rejection (with
+  the note) goes back to the model as the call's result.
 
 Pure like the other planners: checkers of schemas come in as functions (the catalog builds them).
 """
@@ -30,7 +34,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.states import RunState, TaskState
-from control_plane.planning.model import FINISHED, Decision, RunOutcome, Start, StepInfo, StepState, ToolCall, ToolRef
+from control_plane.planning.model import (
+    FINISHED,
+    AwaitSignal,
+    Decision,
+    RunOutcome,
+    Start,
+    StepInfo,
+    StepState,
+    ToolCall,
+    ToolRef,
+)
 from control_plane.planning.model import failed as fail
 from control_plane.planning.paths import Path, PathError, parse_path
 
@@ -38,6 +52,14 @@ MODEL_TOOL = "@model"
 """The built-in tool of a model turn: a worker asks the gateway for the completion."""
 TURN = "turn"
 """The element every turn is an instance of (its retry policy is the ``@model`` tool's)."""
+APPROVE = "approve"
+"""The element of every approval wait, and the signal that ends it."""
+APPROVAL_DATA = {
+    "type": "object",
+    "properties": {"call": {"type": "string"}, "approved": {"type": "boolean"}, "note": {"type": "string"}},
+    "required": ["call", "approved"],
+}
+"""What an ``approve`` signal carries (checked when it is sent)."""
 INVALID_CALLS_LIMIT = 3
 PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 """``{{$.input.x}}`` in instructions: a path, rendered as text (a string as it is, anything else as JSON)."""
@@ -105,6 +127,8 @@ class AgentLoop:
     temperature: float | None = None
     max_output_tokens: int | None = None
     check_output: Check | None = None
+    approval: frozenset[str] = frozenset()
+    """The tools whose calls wait for a human's ``approve`` signal."""
 
     @property
     def kind(self) -> str:
@@ -113,6 +137,8 @@ class AgentLoop:
     @property
     def steps(self) -> Mapping[str, StepInfo]:
         found = {TURN: StepInfo(TURN, "model", ToolRef("model", MODEL_TOOL, None))}
+        if self.approval:
+            found[APPROVE] = StepInfo(APPROVE, "approval")
         for index, tool in enumerate(self.tools.values()):
             found[tool.name] = StepInfo(
                 tool.name, f"tools[{index}]", ToolRef(f"tools[{index}]", tool.name, tool.version)
@@ -121,7 +147,7 @@ class AgentLoop:
 
     @property
     def signals(self) -> frozenset[str]:
-        return frozenset()
+        return frozenset({APPROVE}) if self.approval else frozenset()
 
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
         try:
@@ -211,6 +237,17 @@ class AgentLoop:
             all_invalid = False
             tool = self.tools[name]
             call_key = f"{key}/call-{index}"
+            if name in self.approval:
+                verdict = self._approval(f"{key}/approve-{index}", call_key, name, arguments, states)
+                if isinstance(verdict, Start):
+                    starts.append(verdict)
+                    continue
+                if verdict is None:
+                    waiting = True
+                    continue
+                if verdict is not True:
+                    results.append(_tool_message(call_id, verdict))
+                    continue
             state = states.get(call_key)
             if state is None:
                 starts.append(Start(call_key, tool.name, ToolCall(tool.name, tool.version, tool.queue, arguments)))
@@ -221,6 +258,29 @@ class AgentLoop:
             else:
                 results.append(_tool_message(call_id, {"error": state.error or str(state.state)}))
         return starts, waiting, results, all_invalid
+
+    def _approval(
+        self, key: str, call_key: str, tool: str, arguments: Any, states: Mapping[str, StepState]
+    ) -> Start | bool | dict[str, Any] | None:
+        """Of the call ``call_key``: the wait to start for its approval, None while it waits, True once
+        approved, or the result the model gets instead of the call's (rejected, or the wait failed)."""
+        state = states.get(key)
+        if state is None:
+            about = {"call": call_key, "tool": tool, "arguments": arguments}
+            wait = AwaitSignal((APPROVE,), match={"call": call_key}, schema=APPROVAL_DATA, about=about)
+            return Start(key, APPROVE, wait)
+        if state.state not in FINISHED:
+            return None
+        if state.state != TaskState.SUCCEEDED:
+            return {"error": f"not approved: {state.error or state.state}"}
+        data = state.output.get("data") if isinstance(state.output, dict) else None
+        data = data if isinstance(data, dict) else {}
+        if data.get("approved") is True:
+            return True
+        rejected: dict[str, Any] = {"error": "rejected: a reviewer did not approve this call"}
+        if isinstance(data.get("note"), str):
+            rejected["note"] = data["note"]
+        return rejected
 
     def _call(self, call: Any) -> tuple[str, str, Any, str | None]:
         """(id, tool name, arguments, problem) of one tool call the model asked for."""

@@ -237,6 +237,7 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
             ("output", _short(run.get("output"), width=2000)),
             ("error", _short(run.get("error"), width=2000)),
             ("usage", _usage(run.get("usage"))),
+            *(("waiting", _wait(wait)) for wait in run.get("waiting") or []),
         ]
     )
     if run.get("tasks"):
@@ -263,6 +264,17 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
                 ["STEP", "SANDBOX", "CPU", "PEAK MEM", "QUEUE", "START", "RUN"],
                 ([step, *_sandbox_usage(usage)] for step, usage in used),
             )
+
+
+def _wait(wait: JSON) -> str:
+    """A signal wait as one line: ``approve {"call": "turn-1/call-0"} (step turn-1/approve-0): <about>``."""
+    said = ", ".join(wait.get("signals") or [])
+    if wait.get("match"):
+        said += " " + json.dumps(wait["match"])
+    said += f" (step {wait.get('step')})"
+    if wait.get("about"):
+        said += ": " + _short(wait["about"], width=500)
+    return said
 
 
 def _sandbox_usage(usage: JSON) -> list[str]:
