@@ -231,6 +231,8 @@ def test_a_call_that_needs_approval_waits_visibly_and_runs_once_approved_with_af
     assert final["state"] == "succeeded" and final["output"] == "answered", final
     assert [t["step"] for t in final["tasks"]] == ["turn-1", "turn-1/approve-0", "turn-1/call-0", "turn-2"]
     assert final["tasks"][2]["output"] == {"found": "TIDES"} and final["waiting"] == []
+    (call,) = http.get(f"/v1/runs/{run_id}/transcript").json()["turns"][0]["tool_calls"]
+    assert call["approval"]["decision"] == {"call": "turn-1/call-0", "approved": True}
 
 
 def test_a_rejected_call_is_not_run_and_the_rejection_goes_back_to_the_model(
@@ -276,3 +278,51 @@ def test_the_loop_waits_for_an_approval_before_a_call_and_hands_back_a_failed_wa
     (turn,) = loop.decide("hi", timed_out).start
     assert isinstance(turn.action, ToolCall)
     assert "not approved: timed out" in turn.action.input["body"]["messages"][-1]["content"]
+
+
+def test_the_transcript_shows_each_turn_with_its_messages_tool_calls_tokens_and_cost(
+    stack: Stack, tenant: tuple[str, str, httpx.Client], af: Af
+) -> None:
+    _, key, http = tenant
+    _model(
+        http,
+        "script-told",
+        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "They are TIDES."}],
+    )
+    _agent(http, name="teller", model="script-told", tools=["lookup"])
+    final = _run(stack, key, "teller", "what are tides?")
+    assert final["state"] == "succeeded", final
+    transcript = http.get(f"/v1/runs/{final['id']}/transcript").json()
+    first, second = transcript["turns"]
+    assert [m["role"] for m in first["messages"]] == ["system", "user"]
+    assert first["tool_calls"] == [
+        {
+            "id": "call_0_0",
+            "tool": "lookup",
+            "arguments": {"query": "tides"},
+            "step": "turn-1/call-0",
+            "state": "succeeded",
+            "result": {"found": "TIDES"},
+        }
+    ]
+    assert [m["role"] for m in second["messages"]] == ["tool"] and second["tool_calls"] == []
+    assert second["answer"]["content"] == "They are TIDES." and second["model"] == "script-told"
+    calls = http.get("/v1/llm/calls", params={"run_id": final["id"]}).json()["items"]
+    for turn in transcript["turns"]:
+        (call,) = [c for c in calls if c["turn"] == turn["turn"]]
+        assert turn["usage"]["input_tokens"] == call["input_tokens"] > 0
+        assert turn["usage"]["cost_usd"] == call["cost_usd"]
+    assert transcript["usage"]["turns"] == 2 and transcript["usage"]["model_calls"] == 2
+    assert transcript["usage"]["input_tokens"] == sum(c["input_tokens"] for c in calls)
+    shown = af("runs", "get", final["id"], "--transcript", AF_TOKEN=key)
+    assert shown.returncode == 0, shown.stderr
+    assert '  -> lookup {"query": "tides"} [succeeded]\n     = {"found":"TIDES"}' in shown.stdout, shown.stdout
+    assert "2 turns, 2 model calls" in shown.stdout
+    with Client(api_url=stack.api_url, token=key) as client:
+        ended = [e["data"] for e in client.events(final["id"]) if e["type"] == "task.succeeded"]
+    assert ended[0]["turn"]["tool_calls"] == [{"tool": "lookup", "arguments": '{"query":"tides"}'}]
+    assert ended[-1]["turn"]["content"] == "They are TIDES."
+    with Client(api_url=stack.api_url, token=key) as client:
+        alone = client.start_run(tool="lookup", input={"query": "x"})["id"]
+    refused = http.get(f"/v1/runs/{alone}/transcript")
+    assert refused.status_code == 409 and refused.json()["type"].endswith("not-an-agent-run"), refused.json()

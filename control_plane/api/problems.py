@@ -42,6 +42,7 @@ _TITLES = {
     "run-finished": "Run already finished",
     "unknown-signal": "Unknown signal",
     "not-waiting": "Run is not waiting for this signal",
+    "not-an-agent-run": "Not an agent's run",
     "not-allowed": "Method not allowed",
     "unavailable": "Service unavailable",
     "internal": "Internal error",

@@ -14,7 +14,7 @@ from bus.messages import json_text
 from bus.states import RunState
 from bus.watch import watch
 from control_plane import metrics
-from control_plane.api import views
+from control_plane.api import transcripts, views
 from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.answers import source_address
@@ -24,12 +24,14 @@ from control_plane.engine.events import FINAL_EVENT_TYPES
 from control_plane.errors import Refused
 from control_plane.security.identity import Identity
 from control_plane.services import Services
-from registry import run_reads
+from registry import llm_calls, run_reads
 from registry.runs import RunRow
 
 log = logging.getLogger(__name__)
 
 SSE_POLL_SECONDS = 1.0
+TRANSCRIPT_CALLS = 10_000
+"""Enough for every model call of an agent run: at most 201 turns, each tried a few times."""
 
 
 @post("/v1/runs", status_code=201, opt={"permission": ("runs", "write")})
@@ -116,6 +118,18 @@ async def get_run(run_id: str, services: Services, identity: Identity) -> Respon
     return _json(views.run(row, await run_reads.get_tasks(services.pool, run_id)))
 
 
+@get("/v1/runs/{run_id:str}/transcript", opt={"permission": ("runs", "read")})
+async def get_transcript(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
+    """An agent run's turns: the messages each added, the model's answer, the tool calls it asked for with
+    their results, and the tokens and cost of each turn and of the run. 409 for a run of no agent."""
+    row = await _run_row(services, identity.tenant, run_id)
+    if row.target_kind != "agent":
+        raise Problem(409, "not-an-agent-run", f"run {run_id} is a {row.target_kind}'s, not an agent's", "id")
+    tasks = await run_reads.get_tasks(services.pool, run_id)
+    calls = await llm_calls.recent(services.pool, identity.tenant, run_id=run_id, limit=TRANSCRIPT_CALLS)
+    return _json(transcripts.transcript(row, tasks, calls))
+
+
 @post("/v1/runs/{run_id:str}/cancel", status_code=200, opt={"permission": ("runs", "cancel")})
 async def cancel_run(
     request: Request[Any, Any, Any], run_id: str, services: Services, identity: Identity
@@ -172,4 +186,4 @@ async def _event_stream(
         log.warning("ending the event stream of run %s after event %d: %s", run_id, after, error)
 
 
-ROUTES = [start_run, start_runs, list_runs, get_run, cancel_run, signal_run, run_events]
+ROUTES = [start_run, start_runs, list_runs, get_run, get_transcript, cancel_run, signal_run, run_events]

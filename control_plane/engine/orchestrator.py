@@ -34,6 +34,7 @@ from control_plane.engine.step_instances import due_result, plan_instance, signa
 from control_plane.engine.working import WorkingRun, WorkingTask
 from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
 from control_plane.planning import StepState, ToolCall, decide
+from control_plane.planning.agent import MODEL_TOOL, turn_summary
 from registry import runs
 from registry.db import Pool
 from registry.runs import RunRow
@@ -448,6 +449,8 @@ def _fold_result(
     )
     if error is not None:
         data["error"] = error
+    if output is not None and tool.name == MODEL_TOOL:
+        data["turn"] = turn_summary(msgspec.json.decode(output))
     if result.stderr_tail:
         data["stderr"] = result.stderr_tail
     events.add("task.retrying" if next_attempt else f"task.{state}", data)

@@ -323,3 +323,23 @@ def _tokens(usage: Any) -> int:
     if not isinstance(usage, dict):
         return 0
     return sum(value for key in ("input_tokens", "output_tokens") if isinstance(value := usage.get(key), int))
+
+
+SUMMARY_CHARS = 1000
+
+
+def turn_summary(output: Any) -> dict[str, Any]:
+    """What a turn's event shows of its answer (the transcript has it whole): the tool calls asked for,
+    the start of the text, why it ended, the model and the tokens."""
+    said = output if isinstance(output, dict) else {}
+    found = said.get("message")
+    message: dict[str, Any] = found if isinstance(found, dict) else {}
+    calls = [call.get("function") or {} for call in message.get("tool_calls") or [] if isinstance(call, dict)]
+    content = message.get("content")
+    return {
+        "tool_calls": [{"tool": call.get("name"), "arguments": call.get("arguments")} for call in calls],
+        "content": content[:SUMMARY_CHARS] if isinstance(content, str) else content,
+        "finish_reason": said.get("finish_reason"),
+        "model": said.get("model"),
+        "usage": said.get("usage"),
+    }

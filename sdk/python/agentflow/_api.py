@@ -236,6 +236,11 @@ def get_run(run_id: str) -> Call[JSON]:
     return Call("GET", f"/v1/runs/{_segment(run_id)}", _json)
 
 
+def get_transcript(run_id: str) -> Call[JSON]:
+    """An agent run's turns: messages, answers, tool calls and their results, tokens and cost."""
+    return Call("GET", f"/v1/runs/{_segment(run_id)}/transcript", _json)
+
+
 def list_runs(state: str | None = None, limit: int = 50, cursor: str | None = None) -> Call[JSON]:
     """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`."""
     params = {"state": state, "limit": limit, "cursor": cursor}

@@ -740,11 +740,40 @@ def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> No
 
 @runs_group.command("get")
 @click.argument("run_id", metavar="ID")
+@click.option("--transcript", is_flag=True, help="An agent run's turns: messages, tool calls, tokens and cost.")
 @_output_option
 @_pass_session
-def runs_get(session: _Session, run_id: str, output: str) -> None:
-    """Show a run with its tasks."""
-    _print_run(session.client.get_run(run_id), output)
+def runs_get(session: _Session, run_id: str, transcript: bool, output: str) -> None:
+    """Show a run with its tasks (or an agent run's transcript)."""
+    if not transcript:
+        _print_run(session.client.get_run(run_id), output)
+    elif output == "json":
+        _print_json(session.client.get_transcript(run_id))
+    else:
+        _print_transcript(session.client.get_transcript(run_id))
+
+
+def _print_transcript(transcript: JSON) -> None:
+    """Turn by turn: what came in, what the model said, what each call it asked for gave back."""
+    for turn in transcript["turns"]:
+        usage = turn["usage"]
+        cost = f"${usage['cost_usd']:.6f}"
+        said = f"{usage['input_tokens']} in / {usage['output_tokens']} out tokens, {cost}"
+        click.echo(f"turn {turn['turn']}  {turn['state']}  {turn.get('model') or ''}  {said}")
+        for message in turn["messages"]:
+            click.echo(f"  {message.get('role')}: {_short(message.get('content'), width=500)}")
+        if turn.get("answer"):
+            click.echo(f"  assistant: {_short(turn['answer'].get('content'), width=500)}")
+        for call in turn["tool_calls"]:
+            approval = call.get("approval")
+            decided = f" approval {approval['state']} {json.dumps(approval['decision'])}" if approval else ""
+            click.echo(f"  -> {call['tool']} {json.dumps(call['arguments'])} [{call['state']}{decided}]")
+            click.echo(f"     = {_short(call.get('result'), width=500)}")
+    usage = transcript["usage"]
+    click.echo(
+        f"run {transcript['run_id']}  {transcript['state']}  {usage['turns']} turns, {usage['model_calls']} model "
+        f"calls, {usage['input_tokens']} in / {usage['output_tokens']} out tokens, ${usage['cost_usd']:.6f}"
+    )
 
 
 @cli.command("logs")
