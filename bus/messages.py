@@ -217,6 +217,8 @@ class TurnReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: str | None = None
     retryable: bool = False
     """The turn may succeed if tried again (no healthy deployment now, the gateway unreachable)."""
+    working: bool = False
+    """Not the answer: the control plane is still on the call, and the answer follows on the same inbox."""
 
 
 M = TypeVar(

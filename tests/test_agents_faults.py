@@ -130,6 +130,23 @@ def test_a_sigkill_of_the_control_plane_mid_loop_repeats_no_model_call_and_no_to
     _assert_nothing_finished_was_repeated(agent_stack, run_id, ledger)
 
 
+def test_a_sigkill_of_the_control_plane_mid_model_call_has_the_turn_tried_again_soon(agent_stack: Stack) -> None:
+    # The worker hears nothing more from the dead control plane (no "still working" every two seconds) and
+    # tries the turn again; the killed call was never answered, so calling the model again repeats nothing.
+    ledger = _counter_agent(agent_stack, latency_ms=3000)
+    run_id = _started(agent_stack)
+    _wait_for(agent_stack, run_id, "turn-2")
+    agent_stack.kill_control_plane()
+    agent_stack.start_control_plane()
+    _assert_nothing_finished_was_repeated(agent_stack, run_id, ledger)
+    with agent_stack.client() as af:
+        retried = [e["data"] for e in af.events(run_id) if e["type"] == "task.retrying"]
+    # Noticed by the silence, not at the end of the turn's 20 s (AF_MODEL_TURN_SECONDS).
+    assert [(e["step"], e["error"]) for e in retried] == [
+        ("turn-2", "the control plane answering the turn went silent")
+    ]
+
+
 def test_a_sigkill_of_the_worker_running_a_tool_call_repeats_no_finished_call(agent_stack: Stack) -> None:
     ledger = _counter_agent(agent_stack)
     run_id = _started(agent_stack)
