@@ -13,11 +13,20 @@ or asked for by one request whose last user message holds ``[[upstream:<kind>]]`
 
 - ``429``: Too Many Requests with ``Retry-After`` (``retry_after`` seconds, default 1)
 - ``500``: an internal server error
+- ``overloaded``: 529, Anthropic's ``overloaded_error`` (in a stream: an error event after the first delta)
 - ``hang``: read the request and never answer (until the client gives up)
 - ``close``: read the request and close the connection without answering
 - ``garbage``: 200 with a body that is not JSON
 - ``context-length``: 400 with the provider's context-length error
-- ``cut``: a stream that stops after its first chunk, without its end (without streaming: like ``close``)
+- ``cut``: a stream that stops after its first delta, without its end (without streaming: like ``close``)
+- ``stall``: a stream that sends nothing more after its first delta (without streaming: like ``hang``)
+
+A Messages request without ``x-api-key`` is refused with 401 and one without ``anthropic-version`` with 400,
+as Anthropic does; errors are in the protocol's own shape.
+
+An upstream given ``"key": "<api key>"`` in its control document answers 401 (OpenAI's ``invalid_api_key``,
+quoting the key it got) to every request that does not carry that key (``Authorization: Bearer <key>``, or
+Anthropic's ``x-api-key``), as a provider does: what shows a test that the gateway sent the right credential.
 
 ``GET /_control/<name>`` answers ``{"requests": n, "last": <last request body>, "headers": {...}}`` and
 ``DELETE /_control/<name>`` resets the upstream. ``python -m bench.upstream --port N`` runs it; it prints
@@ -35,11 +44,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULTS = ("429", "500", "hang", "close", "garbage", "context-length", "cut")
+FAULTS = ("429", "500", "overloaded", "hang", "close", "garbage", "context-length", "cut", "stall")
+_MIDSTREAM = ("cut", "overloaded", "stall")
+"""The faults that break a stream once it has begun."""
 _MARKER = re.compile(r"\[\[upstream:([a-z0-9-]+)\]\]")
 _PATH = re.compile(r"^(?:/u/(?P<name>[a-z0-9-]+))?/v1/(?P<op>chat/completions|embeddings|messages)$")
 _CONTROL = re.compile(r"^/_control/(?P<name>[a-z0-9-]+)$")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    529: "Overloaded",
+}
 
 
 @dataclass
@@ -56,6 +75,8 @@ class Upstream:
 
     faults: list[Fault] = field(default_factory=list)
     latency_ms: float = 0.0
+    key: str | None = None
+    """The API key every request must carry; None: any or none."""
     requests: int = 0
     last: Any = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -77,6 +98,11 @@ class Upstream:
         return {"requests": self.requests, "last": self.last, "headers": self.headers}
 
 
+def _bearer(headers: dict[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" else None
+
+
 def _last_user_text(body: Any) -> str:
     messages = body.get("messages") if isinstance(body, dict) else None
     for message in reversed(messages if isinstance(messages, list) else []):
@@ -89,7 +115,7 @@ def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        return " ".join(str(part["text"]) for part in content if isinstance(part, dict) and "text" in part)
     return ""
 
 
@@ -189,14 +215,22 @@ def vector(text: str, dimensions: int) -> list[float]:
 # --- Anthropic Messages ---------------------------------------------------------------------------
 
 
+def _tool_input(body: dict[str, Any]) -> dict[str, Any]:
+    return {"q": _last_user_text(body)}
+
+
 def anthropic_message(body: dict[str, Any]) -> dict[str, Any]:
     tool = _wanted_tool(body)
     if tool is not None:
-        content: list[dict[str, Any]] = [{"type": "tool_use", "id": "toolu_up_0", "name": tool, "input": {}}]
+        use = {"type": "tool_use", "id": "toolu_up_0", "name": tool, "input": _tool_input(body)}
+        content: list[dict[str, Any]] = [use]
         stop, text = "tool_use", tool
     else:
-        text = _answer_text(body)
-        content, stop = [{"type": "text", "text": text}], "end_turn"
+        text, stop = _answer_text(body), "end_turn"
+        limit = int(body.get("max_tokens") or 0)
+        if limit and _tokens(text) > limit:  # the answer cut at its limit, as the API cuts it
+            text, stop = text[: limit * 4], "max_tokens"
+        content = [{"type": "text", "text": text}]
     return {
         "id": "msg_upstream",
         "type": "message",
@@ -210,32 +244,45 @@ def anthropic_message(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def anthropic_events(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    text = _answer_text(body)
-    start = {**anthropic_message(body), "content": [], "stop_reason": None}
-    start["usage"] = {"input_tokens": _prompt_tokens(body), "output_tokens": 0}
-    events: list[tuple[str, dict[str, Any]]] = [
-        ("message_start", {"type": "message_start", "message": start}),
-        (
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        ),
-    ]
-    for i, word in enumerate(text.split(" ")):
-        delta = {"type": "text_delta", "text": word if i == 0 else " " + word}
-        events.append(("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
-    events += [
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": _tokens(text)},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
-    ]
+    """The stream of the message ``anthropic_message`` answers: text word by word, a tool's input in two
+    ``input_json_delta`` halves."""
+    whole = anthropic_message(body)
+    start = {**whole, "content": [], "stop_reason": None}
+    start["usage"] = {"input_tokens": whole["usage"]["input_tokens"], "output_tokens": 1}
+    events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(whole["content"]):
+        opened: dict[str, Any]
+        if block["type"] == "text":
+            opened, parts = {"type": "text", "text": ""}, block["text"].split(" ")
+            deltas = [{"type": "text_delta", "text": w if i == 0 else " " + w} for i, w in enumerate(parts)]
+        else:
+            opened, arguments = {**block, "input": {}}, json.dumps(block["input"])
+            halves = (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :])
+            deltas = [{"type": "input_json_delta", "partial_json": half} for half in halves]
+        events.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": opened}))
+        events.append(("ping", {"type": "ping"}))
+        events += [("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    ending = {"stop_reason": whole["stop_reason"], "stop_sequence": None}
+    events.append(("message_delta", {"type": "message_delta", "delta": ending, "usage": whole["usage"]}))
+    events.append(("message_stop", {"type": "message_stop"}))
     return events
+
+
+def _error(op: str, kind: str, message: str) -> dict[str, Any]:
+    """An error document in the protocol of ``op``."""
+    if op == "messages":
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    return {"error": {"message": message, "type": kind}}
+
+
+def _anthropic_refusal(headers: dict[str, str]) -> tuple[int, dict[str, Any]] | None:
+    """What Anthropic answers a request without its key or its API version."""
+    if not headers.get("x-api-key"):
+        return 401, _error("messages", "authentication_error", "x-api-key header is required")
+    if not headers.get("anthropic-version"):
+        return 400, _error("messages", "invalid_request_error", "anthropic-version header is required")
+    return None
 
 
 def _context_length_error(op: str) -> dict[str, Any]:
@@ -315,6 +362,7 @@ class Server:
             order = json.loads(raw or b"{}")
             upstream.faults = [Fault(**fault) for fault in order.get("faults", [])]
             upstream.latency_ms = float(order.get("latency_ms", upstream.latency_ms))
+            upstream.key = order.get("key", upstream.key)
         return 200, upstream.status()
 
     async def _model(
@@ -328,11 +376,19 @@ class Server:
             return
         upstream.requests += 1
         upstream.last, upstream.headers = body, headers
+        if upstream.key is not None and upstream.key not in (_bearer(headers), headers.get("x-api-key")):
+            # Quoting the key it was given, as some providers do: the gateway must not pass it on.
+            error = {"message": f"Incorrect API key provided: {_bearer(headers)}", "type": "invalid_request_error"}
+            self._send_json(writer, 401, {"error": {**error, "code": "invalid_api_key"}})
+            return
         if upstream.latency_ms:
             await asyncio.sleep(upstream.latency_ms / 1000)
+        if op == "messages" and (refusal := _anthropic_refusal(headers)) is not None:
+            self._send_json(writer, *refusal)
+            return
         fault = upstream.next_fault(body)
         streaming = bool(body.get("stream")) and op != "embeddings"
-        if fault is not None and not (fault.kind == "cut" and streaming):
+        if fault is not None and not (fault.kind in _MIDSTREAM and streaming):
             await self._fail(writer, fault, op)
             return
         if op == "embeddings":
@@ -342,34 +398,46 @@ class Server:
         elif op == "messages" and not streaming:
             self._send_json(writer, 200, anthropic_message(body))
         else:
-            await self._stream(writer, op, body, cut=fault is not None)
+            await self._stream(writer, op, body, fault.kind if fault is not None else None)
 
     async def _fail(self, writer: asyncio.StreamWriter, fault: Fault, op: str) -> None:
         if fault.kind == "429":
             after = fault.retry_after
             header = {"retry-after": str(int(after)) if after == int(after) else str(after)}
-            self._send_json(writer, 429, {"error": {"message": "rate limited", "type": "rate_limit_error"}}, header)
+            self._send_json(writer, 429, _error(op, "rate_limit_error", "rate limited"), header)
         elif fault.kind == "500":
-            self._send_json(writer, 500, {"error": {"message": "upstream failed", "type": "server_error"}})
+            self._send_json(writer, 500, _error(op, "api_error", "upstream failed"))
+        elif fault.kind == "overloaded":
+            self._send_json(writer, 529, _error(op, "overloaded_error", "Overloaded"))
         elif fault.kind == "garbage":
             self._send(writer, 200, b"<html>this is not json", "application/json")
         elif fault.kind == "context-length":
             self._send_json(writer, 400, _context_length_error(op))
-        elif fault.kind == "hang":
+        elif fault.kind in ("hang", "stall"):
             await asyncio.sleep(3600)
         else:  # close, and cut without a stream
             raise Closed()
 
-    async def _stream(self, writer: asyncio.StreamWriter, op: str, body: dict[str, Any], *, cut: bool) -> None:
+    async def _stream(self, writer: asyncio.StreamWriter, op: str, body: dict[str, Any], fault: str | None) -> None:
         head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
         writer.write(head.encode())
+        overloaded = _error(op, "overloaded_error", "Overloaded")
         if op == "messages":
-            frames = [f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in anthropic_events(body)]
+            events = anthropic_events(body)
+            frames = [f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in events]
+            first_delta = next(i for i, (kind, _) in enumerate(events) if kind == "content_block_delta")
+            failed = f"event: error\ndata: {json.dumps(overloaded)}\n\n"
         else:
             frames = [f"data: {json.dumps(chunk)}\n\n" for chunk in openai_chunks(body)] + ["data: [DONE]\n\n"]
+            first_delta = 1  # after the role's chunk
+            failed = f"data: {json.dumps(overloaded)}\n\n"
+        if fault == "overloaded":  # the stream has begun, then fails with an error event and ends
+            frames = [*frames[: first_delta + 1], failed]
         for index, frame in enumerate(frames):
-            if cut and index == 2:
+            if fault in ("cut", "stall") and index == first_delta + 1:  # begun, it stops after its first delta
                 await writer.drain()
+                if fault == "stall":
+                    await asyncio.sleep(3600)
                 raise Closed()
             data = frame.encode()
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))

@@ -33,10 +33,10 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{', '.join(action.option_strings)} {self._format_args(action, action.dest.upper())}"
 
     def _metavar_formatter(self, action: argparse.Action, default_metavar: str) -> Any:
+        # Choices as click shows them, "[a|b]", not "{a,b}".
         if action.metavar is None and action.choices is not None:
-            return super()._metavar_formatter(
-                argparse.Action([], action.dest, metavar=f"[{'|'.join(map(str, action.choices))}]"), default_metavar
-            )
+            shown = f"[{'|'.join(map(str, action.choices))}]"
+            return lambda tuple_size: (shown,) * tuple_size
         return super()._metavar_formatter(action, default_metavar)
 
 
@@ -53,7 +53,7 @@ class CommandParser(argparse.ArgumentParser):
             add_help=False,
             **kwargs,
         )
-        # -h and --help, like every af command; added here so that it is listed after the command's options.
+        # -h and --help come last, as click lists them: added at the first parse or help, after every option.
         self._help_pending = True
 
     def format_help(self) -> str:

@@ -6,6 +6,7 @@ reconnects for ever (a restarted nats-server is picked up again) but stops at on
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import nats
@@ -29,15 +30,21 @@ class Bus:
     never for the packages that use the bus.
     """
 
-    __slots__ = ("client", "jetstream")
+    __slots__ = ("client", "connected_at", "jetstream")
 
     def __init__(self, client: NATS, timeout: float = JETSTREAM_TIMEOUT_SECONDS) -> None:
         self.client = client
         self.jetstream: JetStreamContext = client.jetstream(timeout=timeout)
+        self.connected_at = time.monotonic()
+        """When this connection was last (re)established (``time.monotonic``)."""
 
     @property
     def is_connected(self) -> bool:
         return bool(self.client.is_connected)
+
+    def connected_for(self) -> float:
+        """Seconds this process has been connected without a break (0 while disconnected)."""
+        return time.monotonic() - self.connected_at if self.is_connected else 0.0
 
     async def close(self) -> None:
         """Send what is buffered, then close (no drain: a pull request in flight would be waited out)."""
@@ -59,6 +66,7 @@ async def connect(url: str, name: str, user: str = "", password: str = "") -> Bu
     tried again for ever.
     """
     refused: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    bus: Bus | None = None
 
     async def on_disconnected() -> None:
         if connecting.done() and connecting.result().is_closed:
@@ -67,6 +75,8 @@ async def connect(url: str, name: str, user: str = "", password: str = "") -> Bu
 
     async def on_reconnected() -> None:
         log.info("reconnected to NATS at %s", url)
+        if bus is not None:
+            bus.connected_at = time.monotonic()
 
     async def on_error(error: Exception) -> None:
         if "authorization violation" in str(error).lower() and not refused.done():
@@ -94,4 +104,5 @@ async def connect(url: str, name: str, user: str = "", password: str = "") -> Bu
         connecting.cancel()
         who = f"user {user!r}" if user else "a connection without credentials"
         raise NotAuthorized(f"NATS at {url} refused {who} (AF_NATS_USER, AF_NATS_PASSWORD)")
-    return Bus(connecting.result())
+    bus = Bus(connecting.result())
+    return bus

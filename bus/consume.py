@@ -46,6 +46,14 @@ class Delivery:
             return 1  # not a JetStream delivery's reply subject: nothing to tell
 
     @property
+    def stream_seq(self) -> int:
+        """The message's sequence in its stream (0: not a JetStream delivery)."""
+        try:
+            return int(self._msg.metadata.sequence.stream)
+        except Exception:
+            return 0
+
+    @property
     def stored_at(self) -> float | None:
         """When the stream stored the message (the server's clock, seconds since the epoch)."""
         try:

@@ -1,19 +1,23 @@
 """The worker fleet: each live worker's heartbeat, the value of its key in the ``af_workers`` bucket.
 
-A worker puts its heartbeat every ``BEAT_SECONDS`` under ``<tenant>.<worker_id>`` and deletes it when it
-stops; the bucket's TTL (three beats) drops a worker that died without saying so. The control plane reads
-the fleet as the heartbeats present now. Both sides are written here, so that the key, the interval and
-the value's type cannot drift apart.
+A worker puts its heartbeat every ``BEAT_SECONDS`` under ``<tenant>.<worker_id>`` (sooner when the tasks
+it holds change, at most every ``MIN_BEAT_SECONDS``) and deletes it when it stops; the bucket's TTL (three
+beats) drops a worker that died without saying so. The control plane reads the fleet as the heartbeats
+present now (``members``), or follows it (``watch``) and asks whether a silent worker's heartbeat has expired
+(``status``). Both sides are written here, so that the key, the interval and the value's type cannot drift
+apart.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
 
 import msgspec
 from nats.js.api import KeyValueConfig
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from bus import subjects
 from bus.connection import Bus
@@ -22,6 +26,8 @@ from bus.messages import Heartbeat, decode, encode
 log = logging.getLogger(__name__)
 
 BEAT_SECONDS = 5.0
+MIN_BEAT_SECONDS = 1.0
+"""The shortest gap between two heartbeats of a worker whose held tasks keep changing."""
 TTL_SECONDS = 3 * BEAT_SECONDS
 """A worker whose heartbeats stopped (it died) leaves the fleet this long after its last one."""
 
@@ -50,15 +56,19 @@ class Fleet:
         """Record one heartbeat (the worker is alive now)."""
         await self._bucket.put(subjects.worker_key(beat.tenant, beat.worker_id), encode(beat))
 
-    async def beat(self, current: Callable[[], Heartbeat]) -> None:
-        """Put ``current()`` every BEAT_SECONDS until cancelled; a put that fails is logged and the next one
-        tried on time (NATS may be restarting)."""
+    async def beat(self, current: Callable[[], Heartbeat], changed: asyncio.Event) -> None:
+        """Put ``current()`` every BEAT_SECONDS, or MIN_BEAT_SECONDS after the last one once ``changed`` is
+        set (the worker took or let go of a task), until cancelled; a put that fails is logged and the next
+        one tried on time (NATS may be restarting)."""
         while True:
+            changed.clear()
             try:
                 await self.put(current())
             except Exception as error:
                 log.warning("heartbeat failed: %s", error)
-            await asyncio.sleep(BEAT_SECONDS)
+            await asyncio.sleep(MIN_BEAT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), BEAT_SECONDS - MIN_BEAT_SECONDS)
 
     async def leave(self, tenant: str, worker_id: str) -> None:
         """Remove a stopping worker from the fleet at once, rather than when its heartbeat expires."""
@@ -82,3 +92,36 @@ class Fleet:
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     log.warning("ignoring a malformed heartbeat under %s", key)
         return sorted(beats, key=lambda b: b.worker_id)
+
+    async def watch(self) -> AsyncIterator[tuple[str, Heartbeat | None]]:
+        """The fleet's heartbeats as they are put: first the latest of each worker present, then every new
+        one, as ``(key, heartbeat)``; ``(key, None)`` when a stopping worker leaves. An expiry is not told:
+        a worker silent for TTL_SECONDS is asked about with ``status``."""
+        watcher = await self._bucket.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue  # the end of what the bucket held when the watch began
+                if entry.operation in (KV_DEL, KV_PURGE):
+                    yield entry.key, None
+                elif entry.value:
+                    try:
+                        yield entry.key, decode(entry.value, Heartbeat)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        log.warning("ignoring a malformed heartbeat under %s", entry.key)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def status(self, key: str) -> Heartbeat | Literal["expired", "left"]:
+        """What the bucket holds under ``key`` now: the worker's heartbeat if it is alive, ``expired`` if its
+        heartbeat expired (it died without saying so), ``left`` if it stopped and deleted its entry."""
+        try:
+            entry = await self._bucket.get(key)
+        except KeyNotFoundError as missing:
+            # A deleted key is told apart by its delete marker, which nats-py passes along as ``op``.
+            return "left" if missing.op in (KV_DEL, KV_PURGE) else "expired"
+        try:
+            return decode(entry.value or b"", Heartbeat)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return "expired"

@@ -48,8 +48,18 @@ class Task(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ErrorKind = Literal[
-    "exit", "crash", "retryable", "timeout", "bad-output", "output-too-large", "sandbox", "malformed", "cancelled"
+    "exit",
+    "crash",
+    "retryable",
+    "timeout",
+    "bad-output",
+    "output-too-large",
+    "sandbox",
+    "malformed",
+    "cancelled",
+    "lost",
 ]
+"""Why an attempt failed; ``lost`` is the control plane's own: the attempt's worker stopped sending heartbeats."""
 # A tool that exits with this code (EX_TEMPFAIL) declares its failure passing: worth another attempt.
 RETRYABLE_EXIT_CODE = 75
 
@@ -113,6 +123,20 @@ class Released(_AttemptNotice, frozen=True, kw_only=True, tag="released"):
     """A worker handed an attempt it had started back to the queue (it is draining): queued again."""
 
 
+class ToolLog(_AttemptNotice, frozen=True, kw_only=True):
+    """What an attempt's tool wrote to stderr since the last piece, published while it runs on
+    ``af.<tenant>.logs.<run_id>`` (stream AF_LOGS, kept an hour, for those following the run; the result
+    keeps the tail for the record). ``seq`` counts an attempt's pieces from 1: a follower that is given a
+    piece again (it came back) knows it."""
+
+    step: str
+    seq: int
+    text: str
+    at: float
+    truncated: bool = False
+    """The attempt wrote more than a worker streams (the rest is not published; the tail is in the result)."""
+
+
 Report = Result | Started | Released
 """What workers send back about a task, told apart by the ``type`` tag."""
 
@@ -144,6 +168,16 @@ class CancelTasks(msgspec.Struct, frozen=True, kw_only=True):
     task_ids: tuple[str, ...]
 
 
+class Held(msgspec.Struct, frozen=True, kw_only=True):
+    """A task attempt a worker holds (pulled and not yet acknowledged), as its heartbeat lists it."""
+
+    run_id: str
+    task_id: str
+    attempt: int
+    seq: int
+    """The task message's sequence in the tasks stream: what the control plane withdraws if the worker dies."""
+
+
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     """A worker's registration and liveness, the value of its key in the ``af_workers`` bucket."""
 
@@ -160,6 +194,8 @@ class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
     at: float
     metrics_port: int = 0
     """The loopback port of the worker's Prometheus ``/metrics`` (0: not served)."""
+    holding: tuple[Held, ...] = ()
+    """The task attempts the worker holds now: retried at once by the control plane if its heartbeat expires."""
 
 
 class ModelHealth(msgspec.Struct, frozen=True, kw_only=True):
@@ -222,7 +258,18 @@ class TurnReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 M = TypeVar(
-    "M", Task, Result, Started, RunEvents, Heartbeat, CancelTasks, ModelHealth, ModelStats, TurnRequest, TurnReply
+    "M",
+    Task,
+    Result,
+    Started,
+    RunEvents,
+    ToolLog,
+    Heartbeat,
+    CancelTasks,
+    ModelHealth,
+    ModelStats,
+    TurnRequest,
+    TurnReply,
 )
 
 

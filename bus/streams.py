@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
 from bus import subjects
 from bus.connection import Bus
@@ -17,7 +17,15 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_SECONDS = 120.0
 EVENTS_MAX_AGE_SECONDS = 24 * 3600.0
 CHANNELS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
+LOGS_MAX_AGE_SECONDS = 3600.0
+LOGS_MAX_BYTES = 256 * 1_048_576
+"""The tools' live stderr is kept for those who start following a run after its tools began: an hour, and
+this much of it over every tenant at most (the oldest goes first); the record is each result's tail."""
 TASK_ACK_WAIT_SECONDS = 30.0
+NO_MESSAGE_FOUND = 10057
+"""JetStream's error code for a message that is not (or no longer) in its stream."""
+SEQUENCE_NOT_FOUND = 10043
+"""What deleting a message already deleted answers (nats-server 2.10 and later)."""
 
 STREAMS = (
     StreamConfig(
@@ -40,6 +48,15 @@ STREAMS = (
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=EVENTS_MAX_AGE_SECONDS,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+    ),
+    StreamConfig(
+        name=subjects.LOGS_STREAM,
+        subjects=[subjects.ALL_LOGS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=LOGS_MAX_AGE_SECONDS,
+        max_bytes=LOGS_MAX_BYTES,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
     ),
     StreamConfig(
@@ -102,13 +119,16 @@ async def wait_for_streams(bus: Bus, every: float = 0.5) -> None:
 async def ensure_task_consumer(bus: Bus, tenant: str, queue: str, ack_wait: float = TASK_ACK_WAIT_SECONDS) -> str:
     """The durable pull consumer shared by every worker of (tenant, queue); returns its name.
 
-    ``ack_wait`` applies when the consumer is created: an existing consumer keeps its own.
+    An existing consumer whose ack wait differs is brought to ``ack_wait``: the worker that starts last sets it.
     """
     js = bus.jetstream
     durable = subjects.task_consumer(tenant, queue)
     with contextlib.suppress(NotFoundError):
-        await js.consumer_info(subjects.TASKS_STREAM, durable)
-        return durable
+        info = await js.consumer_info(subjects.TASKS_STREAM, durable)
+        if info.config.ack_wait is not None and abs(info.config.ack_wait - ack_wait) < 0.001:
+            return durable
+        log.info("setting the ack wait of %s to %g s (was %s s)", durable, ack_wait, info.config.ack_wait)
+    # Creating a consumer that exists with another configuration updates it.
     await js.add_consumer(
         subjects.TASKS_STREAM,
         ConsumerConfig(
@@ -125,6 +145,16 @@ async def ensure_task_consumer(bus: Bus, tenant: str, queue: str, ack_wait: floa
         ),
     )
     return durable
+
+
+async def withdraw_task(bus: Bus, seq: int) -> None:
+    """Delete the task message at ``seq`` from the tasks stream (if it is still there), so that JetStream never
+    redelivers it: the attempt it carries was given up (its worker died) and a new one published."""
+    try:
+        await bus.jetstream.delete_msg(subjects.TASKS_STREAM, seq)
+    except APIError as error:
+        if error.err_code not in (NO_MESSAGE_FOUND, SEQUENCE_NOT_FOUND):
+            raise
 
 
 async def ensure_results_consumer(bus: Bus) -> str:

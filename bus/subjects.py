@@ -11,6 +11,7 @@ TASKS_STREAM = "AF_TASKS"
 RESULTS_STREAM = "AF_RESULTS"
 EVENTS_STREAM = "AF_EVENTS"
 CHANNELS_STREAM = "AF_CHANNELS"
+LOGS_STREAM = "AF_LOGS"
 WORKERS_BUCKET = "af_workers"
 MODELS_BUCKET = "af_models"
 
@@ -20,6 +21,7 @@ ALL_EVENTS = "af.*.events.*"
 ALL_CHANNELS = "af.*.chan.*"
 ALL_MODEL_TURNS = "af.*.llm.turns"
 ALL_CANCELS = "af.*.cancel"
+ALL_LOGS = "af.*.logs.*"
 
 
 class InvalidName(ValueError):
@@ -56,6 +58,11 @@ def results(tenant: str, run_id: str) -> str:
 
 def events(tenant: str, run_id: str) -> str:
     return f"af.{check_name('tenant', tenant)}.events.{check_id('run id', run_id)}"
+
+
+def tool_logs(tenant: str, run_id: str) -> str:
+    """Where workers publish what a run's tools write to stderr while they run (kept a while by AF_LOGS)."""
+    return f"af.{check_name('tenant', tenant)}.logs.{check_id('run id', run_id)}"
 
 
 def cancels(tenant: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.js.api import DeliverPolicy
 
 from bus.connection import Bus
 
@@ -30,6 +31,16 @@ class Notice:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One item of ``watch_carrying``: the notices since the last one, and the carried messages that came."""
+
+    arrived: int
+    """Messages on the watched subject since the last look (0: the interval passed)."""
+    carried: tuple[bytes, ...]
+    """The payloads that arrived on the carried subject since the last look, in the order they came."""
+
+
 async def watch(bus: Bus, subject: str, every: float) -> AsyncGenerator[int, None]:
     """Yield once at once, then whenever messages on ``subject`` arrived or ``every`` seconds passed without.
 
@@ -38,31 +49,55 @@ async def watch(bus: Bus, subject: str, every: float) -> AsyncGenerator[int, Non
     While NATS is reconnecting the items keep coming every ``every`` seconds; once the connection is
     closed, WatchLost is raised. Close it (``contextlib.aclosing``) to stop listening.
     """
+    async with contextlib.aclosing(watch_carrying(bus, subject, every, None)) as looks:
+        async for look in looks:
+            yield look.arrived
+
+
+async def watch_carrying(bus: Bus, subject: str, every: float, carried: str | None) -> AsyncGenerator[Look, None]:
+    """``watch``, which also hands over the payloads of the messages on ``carried`` (if not None), a subject
+    a stream keeps: those stored already, then each new one as it comes (an ordered consumer of its own, gone
+    with the watch). Each wakes the watcher too, which gets them in its next ``Look``."""
     arrived = 0
+    payloads: list[bytes] = []
     wake = asyncio.Event()
 
-    async def on_msg(_: Msg) -> None:
+    async def on_notice(_: Msg) -> None:
         nonlocal arrived
         arrived += 1
         wake.set()
 
+    async def on_carried(msg: Msg) -> None:
+        payloads.append(msg.data)
+        wake.set()
+
+    subscriptions = []
     try:
-        sub = await bus.client.subscribe(subject, cb=on_msg)
-    except NatsError as error:
-        raise WatchLost(f"cannot watch {subject}: {error!r}") from error
-    try:
-        yield 0
+        try:
+            subscriptions.append(await bus.client.subscribe(subject, cb=on_notice))
+            if carried is not None:
+                subscriptions.append(
+                    await bus.jetstream.subscribe(
+                        carried, cb=on_carried, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+                    )
+                )
+        except NatsError as error:
+            raise WatchLost(f"cannot watch {subject}: {error!r}") from error
+        yield Look(arrived=0, carried=())
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), every)
             if bus.client.is_closed:
                 raise WatchLost(f"the connection closed while watching {subject}")
             wake.clear()
-            taken, arrived = arrived, 0
-            yield taken
+            look = Look(arrived=arrived, carried=tuple(payloads))
+            arrived = 0
+            payloads.clear()
+            yield look
     finally:
-        with contextlib.suppress(NatsError):
-            await sub.unsubscribe()
+        for subscription in subscriptions:
+            with contextlib.suppress(NatsError):
+                await subscription.unsubscribe()
 
 
 async def listen(bus: Bus, subject: str, handler: Callable[[Notice], Awaitable[None]]) -> None:

@@ -1,6 +1,7 @@
 """``python -m control_plane``: run the control plane (HTTP API, orchestrator, outbox relay)."""
 
 import argparse
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from litestar import Litestar
 from bus import logs, tracing
 from bus.commands import CommandParser
 from control_plane.api import Observed, create_app
-from control_plane.services import Services
+from control_plane.services import Services, preflight
 from control_plane.settings import Settings, SettingsError, load
 
 
@@ -43,10 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         settings = load({k: v for k, v in vars(args).items() if k != "command"})
+        logs.setup("control-plane", settings.log_level, settings.log_format)
+        asyncio.run(preflight(settings))
     except SettingsError as error:
         print(f"af control-plane: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    logs.setup("control-plane", settings.log_level, settings.log_format)
     tracing.setup("agentflow-control-plane", settings.otlp_endpoint)
     uvicorn.run(
         Observed(build(settings)),

@@ -10,16 +10,17 @@ from bus.streams import ensure_results_consumer, ensure_streams
 from control_plane.catalog.resolver import Catalog
 from control_plane.engine.admission import Admission
 from control_plane.engine.dispatch import Dispatcher
+from control_plane.engine.fleet_view import FleetView
 from control_plane.engine.orchestrator import Orchestrator
 from control_plane.engine.run_cache import RunCache
 from control_plane.engine.submit import Submitter
 from control_plane.gateway import Gateway
-from control_plane.gateway.credentials import CredentialsFile
 from control_plane.gateway.turns import TurnAnswerer
 from control_plane.gauges import sample
 from control_plane.security.authentication import Authenticator
 from control_plane.security.quotas import FailureBrake, TenantQuotas
 from control_plane.security.rbac import Authorizer
+from control_plane.security.secrets import SecretStore
 from control_plane.security.tokens import TokenIssuer
 from control_plane.settings import Settings
 from registry import connect as connect_db
@@ -36,6 +37,7 @@ class Services:
     pool: Pool
     bus: Bus
     fleet: Fleet
+    fleet_view: FleetView
     auth: Authenticator
     catalog: Catalog
     dispatcher: Dispatcher
@@ -44,6 +46,7 @@ class Services:
     authorizer: Authorizer
     quotas: TenantQuotas
     brake: FailureBrake
+    secrets: SecretStore
     gateway: Gateway
     stack_id: str
     """The installation's id (``registry.installation``): what a client ties its stored login to."""
@@ -69,17 +72,22 @@ class Services:
         authorizer = Authorizer(pool)
         await authorizer.load()
         catalog = Catalog(pool)
+        secrets = await open_secrets(pool, settings)
         admission = Admission(settings.max_in_flight_per_tenant)
         admission.configure(await limits.all_limits(pool))
         dispatcher = Dispatcher(pool, bus, catalog, admission)
         cache = RunCache()
         submitter = Submitter(pool, catalog, dispatcher, cache)
         orchestrator = Orchestrator(pool, bus, catalog, dispatcher, cache)
+        fleet = await Fleet.open(bus)
+        fleet_view = FleetView(bus, fleet, orchestrator)
+        await fleet_view.load()
         services = cls(
             settings,
             pool,
             bus,
-            await Fleet.open(bus),
+            fleet,
+            fleet_view,
             auth,
             catalog,
             dispatcher,
@@ -88,10 +96,8 @@ class Services:
             authorizer,
             TenantQuotas(pool, settings.requests_per_second, settings.max_concurrent_runs),
             FailureBrake(settings.auth_failures_per_minute),
-            # Deployments' credentials: from the file of AF_LLM_CREDENTIALS_FILE until the secrets store serves them.
-            await Gateway.open(
-                pool, bus, settings.gateway, CredentialsFile.load(settings.gateway.llm_credentials_file)
-            ),
+            secrets,
+            await Gateway.open(pool, bus, settings.gateway, secrets),
             await installation_id(pool),
         )
         # Agents' model turns, asked by workers over the bus, answered by the gateway.
@@ -105,6 +111,7 @@ class Services:
             asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
             asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
             asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
+            asyncio.create_task(fleet_view.run(services.stop), name="fleet"),
             asyncio.create_task(sample(bus, services.fleet, services.stop), name="sampler"),
             asyncio.create_task(services.gateway.run(services.stop), name="gateway"),
         ]
@@ -129,3 +136,19 @@ class Services:
         except Exception as error:
             checks["postgres"] = f"unreachable: {type(error).__name__}"
         return checks
+
+
+async def open_secrets(pool: Pool, settings: Settings) -> SecretStore:
+    return await SecretStore.open(pool, master_key_text=settings.master_key, master_key_file=settings.master_key_file)
+
+
+async def preflight(settings: Settings) -> None:
+    """What can stop a control plane from starting, checked before it serves: the schema is applied and its
+    master key is the one the database's secrets are wrapped by (SettingsError, one line, if not)."""
+    pool = await connect_db(settings.database_url, min_size=1, max_size=2)
+    try:
+        if applied := await migrate(pool):
+            log.info("database schema: applied %s", ", ".join(applied))
+        await open_secrets(pool, settings)
+    finally:
+        await pool.close()

@@ -1,7 +1,8 @@
 """Control plane settings: one frozen object, loaded once and passed down."""
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bus.config import ProcessSettings, SettingsError
@@ -9,6 +10,8 @@ from bus.config import load as load_layers
 from bus.logs import check_log_format
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.gateway.settings import check as check_gateway
+from control_plane.security.master_key import FILE_NAME as MASTER_KEY_FILE_NAME
+from control_plane.stack.settings import default_home
 
 __all__ = ["Settings", "SettingsError", "load"]
 
@@ -42,16 +45,30 @@ class Settings(ProcessSettings):
     """``AF_MAX_CONCURRENT_RUNS``: each tenant's unfinished runs at most, unless the tenant sets its own."""
     auth_failures_per_minute: int = 10
     """``AF_AUTH_FAILURES_PER_MINUTE``: failed token requests one source address may make before 429s."""
+    sse_keepalive_seconds: float = 15.0
+    """``AF_SSE_KEEPALIVE_SECONDS``: how long a run's event stream may stay quiet before it sends a comment,
+    so that a proxy does not take a long step's silence for a dead connection."""
+    master_key: str = field(default="", repr=False)
+    """``AF_MASTER_KEY``: the master key of the secrets store, 32 bytes as base64 (``openssl rand -base64
+    32``); unset: the key file's."""
+    master_key_file: str = ""
+    """``AF_MASTER_KEY_FILE``: the file holding the master key (mode 0600), made with a new random key at
+    the first start; default ``$AF_HOME/master.key`` (``AF_HOME`` as ``af up`` reads it)."""
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     """The model gateway's (``control_plane.gateway.settings``)."""
 
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
     settings = load_layers(Settings, "control_plane", flags, env)
+    if not settings.master_key_file:
+        settings = replace(settings, master_key_file=str(default_home(env) / MASTER_KEY_FILE_NAME))
     if not settings.database_url:
         raise SettingsError("AF_DATABASE_URL is not set: the control plane needs PostgreSQL")
     if settings.max_in_flight_per_tenant < 0:
         raise SettingsError("AF_MAX_IN_FLIGHT_PER_TENANT: must be 0 (no ceiling) or more")
+    if settings.sse_keepalive_seconds <= 0:
+        raise SettingsError("AF_SSE_KEEPALIVE_SECONDS: must be more than 0")
     check_log_format(settings.log_format)
     check_gateway(settings.gateway)
     return settings

@@ -15,26 +15,30 @@ class AuditEntry:
     target: str
     outcome: str
     source: str | None = None
+    detail: str | None = None
+    """What the outcome alone does not say (a secret's reveal: what it was revealed for)."""
     at: datetime | None = None
     """Set by the database when the row is stored."""
 
 
 async def record(pool: Pool, entry: AuditEntry) -> None:
     await pool.execute(
-        "INSERT INTO audit (tenant, actor, action, target, outcome, source) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO audit (tenant, actor, action, target, outcome, source, detail)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         entry.tenant,
         entry.actor,
         entry.action,
         entry.target,
         entry.outcome,
         entry.source,
+        entry.detail,
     )
 
 
 async def recent(pool: Pool, tenant: str, limit: int = 100) -> list[AuditEntry]:
     """The tenant's newest audit rows first."""
     rows = await pool.fetch(
-        "SELECT tenant, actor, action, target, outcome, source, at FROM audit"
+        "SELECT tenant, actor, action, target, outcome, source, detail, at FROM audit"
         " WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
         tenant,
         limit,

@@ -139,6 +139,9 @@ class StoredTask(msgspec.Struct, frozen=True, kw_only=True):
     input: str
     element: str
     """The workflow element the task is an instance of (``step`` is the instance's key)."""
+    worker_id: str | None = None
+    """The worker of its latest attempt that started, and when (seconds since the epoch)."""
+    started_at: float | None = None
 
 
 class StoredRun(msgspec.Struct, frozen=True, kw_only=True):
@@ -157,7 +160,7 @@ class StoredRun(msgspec.Struct, frozen=True, kw_only=True):
 
 RUN_COLUMNS = (
     "id::text AS id, tenant, target_kind, target_name, target_version, state, input::text AS input,"
-    " output::text AS output, error, created_at, updated_at, finished_at"
+    " output::text AS output, error, created_at, updated_at, finished_at, last_seq"
 )
 """The columns of a RunRow, selected from ``runs`` (or from what a write returned of them)."""
 
@@ -177,6 +180,8 @@ class RunRow(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    last_seq: int
+    """The sequence number of its latest event."""
 
 
 def run_row(record: asyncpg.Record) -> RunRow:
@@ -254,17 +259,20 @@ async def create_runs(
 class ExistingRun(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     request_digest: str
+    state: RunState
 
 
 async def find_by_idempotency_keys(pool: Pool, tenant: str, keys: Sequence[str]) -> dict[str, ExistingRun]:
     records = await pool.fetch(
-        "SELECT idempotency_key, id::text AS id, request_digest FROM runs"
+        "SELECT idempotency_key, id::text AS id, request_digest, state FROM runs"
         " WHERE tenant = $1 AND idempotency_key = ANY($2::text[])",
         tenant,
         list(keys),
     )
     return {
-        record["idempotency_key"]: ExistingRun(id=record["id"], request_digest=record["request_digest"])
+        record["idempotency_key"]: ExistingRun(
+            id=record["id"], request_digest=record["request_digest"], state=RunState(record["state"])
+        )
         for record in records
     }
 
@@ -274,7 +282,7 @@ SELECT r.id::text AS run_id, r.tenant, r.target_kind, r.target_name, r.target_ve
        r.input::text AS run_input, r.last_seq,
        t.id::text AS task_id, t.step, t.tool_name, t.tool_version, t.queue, t.attempt, t.state AS task_state,
        t.output::text AS task_output, t.error AS task_error, t.input::text AS task_input,
-       COALESCE(t.element, t.step) AS element
+       COALESCE(t.element, t.step) AS element, t.worker_id, extract(epoch FROM t.started_at)::float8 AS started_at
 FROM runs r LEFT JOIN tasks t ON t.run_id = r.id
 WHERE r.id = ANY($1::uuid[])
 ORDER BY r.id, t.id
@@ -321,6 +329,8 @@ def _stored_task(record: asyncpg.Record) -> StoredTask:
         error=record["task_error"],
         input=record["task_input"],
         element=record["element"],
+        worker_id=record["worker_id"],
+        started_at=record["started_at"],
     )
 
 

@@ -21,7 +21,7 @@ from docker.types import Mount, Ulimit
 
 from . import _child
 from .files import check_paths
-from .gvisor import LAUNCHER, SANDBOX_ENV, TOOL_UID, check_sandboxed_call, launcher_failed
+from .gvisor import LAUNCHER, SANDBOX_ENV, TOOL_UID, at_memory_limit, check_sandboxed_call, launcher_failed
 from .output import Output, sandbox_outcome
 from .protocol import Outcome, SandboxCall, SandboxError
 from .settings import DOCKER_RUNTIME
@@ -188,6 +188,7 @@ class DockerBackend:
         except docker.errors.DockerException as error:
             raise SandboxError(f"call {call.call_id}: cannot start its container: {error}") from error
         output = Output(call.limits.output_bytes, nonce.encode())
+        output.on_stderr = call.on_stderr
         started = time.monotonic()
         timed_out = False
         try:
@@ -215,9 +216,10 @@ class DockerBackend:
         report = output.reported.result() if output.reported.done() and not killed_by_us else None
         exit_code = None if killed_by_us else report["exit_code"] if report else await self._exit_code(container)
         run_seconds = float(report["run_seconds"]) if report else ended - started
-        return sandbox_outcome(
+        outcome = sandbox_outcome(
             self.kind, output, exit_code, timed_out, report, run_seconds, ended - arrived - run_seconds
         )
+        return outcome if report else at_memory_limit(outcome, call.limits, None)
 
     async def _exit_code(self, container: str) -> int | None:
         """The container's exit status when its init did not report (the sandbox was killed), as minus the

@@ -3,10 +3,12 @@ Python init that starts it (see _child), and what they refuse before starting an
 
 from __future__ import annotations
 
+import dataclasses
+import signal
 from pathlib import Path
 
 from . import _child
-from .protocol import Outcome, SandboxCall, SandboxError
+from .protocol import Limits, Outcome, SandboxCall, SandboxError
 
 TOOL_UID = 65534
 """In a sandbox (runsc, docker) the tool runs as nobody:nogroup (python and coreutils work as nobody)."""
@@ -32,3 +34,15 @@ def check_sandboxed_call(call: SandboxCall, backend: str, closed: bool) -> None:
 def launcher_failed(outcome: Outcome) -> bool:
     """Whether a sandbox's init (see _child) could not start the tool at all."""
     return outcome.exit_code == _child.START_FAILED and outcome.stderr_tail.startswith(_child.START_FAILED_PREFIX)
+
+
+def at_memory_limit(outcome: Outcome, limits: Limits, cpu_seconds: float | None) -> Outcome:
+    """``outcome`` marked as past the memory limit if its sandbox was killed as a whole (SIGKILL, no report from
+    its init) without us killing it: that is the memory cgroup, which leaves nothing inside to measure the tool,
+    so the figures are the sandbox's: ``cpu_seconds`` as the host counted it (None: unknown) and, as its peak
+    memory, the limit it reached."""
+    if outcome.exit_code != -signal.SIGKILL or outcome.timed_out or outcome.output_truncated:
+        return outcome
+    return dataclasses.replace(
+        outcome, memory_exceeded=True, cpu_seconds=cpu_seconds, max_rss_kb=limits.memory_mb * 1024
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .protocol import Outcome
@@ -30,6 +31,8 @@ class Output:
         so it cannot happen in a callback)."""
         self.reported: asyncio.Future[dict[str, Any]] = loop.create_future()
         """Resolves to the report of the sandbox's init, written after its tool has exited (see _child)."""
+        self.on_stderr: Callable[[bytes], None] | None = None
+        """Given each piece of stderr as it arrives, the report taken out (SandboxCall.on_stderr)."""
         self._output_bytes = output_bytes
         self._nonce = nonce
 
@@ -39,6 +42,8 @@ class Output:
 
     def data_received(self, fd: int, data: bytes) -> None:
         if fd == 2:
+            if self.on_stderr is not None and (piece := self._without_report(data)):
+                self.on_stderr(piece)
             self.stderr_tail += data
             if self._nonce is not None and not self.reported.done():
                 self._take_report(self._nonce)
@@ -48,6 +53,19 @@ class Output:
             self.stdout += data[:room]
             if len(data) > room:
                 self.overflowed.set_result(None)
+
+    def _without_report(self, data: bytes) -> bytes:
+        """``data`` less the init's report line and the newline before it. The init writes both at once, in
+        less than a pipe's atomic write, so they arrive in one piece (at worst the newline comes alone)."""
+        if self._nonce is None:
+            return data
+        start = data.find(b"\n" + self._nonce)
+        if start < 0 and data.startswith(self._nonce):
+            start = -1
+        elif start < 0:
+            return data
+        end = data.find(b"\n", start + 1 + len(self._nonce))
+        return data[: max(start, 0)] + (data[end + 1 :] if end >= 0 else b"")
 
     def _take_report(self, nonce: bytes) -> None:
         """Resolve `reported` once the whole report line is in, and take it out of stderr."""

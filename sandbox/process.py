@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import resource
@@ -31,7 +32,8 @@ class ProcessBackend:
     past its wall limit or output cap, or the call is cancelled; the tool itself is killed if the worker dies.
 
     cpu_seconds and max_rss_kb come from the tool's rusage (wait4), its own and that of the descendants it
-    waited for.
+    waited for. The memory limit is the address space (RLIMIT_AS): an allocation past it fails, and a tool
+    that then fails with Python's MemoryError as its last line of stderr is reported as past the limit.
 
     The calls' dirs live in a dir of this backend's own under `root`; a new backend deletes what backends of
     dead workers left there (a worker killed mid-call cannot wipe its call's dir), and close() its own.
@@ -78,7 +80,7 @@ class ProcessBackend:
 
 async def _run_in(call: SandboxCall, workdir: Path, arrived: float) -> Outcome:
     env = {"PATH": _BASE_PATH, "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8", **call.env}
-    return await run_tool(
+    outcome = await run_tool(
         call,
         ProcessBackend.kind,
         call.command,
@@ -88,6 +90,11 @@ async def _run_in(call: SandboxCall, workdir: Path, arrived: float) -> Outcome:
         preexec_fn=_rlimit_setter(call.limits),
         arrived=arrived,
     )
+    # Past RLIMIT_AS an allocation fails rather than the process being killed; Python says so as its last word.
+    last = (outcome.stderr_tail.strip().splitlines() or [""])[-1]
+    if outcome.exit_code and last.startswith("MemoryError"):
+        return dataclasses.replace(outcome, memory_exceeded=True)
+    return outcome
 
 
 async def _kill(pgid: int) -> None:

@@ -215,6 +215,7 @@ async def finish_tool(
     """
     started = time.monotonic()
     timed_out = False
+    tool.on_stderr = call.on_stderr  # here, not at the start: a warm sandbox is started before its call
     try:
         assert tool.stdin is not None
         tool.stdin.write(stdin_data)

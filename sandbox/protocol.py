@@ -4,7 +4,7 @@ this one on nothing of the package."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -72,6 +72,10 @@ class SandboxCall:
     warm: int = 0
     """Sandboxes to keep started ahead for this call's pool (runsc); 0: the backend's default."""
 
+    on_stderr: Callable[[bytes], None] | None = None
+    """Given each piece of the tool's stderr as it arrives, on the event loop, while the call runs (the report
+    of a sandbox's init taken out); it must not block. The Outcome's stderr_tail is kept all the same."""
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -102,15 +106,20 @@ class Outcome:
 
     cpu_seconds: float | None
     """User plus system CPU time of the tool's process and the descendants it waited for; None when we killed
-    the call (or the sandbox died), which leaves nobody to measure it."""
+    the call, which leaves nobody to measure it. A runsc sandbox killed at its memory limit: the CPU time of
+    the whole sandbox (its boot included) as the host counted it."""
 
     max_rss_kb: int | None
     """Peak resident memory in KiB of the tool's process or of the largest descendant it waited for; None like
-    cpu_seconds."""
+    cpu_seconds. A sandbox killed at its memory limit: that limit, which its memory reached."""
 
     start_seconds: float = 0.0
     """The start: from the call reaching the backend to the start of the tool's process (working dir and
     files, bundle, sandbox creation, handing the call to a warm sandbox)."""
+
+    memory_exceeded: bool = False
+    """The call went past limits.memory_mb: a gVisor sandbox killed as a whole by its memory cgroup, or (process)
+    a tool that failed with Python's MemoryError under its address-space limit."""
 
 
 class SandboxError(Exception):

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import _child
 from .files import write_files
-from .gvisor import LAUNCHER, SANDBOX_ENV, TOOL_UID, check_sandboxed_call, launcher_failed
+from .gvisor import LAUNCHER, SANDBOX_ENV, TOOL_UID, at_memory_limit, check_sandboxed_call, launcher_failed
 from .processes import Tool, die_with_parent, finish_tool, start_tool
 from .protocol import Limits, Outcome, SandboxCall, SandboxError
 from .workdirs import dead_worker_dirs, own_worker_dir
@@ -65,9 +65,10 @@ class RunscBackend:
     on stderr, under a nonce the tool never sees, the tool's exit status, run time, CPU time and peak memory
     as gVisor's kernel counted them (wait4).
     The call ends with that report; the sandbox's teardown and deletion go on in the background. A call
-    killed by us or by the memory cgroup has no report, and no CPU time or peak memory. An exit status above
-    128 without a report is turned back into minus a signal number: runsc reports a sandbox killed by signal N
-    (SIGKILL at the memory limit included) as 128 + N, as a shell does.
+    killed by us has no report, and no CPU time or peak memory. An exit status above 128 without a report is
+    turned back into minus a signal number: runsc reports a sandbox killed by signal N as 128 + N, as a shell
+    does. A sandbox SIGKILLed that way was stopped by its memory cgroup: the outcome says the memory limit was
+    exceeded, with the sandbox's CPU time as the host counted it and the limit as its peak memory.
 
     Warm pools: for each pool a call names (the worker names one per tenant and tool version) and its Limits,
     `call.warm` sandboxes (else the backend's `warm`) are started ahead of their calls. A call takes one,
@@ -157,10 +158,11 @@ class RunscBackend:
             raise SandboxError(
                 f"call {call.call_id}: cannot start {call.command[0]!r} in the sandbox: {outcome.stderr_tail.strip()}"
             )
-        reported = tool.reported.done()
-        if not reported and outcome.exit_code is not None and 128 < outcome.exit_code < 128 + signal.NSIG:
-            return dataclasses.replace(outcome, exit_code=128 - outcome.exit_code)
-        return outcome
+        if tool.reported.done() or outcome.exit_code is None or not 128 < outcome.exit_code < 128 + signal.NSIG:
+            return outcome
+        # The `runsc run` client reaps the sandbox and its gofer: its rusage is the sandbox's use of the host.
+        used = tool.rusage.ru_utime + tool.rusage.ru_stime if tool.rusage else None
+        return at_memory_limit(dataclasses.replace(outcome, exit_code=128 - outcome.exit_code), call.limits, used)
 
     def warm_containers(self, call: SandboxCall) -> list[str]:
         """The ids of the warm sandboxes ready for `call`."""

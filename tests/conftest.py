@@ -8,10 +8,12 @@
 - ``stack``: the control plane and one worker as separate processes against those two.
 - ``upstream``: ``bench.upstream``, a model server speaking OpenAI's and Anthropic's protocols that fails on
   demand, one process serving many named upstreams (the deployments of a chain).
+- ``tenant``, ``http``, ``llm``: a tenant of the test module's own, the API and the official OpenAI client
+  calling with its key.
+- ``running_gateway``/``gateway``: a model ``Gateway`` of the test process on the stack's servers.
 - ``local_model_server``: llama.cpp's server with SmolLM2-135M-Instruct, as ``af up --local-model`` starts it,
   kept small (a 1,024-token window, answers of 64 tokens at most, one thread).
 - ``collector``: an OTLP/HTTP trace receiver in the test process, keeping every span sent to it.
-- ``gateway``: a model ``Gateway`` of the test process on the stack's PostgreSQL and NATS.
 - ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
   command) with AF_HOME in a fresh directory; every process any of its stacks ran is stopped at the end.
 - ``af``: the real `af` command line against the session's stack, a subprocess per command.
@@ -41,6 +43,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import openai
 import pytest
 from agentflow import AsyncClient, Client, Conflict
 from nats.js import JetStreamContext
@@ -53,9 +56,9 @@ from bus import connect as connect_bus
 from bus import subjects
 from bus.messages import Heartbeat, Task, ToolRuntime
 from control_plane.gateway import Gateway
-from control_plane.gateway.credentials import CredentialsFile
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.security.authentication import new_key
+from control_plane.security.secrets import SecretStore
 from control_plane.stack import local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import alive, free_port, http_ok, spawn, stop, tcp_open, wait_until
 from registry import connect as connect_db
@@ -125,6 +128,10 @@ class Upstream:
         """Make upstream ``name`` fail as listed (``{"kind": "429", "times": 1, "retry_after": 2}``), in turn."""
         answer = httpx.post(f"{self.base}/_control/{name}", json={"faults": list(faults), "latency_ms": latency_ms})
         answer.raise_for_status()
+
+    def require_key(self, name: str, key: str) -> None:
+        """Make upstream ``name`` answer 401 to every request that does not carry ``key``."""
+        httpx.post(f"{self.base}/_control/{name}", json={"key": key}).raise_for_status()
 
     def seen(self, name: str) -> dict[str, Any]:
         """``{"requests": n, "last": the last body, "headers": its headers}``."""
@@ -366,10 +373,16 @@ class Stack:
             "AF_NATS_URL": self.nats_served_by.url if self.nats_served_by else self.nats_url,
             **nats_identities(self.root).env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": self.database_url,
+            "AF_MASTER_KEY_FILE": str(self.master_key_file),
             "AF_LOG_LEVEL": "info",
             **self.extra_env,
             **extra,
         }
+
+    @property
+    def master_key_file(self) -> Path:
+        """The secrets store's master key, made by the first control plane of the stack."""
+        return self.root / "master.key"
 
     def start_control_plane(self) -> subprocess.Popen[bytes]:
         key_file = self.root / "admin.key"
@@ -528,11 +541,18 @@ def own_stack(tmp_root: Path) -> Iterator[Stack]:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(stack: Stack, settings: GatewaySettings | None = None) -> AsyncIterator[Gateway]:
-    """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it."""
+async def running_gateway(
+    stack: Stack, settings: GatewaySettings | None = None, secrets: dict[str, dict[str, str]] | None = None
+) -> AsyncIterator[Gateway]:
+    """A Gateway of this test process, on the stack's PostgreSQL and NATS, as the control plane makes it, with
+    the keys ``secrets`` holds (``{tenant: {name: value}}``)."""
     pool = await connect_db(stack.database_url)
     connection = await connect_bus(stack.nats_url, "test-gateway")
-    opened = await Gateway.open(pool, connection, settings or GatewaySettings(), CredentialsFile({}))
+    store = await SecretStore.open(pool, master_key_text="", master_key_file=str(stack.master_key_file))
+    for tenant, named in (secrets or {}).items():
+        for name, value in named.items():
+            await store.put(tenant, name, value, actor="test")
+    opened = await Gateway.open(pool, connection, settings or GatewaySettings(), store)
     stop = asyncio.Event()
     running = asyncio.create_task(opened.run(stop))
     try:
@@ -648,16 +668,23 @@ Af = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
-def af(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Af:
-    """Run `af ARGS...` against the stack; AF_HOME is an empty dir, so no local stack's files are read."""
+def af_env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment `af` runs in: the stack's API and token; AF_HOME is an empty dir, so no local stack's
+    files are read."""
     home = tmp_path_factory.mktemp("af-home")
     base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
     base.update(AF_HOME=str(home), AF_API_URL=stack.api_url, AF_TOKEN=stack.token, NO_COLOR="1")
+    return base
+
+
+@pytest.fixture(scope="module")
+def af(af_env: dict[str, str]) -> Af:
+    """Run `af ARGS...` against the stack."""
 
     def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(AF), *args],
-            env={**base, **env},
+            env={**af_env, **env},
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -666,3 +693,98 @@ def af(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Af:
         )
 
     return run
+
+
+SLEEPER = {
+    "name": "dozer",
+    "version": "1.0.0",
+    "description": "Sleeps, so that a test can cancel it while it runs.",
+    "limits": {"wall_seconds": 60},
+    "runtime": {"command": ["python3", "main.py"], "files": {"main.py": "import time\ntime.sleep(50)\n"}},
+}
+
+
+def start_and_cancel_while_running(client: Client) -> tuple[str, dict[str, Any]]:
+    """A run of a tool that sleeps, cancelled once a worker started it; its id and its task.started event."""
+    client.register_tool(SLEEPER)
+    run = client.start_run(tool="dozer", input={})
+    started = next(event for event in client.events(run["id"]) if event["type"] == "task.started")
+    client.cancel_run(run["id"])
+    return run["id"], started
+
+
+# --- the model gateway ------------------------------------------------------------------------------
+
+PROBLEM = "urn:agentflow:problem:"
+
+
+def as_key(stack: Stack, key: str, url: str | None = None) -> httpx.Client:
+    """An HTTP client of the API (or of the control plane at ``url``) calling with ``key``."""
+    return httpx.Client(base_url=url or stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def expect_problem(answer: httpx.Response, status: int, slug: str, field: str | None = None) -> dict[str, Any]:
+    """The problem+json document of ``answer``, checked to be of ``status``, type ``slug`` and ``field``."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    problem: dict[str, Any] = answer.json()
+    assert problem["type"] == PROBLEM + slug, problem
+    if field is not None:
+        assert problem["field"] == field, problem
+    return problem
+
+
+@pytest.fixture(scope="module")
+def tenant(stack: Stack) -> Iterator[tuple[str, str]]:
+    """A tenant of the test module's own and its tenant-admin key."""
+    name = f"gw-{uuid.uuid4().hex[:6]}"
+    with as_key(stack, stack.token) as admin:
+        answer = admin.post("/v1/tenants", json={"name": name})
+        assert answer.status_code == 201, answer.text
+        yield name, answer.json()["admin_key"]["key"]
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack, tenant: tuple[str, str]) -> Iterator[httpx.Client]:
+    """The API, called with the module's tenant's key."""
+    with as_key(stack, tenant[1]) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def llm(stack: Stack, tenant: tuple[str, str]) -> Iterator[openai.OpenAI]:
+    """The official OpenAI client, pointed at AgentFlow's gateway with the tenant's API key."""
+    with openai.OpenAI(base_url=f"{stack.api_url}/v1/llm", api_key=tenant[1], max_retries=0, timeout=30) as client:
+        yield client
+
+
+def apply(http: httpx.Client, **document: Any) -> dict[str, Any]:
+    """Apply a model deployment document."""
+    answer = http.post("/v1/models", json=document)
+    assert answer.status_code in (200, 201), answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def upstream_model(upstream: Upstream, name: str, **fields: Any) -> dict[str, Any]:
+    """An ``openai`` deployment of upstream ``name``."""
+    return {"name": name, "provider": "openai", "endpoint": upstream.url(name), "model": f"remote-{name}", **fields}
+
+
+def calls(http: httpx.Client, limit: int = 20) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = http.get("/v1/llm/calls", params={"limit": limit}).json()["items"]
+    return items
+
+
+def recorded(
+    http: httpx.Client, requested: str, where: Callable[[dict[str, Any]], bool] = lambda call: True
+) -> dict[str, Any]:
+    """The newest recorded call that asked for ``requested`` (and is ``where`` says), waiting for it: records
+    are written a moment after the answer."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [call for call in calls(http) if call["requested"] == requested and where(call)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no call of {requested} recorded"
+        time.sleep(0.05)

@@ -326,3 +326,119 @@ def test_the_transcript_shows_each_turn_with_its_messages_tool_calls_tokens_and_
         alone = client.start_run(tool="lookup", input={"query": "x"})["id"]
     refused = http.get(f"/v1/runs/{alone}/transcript")
     assert refused.status_code == 409 and refused.json()["type"].endswith("not-an-agent-run"), refused.json()
+
+
+def _workflow(http: httpx.Client, document: dict[str, Any]) -> None:
+    answer = http.post("/v1/workflows", json=document)
+    assert answer.status_code == 201, answer.text
+
+
+def _started(stack: Stack, key: str, workflow: str, data: Any) -> dict[str, Any]:
+    with Client(api_url=stack.api_url, token=key) as af:
+        return af.wait_run(af.start_run(workflow=workflow, input=data)["id"], timeout=90)
+
+
+def test_an_agent_step_of_a_dag_runs_its_loop_under_its_key_and_later_steps_read_its_answer(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(
+        http,
+        "script-dag",
+        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "moon"}}]}, {"content": "the moon"}],
+    )
+    _agent(http, name="dag-agent", model="script-dag", tools=["lookup"])
+    _workflow(
+        http,
+        {
+            "name": "research-then-lookup",
+            "version": "1",
+            "kind": "dag",
+            "steps": [
+                {"name": "research", "agent": "dag-agent", "input": {"question": "$.input.topic"}},
+                {
+                    "name": "check",
+                    "tool": "lookup",
+                    "needs": ["research"],
+                    "input": {"query": "$.steps.research.output"},
+                },
+            ],
+            "output": "$.steps.check.output",
+        },
+    )
+    stored = http.get("/v1/workflows/research-then-lookup/versions/1").json()["spec"]
+    assert stored["pins"] == {"agent:dag-agent": "1", "lookup": "1"}
+    final = _started(stack, key, "research-then-lookup", {"topic": "tides"})
+    assert final["state"] == "succeeded", (
+        final["error"],
+        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
+    )
+    assert final["output"] == {"found": "THE MOON"}
+    steps = {task["step"]: task for task in final["tasks"]}
+    assert set(steps) == {"research", "research/turn-1", "research/turn-1/call-0", "research/turn-2", "check"}
+    assert steps["research"]["tool"] == "@agent@1" and steps["research"]["output"] == "the moon"
+    assert steps["research/turn-1"]["input"]["body"]["messages"][1]["content"] == '{"question":"tides"}'
+
+
+def test_an_agent_state_of_an_fsm_and_an_agent_leaf_of_a_behavior_tree_run_their_loops(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(http, "script-brief-answer", [{"content": "done"}])
+    _agent(http, name="brief", model="script-brief-answer")
+    _workflow(
+        http,
+        {
+            "name": "fsm-with-agent",
+            "version": "1",
+            "kind": "fsm",
+            "initial": "think",
+            "states": {
+                "think": {"agent": "brief", "input": {"question": "$.input.q"}, "transitions": [{"to": "end"}]},
+                "end": {"final": True, "output": "$.steps.think.output"},
+            },
+        },
+    )
+    fsm = _started(stack, key, "fsm-with-agent", {"q": "why?"})
+    assert fsm["state"] == "succeeded" and fsm["output"] == "done", fsm
+    _workflow(
+        http,
+        {
+            "name": "bt-with-agent",
+            "version": "1",
+            "kind": "bt",
+            "root": {"sequence": [{"name": "ask", "agent": "brief", "input": {"question": "$.input.q"}}]},
+            "output": "$.steps.ask.output",
+        },
+    )
+    tree = _started(stack, key, "bt-with-agent", {"q": "how?"})
+    assert tree["state"] == "succeeded" and tree["output"] == "done", tree
+    refused = http.post(
+        "/v1/workflows",
+        json={"name": "ghost", "version": "1", "kind": "dag", "steps": [{"name": "a", "agent": "nobody"}]},
+    )
+    assert refused.status_code == 422 and refused.json()["type"].endswith("unknown-agent"), refused.text
+    assert refused.json()["field"] == "steps[0].agent"
+
+
+def test_an_agent_step_of_a_workflow_waits_for_approval_under_its_key(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(
+        http,
+        "script-nested-careful",
+        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "answered"}],
+    )
+    _agent(http, name="nested-careful", model="script-nested-careful", tools=["lookup"], approval=["lookup"])
+    step = {"name": "research", "agent": "nested-careful", "input": {"question": "$.input.q"}}
+    _workflow(http, {"name": "careful-dag", "version": "1", "kind": "dag", "steps": [step]})
+    with Client(api_url=stack.api_url, token=key) as af:
+        run_id = str(af.start_run(workflow="careful-dag", input={"q": "tides?"})["id"])
+    (wait,) = _waiting(http, run_id)
+    assert wait["step"] == "research/turn-1/approve-0" and wait["match"] == {"call": "research/turn-1/call-0"}
+    approval = {"name": "approve", "data": {"call": "research/turn-1/call-0", "approved": True}}
+    assert http.post(f"/v1/runs/{run_id}/signal", json=approval).status_code == 202
+    final = _wait(stack, key, run_id)
+    assert final["state"] == "succeeded", final
+    assert "research/turn-1/call-0" in [t["step"] for t in final["tasks"]]

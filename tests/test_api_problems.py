@@ -24,7 +24,8 @@ def http(stack: Stack) -> Iterator[httpx.Client]:
 
 
 def tool_spec(name: str, version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "version": version, "runtime": {"command": ["python3", "main.py"]}, **extra}
+    runtime = {"command": ["python3", "main.py"], "files": {"main.py": "print('{}')\n"}}
+    return {"name": name, "version": version, "runtime": runtime, **extra}
 
 
 def dag(name: str, steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -42,6 +43,33 @@ def assert_problem(response: httpx.Response, status: int, slug: str, field: str 
     assert isinstance(body["title"], str) and body["title"], body
     assert body["field"] == field, body
     return body
+
+
+# --- queues no worker serves ------------------------------------------------------------------------
+
+
+def test_a_run_on_a_queue_no_worker_serves_is_warned_of_or_refused_when_a_worker_is_required(
+    http: httpx.Client,
+) -> None:
+    request = {"tool": "noop", "input": {}, "queue": "nobody-pulls-this"}
+    refused = http.post("/v1/runs", json={**request, "require_worker": True})
+    assert "nobody-pulls-this" in assert_problem(refused, 409, "no-worker", "queue")["detail"]
+
+    accepted = http.post("/v1/runs", json=request)
+    assert accepted.status_code == 201, accepted.text
+    (warning,) = accepted.json()["warnings"]
+    assert (warning["type"], warning["queue"], warning["field"]) == ("no-worker", "nobody-pulls-this", "queue")
+    http.post(f"/v1/runs/{accepted.json()['id']}/cancel")
+
+    batch = http.post("/v1/runs:batch", json={"runs": [{**request, "require_worker": True}, {**request}]})
+    refused_item, warned_item = batch.json()["items"]
+    assert refused_item["problem"]["type"] == PROBLEM + "no-worker"
+    assert warned_item["warnings"][0]["queue"] == "nobody-pulls-this"
+    http.post(f"/v1/runs/{warned_item['id']}/cancel")
+
+    served = http.post("/v1/runs", json={"tool": "noop", "input": {}, "require_worker": True})
+    assert served.status_code == 201, served.text
+    assert "warnings" not in served.json()
 
 
 # --- names and versions -----------------------------------------------------------------------------
@@ -161,6 +189,58 @@ def test_an_input_that_breaks_the_workflows_schema_names_the_input_field(http: h
     response = http.post("/v1/runs", json={"workflow": "doc-review", "input": {"text": ""}})
     body = assert_problem(response, 422, "input-schema-mismatch", "input")
     assert body["detail"].startswith("input.text"), body
+
+
+# --- what a tool ships --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "files", "missing"),
+    [
+        (["python3", "main.py"], {}, "main.py"),
+        (["sh", "bin/run.sh"], {"run.sh": "echo {}"}, "bin/run.sh"),
+        (["./run"], {"main.py": ""}, "./run"),
+        (["node", "./index.js"], {"main.js": ""}, "./index.js"),
+    ],
+)
+def test_a_tool_whose_command_runs_a_file_it_does_not_ship_is_refused_at_registration(
+    http: httpx.Client, command: list[str], files: dict[str, str], missing: str
+) -> None:
+    spec = tool_spec("unshipped", runtime={"command": command, "files": files})
+    body = assert_problem(http.post("/v1/tools", json=spec), 422, "validation-error", "runtime.command")
+    assert repr(missing) in body["detail"], body
+
+
+@pytest.mark.parametrize(
+    ("name", "command", "files"),
+    [
+        ("ships-dotted", ["python3", "./main.py"], {"main.py": "print('{}')"}),
+        ("ships-nested", ["sh", "bin/run.sh"], {"bin/run.sh": "echo {}"}),
+        ("ships-code", ["python3", "-c", "print('{}')"], {}),
+        ("ships-module", ["python3", "-m", "json.tool"], {}),
+        ("ships-absolute", ["python3", "/usr/lib/python3/dist-packages/x.py"], {}),
+        ("ships-on-path", ["cat"], {}),
+    ],
+)
+def test_a_tool_whose_command_runs_only_shipped_or_outside_files_is_registered(
+    http: httpx.Client, name: str, command: list[str], files: dict[str, str]
+) -> None:
+    response = http.post("/v1/tools", json=tool_spec(name, runtime={"command": command, "files": files}))
+    assert response.status_code in (200, 201), response.text
+
+
+def test_a_whole_number_version_is_taken_as_its_text_and_a_decimal_one_is_refused(http: httpx.Client) -> None:
+    tool = http.post("/v1/tools", json={**tool_spec("numbered"), "version": 3})
+    assert tool.status_code in (200, 201), tool.text
+    assert tool.json()["version"] == "3" and tool.json()["spec"]["version"] == "3"
+    workflow = http.post(
+        "/v1/workflows", json={**dag("numbered-flow", [{"name": "a", "tool": "numbered@3"}]), "version": 2}
+    )
+    assert workflow.status_code in (200, 201), workflow.text
+    assert workflow.json()["version"] == "2" and workflow.json()["spec"]["version"] == "2"
+    for route, document in (("/v1/tools", tool_spec("decimal")), ("/v1/workflows", dag("decimal-flow", []))):
+        body = assert_problem(http.post(route, json={**document, "version": 1.1}), 422, "bad-version", "version")
+        assert 'version: "1.1"' in body["detail"], body
 
 
 # --- versions are immutable -------------------------------------------------------------------------
@@ -343,6 +423,16 @@ def test_an_idempotency_key_reused_with_another_body_is_a_conflict(http: httpx.C
     assert first.json()["id"] in body["detail"]
 
 
+def test_an_idempotency_key_in_the_header_and_another_in_the_body_is_a_validation_error(http: httpx.Client) -> None:
+    body = {"tool": "noop", "input": {}, "idempotency_key": "problems-idem-body"}
+    both = http.post("/v1/runs", json=body, headers={"Idempotency-Key": "problems-idem-header"})
+    problem = assert_problem(both, 422, "validation-error", "idempotency_key")
+    assert "problems-idem-header" in problem["detail"] and "problems-idem-body" in problem["detail"]
+    # The same key in both is one key.
+    same = http.post("/v1/runs", json=body, headers={"Idempotency-Key": "problems-idem-body"})
+    assert same.status_code == 201, same.text
+
+
 def test_cancelling_a_finished_run_is_run_finished(http: httpx.Client) -> None:
     run_id = http.post("/v1/runs", json={"tool": "noop", "input": {}}).json()["id"]
     with http.stream("GET", f"/v1/runs/{run_id}/events") as events:
@@ -419,5 +509,5 @@ def test_a_tenant_limit_of_zero_is_a_validation_error(http: httpx.Client) -> Non
 
 @pytest.mark.parametrize("warm", [-1, 33, "two"], ids=["negative", "too-many", "string"])
 def test_a_warm_pool_size_out_of_range_is_a_validation_error_on_its_field(http: httpx.Client, warm: object) -> None:
-    spec = tool_spec("warm-checked", runtime={"command": ["python3", "main.py"], "warm": warm})
+    spec = tool_spec("warm-checked", runtime={"command": ["python3", "-c", "print('{}')"], "warm": warm})
     assert_problem(http.post("/v1/tools", json=spec), 422, "validation-error", "runtime.warm")

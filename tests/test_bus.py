@@ -1,5 +1,6 @@
 """The bus against a real nats-server: deliveries settle as JetStream says, a watch says "look again" once per
-burst and ends when its connection closes, and the fleet reads back what workers wrote."""
+burst, carries a stream's messages, kept and new, and ends when its connection closes, and the fleet reads back
+what workers wrote."""
 
 import asyncio
 import contextlib
@@ -15,8 +16,8 @@ from bus import Bus, Fleet, WatchLost, connect, subjects
 from bus.consume import bind
 from bus.messages import encode
 from bus.publish import Outgoing, notify, publish
-from bus.streams import ensure_streams, ensure_task_consumer
-from bus.watch import watch
+from bus.streams import ensure_streams, ensure_task_consumer, withdraw_task
+from bus.watch import watch, watch_carrying
 from control_plane.stack.nats import NatsServer
 from tests.conftest import admin_url, heartbeat_of, noop_task
 
@@ -94,6 +95,27 @@ async def test_a_watch_looks_at_once_then_once_per_burst_then_on_silence(bus: Bu
         assert await anext(looks) == 0
 
 
+async def test_a_watch_carrying_a_streams_subject_hands_over_what_it_kept_then_what_comes(bus: Bus) -> None:
+    run_id = str(uuid.uuid4())
+    logs = subjects.tool_logs(TENANT, run_id)
+    for n in (1, 2):  # before anyone watches: AF_LOGS keeps them
+        await notify(bus, Outgoing(logs, f"kept-{n}".encode(), f"{run_id}-{n}"))
+    await bus.client.flush()
+
+    carried: list[bytes] = []
+    async with contextlib.aclosing(watch_carrying(bus, subjects.events(TENANT, run_id), 5.0, logs)) as looks:
+        assert (await anext(looks)).carried == ()
+        while len(carried) < 2:
+            carried += (await anext(looks)).carried
+        await notify(bus, Outgoing(logs, b"live", f"{run_id}-3"))
+        while len(carried) < 3:  # it wakes the watch: well before the 5 s interval
+            look = await anext(looks)
+            carried += look.carried
+            assert look.arrived == 0
+
+    assert carried == [b"kept-1", b"kept-2", b"live"]
+
+
 async def test_a_watch_ends_with_watch_lost_once_its_connection_is_closed(bus: Bus) -> None:
     async with contextlib.aclosing(watch(bus, subjects.events(TENANT, str(uuid.uuid4())), every=0.1)) as looks:
         assert await anext(looks) == 0
@@ -117,3 +139,41 @@ async def test_the_fleet_is_the_heartbeats_present_now_sorted_and_without_the_ma
     await fleet.leave(TENANT, "w-a")
     await fleet.leave(TENANT, "w-b")
     assert [b.worker_id for b in await fleet.members() if b.tenant == TENANT] == []
+
+
+async def test_an_existing_task_consumer_takes_the_ack_wait_of_the_worker_that_starts_last(bus: Bus) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    durable = await ensure_task_consumer(bus, TENANT, queue, ack_wait=30.0)
+    assert await ensure_task_consumer(bus, TENANT, queue, ack_wait=4.0) == durable
+    info = await bus.jetstream.consumer_info(subjects.TASKS_STREAM, durable)
+    assert info.config.ack_wait == 4.0
+
+
+async def test_a_withdrawn_task_is_never_delivered_again(bus: Bus) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    consumer = await bind(bus, subjects.TASKS_STREAM, await ensure_task_consumer(bus, TENANT, queue, ack_wait=1.0))
+    task = noop_task(TENANT)
+    await publish(bus, Outgoing(subjects.tasks(TENANT, queue), encode(task), task.task_id))
+    [held] = await consumer.pull(1, 5.0)  # and never settled, as by a worker that died
+    await withdraw_task(bus, held.stream_seq)
+    await withdraw_task(bus, held.stream_seq)  # a second control plane doing the same is harmless
+    assert await consumer.pull(1, 2.5) == []  # past the ack wait: nothing comes again
+
+
+async def test_the_fleet_watch_tells_each_heartbeat_and_a_leave_and_the_bucket_tells_expiry_from_leave(
+    bus: Bus,
+) -> None:
+    fleet = await Fleet.open(bus)
+    key = subjects.worker_key(TENANT, "w-watched")
+    async with contextlib.aclosing(fleet.watch()) as seen:
+        await fleet.put(heartbeat_of(TENANT, "w-watched", in_flight=1))
+        while (told := await anext(seen))[0] != key:
+            pass
+        assert told[1] is not None and told[1].in_flight == 1
+        assert isinstance(await fleet.status(key), type(told[1]))
+        await fleet.leave(TENANT, "w-watched")
+        while (told := await anext(seen))[0] != key:
+            pass
+        assert told[1] is None
+    assert await fleet.status(key) == "left"
+    assert await fleet.status(subjects.worker_key(TENANT, "w-never-seen")) == "expired"

@@ -2,13 +2,16 @@
 errors and exit codes (1 API, 2 usage, 3 transport)."""
 
 import json
+import re
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from agentflow import Client
+from agentflow import Client, load_workflow_file
 from agentflow.cli import cli
 from click.testing import CliRunner, Result
 
@@ -263,6 +266,7 @@ def test_run_follow_prints_a_line_per_event() -> None:
 
     assert "run.created" in lines[0] and "fetch" in lines[0]
     assert "run.succeeded" in lines[1]
+    assert api.requests[1].url.params["logs"] == "true"  # and the tools' stderr as it is written
 
 
 def test_logs_prints_the_events_so_far() -> None:
@@ -290,6 +294,26 @@ def test_runs_ls_and_get() -> None:
     assert "STEP" in shown.stdout and "WORKER" in shown.stdout and "host-2" in shown.stdout
     # The sandbox that ran the task, its CPU time, peak memory and queue/start/run times.
     assert all(part in shown.stdout for part in ("runsc-warm", "312 ms", "64.0 MiB", "4 ms", "12 ms", "1.4s"))
+
+
+def test_runs_ls_shows_every_id_whole_even_when_the_table_is_too_wide() -> None:
+    run_id = "01a23398-fda8-78fa-b290-5d4c0a9e7f31"
+    long_run = {**RUN, "id": run_id, "workflow": "a-workflow-with-a-name-long-enough-to-overflow@12.0.0"}
+    api = API({("GET", "/v1/runs"): httpx.Response(200, json={"items": [long_run], "next_cursor": None})})
+
+    # A terminal 60 columns wide (rich reads TTY_COMPATIBLE and COLUMNS), and a pipe.
+    on_terminal = CliRunner().invoke(
+        cli, ["runs", "ls"], obj=api.client, env={"TTY_COMPATIBLE": "1", "COLUMNS": "60", "NO_COLOR": "1"}
+    )
+    piped = af(api, "runs", "ls")
+
+    assert on_terminal.exit_code == 0, on_terminal.output
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", on_terminal.stdout).splitlines()
+    assert lines[1].split()[0] == run_id  # the other columns wrap onto more lines; the id never does
+    assert len(lines) > 2
+    created = datetime.fromisoformat(str(RUN["created_at"])).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    # Off a terminal, each row is one line whatever its width.
+    assert piped.stdout.splitlines()[1].split() == [run_id, long_run["workflow"], "failed", *created.split(), "3.0s"]
 
 
 def test_cancel_of_a_finished_run_is_one_line() -> None:
@@ -371,3 +395,133 @@ def test_global_flags_reach_the_client_factory() -> None:
     CliRunner().invoke(cli, ["--api-url", "http://x:1", "--token", "k", "workers", "ls"], obj=factory)
 
     assert received == [("http://x:1", "k")]
+
+
+def test_version_prints_the_installed_client_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+
+    assert result.exit_code == 0
+    assert result.output == f"af {metadata.version('agentflow')}\n"
+
+
+def test_runs_ls_sends_the_workflow_since_and_cursor_and_names_the_next_cursor_on_stderr() -> None:
+    page = {"items": [RUN], "next_cursor": "01a23398-fda8-78fa-b290-5d4c0a9e7f31"}
+    api = API({("GET", "/v1/runs"): httpx.Response(200, json=page)})
+    before = datetime.now(UTC)
+
+    listed = af(api, "runs", "ls", "--workflow", "triage@1.0.0", "--since", "2h", "--cursor", "01a2", "--limit", "1")
+    as_json = af(api, "runs", "ls", "--since", "2026-12-01T09:30:00+01:00", "-o", "json")
+
+    sent = dict(api.requests[0].url.params)
+    since = datetime.fromisoformat(sent.pop("since"))
+    assert sent == {"workflow": "triage@1.0.0", "cursor": "01a2", "limit": "1"}
+    assert before - timedelta(hours=2, seconds=5) < since <= datetime.now(UTC) - timedelta(hours=2)
+    assert "triage@1.0.0" in listed.stdout
+    assert listed.stderr == f"more: the same command with --cursor {page['next_cursor']}\n"
+    assert api.requests[1].url.params["since"] == "2026-12-01T09:30:00+01:00"
+    assert json.loads(as_json.stdout) == page  # the API's page, as it was
+    assert as_json.stderr == ""
+
+
+def test_runs_ls_since_that_is_neither_an_age_nor_a_time_is_a_usage_error() -> None:
+    result = af(API({}), "runs", "ls", "--since", "yesterday")
+
+    assert result.exit_code == 2
+    assert "expected a time ago (30s, 15m, 2h, 7d) or an ISO 8601 time" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_workflow_ls_counts_a_dags_steps_an_fsms_states_and_a_trees_nodes_and_shows_no_digest() -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples" / "workflows"
+    items = []
+    for name in ("doc-review", "iterative-review", "bug-resolution", "research"):
+        document = load_workflow_file(examples / f"{name}.yaml")
+        items.append({**TOOL, "name": name, "kind": document["kind"], "spec": document})
+    api = API({("GET", "/v1/workflows"): httpx.Response(200, json={"items": items})})
+
+    listed = af(api, "workflow", "ls")
+
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "VERSION", "KIND", "STEPS", "CREATED"]
+    # doc-review: 4 steps; iterative-review: a loop of 2 steps; bug-resolution: 4 states; research: a sequence
+    # of a selector (2 tool leaves), a tool leaf and a condition.
+    assert [row.split()[:4] for row in rows] == [
+        ["doc-review", "1.0.0", "dag", "4"],
+        ["iterative-review", "1.0.0", "dag", "3"],
+        ["bug-resolution", "1.0.0", "fsm", "4"],
+        ["research", "1.0.0", "bt", "6"],
+    ]
+
+
+def sse_stream(*documents: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
+    """A route answering an event stream of `documents`, each with an id unless it is a `log` event."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            for document in documents:
+                head = "" if document["type"] == "log" else f"id: {document['seq']}\n"
+                yield f"{head}event: {document['type']}\ndata: {json.dumps(document)}\n\n".encode()
+
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body())
+
+    return answer
+
+
+def event(seq: int, type_: str, **data: Any) -> dict[str, Any]:
+    return {"seq": seq, "type": type_, "at": "2025-01-01T10:00:00Z", "data": {"step": "fetch", **data}}
+
+
+def piece(seq: int, text: str, *, attempt: int = 1, truncated: bool = False) -> dict[str, Any]:
+    data = {"task_id": "t1", "step": "fetch", "attempt": attempt, "seq": seq, "text": text, "truncated": truncated}
+    return {"type": "log", "at": "2025-01-01T10:00:00Z", "data": data}
+
+
+def test_logs_follow_asks_for_the_tools_stderr_and_prints_it_line_by_line_as_it_comes() -> None:
+    stream = sse_stream(
+        event(1, "task.started", task_id="t1", attempt=1),
+        piece(1, "fetching "),
+        piece(2, "page 1\npage"),
+        piece(2, "page 1\npage"),  # given again after a reconnection
+        piece(3, " 2\nalmost"),
+        event(2, "task.succeeded", task_id="t1", attempt=1, stderr="page 1\npage 2\nalmost"),
+        event(3, "run.succeeded"),
+    )
+    api = API({("GET", "/v1/runs/r1/events"): stream})
+
+    result = af(api, "logs", "r1", "--follow")
+
+    assert result.exit_code == 0, result.output
+    assert api.requests[0].url.params["logs"] == "true"
+    lines = [line.split(maxsplit=1)[1] if line[0].isdigit() else line for line in result.stdout.splitlines()]
+    assert lines == [
+        "task.started    fetch",
+        "    [fetch] fetching page 1",
+        "    [fetch] page 2",
+        "    [fetch] almost",  # the attempt's unended line, with its event, whose tail repeats nothing
+        "task.succeeded  fetch",
+        "run.succeeded   fetch",
+    ]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [[piece(1, "start\n", truncated=True)], [piece(2, "middle\n")]],
+    ids=["cut", "its-first-pieces-no-longer-kept"],
+)
+def test_logs_follow_shows_the_tail_under_an_attempts_event_when_its_stream_was_not_whole(
+    pieces: list[dict[str, Any]],
+) -> None:
+    stream = sse_stream(*pieces, event(1, "task.failed", task_id="t1", attempt=1, stderr="the end\n"))
+    api = API({("GET", "/v1/runs/r1/events"): stream})
+
+    result = af(api, "logs", "r1", "--follow")
+
+    assert result.stdout.splitlines()[-1] == "    [fetch] the end"
+
+
+def test_logs_without_follow_asks_for_no_stderr_stream() -> None:
+    api = API({("GET", "/v1/runs/r1/events"): events("run.created", idle=True)})
+
+    af(api, "logs", "r1")
+
+    assert "logs" not in api.requests[0].url.params

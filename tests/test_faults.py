@@ -9,6 +9,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -239,3 +240,45 @@ def test_a_started_task_is_not_timed_out_by_its_schedule_to_start_deadline(clien
     )
     final = client.wait_run(client.start_run(tool="starts-then-naps", input={})["id"], timeout=60)
     assert final["state"] == "succeeded", final
+
+
+def test_a_dead_workers_task_is_retried_at_once_as_its_next_attempt(stack: Stack, client: Client) -> None:
+    """kill -9 of the worker running a task: when its heartbeat expires the task runs again as attempt 2 (a
+    new message, not the old one redelivered after the ack wait), and finishes once."""
+    _tool(client, "naps-2s", "import time\ntime.sleep(2.0)\nprint('{\"done\": true}')\n")
+    workers = {}
+    for _ in range(2):
+        process = stack.start_worker(queue="lost", concurrency=1)
+        workers[f"test-lost-{len(stack.processes) - 1}"] = process
+    run = client.start_run(tool="naps-2s", input={}, queue="lost")
+    deadline = time.monotonic() + 30
+    while (task := client.get_run(run["id"])["tasks"][0])["state"] != "running":
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    holder = workers.pop(task["worker_id"])
+    while not any(
+        held["task_id"] == task["id"]
+        for w in client.list_workers()
+        if w["id"] == task["worker_id"]
+        for held in w["holding"]
+    ):
+        assert time.monotonic() < deadline, "the worker's heartbeat never listed the task"
+        time.sleep(0.05)
+    killed_at = time.time()
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    try:
+        final = client.wait_run(run["id"], timeout=90)
+    finally:
+        for process in workers.values():
+            stop(process.pid)
+    (task,) = final["tasks"]
+    recovery = datetime.fromisoformat(task["started_at"]).timestamp() - killed_at
+    print(f"\nrecovery (kill -9 -> the task's next start): {recovery:.1f} s")
+    assert final["state"] == "succeeded"
+    assert task["attempt"] == 2
+    assert task["detail"]["deliveries"] == 1
+    events = _events(client, run["id"])
+    assert [e["type"] for e in events].count("task.succeeded") == 1
+    (retrying,) = [e for e in events if e["type"] == "task.retrying"]
+    assert "heartbeat" in retrying["data"]["error"]

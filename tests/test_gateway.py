@@ -6,9 +6,7 @@ as metadata), one tenant never reaching another's models, and ``AF_NO_LLM``."""
 import asyncio
 import json
 import secrets
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,75 +19,7 @@ from click.testing import CliRunner
 
 from control_plane.errors import NotFound
 from control_plane.gateway import CallContext, Gateway
-from tests.conftest import Stack, Upstream, eventually
-
-PROBLEM = "urn:agentflow:problem:"
-
-
-def _as(stack: Stack, key: str, url: str | None = None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {key}"}
-    return httpx.Client(base_url=url or stack.api_url, headers=headers, timeout=30)
-
-
-def _problem(answer: httpx.Response, status: int, slug: str, field: str | None = None) -> dict[str, Any]:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"].startswith("application/problem+json")
-    problem: dict[str, Any] = answer.json()
-    assert problem["type"] == PROBLEM + slug, problem
-    if field is not None:
-        assert problem["field"] == field, problem
-    return problem
-
-
-@pytest.fixture(scope="module")
-def tenant(stack: Stack) -> Iterator[tuple[str, str]]:
-    """A tenant of this module's own and its tenant-admin key."""
-    name = f"gw-{secrets.token_hex(3)}"
-    with _as(stack, stack.token) as admin:
-        answer = admin.post("/v1/tenants", json={"name": name})
-        assert answer.status_code == 201, answer.text
-        yield name, answer.json()["admin_key"]["key"]
-
-
-@pytest.fixture(scope="module")
-def http(stack: Stack, tenant: tuple[str, str]) -> Iterator[httpx.Client]:
-    with _as(stack, tenant[1]) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def llm(stack: Stack, tenant: tuple[str, str]) -> Iterator[openai.OpenAI]:
-    """The official OpenAI client, pointed at AgentFlow's gateway with the tenant's API key."""
-    with openai.OpenAI(base_url=f"{stack.api_url}/v1/llm", api_key=tenant[1], max_retries=0, timeout=30) as client:
-        yield client
-
-
-def apply(http: httpx.Client, **document: Any) -> dict[str, Any]:
-    answer = http.post("/v1/models", json=document)
-    assert answer.status_code in (200, 201), answer.text
-    body: dict[str, Any] = answer.json()
-    return body
-
-
-def upstream_model(upstream: Upstream, name: str, **fields: Any) -> dict[str, Any]:
-    return {"name": name, "provider": "openai", "endpoint": upstream.url(name), "model": f"remote-{name}", **fields}
-
-
-def calls(http: httpx.Client, limit: int = 20) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = http.get("/v1/llm/calls", params={"limit": limit}).json()["items"]
-    return items
-
-
-def recorded(http: httpx.Client, requested: str) -> dict[str, Any]:
-    """The newest recorded call that asked for ``requested`` (records are written a moment after the answer)."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = [call for call in calls(http) if call["requested"] == requested]
-        if found:
-            return found[0]
-        assert time.monotonic() < deadline, f"no call of {requested} recorded"
-        time.sleep(0.05)
-
+from tests.conftest import Stack, Upstream, apply, as_key, eventually, expect_problem, recorded, upstream_model
 
 # --- deployments as documents -----------------------------------------------------------------------
 
@@ -99,12 +29,14 @@ def test_a_deployment_document_is_checked_with_every_problem_at_its_field(http: 
         "/v1/models",
         json={"name": "Bad Name", "provider": "openai", "tier": "tier9", "context_window": 0, "colour": "red"},
     )
-    problem = _problem(answer, 422, "invalid-model")
+    problem = expect_problem(answer, 422, "invalid-model")
     fields = {p["field"] for p in problem["problems"]}
     assert {"name", "tier", "context_window", "colour", "endpoint"} <= fields, problem
-    _problem(http.post("/v1/models", json={"name": "m", "provider": "smoke-signals"}), 422, "invalid-model", "provider")
+    expect_problem(
+        http.post("/v1/models", json={"name": "m", "provider": "smoke-signals"}), 422, "invalid-model", "provider"
+    )
     answer = http.post("/v1/models", json={"name": "m", "provider": "mock", "options": {"fail": "sometimes"}})
-    _problem(answer, 422, "invalid-model", "options.fail")
+    expect_problem(answer, 422, "invalid-model", "options.fail")
 
 
 def test_a_deployment_is_created_then_updated_in_place_and_listed_in_its_tier(http: httpx.Client) -> None:
@@ -126,8 +58,8 @@ def test_only_a_platform_admin_applies_a_platform_deployment_and_every_tenant_se
 ) -> None:
     name = f"shared-{secrets.token_hex(3)}"
     refused = http.post("/v1/models", params={"scope": "platform"}, json={"name": name, "provider": "mock"})
-    _problem(refused, 403, "forbidden")
-    with _as(stack, stack.token) as admin:
+    expect_problem(refused, 403, "forbidden")
+    with as_key(stack, stack.token) as admin:
         made = admin.post("/v1/models", params={"scope": "platform"}, json={"name": name, "provider": "mock"})
         assert made.status_code == 201, made.text
         try:
@@ -141,15 +73,15 @@ def test_one_tenant_cannot_see_or_call_another_tenants_models(
     stack: Stack, http: httpx.Client, llm: openai.OpenAI
 ) -> None:
     apply(http, name="private-model", provider="mock", options={"answers": {"hi": "secret answer"}})
-    with _as(stack, stack.token) as admin:
+    with as_key(stack, stack.token) as admin:
         other = admin.post("/v1/tenants", json={"name": f"gw-other-{secrets.token_hex(3)}"}).json()["admin_key"]["key"]
-    with _as(stack, other) as intruder:
+    with as_key(stack, other) as intruder:
         assert "private-model" not in [i["name"] for i in intruder.get("/v1/models").json()["items"]]
-        _problem(intruder.get("/v1/models/private-model"), 404, "model-not-found")
+        expect_problem(intruder.get("/v1/models/private-model"), 404, "model-not-found")
         answer = intruder.post(
             "/v1/llm/chat/completions", json={"model": "private-model", "messages": [{"role": "user", "content": "hi"}]}
         )
-        _problem(answer, 404, "model-not-found", "model")
+        expect_problem(answer, 404, "model-not-found", "model")
     reply = llm.chat.completions.create(model="private-model", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "secret answer"
 
@@ -292,27 +224,27 @@ def test_a_tenant_that_records_metadata_keeps_no_prompt_or_answer_text(
 def test_bad_requests_are_problems_naming_their_field(http: httpx.Client, llm: openai.OpenAI) -> None:
     apply(http, name="strict", provider="mock")
     post = http.post
-    _problem(post("/v1/llm/chat/completions", json={"model": "strict"}), 422, "validation-error", "messages")
+    expect_problem(post("/v1/llm/chat/completions", json={"model": "strict"}), 422, "validation-error", "messages")
     bad_role = {"model": "strict", "messages": [{"role": "wizard", "content": "x"}]}
-    _problem(post("/v1/llm/chat/completions", json=bad_role), 422, "validation-error", "messages[0].role")
+    expect_problem(post("/v1/llm/chat/completions", json=bad_role), 422, "validation-error", "messages[0].role")
     unknown = {"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}
-    _problem(post("/v1/llm/chat/completions", json=unknown), 404, "model-not-found", "model")
+    expect_problem(post("/v1/llm/chat/completions", json=unknown), 404, "model-not-found", "model")
     empty_tier = {"model": "tier4", "messages": [{"role": "user", "content": "x"}]}
-    _problem(post("/v1/llm/chat/completions", json=empty_tier), 404, "model-not-found", "model")
+    expect_problem(post("/v1/llm/chat/completions", json=empty_tier), 404, "model-not-found", "model")
     with pytest.raises(openai.NotFoundError):
         llm.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
 
 
 def test_calls_need_a_key(stack: Stack) -> None:
     answer = httpx.post(f"{stack.api_url}/v1/llm/chat/completions", json={"model": "tier1", "messages": []})
-    _problem(answer, 401, "unauthorized")
+    expect_problem(answer, 401, "unauthorized")
 
 
 # --- zero-credential mode and the command line ------------------------------------------------------
 
 
 def test_with_no_llm_every_tier_answers_from_the_builtin_mock(stack: Stack, tenant: tuple[str, str]) -> None:
-    with stack.extra_control_plane(AF_NO_LLM="1") as url, _as(stack, tenant[1], url) as client:
+    with stack.extra_control_plane(AF_NO_LLM="1") as url, as_key(stack, tenant[1], url) as client:
         for model in ("tier1", "tier4", "gpt-4o"):
             answer = client.post(
                 "/v1/llm/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]}

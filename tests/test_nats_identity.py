@@ -183,6 +183,22 @@ async def test_a_worker_of_beta_is_refused_publishing_alphas_results(control: Co
         await control.js.get_last_msg(subjects.RESULTS_STREAM, subject)
 
 
+async def test_a_worker_of_beta_streams_its_own_tools_stderr_and_is_refused_alphas(
+    control: Connection, beta: Connection
+) -> None:
+    own, alphas = subjects.tool_logs("beta", str(uuid.uuid4())), subjects.tool_logs("alpha", str(uuid.uuid4()))
+
+    await beta.bus.client.publish(own, b"beta's tool's stderr")
+    await beta.bus.client.publish(alphas, b"forged")
+    await beta.bus.client.flush()
+
+    await beta.refused(f'publish to "{alphas}"')
+    stored = await control.js.get_last_msg(subjects.LOGS_STREAM, own)
+    assert stored.data == b"beta's tool's stderr"
+    with pytest.raises(NotFoundError):
+        await control.js.get_last_msg(subjects.LOGS_STREAM, alphas)
+
+
 async def test_a_worker_of_beta_cannot_touch_alphas_heartbeats(control: Connection, beta: Connection) -> None:
     key = subjects.worker_key("alpha", "alpha-worker")
     await (await Fleet.open(control.bus)).put(heartbeat_of("alpha", "alpha-worker"))

@@ -445,7 +445,7 @@ NODE_KINDS = "sequence, selector, parallel, retry, timeout, invert, repeat_until
         ({"loop": []}, "root", f"a node is a tool leaf (name and tool) or has exactly one of {NODE_KINDS}"),
         ({"sequence": [leaf("a")], "invert": leaf("b")}, "root", "a node is a tool leaf"),
         ({"sequence": [leaf("a")], "name": "s"}, "root.name", "unknown key; a sequence node has sequence"),
-        (leaf("a", needs=["b"]), "root.needs", "unknown key; a tool leaf has name, tool, queue, input, retry"),
+        (leaf("a", needs=["b"]), "root.needs", "unknown key; a tool leaf has name, tool, agent, queue, input, retry"),
         ({"sequence": ["a"]}, "root.sequence[0]", "a node must be a mapping"),
         ({"sequence": []}, "root.sequence", "must be a list of nodes, with at least one"),
         ({"selector": {"a": 1}}, "root.selector", "must be a list of nodes, with at least one"),

@@ -511,8 +511,8 @@ def test_the_steps_must_be_a_non_empty_list_of_mappings() -> None:
         (
             step("b", retries=3),
             "steps[1].retries",
-            "unknown key; a step has name, tool, queue, needs, input, retry, compensate, when, continue_on_failure,"
-            " fallback, loop",
+            "unknown key; a step has name, tool, agent, queue, needs, input, retry, compensate, when,"
+            " continue_on_failure, fallback, loop",
         ),
         (step("b", input={"t": ["$.input["]}), "steps[1].input.t[0]", "bad path '$.input['"),
         (step("b", input="$.steps.nope.output"), "steps[1].input", "unknown step 'nope'"),

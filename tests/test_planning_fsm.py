@@ -485,11 +485,16 @@ CASES: dict[str, tuple[Change, list[tuple[str, str]]]] = {
     ),
     "a state of two kinds": (
         _set(_S, "work", "sleep_seconds", value=3),
-        [("states.work", "a state has exactly one of tool, wait, sleep_seconds, final, not tool and sleep_seconds")],
+        [
+            (
+                "states.work",
+                "a state has exactly one of tool, agent, wait, sleep_seconds, final, not tool and sleep_seconds",
+            )
+        ],
     ),
     "a state of no kind": (
         _delete(_S, "work", "tool"),
-        [("states.work", "a state has exactly one of tool, wait, sleep_seconds, final")],
+        [("states.work", "a state has exactly one of tool, agent, wait, sleep_seconds, final")],
     ),
     "unknown top-level key": (_set("stats", value=1), [("stats", "unknown key; an fsm workflow has")]),
     "unknown key of an action state": (

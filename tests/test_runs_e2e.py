@@ -2,12 +2,14 @@
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 from agentflow import Client, Conflict, load_tool_file
 
+from control_plane.stack.processes import stop
 from registry import audit, connect
-from tests.conftest import EXAMPLES, Stack
+from tests.conftest import EXAMPLES, Stack, start_and_cancel_while_running
 
 pytestmark = pytest.mark.usefixtures("examples_registered")
 
@@ -157,6 +159,40 @@ def test_a_tool_past_its_wall_limit_fails_as_timed_out(client: Client) -> None:
     assert "timed out after 0.5 s" in final["error"]
 
 
+MEMORY_BOMB = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 * 1024 * 1024))\n"
+
+
+@pytest.fixture(scope="module")
+def process_worker(stack: Stack) -> Iterator[str]:
+    """A worker of the process sandbox, on a queue of its own; the queue's name."""
+    process = stack.start_worker(queue="process-sandbox", concurrency=1, AF_SANDBOX="process")
+    yield "process-sandbox"
+    stop(process.pid)
+
+
+@pytest.mark.parametrize("sandbox", ["runsc", "process"])
+def test_a_tool_past_its_memory_limit_fails_saying_so_with_what_it_used(
+    client: Client, request: pytest.FixtureRequest, sandbox: str
+) -> None:
+    client.register_tool(
+        {
+            "name": "memory-bomb",
+            "version": "1.0.0",
+            "limits": {"memory_mb": 128, "wall_seconds": 20},
+            "runtime": {"command": ["python3", "main.py"], "files": {"main.py": MEMORY_BOMB}},
+        }
+    )
+    queue = request.getfixturevalue("process_worker") if sandbox == "process" else None
+    final = client.wait_run(client.start_run(tool="memory-bomb", input={}, queue=queue)["id"], timeout=60)
+
+    assert final["state"] == "failed"
+    assert final["error"] == "memory limit (128 MiB) exceeded"
+    (task,) = final["tasks"]
+    assert task["sandbox"]["kind"].startswith(sandbox)
+    assert task["sandbox"]["cpu_seconds"] > 0
+    assert task["sandbox"]["max_rss_kb"] > 0
+
+
 def test_a_failed_branch_cancels_the_rest_of_the_workflow(client: Client) -> None:
     client.apply_workflow(
         {
@@ -183,6 +219,16 @@ def test_the_same_idempotency_key_returns_the_same_run_and_another_body_conflict
     with pytest.raises(Conflict) as raised:
         client.start_run(tool="noop", input={"n": 2}, idempotency_key="order-42")
     assert raised.value.type.endswith("idempotency-conflict")
+
+
+def test_repeating_a_finished_run_answers_the_state_it_ended_in(client: Client) -> None:
+    first = client.start_run(tool="noop", input={"n": "repeat"}, idempotency_key="order-finished")
+    assert (first["state"], first.created) == ("running", True)
+    assert client.wait_run(first["id"], timeout=30)["state"] == "succeeded"
+    again = client.start_run(tool="noop", input={"n": "repeat"}, idempotency_key="order-finished")
+    assert (again["id"], again["state"], again.created) == (first["id"], "succeeded", False)
+    (item,) = client.start_runs([{"tool": "noop", "input": {"n": "repeat"}, "idempotency_key": "order-finished"}])
+    assert item == {"id": first["id"], "state": "succeeded", "created": False}
 
 
 def test_a_batch_answers_each_item_with_a_run_or_its_own_problem(client: Client) -> None:
@@ -223,6 +269,14 @@ def test_cancelling_a_run_cancels_its_open_tasks_and_a_finished_run_cannot_be_ca
     assert [e["type"] for e in client.events(run["id"])][-2:] == ["task.cancelled", "run.cancelled"]
     with pytest.raises(Conflict):
         client.cancel_run(run["id"])
+
+
+def test_a_task_cancelled_while_running_keeps_its_worker_and_start(client: Client) -> None:
+    run_id, started = start_and_cancel_while_running(client)
+    (task,) = client.get_run(run_id)["tasks"]
+    assert task["state"] == "cancelled"
+    assert task["worker_id"] == started["data"]["worker_id"]
+    assert task["started_at"] is not None and task["finished_at"] >= task["started_at"]
 
 
 def test_runs_list_newest_first_with_a_cursor(client: Client) -> None:

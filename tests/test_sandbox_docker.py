@@ -93,6 +93,7 @@ async def test_a_memory_bomb_is_killed_at_the_memory_limit(backend: DockerBacken
     outcome = await backend.run(python(bomb, limits=Limits(memory_mb=128, wall_seconds=20)))
 
     assert outcome.exit_code == -9  # SIGKILL by the memory cgroup
+    assert (outcome.memory_exceeded, outcome.max_rss_kb) == (True, 128 * 1024)
     assert not outcome.timed_out
 
 

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 from sandbox import Limits, Outcome, ProcessBackend, SandboxCall, SandboxError, SandboxSettings, open_backend
+from sandbox.output import Output
+
+NONCE = b"0123456789abcdef0123456789abcdef"
+REPORT = b'{"exit_code": 0, "run_seconds": 0.1, "cpu_seconds": 0.05, "max_rss_kb": 4096}'
 
 
 @pytest.fixture
@@ -103,6 +107,7 @@ async def test_a_failing_tool_reports_its_exit_code_and_the_tail_of_its_stderr(
 
     assert outcome.exit_code == 5
     assert outcome.stderr_tail.endswith("noise the reason")
+    assert not outcome.memory_exceeded
     assert len(outcome.stderr_tail.encode()) == 4096
 
 
@@ -155,6 +160,8 @@ async def test_a_memory_limit_makes_a_big_allocation_fail(backend: ProcessBacken
 
     assert outcome.exit_code == 1
     assert "MemoryError" in outcome.stderr_tail
+    assert outcome.memory_exceeded
+    assert outcome.cpu_seconds is not None and outcome.max_rss_kb is not None
 
 
 async def test_the_tool_sees_only_the_scrubbed_environment_and_its_own_variables(
@@ -261,3 +268,62 @@ async def test_a_new_backend_deletes_the_call_dirs_a_killed_worker_left_and_clos
     finally:
         await backend.close()
     assert os.listdir(tmp_path) == []
+
+
+async def test_what_a_tool_writes_to_stderr_is_handed_over_while_it_runs(
+    backend: ProcessBackend, tmp_path: Path
+) -> None:
+    # The tool waits for a file that only the hand-over of its first line creates: were stderr handed over
+    # after the tool's end, the call would run into its wall limit.
+    go = tmp_path / "go"
+    pieces: list[bytes] = []
+
+    def on_stderr(data: bytes) -> None:
+        pieces.append(data)
+        if b"waiting\n" in b"".join(pieces):
+            go.touch()
+
+    code = (
+        "import os, sys, time\n"
+        "sys.stderr.write('waiting\\n'); sys.stderr.flush()\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "sys.stderr.write('done\\n')\n"
+    )
+    call = replace(python(code), on_stderr=on_stderr, limits=Limits(wall_seconds=20))
+
+    outcome = await backend.run(call)
+
+    assert (outcome.exit_code, outcome.timed_out) == (0, False)
+    assert b"".join(pieces) == b"waiting\ndone\n"
+    assert outcome.stderr_tail == "waiting\ndone\n"  # the tail is kept all the same
+
+
+INIT_REPORT = b"\n" + NONCE + REPORT + b"\n"
+"""What a sandbox's init writes on stderr once its tool has exited (see sandbox/_child.py)."""
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "handed_over"),
+    [
+        ([b"one\ntwo", INIT_REPORT], b"one\ntwo"),
+        ([b"one\ntwo" + INIT_REPORT], b"one\ntwo"),
+        ([b"one\ntwo\n", INIT_REPORT], b"one\ntwo\n"),
+        ([b"one\ntwo\n" + INIT_REPORT], b"one\ntwo\n"),
+        # The report's newline read apart from the rest (never seen: the init writes both at once) costs a
+        # blank line, never the nonce.
+        ([b"one\ntwo\n", INIT_REPORT[:1], INIT_REPORT[1:]], b"one\ntwo\n\n"),
+    ],
+    ids=["apart", "together", "after-a-newline", "together-after-a-newline", "newline-alone"],
+)
+async def test_the_report_of_a_sandboxs_init_is_never_handed_over_as_stderr(
+    arrivals: list[bytes], handed_over: bytes
+) -> None:
+    output = Output(1024, NONCE)
+    pieces: list[bytes] = []
+    output.on_stderr = pieces.append
+
+    for data in arrivals:
+        output.data_received(2, data)
+
+    assert b"".join(pieces) == handed_over
+    assert output.reported.done()

@@ -6,6 +6,7 @@ Against the real runsc (the Makefile installs it); the tests run as root, which 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import signal
@@ -151,6 +152,17 @@ async def test_a_tool_cannot_forge_the_report_of_its_sandbox(backend: RunscBacke
     assert forged in outcome.stderr_tail
 
 
+async def test_a_tools_stderr_is_handed_over_as_it_comes_without_its_sandboxs_report(backend: RunscBackend) -> None:
+    pieces: list[bytes] = []
+    code = "import sys; sys.stderr.write('one\\n'); sys.stderr.flush(); sys.stderr.write('two'); sys.exit(3)"
+
+    outcome = await backend.run(dataclasses.replace(python(code), on_stderr=pieces.append))
+
+    assert outcome.exit_code == 3
+    assert b"".join(pieces) == b"one\ntwo"
+    assert outcome.stderr_tail == "one\ntwo"
+
+
 async def test_a_server_on_the_hosts_loopback_cannot_be_reached(backend: RunscBackend) -> None:
     outcome, connections = await reach_host_loopback(backend)
 
@@ -242,11 +254,22 @@ async def test_a_memory_bomb_is_killed_at_the_memory_limit(backend: RunscBackend
     outcome = await backend.run(python(bomb, limits=Limits(memory_mb=128, wall_seconds=10)))
 
     # The whole sandbox is killed at its cgroup's limit: runsc's 137, reported as SIGKILL like the process
-    # backend reports a signal.
+    # backend reports a signal, and as the memory limit exceeded, with what the sandbox used of the host.
     assert outcome.exit_code == -signal.SIGKILL
+    assert outcome.memory_exceeded
+    assert outcome.max_rss_kb == 128 * 1024
+    assert outcome.cpu_seconds is not None and outcome.cpu_seconds > 0
     assert not outcome.timed_out
     assert outcome.duration_seconds < 5
     await assert_unharmed(backend)
+
+
+async def test_a_tool_killed_by_a_signal_inside_its_sandbox_is_no_memory_overrun(backend: RunscBackend) -> None:
+    outcome = await backend.run(python("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"))
+
+    assert outcome.exit_code == -signal.SIGKILL
+    assert not outcome.memory_exceeded
+    assert outcome.cpu_seconds is not None and outcome.max_rss_kb is not None  # the init's own report
 
 
 async def test_an_infinite_loop_is_killed_at_the_wall_limit(backend: RunscBackend) -> None:
@@ -485,6 +508,21 @@ async def test_a_warm_sandbox_serves_one_call_with_its_own_input_and_is_then_del
     assert await entries(tmp_path) == []
 
 
+async def test_a_warm_sandbox_hands_over_its_tools_stderr_too(tmp_path: Path) -> None:
+    backend = RunscBackend(tmp_path, warm=1)
+    pieces: list[bytes] = []
+    try:
+        code = "import sys; sys.stderr.write('one\\n'); sys.stderr.flush(); sys.stderr.write('two')"
+        await backend.run(python(code))  # cold: it starts the pool
+        await warm_ready(backend)
+        outcome = await backend.run(python(code, on_stderr=pieces.append))
+    finally:
+        await backend.close()
+
+    assert (outcome.kind, outcome.exit_code) == ("runsc-warm", 0), outcome.stderr_tail
+    assert b"".join(pieces) == b"one\ntwo"
+
+
 async def test_a_warm_sandbox_enforces_the_limits_of_its_pool(tmp_path: Path) -> None:
     limits = Limits(wall_seconds=1, memory_mb=128)
     backend = RunscBackend(tmp_path, warm=1)
@@ -507,7 +545,8 @@ async def test_a_warm_sandbox_enforces_the_limits_of_its_pool(tmp_path: Path) ->
 
     assert (looping.timed_out, looping.exit_code) == (True, None)
     assert 1 <= looping.duration_seconds < 2
-    assert (bomb.timed_out, bomb.exit_code) == (False, -signal.SIGKILL)
+    assert (bomb.timed_out, bomb.exit_code, bomb.memory_exceeded) == (False, -signal.SIGKILL, True)
+    assert not looping.memory_exceeded and not still.memory_exceeded
     assert (still.exit_code, still.stdout) == (0, b"still here\n")
     assert await entries(tmp_path) == []
 

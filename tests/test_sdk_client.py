@@ -262,6 +262,39 @@ def test_events_stop_after_idle_timeout_only_when_asked() -> None:
             list(af.events("r1"))
 
 
+KEEP_ALIVE = b": keep-alive\nid: 1\n\n"
+"""What the server sends while a run is quiet: no data, the last event's id again."""
+
+
+def test_keep_alives_are_no_events() -> None:
+    stream = sse(KEEP_ALIVE, event(1, "run.created"), KEEP_ALIVE, KEEP_ALIVE, event(2, "run.succeeded"))
+    with client(lambda request: stream) as af:
+        assert [e["seq"] for e in af.events("r1")] == [1, 2]
+
+
+def test_keep_alives_do_not_hold_off_the_idle_timeout() -> None:
+    def endless() -> Iterator[bytes]:
+        yield event(1, "run.created")
+        while True:
+            yield KEEP_ALIVE
+
+    answer = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=endless())
+    with client(lambda request: answer) as af:
+        assert [e["seq"] for e in af.events("r1", idle_timeout=0.05)] == [1]
+
+
+def test_events_of_a_finished_run_resumed_at_its_end_are_none() -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("last-event-id"))
+        return httpx.Response(204)
+
+    with client(handler) as af:
+        assert list(af.events("r1", last_event_id="7")) == []
+    assert seen == ["7"]
+
+
 def test_events_of_an_unknown_run_raise_the_problem() -> None:
     answer = problem(404, "not-found", "no run r9")
     with client(lambda request: answer) as af, pytest.raises(NotFound, match="no run r9"):
@@ -326,6 +359,13 @@ class TestAsyncClient:
             assert [e["seq"] async for e in af.events("r1")] == [1, 2]
             calls.clear()
             assert await af.wait_run("r1") == RUN
+
+    async def test_events_skip_keep_alives_and_end_on_204(self) -> None:
+        answers = [async_sse(KEEP_ALIVE, event(1, "run.created"), KEEP_ALIVE), httpx.Response(204)]
+
+        async with async_client(lambda request: answers.pop(0)) as af:
+            assert [e["seq"] async for e in af.events("r1")] == [1]
+        assert answers == []
 
     async def test_unreachable(self) -> None:
         def refuse(request: httpx.Request) -> httpx.Response:

@@ -53,6 +53,7 @@ def test_up_status_run_and_down_start_and_stop_every_part(embedded: Embedded, mo
     ]
     assert list(embedded.pids().values()) == pids, "a refused up must leave the running stack alone"
 
+    assert (home / "master.key").stat().st_mode & 0o777 == 0o600, "the secrets' master key, its owner's only"
     token = (home / "admin.key").read_text().strip()
     with Client(api_url=state["api_url"], token=token) as af:
         run = af.start_run(tool="noop", input={"from": "the embedded stack"})

@@ -10,6 +10,7 @@ from bus.messages import RETRYABLE_EXIT_CODE, ErrorKind, Result, Task
 from sandbox import Backend, Limits, Outcome, SandboxCall, SandboxError
 from worker import metrics
 from worker.model_turn import Ask, TurnFailed, run_turn
+from worker.tool_logs import LiveStderr, Publish
 
 MODEL_TOOL = "@model"
 """The built-in of an agent's model turn (the control plane's planning names it the same)."""
@@ -18,10 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class Executor:
-    def __init__(self, backend: Backend, worker_id: str, ask_model: Ask | None = None) -> None:
-        """``ask_model``: how a model turn (the ``@model`` built-in) reaches the gateway; None: it cannot."""
+    def __init__(
+        self, backend: Backend, worker_id: str, publish_log: Publish | None = None, ask_model: Ask | None = None
+    ) -> None:
+        """``publish_log``: where a sandboxed tool's stderr goes while it runs (tool_logs); None: nowhere.
+        ``ask_model``: how a model turn (the ``@model`` built-in) reaches the gateway; None: it cannot."""
         self._backend = backend
         self._worker_id = worker_id
+        self._publish_log = publish_log
         self._ask_model = ask_model
 
     async def execute(self, task: Task, traceparent: str | None = None) -> Result:
@@ -40,6 +45,7 @@ class Executor:
         env = {"AF_RUN_ID": task.run_id, "AF_TASK_ID": task.task_id, "AF_ATTEMPT": str(task.attempt)}
         if traceparent:
             env["TRACEPARENT"] = traceparent
+        live = None if self._publish_log is None else LiveStderr(task, self._worker_id, self._publish_log)
         call = SandboxCall(
             call_id=f"{task.task_id}-{task.attempt}",
             command=tuple(task.runtime.command),
@@ -57,6 +63,7 @@ class Executor:
             image=task.runtime.image,
             pool=f"{task.tenant}/{task.tool}",
             warm=task.runtime.warm,
+            on_stderr=None if live is None else live.write,
         )
         kind = self._backend.kind
         # run() takes a ready warm sandbox before its first await, so nothing can take it between this look
@@ -67,6 +74,9 @@ class Executor:
         except SandboxError as error:
             metrics.SANDBOX_FAILURES.add((kind, "start"))
             return self._failed(task, started, "sandbox", f"the sandbox could not start the tool: {error}")
+        finally:
+            if live is not None:
+                await live.close()
         metrics.SANDBOX_STARTS.add((kind, start))
         if outcome.timed_out or outcome.output_truncated or (outcome.exit_code or 0) < 0:
             reason = "timeout" if outcome.timed_out else "output" if outcome.output_truncated else "crash"
@@ -108,7 +118,11 @@ class Executor:
             else:
                 kind = "retryable" if code == RETRYABLE_EXIT_CODE else "exit"
                 reason = f"exited with code {code}"
-            return self._failed(task, started, kind, reason + (f": {last}" if last else ""), outcome.kind, **measured)
+            if outcome.memory_exceeded:
+                reason = f"memory limit ({task.limits.memory_mb} MiB) exceeded"
+            elif last:
+                reason += f": {last}"
+            return self._failed(task, started, kind, reason, outcome.kind, **measured)
         try:
             msgspec.json.decode(outcome.stdout)
         except msgspec.DecodeError as error:

@@ -12,7 +12,20 @@ from opentelemetry.trace import SpanKind
 
 from bus import Bus, Consumer, Delivery, Fleet, Notice, connect, logs, model_turns, subjects, tracing
 from bus.consume import bind
-from bus.messages import CancelTasks, Heartbeat, Released, Result, Started, Task, TurnReply, TurnRequest, decode, encode
+from bus.messages import (
+    CancelTasks,
+    Heartbeat,
+    Held,
+    Released,
+    Result,
+    Started,
+    Task,
+    ToolLog,
+    TurnReply,
+    TurnRequest,
+    decode,
+    encode,
+)
 from bus.publish import Outgoing, notify, publish
 from bus.streams import ensure_task_consumer, wait_for_streams
 from bus.watch import listen
@@ -37,11 +50,16 @@ class Worker:
         """``metrics_port``: where this process serves its /metrics (announced in heartbeats; 0: nowhere)."""
         self._settings = settings
         self._backend = backend
-        self._executor = Executor(backend, settings.worker_id, self._ask_model)
+        self._executor = Executor(backend, settings.worker_id, self._publish_log, self._ask_model)
         self._stop = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._running: dict[Delivery, float] = {}
         """Tasks being executed, with when they started (time.monotonic)."""
+        self._holding: dict[Delivery, Held] = {}
+        """Every task attempt taken and not yet settled, as the heartbeat lists it."""
+        self._holding_changed = asyncio.Event()
+        """Set when ``_holding`` changes: the next heartbeat goes out sooner, so the fleet knows what died with
+        this worker if it dies."""
         self._executions: dict[str, asyncio.Task[Result]] = {}
         """The execution of each task being run, by task id: what a cancel notice stops."""
         self._bus: Bus | None = None
@@ -71,7 +89,7 @@ class Worker:
         fleet = await Fleet.open(bus)
         await listen(bus, subjects.cancels(settings.tenant), self._on_cancel)
         metrics.track_load(lambda: len(self._in_flight), settings.concurrency, settings.tenant, settings.queue)
-        heartbeat = asyncio.create_task(fleet.beat(self._heartbeat))
+        heartbeat = asyncio.create_task(fleet.beat(self._heartbeat, self._holding_changed))
         progress = asyncio.create_task(self._report_progress())
         log.info(
             "worker %s pulling %s with concurrency %d, sandbox %s; metrics on http://127.0.0.1:%d/metrics",
@@ -142,6 +160,8 @@ class Worker:
             await self._complete(bus, msg, task, traceparent)
 
     async def _complete(self, bus: Bus, msg: Delivery, task: Task, traceparent: str | None) -> None:
+        self._holding[msg] = Held(run_id=task.run_id, task_id=task.task_id, attempt=task.attempt, seq=msg.stream_seq)
+        self._holding_changed.set()
         try:
             if _announced(task):
                 await self._announce(task)
@@ -189,6 +209,9 @@ class Worker:
                 task.task_id,
                 task.attempt,
             )
+        finally:
+            del self._holding[msg]
+            self._holding_changed.set()
 
     def _count(self, task: Task, result: Result, deliveries: int, waited: float | None) -> None:
         key = (task.tenant, self._settings.queue)
@@ -240,6 +263,12 @@ class Worker:
         )
         await self._notify(task, started)
 
+    async def _publish_log(self, piece: ToolLog) -> None:
+        """Publish a piece of a running tool's stderr for those following its run (core NATS, no stream)."""
+        assert self._bus is not None
+        msg_id = f"{piece.task_id}:{piece.attempt}:log:{piece.seq}"
+        await notify(self._bus, Outgoing(subjects.tool_logs(piece.tenant, piece.run_id), encode(piece), msg_id))
+
     async def _notify(self, task: Task, notice: Started | Released) -> None:
         """Publish a notice about ``task`` on its results subject, without waiting for the stream."""
         assert self._bus is not None
@@ -286,4 +315,5 @@ class Worker:
             started_at=self._started_at,
             at=time.time(),
             metrics_port=self._metrics_port,
+            holding=tuple(self._holding.values()),
         )

@@ -34,8 +34,8 @@ class Settings(ProcessSettings):
     """``AF_WORKER_ID``: defaults to ``<host>-<pid>``."""
     ack_wait_seconds: float = 30.0
     """``AF_ACK_WAIT_SECONDS``: how long a task may go without word from its worker before JetStream
-    redelivers it (set when the queue's consumer is first created); the worker reports progress at a
-    third of it while a tool runs."""
+    redelivers it (set on the queue's consumer at every start: the worker that starts last sets it for the
+    queue); the worker reports progress at a third of it while a tool runs."""
     drain_seconds: float = 30.0
     """``AF_DRAIN_SECONDS``: how long SIGTERM waits for tasks in flight before handing them back."""
     model_turn_seconds: float = 240.0

@@ -186,6 +186,7 @@ async def list_audit(
                     "target": row.target,
                     "outcome": row.outcome,
                     "source": row.source,
+                    "detail": row.detail,
                 }
                 for row in rows
             ]

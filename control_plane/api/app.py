@@ -18,6 +18,7 @@ from control_plane.api import (
     ops_routes,
     queue_routes,
     run_routes,
+    secret_routes,
     usage_routes,
 )
 from control_plane.api.gate import admit, permission_of
@@ -83,6 +84,7 @@ def create_app(lifespan: Any) -> Litestar:
             *ops_routes.ROUTES,
             *access_routes.ROUTES,
             *model_routes.ROUTES,
+            *secret_routes.ROUTES,
             *usage_routes.ROUTES,
         ],
         dependencies={"services": Provide(_services), "identity": Provide(admit)},

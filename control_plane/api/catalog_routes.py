@@ -8,7 +8,7 @@ from control_plane.api import views
 from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.problems import Problem
-from control_plane.catalog.documents import ToolSpec, check_name_field, check_version
+from control_plane.catalog.documents import ToolSpec, check_name_field, check_version, convert, version_as_text
 from control_plane.errors import Invalid, NotFound
 from control_plane.security.identity import Identity
 from control_plane.services import Services
@@ -17,10 +17,12 @@ from registry import catalog as store
 
 @post("/v1/tools", status_code=201, opt={"permission": ("tools", "write")})
 async def register_tool(
-    request: Request[Any, Any, Any], data: ToolSpec, services: Services, identity: Identity
+    request: Request[Any, Any, Any], data: dict[str, Any], services: Services, identity: Identity
 ) -> Response[bytes]:
-    """Register a tool version (immutable; the same content again is a no-op answered 200)."""
-    entry, created = await services.catalog.register_tool(identity.tenant, data)
+    """Register a tool version (immutable; the same content again is a no-op answered 200); the body is a
+    ToolSpec, decoded here so that a whole-number version is taken as its text."""
+    spec = convert(version_as_text(data), ToolSpec)
+    entry, created = await services.catalog.register_tool(identity.tenant, spec)
     return await _stored(request, services, identity, "tool.register", entry, created)
 
 
@@ -39,7 +41,7 @@ async def apply_workflow(
     request: Request[Any, Any, Any], data: dict[str, Any], services: Services, identity: Identity
 ) -> Response[bytes]:
     """Apply a workflow version: validated, its tools pinned to versions, stored immutably."""
-    entry, created = await services.catalog.register_workflow(identity.tenant, data)
+    entry, created = await services.catalog.register_workflow(identity.tenant, version_as_text(data))
     return await _stored(request, services, identity, "workflow.apply", entry, created)
 
 

@@ -13,17 +13,14 @@ from bus.messages import encode
 from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.problems import Problem
+from control_plane.api.scopes import ScopeQuery, acting_in, shown_scope
 from control_plane.gateway import CallContext
 from control_plane.gateway.deployments import Deployment
-from control_plane.gateway.documents import PLATFORM, TIERS
+from control_plane.gateway.documents import TIERS
 from control_plane.gateway.streams import ChatStream
 from control_plane.security.identity import Identity
 from control_plane.services import Services
 from registry import llm_calls
-
-Scope = Literal["tenant", "platform"]
-ScopeQuery = Annotated[Scope, Parameter(query="scope", required=False)]
-"""Litestar reserves the name ``scope`` (the ASGI scope): the query parameter is read under another name."""
 
 
 class RecordPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -32,21 +29,13 @@ class RecordPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     record: Literal["full", "metadata"]
 
 
-async def _scope(services: Services, identity: Identity, scope: Scope, action: str) -> str:
-    """The scope a request acts in: the caller's tenant, or the platform (platform admins only)."""
-    if scope == "tenant":
-        return identity.tenant
-    await services.authorizer.require(identity, PLATFORM, "models", action)
-    return PLATFORM
-
-
 def model_view(services: Services, deployment: Deployment) -> dict[str, Any]:
     """A deployment as ``GET /v1/models`` shows it: its document, its scope and its health now."""
     seen = services.gateway.board.view(deployment.key)
     spec: dict[str, Any] = msgspec.to_builtins(deployment.spec)
     return {
         "name": deployment.name,
-        "scope": "platform" if deployment.scope == PLATFORM else "tenant",
+        "scope": shown_scope(deployment.scope),
         "spec": spec,
         "health": {
             "state": seen.state,
@@ -72,7 +61,7 @@ async def apply_model(
 ) -> Response[bytes]:
     """Apply a model deployment (``scope=platform``: one every tenant may use; platform admins): created 201,
     updated or unchanged 200."""
-    where = await _scope(services, identity, in_scope, "write")
+    where = await acting_in(services, identity, in_scope, ("models", "write"))
     deployment, _, outcome = await services.gateway.deployments.apply(where, data)
     await _audit(request, services, identity, "model.apply", f"{where}/{deployment.name}", outcome)
     answer = {**model_view(services, deployment), "outcome": outcome}
@@ -104,7 +93,7 @@ async def get_model(name: str, services: Services, identity: Identity) -> Respon
 async def delete_model(
     request: Request[Any, Any, Any], name: str, services: Services, identity: Identity, in_scope: ScopeQuery = "tenant"
 ) -> Response[bytes]:
-    where = await _scope(services, identity, in_scope, "write")
+    where = await acting_in(services, identity, in_scope, ("models", "write"))
     await services.gateway.deployments.delete(where, name)
     await _audit(request, services, identity, "model.delete", f"{where}/{name}", "deleted")
     return _json({"name": name, "deleted": True})

@@ -33,6 +33,7 @@ _TITLES = {
     "invalid-workflow": "Invalid workflow",
     "duplicate-version": "Version already exists with other content",
     "not-found": "Not found",
+    "ambiguous-id": "The start of an id that several ids share",
     "unauthorized": "Unauthorized",
     "forbidden": "Forbidden",
     "rate-limited": "Too many requests",
@@ -43,6 +44,7 @@ _TITLES = {
     "unknown-signal": "Unknown signal",
     "not-waiting": "Run is not waiting for this signal",
     "not-an-agent-run": "Not an agent's run",
+    "no-worker": "No live worker serves the queue",
     "not-allowed": "Method not allowed",
     "unavailable": "Service unavailable",
     "internal": "Internal error",
@@ -53,6 +55,9 @@ _TITLES = {
     "stream-interrupted": "The model's stream was interrupted",
     "context-length-exceeded": "The prompt exceeds every model's context window",
     "secret-not-found": "Unknown secret",
+    "master-key-in-environment": "The master key is set in the environment",
+    "master-key-changed": "The master key changed",
+    "secret-unreadable": "The secret does not open",
     "budget-exceeded": "Budget exceeded",
 }
 

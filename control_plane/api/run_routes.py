@@ -2,17 +2,21 @@
 
 import contextlib
 import logging
+import re
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from bus import WatchLost, subjects
-from bus.messages import json_text
-from bus.states import RunState
-from bus.watch import watch
+from bus.messages import ToolLog, decode, json_text
+from bus.states import FINAL_RUN_STATES, RunState
+from bus.watch import watch_carrying
 from control_plane import metrics
 from control_plane.api import transcripts, views
 from control_plane.api.answers import json_response as _json
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 SSE_POLL_SECONDS = 1.0
 TRANSCRIPT_CALLS = 10_000
 """Enough for every model call of an agent run: at most 201 turns, each tried a few times."""
+_EVENT_ID_RE = re.compile(r"[0-9]{1,18}")
+"""An event's ``seq`` as its SSE id (at most 18 digits, so any fits in PostgreSQL's bigint)."""
 
 
 @post("/v1/runs", status_code=201, opt={"permission": ("runs", "write")})
@@ -42,30 +48,43 @@ async def start_run(
     identity: Identity,
     idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key", required=False)] = None,
 ) -> Response[bytes]:
-    """Start a run of a workflow or of a single tool; the same Idempotency-Key returns the same run."""
+    """Start a run of a workflow, a tool or an agent; the same Idempotency-Key returns the same run, in the
+    state it is in now. The key is the header's or the body's ``idempotency_key``; two different ones are
+    refused. The answer warns (``warnings``) of each queue of its first tasks that no live worker serves;
+    ``require_worker`` refuses the run instead (409 ``no-worker``)."""
+    if idempotency_key is not None and data.idempotency_key is not None and idempotency_key != data.idempotency_key:
+        detail = (
+            f"the Idempotency-Key header ({idempotency_key!r}) and the body's idempotency_key"
+            f" ({data.idempotency_key!r}) differ: give one of them, or the same in both"
+        )
+        raise Problem(422, "validation-error", detail, "idempotency_key")
     await services.quotas.admit_runs(identity.tenant, 1)
     submission = await services.submitter.prepare(identity.tenant, data, idempotency_key or data.idempotency_key)
+    warnings = services.fleet_view.check_served(identity.tenant, submission.queues, data.require_worker)
     submission.actor, submission.source = identity.actor, source_address(request)
     (accepted,) = await services.submitter.submit([submission])
     metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
-    return _json(
-        {"id": accepted.run_id, "state": RunState.RUNNING, "created": accepted.created},
-        201 if accepted.created else 200,
-    )
+    answer: dict[str, Any] = {"id": accepted.run_id, "state": accepted.state, "created": accepted.created}
+    if warnings:
+        answer["warnings"] = warnings
+    return _json(answer, 201 if accepted.created else 200)
 
 
 @post("/v1/runs:batch", status_code=200, opt={"permission": ("runs", "write")})
 async def start_runs(
     request: Request[Any, Any, Any], data: BatchRequest, services: Services, identity: Identity
 ) -> Response[bytes]:
-    """Start up to 1,000 runs; each item is answered with its run id or its own problem."""
+    """Start up to 1,000 runs; each item is answered with its run id (and warnings, as for one run) or its
+    own problem."""
     await services.quotas.admit_runs(identity.tenant, len(data.runs))
     answers: list[dict[str, Any] | None] = [None] * len(data.runs)
+    warnings: dict[int, list[dict[str, str]]] = {}
     prepared = []
     for index, item in enumerate(data.runs):
         try:
             run = convert(item, RunRequest, f"runs[{index}]")
             submission = await services.submitter.prepare(identity.tenant, run, run.idempotency_key)
+            warnings[index] = services.fleet_view.check_served(identity.tenant, submission.queues, run.require_worker)
             submission.actor, submission.source = identity.actor, source_address(request)
             prepared.append((index, submission))
         except Refused as refusal:
@@ -78,7 +97,10 @@ async def start_runs(
                 answers[index] = {"problem": Problem.of(refusal).as_dict()}
         else:
             for (index, submission), outcome in zip(prepared, accepted, strict=True):
-                answers[index] = {"id": outcome.run_id, "created": outcome.created}
+                answer: dict[str, Any] = {"id": outcome.run_id, "state": outcome.state, "created": outcome.created}
+                if warnings[index]:
+                    answer["warnings"] = warnings[index]
+                answers[index] = answer
                 metrics.RUNS_SUBMITTED.labels(identity.tenant, submission.target_kind).inc()
     return _json({"items": answers})
 
@@ -90,32 +112,86 @@ async def list_runs(
     run_state: Annotated[str | None, Parameter(query="state", required=False)] = None,
     limit: Annotated[int, Parameter(ge=1, le=500)] = 50,
     cursor: str | None = None,
+    workflow: Annotated[str | None, Parameter(description="NAME or NAME@VERSION", required=False)] = None,
+    since: Annotated[str | None, Parameter(description="ISO 8601 time; UTC unless it says", required=False)] = None,
 ) -> Response[bytes]:
-    """Runs, newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    """Runs, newest first, of one workflow (version) and created since a time if asked; pass ``next_cursor``
+    back as ``cursor`` (with the same filters) for the next page."""
     try:
         state = None if run_state is None else RunState(run_state)
     except ValueError:
         raise Problem(422, "validation-error", f"unknown state {run_state!r}", "state") from None
     if cursor is not None and subjects.ID_RE.fullmatch(cursor) is None:
         raise Problem(422, "validation-error", f"invalid cursor {cursor!r}: pass back a next_cursor", "cursor")
-    rows = await run_reads.list_runs(services.pool, identity.tenant, state=state, before_id=cursor, limit=limit)
+    name, _, version = (workflow or "").partition("@")
+    if workflow is not None and (subjects.NAME_RE.fullmatch(name) is None or workflow.endswith("@")):
+        raise Problem(
+            422, "validation-error", f"invalid workflow {workflow!r}: expected NAME or NAME@VERSION", "workflow"
+        )
+    rows = await run_reads.list_runs(
+        services.pool,
+        identity.tenant,
+        state=state,
+        before_id=cursor,
+        limit=limit,
+        workflow=name or None,
+        version=version or None,
+        since=None if since is None else _moment(since),
+    )
     next_cursor = rows[-1].id if len(rows) == limit else None
     return _json({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
 
 
-async def _run_row(services: Services, tenant: str, run_id: str) -> RunRow:
-    # An id that is not a UUID cannot name a run: answered like any unknown run.
-    row = await run_reads.get_run(services.pool, tenant, run_id) if subjects.ID_RE.fullmatch(run_id) else None
+def _moment(text: str) -> datetime:
+    """``since`` in UTC (which it is unless it says); a time before the year 1 there is no time."""
+    try:
+        moment = datetime.fromisoformat(text)
+        return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise Problem(422, "validation-error", f"invalid since {text!r}: expected an ISO 8601 time", "since") from None
+
+
+_ID_TEMPLATE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_id_prefix(value: str) -> bool:
+    return 0 < len(value) <= len(_ID_TEMPLATE) and all(
+        char == "-" if shape == "-" else char in _HEX for char, shape in zip(value, _ID_TEMPLATE, strict=False)
+    )
+
+
+async def _run_id(services: Services, tenant: str, given: str) -> str:
+    """The id of the run that ``given`` names: its id, or the start of it if that is one run's only (as
+    Docker takes a container's). 404 when none of the tenant's runs has it; 409 ``ambiguous-id`` when several do."""
+    if subjects.ID_RE.fullmatch(given):
+        return given
+    prefix = given.lower()
+    # Text that cannot start a UUID names no run: answered like any unknown run.
+    matches = await run_reads.match_run_ids(services.pool, tenant, prefix) if _is_id_prefix(prefix) else None
+    if matches is None or matches.count == 0:
+        raise Problem(404, "not-found", f"no run {given}", "id")
+    if matches.id is None:
+        many = (
+            f"more than {run_reads.MATCHES_COUNTED:,}" if matches.count > run_reads.MATCHES_COUNTED else matches.count
+        )
+        raise Problem(409, "ambiguous-id", f"run id prefix {given} matches {many} runs; give more of the id", "id")
+    return matches.id
+
+
+async def _run_row(services: Services, tenant: str, given: str) -> RunRow:
+    run_id = await _run_id(services, tenant, given)
+    row = await run_reads.get_run(services.pool, tenant, run_id)
     if row is None:
-        raise Problem(404, "not-found", f"no run {run_id}", "id")
+        raise Problem(404, "not-found", f"no run {given}", "id")
     return row
 
 
 @get("/v1/runs/{run_id:str}", opt={"permission": ("runs", "read")})
 async def get_run(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
-    """A run with its tasks."""
+    """A run with its tasks; ``run_id`` may be the start of the id, if no other run's starts so."""
     row = await _run_row(services, identity.tenant, run_id)
-    return _json(views.run(row, await run_reads.get_tasks(services.pool, run_id)))
+    return _json(views.run(row, await run_reads.get_tasks(services.pool, row.id)))
 
 
 @get("/v1/runs/{run_id:str}/transcript", opt={"permission": ("runs", "read")})
@@ -135,6 +211,7 @@ async def cancel_run(
     request: Request[Any, Any, Any], run_id: str, services: Services, identity: Identity
 ) -> Response[bytes]:
     """Cancel a run: its unfinished tasks are marked cancelled and late results are ignored."""
+    run_id = await _run_id(services, identity.tenant, run_id)
     row = await services.orchestrator.cancel(identity.tenant, run_id)
     await _audit(request, services, identity, "run.cancel", run_id, "cancelled")
     return _json(views.run(row))
@@ -146,6 +223,7 @@ async def signal_run(
 ) -> Response[bytes]:
     """Send a named signal to a run waiting for it (human in the loop); its data becomes the waiting step's
     output. 409 when the run is not waiting for that signal now."""
+    run_id = await _run_id(services, identity.tenant, run_id)
     step = await services.orchestrator.signal(identity.tenant, run_id, data.name, data.data)
     await _audit(request, services, identity, "run.signal", f"{run_id}:{data.name}", "delivered")
     return _json({"run_id": run_id, "signal": data.name, "step": step}, 202)
@@ -157,33 +235,76 @@ async def run_events(
     services: Services,
     identity: Identity,
     last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID", required=False)] = None,
-) -> ServerSentEvent:
-    """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one."""
-    await _run_row(services, identity.tenant, run_id)
-    try:
-        after = int(last_event_id) if last_event_id else 0
-    except ValueError:
-        raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID") from None
-    return ServerSentEvent(_event_stream(services, identity.tenant, run_id, after))
+    logs: Annotated[bool, Parameter(description="Also what the tools write to stderr, live", required=False)] = False,
+) -> Response[Any]:
+    """The run's events as Server-Sent Events, live, resumable with ``Last-Event-ID``; ends after the final one.
+
+    A finished run with no event after ``Last-Event-ID`` answers 204 No Content, which tells an EventSource to
+    stop reconnecting; an id past the run's last event is refused (422): no stream could ever reach it.
+    With ``logs=true``, what its tools write to stderr while they run comes too, as ``log`` events without an
+    id: what the last hour kept of it first, then as it is written (a reconnection gives them all again, each
+    numbered by ``data.seq`` within its attempt; each task event keeps the tail for the record).
+    """
+    row = await _run_row(services, identity.tenant, run_id)
+    after = _resumed_after(last_event_id)
+    if after > row.last_seq:
+        detail = f"run {run_id} has no event {after}: its last event is {row.last_seq}"
+        raise Problem(422, "validation-error", detail, "Last-Event-ID")
+    if after == row.last_seq and row.state in FINAL_RUN_STATES:
+        return Response(b"", status_code=204)
+    stream = _event_stream(services, identity.tenant, row.id, after, logs)
+    return ServerSentEvent(stream, headers={"Cache-Control": "no-store"})
+
+
+def _resumed_after(last_event_id: str | None) -> int:
+    if not last_event_id:
+        return 0
+    if _EVENT_ID_RE.fullmatch(last_event_id) is None:
+        raise Problem(422, "validation-error", "Last-Event-ID must be a whole number", "Last-Event-ID")
+    return int(last_event_id)
 
 
 async def _event_stream(
-    services: Services, tenant: str, run_id: str, after: int
+    services: Services, tenant: str, run_id: str, after: int, logs: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
     # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
     # one poll interval and never a gap.
-    looks = watch(services.bus, subjects.events(tenant, run_id), SSE_POLL_SECONDS)
+    keepalive = services.settings.sse_keepalive_seconds
+    carried = subjects.tool_logs(tenant, run_id) if logs else None
+    looks = watch_carrying(services.bus, subjects.events(tenant, run_id), min(SSE_POLL_SECONDS, keepalive), carried)
+    quiet_since = time.monotonic()
     try:
         async with contextlib.aclosing(looks):
-            async for _ in looks:
-                for row in await run_reads.events_after(services.pool, tenant, run_id, after):
+            async for look in looks:
+                for piece in _tool_logs(look.carried):
+                    yield ServerSentEventMessage(data=json_text(views.tool_log(piece)), event="log")
+                rows = await run_reads.events_after(services.pool, tenant, run_id, after)
+                for row in rows:
                     after = row.seq
                     yield ServerSentEventMessage(data=json_text(views.event(row)), event=row.type, id=row.seq)
                     if row.type in FINAL_EVENT_TYPES:
                         return
+                if rows:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= keepalive:
+                    # No data, so no event for EventSource; proxies see the connection alive, and the id (the
+                    # resumption point the client has already) lets parsers that report data-less messages
+                    # (httpx-sse) see it too.
+                    yield ServerSentEventMessage(data=None, comment="keep-alive", id=after)
+                    quiet_since = time.monotonic()
     except WatchLost as error:
         # The connection to NATS is closed (the control plane is stopping): the client resumes with Last-Event-ID.
         log.warning("ending the event stream of run %s after event %d: %s", run_id, after, error)
+
+
+def _tool_logs(payloads: tuple[bytes, ...]) -> list[ToolLog]:
+    pieces = []
+    for payload in payloads:
+        try:
+            pieces.append(decode(payload, ToolLog))
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            log.warning("ignoring a malformed piece of a tool's stderr: %s", error)
+    return pieces
 
 
 ROUTES = [start_run, start_runs, list_runs, get_run, get_transcript, cancel_run, signal_run, run_events]

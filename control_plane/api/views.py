@@ -1,12 +1,12 @@
 """How stored rows look in the API: JSON documents, with stored JSON passed through undecoded."""
 
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from bus.messages import Heartbeat
+from bus.messages import Heartbeat, ToolLog
 from bus.states import TaskState
 from control_plane.catalog.resolver import BUILTIN_SIGNAL
 from control_plane.engine.admission import Admission
@@ -126,6 +126,13 @@ def sandbox_usage(usage: SandboxUsage) -> dict[str, Any] | None:
 
 def event(row: EventRow) -> dict[str, Any]:
     return {"seq": row.seq, "type": row.type, "at": _time(row.at), "data": _raw(row.data)}
+
+
+def tool_log(piece: ToolLog) -> dict[str, Any]:
+    """A piece of a running tool's stderr, shaped like an event without a ``seq`` (it is live, not recorded)."""
+    data = {"task_id": piece.task_id, "step": piece.step, "attempt": piece.attempt, "seq": piece.seq}
+    data.update(text=piece.text, truncated=piece.truncated)
+    return {"type": "log", "at": datetime.fromtimestamp(piece.at, UTC).isoformat(), "data": data}
 
 
 def worker(beat: Heartbeat) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from control_plane.catalog.documents import check_name_field, check_version
+from control_plane.catalog.documents import check_name_field, check_version, version_as_text
 from control_plane.errors import Invalid, field_from_msgspec
 from control_plane.planning.agent import compile_instructions
 from control_plane.planning.problems import WorkflowInvalid
@@ -52,8 +52,10 @@ class AgentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
 
 def decode(document: Any) -> tuple[AgentSpec | None, list[Invalid]]:
     """The document as an AgentSpec, or the problem that stops it from being one."""
-    if isinstance(document, dict) and isinstance(document.get("version"), int | float):
-        document = {**document, "version": str(document["version"])}  # YAML's `version: 1`
+    try:
+        document = version_as_text(document)
+    except Invalid as problem:
+        return None, [problem]
     try:
         return msgspec.convert(document, type=AgentSpec), []
     except msgspec.ValidationError as error:

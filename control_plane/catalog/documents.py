@@ -1,5 +1,6 @@
 """The documents users send: tool specs, workflow documents and run requests, decoded once at the edge."""
 
+import posixpath
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -83,6 +84,8 @@ class RunRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     input: Any = None
     queue: str | None = None
     idempotency_key: str | None = None
+    require_worker: bool = False
+    """Refuse the run (409 ``no-worker``) rather than warn when no live worker serves a queue its first tasks go to."""
 
 
 class SignalRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -150,6 +153,20 @@ def split_ref(ref: str, field: str) -> tuple[str, str | None]:
     return name, check_version(version, field)
 
 
+def version_as_text(document: Any) -> Any:
+    """The document with a whole-number ``version`` (YAML's unquoted ``version: 1``, or JSON's ``1``) as its
+    text; a decimal one is refused, since YAML has already read ``1.10`` as ``1.1``."""
+    if not isinstance(document, dict):
+        return document
+    version = document.get("version")
+    if isinstance(version, bool) or not isinstance(version, int | float):
+        return document
+    if isinstance(version, float):
+        detail = f'version {version!r} is a number, and YAML reads 1.10 as 1.1: quote it, e.g. version: "{version}"'
+        raise Invalid("bad-version", detail, "version")
+    return {**document, "version": str(version)}
+
+
 def check_tool(spec: ToolSpec) -> None:
     check_name_field("tool name", spec.name, "name")
     check_version(spec.version)
@@ -165,3 +182,31 @@ def check_tool(spec: ToolSpec) -> None:
             f"runtime.files hold {total} bytes, more than {MAX_FILES_BYTES}",
             "runtime.files",
         )
+    missing = unshipped_file(spec.runtime)
+    if missing is not None:
+        detail = f"runtime.command runs {missing!r}, a file the tool does not ship: add it to runtime.files"
+        raise Invalid("validation-error", detail, "runtime.command")
+
+
+_SCRIPT_RE = re.compile(r"[^\s]+\.(py|sh|bash|js|mjs|cjs|ts|rb|pl|php|lua|r|jl|jar|wasm)", re.IGNORECASE)
+"""An argument naming a program's source by its extension (``main.py``, ``bin/run.sh``)."""
+_CODE_OPTIONS = frozenset({"-c", "-e", "-m", "--eval", "--command"})
+"""Options whose value is code or a module, never a file (``python3 -c``, ``node -e``, ``python3 -m``)."""
+
+
+def unshipped_file(runtime: RuntimeSpec) -> str | None:
+    """The first file of the working directory that ``command`` runs and ``files`` does not ship, if any.
+
+    Every sandbox starts a tool in a fresh ``/work`` that holds only its shipped files, whatever its image
+    or root file system, so a relative path in the command can name nothing else: the program itself when
+    it has a slash (``./run``, ``bin/tool``), or an argument naming a source file (``python3 main.py``).
+    Absolute paths (the image's, the host's ``/usr``) and commands found on the PATH are not checked.
+    """
+    shipped = {posixpath.normpath(name) for name in runtime.files}
+    for index, arg in enumerate(runtime.command):
+        if arg.startswith(("/", "-")) or (index > 0 and runtime.command[index - 1] in _CODE_OPTIONS):
+            continue
+        names_file = "/" in arg if index == 0 else arg.startswith("./") or _SCRIPT_RE.fullmatch(arg) is not None
+        if names_file and posixpath.normpath(arg) not in shipped:
+            return arg
+    return None

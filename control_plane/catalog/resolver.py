@@ -17,6 +17,7 @@ from control_plane.catalog.documents import RetrySpec, ToolSpec, check_name_fiel
 from control_plane.errors import Conflict, Invalid
 from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
 from control_plane.planning.agent import MODEL_TOOL, AgentLoop, AgentTool, Instructions, compile_instructions
+from control_plane.planning.agent_steps import AgentSteps
 from control_plane.planning.kinds import KINDS, parse_workflow
 from control_plane.planning.problems import child_field
 from registry import catalog as store
@@ -28,8 +29,12 @@ BUILTIN_VERSION = "1"
 # Step instances the control plane runs itself: they never reach a worker.
 BUILTIN_SLEEP = "@sleep"
 BUILTIN_SIGNAL = "@signal"
+BUILTIN_AGENT = "@agent"
+"""An agent step's own instance in a workflow (``planning.agent_steps``)."""
 PINS = "pins"
-"""The key of a stored workflow holding the version pinned for each tool named without one."""
+"""The key of a stored workflow holding the version pinned for each tool named without one (and for each
+agent, under ``agent:<name>``)."""
+AGENT_PIN = "agent:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +123,7 @@ def _builtin(name: str) -> Tool:
     )
 
 
-BUILTINS = {name: _builtin(name) for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL)}
+BUILTINS = {name: _builtin(name) for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL, BUILTIN_AGENT)}
 MODEL_TURN_SECONDS = 300.0
 """The wall limit of one model turn on a worker: longer than the gateway's deadline for one call."""
 # A model turn: a worker asks the gateway. A lost answer (a control plane or a connection gone mid-call) is
@@ -288,12 +293,16 @@ class Catalog:
         pins: dict[str, str] = {}
         for ref in refs:
             try:
-                tool = await self.tool(tenant, ref.name, ref.version, field=ref.field)
+                if ref.agent:
+                    entry = await self._entry(store.Kind.AGENT, tenant, ref.name, ref.version, ref.field)
+                    version = entry.version
+                else:
+                    version = (await self.tool(tenant, ref.name, ref.version, field=ref.field)).version
             except Invalid as unknown:
                 found.append(unknown)
             else:
                 if ref.version is None:
-                    pins.setdefault(ref.name, tool.version)
+                    pins.setdefault(AGENT_PIN + ref.name if ref.agent else ref.name, version)
         if found:
             raise _all_of(found)
         pinned = {**document, PINS: pins} if pins else document
@@ -469,11 +478,21 @@ class Catalog:
             return cached
         document = msgspec.json.decode(entry.spec)
         pins = document.pop(PINS, {})
-        plan = self._parse(document)
-        tools = {
-            (ref.name, ref.version): await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
-            for ref in _tool_refs(plan)
-        }
+        plan: Plan = self._parse(document)
+        tools: dict[tuple[str, str | None], Tool] = {}
+        loops: dict[str, AgentLoop] = {}
+        agent_pins: dict[tuple[str, str | None], str] = {}
+        for ref in _tool_refs(plan):
+            if not ref.agent:
+                tools[(ref.name, ref.version)] = await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
+                continue
+            run = await self.agent_workflow(tenant, ref.name, ref.version or pins.get(AGENT_PIN + ref.name))
+            assert isinstance(run.plan, AgentLoop)
+            agent_pins[(ref.name, ref.version)] = run.ref
+            loops[run.ref] = run.plan
+            tools.update(run.tools)
+        if loops:
+            plan = AgentSteps(plan, loops, agent_pins)
         workflow = Workflow(
             entry.name,
             entry.version,

@@ -26,14 +26,14 @@ from bus.messages import Released, Result, Started, decode_report, json_text
 from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
 from control_plane import metrics
 from control_plane.catalog.documents import RetrySpec, check_name_field
-from control_plane.catalog.resolver import Catalog, Tool, Workflow, schema_problem, schema_validator
+from control_plane.catalog.resolver import BUILTIN_AGENT, Catalog, Tool, Workflow, schema_problem, schema_validator
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
 from control_plane.engine.events import EventLog, outgoing
 from control_plane.engine.run_cache import RunCache
 from control_plane.engine.step_instances import due_result, plan_instance, signal_result, waiting_for
 from control_plane.engine.working import WorkingRun, WorkingTask
 from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
-from control_plane.planning import StepState, ToolCall, decide
+from control_plane.planning import Settle, StepState, ToolCall, decide
 from control_plane.planning.agent import MODEL_TOOL, turn_summary
 from registry import runs
 from registry.db import Pool
@@ -45,6 +45,8 @@ BATCH = 512
 RETRY_APPLY_SECONDS = 1.0
 SCHEDULE_CHECK_SECONDS = 1.0
 MAX_REPLANS = 8
+MAX_ATTEMPTS_AFTER_LOSS = 20
+"""A task whose workers keep dying (a tool that brings its worker down) is dead after this many attempts."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -338,12 +340,19 @@ class Orchestrator:
     ) -> tuple[RunState, str | None, str | None] | None:
         states = {
             t.step: StepState(
-                t.state, msgspec.json.decode(t.output) if t.output is not None else None, t.error, t.element
+                t.state,
+                msgspec.json.decode(t.output) if t.output is not None else None,
+                t.error,
+                t.element,
+                # An agent step's loop is rebuilt from the agent and input its own instance recorded.
+                msgspec.json.decode(t.input) if t.tool_name == BUILTIN_AGENT else None,
             )
             for t in run.tasks
         }
         decision = decide(workflow.plan, msgspec.json.decode(run.input), states)
         now = time.time()
+        for settle in decision.settle:
+            _settle(run, settle, now, change, events)
         for start in decision.start:
             tool = workflow.tool(start.action) if isinstance(start.action, ToolCall) else None
             if problem := _input_problem(tool, start.action, start.key):
@@ -420,7 +429,16 @@ def _fold_result(
     data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
     data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
     next_attempt = not_before = None
-    if state == TaskState.FAILED and result.error_kind in policy.retry_on:
+    if result.error_kind == "lost":
+        # The tool did not fail, its worker died: tried again at once, whatever the retry policy says.
+        if task.attempt < MAX_ATTEMPTS_AFTER_LOSS:
+            next_attempt, not_before, state = task.attempt + 1, time.time(), TaskState.QUEUED
+            data.update(next_attempt=next_attempt, retry_in_s=0)
+            retry = Dispatch.of(task, tool, tenant=run.tenant, run_id=run.id, attempt=next_attempt)
+            change.retries.append((0.0, retry))
+        else:
+            state, error = TaskState.DEAD, f"{error} (gave up after {task.attempt} attempts)"
+    elif state == TaskState.FAILED and result.error_kind in policy.retry_on:
         if task.attempt < policy.max_attempts:
             delay = policy.delay(task.attempt, random.random())
             next_attempt, not_before, state = task.attempt + 1, time.time() + delay, TaskState.QUEUED
@@ -454,6 +472,7 @@ def _fold_result(
     if result.stderr_tail:
         data["stderr"] = result.stderr_tail
     events.add("task.retrying" if next_attempt else f"task.{state}", data)
+    task.worker_id, task.started_at = result.worker_id, result.started_at
     round_trip = time.time() - result.queued_at if result.queued_at else None
     change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
     task.state, task.output, task.error = state, output, error
@@ -468,18 +487,48 @@ def _mark_progress(
     if task.state != (TaskState.QUEUED if started else TaskState.RUNNING):
         return
     task.state = TaskState.RUNNING if started else TaskState.QUEUED
+    task.worker_id = notice.worker_id
+    task.started_at = notice.started_at if isinstance(notice, Started) else None
+    change.update_task(_as_known(run, task))
+    data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
+    events.add("task.started" if started else "task.released", data)
+
+
+def _as_known(run: WorkingRun, task: WorkingTask, finished_at: float | None = None) -> runs.TaskUpdate:
+    """An update of the task's current attempt to its state in the working copy, naming what that copy knows
+    of the attempt (its worker and start), since an update clears what it leaves out."""
+    return runs.TaskUpdate(
+        id=task.id,
+        run_id=run.id,
+        attempt=task.attempt,
+        state=task.state,
+        worker_id=task.worker_id,
+        started_at=task.started_at,
+        finished_at=finished_at,
+    )
+
+
+def _settle(run: WorkingRun, settle: Settle, now: float, change: Change, events: EventLog) -> None:
+    """An instance the control plane keeps (an agent step) ends with its loop's answer or error."""
+    task = next(task for task in run.tasks if task.step == settle.key)
+    output = json_text(settle.output) if settle.state == TaskState.SUCCEEDED else None
     change.update_task(
         runs.TaskUpdate(
             id=task.id,
             run_id=run.id,
             attempt=task.attempt,
-            state=task.state,
-            worker_id=notice.worker_id,
-            started_at=notice.started_at if isinstance(notice, Started) else None,
+            state=settle.state,
+            output=output,
+            error=settle.error,
+            finished_at=now,
         )
     )
-    data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
-    events.add("task.started" if started else "task.released", data)
+    task.state, task.output, task.error = settle.state, output, settle.error
+    data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
+    if settle.error is not None:
+        data["error"] = settle.error
+    events.add(f"task.{settle.state}", data)
+    change.ended.append((task.queue, task.tool_name, settle.state, None))
 
 
 def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None:
@@ -490,11 +539,7 @@ def cancel_open_tasks(run: WorkingRun, change: Change, events: EventLog) -> None
             task.state = TaskState.CANCELLED
             if task.queue != CONTROL_PLANE:
                 change.cancelled.append(task.id)
-            change.update_task(
-                runs.TaskUpdate(
-                    id=task.id, run_id=run.id, attempt=task.attempt, state=TaskState.CANCELLED, finished_at=now
-                )
-            )
+            change.update_task(_as_known(run, task, finished_at=now))
             change.ended.append((task.queue, task.tool_name, TaskState.CANCELLED, None))
             events.add("task.cancelled", {"task_id": task.id, "step": task.step, "attempt": task.attempt})
 

@@ -1,10 +1,10 @@
 """Step instances as tasks: what a planned Start becomes, and what a timer or a signal wait that comes due
 turns into.
 
-A tool call is a task a worker runs (recorded, then dispatched). Timers and signal waits are tasks the
-control plane keeps itself: recorded as published (the outbox never sends them), with ``start_by`` set to
-when they come due, so the same durable watcher that enforces schedule-to-start fires them after any
-restart.
+A tool call is a task a worker runs (recorded, then dispatched). Timers, signal waits and agent steps' own
+instances are tasks the control plane keeps itself: recorded as published (the outbox never sends them),
+with ``start_by`` set to when they come due, so the same durable watcher that enforces schedule-to-start
+fires them after any restart (an agent step's is never due: its loop settles it).
 """
 
 import time
@@ -15,11 +15,11 @@ import msgspec
 
 from bus.messages import Result, encode, json_text
 from bus.states import TaskState
-from control_plane.catalog.resolver import BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
+from control_plane.catalog.resolver import BUILTIN_AGENT, BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch
 from control_plane.engine.ids import new_id
 from control_plane.engine.working import WorkingTask
-from control_plane.planning import AwaitSignal, Sleep, Start, ToolCall
+from control_plane.planning import AwaitSignal, RunAgent, Sleep, Start, ToolCall
 from registry import runs
 
 
@@ -66,6 +66,9 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
     if isinstance(action, Sleep):
         name, detail, due = BUILTIN_SLEEP, {"seconds": action.seconds}, now + action.seconds
         event = "timer.started"
+    elif isinstance(action, RunAgent):
+        # Settled by the planning of its loop (agent_steps), never by a timer or a worker.
+        name, detail, due, event = BUILTIN_AGENT, action.input_record(), None, "agent.started"
     else:
         assert isinstance(action, AwaitSignal)
         name, detail = BUILTIN_SIGNAL, {"signals": list(action.signals), "timeout_seconds": action.timeout_seconds}

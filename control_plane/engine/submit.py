@@ -57,11 +57,18 @@ class Submission:
     """The planning step's trace context, which the first tasks carry (set only while tracing is on)."""
     future: "asyncio.Future[Accepted]" = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
+    @property
+    def queues(self) -> list[str]:
+        """The worker queues its first tasks go to."""
+        return sorted({planned.task.queue for planned in self.tasks if planned.dispatch is not None})
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Accepted:
     run_id: str
     created: bool
+    state: RunState
+    """The run's state when the answer was made: a repeat of a finished run answers how it ended."""
 
 
 class Submitter:
@@ -228,7 +235,8 @@ class Submitter:
         existing = await self._existing(lost)
         for submission in writes:
             if submission.run_id in inserted:
-                submission.future.set_result(Accepted(run_id=submission.run_id, created=True))
+                state = RunState.RUNNING if submission.outcome is None else submission.outcome.state
+                submission.future.set_result(Accepted(run_id=submission.run_id, created=True, state=state))
         for submission in lost:
             answer = existing[id(submission)]
             if isinstance(answer, Accepted):
@@ -272,7 +280,7 @@ class Submitter:
                         "Idempotency-Key",
                     )
                 else:
-                    answers[id(submission)] = Accepted(run_id=run.id, created=False)
+                    answers[id(submission)] = Accepted(run_id=run.id, created=False, state=run.state)
         return answers
 
     async def _publish(self, dispatches: list[Dispatch], events: list[Any]) -> None:

@@ -26,6 +26,9 @@ class WorkingTask(msgspec.Struct, kw_only=True):
     input: str
     element: str
     """The workflow element the task is an instance of."""
+    worker_id: str | None = None
+    """The worker of its latest attempt that started, and when, as stored: a cancellation keeps them."""
+    started_at: float | None = None
 
     @classmethod
     def new(cls, task: NewTask) -> "WorkingTask":

@@ -37,6 +37,14 @@ class Failure(Exception):
         self.status = status
         self.retry_after = retry_after
 
+    def without(self, secret: str | None) -> "Failure":
+        """This failure with ``secret`` (the key the attempt sent) cut out of its detail: a provider may
+        quote the key it was given in its error, and the detail is shown and recorded."""
+        if not secret or secret not in self.detail:
+            return self
+        detail = self.detail.replace(secret, "[redacted]")
+        return Failure(self.kind, detail, status=self.status, retry_after=self.retry_after)
+
     @property
     def fails_over(self) -> bool:
         return self.kind in FAILOVER

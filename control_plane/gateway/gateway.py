@@ -9,14 +9,17 @@ its attempt timeout and the call's deadline:
 
 - a retryable failure (429, 5xx, timeout, connection, garbage, a wrong key) moves on down the chain and
   counts towards the deployment's cool-down (``health``);
-- a context-length error moves on to the deployments with a larger window only;
+- a context-length error moves on to the deployments with a larger window only (the others are left out,
+  and recorded so);
 - any other 400-class answer fails the call at once (``provider-error``): the next deployment would refuse
   the same content.
 
 The chain exhausted, the call fails with ``no-healthy-deployment``, its detail naming every deployment
-tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again. Every call,
-answered or not, is recorded with all its attempts and its cost, metered (``recorder``), counted and its
-span ended (``telemetry``).
+tried or left out and why, and ``Retry-After`` the soonest a cooling one may be tried again; or, when
+waiting would not help, with what every deployment said: ``context-length-exceeded`` when no larger window
+was left, ``provider-error`` when each answered garbage, ``secret-not-found`` when each lacked its key.
+Every call, answered or not, is recorded with all its attempts and its cost, metered (``recorder``), counted
+and its span ended (``telemetry``).
 """
 
 import asyncio
@@ -39,6 +42,7 @@ from control_plane.gateway.deployments import LOCAL, Chain, Deployment, Deployme
 from control_plane.gateway.documents import PLATFORM, ModelSpec
 from control_plane.gateway.failures import Failure
 from control_plane.gateway.health import Board
+from control_plane.gateway.providers.anthropic import AnthropicProvider
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
 from control_plane.gateway.providers.mock import MockProvider
 from control_plane.gateway.providers.openai import OpenAIProvider
@@ -73,14 +77,11 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.run_id}:{self.task_id}:{self.attempt}:{self.turn}"
 
 
-def _usage_of(answer: Answer, request: ChatRequest) -> Usage:
+async def _usage_of(answer: Answer, request: ChatRequest, deployment: Deployment) -> Usage:
+    """The provider's usage, or the gateway's count of it."""
     if answer.usage is not None:
         return answer.usage
-    return Usage(
-        prompt_tokens=tokens.prompt_tokens(request),
-        completion_tokens=tokens.answer_tokens(answer.message),
-        estimated=True,
-    )
+    return await asyncio.to_thread(tokens.chat_usage, deployment.spec.remote_model, request, answer.message)
 
 
 def cost_of(spec: ModelSpec | None, usage: Usage | None) -> float:
@@ -145,14 +146,19 @@ class Gateway:
             recorder=Recorder(pool),
             budgets=Budgets(pool),
             keys=KeyCache(credentials),
-            providers={"openai": openai, "local": openai, "mock": MockProvider()},
+            providers={"openai": openai, "local": openai, "anthropic": AnthropicProvider(http), "mock": MockProvider()},
             settings=settings,
             http=http,
         )
 
+    def forget_credential(self, scope: str, name: str) -> None:
+        """The secret ``name`` of ``scope`` changed: the next call reveals it again."""
+        self._keys.forget(scope, name)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Record calls and share health until ``stop``; then write the records still queued."""
-        await asyncio.gather(self.recorder.run(stop), self.board.run(stop))
+        """Record calls and share health until ``stop``; then write the records still queued. The token
+        encodings are loaded meanwhile, off the event loop (a count asked for before waits for its own)."""
+        await asyncio.gather(self.recorder.run(stop), self.board.run(stop), asyncio.to_thread(tokens.load))
 
     async def close(self) -> None:
         await self._http.close()
@@ -200,7 +206,7 @@ class Gateway:
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=False)
             raise
-        usage = _usage_of(answer, request)
+        usage = await _usage_of(answer, request, deployment)
         await self.board.succeeded(
             deployment.key, trace.attempts[-1].latency_ms, usage.prompt_tokens + usage.completion_tokens
         )
@@ -233,6 +239,11 @@ class Gateway:
                 first = await anext(pieces)
             except StopAsyncIteration:
                 raise Failure("garbage", "the stream ended before its first piece") from None
+            except Failure as failure:
+                if failure.kind != "stream-cut":
+                    raise
+                # cut before its first piece, a stream is a connection that failed: the next deployment may answer
+                raise Failure("refused", failure.detail) from None
             except BaseException:
                 await pieces.aclose()  # type: ignore[attr-defined]
                 raise
@@ -253,7 +264,8 @@ class Gateway:
                 usage=usage, completion=completion, stream=True,
             )  # fmt: skip
 
-        return ChatStream(request, deployment.name, first, pieces, target.timeout, finished)
+        model = deployment.spec.remote_model
+        return ChatStream(request, deployment.name, model, first, pieces, target.timeout, finished)
 
     async def embed(self, body: Mapping[str, Any], *, context: CallContext) -> dict[str, Any]:
         """Embeddings of one input or a list of them, as OpenAI's ``list`` of ``embedding``."""
@@ -269,8 +281,9 @@ class Gateway:
         except (Refused, asyncio.CancelledError) as error:
             await self._record_failed(context, request, chain, trace, error, stream=False)
             raise
-        prompt = answer.usage.prompt_tokens if answer.usage else sum(tokens.of_text(t) for t in request.texts)
-        usage = Usage(prompt_tokens=prompt, completion_tokens=0, estimated=answer.usage is None)
+        model = deployment.spec.remote_model
+        usage = answer.usage or await asyncio.to_thread(tokens.embedding_usage, model, request.texts)
+        prompt = usage.prompt_tokens
         await self.board.succeeded(deployment.key, trace.attempts[-1].latency_ms, prompt)
         encode = _base64 if request.encoding_format == "base64" else list
         document = {
@@ -313,12 +326,13 @@ class Gateway:
         await self.budgets.check(context.tenant, context.run_id)
         deadline = time.monotonic() + self._settings.llm_deadline_seconds
         order, skipped = routing.plan(chain.deployments, lambda d: self.board.view(d.key, median=False), self._settings)
-        trace.skipped = [{"deployment": s.deployment.name, "outcome": "skipped", "error": s.reason} for s in skipped]
         failures: list[tuple[Deployment, Failure]] = []
         larger_than = 0
         """After a context-length error: only deployments whose window is larger than this."""
         for deployment in order:
-            if deployment.spec.context_window <= larger_than:
+            if (window := deployment.spec.context_window) <= larger_than:
+                reason = f"its window of {window} tokens is no larger than one the prompt did not fit ({larger_than})"
+                skipped.append(routing.Skipped(deployment, reason))
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
@@ -332,6 +346,8 @@ class Gateway:
                         result = await attempt(deployment, target)
                 except TimeoutError:
                     raise Failure("timeout", f"no answer within {target.timeout:g}s") from None
+                except Failure as failure:
+                    raise failure.without(target.api_key) from None
             except Failure as failure:
                 latency = trace.elapsed_ms(started)
                 trace.attempts.append(
@@ -345,6 +361,7 @@ class Gateway:
                 if failure.kind == "context-length":
                     larger_than = max(larger_than, deployment.spec.context_window)
                 elif not failure.fails_over:
+                    trace.skip(skipped)
                     raise UpstreamFailed(
                         "provider-error", f"{deployment.name} refused the request: {failure}"
                     ) from None
@@ -352,7 +369,9 @@ class Gateway:
             trace.attempts.append(
                 AttemptRecord(deployment.name, deployment.spec.provider, "ok", trace.elapsed_ms(started))
             )
+            trace.skip(skipped)
             return result, deployment
+        trace.skip(skipped)
         raise self._exhausted(chain, request.model, failures, skipped)
 
     def _exhausted(
@@ -361,14 +380,13 @@ class Gateway:
         tried = [f"{d.name}: {f}" for d, f in failures] + [f"{s.deployment.name}: {s.reason}" for s in skipped]
         what = chain.tier or model
         detail = f"{what}: no deployment answered; " + "; ".join(tried) if tried else f"{what}: no deployment to try"
-        last = failures[-1][1] if failures else None
-        if (last is not None and last.kind == "context-length") or (
-            failures and all(f.kind == "context-length" for _, f in failures)
-        ):
+        kinds = {f.kind for _, f in failures}
+        if failures and failures[-1][1].kind == "context-length":  # no larger window was left to try
             return Invalid("context-length-exceeded", detail, "messages")
-        if last is not None and last.kind == "garbage":
+        # every deployment failing the same way that waiting will not mend: that, not "unavailable"
+        if kinds == {"garbage"}:
             return UpstreamFailed("provider-error", detail, "model")
-        if last is not None and last.kind == "credential":
+        if kinds == {"credential"}:
             return NotFound("secret-not-found", detail, "model")
         waits = [self.board.view(d.key, median=False).cooling_seconds for d in chain.deployments]
         soonest = min((w for w in waits if w > 0), default=None)

@@ -47,7 +47,8 @@ def after_failure(health: ModelHealth, failure: Failure, now: float, settings: G
     cooldowns = health.cooldowns + 1
     backoff = min(settings.llm_cooldown_cap_seconds, settings.llm_cooldown_base_seconds * 2 ** (cooldowns - 1))
     seconds = max(asked, 0.0) if asked is not None else backoff
-    reason = f"{failure}; Retry-After {asked:g}s" if asked is not None else f"{failure} ({failures} in a row)"
+    # what put it there first: `af models ls` shows the reason cut to fit its column
+    reason = f"Retry-After {asked:g}s: {failure}" if asked is not None else f"{failures} in a row: {failure}"
     return ModelHealth(failures=failures, cooldowns=cooldowns, until=now + seconds, reason=reason[:300], at=now)
 
 

@@ -22,6 +22,7 @@ from opentelemetry.trace import Span
 
 from bus.messages import json_text
 from control_plane.gateway.requests import ChatRequest, EmbeddingRequest, text_of
+from control_plane.gateway.routing import Skipped
 from registry import llm_calls, models
 from registry.db import Pool
 from registry.llm_calls import LlmCall
@@ -65,6 +66,10 @@ class Trace:
 
     def ttft_ms(self) -> float | None:
         return None if self.first_piece is None else (self.first_piece - self.started) * 1000
+
+    def skip(self, skipped: Sequence[Skipped]) -> None:
+        """Note the deployments the call left out, and why."""
+        self.skipped = [{"deployment": s.deployment.name, "outcome": "skipped", "error": s.reason} for s in skipped]
 
     def attempts_json(self) -> str:
         return json_text([a.document() for a in self.attempts] + self.skipped)

@@ -32,9 +32,6 @@ class GatewaySettings:
     """``AF_LLM_WEIGHT_COST``: how much it prefers the cheaper."""
     llm_weight_health: float = 1.0
     """``AF_LLM_WEIGHT_HEALTH``: how much it avoids those that failed lately."""
-    llm_credentials_file: str = ""
-    """``AF_LLM_CREDENTIALS_FILE``: a JSON file ``{tenant: {secret name: value}}`` (mode 0600) holding the
-    keys deployments name as ``credential``, until the secrets store serves them."""
 
 
 def check(settings: GatewaySettings) -> None:

@@ -18,6 +18,8 @@ from control_plane.gateway.providers.base import Answer, Piece, Usage
 from control_plane.gateway.requests import ChatRequest
 
 PROBLEM_TYPE = "urn:agentflow:problem:stream-interrupted"
+_ENDING: set["asyncio.Future[None]"] = set()
+"""Streams' endings under way, held until done (the event loop keeps only weak references to tasks)."""
 Finished = Callable[[dict[str, Any], Usage, str, str | None], Awaitable[None]]
 """Told the completion gathered, its usage, the outcome (``ok``, ``stream-interrupted``, ``cancelled``) and
 the error."""
@@ -82,6 +84,7 @@ class ChatStream:
         self,
         request: ChatRequest,
         deployment: str,
+        model: str,
         first: Piece,
         rest: AsyncIterator[Piece],
         idle_timeout: float,
@@ -89,6 +92,8 @@ class ChatStream:
     ) -> None:
         self.request = request
         self.deployment = deployment
+        self._model = model
+        """The provider's name of the model, whose tokens are counted if the provider reports none."""
         self._first = first
         self._rest = rest
         self._idle_timeout = idle_timeout
@@ -103,7 +108,8 @@ class ChatStream:
     @classmethod
     def replay(cls, request: ChatRequest, completion: dict[str, Any]) -> "ChatStream":
         pieces = _pieces_of(completion)
-        return cls(request, str(completion["model"]), pieces[0], _iterate(pieces[1:]), 1.0, _nothing)
+        model = str(completion["model"])
+        return cls(request, model, model, pieces[0], _iterate(pieces[1:]), 1.0, _nothing)
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {**self._base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
@@ -139,29 +145,33 @@ class ChatStream:
                 raise Failure("stream-cut", "the stream ended before its last piece")
             outcome, error = "ok", None
             if (self.request.stream_options or {}).get("include_usage"):
-                yield {**self._base, "choices": [], "usage": self._usage(gathered).document()}
+                yield {**self._base, "choices": [], "usage": (await self._usage(gathered)).document()}
         except Failure as failure:
             outcome, error = "stream-interrupted", f"{self.deployment}: {failure}"
             yield {"error": {"message": error, "type": PROBLEM_TYPE, "code": "stream-interrupted"}}
         finally:
-            close = getattr(self._rest, "aclose", None)
-            if close is not None:
-                await close()
-            answer = gathered.answer()
-            usage = self._usage(gathered)
-            completion = {
-                **self._base,
-                "object": "chat.completion",
-                "choices": [{"index": 0, "message": answer.message, "finish_reason": answer.finish_reason}],
-                "usage": usage.document(),
-            }
-            await self._finished(completion, usage, outcome, error)
+            # A caller that leaves cancels this generator: its ending (the provider's stream closed, the call
+            # recorded) is shielded from that, so that it is carried out all the same.
+            ending = asyncio.ensure_future(self._end(gathered, outcome, error))
+            _ENDING.add(ending)
+            ending.add_done_callback(_ENDING.discard)
+            await asyncio.shield(ending)
 
-    def _usage(self, gathered: _Gathered) -> Usage:
+    async def _end(self, gathered: _Gathered, outcome: str, error: str | None) -> None:
+        close = getattr(self._rest, "aclose", None)
+        if close is not None:
+            await close()
+        answer = gathered.answer()
+        usage = await self._usage(gathered)
+        completion = {
+            **self._base,
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": answer.message, "finish_reason": answer.finish_reason}],
+            "usage": usage.document(),
+        }
+        await self._finished(completion, usage, outcome, error)
+
+    async def _usage(self, gathered: _Gathered) -> Usage:
         if gathered.usage is not None:
             return gathered.usage
-        return Usage(
-            prompt_tokens=tokens.prompt_tokens(self.request),
-            completion_tokens=tokens.answer_tokens(gathered.answer().message),
-            estimated=True,
-        )
+        return await asyncio.to_thread(tokens.chat_usage, self._model, self.request, gathered.answer().message)

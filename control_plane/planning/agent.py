@@ -27,6 +27,7 @@ Pure like the other planners: checkers of schemas come in as functions (the cata
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -36,6 +37,7 @@ from typing import Any
 from bus.states import RunState, TaskState
 from control_plane.planning.model import (
     FINISHED,
+    Action,
     AwaitSignal,
     Decision,
     RunOutcome,
@@ -301,6 +303,16 @@ class AgentLoop:
         if tool.check is not None and (problem := tool.check(arguments)):
             return call_id, name, None, f"the arguments of {name} do not match its input schema: {problem}"
         return call_id, name, arguments, None
+
+
+def moved_under(action: Action, prefix: str) -> Action:
+    """The action of a loop's instance keyed under ``prefix`` (the loop of an agent step in a workflow): an
+    approval names its call by the run's key of it, which is what the signal that answers it names."""
+    if isinstance(action, AwaitSignal) and action.match is not None and "call" in action.match:
+        call = prefix + str(action.match["call"])
+        about = None if action.about is None else {**action.about, "call": call}
+        return dataclasses.replace(action, match={"call": call}, about=about)
+    return action
 
 
 def _assistant(message: Mapping[str, Any]) -> dict[str, Any]:

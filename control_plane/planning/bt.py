@@ -89,8 +89,8 @@ from control_plane.planning.fields import (
     read_retry,
     read_signals,
     read_string,
+    read_target,
     read_template,
-    read_tool,
 )
 from control_plane.planning.model import (
     FINISHED,
@@ -112,7 +112,7 @@ from control_plane.planning.problems import SpecProblem, WorkflowInvalid
 MAX_DEPTH = 64
 _DOC_KEYS = (*DOCUMENT_KEYS, "root", "output")
 _KINDS = ("sequence", "selector", "parallel", "retry", "timeout", "invert", "repeat_until", "condition", "wait_signal")
-_TOOL_KEYS = ("name", "tool", "queue", "input", "retry", "compensate")
+_TOOL_KEYS = ("name", "tool", "agent", "queue", "input", "retry", "compensate")
 # The keys of the mapping under a node's kind, and how a problem describes it.
 _SPECS = {
     "parallel": (("children", "success_threshold"), "children, and optionally success_threshold"),
@@ -225,7 +225,9 @@ class ToolLeaf:
         if status is not None:
             return status
         if not tick.waits_for(self.reads):
-            call = ToolCall(self.tool.name, self.tool.version, self.queue, self.input.render(tick.context))
+            call = ToolCall(
+                self.tool.name, self.tool.version, self.queue, self.input.render(tick.context), self.tool.agent
+            )
             tick.starts.append(Start(key, self.name, call))
         return _RUNNING
 
@@ -525,7 +527,7 @@ class _Reader:
         """The kind of node ``raw`` is, its keys checked; None (reported) when it cannot be told."""
         kinds = [kind for kind in _KINDS if kind in raw]
         # A tool leaf's ``retry`` is its retry policy, not a retry node.
-        if "tool" in raw or (not kinds and "name" in raw):
+        if "tool" in raw or "agent" in raw or (not kinds and "name" in raw):
             check_keys(raw, _TOOL_KEYS, field, "a tool leaf", self.problems)
             return "tool"
         if len(kinds) == 1:
@@ -563,7 +565,7 @@ class _Reader:
     def tool_leaf(self, raw: Mapping[str, Any], field: str) -> Node | None:
         count = len(self.problems)
         name = read_string(raw, "name", field, NAME, self.problems)
-        tool = read_tool(raw, "tool", field, self.problems)
+        tool = read_target(raw, field, self.problems)
         queue = read_string(raw, "queue", field, QUEUE, self.problems, default="default")
         template = read_template(raw, "input", field, "$.input", self.problems, missing_is_null=True)
         retry = read_retry(raw, field, self.problems)

@@ -73,8 +73,8 @@ from control_plane.planning.fields import (
     read_number,
     read_retry,
     read_string,
+    read_target,
     read_template,
-    read_tool,
 )
 from control_plane.planning.model import (
     FAILURES,
@@ -94,6 +94,7 @@ _STEP_NAME = Shape(NAME.pattern.pattern, f"a step name matching ^{NAME.pattern.p
 _STEP_KEYS = (
     "name",
     "tool",
+    "agent",
     "queue",
     "needs",
     "input",
@@ -305,7 +306,7 @@ def _start(key: str, name: str, call: Call, context: Mapping[str, Any]) -> Start
         rendered = call.input.render(context)
     except PathError as exc:
         raise _InputError(f"step {name!r} input: {exc}") from None
-    return Start(key, name, ToolCall(call.tool.name, call.tool.version, call.queue, rendered))
+    return Start(key, name, ToolCall(call.tool.name, call.tool.version, call.queue, rendered, call.tool.agent))
 
 
 def _run_loop(
@@ -425,7 +426,7 @@ def _read_step(field: str, raw: Any, problems: list[SpecProblem], *, in_loop: bo
 def _read_call(raw: Mapping[str, Any], draft: _Draft, problems: list[SpecProblem]) -> None:
     """The fields of a step that calls a tool."""
     field = draft.field
-    tool = read_tool(raw, "tool", field, problems)
+    tool = read_target(raw, field, problems)
     queue = read_string(raw, "queue", field, QUEUE, problems, default="default")
     template = read_template(raw, "input", field, "$.input", problems)
     draft.reads.extend(_template_reads(template))

@@ -76,6 +76,17 @@ def read_tool(raw: Mapping[str, Any], key: str, field: str, problems: list[SpecP
     return ToolRef(f"{field}.{key}", name, version or None)
 
 
+def read_target(raw: Mapping[str, Any], field: str, problems: list[SpecProblem]) -> ToolRef | None:
+    """What an element calls: ``tool: name[@version]``, or ``agent: name[@version]`` to run an agent there."""
+    if "agent" not in raw:
+        return read_tool(raw, "tool", field, problems)
+    if "tool" in raw:
+        problems.append(SpecProblem(f"{field}.agent", "an element calls a tool or runs an agent, not both"))
+        return None
+    ref = read_tool(raw, "agent", field, problems)
+    return None if ref is None else ToolRef(ref.field, ref.name, ref.version, agent=True)
+
+
 def read_number(
     raw: Mapping[str, Any], key: str, field: str, problems: list[SpecProblem], *, minimum: float, integer: bool = False
 ) -> float | None:

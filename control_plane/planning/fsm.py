@@ -33,8 +33,8 @@ from control_plane.planning.fields import (
     read_retry,
     read_signals,
     read_string,
+    read_target,
     read_template,
-    read_tool,
 )
 from control_plane.planning.model import (
     FINISHED,
@@ -55,9 +55,10 @@ from control_plane.planning.problems import SpecProblem, WorkflowInvalid, child_
 DEFAULT_MAX_STEPS = 100
 _DOC_KEYS = (*DOCUMENT_KEYS, "initial", "max_steps", "states")
 # The key that makes a state of each kind; a state has exactly one of them.
-_KINDS = ("tool", "wait", "sleep_seconds", "final")
+_KINDS = ("tool", "agent", "wait", "sleep_seconds", "final")
 _STATE_KEYS = {
     "tool": ("tool", "queue", "input", "retry", "compensate", "transitions", "on_failure"),
+    "agent": ("agent", "queue", "input", "retry", "compensate", "transitions", "on_failure"),
     "wait": ("wait", "transitions", "on_failure"),
     "sleep_seconds": ("sleep_seconds", "transitions", "on_failure"),
     "final": ("final", "status", "error", "output"),
@@ -65,6 +66,7 @@ _STATE_KEYS = {
 _ANY_STATE_KEYS = tuple(dict.fromkeys(key for keys in _STATE_KEYS.values() for key in keys))
 _STATE_WHAT = {
     "tool": "an action state",
+    "agent": "an agent state",
     "wait": "a wait state",
     "sleep_seconds": "a sleep state",
     "final": "a final state",
@@ -102,7 +104,7 @@ class CallTool:
     input: Template
 
     def call(self, context: Mapping[str, Any]) -> ToolCall:
-        return ToolCall(self.tool.name, self.tool.version, self.queue, self.input.render(context))
+        return ToolCall(self.tool.name, self.tool.version, self.queue, self.input.render(context), self.tool.agent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +289,7 @@ def _read_state(draft: _Draft, raw: Mapping[str, Any], problems: list[SpecProble
         draft.state = _read_final(draft, raw, problems)
         return
     action: CallTool | Sleep | AwaitSignal | None
-    if draft.kind == "tool":
+    if draft.kind in ("tool", "agent"):
         action = _read_call(draft, raw, problems)
     else:
         draft.info = StepInfo(draft.name, draft.field)
@@ -315,7 +317,7 @@ def _read_on_failure(draft: _Draft, raw: Mapping[str, Any], problems: list[SpecP
 
 
 def _read_call(draft: _Draft, raw: Mapping[str, Any], problems: list[SpecProblem]) -> CallTool | None:
-    tool = read_tool(raw, "tool", draft.field, problems)
+    tool = read_target(raw, draft.field, problems)
     queue = read_string(raw, "queue", draft.field, QUEUE, problems, default="default")
     template = read_template(raw, "input", draft.field, "$.input", problems, missing_is_null=True)
     retry = read_retry(raw, draft.field, problems)

@@ -36,6 +36,8 @@ class StepState:
     output: Any = None
     error: str | None = None
     step: str = ""
+    input: Any = None
+    """Its input, where a planner needs it back: an agent step's (``agent_steps``); None otherwise."""
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -44,12 +46,14 @@ class StepState:
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """Call a tool. tool_version None: the version pinned when the workflow was applied."""
+    """Call a tool, or run an agent (``agent``: ``tool`` names an agent). tool_version None: the version
+    pinned when the workflow was applied."""
 
     tool: str
     tool_version: str | None
     queue: str
     input: Any
+    agent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,20 @@ class AwaitSignal:
     about: Mapping[str, Any] | None = None
 
 
-Action: TypeAlias = ToolCall | Sleep | AwaitSignal
+@dataclass(frozen=True, slots=True)
+class RunAgent:
+    """An agent step's own instance (``agent_steps``): kept by the control plane, it records the pinned
+    ``name@version`` of the agent and the step's input, from which its loop is rebuilt."""
+
+    agent: str
+    input: Any
+
+    def input_record(self) -> dict[str, Any]:
+        """What the instance records as its input (and a planner reads back as ``StepState.input``)."""
+        return {"agent": self.agent, "input": self.input}
+
+
+Action: TypeAlias = ToolCall | Sleep | AwaitSignal | RunAgent
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,24 +121,37 @@ class RunOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Settle:
+    """An instance the control plane keeps (an agent step) has finished: record it so."""
+
+    key: str
+    state: Literal[TaskState.SUCCEEDED, TaskState.FAILED]
+    output: Any
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What to do after the states recorded so far.
 
     start: the step instances to start now (none of their keys has a record yet).
     outcome: set once the run is finished; then ``start`` is empty.
+    settle: instances kept by the control plane that have finished, with their results.
     """
 
     start: tuple[Start, ...]
     outcome: RunOutcome | None
+    settle: tuple[Settle, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ToolRef:
-    """A tool named in the document at ``field`` (e.g. ``steps[2].tool``)."""
+    """A tool (or, with ``agent``, an agent) named in the document at ``field`` (e.g. ``steps[2].tool``)."""
 
     field: str
     name: str
     version: str | None
+    agent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,6 +237,7 @@ def _start_control_plane(settings: StackSettings, state: StackState) -> str:
         **nats_identities(home).env(nats_identity.CONTROL_PLANE),
         "AF_DATABASE_URL": state.database_url,
         "AF_BOOTSTRAP_KEY_FILE": str(home / KEY_FILE),
+        "AF_HOME": str(home),  # its secrets' master key file is made there (master.key) at its first start
         "AF_PORT": str(port),
         "AF_HOST": "127.0.0.1",
     }

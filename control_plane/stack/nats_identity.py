@@ -2,9 +2,10 @@
 
 - ``control-plane``: the platform itself: every ``af.`` subject, the JetStream API, acknowledgements.
 - ``worker-<tenant>``: the workers of one tenant. They pull and acknowledge that tenant's task consumers
-  only (named one by one: a consumer per queue granted), publish that tenant's results, hear that tenant's
-  cancel notices and keep their heartbeats under that tenant in the worker bucket. Another tenant's tasks
-  are out of reach: the server refuses the pull, the subscription and the publish.
+  only (named one by one: a consumer per queue granted), publish that tenant's results and its tools' live
+  stderr, hear that tenant's cancel notices and keep their heartbeats under that tenant in the worker
+  bucket. Another tenant's tasks are out of reach: the server refuses the pull, the subscription and the
+  publish.
 - ``admin``: everything, for operators' tools and the benchmark; no AgentFlow process uses it.
 
 Every user reads replies under its own inbox prefix (``_INBOX.<user>``), so no one but the admin can read
@@ -133,6 +134,7 @@ def worker_permissions(tenant: str, queues: list[str]) -> tuple[list[str], list[
     publish = [
         f"af.{tenant}.results.*",
         subjects.model_turns(tenant),
+        f"af.{tenant}.logs.*",
         f"$JS.API.STREAM.INFO.KV_{subjects.WORKERS_BUCKET}",
         f"$KV.{subjects.WORKERS_BUCKET}.{tenant}.*",
     ]

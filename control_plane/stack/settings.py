@@ -37,7 +37,7 @@ class StackSettings:
         if local_model not in ("0", "1"):
             raise StackError(f"AF_LOCAL_MODEL: use 0 or 1, got {local_model!r}")
         return StackSettings(
-            home=_home(env),
+            home=default_home(env),
             port=int(port),
             database_url=env.get("AF_DATABASE_URL", ""),
             sandbox=env.get("AF_SANDBOX", ""),
@@ -46,7 +46,7 @@ class StackSettings:
         )
 
 
-def _home(env: Mapping[str, str]) -> Path:
+def default_home(env: Mapping[str, str]) -> Path:
     """Where the embedded stack keeps its state: a system directory for root, the user's state dir otherwise."""
     if env.get("AF_HOME"):
         return Path(env["AF_HOME"])

@@ -167,6 +167,10 @@ func (f *feed) connection(ctx context.Context, yield func(Event, error) bool) (i
 		body, _ := io.ReadAll(resp.Body)
 		return 0, problemOf(resp.StatusCode, resp.Header, body)
 	}
+	if resp.StatusCode == http.StatusNoContent {
+		// The run has finished and nothing is left after f.lastID.
+		return 0, errDone
+	}
 	if media, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); media != "text/event-stream" {
 		err := fmt.Errorf("GET %s answered %q, not an event stream", r.path, media)
 		return 0, &StreamError{RunID: f.runID, LastEventID: f.lastID, Err: err}

@@ -117,6 +117,24 @@ func TestAStreamIsFollowedFromTheIDItIsGiven(t *testing.T) {
 	}
 }
 
+func TestAFinishedRunAnswering204EndsTheStreamAfterItsKeepAlives(t *testing.T) {
+	server := &eventServer{connections: []func(http.ResponseWriter, *http.Request){
+		sends(": keep-alive\nid: 7\n\n" + event(8, "task.succeeded") + ": keep-alive\nid: 8\n\n"),
+		func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) },
+	}}
+	srv := httptest.NewServer(server)
+	defer srv.Close()
+	c, _ := testClient(t, srv)
+
+	events, err := collect(t, c, "7")
+	if err != nil || fmt.Sprint(seqs(events)) != "[8]" {
+		t.Fatalf("events %+v (%v), want event 8 alone and no error", events, err)
+	}
+	if got := fmt.Sprint(server.resumedFrom()); got != "[7 8]" {
+		t.Fatalf("Last-Event-ID per connection %s, want 7, then 8", got)
+	}
+}
+
 func TestConnectionsThatBringNothingEndTheStreamWithAStreamErrorAfterTheServersRetry(t *testing.T) {
 	server := &eventServer{connections: []func(http.ResponseWriter, *http.Request){
 		sends(event(1, "run.created")),

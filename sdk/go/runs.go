@@ -159,7 +159,7 @@ type RunRequest struct {
 type StartedRun struct {
 	// ID is the run's id.
 	ID string `json:"id"`
-	// State is the run's state when it was accepted.
+	// State is the run's state as the answer was made: a repeat of a finished run says how it ended.
 	State RunState `json:"state"`
 	// Created is false when the idempotency key named a run started before, which this is.
 	Created bool `json:"created"`

@@ -28,7 +28,8 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int
     completion_tokens: int
     estimated: bool = False
-    """Counted by the gateway because the provider reported none."""
+    """An estimate of the gateway's: the provider reported none and tiktoken knows no encoding of the model
+    (``control_plane.gateway.tokens``)."""
 
     def document(self) -> dict[str, int]:
         """As OpenAI's ``usage``."""

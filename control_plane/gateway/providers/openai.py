@@ -53,6 +53,8 @@ class _ChunkChoice(msgspec.Struct):
 class _Chunk(msgspec.Struct):
     choices: list[_ChunkChoice] = []
     usage: _Usage | None = None
+    error: dict[str, Any] | None = None
+    """What a provider sends in place of a chunk when the stream fails after it began."""
 
 
 class _Vector(msgspec.Struct):
@@ -208,6 +210,8 @@ def _pieces(data: str) -> list[Piece]:
         chunk = msgspec.json.decode(data, type=_Chunk)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise Failure("garbage", f"a stream chunk is not a chat completion chunk: {error}"[:300]) from None
+    if chunk.error is not None:
+        raise Failure("server-error", f"the stream failed: {str(chunk.error.get('message', ''))[:300]}")
     pieces = [
         Piece(content=c.delta.content, tool_calls=c.delta.tool_calls, finish_reason=c.finish_reason)
         for c in chunk.choices[:1]

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -164,6 +165,33 @@ def delete_model(name: str, *, platform: bool = False) -> Call[JSON]:
     return Call("DELETE", f"/v1/models/{_segment(name)}", _json, params=params)
 
 
+def set_secret(name: str, value: str, *, platform: bool = False) -> Call[Registered]:
+    """Set the tenant's secret `name` to `value`, or replace it (`platform`: the platform's; platform admins).
+    The answer holds its name, version and times, never the value; `.created` is False when it replaced one."""
+    params = {"scope": "platform"} if platform else None
+    return Call("POST", "/v1/secrets", _registered, body={"name": name, "value": value}, params=params)
+
+
+def list_secrets(*, platform: bool = False) -> Call[list[JSON]]:
+    """The tenant's secrets (`platform`: the platform's): names, versions and times, never values."""
+    params = {"scope": "platform"} if platform else None
+    return Call("GET", "/v1/secrets", _items, params=params)
+
+
+def delete_secret(name: str, *, platform: bool = False) -> Call[JSON]:
+    """Remove the tenant's secret `name` (`platform`: the platform's)."""
+    params = {"scope": "platform"} if platform else None
+    return Call("DELETE", f"/v1/secrets/{_segment(name)}", _json, params=params)
+
+
+def rotate_master_key(new_key: str | None = None) -> Call[JSON]:
+    """Re-wrap every secret under a new master key (platform admins): `new_key` (base64 of 32 bytes) when the
+    control plane reads its key from `AF_MASTER_KEY`; else it makes one and replaces its key file.
+    Answers `{"secrets": n, "previous_master_id": ..., "master_id": ...}` (ids, never keys)."""
+    body = {} if new_key is None else {"new_key": new_key}
+    return Call("POST", "/v1/secrets:rotate-master", _json, body=body)
+
+
 def usage(*, group_by: str = "model", since: str | None = None, until: str | None = None) -> Call[JSON]:
     """The tenant's metered model usage in `[since, until)` (ISO dates or dates and times), summed per
     `group_by` (day, model, tier, run, workflow, agent): `{"items": [...], "total": {...}}`."""
@@ -209,9 +237,12 @@ def start_run(
     input: Any = None,
     idempotency_key: str | None = None,
     queue: str | None = None,
+    require_worker: bool = False,
 ) -> Call[Registered]:
     """Start a run of a workflow, of a single tool or of a single agent, each named `name[@version]`;
-    `.created` is False when `idempotency_key` matched an existing run, which is returned instead."""
+    `.created` is False when `idempotency_key` matched an existing run, which is returned instead, in its
+    current `state`. The answer's `warnings` name each queue of the run's first tasks that no live worker
+    serves; `require_worker=True` refuses the run instead (`Conflict`, type `no-worker`)."""
     targets = {"workflow": workflow, "tool": tool, "agent": agent}
     named = {kind: ref for kind, ref in targets.items() if ref is not None}
     if len(named) != 1:
@@ -221,6 +252,8 @@ def start_run(
         body["input"] = input
     if queue is not None:
         body["queue"] = queue
+    if require_worker:
+        body["require_worker"] = True
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     return Call("POST", "/v1/runs", _registered, body=body, headers=headers)
 
@@ -241,9 +274,20 @@ def get_transcript(run_id: str) -> Call[JSON]:
     return Call("GET", f"/v1/runs/{_segment(run_id)}/transcript", _json)
 
 
-def list_runs(state: str | None = None, limit: int = 50, cursor: str | None = None) -> Call[JSON]:
-    """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`."""
-    params = {"state": state, "limit": limit, "cursor": cursor}
+def list_runs(
+    state: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    *,
+    workflow: str | None = None,
+    since: datetime | str | None = None,
+) -> Call[JSON]:
+    """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`; only those of `workflow`
+    (`NAME` or `NAME@VERSION`) and created at or after `since` (an aware datetime, or ISO 8601 text) if given.
+    Pass `next_cursor` back as `cursor`, with the same filters, for the next page."""
+    if isinstance(since, datetime):
+        since = since.isoformat()
+    params = {"state": state, "limit": limit, "cursor": cursor, "workflow": workflow, "since": since}
     return Call("GET", "/v1/runs", _json, params={k: v for k, v in params.items() if v is not None})
 
 
@@ -326,16 +370,21 @@ def health() -> Call[JSON]:
 class EventFeed:
     """Where a client is in a run's event stream, across reconnections.
 
-    The server closes the stream after the run's final event; a stream that ends earlier (a restart, a
-    proxy) is resumed from the last event seen, as SSE intends, as long as each connection moves that
-    event on: a server that ends streams without news must not make us loop.
+    The server closes the stream after the run's final event, and answers 204 No Content to a resumption
+    of a finished run with nothing left; a stream that ends earlier (a restart, a proxy) is resumed from the
+    last event seen, as SSE intends, as long as each connection moves that event on: a server that ends
+    streams without news must not make us loop. While a step runs the server sends keep-alives (messages
+    without data, which carry the last event id): they are no events, and they do not stop `idle_timeout`.
     """
 
-    def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None) -> None:
+    def __init__(self, run_id: str, last_event_id: str | None, idle_timeout: float | None, logs: bool) -> None:
         self.run_id = run_id
         self.last_event_id = last_event_id
         self.idle_timeout = idle_timeout
+        self.logs = logs
+        """Ask for the tools' live stderr too (`log` events, which carry no id and so never move the feed)."""
         self.open = True
+        self._last_news = time.monotonic()
 
     def stream_args(self, timeout: httpx.Timeout) -> dict[str, Any]:
         """Keyword arguments for `stream()` of either httpx client, whose `timeout` it adapts: a live
@@ -346,14 +395,26 @@ class EventFeed:
         return {
             "method": "GET",
             "url": f"/v1/runs/{_segment(self.run_id)}/events",
+            "params": {"logs": "true"} if self.logs else None,
             "headers": headers,
             "timeout": httpx.Timeout(
                 connect=timeout.connect, read=self.idle_timeout, write=timeout.write, pool=timeout.pool
             ),
         }
 
-    def accept(self, sse: ServerSentEvent) -> JSON:
-        """Decode one event and close the feed when it is the run's final one."""
+    def ended(self, response: httpx.Response) -> bool:
+        """Whether the answer to a connection says that the run has finished and nothing is left."""
+        if response.status_code == httpx.codes.NO_CONTENT:
+            self.open = False
+        return not self.open
+
+    def accept(self, sse: ServerSentEvent) -> JSON | None:
+        """Decode one event and close the feed when it is the run's final one; None for a keep-alive."""
+        if not sse.data:
+            if self.idle_timeout is not None and time.monotonic() - self._last_news >= self.idle_timeout:
+                self.open = False
+            return None
+        self._last_news = time.monotonic()
         try:
             event = json.loads(sse.data)
         except ValueError:

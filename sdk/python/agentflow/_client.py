@@ -95,6 +95,10 @@ class Client:
     apply_model = _sync(_api.apply_model)
     list_models = _sync(_api.list_models)
     delete_model = _sync(_api.delete_model)
+    set_secret = _sync(_api.set_secret)
+    list_secrets = _sync(_api.list_secrets)
+    delete_secret = _sync(_api.delete_secret)
+    rotate_master_key = _sync(_api.rotate_master_key)
     usage = _sync(_api.usage)
     get_budgets = _sync(_api.get_budgets)
     set_budgets = _sync(_api.set_budgets)
@@ -135,11 +139,19 @@ class Client:
             yield from page["items"]
 
     def events(
-        self, run_id: str, last_event_id: str | None = None, *, idle_timeout: float | None = None
+        self,
+        run_id: str,
+        last_event_id: str | None = None,
+        *,
+        idle_timeout: float | None = None,
+        logs: bool = False,
     ) -> Iterator[JSON]:
         """The run's events (`{"seq", "type", "at", "data"}`) from after `last_event_id` (default: the
-        first), live, until the run's final event, or until none came for `idle_timeout` seconds."""
-        feed = EventFeed(run_id, last_event_id, idle_timeout)
+        first), live, until the run's final event, or until none came for `idle_timeout` seconds. With `logs`,
+        also what its tools write to stderr while they run, as `{"type": "log", "at", "data": {"task_id",
+        "step", "attempt", "seq", "text", "truncated"}}`: what the last hour kept first, then as it comes
+        (no id, so they never move `last_event_id`; a reconnection gives them again, `seq` tells)."""
+        feed = EventFeed(run_id, last_event_id, idle_timeout, logs)
         while feed.open:
             with (
                 _api.reaching(self.settings.api_url),
@@ -149,8 +161,11 @@ class Client:
                 if not response.is_success:
                     response.read()
                     raise_for_problem(response)
+                if feed.ended(response):
+                    return
                 for sse in EventSource(response).iter_sse():
-                    yield feed.accept(sse)
+                    if (event := feed.accept(sse)) is not None:
+                        yield event
                     if not feed.open:
                         return
 
@@ -206,6 +221,10 @@ class AsyncClient:
     apply_model = _async(_api.apply_model)
     list_models = _async(_api.list_models)
     delete_model = _async(_api.delete_model)
+    set_secret = _async(_api.set_secret)
+    list_secrets = _async(_api.list_secrets)
+    delete_secret = _async(_api.delete_secret)
+    rotate_master_key = _async(_api.rotate_master_key)
     usage = _async(_api.usage)
     get_budgets = _async(_api.get_budgets)
     set_budgets = _async(_api.set_budgets)
@@ -238,17 +257,25 @@ class AsyncClient:
                 yield run
 
     async def events(
-        self, run_id: str, last_event_id: str | None = None, *, idle_timeout: float | None = None
+        self,
+        run_id: str,
+        last_event_id: str | None = None,
+        *,
+        idle_timeout: float | None = None,
+        logs: bool = False,
     ) -> AsyncGenerator[JSON]:
-        feed = EventFeed(run_id, last_event_id, idle_timeout)
+        feed = EventFeed(run_id, last_event_id, idle_timeout, logs)
         while feed.open:
             with _api.reaching(self.settings.api_url), feed.connection():
                 async with self._http.stream(**feed.stream_args(self._http.timeout)) as response:
                     if not response.is_success:
                         await response.aread()
                         raise_for_problem(response)
+                    if feed.ended(response):
+                        return
                     async for sse in EventSource(response).aiter_sse():
-                        yield feed.accept(sse)
+                        if (event := feed.accept(sse)) is not None:
+                            yield event
                         if not feed.open:
                             return
 

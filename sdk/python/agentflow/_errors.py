@@ -95,6 +95,7 @@ _BY_SLUG: dict[str, type[APIError]] = {
     "duplicate-version": Conflict,
     "idempotency-conflict": Conflict,
     "run-finished": Conflict,
+    "ambiguous-id": Conflict,
     "invalid-name": ValidationFailed,
     "bad-version": ValidationFailed,
     "malformed-json": ValidationFailed,

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
@@ -18,9 +18,9 @@ import click
 import httpx
 import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
-from ._api import JSON, RUN_STATES, Registered
+from ._api import FINAL_RUN_STATES, JSON, RUN_STATES, Registered
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
@@ -31,6 +31,8 @@ ClientFactory = Callable[[str | None, str | None], Client]
 
 IDLE_LOG_SECONDS = 0.5
 """`af logs` without `--follow` stops once the stream has been quiet this long: it has sent the past."""
+UNSERVED_CHECK_SECONDS = 3.0
+"""`af run --wait` looks at the fleet after this long without an event from the run."""
 
 
 class _Failure(click.ClickException):
@@ -113,6 +115,7 @@ _output_option = click.option(
 
 
 @click.group(cls=_Root, name="af", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="agentflow", prog_name="af", message="%(prog)s %(version)s")
 @click.option("--api-url", metavar="URL", help="The API (default: $AF_API_URL, else the local stack's).")
 @click.option("--token", metavar="TOKEN", help="Bearer token (default: $AF_TOKEN, else the local stack's key).")
 @click.pass_context
@@ -129,9 +132,16 @@ def main() -> None:
 # ---- output ---------------------------------------------------------------------------------------
 
 
+PIPE_WIDTH = 4096
+"""The width tables get off a terminal (a pipe, a file): every row on one line, for grep and awk."""
+
+
 def _console(stderr: bool = False) -> Console:
     # Names, specs and errors may hold "[...]", which rich would read as markup.
-    return Console(stderr=stderr, markup=False, highlight=False)
+    console = Console(stderr=stderr, markup=False, highlight=False)
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
 
 
 def _print_json(data: Any, *, one_line: bool = False) -> None:
@@ -142,9 +152,20 @@ def _print_json(data: Any, *, one_line: bool = False) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
+WHOLE_COLUMNS = frozenset({"ID"})
+"""Columns never shortened to fit the terminal: an id is there to be copied."""
+
+
 def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    table = Table(*headers, box=None, pad_edge=False)
-    for row in rows:
+    cells = [list(row) for row in rows]
+    columns = [
+        Column(header, no_wrap=True, min_width=max((len(row[index]) for row in cells), default=0))
+        if header in WHOLE_COLUMNS
+        else Column(header)
+        for index, header in enumerate(headers)
+    ]
+    table = Table(*columns, box=None, pad_edge=False)
+    for row in cells:
         table.add_row(*row)
     _console().print(table)
 
@@ -197,19 +218,56 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _print_event(event: JSON, output: str) -> None:
-    if output == "json":
-        _print_json(event, one_line=True)
-        return
-    data = event.get("data") or {}
-    moment = _parse_time(event.get("at"))
-    clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
-    detail = _short(data.get("error") or data.get("output"))
-    step = data.get("step") or "-"
-    click.echo(f"{clock}  {event.get('type', ''):<15} {step:<16} {detail}".rstrip())
-    # The tail of what the tool wrote to stderr (its log), under the event of its attempt.
-    for line in str(data.get("stderr") or "").splitlines():
-        click.echo(f"    [{step}] {line}".rstrip())
+class _EventPrinter:
+    """Prints a run's events one line each, with the tail of what a tool wrote to stderr under the event of
+    its attempt; and the `log` events of a live stream (the tools' stderr as it is written) line by line as
+    their lines end, an attempt's last unended line with its event, whose tail then repeats nothing."""
+
+    def __init__(self, output: str) -> None:
+        self._output = output
+        self._unended: dict[tuple[Any, Any], str] = {}
+        self._streamed: set[tuple[Any, Any]] = set()
+        """The attempts whose stderr came whole as `log` events."""
+        self._pieces: dict[tuple[Any, Any], int] = {}
+        """The last piece shown of each attempt: a reconnection gives them all again."""
+
+    def __call__(self, event: JSON) -> None:
+        if self._output == "json":
+            _print_json(event, one_line=True)
+            return
+        data = event.get("data") or {}
+        attempt = (data.get("task_id"), data.get("attempt"))
+        step = data.get("step") or "-"
+        if event.get("type") == "log":
+            self._log(attempt, step, data)
+            return
+        self._stderr(step, self._unended.pop(attempt, ""))
+        moment = _parse_time(event.get("at"))
+        clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
+        detail = _short(data.get("error") or data.get("output"))
+        click.echo(f"{clock}  {event.get('type', ''):<15} {step:<16} {detail}".rstrip())
+        if attempt not in self._streamed:
+            self._stderr(step, str(data.get("stderr") or ""))
+
+    def _log(self, attempt: tuple[Any, Any], step: str, data: JSON) -> None:
+        seq, last = int(data.get("seq") or 0), self._pieces.get(attempt, 0)
+        if seq <= last:
+            return
+        self._pieces[attempt] = seq
+        if seq == last + 1 and not data.get("truncated") and (last == 0 or attempt in self._streamed):
+            self._streamed.add(attempt)
+        else:  # cut, or pieces the stream no longer kept: the tail under its event shows how it ended
+            self._streamed.discard(attempt)
+        text = self._unended.pop(attempt, "") + str(data.get("text") or "")
+        ended, _, unended = text.rpartition("\n")
+        self._stderr(step, ended)
+        if unended:
+            self._unended[attempt] = unended
+
+    @staticmethod
+    def _stderr(step: str, text: str) -> None:
+        for line in text.splitlines():
+            click.echo(f"    [{step}] {line}".rstrip())
 
 
 def _usage(usage: JSON | None) -> str:
@@ -237,7 +295,7 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
             ("output", _short(run.get("output"), width=2000)),
             ("error", _short(run.get("error"), width=2000)),
             ("usage", _usage(run.get("usage"))),
-            *(("waiting", _wait(wait)) for wait in run.get("waiting") or []),
+            *(("waiting", _signal_wait(wait)) for wait in run.get("waiting") or []),
         ]
     )
     if run.get("tasks"):
@@ -266,7 +324,7 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
             )
 
 
-def _wait(wait: JSON) -> str:
+def _signal_wait(wait: JSON) -> str:
     """A signal wait as one line: ``approve {"call": "turn-1/call-0"} (step turn-1/approve-0): <about>``."""
     said = ", ".join(wait.get("signals") or [])
     if wait.get("match"):
@@ -325,7 +383,6 @@ def _definitions(
         "NAME": lambda item: item["name"],
         "VERSION": lambda item: item["version"],
         **details,
-        "DIGEST": lambda item: str(item.get("digest", ""))[:19],
         "CREATED": lambda item: _when(item.get("created_at")),
     }
 
@@ -378,6 +435,35 @@ def _spec(item: JSON) -> JSON:
     return spec if isinstance(spec, dict) else {}
 
 
+def _steps(workflow: JSON) -> int:
+    """What a workflow is made of: a dag's steps (a loop and each of its steps), an fsm's states, a bt's nodes."""
+    spec = _spec(workflow)
+    if workflow.get("kind") == "fsm":
+        return len(spec.get("states") or {})
+    if workflow.get("kind") == "bt":
+        return _tree_nodes(spec.get("root"))
+    return sum(1 + len((step.get("loop") or {}).get("steps") or []) for step in spec.get("steps") or [])
+
+
+_BRANCHES = ("sequence", "selector")
+_DECORATORS = ("parallel", "retry", "timeout", "repeat_until")
+
+
+def _tree_nodes(node: Any) -> int:
+    """The nodes of a behavior tree (planning/bt.py's document): a leaf is one, an inner node one plus its children."""
+    if not isinstance(node, dict) or "tool" in node:
+        return 1 if node else 0
+    children: list[Any] = []
+    for key, inner in node.items():
+        if key in _BRANCHES and isinstance(inner, list):
+            children = inner
+        elif key in _DECORATORS and isinstance(inner, dict):
+            children = inner.get("children") or [inner.get("child")]
+        elif key == "invert":
+            children = [inner]
+    return 1 + sum(_tree_nodes(child) for child in children)
+
+
 cli.add_command(
     _definitions(
         "tool",
@@ -401,7 +487,7 @@ cli.add_command(
         Client.list_workflows,
         {
             "KIND": lambda workflow: str(workflow.get("kind", "")),
-            "STEPS": lambda workflow: str(len(_spec(workflow).get("steps") or [])),
+            "STEPS": lambda workflow: str(_steps(workflow)),
         },
     )
 )
@@ -637,6 +723,103 @@ def llm_calls(session: _Session, run_id: str, limit: int, output: str) -> None:
     )
 
 
+# ---- secrets --------------------------------------------------------------------------------------
+
+
+@cli.group("secret")
+def secret_group() -> None:
+    """Secrets: values such as provider keys that AgentFlow uses and never shows again (write-only)."""
+
+
+def _secret_value(from_file: Path | None) -> str:
+    """The value from FILE, from standard input when it is not a terminal, else from a prompt that does
+    not echo; its trailing line break dropped. Never from the command line, where other users see it."""
+    if from_file is not None:
+        text: str = read_text(from_file, "--from-file")
+    elif sys.stdin.isatty():
+        text = click.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        text = sys.stdin.read()
+    value = text.rstrip("\r\n")
+    if not value:
+        raise _Failure("the secret's value is empty")
+    return value
+
+
+@secret_group.command("set")
+@click.argument("name")
+@click.option("--from-file", type=click.Path(dir_okay=False, path_type=Path), help="Read the value from FILE instead.")
+@click.option("--platform", is_flag=True, help="A secret of the platform's, for platform-wide deployments.")
+@_output_option
+@_pass_session
+def secret_set(session: _Session, name: str, from_file: Path | None, platform: bool, output: str) -> None:
+    """Set secret NAME, or replace it: the value comes from --from-file, from standard input, or from a
+    prompt that does not echo (never from the command line)."""
+    stored = session.client.set_secret(name, _secret_value(from_file), platform=platform)
+    if output == "json":
+        _print_json(stored)
+    else:
+        click.echo(f"secret {stored['name']} {stored['outcome']} (version {stored['version']})")
+
+
+@secret_group.command("ls")
+@click.option("--platform", is_flag=True, help="The platform's secrets (platform admins).")
+@_output_option
+@_pass_session
+def secret_ls(session: _Session, platform: bool, output: str) -> None:
+    """List the secrets: names, versions and when and by whom each was last set; never a value."""
+    items = session.client.list_secrets(platform=platform)
+    if output == "json":
+        _print_json({"items": items})
+        return
+    _print_table(
+        ["NAME", "SCOPE", "VERSION", "CREATED", "UPDATED", "UPDATED-BY"],
+        (
+            [
+                item["name"],
+                item["scope"],
+                str(item["version"]),
+                _when(item.get("created_at")),
+                _when(item.get("updated_at")),
+                item.get("updated_by", ""),
+            ]
+            for item in items
+        ),
+    )
+
+
+@secret_group.command("rm")
+@click.argument("name")
+@click.option("--platform", is_flag=True, help="The platform's secret of that name (platform admins).")
+@_pass_session
+def secret_rm(session: _Session, name: str, platform: bool) -> None:
+    """Remove secret NAME."""
+    session.client.delete_secret(name, platform=platform)
+    click.echo(f"secret {name} deleted")
+
+
+@secret_group.command("rotate-master")
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new master key (base64 of 32 bytes), needed when the control plane reads AF_MASTER_KEY.",
+)
+@_output_option
+@_pass_session
+def secret_rotate_master(session: _Session, new_key_file: Path | None, output: str) -> None:
+    """Re-wrap every secret's data key under a new master key (platform admins). Without --new-key-file the
+    control plane makes the key and replaces its key file, keeping the old one beside it until done."""
+    new_key = read_text(new_key_file, "--new-key-file").strip() if new_key_file is not None else None
+    answer = session.client.rotate_master_key(new_key)
+    if output == "json":
+        _print_json(answer)
+    else:
+        click.echo(
+            f"master key rotated: {answer['secrets']} secrets re-wrapped"
+            f" (key {answer['previous_master_id']} -> {answer['master_id']})"
+        )
+
+
 # ---- runs -----------------------------------------------------------------------------------------
 
 
@@ -652,9 +835,35 @@ def _parse_input(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def _follow(client: Client, run_id: str, output: str) -> JSON:
-    for event in client.events(run_id):
-        _print_event(event, output)
+    printer = _EventPrinter(output)
+    for event in client.events(run_id, logs=True):
+        printer(event)
     return client.get_run(run_id)
+
+
+def _no_worker(queue: str) -> str:
+    return f"no live worker serves queue {queue!r}: the run waits until one starts (af worker start --queue {queue})"
+
+
+def _wait(client: Client, run_id: str) -> JSON:
+    """The run once it has finished. Whenever it has been quiet for a while, say on stderr which queues its
+    waiting tasks are on that no live worker serves (once while each stays unserved)."""
+    after: str | None = None
+    unserved: set[str] = set()
+    while True:
+        for event in client.events(run_id, after, idle_timeout=UNSERVED_CHECK_SECONDS):
+            after = str(event["seq"])
+        run = client.get_run(run_id)
+        if run.get("state") in FINAL_RUN_STATES:
+            return run
+        try:
+            served = {queue for worker in client.list_workers() for queue in worker.get("queues", [])}
+        except AgentFlowError:
+            continue  # the caller may not read the fleet: it just waits
+        waiting = {task["queue"] for task in run.get("tasks", []) if task.get("state") == "queued"}
+        for queue in sorted(waiting - served - unserved):
+            click.echo(f"af: still waiting: {_no_worker(queue)}", err=True)
+        unserved = (unserved | waiting) - served
 
 
 @cli.command("run")
@@ -665,7 +874,10 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
 @click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
 @click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
 @click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded.")
-@click.option("--follow", is_flag=True, help="Like --wait, printing each event as it happens.")
+@click.option("--follow", is_flag=True, help="Like --wait, printing each event, and the tools' stderr, as it happens.")
+@click.option(
+    "--require-worker", is_flag=True, help="Refuse the run if no live worker serves its queue (instead of warning)."
+)
 @_output_option
 @_pass_session
 def run_command(
@@ -678,6 +890,7 @@ def run_command(
     queue: str | None,
     wait: bool,
     follow: bool,
+    require_worker: bool,
     output: str,
 ) -> None:
     """Start a run of a workflow (or, with --tool or --agent, of one tool or agent); print its id."""
@@ -693,12 +906,16 @@ def run_command(
         input=input_,
         idempotency_key=idempotency_key,
         queue=queue,
+        require_worker=require_worker,
     )
+    unserved = {warning["queue"] for warning in run.get("warnings", []) if warning.get("type") == "no-worker"}
+    for name in sorted(unserved):
+        click.echo(f"af: warning: {_no_worker(name)}", err=True)
     if follow:
         run = _follow(client, run["id"], output)
     elif wait:
         with _progress(f"waiting for run {run['id']}", output):
-            run = client.wait_run(run["id"])
+            run = _wait(client, run["id"])
     elif output == "table":
         click.echo(run["id"])
         return
@@ -712,14 +929,46 @@ def runs_group() -> None:
     """Runs: started workflows and tools."""
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """A time ago (`30s`, `15m`, `2h`, `7d`) or an ISO 8601 time (local unless it says); as an aware time."""
+    if value is None:
+        return None
+    amount, unit = value[:-1], value[-1:]
+    try:
+        if amount.isdigit() and unit in _UNITS:
+            return datetime.now(UTC) - timedelta(seconds=int(amount) * _UNITS[unit])
+        moment = datetime.fromisoformat(value)
+        return moment if moment.tzinfo is not None else moment.astimezone()
+    except (ValueError, OverflowError):  # not a time, or none there can be
+        raise click.BadParameter(
+            f"{value!r}: expected a time ago (30s, 15m, 2h, 7d) or an ISO 8601 time", ctx, param
+        ) from None
+
+
 @runs_group.command("ls")
 @click.option("--state", type=click.Choice(RUN_STATES), help="Only runs in this state.")
+@click.option("--workflow", metavar="NAME[@VERSION]", help="Only runs of this workflow (version).")
+@click.option(
+    "--since", metavar="AGO|TIME", callback=_parse_since, help="Only runs created since: 2h, 7d, 2026-12-01T09:00."
+)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N runs.")
+@click.option("--cursor", metavar="CURSOR", help="The page after the one that printed this cursor.")
 @_output_option
 @_pass_session
-def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> None:
-    """List the newest runs."""
-    page = session.client.list_runs(state=state, limit=limit)
+def runs_ls(
+    session: _Session,
+    state: str | None,
+    workflow: str | None,
+    since: datetime | None,
+    limit: int,
+    cursor: str | None,
+    output: str,
+) -> None:
+    """List the newest runs, a page at a time."""
+    page = session.client.list_runs(state=state, limit=limit, cursor=cursor, workflow=workflow, since=since)
     if output == "json":
         _print_json(page)
         return
@@ -736,6 +985,9 @@ def runs_ls(session: _Session, state: str | None, limit: int, output: str) -> No
             for run in page["items"]
         ),
     )
+    if page.get("next_cursor"):
+        # On stderr, so that the table alone goes down a pipe.
+        click.echo(f"more: the same command with --cursor {page['next_cursor']}", err=True)
 
 
 @runs_group.command("get")
@@ -778,13 +1030,19 @@ def _print_transcript(transcript: JSON) -> None:
 
 @cli.command("logs")
 @click.argument("run_id", metavar="ID")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing events until the run finishes.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep printing events until the run finishes, and what its tools write to stderr as they write it.",
+)
 @_output_option
 @_pass_session
 def logs_command(session: _Session, run_id: str, follow: bool, output: str) -> None:
-    """Print a run's events."""
-    for event in session.client.events(run_id, idle_timeout=None if follow else IDLE_LOG_SECONDS):
-        _print_event(event, output)
+    """Print a run's events, each with the tail of its tool's stderr."""
+    printer = _EventPrinter(output)
+    for event in session.client.events(run_id, idle_timeout=None if follow else IDLE_LOG_SECONDS, logs=follow):
+        printer(event)
 
 
 @cli.command("cancel")
