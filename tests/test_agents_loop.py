@@ -53,6 +53,11 @@ def _model(http: httpx.Client, name: str, turns: list[dict[str, Any]]) -> None:
     assert answer.is_success, answer.text
 
 
+def _lookup_then_answer(http: httpx.Client, name: str, query: str, answer: str) -> None:
+    """Model ``name``: its first turn looks ``query`` up, its second answers ``answer``."""
+    _model(http, name, [{"tool_calls": [{"name": "lookup", "arguments": {"query": query}}]}, {"content": answer}])
+
+
 def _agent(http: httpx.Client, **fields: Any) -> None:
     answer = http.post("/v1/agents", json={"version": "1", "instructions": "Answer {{$.input.question}}"} | fields)
     assert answer.status_code == 201, answer.text
@@ -68,11 +73,7 @@ def test_an_agent_calls_its_tool_in_a_sandbox_and_answers_with_what_the_tool_fou
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
     _, key, http = tenant
-    _model(
-        http,
-        "script-lookup",
-        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "They are TIDES."}],
-    )
+    _lookup_then_answer(http, "script-lookup", "tides", "They are TIDES.")
     _agent(http, name="looker", model="script-lookup", tools=["lookup"])
     final = _run(stack, key, "looker", "what are tides?")
     assert final["state"] == "succeeded", (
@@ -190,11 +191,7 @@ def _waiting(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
 
 def _careful(http: httpx.Client, key: str, name: str, stack: Stack) -> str:
     """A run of agent ``name``, whose one lookup needs approval, once it waits for it."""
-    _model(
-        http,
-        f"script-{name}",
-        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "answered"}],
-    )
+    _lookup_then_answer(http, f"script-{name}", "tides", "answered")
     _agent(http, name=name, model=f"script-{name}", tools=["lookup"], approval=["lookup"])
     with Client(api_url=stack.api_url, token=key) as af:
         run_id = str(af.start_run(agent=name, input={"question": "tides?"})["id"])
@@ -284,11 +281,7 @@ def test_the_transcript_shows_each_turn_with_its_messages_tool_calls_tokens_and_
     stack: Stack, tenant: tuple[str, str, httpx.Client], af: Af
 ) -> None:
     _, key, http = tenant
-    _model(
-        http,
-        "script-told",
-        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "They are TIDES."}],
-    )
+    _lookup_then_answer(http, "script-told", "tides", "They are TIDES.")
     _agent(http, name="teller", model="script-told", tools=["lookup"])
     final = _run(stack, key, "teller", "what are tides?")
     assert final["state"] == "succeeded", final
@@ -342,11 +335,7 @@ def test_an_agent_step_of_a_dag_runs_its_loop_under_its_key_and_later_steps_read
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
     _, key, http = tenant
-    _model(
-        http,
-        "script-dag",
-        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "moon"}}]}, {"content": "the moon"}],
-    )
+    _lookup_then_answer(http, "script-dag", "moon", "the moon")
     _agent(http, name="dag-agent", model="script-dag", tools=["lookup"])
     _workflow(
         http,
@@ -425,11 +414,7 @@ def test_an_agent_step_of_a_workflow_waits_for_approval_under_its_key(
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
     _, key, http = tenant
-    _model(
-        http,
-        "script-nested-careful",
-        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "answered"}],
-    )
+    _lookup_then_answer(http, "script-nested-careful", "tides", "answered")
     _agent(http, name="nested-careful", model="script-nested-careful", tools=["lookup"], approval=["lookup"])
     step = {"name": "research", "agent": "nested-careful", "input": {"question": "$.input.q"}}
     _workflow(http, {"name": "careful-dag", "version": "1", "kind": "dag", "steps": [step]})
