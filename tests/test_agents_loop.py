@@ -410,7 +410,7 @@ def test_an_agent_state_of_an_fsm_and_an_agent_leaf_of_a_behavior_tree_run_their
     assert refused.json()["field"] == "steps[0].agent"
 
 
-def test_an_agent_step_of_a_workflow_waits_for_approval_under_its_key(
+def test_an_agent_step_of_a_workflow_waits_for_approval_under_its_key_and_has_its_own_transcript(
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
     _, key, http = tenant
@@ -427,3 +427,15 @@ def test_an_agent_step_of_a_workflow_waits_for_approval_under_its_key(
     final = _wait(stack, key, run_id)
     assert final["state"] == "succeeded", final
     assert "research/turn-1/call-0" in [t["step"] for t in final["tasks"]]
+    transcript = http.get(f"/v1/runs/{run_id}/transcript", params={"step": "research"}).json()
+    assert (transcript["step"], transcript["agent"], transcript["output"]) == (
+        "research",
+        "nested-careful@1",
+        "answered",
+    )
+    (call,) = transcript["turns"][0]["tool_calls"]
+    assert call["step"] == "research/turn-1/call-0" and call["result"] == {"found": "TIDES"}
+    assert call["approval"]["decision"]["approved"] is True
+    assert http.get(f"/v1/runs/{run_id}/transcript").status_code == 409
+    unknown = http.get(f"/v1/runs/{run_id}/transcript", params={"step": "nope"})
+    assert unknown.status_code == 404 and unknown.json()["field"] == "step", unknown.json()

@@ -24,6 +24,7 @@ from control_plane.api.answers import record as _audit
 from control_plane.api.answers import source_address
 from control_plane.api.problems import Problem
 from control_plane.catalog.documents import BatchRequest, RunRequest, SignalRequest, convert
+from control_plane.catalog.resolver import BUILTIN_AGENT
 from control_plane.engine.events import FINAL_EVENT_TYPES
 from control_plane.errors import Refused
 from control_plane.security.identity import Identity
@@ -195,15 +196,24 @@ async def get_run(run_id: str, services: Services, identity: Identity) -> Respon
 
 
 @get("/v1/runs/{run_id:str}/transcript", opt={"permission": ("runs", "read")})
-async def get_transcript(run_id: str, services: Services, identity: Identity) -> Response[bytes]:
-    """An agent run's turns: the messages each added, the model's answer, the tool calls it asked for with
-    their results, and the tokens and cost of each turn and of the run. 409 for a run of no agent."""
+async def get_transcript(
+    run_id: str, services: Services, identity: Identity, step: str | None = None
+) -> Response[bytes]:
+    """An agent run's turns (or those of the agent step ``step`` of a workflow's run): the messages each
+    added, the model's answer, the tool calls it asked for with their results, and the tokens and cost of
+    each turn and in all. 409 for a run of no agent without ``step``; 404 for a step that runs no agent."""
     row = await _run_row(services, identity.tenant, run_id)
-    if row.target_kind != "agent":
-        raise Problem(409, "not-an-agent-run", f"run {run_id} is a {row.target_kind}'s, not an agent's", "id")
-    tasks = await run_reads.get_tasks(services.pool, run_id)
-    calls = await llm_calls.recent(services.pool, identity.tenant, run_id=run_id, limit=TRANSCRIPT_CALLS)
-    return _json(transcripts.transcript(row, tasks, calls))
+    if step is None and row.target_kind != "agent":
+        detail = f"run {row.id} is a {row.target_kind}'s, not an agent's: name one of its agent steps (step)"
+        raise Problem(409, "not-an-agent-run", detail, "id")
+    tasks = await run_reads.get_tasks(services.pool, row.id)
+    agent_step = None
+    if step is not None:
+        agent_step = next((t for t in tasks if t.step == step and t.tool_name == BUILTIN_AGENT), None)
+        if agent_step is None:
+            raise Problem(404, "not-found", f"run {row.id} has no agent step {step!r}", "step")
+    calls = await llm_calls.recent(services.pool, identity.tenant, run_id=row.id, limit=TRANSCRIPT_CALLS)
+    return _json(transcripts.transcript(row, tasks, calls, agent_step))
 
 
 @post("/v1/runs/{run_id:str}/cancel", status_code=200, opt={"permission": ("runs", "cancel")})

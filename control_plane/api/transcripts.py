@@ -1,4 +1,5 @@
-"""An agent run's transcript (``GET /v1/runs/{id}/transcript``), read back from what the run recorded: its
+"""An agent run's transcript (``GET /v1/runs/{id}/transcript``; of an agent step of a workflow's run with
+``?step=NAME``), read back from what the run recorded: its
 turn tasks (the request each sent, the model's answer), the tasks of the calls and approvals each turn
 asked for, and the gateway's record of every model call (tokens and cost, failed attempts included).
 
@@ -35,13 +36,21 @@ def _arguments(raw: Any) -> Any:
         return raw
 
 
-def transcript(run: RunRow, tasks: list[TaskRow], calls: list[StoredCall]) -> dict[str, Any]:
+def transcript(
+    run: RunRow, tasks: list[TaskRow], calls: list[StoredCall], step: TaskRow | None = None
+) -> dict[str, Any]:
+    """The transcript of the run's agent, or of its agent step ``step`` (the ``@agent`` instance of a
+    workflow's step, whose loop's instances are keyed under it)."""
+    prefix = "" if step is None else f"{step.step}/"
     turns: dict[int, TaskRow] = {}
     parts: dict[tuple[int, str, int], TaskRow] = {}
     for row in tasks:
-        if (turn := _TURN.fullmatch(row.step)) is not None:
+        if not row.step.startswith(prefix):
+            continue
+        key = row.step[len(prefix) :]
+        if (turn := _TURN.fullmatch(key)) is not None:
             turns[int(turn.group(1))] = row
-        elif (part := _CALL.fullmatch(row.step)) is not None:
+        elif (part := _CALL.fullmatch(key)) is not None:
             parts[(int(part.group(1)), part.group(2), int(part.group(3)))] = row
     by_task: dict[str, list[StoredCall]] = {}
     for call in calls:
@@ -60,12 +69,20 @@ def transcript(run: RunRow, tasks: list[TaskRow], calls: list[StoredCall]) -> di
         for call, result in zip(earlier["tool_calls"], results, strict=False):
             call["result"] = _arguments(result)
     total = {key: sum(turn["usage"][key] for turn in shown) for key in ("input_tokens", "output_tokens", "cost_usd")}
+    agent: Any
+    state: str
+    if step is None:
+        agent, state, output, error = f"{run.target_name}@{run.target_version}", run.state, run.output, run.error
+    else:
+        agent = (_json(step.input) or {}).get("agent")
+        state, output, error = step.state, step.output, step.error
     return {
         "run_id": run.id,
-        "agent": f"{run.target_name}@{run.target_version}",
-        "state": run.state,
-        "output": _json(run.output),
-        "error": run.error,
+        "step": None if step is None else step.step,
+        "agent": agent,
+        "state": state,
+        "output": _json(output),
+        "error": error,
         "turns": shown,
         "usage": {**total, "turns": len(shown), "model_calls": sum(turn["model_calls"] for turn in shown)},
     }

@@ -993,16 +993,17 @@ def runs_ls(
 @runs_group.command("get")
 @click.argument("run_id", metavar="ID")
 @click.option("--transcript", is_flag=True, help="An agent run's turns: messages, tool calls, tokens and cost.")
+@click.option("--step", metavar="NAME", help="With --transcript: the agent step NAME of a workflow's run.")
 @_output_option
 @_pass_session
-def runs_get(session: _Session, run_id: str, transcript: bool, output: str) -> None:
+def runs_get(session: _Session, run_id: str, transcript: bool, step: str | None, output: str) -> None:
     """Show a run with its tasks (or an agent run's transcript)."""
     if not transcript:
         _print_run(session.client.get_run(run_id), output)
     elif output == "json":
-        _print_json(session.client.get_transcript(run_id))
+        _print_json(session.client.get_transcript(run_id, step))
     else:
-        _print_transcript(session.client.get_transcript(run_id))
+        _print_transcript(session.client.get_transcript(run_id, step))
 
 
 def _print_transcript(transcript: JSON) -> None:
