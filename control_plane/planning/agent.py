@@ -9,9 +9,9 @@ each turn's assistant message followed by its tool results — so a control plan
 continues it from PostgreSQL, and a key once started is never started again: no finished model call or
 tool call is repeated.
 
-- A turn whose message has no tool calls is the final answer. With an output schema, its content must be
-  JSON the schema accepts; on a mismatch the model gets one repair turn naming the problem, then the run
-  fails with it.
+- A turn whose message has no tool calls is the final answer. With an output check (the output schema, or
+  a plan step's plan validator), its content must be JSON the check accepts; on a mismatch the model gets
+  one repair turn naming the problem, then the run fails with it.
 - A tool call naming a tool the agent does not have, or arguments that are not JSON or fail the tool's
   input schema, is not run: the problem goes back to the model as that call's result. Three turns in a row
   whose calls were all invalid fail the run.
@@ -187,7 +187,7 @@ class AgentLoop:
                 if problem is None:
                     return Decision((), RunOutcome(RunState.SUCCEEDED, final, None))
                 if repaired:
-                    return fail(f"output_schema: {problem}")
+                    return fail(f"final answer: {problem}")
                 repaired = True
                 messages.append({"role": "user", "content": _repair(problem)})
                 turn += 1
@@ -327,7 +327,7 @@ def _tool_message(call_id: str, content: Any) -> dict[str, Any]:
 
 
 def _repair(problem: str) -> str:
-    return f"Your answer does not match the required output schema: {problem}. Answer again with JSON only."
+    return f"Your answer was not accepted: {problem}. Answer again with JSON only."
 
 
 def _tokens(usage: Any) -> int:
