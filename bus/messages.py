@@ -112,8 +112,8 @@ class _AttemptNotice(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Started(_AttemptNotice, frozen=True, kw_only=True, tag="started"):
-    """A worker began an attempt (sent for sandboxed tools, which take long enough for it to matter),
-    published on the same subject as the result that follows it."""
+    """A worker began an attempt (sent for sandboxed tools and model turns, which take long enough for it to
+    matter), published on the same subject as the result that follows it."""
 
     sandbox: str
     started_at: float
@@ -255,6 +255,8 @@ class TurnReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error: str | None = None
     retryable: bool = False
     """The turn may succeed if tried again (no healthy deployment now, the gateway unreachable)."""
+    working: bool = False
+    """Not the answer: the control plane is still on the call, and the answer follows on the same inbox."""
 
 
 M = TypeVar(

@@ -20,6 +20,7 @@ ALL_RESULTS = "af.*.results.*"
 ALL_EVENTS = "af.*.events.*"
 ALL_CHANNELS = "af.*.chan.*"
 ALL_MODEL_TURNS = "af.*.llm.turns"
+ALL_CANCELS = "af.*.cancel"
 ALL_LOGS = "af.*.logs.*"
 
 

@@ -101,7 +101,9 @@ class Services:
             await installation_id(pool),
         )
         # Agents' model turns, asked by workers over the bus, answered by the gateway.
-        await model_turns.serve(bus, TurnAnswerer(services.gateway).answer)
+        turns = TurnAnswerer(services.gateway)
+        await model_turns.serve(bus, turns.answer)
+        await model_turns.serve_cancels(bus, turns.cancelled)
         services.loops = [
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .files import write_files
-from .processes import kill_group, run_tool
+from .processes import die_with_parent, kill_group, run_tool
 from .protocol import Limits, Outcome, SandboxCall, SandboxError
 from .workdirs import dead_worker_dirs, own_worker_dir
 
@@ -29,7 +29,7 @@ class ProcessBackend:
     The tool shares the worker's user, filesystem, network (`network` is not enforced) and kernel. Per call:
     a fresh working directory (wiped afterwards) holding the call's files, a scrubbed environment, the
     rlimits of `Limits`, and a new session whose whole process group is killed when the tool exits, runs
-    past its wall limit or output cap, or the call is cancelled.
+    past its wall limit or output cap, or the call is cancelled; the tool itself is killed if the worker dies.
 
     cpu_seconds and max_rss_kb come from the tool's rusage (wait4), its own and that of the descendants it
     waited for. The memory limit is the address space (RLIMIT_AS): an allocation past it fails, and a tool
@@ -120,5 +120,8 @@ def _rlimit_setter(limits: Limits) -> Callable[[], None]:
     def apply() -> None:
         for which, value in settings:
             resource.setrlimit(which, (value, value))
+        # A worker killed mid-call cannot stop its tool: the tool dies with it, or it would finish an
+        # attempt whose task is redelivered and run again.
+        die_with_parent()
 
     return apply

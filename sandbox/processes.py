@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import os
 import resource
@@ -25,6 +26,15 @@ from .protocol import Outcome, SandboxCall, SandboxError
 # After a kill, how long the pipes may take to hand over what is still buffered in them. Bounded because a
 # descendant that left the tool's process group can hold them open for ever.
 _DRAIN_SECONDS = 2.0
+# prctl's option (linux/prctl.h) that has the kernel send the calling process a signal when its parent dies.
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: be killed when the worker that started it dies (a ``runsc run`` client, whose
+    sandbox then dies too; a tool of the process backend), instead of running on unsupervised."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class Tool(Output):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import json
@@ -25,7 +24,7 @@ from typing import Any
 from . import _child
 from .files import write_files
 from .gvisor import LAUNCHER, SANDBOX_ENV, TOOL_UID, at_memory_limit, check_sandboxed_call, launcher_failed
-from .processes import Tool, finish_tool, start_tool
+from .processes import Tool, die_with_parent, finish_tool, start_tool
 from .protocol import Limits, Outcome, SandboxCall, SandboxError
 from .workdirs import dead_worker_dirs, own_worker_dir
 
@@ -44,10 +43,6 @@ _INSTALL_HINT = (
     "install it with `apt-get install runsc` (Debian/Ubuntu; `make system-deps` does it), "
     "or choose AF_SANDBOX=process for development"
 )
-# prctl's option (linux/prctl.h) that has the kernel send the calling process a signal when its parent dies:
-# what _die_with_parent asks for in each `runsc run` client.
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 _RETIRE_SECONDS = 5.0
 """How long an unused warm sandbox may take to end once told to."""
 
@@ -263,7 +258,7 @@ class RunscBackend:
                 limits.output_bytes,
                 cwd=bundle,
                 env=_CLIENT_ENV,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 nonce=nonce,
             )
         except BaseException:
@@ -519,9 +514,3 @@ def _container_id(call_id: str) -> str:
 
 def _rlimit(kind: str, value: int) -> dict[str, Any]:
     return {"type": kind, "hard": value, "soft": value}
-
-
-def _die_with_parent() -> None:
-    """In the `runsc run` client, before exec: die with the worker. The sandbox, attached to its client,
-    then dies too, instead of running on unsupervised until a new worker cleans up."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

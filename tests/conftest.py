@@ -16,6 +16,7 @@
 - ``collector``: an OTLP/HTTP trace receiver in the test process, keeping every span sent to it.
 - ``embedded``: the embedded stack as a user runs it (``python -m control_plane.stack ...``, a process per
   command) with AF_HOME in a fresh directory; every process any of its stacks ran is stopped at the end.
+- ``af``: the real `af` command line against the session's stack, a subprocess per command.
 - ``dockerd``: a Docker Engine of the machine's ``dockerd`` with its own data root and socket in a temp dir,
   whose ``runsc`` runtime passes ``--network=none``.
 """
@@ -349,6 +350,8 @@ class Stack:
     api_url: str = ""
     token: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    """The workers started, by worker id (the ``worker_id`` of the tasks they ran)."""
     nats_server: nats.NatsServer | None = None
     """Set when this stack owns its nats-server (and may kill it)."""
     pg_server: postgres.PostgresServer | None = None
@@ -428,6 +431,7 @@ class Stack:
         identity = self.grant_worker(tenant, queue)
         process = spawn("worker", argv, log, env=self.env(AF_WORKER_ID=worker_id, **identity, **env))
         self.processes.append(process)
+        self.workers[worker_id] = process
         deadline = time.monotonic() + 20
         while "pulling" not in log.read_text(errors="replace") if log.exists() else True:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -654,6 +658,41 @@ def embedded() -> Iterator[Embedded]:
     finally:
         stack.stop_all()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+# `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.
+AF = Path(sys.executable).parent / "af"
+
+Af = Callable[..., subprocess.CompletedProcess[str]]
+"""The `af` command line: ``af(*args, **env)``."""
+
+
+@pytest.fixture(scope="module")
+def af_env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment `af` runs in: the stack's API and token; AF_HOME is an empty dir, so no local stack's
+    files are read."""
+    home = tmp_path_factory.mktemp("af-home")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
+    base.update(AF_HOME=str(home), AF_API_URL=stack.api_url, AF_TOKEN=stack.token, NO_COLOR="1")
+    return base
+
+
+@pytest.fixture(scope="module")
+def af(af_env: dict[str, str]) -> Af:
+    """Run `af ARGS...` against the stack."""
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(AF), *args],
+            env={**af_env, **env},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    return run
 
 
 SLEEPER = {

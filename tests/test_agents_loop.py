@@ -1,11 +1,14 @@
 """An agent run end to end on the real stack: its model turns go from a worker through the bus to the model
 gateway (the scripted mock provider), the tool calls it asks for run as sandboxed tasks, their results go back
 to the model, and the final answer ends the run; invalid tool calls go back to the model, `max_turns` and the
-output schema end a loop that does not converge, and a repeated turn is answered from the gateway's record;
-a sub-agent runs as a tool call with its loop nested under the call, and a handoff passes the conversation on."""
+output schema end a loop that does not converge, a repeated turn is answered from the gateway's record,
+a call of a tool that needs approval waits, visibly, for a human's `approve` signal, a sub-agent runs
+as a tool call with its loop nested under the call, and a handoff passes the conversation on."""
 
 import asyncio
+import json
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +17,9 @@ import pytest
 from agentflow import Client
 
 from bus.states import TaskState
-from control_plane.planning.agent import AgentLoop, compile_instructions
-from control_plane.planning.model import StepState
-from tests.conftest import Stack
+from control_plane.planning.agent import AgentLoop, AgentTool, compile_instructions
+from control_plane.planning.model import AwaitSignal, StepState, ToolCall
+from tests.conftest import Af, Stack
 
 LOOKUP = {
     "name": "lookup",
@@ -51,6 +54,11 @@ def _model(http: httpx.Client, name: str, turns: list[dict[str, Any]]) -> None:
     assert answer.is_success, answer.text
 
 
+def _lookup_then_answer(http: httpx.Client, name: str, query: str, answer: str) -> None:
+    """Model ``name``: its first turn looks ``query`` up, its second answers ``answer``."""
+    _model(http, name, [{"tool_calls": [{"name": "lookup", "arguments": {"query": query}}]}, {"content": answer}])
+
+
 def _agent(http: httpx.Client, **fields: Any) -> None:
     answer = http.post("/v1/agents", json={"version": "1", "instructions": "Answer {{$.input.question}}"} | fields)
     assert answer.status_code == 201, answer.text
@@ -73,11 +81,7 @@ def test_an_agent_calls_its_tool_in_a_sandbox_and_answers_with_what_the_tool_fou
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
     _, key, http = tenant
-    _model(
-        http,
-        "script-lookup",
-        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "They are TIDES."}],
-    )
+    _lookup_then_answer(http, "script-lookup", "tides", "They are TIDES.")
     _agent(http, name="looker", model="script-lookup", tools=["lookup"])
     final = _run(stack, key, "looker", "what are tides?")
     _succeeded(final)
@@ -175,6 +179,150 @@ def test_the_loop_rebuilds_the_conversation_from_the_records_and_never_restarts_
     assert outcome is not None and outcome.output == "ok"
 
 
+def _waiting(http: httpx.Client, run_id: str) -> list[dict[str, Any]]:
+    """What the run waits for, once it waits for something."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run = http.get(f"/v1/runs/{run_id}").json()
+        if run["waiting"]:
+            return list(run["waiting"])
+        assert run["state"] == "running", run
+        time.sleep(0.05)
+    pytest.fail(f"run {run_id} never waited")
+
+
+def _careful(http: httpx.Client, key: str, name: str, stack: Stack) -> str:
+    """A run of agent ``name``, whose one lookup needs approval, once it waits for it."""
+    _lookup_then_answer(http, f"script-{name}", "tides", "answered")
+    _agent(http, name=name, model=f"script-{name}", tools=["lookup"], approval=["lookup"])
+    with Client(api_url=stack.api_url, token=key) as af:
+        run_id = str(af.start_run(agent=name, input={"question": "tides?"})["id"])
+    assert _waiting(http, run_id) == [
+        {
+            "step": "turn-1/approve-0",
+            "signals": ["approve"],
+            "match": {"call": "turn-1/call-0"},
+            "about": {"call": "turn-1/call-0", "tool": "lookup", "arguments": {"query": "tides"}},
+        }
+    ]
+    return run_id
+
+
+def test_a_call_that_needs_approval_waits_visibly_and_runs_once_approved_with_af_signal(
+    stack: Stack, tenant: tuple[str, str, httpx.Client], af: Af
+) -> None:
+    _, key, http = tenant
+    run_id = _careful(http, key, "careful", stack)
+    shown = af("runs", "get", run_id, AF_TOKEN=key)
+    assert 'waiting  approve {"call": "turn-1/call-0"} (step turn-1/approve-0)' in shown.stdout, shown.stdout
+    with Client(api_url=stack.api_url, token=key) as client:
+        waits = [e for e in client.events(run_id, idle_timeout=1.0) if e["type"] == "signal.waiting"]
+    assert waits[0]["data"]["about"]["tool"] == "lookup"
+    other = http.post(f"/v1/runs/{run_id}/signal", json={"name": "approve", "data": {"call": "x", "approved": True}})
+    assert other.status_code == 409 and other.json()["field"] == "data", other.json()
+    vague = {"name": "approve", "data": {"call": "turn-1/call-0", "approved": "yes"}}
+    answer = http.post(f"/v1/runs/{run_id}/signal", json=vague)
+    assert answer.status_code == 422 and "data.approved" in answer.json()["detail"], answer.json()
+    approve = json.dumps({"call": "turn-1/call-0", "approved": True})
+    sent = af("signal", run_id, "approve", "--data", approve, AF_TOKEN=key)
+    assert sent.returncode == 0 and "taken by step turn-1/approve-0" in sent.stdout, sent.stderr
+    final = _wait(stack, key, run_id)
+    assert final["state"] == "succeeded" and final["output"] == "answered", final
+    assert [t["step"] for t in final["tasks"]] == ["turn-1", "turn-1/approve-0", "turn-1/call-0", "turn-2"]
+    assert final["tasks"][2]["output"] == {"found": "TIDES"} and final["waiting"] == []
+    (call,) = http.get(f"/v1/runs/{run_id}/transcript").json()["turns"][0]["tool_calls"]
+    assert call["approval"]["decision"] == {"call": "turn-1/call-0", "approved": True}
+
+
+def test_a_rejected_call_is_not_run_and_the_rejection_goes_back_to_the_model(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    run_id = _careful(http, key, "wary", stack)
+    reject = {"call": "turn-1/call-0", "approved": False, "note": "not today"}
+    assert http.post(f"/v1/runs/{run_id}/signal", json={"name": "approve", "data": reject}).status_code == 202
+    final = _wait(stack, key, run_id)
+    assert final["state"] == "succeeded", final
+    assert [t["step"] for t in final["tasks"]] == ["turn-1", "turn-1/approve-0", "turn-2"]
+    result = json.loads(final["tasks"][2]["input"]["body"]["messages"][-1]["content"])
+    assert result == {"error": "rejected: a reviewer did not approve this call", "note": "not today"}
+
+
+def _wait(stack: Stack, key: str, run_id: str) -> dict[str, Any]:
+    with Client(api_url=stack.api_url, token=key) as af:
+        return af.wait_run(run_id, timeout=90)
+
+
+def test_the_loop_waits_for_an_approval_before_a_call_and_hands_back_a_failed_wait() -> None:
+    tool = AgentTool(name="rm", version="1", queue="default", description="", parameters={"type": "object"})
+    loop = AgentLoop(
+        name="a",
+        version="1",
+        instructions=compile_instructions("Be careful."),
+        model="tier1",
+        tools={"rm": tool},
+        model_queue="default",
+        max_turns=3,
+        approval=frozenset({"rm"}),
+    )
+    assert loop.signals == frozenset({"approve"})
+    call = {"id": "c1", "function": {"name": "rm", "arguments": "{}"}}
+    asked = {"turn-1": StepState(TaskState.SUCCEEDED, {"message": {"content": None, "tool_calls": [call]}})}
+    (wait,) = loop.decide("hi", asked).start
+    assert wait.key == "turn-1/approve-0" and isinstance(wait.action, AwaitSignal)
+    assert wait.action.match == {"call": "turn-1/call-0"}
+    approved = asked | {wait.key: StepState(TaskState.SUCCEEDED, {"signal": "approve", "data": {"approved": True}})}
+    assert [start.key for start in loop.decide("hi", approved).start] == ["turn-1/call-0"]
+    timed_out = asked | {wait.key: StepState(TaskState.FAILED, error="timed out waiting for a signal (approve)")}
+    (turn,) = loop.decide("hi", timed_out).start
+    assert isinstance(turn.action, ToolCall)
+    assert "not approved: timed out" in turn.action.input["body"]["messages"][-1]["content"]
+
+
+def test_the_transcript_shows_each_turn_with_its_messages_tool_calls_tokens_and_cost(
+    stack: Stack, tenant: tuple[str, str, httpx.Client], af: Af
+) -> None:
+    _, key, http = tenant
+    _lookup_then_answer(http, "script-told", "tides", "They are TIDES.")
+    _agent(http, name="teller", model="script-told", tools=["lookup"])
+    final = _run(stack, key, "teller", "what are tides?")
+    assert final["state"] == "succeeded", final
+    transcript = http.get(f"/v1/runs/{final['id']}/transcript").json()
+    first, second = transcript["turns"]
+    assert [m["role"] for m in first["messages"]] == ["system", "user"]
+    assert first["tool_calls"] == [
+        {
+            "id": "call_0_0",
+            "tool": "lookup",
+            "arguments": {"query": "tides"},
+            "step": "turn-1/call-0",
+            "state": "succeeded",
+            "result": {"found": "TIDES"},
+        }
+    ]
+    assert [m["role"] for m in second["messages"]] == ["tool"] and second["tool_calls"] == []
+    assert second["answer"]["content"] == "They are TIDES." and second["model"] == "script-told"
+    calls = http.get("/v1/llm/calls", params={"run_id": final["id"]}).json()["items"]
+    for turn in transcript["turns"]:
+        (call,) = [c for c in calls if c["turn"] == turn["turn"]]
+        assert turn["usage"]["input_tokens"] == call["input_tokens"] > 0
+        assert turn["usage"]["cost_usd"] == call["cost_usd"]
+    assert transcript["usage"]["turns"] == 2 and transcript["usage"]["model_calls"] == 2
+    assert transcript["usage"]["input_tokens"] == sum(c["input_tokens"] for c in calls)
+    shown = af("runs", "get", final["id"], "--transcript", AF_TOKEN=key)
+    assert shown.returncode == 0, shown.stderr
+    assert '  -> lookup {"query": "tides"} [succeeded]\n     = {"found":"TIDES"}' in shown.stdout, shown.stdout
+    assert "2 turns, 2 model calls" in shown.stdout
+    with Client(api_url=stack.api_url, token=key) as client:
+        ended = [e["data"] for e in client.events(final["id"]) if e["type"] == "task.succeeded"]
+    assert ended[0]["turn"]["tool_calls"] == [{"tool": "lookup", "arguments": '{"query":"tides"}'}]
+    assert ended[-1]["turn"]["content"] == "They are TIDES."
+    with Client(api_url=stack.api_url, token=key) as client:
+        alone = client.start_run(tool="lookup", input={"query": "x"})["id"]
+    refused = http.get(f"/v1/runs/{alone}/transcript")
+    assert refused.status_code == 409 and refused.json()["type"].endswith("not-an-agent-run"), refused.json()
+
+
 def _workflow(http: httpx.Client, document: dict[str, Any]) -> None:
     answer = http.post("/v1/workflows", json=document)
     assert answer.status_code == 201, answer.text
@@ -189,11 +337,7 @@ def test_an_agent_step_of_a_dag_runs_its_loop_under_its_key_and_later_steps_read
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
     _, key, http = tenant
-    _model(
-        http,
-        "script-dag",
-        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "moon"}}]}, {"content": "the moon"}],
-    )
+    _lookup_then_answer(http, "script-dag", "moon", "the moon")
     _agent(http, name="dag-agent", model="script-dag", tools=["lookup"])
     _workflow(
         http,
@@ -364,3 +508,34 @@ def test_a_sub_agent_that_fails_at_max_turns_comes_back_to_its_caller_as_an_erro
     assert steps["turn-1/call-0"]["state"] == "failed" and steps["turn-1/call-0"]["error"].startswith("max-turns")
     result = steps["turn-2"]["input"]["body"]["messages"][-1]
     assert result["role"] == "tool" and "max-turns" in result["content"]
+
+
+def test_an_agent_step_of_a_workflow_waits_for_approval_under_its_key_and_has_its_own_transcript(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _lookup_then_answer(http, "script-nested-careful", "tides", "answered")
+    _agent(http, name="nested-careful", model="script-nested-careful", tools=["lookup"], approval=["lookup"])
+    step = {"name": "research", "agent": "nested-careful", "input": {"question": "$.input.q"}}
+    _workflow(http, {"name": "careful-dag", "version": "1", "kind": "dag", "steps": [step]})
+    with Client(api_url=stack.api_url, token=key) as af:
+        run_id = str(af.start_run(workflow="careful-dag", input={"q": "tides?"})["id"])
+    (wait,) = _waiting(http, run_id)
+    assert wait["step"] == "research/turn-1/approve-0" and wait["match"] == {"call": "research/turn-1/call-0"}
+    approval = {"name": "approve", "data": {"call": "research/turn-1/call-0", "approved": True}}
+    assert http.post(f"/v1/runs/{run_id}/signal", json=approval).status_code == 202
+    final = _wait(stack, key, run_id)
+    assert final["state"] == "succeeded", final
+    assert "research/turn-1/call-0" in [t["step"] for t in final["tasks"]]
+    transcript = http.get(f"/v1/runs/{run_id}/transcript", params={"step": "research"}).json()
+    assert (transcript["step"], transcript["agent"], transcript["output"]) == (
+        "research",
+        "nested-careful@1",
+        "answered",
+    )
+    (call,) = transcript["turns"][0]["tool_calls"]
+    assert call["step"] == "research/turn-1/call-0" and call["result"] == {"found": "TIDES"}
+    assert call["approval"]["decision"]["approved"] is True
+    assert http.get(f"/v1/runs/{run_id}/transcript").status_code == 409
+    unknown = http.get(f"/v1/runs/{run_id}/transcript", params={"step": "nope"})
+    assert unknown.status_code == 404 and unknown.json()["field"] == "step", unknown.json()

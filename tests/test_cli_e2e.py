@@ -6,10 +6,8 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +17,7 @@ from agentflow import Client
 
 from control_plane.stack.processes import free_port, stop
 from registry import run_reads
-from tests.conftest import EXAMPLES, ROOT, Stack, start_and_cancel_while_running
-
-# `python -m agentflow.cli` does nothing (the module has no __main__ guard), so run the installed script.
-AF = Path(sys.executable).parent / "af"
-
-Af = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture(scope="module")
-def af_env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The environment `af` runs in: the stack's API and token; AF_HOME is an empty dir, so no local stack's
-    files are read."""
-    home = tmp_path_factory.mktemp("af-home")
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AF_")}
-    base.update(AF_HOME=str(home), AF_API_URL=stack.api_url, AF_TOKEN=stack.token, NO_COLOR="1")
-    return base
-
-
-@pytest.fixture(scope="module")
-def af(af_env: dict[str, str]) -> Af:
-    """Run `af ARGS...` against the stack."""
-
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(AF), *args],
-            env={**af_env, **env},
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    return run
+from tests.conftest import AF, EXAMPLES, ROOT, Af, Stack, start_and_cancel_while_running
 
 
 @pytest.fixture(scope="module")

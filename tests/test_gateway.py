@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from control_plane.errors import NotFound
 from control_plane.gateway import CallContext, Gateway
-from tests.conftest import Stack, Upstream, apply, as_key, expect_problem, recorded, upstream_model
+from tests.conftest import Stack, Upstream, apply, as_key, eventually, expect_problem, recorded, upstream_model
 
 # --- deployments as documents -----------------------------------------------------------------------
 
@@ -299,3 +299,41 @@ async def test_a_redelivered_model_turn_is_answered_from_its_record_without_call
     with pytest.raises(NotFound) as unknown:
         await gateway.chat({**body, "model": "tier4"}, context=CallContext(tenant=tenant[0]))
     assert unknown.value.kind == "model-not-found"
+
+
+async def test_a_turn_asked_again_while_its_call_is_in_flight_waits_for_that_call(
+    gateway: Gateway, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
+) -> None:
+    apply(http, **upstream_model(upstream, "up-slow-turns"))
+    await asyncio.to_thread(upstream.fail, "up-slow-turns", latency_ms=800)
+    body = {"model": "up-slow-turns", "messages": [{"role": "user", "content": "think"}]}
+    turn = CallContext(tenant=tenant[0], run_id=str(uuid.uuid4()), task_id=str(uuid.uuid4()), attempt=1, turn=1)
+    first, again = await asyncio.gather(gateway.chat(body, context=turn), gateway.chat(body, context=turn))
+    assert first == again
+    assert (await asyncio.to_thread(upstream.seen, "up-slow-turns"))["requests"] == 1
+
+
+async def test_cancelling_a_runs_tasks_stops_their_calls_in_flight_and_records_why(
+    gateway: Gateway, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
+) -> None:
+    apply(http, **upstream_model(upstream, "up-stopped"))
+    await asyncio.to_thread(upstream.fail, "up-stopped", latency_ms=30_000)
+    body = {"model": "up-stopped", "messages": [{"role": "user", "content": "ponder"}]}
+    turn = CallContext(tenant=tenant[0], run_id=str(uuid.uuid4()), task_id=str(uuid.uuid4()), attempt=1, turn=1)
+    asked = asyncio.ensure_future(gateway.chat(body, context=turn))
+
+    async def stopped() -> int:
+        return gateway.cancel_calls(tenant[0], turn.run_id or "", {turn.task_id or ""})
+
+    await eventually("the call under way, stopped", stopped)
+    with pytest.raises(asyncio.CancelledError):
+        await asked
+    await asyncio.to_thread(upstream.fail, "up-stopped")
+
+    async def recorded() -> list[dict[str, Any]]:
+        answer = await asyncio.to_thread(http.get, "/v1/llm/calls", params={"run_id": turn.run_id})
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    records = await eventually("the stopped call's record", recorded)
+    assert [(c["outcome"], c["error"]) for c in records] == [("cancelled", "the run was cancelled")]

@@ -32,7 +32,7 @@ from bus.streams import ensure_task_consumer, wait_for_streams
 from bus.watch import listen
 from sandbox import Backend
 from worker import metrics
-from worker.execute import Executor
+from worker.execute import MODEL_TOOL, Executor
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,12 @@ PULL_WAIT_SECONDS = 1.0
 MAX_HELD_IN_HEARTBEAT = 1000
 """A heartbeat lists at most this many held attempts (about 150 KB), well under NATS's largest message; the
 control plane knows the rest from their start notices."""
+
+
+def _announced(task: Task) -> bool:
+    """Whether the control plane hears when the task starts: sandboxed tools and model turns take long
+    enough for "running, on this worker" to matter; a no-op does not."""
+    return task.runtime.builtin is None or task.runtime.builtin == MODEL_TOOL
 
 
 class Worker:
@@ -161,7 +167,7 @@ class Worker:
         self._holding[msg] = Held(run_id=task.run_id, task_id=task.task_id, attempt=task.attempt, seq=msg.stream_seq)
         self._holding_changed.set()
         try:
-            if task.runtime.builtin is None:
+            if _announced(task):
                 await self._announce(task, msg.stream_seq)
             self._running[msg] = time.monotonic()
             try:
@@ -188,7 +194,7 @@ class Worker:
             self._count(task, result, deliveries, waited)
         except asyncio.CancelledError:
             await msg.nak()
-            if task.runtime.builtin is None:
+            if _announced(task):
                 await self._notify(
                     task,
                     Released(
@@ -257,7 +263,7 @@ class Worker:
             task_id=task.task_id,
             attempt=task.attempt,
             worker_id=self._settings.worker_id,
-            sandbox=self._backend.kind,
+            sandbox=self._backend.kind if task.runtime.builtin is None else "builtin",
             started_at=time.time(),
             seq=seq,
         )

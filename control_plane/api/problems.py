@@ -44,6 +44,7 @@ _TITLES = {
     "run-finished": "Run already finished",
     "unknown-signal": "Unknown signal",
     "not-waiting": "Run is not waiting for this signal",
+    "not-an-agent-run": "Not an agent's run",
     "no-worker": "No live worker serves the queue",
     "not-allowed": "Method not allowed",
     "unavailable": "Service unavailable",

@@ -18,23 +18,26 @@ from bus.messages import ToolLog, decode, json_text
 from bus.states import FINAL_RUN_STATES, RunState
 from bus.watch import watch_carrying
 from control_plane import metrics
-from control_plane.api import views
+from control_plane.api import transcripts, views
 from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.answers import source_address
 from control_plane.api.problems import Problem
 from control_plane.api.run_ids import resolve_run_id
 from control_plane.catalog.documents import BatchRequest, RunRequest, SignalRequest, convert
+from control_plane.catalog.resolver import BUILTIN_AGENT
 from control_plane.engine.events import FINAL_EVENT_TYPES
 from control_plane.errors import Refused
 from control_plane.security.identity import Identity
 from control_plane.services import Services
-from registry import run_reads
+from registry import llm_calls, run_reads
 from registry.runs import RunRow
 
 log = logging.getLogger(__name__)
 
 SSE_POLL_SECONDS = 1.0
+TRANSCRIPT_CALLS = 10_000
+"""Enough for every model call of an agent run: at most 201 turns, each tried a few times."""
 _EVENT_ID_RE = re.compile(r"[0-9]{1,18}")
 """An event's ``seq`` as its SSE id (at most 18 digits, so any fits in PostgreSQL's bigint)."""
 
@@ -167,6 +170,27 @@ async def get_run(run_id: str, services: Services, identity: Identity) -> Respon
     return _json(views.run(row, await run_reads.get_tasks(services.pool, row.id)))
 
 
+@get("/v1/runs/{run_id:str}/transcript", opt={"permission": ("runs", "read")})
+async def get_transcript(
+    run_id: str, services: Services, identity: Identity, step: str | None = None
+) -> Response[bytes]:
+    """An agent run's turns (or those of the agent step ``step`` of a workflow's run): the messages each
+    added, the model's answer, the tool calls it asked for with their results, and the tokens and cost of
+    each turn and in all. 409 for a run of no agent without ``step``; 404 for a step that runs no agent."""
+    row = await _run_row(services, identity.tenant, run_id)
+    if step is None and row.target_kind != "agent":
+        detail = f"run {row.id} is a {row.target_kind}'s, not an agent's: name one of its agent steps (step)"
+        raise Problem(409, "not-an-agent-run", detail, "id")
+    tasks = await run_reads.get_tasks(services.pool, row.id)
+    agent_step = None
+    if step is not None:
+        agent_step = next((t for t in tasks if t.step == step and t.tool_name == BUILTIN_AGENT), None)
+        if agent_step is None:
+            raise Problem(404, "not-found", f"run {row.id} has no agent step {step!r}", "step")
+    calls = await llm_calls.recent(services.pool, identity.tenant, run_id=row.id, limit=TRANSCRIPT_CALLS)
+    return _json(transcripts.transcript(row, tasks, calls, agent_step))
+
+
 @post("/v1/runs/{run_id:str}/cancel", status_code=200, opt={"permission": ("runs", "cancel")})
 async def cancel_run(
     request: Request[Any, Any, Any], run_id: str, services: Services, identity: Identity
@@ -271,4 +295,4 @@ def _tool_logs(payloads: tuple[bytes, ...]) -> list[ToolLog]:
     return pieces
 
 
-ROUTES = [start_run, start_runs, list_runs, get_run, cancel_run, signal_run, run_events]
+ROUTES = [start_run, start_runs, list_runs, get_run, get_transcript, cancel_run, signal_run, run_events]

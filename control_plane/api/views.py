@@ -7,7 +7,10 @@ from typing import Any
 import msgspec
 
 from bus.messages import Heartbeat, ToolLog
+from bus.states import TaskState
+from control_plane.catalog.resolver import BUILTIN_SIGNAL
 from control_plane.engine.admission import Admission
+from control_plane.engine.step_instances import Waiting
 from registry.catalog import Entry
 from registry.run_reads import EventRow, TaskRow
 from registry.runs import RunRow, SandboxUsage
@@ -54,7 +57,19 @@ def run(row: RunRow, tasks: list[TaskRow] | None = None) -> dict[str, Any]:
     if tasks is not None:
         view["tasks"] = [task(t) for t in tasks]
         view["usage"] = usage(tasks)
+        view["waiting"] = waiting(tasks)
     return view
+
+
+def waiting(tasks: list[TaskRow]) -> list[dict[str, Any]]:
+    """The signals the run waits for now: each wait's step, signal names, the data that picks it (an
+    approval's call) and what it is about."""
+    found = []
+    for row in tasks:
+        if row.tool_name == BUILTIN_SIGNAL and row.state == TaskState.QUEUED:
+            wait = msgspec.json.decode(row.input, type=Waiting)
+            found.append({"step": row.step, "signals": wait.signals, "match": wait.match, "about": wait.about})
+    return found
 
 
 def usage(tasks: list[TaskRow]) -> dict[str, Any] | None:

@@ -151,7 +151,7 @@ def digest(document: Any) -> str:
     return hashlib.sha256(msgspec.json.encode(document, order="sorted")).hexdigest()
 
 
-def _validator(schema: dict[str, Any] | None, field: str) -> jsonschema.protocols.Validator | None:
+def schema_validator(schema: dict[str, Any] | None, field: str) -> jsonschema.protocols.Validator | None:
     if schema is None:
         return None
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
@@ -203,7 +203,7 @@ def _header_problems(document: dict[str, Any]) -> list[Invalid]:
     except Invalid as problem:
         found.append(problem)
     try:
-        _validator(document.get("input_schema"), "input_schema")
+        schema_validator(document.get("input_schema"), "input_schema")
     except Invalid as problem:
         found.append(problem)
     if kind not in KINDS:
@@ -266,8 +266,8 @@ def _tool_from_spec(spec: ToolSpec) -> Tool:
         ),
         limits=msgspec.convert(msgspec.to_builtins(spec.limits), ToolLimits),
         network=spec.network,
-        input_validator=_validator(spec.input_schema, "input_schema"),
-        output_validator=_validator(spec.output_schema, "output_schema"),
+        input_validator=schema_validator(spec.input_schema, "input_schema"),
+        output_validator=schema_validator(spec.output_schema, "output_schema"),
         retry=spec.retry,
         schedule_to_start=spec.limits.schedule_to_start_seconds,
     )
@@ -327,7 +327,7 @@ class Catalog:
             raise _all_of(found)
         found = agents.problems(spec)
         try:
-            _validator(spec.output_schema, "output_schema")
+            schema_validator(spec.output_schema, "output_schema")
         except Invalid as problem:
             found.append(problem)
         if not await model_exists(spec.model):
@@ -403,6 +403,7 @@ class Catalog:
             description=spec.description,
             agents=nested["agents"],
             handoffs=nested["handoffs"],
+            approval=frozenset(spec.approval),
         )
         return plan, pinned
 
@@ -429,7 +430,7 @@ class Catalog:
             spec=spec,
             instructions=compile_instructions(spec.instructions),
             tools=tools,
-            output_validator=_validator(spec.output_schema, "output_schema"),
+            output_validator=schema_validator(spec.output_schema, "output_schema"),
             described=tuple(described),
             agent_pins=pins.get("agents", {}),
         )
@@ -554,7 +555,7 @@ class Catalog:
             entry.kind or "dag",
             plan,
             tools,
-            _validator(document.get("input_schema"), "input_schema"),
+            schema_validator(document.get("input_schema"), "input_schema"),
             _step_retries(plan),
         )
         self._workflows[(tenant, entry.name, entry.version)] = workflow

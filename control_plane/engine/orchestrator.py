@@ -26,14 +26,23 @@ from bus.messages import Released, Result, Started, decode_report, json_text
 from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
 from control_plane import metrics
 from control_plane.catalog.documents import RetrySpec, check_name_field
-from control_plane.catalog.resolver import BUILTIN_AGENT, BUILTIN_PLAN, Catalog, Tool, Workflow, schema_problem
+from control_plane.catalog.resolver import (
+    BUILTIN_AGENT,
+    BUILTIN_PLAN,
+    Catalog,
+    Tool,
+    Workflow,
+    schema_problem,
+    schema_validator,
+)
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
 from control_plane.engine.events import EventLog, outgoing
 from control_plane.engine.run_cache import RunCache
-from control_plane.engine.step_instances import due_result, plan_instance, signal_result, waits_for
+from control_plane.engine.step_instances import due_result, plan_instance, signal_result, waiting_for
 from control_plane.engine.working import WorkingRun, WorkingTask
 from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
 from control_plane.planning import Settle, StepState, ToolCall, decide
+from control_plane.planning.agent import MODEL_TOOL, turn_summary
 from registry import runs
 from registry.db import Pool
 from registry.runs import RunRow
@@ -233,7 +242,9 @@ class Orchestrator:
         """Deliver signal ``name`` to the step instance of the run waiting for it; returns that instance's key.
 
         A signal nothing waits for is refused rather than kept: the sender learns at once that it was not
-        taken, and can send it again when the run is waiting.
+        taken, and can send it again when the run is waiting. Of several waits for one name, the signal goes
+        to the first whose ``match`` its data holds (an agent's approval names its call), and its data must
+        match that wait's ``schema``.
         """
         run = await self._read(tenant, run_id)
         check_name_field("signal", name, "name")
@@ -245,9 +256,17 @@ class Orchestrator:
         if name not in known:
             listed = ", ".join(sorted(known)) or "none"
             raise Invalid("unknown-signal", f"run {run_id} takes no signal {name!r} (its signals: {listed})", "name")
-        waiting = next((task for task in run.tasks if waits_for(task, name)), None)
-        if waiting is None:
+        waits = [(task, wait) for task in run.tasks if (wait := waiting_for(task, name)) is not None]
+        if not waits:
             raise Conflict("not-waiting", f"run {run_id} is not waiting for signal {name!r} now", "name")
+        waiting, wait = next(((task, wait) for task, wait in waits if wait.takes(data)), (None, None))
+        if waiting is None or wait is None:
+            wanted = " or ".join(json_text(wait.match) for _, wait in waits)
+            raise Conflict("not-waiting", f"run {run_id} waits for signal {name!r} with data holding {wanted}", "data")
+        if wait.schema is not None:
+            validator = schema_validator(wait.schema, "data")
+            if validator is not None and (problem := schema_problem(validator, data, "data")):
+                raise Invalid("validation-error", f"signal {name}: {problem}", "data")
         # Applied to the run as just read, not read again: its write is guarded by this version like any.
         self._cache.put(run)
         await self.apply([signal_result(tenant, run_id, waiting, name, data)])
@@ -456,6 +475,8 @@ def _fold_result(
     )
     if error is not None:
         data["error"] = error
+    if output is not None and tool.name == MODEL_TOOL:
+        data["turn"] = turn_summary(msgspec.json.decode(output))
     if result.stderr_tail:
         data["stderr"] = result.stderr_tail
     events.add("task.retrying" if next_attempt else f"task.{state}", data)

@@ -87,6 +87,7 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
     else:
         assert isinstance(action, AwaitSignal)
         name, detail = BUILTIN_SIGNAL, {"signals": list(action.signals), "timeout_seconds": action.timeout_seconds}
+        detail |= {key: dict(value) for key in ("match", "schema", "about") if (value := getattr(action, key))}
         due = None if action.timeout_seconds is None else now + action.timeout_seconds
         event = "signal.waiting"
     task = runs.NewTask(
@@ -108,17 +109,27 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
     return Planned(task=task, dispatch=None, event=event, data={**data, **shown})
 
 
-class _Waiting(msgspec.Struct, frozen=True):
+class Waiting(msgspec.Struct, frozen=True):
+    """A signal wait, as its task's input records it (see ``planning.model.AwaitSignal``)."""
+
     signals: list[str] = []
+    match: dict[str, Any] | None = None
+    schema: dict[str, Any] | None = None
+    about: dict[str, Any] | None = None
+
+    def takes(self, data: Any) -> bool:
+        """Whether a signal carrying ``data`` is for this wait."""
+        if self.match is None:
+            return True
+        return isinstance(data, dict) and all(data.get(key) == value for key, value in self.match.items())
 
 
-def waits_for(task: WorkingTask, signal: str) -> bool:
-    """Whether ``task`` is a signal wait still waiting for ``signal``."""
-    return (
-        task.tool_name == BUILTIN_SIGNAL
-        and task.state == TaskState.QUEUED
-        and signal in msgspec.json.decode(task.input, type=_Waiting).signals
-    )
+def waiting_for(task: WorkingTask, signal: str) -> Waiting | None:
+    """The wait of ``task`` if it is a signal wait still waiting for ``signal``."""
+    if task.tool_name != BUILTIN_SIGNAL or task.state != TaskState.QUEUED:
+        return None
+    wait = msgspec.json.decode(task.input, type=Waiting)
+    return wait if signal in wait.signals else None
 
 
 def signal_result(tenant: str, run_id: str, task: WorkingTask, signal: str, data: Any) -> Result:
@@ -148,7 +159,7 @@ def due_result(task: runs.LateTask) -> Result:
         seconds = msgspec.json.decode(task.input)["seconds"]
         ok, output, error = True, msgspec.Raw(encode({"slept_seconds": seconds})), None
     elif task.tool_name == BUILTIN_SIGNAL:
-        signals = ", ".join(msgspec.json.decode(task.input, type=_Waiting).signals)
+        signals = ", ".join(msgspec.json.decode(task.input, type=Waiting).signals)
         error = f"timed out waiting for a signal ({signals})"
     return Result(
         tenant=task.tenant,

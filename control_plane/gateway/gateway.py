@@ -1,7 +1,8 @@
 """``Gateway``: every model call, routed down its chain with failover, and recorded.
 
 One call: the request is checked (``requests``); a call with an idempotency key already answered is
-answered again from its record, calling no provider; the caller's ``model`` becomes a chain
+answered again from its record, calling no provider, and one whose key is in flight in this process waits
+for that call's answer; the caller's ``model`` becomes a chain
 (``deployments``); a tenant or run that has spent its budget is refused (``budgets``, ``budget-exceeded``);
 the chain is ordered by health, latency and cost (``routing``); each deployment is tried in turn within
 its attempt timeout and the call's deadline:
@@ -26,7 +27,7 @@ import base64
 import struct
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -55,6 +56,7 @@ from registry.llm_calls import LlmCall
 from registry.usage import UsageRecord
 
 T = TypeVar("T")
+CANCELLED_RUN = "the run was cancelled"
 
 
 class CallContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +128,8 @@ class Gateway:
         self._providers = providers
         self._settings = settings
         self._http = http
+        self._keyed: dict[str, tuple[CallContext, asyncio.Future[dict[str, Any]]]] = {}
+        """The calls with an idempotency key in flight: a request of the same key waits for its answer."""
 
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
@@ -167,8 +171,34 @@ class Gateway:
         if request.stream:
             raise Invalid("validation-error", "a streamed completion is asked for through Gateway.stream", "stream")
         key = context.idempotency_key
-        if key is not None and (recorded := await self.recorder.replay(context.tenant, key)) is not None:
-            return recorded
+        if key is None:
+            return await self._chat(request, context)
+        keyed = self._keyed.get(key)
+        if keyed is None:
+            if (recorded := await self.recorder.replay(context.tenant, key)) is not None:
+                return recorded
+            keyed = self._keyed.get(key)  # another request of the key may have started while we read
+        if keyed is None:
+            keyed = self._keyed[key] = (context, asyncio.ensure_future(self._chat(request, context)))
+            keyed[1].add_done_callback(lambda done: self._forget(key, done))
+        # A caller that leaves (its worker died, its request timed out) leaves the call to finish and be
+        # recorded, since the turn tried again is answered from that record.
+        return await asyncio.shield(keyed[1])
+
+    def cancel_calls(self, tenant: str, run_id: str, task_ids: Collection[str]) -> int:
+        """Stop the keyed calls in flight for these tasks of a run (it was cancelled); how many were."""
+        stopped = 0
+        for called, running in list(self._keyed.values()):
+            if called.tenant == tenant and called.run_id == run_id and called.task_id in task_ids:
+                stopped += running.cancel(CANCELLED_RUN)
+        return stopped
+
+    def _forget(self, key: str, done: "asyncio.Future[dict[str, Any]]") -> None:
+        self._keyed.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: the callers that stayed got it, and one that left needs not
+
+    async def _chat(self, request: ChatRequest, context: CallContext) -> dict[str, Any]:
         chain = await self.deployments.chain(context.tenant, request.model, "chat")
         trace = Trace(span=telemetry.start(request))
         try:
@@ -374,7 +404,10 @@ class Gateway:
         *,
         stream: bool,
     ) -> None:
-        kind, detail = (error.kind, error.detail) if isinstance(error, Refused) else ("cancelled", "the caller left")
+        if isinstance(error, Refused):
+            kind, detail = error.kind, error.detail
+        else:  # cancelled: by the run's cancel (CANCELLED_RUN), or its caller went away
+            kind, detail = "cancelled", str(error) or "the caller left"
         last = trace.attempts[-1].deployment if trace.attempts else None
         await self._record(
             context, request, chain, trace, deployment=last, outcome=kind, error=detail, usage=None,

@@ -2,19 +2,24 @@
 
 A turn's call is keyed by its run, its task (one per turn) and its turn number, never by the task's attempt:
 a turn tried again after its answer was lost is answered from the record of the call that was made, so no
-finished model call is made twice. The tenant is the subject's, whatever the request says.
+finished model call is made twice. The tenant is the subject's, whatever the request says. A cancelled
+task's call in flight is stopped (recorded as ``cancelled``), and its later requests are refused.
 """
 
+import asyncio
 import logging
+import time
 
 import msgspec
 
-from bus.messages import TurnReply, TurnRequest, encode
+from bus.messages import CancelTasks, TurnReply, TurnRequest, encode
 from control_plane.errors import BudgetExceeded, Refused, Throttled, Unavailable, UpstreamFailed
-from control_plane.gateway.gateway import CallContext, Gateway
+from control_plane.gateway.gateway import CANCELLED_RUN, CallContext, Gateway
 
 log = logging.getLogger(__name__)
 
+CANCELLED_KEPT_SECONDS = 600.0
+"""How long a cancelled turn's task is remembered, so that a request of it arriving late calls no model."""
 _RETRYABLE = (Throttled, Unavailable, UpstreamFailed)
 """A later try may succeed: the chain may have a healthy deployment again. A budget or a bad request won't."""
 
@@ -28,10 +33,24 @@ def turn_number(step: str) -> int | None:
 class TurnAnswerer:
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        self._cancelled: dict[tuple[str, str], float] = {}
+        """(tenant, task id) of turns cancelled lately, with when that is forgotten: a request of one that
+        arrives after its cancel (a redelivery, a slow worker) calls no model."""
+
+    def cancelled(self, tenant: str, notice: CancelTasks) -> None:
+        """The control plane cancelled these tasks (their run was cancelled): stop their calls in flight."""
+        now = time.monotonic()
+        self._cancelled = {key: until for key, until in self._cancelled.items() if until > now}
+        self._cancelled.update(((tenant, task_id), now + CANCELLED_KEPT_SECONDS) for task_id in notice.task_ids)
+        stopped = self._gateway.cancel_calls(tenant, notice.run_id, notice.task_ids)
+        if stopped:
+            log.info("stopped %d model call(s) of cancelled run %s", stopped, notice.run_id)
 
     async def answer(self, tenant: str, request: TurnRequest) -> TurnReply:
         if request.tenant != tenant:
             return TurnReply(ok=False, error=f"a turn of tenant {request.tenant!r} sent on {tenant!r}'s subject")
+        if (tenant, request.task_id) in self._cancelled:
+            return TurnReply(ok=False, error=f"cancelled: {CANCELLED_RUN}")
         context = CallContext(
             tenant=tenant,
             run_id=request.run_id,
@@ -45,6 +64,11 @@ class TurnAnswerer:
             completion = await self._gateway.chat(body, context=context)
         except msgspec.DecodeError as error:
             return TurnReply(ok=False, error=f"the turn's request is not JSON: {error}")
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the control plane is stopping
+            return TurnReply(ok=False, error=f"cancelled: {CANCELLED_RUN}")
         except BudgetExceeded as refused:
             return TurnReply(ok=False, error=f"budget-exceeded: {refused.detail}")
         except Refused as refused:

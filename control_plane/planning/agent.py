@@ -28,12 +28,17 @@ tool call is repeated.
   so far under its own instructions (the system message), tools, limits and output check, its turns
   numbered on (``turn-<n+1>``...), each turn's request naming the agent that answers it. The run's answer is
   the last agent's.
+- A call of a tool in the agent's ``approval`` list waits first: the instance ``turn-<n>/approve-<i>``
+  awaits the signal ``approve`` whose data names the call (``{"call": "turn-<n>/call-<i>", "approved":
+  true|false, "note": "..."}``). Approved, the call runs; rejected, it does not, and the rejection (with
+  the note) goes back to the model as the call's result.
 
 Pure like the other planners: checkers of schemas come in as functions (the catalog builds them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -43,6 +48,8 @@ from typing import Any
 from bus.states import RunState, TaskState
 from control_plane.planning.model import (
     FINISHED,
+    Action,
+    AwaitSignal,
     Decision,
     RunAgent,
     RunOutcome,
@@ -60,6 +67,14 @@ MODEL_TOOL = "@model"
 """The built-in tool of a model turn: a worker asks the gateway for the completion."""
 TURN = "turn"
 """The element every turn is an instance of (its retry policy is the ``@model`` tool's)."""
+APPROVE = "approve"
+"""The element of every approval wait, and the signal that ends it."""
+APPROVAL_DATA = {
+    "type": "object",
+    "properties": {"call": {"type": "string"}, "approved": {"type": "boolean"}, "note": {"type": "string"}},
+    "required": ["call", "approved"],
+}
+"""What an ``approve`` signal carries (checked when it is sent)."""
 INVALID_CALLS_LIMIT = 3
 HANDOFF = "handoff_to_"
 """The prefix of the function that hands the conversation to an agent of ``handoffs``."""
@@ -134,6 +149,8 @@ class AgentLoop:
     """The agents it may call as tools, by name."""
     handoffs: Mapping[str, AgentLoop] = field(default_factory=dict)
     """The agents it may hand the conversation to, by name."""
+    approval: frozenset[str] = frozenset()
+    """The tools whose calls wait for a human's ``approve`` signal."""
 
     @property
     def kind(self) -> str:
@@ -146,6 +163,8 @@ class AgentLoop:
     @property
     def steps(self) -> Mapping[str, StepInfo]:
         found = {TURN: StepInfo(TURN, "model", ToolRef("model", MODEL_TOOL, None))}
+        if self.approval:
+            found[APPROVE] = StepInfo(APPROVE, "approval")
         for index, tool in enumerate(self.tools.values()):
             found[tool.name] = StepInfo(
                 tool.name, f"tools[{index}]", ToolRef(f"tools[{index}]", tool.name, tool.version)
@@ -154,7 +173,7 @@ class AgentLoop:
 
     @property
     def signals(self) -> frozenset[str]:
-        return frozenset()
+        return frozenset({APPROVE}) if self.approval else frozenset()
 
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
         agent = self
@@ -283,6 +302,17 @@ class AgentLoop:
                 continue
             all_invalid = False
             call_key = f"{key}/call-{index}"
+            if name in self.approval:
+                verdict = self._approval(f"{key}/approve-{index}", call_key, name, arguments, states)
+                if isinstance(verdict, Start):
+                    starts.append(verdict)
+                    continue
+                if verdict is None:
+                    waiting = True
+                    continue
+                if verdict is not True:
+                    results.append(_tool_message(call_id, verdict))
+                    continue
             state = states.get(call_key)
             if name in self.agents and (state is None or state.state not in FINISHED):
                 state = self._sub_agent(call_key, name, arguments["input"], state, states, starts, settled)
@@ -330,6 +360,29 @@ class AgentLoop:
         settled.extend((*decision.settle, settle))
         return StepState(settle.state, settle.output, settle.error, name)
 
+    def _approval(
+        self, key: str, call_key: str, tool: str, arguments: Any, states: Mapping[str, StepState]
+    ) -> Start | bool | dict[str, Any] | None:
+        """Of the call ``call_key``: the wait to start for its approval, None while it waits, True once
+        approved, or the result the model gets instead of the call's (rejected, or the wait failed)."""
+        state = states.get(key)
+        if state is None:
+            about = {"call": call_key, "tool": tool, "arguments": arguments}
+            wait = AwaitSignal((APPROVE,), match={"call": call_key}, schema=APPROVAL_DATA, about=about)
+            return Start(key, APPROVE, wait)
+        if state.state not in FINISHED:
+            return None
+        if state.state != TaskState.SUCCEEDED:
+            return {"error": f"not approved: {state.error or state.state}"}
+        data = state.output.get("data") if isinstance(state.output, dict) else None
+        data = data if isinstance(data, dict) else {}
+        if data.get("approved") is True:
+            return True
+        rejected: dict[str, Any] = {"error": "rejected: a reviewer did not approve this call"}
+        if isinstance(data.get("note"), str):
+            rejected["note"] = data["note"]
+        return rejected
+
     def _call(self, call: Any) -> tuple[str, str, Any, str | None]:
         """(id, tool or sub-agent name, arguments, problem) of one tool call the model asked for."""
         function = call.get("function") if isinstance(call, dict) else None
@@ -362,7 +415,7 @@ def nested_decision(
     prefix = f"{key}/"
     own = {k[len(prefix) :]: s for k, s in states.items() if k.startswith(prefix)}
     decision = loop.decide(loop_input, own)
-    starts = tuple(Start(prefix + s.key, f"{element}/{s.step}", s.action) for s in decision.start)
+    starts = tuple(Start(prefix + s.key, f"{element}/{s.step}", moved_under(s.action, prefix)) for s in decision.start)
     settled = tuple(Settle(prefix + s.key, s.state, s.output, s.error) for s in decision.settle)
     return Decision(starts, decision.outcome, settled)
 
@@ -379,6 +432,16 @@ def _function_name(call: Any) -> str:
 
 def _call_id(call: Any) -> str:
     return str(call.get("id", "")) if isinstance(call, dict) else ""
+
+
+def moved_under(action: Action, prefix: str) -> Action:
+    """The action of a loop's instance keyed under ``prefix`` (the loop of an agent step in a workflow): an
+    approval names its call by the run's key of it, which is what the signal that answers it names."""
+    if isinstance(action, AwaitSignal) and action.match is not None and "call" in action.match:
+        call = prefix + str(action.match["call"])
+        about = None if action.about is None else {**action.about, "call": call}
+        return dataclasses.replace(action, match={"call": call}, about=about)
+    return action
 
 
 def _assistant(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -401,3 +464,23 @@ def _tokens(usage: Any) -> int:
     if not isinstance(usage, dict):
         return 0
     return sum(value for key in ("input_tokens", "output_tokens") if isinstance(value := usage.get(key), int))
+
+
+SUMMARY_CHARS = 1000
+
+
+def turn_summary(output: Any) -> dict[str, Any]:
+    """What a turn's event shows of its answer (the transcript has it whole): the tool calls asked for,
+    the start of the text, why it ended, the model and the tokens."""
+    said = output if isinstance(output, dict) else {}
+    found = said.get("message")
+    message: dict[str, Any] = found if isinstance(found, dict) else {}
+    calls = [call.get("function") or {} for call in message.get("tool_calls") or [] if isinstance(call, dict)]
+    content = message.get("content")
+    return {
+        "tool_calls": [{"tool": call.get("name"), "arguments": call.get("arguments")} for call in calls],
+        "content": content[:SUMMARY_CHARS] if isinstance(content, str) else content,
+        "finish_reason": said.get("finish_reason"),
+        "model": said.get("model"),
+        "usage": said.get("usage"),
+    }

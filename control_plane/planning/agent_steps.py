@@ -34,6 +34,11 @@ class AgentSteps(Layer):
     pins: Mapping[tuple[str, str | None], str]
     """The pinned ``name@version`` of each agent as the workflow names it (name, version or None)."""
 
+    @property
+    def signals(self) -> frozenset[str]:
+        """The workflow's own, and those its agents' loops wait for (``approve``)."""
+        return self.plan.signals.union(*(loop.signals for loop in self.loops.values()))
+
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
         return layered(self.plan, run_input, states, is_agent_record, self._loop, self._begin)
 

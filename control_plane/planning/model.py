@@ -66,10 +66,19 @@ class Sleep:
 @dataclass(frozen=True, slots=True)
 class AwaitSignal:
     """Wait for one of the named signals: the instance succeeds with output ``{"signal": name, "data": data}``
-    when one arrives, or fails with an error starting "timed out" once ``timeout_seconds`` have passed."""
+    when one arrives, or fails with an error starting "timed out" once ``timeout_seconds`` have passed.
+
+    match: the signal is for this wait only if its data (an object) holds these values; several waits for
+        one signal name are told apart so (an agent's approvals, one per tool call).
+    schema: a JSON Schema the signal's data must match, checked when it is sent.
+    about: what the wait is about, shown to whoever is to send the signal (the call to approve).
+    """
 
     signals: tuple[str, ...]
     timeout_seconds: float | None = None
+    match: Mapping[str, Any] | None = None
+    schema: Mapping[str, Any] | None = None
+    about: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

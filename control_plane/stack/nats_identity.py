@@ -98,6 +98,10 @@ class Identities:
         _write_private(self.config, render(self))
 
 
+RESPONSES_PER_REQUEST = 1000
+"""Replies the control plane may send to one request: a model turn's progress words, then its answer."""
+
+
 def _user(
     name: str, password: str, publish: list[str] | None, subscribe: list[str] | None, *, responds: bool = False
 ) -> dict[str, Any]:
@@ -106,7 +110,8 @@ def _user(
     if publish is not None and subscribe is not None:
         user["permissions"] = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
         if responds:
-            user["permissions"]["allow_responses"] = True
+            # A turn's answer comes after a word every two seconds that the call goes on (bus.model_turns).
+            user["permissions"]["allow_responses"] = {"max": RESPONSES_PER_REQUEST, "expires": "10m"}
     return user
 
 

@@ -269,6 +269,13 @@ def get_run(run_id: str) -> Call[JSON]:
     return Call("GET", f"/v1/runs/{_segment(run_id)}", _json)
 
 
+def get_transcript(run_id: str, step: str | None = None) -> Call[JSON]:
+    """An agent run's turns (or those of its agent step `step`, in a workflow's run): messages, answers, tool
+    calls and their results, tokens and cost."""
+    params = {"step": step} if step is not None else None
+    return Call("GET", f"/v1/runs/{_segment(run_id)}/transcript", _json, params=params)
+
+
 def list_runs(
     state: str | None = None,
     limit: int = 50,

@@ -308,6 +308,7 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
             ("output", _short(run.get("output"), width=2000)),
             ("error", _short(run.get("error"), width=2000)),
             ("usage", _usage(run.get("usage"))),
+            *(("waiting", _signal_wait(wait)) for wait in run.get("waiting") or []),
         ]
     )
     if run.get("tasks"):
@@ -334,6 +335,17 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
                 ["STEP", "SANDBOX", "CPU", "PEAK MEM", "QUEUE", "START", "RUN"],
                 ([step, *_sandbox_usage(usage)] for step, usage in used),
             )
+
+
+def _signal_wait(wait: JSON) -> str:
+    """A signal wait as one line: ``approve {"call": "turn-1/call-0"} (step turn-1/approve-0): <about>``."""
+    said = ", ".join(wait.get("signals") or [])
+    if wait.get("match"):
+        said += " " + json.dumps(wait["match"])
+    said += f" (step {wait.get('step')})"
+    if wait.get("about"):
+        said += ": " + _short(wait["about"], width=500)
+    return said
 
 
 def _sandbox_usage(usage: JSON) -> list[str]:
@@ -1013,11 +1025,41 @@ def runs_ls(
 
 @runs_group.command("get")
 @click.argument("run_id", metavar="ID")
+@click.option("--transcript", is_flag=True, help="An agent run's turns: messages, tool calls, tokens and cost.")
+@click.option("--step", metavar="NAME", help="With --transcript: the agent step NAME of a workflow's run.")
 @_output_option
 @_pass_session
-def runs_get(session: _Session, run_id: str, output: str) -> None:
-    """Show a run with its tasks."""
-    _print_run(session.client.get_run(run_id), output)
+def runs_get(session: _Session, run_id: str, transcript: bool, step: str | None, output: str) -> None:
+    """Show a run with its tasks (or an agent run's transcript)."""
+    if not transcript:
+        _print_run(session.client.get_run(run_id), output)
+    elif output == "json":
+        _print_json(session.client.get_transcript(run_id, step))
+    else:
+        _print_transcript(session.client.get_transcript(run_id, step))
+
+
+def _print_transcript(transcript: JSON) -> None:
+    """Turn by turn: what came in, what the model said, what each call it asked for gave back."""
+    for turn in transcript["turns"]:
+        usage = turn["usage"]
+        cost = f"${usage['cost_usd']:.6f}"
+        said = f"{usage['input_tokens']} in / {usage['output_tokens']} out tokens, {cost}"
+        click.echo(f"turn {turn['turn']}  {turn['state']}  {turn.get('model') or ''}  {said}")
+        for message in turn["messages"]:
+            click.echo(f"  {message.get('role')}: {_short(message.get('content'), width=500)}")
+        if turn.get("answer"):
+            click.echo(f"  assistant: {_short(turn['answer'].get('content'), width=500)}")
+        for call in turn["tool_calls"]:
+            approval = call.get("approval")
+            decided = f" approval {approval['state']} {json.dumps(approval['decision'])}" if approval else ""
+            click.echo(f"  -> {call['tool']} {json.dumps(call['arguments'])} [{call['state']}{decided}]")
+            click.echo(f"     = {_short(call.get('result'), width=500)}")
+    usage = transcript["usage"]
+    click.echo(
+        f"run {transcript['run_id']}  {transcript['state']}  {usage['turns']} turns, {usage['model_calls']} model "
+        f"calls, {usage['input_tokens']} in / {usage['output_tokens']} out tokens, ${usage['cost_usd']:.6f}"
+    )
 
 
 @runs_group.command("rerun")
