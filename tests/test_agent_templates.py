@@ -1,0 +1,72 @@
+"""The agent templates of examples/templates, each registered with its tools, its mock model deployments
+(the scripts its agents follow) and its agents, and run on its input.json to its expected end on the real
+stack: the model turns go through the gateway to the mock provider, the tool calls run in sandboxes."""
+
+import asyncio
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentflow import Client, load_agent_file, load_model_file, load_tool_file, load_workflow_file
+
+from tests.conftest import EXAMPLES, Stack
+
+TEMPLATES = EXAMPLES / "templates"
+TEMPLATE_NAMES = ("code_review",)
+
+
+def register(af: Client, template: Path) -> str:
+    """Register a template's tools, deployments, agents and workflow; the workflow's name."""
+    for tool in [*sorted((TEMPLATES / "tools").glob("*.yaml")), EXAMPLES / "tools" / "mock-editor.yaml"]:
+        af.register_tool(load_tool_file(tool))
+    for model in sorted(template.glob("models/*.yaml")):
+        af.apply_model(load_model_file(model))
+    for agent in sorted(template.glob("agents/*.yaml")):
+        af.apply_agent(load_agent_file(agent))
+    workflow = load_workflow_file(template / "workflow.yaml")
+    af.apply_workflow(workflow)
+    return str(workflow["name"])
+
+
+@pytest.fixture(scope="module")
+def runs(stack: Stack) -> Iterator[dict[str, str]]:
+    """Every template registered for a tenant of this module's own (with its worker) and started at once:
+    the run id of each."""
+    tenant = f"templates-{secrets.token_hex(3)}"
+    key = asyncio.run(stack.tenant_key(tenant))
+    worker = stack.start_worker(tenant=tenant)
+    try:
+        with Client(api_url=stack.api_url, token=key) as af:
+            started = {}
+            for name in TEMPLATE_NAMES:
+                workflow = register(af, TEMPLATES / name)
+                data = json.loads((TEMPLATES / name / "input.json").read_text())
+                started[name] = af.start_run(workflow=workflow, input=data)["id"]
+            yield started | {"_key": key}
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def finished(stack: Stack, runs: dict[str, str], name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The template's run once it ended, checked to have succeeded, and its tasks by step."""
+    with Client(api_url=stack.api_url, token=runs["_key"]) as af:
+        run = af.wait_run(runs[name], timeout=120)
+    assert run["state"] == "succeeded", (run["error"], [(t["step"], t["state"], t["error"]) for t in run["tasks"]])
+    return run, {task["step"]: task for task in run["tasks"]}
+
+
+def test_code_review_parses_reviews_architecture_and_quality_in_parallel_and_requests_changes(
+    stack: Stack, runs: dict[str, str]
+) -> None:
+    run, steps = finished(stack, runs, "code_review")
+    assert run["output"]["verdict"] == "changes requested" and run["output"]["functions"] == 1
+    assert "## Architecture\n\nRequest changes: the login handler opens sqlite3" in run["output"]["report"]
+    violations = steps["architecture/turn-1/call-0"]["output"]["violations"]
+    assert violations == [{"import": "sqlite3", "rule": "handlers reach storage through a service, never a driver"}]
+    rules = [finding["rule"] for finding in steps["quality/turn-1/call-0"]["output"]["findings"]]
+    assert rules == ["docstring", "line-length", "bare-except", "print", "todo"]
+    assert {"architecture/turn-2", "quality/turn-2", "report"} <= set(steps)
