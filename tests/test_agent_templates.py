@@ -15,7 +15,7 @@ from agentflow import Client, load_agent_file, load_model_file, load_tool_file, 
 from tests.conftest import EXAMPLES, Stack
 
 TEMPLATES = EXAMPLES / "templates"
-TEMPLATE_NAMES = ("code_review",)
+TEMPLATE_NAMES = ("code_review", "bug_resolution")
 
 
 def register(af: Client, template: Path) -> str:
@@ -70,3 +70,17 @@ def test_code_review_parses_reviews_architecture_and_quality_in_parallel_and_req
     rules = [finding["rule"] for finding in steps["quality/turn-1/call-0"]["output"]["findings"]]
     assert rules == ["docstring", "line-length", "bare-except", "print", "todo"]
     assert {"architecture/turn-2", "quality/turn-2", "report"} <= set(steps)
+
+
+def test_bug_resolution_reproduces_the_bug_fixes_it_tests_the_fix_and_verifies_it(
+    stack: Stack, runs: dict[str, str]
+) -> None:
+    run, steps = finished(stack, runs, "bug_resolution")
+    reproduced = steps["reproduce/turn-1/call-0"]["output"]
+    assert reproduced["passed"] is False
+    assert reproduced["results"][0]["error"] == "ZeroDivisionError: division by zero"
+    assert steps["test"]["output"]["passed"] is True
+    assert run["output"]["fix"].startswith("def average(xs):\n    if not xs:")
+    assert run["output"]["root_cause"].startswith("Root cause:")
+    assert run["output"]["verification"].startswith("Verified:")
+    assert steps["verify/turn-1/call-0"]["output"]["results"][0]["value"] == 0.0
