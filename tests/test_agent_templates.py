@@ -15,7 +15,15 @@ from agentflow import Client, load_agent_file, load_model_file, load_tool_file, 
 from tests.conftest import EXAMPLES, Stack
 
 TEMPLATES = EXAMPLES / "templates"
-TEMPLATE_NAMES = ("code_review", "bug_resolution")
+TEMPLATE_NAMES = (
+    "code_review",
+    "bug_resolution",
+    "fullstack_generation",
+    "iterative_review",
+    "conditional_branching",
+    "research",
+    "test_deterministic",
+)
 
 
 def register(af: Client, template: Path) -> str:
@@ -84,3 +92,52 @@ def test_bug_resolution_reproduces_the_bug_fixes_it_tests_the_fix_and_verifies_i
     assert run["output"]["root_cause"].startswith("Root cause:")
     assert run["output"]["verification"].startswith("Verified:")
     assert steps["verify/turn-1/call-0"]["output"]["results"][0]["value"] == 0.0
+
+
+def test_fullstack_generation_designs_the_api_writes_both_sides_in_parallel_and_they_integrate(
+    stack: Stack, runs: dict[str, str]
+) -> None:
+    run, steps = finished(stack, runs, "fullstack_generation")
+    conventions = steps["design/turn-1/call-0"]["output"]["hits"]
+    assert conventions[0]["id"] == "C-1"
+    integration = run["output"]["integration"]
+    assert integration["ok"] is True, integration
+    assert integration["endpoints"] == ["GET /todos", "PATCH /todos/{}", "POST /todos"]
+    assert integration["backend_routes"] == integration["frontend_calls"] == integration["endpoints"]
+
+
+def test_iterative_review_revises_round_after_round_until_the_quality_gate_passes(
+    stack: Stack, runs: dict[str, str]
+) -> None:
+    run, steps = finished(stack, runs, "iterative_review")
+    assert run["output"] | {"text": None} == {"text": None, "revision": 2, "score": 8, "passed": True}
+    assert run["output"]["text"].count("[rev ") == 2
+    assert steps["refine#1/gate"]["output"]["passed"] is False
+    assert {"refine#1/review/turn-1", "refine#2/review/turn-1"} <= set(steps)
+    assert not any(step.startswith("refine#3") for step in steps)
+
+
+def test_conditional_branching_runs_only_the_branch_the_classifier_names(stack: Stack, runs: dict[str, str]) -> None:
+    run, steps = finished(stack, runs, "conditional_branching")
+    assert run["output"]["label"] == "bug"
+    assert run["output"]["bug"].startswith("It matches the known issue T-101")
+    assert run["output"]["feature"] is None and run["output"]["support"] is None
+    assert steps["bug/turn-1/call-0"]["output"]["hits"][0]["id"] == "T-101"
+    assert not any(step.startswith(("feature/", "support/")) for step in steps)
+
+
+def test_research_runs_the_agents_the_coordinator_routes_to_and_skips_the_others(
+    stack: Stack, runs: dict[str, str]
+) -> None:
+    run, steps = finished(stack, runs, "research")
+    assert run["output"]["route"] == "research, writing"
+    assert run["output"]["analysis"] is None and not any(step.startswith("analysis/") for step in steps)
+    assert [hit["id"] for hit in steps["research/turn-1/call-0"]["output"]["hits"]] == ["S-1", "S-2"]
+    assert "(S-1)" in run["output"]["findings"] and "La Rance" in run["output"]["article"]
+
+
+def test_test_deterministic_reviews_with_tools_alone_and_calls_no_model(stack: Stack, runs: dict[str, str]) -> None:
+    run, steps = finished(stack, runs, "test_deterministic")
+    assert run["output"]["verdict"] == "changes requested" and run["output"]["findings"] == 5
+    assert [v["import"] for v in run["output"]["violations"]] == ["sqlite3"]
+    assert set(steps) == {"parse", "lint", "layers", "report"} and not run.get("usage")
