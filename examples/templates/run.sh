@@ -18,7 +18,8 @@ for model in "$dir"/models/*.yaml; do
   [ -f "$model" ] || continue
   if [ "${2:-}" = "--local" ]; then
     name=$(sed -n 's/^name: *//p' "$model")
-    af model apply <(printf '{"name": "%s", "provider": "local"}\n' "$name") >/dev/null
+    # A small model on a busy CPU may take minutes for a turn: a long attempt timeout, not a failover.
+    af model apply <(printf '{"name": "%s", "provider": "local", "timeout_seconds": 900}\n' "$name") >/dev/null
   else
     af model apply "$model" >/dev/null
   fi
