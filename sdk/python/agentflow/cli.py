@@ -829,6 +829,10 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
     return client.get_run(run_id)
 
 
+CONTROL_PLANE_QUEUE = "control-plane"
+"""Where the API shows the tasks the control plane keeps itself (an agent step, a timer): no worker's."""
+
+
 def _no_worker(queue: str) -> str:
     return f"no live worker serves queue {queue!r}: the run waits until one starts (af worker start --queue {queue})"
 
@@ -849,6 +853,7 @@ def _wait(client: Client, run_id: str) -> JSON:
         except AgentFlowError:
             continue  # the caller may not read the fleet: it just waits
         waiting = {task["queue"] for task in run.get("tasks", []) if task.get("state") == "queued"}
+        waiting.discard(CONTROL_PLANE_QUEUE)
         for queue in sorted(waiting - served - unserved):
             click.echo(f"af: still waiting: {_no_worker(queue)}", err=True)
         unserved = (unserved | waiting) - served
