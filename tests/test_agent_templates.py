@@ -27,9 +27,7 @@ TEMPLATE_NAMES = (
 
 
 def register(af: Client, template: Path) -> str:
-    """Register a template's tools, deployments, agents and workflow; the workflow's name."""
-    for tool in [*sorted((TEMPLATES / "tools").glob("*.yaml")), EXAMPLES / "tools" / "mock-editor.yaml"]:
-        af.register_tool(load_tool_file(tool))
+    """Register a template's deployments, agents and workflow (the tools first); the workflow's name."""
     for model in sorted(template.glob("models/*.yaml")):
         af.apply_model(load_model_file(model))
     for agent in sorted(template.glob("agents/*.yaml")):
@@ -48,6 +46,8 @@ def runs(stack: Stack) -> Iterator[dict[str, str]]:
     worker = stack.start_worker(tenant=tenant)
     try:
         with Client(api_url=stack.api_url, token=key) as af:
+            for tool in [*sorted((TEMPLATES / "tools").glob("*.yaml")), EXAMPLES / "tools" / "mock-editor.yaml"]:
+                af.register_tool(load_tool_file(tool))
             started = {}
             for name in TEMPLATE_NAMES:
                 workflow = register(af, TEMPLATES / name)
