@@ -5,11 +5,15 @@ stack: the model turns go through the gateway to the mock provider, the tool cal
 import asyncio
 import json
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 from agentflow import Client, load_agent_file, load_model_file, load_tool_file, load_workflow_file
 
 from tests.conftest import EXAMPLES, Stack
@@ -24,6 +28,55 @@ TEMPLATE_NAMES = (
     "research",
     "test_deterministic",
 )
+
+
+TOOL_FILES = sorted((TEMPLATES / "tools").glob("*.yaml"))
+
+
+def run_tool(tool_file: Path, document: object) -> subprocess.CompletedProcess[str]:
+    """The tool's program run on ``document`` as a sandbox runs it: stdin JSON, stdout JSON."""
+    program = yaml.safe_load(tool_file.read_text())["runtime"]["files"]["main.py"]
+    return subprocess.run(
+        [sys.executable, str(tool_file.parent / program)],
+        input=json.dumps(document),
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("tool_file", TOOL_FILES, ids=lambda path: path.stem)
+def test_a_template_tool_ships_its_program_and_refuses_malformed_input_with_a_reason(tool_file: Path) -> None:
+    tool = yaml.safe_load(tool_file.read_text())
+    assert tool["name"] == tool_file.stem and tool["runtime"]["command"] == ["python3", "main.py"]
+    assert (tool_file.parent / tool["runtime"]["files"]["main.py"]).is_file()
+    jsonschema.Draft202012Validator.check_schema(tool["input_schema"])
+    refused = run_tool(tool_file, {"unexpected": 1})
+    assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.startswith(f"{tool['name']}: ")
+
+
+def test_contract_check_compares_endpoints_however_their_path_parameters_are_written() -> None:
+    checked = run_tool(
+        TEMPLATES / "tools" / "contract-check.yaml",
+        {
+            "design": "GET /items/{id} reads one; DELETE /items/{id} removes it",
+            "backend": '@app.get("/items/<int:item_id>")',
+            "frontend": "fetch(`/items/${id}`)",
+        },
+    )
+    answer = json.loads(checked.stdout)
+    assert answer["ok"] is False and answer["endpoints"] == ["DELETE /items/{}", "GET /items/{}"]
+    assert answer["missing_in_backend"] == answer["missing_in_frontend"] == ["DELETE /items/{}"]
+
+
+def test_py_check_runs_the_code_block_of_a_markdown_answer_and_reports_each_case() -> None:
+    answer = "Here it is:\n```python\ndef half(x):\n    return x / 2\n```\nDone."
+    cases = [{"call": "half(4)", "expect": 2}, {"call": "half(None)"}]
+    checked = json.loads(run_tool(TEMPLATES / "tools" / "py-check.yaml", {"code": answer, "cases": cases}).stdout)
+    assert checked["code"] == "def half(x):\n    return x / 2\n" and checked["passed"] is False
+    assert [result["ok"] for result in checked["results"]] == [True, False]
+    assert checked["results"][1]["error"].startswith("TypeError: unsupported operand")
 
 
 def register(af: Client, template: Path) -> str:
