@@ -970,7 +970,7 @@ def runs_ls(
         (
             [
                 run["id"],
-                run.get("workflow") or run.get("tool") or "",
+                run.get("workflow") or run.get("agent") or run.get("tool") or "",
                 run.get("state", ""),
                 _when(run.get("created_at")),
                 _duration(run.get("created_at"), run.get("finished_at")),
