@@ -8,14 +8,14 @@ RUNTIME := $(VENV)/.runtime-stamp
 STAMP   := $(VENV)/.installed-stamp
 LOCAL_MODEL := $(VENV)/.local-model-stamp
 
-.PHONY: install install-runtime local-model system-deps docker-engine demo test lint typecheck bench bench-peers soak clean
+.PHONY: install install-runtime local-model system-deps docker-engine browser dashboard-assets demo test lint typecheck bench bench-peers soak clean
 
-install: system-deps docker-engine $(STAMP)
+install: system-deps docker-engine browser dashboard-assets $(STAMP)
 install: $(BIN)/go
 install: $(LOCAL_MODEL)
 
 # What `make demo` needs, and nothing more.
-install-runtime: system-deps $(RUNTIME)
+install-runtime: system-deps dashboard-assets $(RUNTIME)
 
 # PostgreSQL's server binaries, gVisor's runsc (the sandbox backend) and a C compiler (the runsc backend builds
 # its sandboxes' init; without one they start a slower Python init), all Debian's; everything else comes from
@@ -32,6 +32,28 @@ system-deps:
 	@if ! command -v cc >/dev/null 2>&1; then \
 		echo "installing gcc and libc6-dev (Debian packages)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null; \
+	fi
+
+# The dashboard's browser library (htmx), pinned by control_plane/dashboard/package-lock.json and installed with
+# npm ci (node and npm are Debian's), then copied where the control plane serves it (static/vendor, not kept in git).
+DASHBOARD := control_plane/dashboard
+dashboard-assets: $(DASHBOARD)/static/vendor/htmx.min.js
+
+$(DASHBOARD)/static/vendor/htmx.min.js: $(DASHBOARD)/package.json $(DASHBOARD)/package-lock.json
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "installing nodejs and npm (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+	cd $(DASHBOARD) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	mkdir -p $(DASHBOARD)/static/vendor
+	cp $(DASHBOARD)/node_modules/htmx.org/dist/htmx.min.js $@
+
+# The dashboard's browser tests drive Debian's chromium through the playwright package (never its own browser
+# downloads: the tests launch /usr/bin/chromium).
+browser:
+	@if ! test -x /usr/bin/chromium; then \
+		echo "installing chromium (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
 # Docker's engine (Debian's), for the docker backend's tests, which start their own dockerd.
@@ -107,4 +129,5 @@ bench-peers: install
 	$(BIN)/python -m bench --peers
 
 clean:
+	rm -rf $(DASHBOARD)/node_modules $(DASHBOARD)/static/vendor
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import httpx
 import uvloop
 
-from bench import gateway, peers, planners, raw
+from bench import agent_turns, gateway, local_model, peers, planners, raw
 from bench.agentflow_path import AgentFlowClient
 from bench.stats import median, percentile, self_cpu_seconds, tree_cpu_seconds
 from bus.commands import CommandParser
@@ -70,11 +70,27 @@ class Bench:
         if self.args.peers and self.args.only is None:
             self.peers = peers.start(self.home, self.wait_seconds())
         settings = dataclasses.replace(StackSettings.read(os.environ), home=self.home)
+        if self.args.local_model:
+            settings = dataclasses.replace(settings, local_model=True)
         self.state = stack.up(settings, workers=0, concurrency=1)
         # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
         self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
         if self.gateway_on():
             self.gateway_servers.start_upstream()
+
+    def agents_on(self) -> bool:
+        return self.args.agent_runs > 0 and self.args.sandbox is None and self.args.only in (None, "agents")
+
+    async def agent_phases(self, index: int) -> None:
+        """The platform's time per agent turn: mock model, noop tool, one worker, one run at a time."""
+        assert self.state is not None
+        _progress(f"[{index + 1}/{self.args.repeat}] agents: a turn alone, two tool calls, ten turns")
+        self.set_workers("agentflow", 1)
+        token = (self.home / stack.KEY_FILE).read_text().strip()
+        figures = await agent_turns.measure(self.state.api_url, self.nats_url, token, self.args.agent_runs)
+        for name, row in figures.items():
+            for metric, value in row.items():
+                self.record(f"{AGENT}{name}", metric, value)
 
     def gateway_on(self) -> bool:
         return self.args.gateway_calls > 0 and self.args.sandbox is None and self.args.only in (None, "gateway")
@@ -210,6 +226,8 @@ class Bench:
             await self.task_phases(index)
         if self.gateway_on():
             await self.gateway_phases(index)
+        if self.agents_on():
+            await self.agent_phases(index)
         if self.args.planners and self.args.only in (None, "planners"):
             await self.planner_phases(index)
 
@@ -220,6 +238,11 @@ class Bench:
             _progress(f"[{index + 1}/{self.args.repeat}] model gateway: {target.system}, 1 and 50 callers")
             for metric, value in (await gateway.measure(target, self.args.gateway_calls)).items():
                 self.record(f"gw-{target.system}", metric, value)
+        if self.args.local_model:
+            _progress(f"[{index + 1}/{self.args.repeat}] the local model through the gateway, 128-token answers")
+            agentflow = next(target for target in self.gateway_targets if target.system == "agentflow")
+            for metric, value in (await local_model.speed(agentflow.base, key=agentflow.key)).items():
+                self.record("local-model", metric, value)
 
     async def task_phases(self, index: int) -> None:
         args = self.args
@@ -356,6 +379,8 @@ class Bench:
         assert self.state is not None
         token = (self.home / stack.KEY_FILE).read_text().strip()
         await _register_echo(self.state.api_url, token)
+        if self.agents_on():
+            await agent_turns.register(self.state.api_url, token)
         if self.gateway_on():
             self.gateway_targets = await self._gateway_targets(token)
         for peer in self.peers:
@@ -389,12 +414,15 @@ class Bench:
             system: {metric: median(values) for metric, values in metrics.items()}
             for system, metrics in self.samples.items()
         }
-        summary: dict[str, Any] = {k: v for k, v in medians.items() if not k.startswith(PLANNER)}
+        summary: dict[str, Any] = {k: v for k, v in medians.items() if not k.startswith((PLANNER, AGENT))}
         summary["ratios"] = {}
         if "agentflow" in summary:
             for other in ("raw", *(peer.system for peer in self.peers)):
                 summary["ratios"].update(_ratios(summary["agentflow"], summary[other], other))
         summary["gateway_overhead"] = gateway.overheads(summary)
+        agents = {k.removeprefix(AGENT): v for k, v in medians.items() if k.startswith(AGENT)}
+        if agents:
+            summary["agents"] = agents
         planned = {k.removeprefix(PLANNER): v for k, v in medians.items() if k.startswith(PLANNER)}
         if planned:
             summary["planners"] = planned
@@ -521,6 +549,8 @@ ROWS = (
     ("AgentFlow, gVisor (runsc) warm pool", "runsc-warm"),
 )
 PEER_NAMES = {"celery": "Celery", "taskiq": "taskiq"}
+AGENT = "agent:"
+"""The prefix of the agents phase's systems in ``Bench.samples``; the report nests them under ``agents``."""
 PLANNER = "planner:"
 """The prefix of the planner phases' systems in ``Bench.samples``; the report nests them under ``planners``."""
 
@@ -532,6 +562,14 @@ def _rate(m: dict[str, float], key: str, width: int) -> str:
 def render(summary: dict[str, Any]) -> str:
     lines = _render_tasks(summary) if summary["runs"].get("task_phases", True) else []
     lines += gateway.render(summary)
+    lines += agent_turns.render(summary.get("agents", {}))
+    if "local-model" in summary:
+        speed = summary["local-model"]
+        lines += [
+            "",
+            f"local model (SmolLM2-135M-Instruct, llama.cpp) through the gateway: {speed['tokens_per_second']:.1f}"
+            f" tokens/s, first token in {speed['ttft_ms']:.0f} ms ({speed['tokens']:.0f}-token answers)",
+        ]
     if "planners" in summary:
         runs = summary["runs"]
         if lines:
@@ -642,7 +680,20 @@ def arguments() -> argparse.ArgumentParser:
         "end.",
     )
     parser.add_argument(
-        "--only", choices=["planners", "gateway"], help="Run only these phases (`--only planners`, `--only gateway`)."
+        "--only",
+        choices=["planners", "gateway", "agents"],
+        help="Run only these phases (`--only planners`, `--only gateway`, `--only agents`).",
+    )
+    parser.add_argument(
+        "--agent-runs",
+        type=int,
+        default=100,
+        help="Runs of each agent one at a time in the agents phase (mock model, noop tool); 0 skips it.",
+    )
+    parser.add_argument(
+        "--local-model",
+        action="store_true",
+        help="Start the stack's local model too and measure its tokens/s through the gateway.",
     )
     parser.add_argument(
         "--gateway-calls",

@@ -67,8 +67,11 @@ class Fleet:
             except Exception as error:
                 log.warning("heartbeat failed: %s", error)
             await asyncio.sleep(MIN_BEAT_SECONDS)
+            # asyncio.timeout, not wait_for: in Python 3.11 wait_for can lose a cancel that comes as the event
+            # is set, and the worker's stop would wait for ever on this loop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), BEAT_SECONDS - MIN_BEAT_SECONDS)
+                async with asyncio.timeout(BEAT_SECONDS - MIN_BEAT_SECONDS):
+                    await changed.wait()
 
     async def leave(self, tenant: str, worker_id: str) -> None:
         """Remove a stopping worker from the fleet at once, rather than when its heartbeat expires."""

@@ -117,6 +117,8 @@ class Started(_AttemptNotice, frozen=True, kw_only=True, tag="started"):
 
     sandbox: str
     started_at: float
+    seq: int = 0
+    """The task message's sequence in the tasks stream (0: not known)."""
 
 
 class Released(_AttemptNotice, frozen=True, kw_only=True, tag="released"):

@@ -24,6 +24,8 @@ this much of it over every tenant at most (the oldest goes first); the record is
 TASK_ACK_WAIT_SECONDS = 30.0
 NO_MESSAGE_FOUND = 10057
 """JetStream's error code for a message that is not (or no longer) in its stream."""
+SEQUENCE_NOT_FOUND = 10043
+"""What deleting a message already deleted answers (nats-server 2.10 and later)."""
 
 STREAMS = (
     StreamConfig(
@@ -151,7 +153,7 @@ async def withdraw_task(bus: Bus, seq: int) -> None:
     try:
         await bus.jetstream.delete_msg(subjects.TASKS_STREAM, seq)
     except APIError as error:
-        if error.err_code != NO_MESSAGE_FOUND:
+        if error.err_code not in (NO_MESSAGE_FOUND, SEQUENCE_NOT_FOUND):
             raise
 
 

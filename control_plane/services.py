@@ -80,7 +80,7 @@ class Services:
         submitter = Submitter(pool, catalog, dispatcher, cache)
         orchestrator = Orchestrator(pool, bus, catalog, dispatcher, cache)
         fleet = await Fleet.open(bus)
-        fleet_view = FleetView(bus, fleet, orchestrator)
+        fleet_view = FleetView(pool, bus, fleet, orchestrator)
         await fleet_view.load()
         services = cls(
             settings,

@@ -97,3 +97,13 @@ async def list_latest(pool: Pool, kind: Kind, tenant: str) -> list[Entry]:
         tenant,
     )
     return [_entry(row) for row in rows]
+
+
+async def list_versions(pool: Pool, kind: Kind, tenant: str, name: str) -> list[Entry]:
+    """Every version of ``name``, highest first."""
+    rows = await pool.fetch(
+        f"SELECT {_columns(kind)} FROM {kind.value} WHERE tenant = $1 AND name = $2 ORDER BY version_key DESC",
+        tenant,
+        name,
+    )
+    return [_entry(row) for row in rows]

@@ -110,17 +110,19 @@ async def list_runs(
     workflow: str | None = None,
     version: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[RunRow]:
     """Newest first; ``before_id`` is the cursor (ids are time-ordered). ``workflow`` (and ``version``) keep
     the runs of that workflow (version); ``since`` those created at or after it, as a range of the id index
     too (widened by SINCE_SKEW, then cut by ``created_at``): the scan stops at ``since``, whatever the tenant
-    ran before."""
+    ran before; ``until`` those created before it."""
     records = await pool.fetch(
         f"SELECT {RUN_COLUMNS} FROM runs WHERE tenant = $1"
         " AND ($2::text IS NULL OR state = $2) AND ($3::uuid IS NULL OR id < $3::uuid)"
         " AND ($5::text IS NULL OR (target_kind = 'workflow' AND target_name = $5))"
         " AND ($6::text IS NULL OR target_version = $6)"
         " AND ($7::timestamptz IS NULL OR created_at >= $7) AND id >= $8::uuid"
+        " AND ($9::timestamptz IS NULL OR created_at < $9)"
         " ORDER BY id DESC LIMIT $4",
         tenant,
         state,
@@ -130,6 +132,7 @@ async def list_runs(
         version,
         since,
         _LOWEST_ID if since is None else _id_floor(since),
+        until,
     )
     return rows_of(RunRow, records)
 

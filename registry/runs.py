@@ -63,6 +63,10 @@ class NewTask(msgspec.Struct, frozen=True, kw_only=True):
     """The workflow element ``step`` is an instance of, where the two differ."""
     published: bool = False
     """True for what never goes on the bus (timers and signal waits): the outbox relay skips them."""
+    state: str = TaskState.QUEUED
+    """Queued, or succeeded for what the control plane records already finished (a plan step's plan)."""
+    output: str | None = None
+    """The output (JSON) of what is recorded succeeded."""
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,6 +116,8 @@ class TaskUpdate(msgspec.Struct, frozen=True, kw_only=True):
     start_by: float | None = None
     usage: SandboxUsage = SandboxUsage()
     """What running the attempt cost, from its result (nothing known: every field None)."""
+    message_seq: int | None = None
+    """The sequence of the task message in the tasks stream, as the worker that started the attempt said."""
 
 
 class RunUpdate(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,15 +201,16 @@ _NEW_RUNS = Columns(NewRun, id="uuid")
 _NEW_TASKS = Columns(NewTask, id="uuid", run_id="uuid")
 _NEW_EVENTS = Columns(NewEvent, run_id="uuid")
 _RUN_UPDATES = Columns(RunUpdate, id="uuid")
-_TASK_UPDATES = Columns(TaskUpdate, id="uuid", run_id="uuid", max_rss_kb="int8")
+_TASK_UPDATES = Columns(TaskUpdate, id="uuid", run_id="uuid", max_rss_kb="int8", message_seq="int8")
 
 
 def _insert_tasks(s: Statement) -> str:
-    """New tasks, queued, of the runs the statement's ``r`` wrote."""
+    """New tasks of the runs the statement's ``r`` wrote: queued, or recorded succeeded."""
     return f"""INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by,
-                       element, published)
-    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, {literal(TaskState.QUEUED)},
-           u.input::jsonb, to_timestamp(u.start_by), u.element, u.published
+                       element, published, output, finished_at)
+    SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, u.state,
+           u.input::jsonb, to_timestamp(u.start_by), u.element, u.published, u.output::jsonb,
+           CASE WHEN u.state = {literal(TaskState.QUEUED)} THEN NULL ELSE now() END
     FROM {s.unnest(_NEW_TASKS)}
     WHERE u.run_id IN (SELECT id FROM r)"""
 
@@ -369,7 +376,8 @@ WITH r AS (
                      max_rss_kb = u.max_rss_kb,
                      queue_seconds = u.queue_seconds,
                      start_seconds = u.start_seconds,
-                     run_seconds = u.run_seconds
+                     run_seconds = u.run_seconds,
+                     message_seq = u.message_seq
     FROM {s.unnest(_TASK_UPDATES)}
     WHERE tasks.id = u.id AND tasks.attempt = u.attempt AND u.run_id IN (SELECT id FROM r)
 ), n AS (
@@ -447,6 +455,26 @@ async def late_tasks(pool: Pool, limit: int) -> list[LateTask]:
         limit,
     )
     return rows_of(LateTask, records)
+
+
+class RunningTask(msgspec.Struct, frozen=True, kw_only=True):
+    """An attempt a worker started and has not finished."""
+
+    id: str
+    run_id: str
+    attempt: int
+    message_seq: int | None
+
+
+async def running_on(pool: Pool, tenant: str, worker_id: str) -> list[RunningTask]:
+    """The attempts of ``tenant`` that worker ``worker_id`` started and has not finished, as recorded."""
+    records = await pool.fetch(
+        "SELECT id::text AS id, run_id::text AS run_id, attempt, message_seq FROM tasks"
+        f" WHERE tenant = $1 AND worker_id = $2 AND state = {literal(TaskState.RUNNING)}",
+        tenant,
+        worker_id,
+    )
+    return rows_of(RunningTask, records)
 
 
 async def mark_published(pool: Pool, task_ids: Sequence[str]) -> None:

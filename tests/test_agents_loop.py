@@ -1,7 +1,8 @@
 """An agent run end to end on the real stack: its model turns go from a worker through the bus to the model
 gateway (the scripted mock provider), the tool calls it asks for run as sandboxed tasks, their results go back
 to the model, and the final answer ends the run; invalid tool calls go back to the model, `max_turns` and the
-output schema end a loop that does not converge, and a repeated turn is answered from the gateway's record."""
+output schema end a loop that does not converge, and a repeated turn is answered from the gateway's record;
+a sub-agent runs as a tool call with its loop nested under the call, and a handoff passes the conversation on."""
 
 import asyncio
 import secrets
@@ -61,6 +62,13 @@ def _run(stack: Stack, key: str, agent: str, question: str) -> dict[str, Any]:
         return af.wait_run(started["id"], timeout=90)
 
 
+def _succeeded(final: dict[str, Any]) -> None:
+    assert final["state"] == "succeeded", (
+        final["error"],
+        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
+    )
+
+
 def test_an_agent_calls_its_tool_in_a_sandbox_and_answers_with_what_the_tool_found(
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
@@ -72,10 +80,7 @@ def test_an_agent_calls_its_tool_in_a_sandbox_and_answers_with_what_the_tool_fou
     )
     _agent(http, name="looker", model="script-lookup", tools=["lookup"])
     final = _run(stack, key, "looker", "what are tides?")
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     assert final["agent"] == "looker@1" and final["output"] == "They are TIDES."
     steps = {task["step"]: task for task in final["tasks"]}
     assert list(steps) == ["turn-1", "turn-1/call-0", "turn-2"]
@@ -104,10 +109,7 @@ def test_an_invalid_tool_call_goes_back_to_the_model_which_then_answers(
     )
     _agent(http, name="fumbler", model="script-wrong", tools=["lookup"])
     final = _run(stack, key, "fumbler", "anything")
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     steps = [task["step"] for task in final["tasks"]]
     assert steps == ["turn-1", "turn-2"]  # neither call ran
     results = final["tasks"][1]["input"]["body"]["messages"][3:]
@@ -214,10 +216,7 @@ def test_an_agent_step_of_a_dag_runs_its_loop_under_its_key_and_later_steps_read
     stored = http.get("/v1/workflows/research-then-lookup/versions/1").json()["spec"]
     assert stored["pins"] == {"agent:dag-agent": "1", "lookup": "1"}
     final = _started(stack, key, "research-then-lookup", {"topic": "tides"})
-    assert final["state"] == "succeeded", (
-        final["error"],
-        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
-    )
+    _succeeded(final)
     assert final["output"] == {"found": "THE MOON"}
     steps = {task["step"]: task for task in final["tasks"]}
     assert set(steps) == {"research", "research/turn-1", "research/turn-1/call-0", "research/turn-2", "check"}
@@ -264,3 +263,104 @@ def test_an_agent_state_of_an_fsm_and_an_agent_leaf_of_a_behavior_tree_run_their
     )
     assert refused.status_code == 422 and refused.json()["type"].endswith("unknown-agent"), refused.text
     assert refused.json()["field"] == "steps[0].agent"
+
+
+def test_a_coordinator_calls_a_research_sub_agent_which_calls_a_tool_and_answers_with_its_result(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(
+        http,
+        "script-researcher",
+        [{"tool_calls": [{"name": "lookup", "arguments": {"query": "tides"}}]}, {"content": "found TIDES"}],
+    )
+    _agent(http, name="sub-researcher", model="script-researcher", tools=["lookup"], description="Researches")
+    _model(
+        http,
+        "script-coordinator",
+        [
+            {"tool_calls": [{"name": "sub-researcher", "arguments": {"input": {"question": "tides"}}}]},
+            {"content": "The research says: found TIDES"},
+        ],
+    )
+    _agent(http, name="coordinator", model="script-coordinator", agents=["sub-researcher"])
+    final = _run(stack, key, "coordinator", "what are tides?")
+    _succeeded(final)
+    assert final["output"] == "The research says: found TIDES"
+    steps = {task["step"]: task for task in final["tasks"]}
+    assert set(steps) == {
+        "turn-1",
+        "turn-1/call-0",
+        "turn-1/call-0/turn-1",
+        "turn-1/call-0/turn-1/call-0",
+        "turn-1/call-0/turn-2",
+        "turn-2",
+    }
+    call = steps["turn-1/call-0"]
+    assert call["tool"] == "@agent@1" and call["state"] == "succeeded" and call["output"] == "found TIDES"
+    assert call["input"] == {"agent": "sub-researcher@1", "input": {"question": "tides"}}
+    assert steps["turn-1/call-0/turn-1/call-0"]["output"] == {"found": "TIDES"}
+    assert steps["turn-1/call-0/turn-1"]["input"]["body"]["messages"][1]["content"] == '{"question":"tides"}'
+    offered = steps["turn-1"]["input"]["body"]["tools"][0]["function"]
+    assert offered["name"] == "sub-researcher" and offered["description"] == "Researches"
+    assert steps["turn-2"]["input"]["body"]["messages"][-1]["content"] == "found TIDES"
+    calls = http.get("/v1/llm/calls", params={"run_id": final["id"]}).json()["items"]
+    assert sorted(call["caller"] for call in calls) == [
+        "agent:coordinator@1",
+        "agent:coordinator@1",
+        "agent:sub-researcher@1",
+        "agent:sub-researcher@1",
+    ]
+
+
+def test_a_triage_agent_hands_off_to_a_specialist_whose_answer_is_the_runs(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    # The mock answers turns[k], k the assistant messages so far: the specialist's first turn is k = 1.
+    _model(http, "script-specialist", [{"content": "unused"}, {"content": "Reset your router."}])
+    _agent(
+        http,
+        name="specialist",
+        model="script-specialist",
+        instructions="You fix networks.",
+        description="Network problems",
+    )
+    _model(http, "script-triage", [{"tool_calls": [{"name": "handoff_to_specialist", "arguments": {}}]}])
+    _agent(http, name="triage", model="script-triage", handoffs=["specialist"])
+    final = _run(stack, key, "triage", "my wifi is down")
+    _succeeded(final)
+    assert final["output"] == "Reset your router."
+    steps = {task["step"]: task for task in final["tasks"]}
+    assert list(steps) == ["turn-1", "turn-2"]
+    assert [steps[k]["input"]["agent"] for k in steps] == ["triage@1", "specialist@1"]
+    handed = steps["turn-2"]["input"]["body"]["messages"]
+    assert handed[0] == {"role": "system", "content": "You fix networks."}
+    assert [m["role"] for m in handed] == ["system", "user", "assistant", "tool"]
+    assert handed[3]["content"] == '{"handoff":"specialist"}'
+    offered = steps["turn-1"]["input"]["body"]["tools"][0]["function"]
+    assert offered["name"] == "handoff_to_specialist"
+
+
+def test_a_sub_agent_that_fails_at_max_turns_comes_back_to_its_caller_as_an_error_result(
+    stack: Stack, tenant: tuple[str, str, httpx.Client]
+) -> None:
+    _, key, http = tenant
+    _model(http, "script-spinner", [{"tool_calls": [{"name": "lookup", "arguments": {"query": "again"}}]}])
+    _agent(http, name="spinner", model="script-spinner", tools=["lookup"], limits={"max_turns": 1})
+    _model(
+        http,
+        "script-delegator",
+        [
+            {"tool_calls": [{"name": "spinner", "arguments": {"input": {"question": "spin"}}}]},
+            {"content": "The helper gave up."},
+        ],
+    )
+    _agent(http, name="delegator", model="script-delegator", agents=["spinner"])
+    final = _run(stack, key, "delegator", "anything")
+    _succeeded(final)
+    assert final["output"] == "The helper gave up."
+    steps = {task["step"]: task for task in final["tasks"]}
+    assert steps["turn-1/call-0"]["state"] == "failed" and steps["turn-1/call-0"]["error"].startswith("max-turns")
+    result = steps["turn-2"]["input"]["body"]["messages"][-1]
+    assert result["role"] == "tool" and "max-turns" in result["content"]

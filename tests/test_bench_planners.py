@@ -3,7 +3,7 @@
 import asyncio
 import shutil
 
-from bench import planners
+from bench import plan_steps, planners
 from bench.__main__ import Bench, arguments, render
 from control_plane.planning.kinds import parse_workflow
 
@@ -43,3 +43,9 @@ def test_the_planner_phase_reports_every_planner_in_the_json_and_the_table() -> 
     table = render(summary)
     assert "p50 µs/decision" in table
     assert [line.split()[0] for line in table.splitlines()[-3:]] == list(planners.KINDS)
+
+
+def test_the_plan_step_bench_accepts_and_starts_every_plan_and_reports_its_percentiles() -> None:
+    figures = plan_steps.plan_overhead(plans=5, layers=2, width=3)
+    assert figures["n"] == 5 and figures["steps"] == 6
+    assert figures["p50"] <= figures["p95"] <= figures["max"]

@@ -312,8 +312,9 @@ def test_runs_ls_shows_every_id_whole_even_when_the_table_is_too_wide() -> None:
     assert lines[1].split()[0] == run_id  # the other columns wrap onto more lines; the id never does
     assert len(lines) > 2
     created = datetime.fromisoformat(str(RUN["created_at"])).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    # Off a terminal, each row is one line whatever its width.
+    # Off a terminal, each row is one line whatever its width, and none ends in padding.
     assert piped.stdout.splitlines()[1].split() == [run_id, long_run["workflow"], "failed", *created.split(), "3.0s"]
+    assert all(line == line.rstrip() for line in piped.stdout.splitlines())
 
 
 def test_cancel_of_a_finished_run_is_one_line() -> None:

@@ -198,6 +198,31 @@ def test_a_tool_run_printed_as_a_table_shows_its_state_and_tasks(af: Af) -> None
     assert "noop@1" in result.stdout
 
 
+@pytest.mark.usefixtures("examples_registered_by_cli")
+def test_a_rerun_is_a_new_run_of_the_same_target_version_with_the_same_input(af: Af) -> None:
+    first = af("run", "doc-review", "--input", "@examples/input.json", "--wait", "--output", "json")
+    assert first.returncode == 0, first.stderr
+    earlier = json.loads(first.stdout)
+
+    again = af("runs", "rerun", earlier["id"], "--wait", "--output", "json")
+    assert again.returncode == 0, again.stderr
+    rerun = json.loads(again.stdout)
+    assert rerun["id"] != earlier["id"] and rerun["state"] == "succeeded"
+    assert (rerun["workflow"], rerun["tool"], rerun["input"]) == (earlier["workflow"], None, earlier["input"])
+    assert rerun["output"] == earlier["output"]
+
+    tool_run = af("run", "noop", "--tool", "--input", '{"n": 1}', "--output", "json")
+    tool_run_id = json.loads(tool_run.stdout)["id"]
+    started = af("runs", "rerun", tool_run_id)
+    assert started.returncode == 0, started.stderr
+    got = json.loads(af("runs", "get", started.stdout.strip(), "--output", "json").stdout)
+    original = json.loads(af("runs", "get", tool_run_id, "--output", "json").stdout)
+    assert got["tool"] == original["tool"] and got["tool"].startswith("noop@") and got["input"] == {"n": 1}
+
+    missing = af("runs", "rerun", "no-such-run")
+    assert missing.returncode == 1 and "no-such-run" in one_error_line(missing)
+
+
 def test_the_worker_fleet_lists_the_stacks_worker_as_json(af: Af) -> None:
     result = af("workers", "ls", "--output", "json")
     assert result.returncode == 0, result.stderr
@@ -425,21 +450,26 @@ def test_every_run_command_takes_the_unique_start_of_an_id_and_an_ambiguous_one_
     first, *others = ids
 
     listed = af("runs", "ls", AF_TOKEN=token)
-    shared = os.path.commonprefix(ids)  # noqa: RUF071 (ids, not paths: UUIDv7s of one second share 8 digits)
+    shared = os.path.commonprefix(ids)  # noqa: RUF071 (ids, not paths)
     ambiguous = af("runs", "get", shared, AF_TOKEN=token)
     start = _unique_start(first, others)
     shown = af("runs", "get", start, "-o", "json", AF_TOKEN=token)
     logs = af("logs", start, "-o", "json", AF_TOKEN=token)
+    calls = af("llm", "calls", start, "-o", "json", AF_TOKEN=token)
+    ambiguous_calls = af("llm", "calls", shared, AF_TOKEN=token)
     cancelled = af("cancel", start, "-o", "json", AF_TOKEN=token)
     unknown = af("runs", "get", "not-an-id", AF_TOKEN=token)
 
     assert {line.split()[0] for line in listed.stdout.splitlines()[1:]} == set(ids)
-    assert len(shared) >= 8
+    assert shared  # UUIDv7s of one tenant made within a minute share their first hex digits
     assert ambiguous.returncode == 1
     assert one_error_line(ambiguous) == f"af: run id prefix {shared} matches 3 runs; give more of the id (field: id)"
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["id"] == first
     assert json.loads(logs.stdout.splitlines()[0])["type"] == "run.created"
+    assert calls.returncode == 0, calls.stderr
+    assert json.loads(calls.stdout) == {"items": []}  # a noop run calls no model
+    assert one_error_line(ambiguous_calls) == one_error_line(ambiguous)
     assert cancelled.returncode == 0, cancelled.stderr
     assert json.loads(cancelled.stdout)["id"] == first
     assert json.loads(cancelled.stdout)["state"] == "cancelled"

@@ -5,7 +5,6 @@ headers), the answer and its usage translated back, whole and streamed, and an u
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -292,16 +291,11 @@ async def test_an_overloaded_anthropic_fails_over_and_an_error_event_mid_stream_
 
 
 def test_the_official_openai_client_calls_an_anthropic_deployment_through_a_control_plane(
-    stack: Stack, tenant: tuple[str, str], http: httpx.Client, upstream: Upstream, tmp_path: Path
+    stack: Stack, tenant: tuple[str, str], http: httpx.Client, upstream: Upstream
 ) -> None:
-    secrets = tmp_path / "llm-credentials.json"
-    secrets.write_text(json.dumps({tenant[0]: {"anthropic-key": KEY}}))
-    secrets.chmod(0o600)
+    http.post("/v1/secrets", json={"name": "anthropic-key", "value": KEY}).raise_for_status()
     apply(http, **claude(upstream, "claude-e2e"))
-    with (
-        stack.extra_control_plane(AF_LLM_CREDENTIALS_FILE=str(secrets)) as url,
-        openai.OpenAI(base_url=f"{url}/v1/llm", api_key=tenant[1], max_retries=0, timeout=30) as client,
-    ):
+    with openai.OpenAI(base_url=f"{stack.api_url}/v1/llm", api_key=tenant[1], max_retries=0, timeout=30) as client:
         tools: Any = TOOLS
         reply = client.chat.completions.create(
             model="claude-e2e", messages=[{"role": "user", "content": "please call a tool"}], tools=tools

@@ -204,7 +204,9 @@ def test_log_lines_are_json_with_the_task_they_are_about(stack: Stack, client: C
     assert "failed" in line["message"]
     time.strptime(line["time"][:19], "%Y-%m-%dT%H:%M:%S")
 
-    control_plane = json_lines(next(logs.glob("control-plane-*.log")))
+    # The session stack's own control plane (tests start others, with logs of their own).
+    port = stack.api_url.rsplit(":", 1)[1]
+    control_plane = json_lines(logs / f"control-plane-{port}.log")
     assert control_plane, "the control plane writes JSON lines off a terminal"
     assert {"time", "level", "component", "tenant", "run_id", "task_id", "trace_id"} <= control_plane[0].keys()
     assert control_plane[0]["component"] == "control-plane"

@@ -68,6 +68,16 @@ print(json.dumps({
     assert seen["env"]["MODE"] == "t" and "AF_TEST_SECRET" not in seen["env"]
 
 
+async def test_a_tools_stderr_is_handed_over_as_it_comes_without_its_sandboxs_report(backend: DockerBackend) -> None:
+    pieces: list[bytes] = []
+    code = "import sys; sys.stderr.write('one\\n'); sys.stderr.flush(); sys.stderr.write('two'); sys.exit(3)"
+
+    outcome = await backend.run(python(code, on_stderr=pieces.append))
+
+    assert outcome.exit_code == 3
+    assert b"".join(pieces) == b"one\ntwo"
+
+
 async def test_the_root_is_read_only_and_only_work_and_tmp_are_writable(backend: DockerBackend) -> None:
     _, results, mounts = await try_writing(backend, "/escape", "/usr/escape", "/work/out.txt", "/tmp/out.txt")
 

@@ -313,6 +313,12 @@ async def test_a_sealed_value_copied_into_another_row_does_not_open_there(
     assert upstream.seen("up-copied")["requests"] == 0
     reveal = (await asyncio.to_thread(_audit, api, "secret.reveal"))[0]
     assert (reveal["target"], reveal["outcome"]) == ("copied-key", "unreadable")
+    # While it is there the master key cannot be rotated (that would change nothing), and the problem names it.
+    with Answers(stack, stack.token).http as platform_admin:
+        refused = await asyncio.to_thread(platform_admin.post, "/v1/secrets:rotate-master")
+        assert "copied-key does not open" in _problem(refused, 409, "secret-unreadable", "new_key")["detail"]
+    assert not {"master.key.next", "master.key.old"} & set(await asyncio.to_thread(os.listdir, stack.root))
+    (await asyncio.to_thread(api.http.delete, "/v1/secrets/copied-key")).raise_for_status()
 
 
 def test_an_agent_run_fails_clearly_without_its_models_secret_and_answers_once_it_is_set(

@@ -1,6 +1,7 @@
 """The worker process: pull, execute, publish the result, acknowledge; heartbeat; drain on SIGTERM."""
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -37,6 +38,9 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 PULL_WAIT_SECONDS = 1.0
+MAX_HELD_IN_HEARTBEAT = 1000
+"""A heartbeat lists at most this many held attempts (about 150 KB), well under NATS's largest message; the
+control plane knows the rest from their start notices."""
 
 
 class Worker:
@@ -158,7 +162,7 @@ class Worker:
         self._holding_changed.set()
         try:
             if task.runtime.builtin is None:
-                await self._announce(task)
+                await self._announce(task, msg.stream_seq)
             self._running[msg] = time.monotonic()
             try:
                 result = await self._execute(task, traceparent)
@@ -243,9 +247,10 @@ class Worker:
                 log.info("stopping task %s of run %s: cancelled", task_id, notice.run_id)
                 execution.cancel()
 
-    async def _announce(self, task: Task) -> None:
-        """Say the attempt started (the control plane marks the task running). Not awaited by the stream:
-        the result that follows travels the same connection, so it cannot overtake this notice."""
+    async def _announce(self, task: Task, seq: int) -> None:
+        """Say the attempt started (the control plane marks the task running, and records which worker holds
+        the message at ``seq``). Not awaited by the stream: the result that follows travels the same
+        connection, so it cannot overtake this notice."""
         started = Started(
             tenant=task.tenant,
             run_id=task.run_id,
@@ -254,6 +259,7 @@ class Worker:
             worker_id=self._settings.worker_id,
             sandbox=self._backend.kind,
             started_at=time.time(),
+            seq=seq,
         )
         await self._notify(task, started)
 
@@ -309,5 +315,5 @@ class Worker:
             started_at=self._started_at,
             at=time.time(),
             metrics_port=self._metrics_port,
-            holding=tuple(self._holding.values()),
+            holding=tuple(itertools.islice(self._holding.values(), MAX_HELD_IN_HEARTBEAT)),
         )

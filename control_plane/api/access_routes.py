@@ -3,18 +3,19 @@
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from control_plane.api.answers import json_response, record, record_as, source_address
 from control_plane.api.gate import UNKNOWN_TENANT
 from control_plane.api.problems import Problem
 from control_plane.catalog.documents import check_name_field
+from control_plane.errors import Forbidden, NotFound
 from control_plane.security.authentication import PLATFORM_ADMIN
 from control_plane.security.identity import Identity
 from control_plane.security.tokens import RefreshRejected
 from control_plane.services import Services
-from registry import audit, tenants
+from registry import audit, keys, tenants
 
 
 class TokenRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -48,7 +49,8 @@ async def issue_token(request: Request[Any, Any, Any], data: TokenRequest, servi
     services.brake.check(source)
     check = await services.auth.check_key(data.api_key)
     if check.identity is None:
-        services.brake.failed(source)
+        if not check.revoked:  # a revoked key is refused unverified: no guess of a secret
+            services.brake.failed(source)
         actor = f"key:{check.prefix}" if check.prefix else "anonymous"
         await record_as(
             request,
@@ -158,7 +160,54 @@ async def _new_key(
     key, made = await services.auth.create_key(tenant, role)
     await services.authorizer.load()
     await record(request, services, identity, "key.create", f"{made.actor}@{tenant}:{role}", "created")
-    return {"key": key, "prefix": made.key_prefix, "tenant": tenant, "role": role}
+    return {"key": key, "id": made.key_prefix, "prefix": made.key_prefix, "tenant": tenant, "role": role}
+
+
+def _key(row: keys.KeyInfo) -> dict[str, Any]:
+    return {
+        "id": row.prefix,
+        "tenant": row.tenant,
+        "role": row.role,
+        "created_at": row.created_at.isoformat(),
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+    }
+
+
+@get("/v1/keys", opt={"permission": ("keys", "read"), "domain": "tenant"})
+async def list_keys(
+    services: Services, identity: Identity, tenant: str | None = None, include_revoked: bool = False
+) -> Response[bytes]:
+    """The API keys of the caller's tenant (platform admins may name another ``tenant``), by id (the key's
+    prefix), never the key itself; revoked ones too with ``include_revoked``."""
+    if tenant is not None:
+        check_name_field("tenant", tenant, "tenant")
+    rows = await keys.list_keys(services.pool, tenant or identity.tenant, include_revoked=include_revoked)
+    return json_response({"items": [_key(row) for row in rows]})
+
+
+@delete("/v1/keys/{key_id:str}", status_code=200, opt={"permission": ("keys", "write")})
+async def revoke_key(
+    request: Request[Any, Any, Any], key_id: str, services: Services, identity: Identity
+) -> Response[bytes]:
+    """Revoke an API key (tenant admins of its tenant, platform admins): it fails authentication from now
+    on, and every access and refresh token got with it is revoked too. Revoking a revoked key changes nothing."""
+    found = await keys.key_info(services.pool, key_id)
+    if found is not None and found.tenant != identity.tenant:
+        try:
+            await services.authorizer.require(identity, found.tenant, "keys", "write")
+        except Forbidden:
+            found = None  # another tenant's key is not there for this caller
+    if found is None:
+        raise NotFound("not-found", f"no API key {key_id}", "id")
+    if found.role == PLATFORM_ADMIN and identity.role != PLATFORM_ADMIN:
+        raise Forbidden("forbidden", f"role {identity.role} lacks keys:write of role {PLATFORM_ADMIN}")
+    if found.revoked_at is not None:
+        return json_response(_key(found))
+    revoked = await services.auth.revoke_key(key_id)
+    await services.authorizer.load()
+    await record(request, services, identity, "key.revoke", f"key:{key_id}@{found.tenant}:{found.role}", "revoked")
+    # None: another request revoked it meanwhile.
+    return json_response(_key(revoked or await keys.key_info(services.pool, key_id) or found))
 
 
 # --- audit ----------------------------------------------------------------------------------------------
@@ -194,4 +243,15 @@ async def list_audit(
     )
 
 
-ROUTES = [issue_token, refresh_token, jwks, rotate_signing_key, list_tenants, create_tenant, create_key, list_audit]
+ROUTES = [
+    issue_token,
+    refresh_token,
+    jwks,
+    rotate_signing_key,
+    list_tenants,
+    create_tenant,
+    create_key,
+    list_keys,
+    revoke_key,
+    list_audit,
+]

@@ -6,11 +6,14 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from bus.messages import encode
+from control_plane import dashboard
 from control_plane.api import (
     access_routes,
     catalog_routes,
@@ -70,6 +73,16 @@ def _on_crash(_: Request[Any, Any, Any], error: Exception) -> Response[bytes]:
     return _problem_response(Problem(500, "internal", "the control plane failed to answer; see its log"))
 
 
+BEARER = "bearer"
+"""The OpenAPI security scheme of every authenticated route."""
+_BEARER_SCHEME = SecurityScheme(
+    type="http",
+    scheme="bearer",
+    bearer_format="JWT",
+    description="An access token from POST /v1/auth/token, or an API key (af_<prefix>_<secret>) itself.",
+)
+
+
 async def _services(request: Request[Any, Any, Any]) -> Services:
     services: Services = request.app.state.services
     return services
@@ -86,7 +99,9 @@ def create_app(lifespan: Any) -> Litestar:
             *model_routes.ROUTES,
             *secret_routes.ROUTES,
             *usage_routes.ROUTES,
+            dashboard.router(),
         ],
+        state=State(dashboard.state()),
         dependencies={"services": Provide(_services), "identity": Provide(admit)},
         exception_handlers={
             Problem: _on_problem,
@@ -95,13 +110,22 @@ def create_app(lifespan: Any) -> Litestar:
             HTTPException: _on_http,
             Exception: _on_crash,
         },
-        openapi_config=OpenAPIConfig(title="AgentFlow", version="1.0.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="AgentFlow",
+            version="1.0.0",
+            path="/schema",
+            components=Components(security_schemes={BEARER: _BEARER_SCHEME}),
+        ),
         lifespan=[lifespan],
         logging_config=None,
         debug=False,
     )
     for route in app.routes:
         for handler in getattr(route, "route_handlers", []):
-            if "identity" in handler.parsed_fn_signature.parameters and permission_of(handler.opt) is None:
+            if "identity" not in handler.parsed_fn_signature.parameters:
+                continue
+            if permission_of(handler.opt) is None:
                 raise RuntimeError(f"route {route.path} authenticates but declares no permission")
+            # The OpenAPI document is written on its first request, from each handler's security.
+            handler.security = [{BEARER: []}]
     return app

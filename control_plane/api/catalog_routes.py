@@ -31,6 +31,11 @@ async def list_tools(services: Services, identity: Identity) -> Response[bytes]:
     return await _list_latest(services, store.Kind.TOOL, identity.tenant)
 
 
+@get("/v1/tools/{name:str}/versions", opt={"permission": ("tools", "read")})
+async def list_tool_versions(name: str, services: Services, identity: Identity) -> Response[bytes]:
+    return await _list_versions(services, store.Kind.TOOL, identity.tenant, name)
+
+
 @get("/v1/tools/{name:str}/versions/{version:str}", opt={"permission": ("tools", "read")})
 async def get_tool(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
     return await _get_entry(services, store.Kind.TOOL, identity.tenant, name, version)
@@ -67,6 +72,11 @@ async def list_agents(services: Services, identity: Identity) -> Response[bytes]
     return await _list_latest(services, store.Kind.AGENT, identity.tenant)
 
 
+@get("/v1/agents/{name:str}/versions", opt={"permission": ("agents", "read")})
+async def list_agent_versions(name: str, services: Services, identity: Identity) -> Response[bytes]:
+    return await _list_versions(services, store.Kind.AGENT, identity.tenant, name)
+
+
 @get("/v1/agents/{name:str}/versions/{version:str}", opt={"permission": ("agents", "read")})
 async def get_agent(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
     return await _get_entry(services, store.Kind.AGENT, identity.tenant, name, version)
@@ -91,6 +101,11 @@ async def list_workflows(services: Services, identity: Identity) -> Response[byt
     return await _list_latest(services, store.Kind.WORKFLOW, identity.tenant)
 
 
+@get("/v1/workflows/{name:str}/versions", opt={"permission": ("workflows", "read")})
+async def list_workflow_versions(name: str, services: Services, identity: Identity) -> Response[bytes]:
+    return await _list_versions(services, store.Kind.WORKFLOW, identity.tenant, name)
+
+
 @get("/v1/workflows/{name:str}/versions/{version:str}", opt={"permission": ("workflows", "read")})
 async def get_workflow(name: str, version: str, services: Services, identity: Identity) -> Response[bytes]:
     return await _get_entry(services, store.Kind.WORKFLOW, identity.tenant, name, version)
@@ -98,6 +113,15 @@ async def get_workflow(name: str, version: str, services: Services, identity: Id
 
 async def _list_latest(services: Services, kind: store.Kind, tenant: str) -> Response[bytes]:
     entries = await store.list_latest(services.pool, kind, tenant)
+    return _json({"items": [views.catalog_entry(e) for e in entries]})
+
+
+async def _list_versions(services: Services, kind: store.Kind, tenant: str, name: str) -> Response[bytes]:
+    """Every version of ``name``, highest first; 404 when it has none."""
+    check_name_field("name", name, "name")
+    entries = await store.list_versions(services.pool, kind, tenant, name)
+    if not entries:
+        raise Problem(404, "not-found", f"no {kind.value[:-1]} {name}", "name")
     return _json({"items": [views.catalog_entry(e) for e in entries]})
 
 
@@ -113,11 +137,14 @@ async def _get_entry(services: Services, kind: store.Kind, tenant: str, name: st
 ROUTES = [
     register_tool,
     list_tools,
+    list_tool_versions,
     get_tool,
     apply_workflow,
     list_workflows,
+    list_workflow_versions,
     get_workflow,
     apply_agent,
     list_agents,
+    list_agent_versions,
     get_agent,
 ]

@@ -44,7 +44,7 @@ async def admit(request: Request[Any, Any, Any]) -> Identity:
     try:
         identity, check = await services.auth.identify(authorization)
     except KeyRejected as rejected:
-        if rejected.tenant is not None:
+        if rejected.check.guessed:
             services.brake.failed(source or "unknown")
         actor = f"key:{rejected.prefix}" if rejected.prefix else "anonymous"
         await _failed(request, services, rejected.tenant or UNKNOWN_TENANT, actor)

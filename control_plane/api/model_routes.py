@@ -13,6 +13,7 @@ from bus.messages import encode
 from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.problems import Problem
+from control_plane.api.run_ids import resolve_run_id
 from control_plane.api.scopes import ScopeQuery, acting_in, shown_scope
 from control_plane.gateway import CallContext
 from control_plane.gateway.deployments import Deployment
@@ -121,7 +122,10 @@ async def list_calls(
     run_id: str | None = None,
     limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> Response[bytes]:
-    """The tenant's model calls, newest first (a run's, in order, with ``run_id``), each with its attempts."""
+    """The tenant's model calls, newest first (a run's, in order, with ``run_id``, which may be the start of
+    the run's id), each with its attempts."""
+    if run_id is not None:
+        run_id = await resolve_run_id(services, identity.tenant, run_id)
     rows = await llm_calls.recent(services.pool, identity.tenant, run_id=run_id, limit=limit)
     raw = {"attempts", "prompt", "response"}
     items = [

@@ -39,6 +39,7 @@ _TITLES = {
     "rate-limited": "Too many requests",
     "quota-exceeded": "Quota exceeded",
     "tenant-exists": "Tenant already exists",
+    "last-platform-admin": "The last platform-admin key",
     "idempotency-conflict": "Idempotency key reused with another request",
     "run-finished": "Run already finished",
     "unknown-signal": "Unknown signal",

@@ -23,6 +23,7 @@ from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
 from control_plane.api.answers import source_address
 from control_plane.api.problems import Problem
+from control_plane.api.run_ids import resolve_run_id
 from control_plane.catalog.documents import BatchRequest, RunRequest, SignalRequest, convert
 from control_plane.engine.events import FINAL_EVENT_TYPES
 from control_plane.errors import Refused
@@ -112,9 +113,10 @@ async def list_runs(
     cursor: str | None = None,
     workflow: Annotated[str | None, Parameter(description="NAME or NAME@VERSION", required=False)] = None,
     since: Annotated[str | None, Parameter(description="ISO 8601 time; UTC unless it says", required=False)] = None,
+    until: Annotated[str | None, Parameter(description="ISO 8601 time; UTC unless it says", required=False)] = None,
 ) -> Response[bytes]:
-    """Runs, newest first, of one workflow (version) and created since a time if asked; pass ``next_cursor``
-    back as ``cursor`` (with the same filters) for the next page."""
+    """Runs, newest first, of one workflow (version) and created since a time (and before another) if asked;
+    pass ``next_cursor`` back as ``cursor`` (with the same filters) for the next page."""
     try:
         state = None if run_state is None else RunState(run_state)
     except ValueError:
@@ -134,51 +136,24 @@ async def list_runs(
         limit=limit,
         workflow=name or None,
         version=version or None,
-        since=None if since is None else _moment(since),
+        since=None if since is None else _moment(since, "since"),
+        until=None if until is None else _moment(until, "until"),
     )
     next_cursor = rows[-1].id if len(rows) == limit else None
     return _json({"items": [views.run(r) for r in rows], "next_cursor": next_cursor})
 
 
-def _moment(text: str) -> datetime:
-    """``since`` in UTC (which it is unless it says); a time before the year 1 there is no time."""
+def _moment(text: str, field: str) -> datetime:
+    """``since`` or ``until`` in UTC (which it is unless it says); a time before the year 1 there is no time."""
     try:
         moment = datetime.fromisoformat(text)
         return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise Problem(422, "validation-error", f"invalid since {text!r}: expected an ISO 8601 time", "since") from None
-
-
-_ID_TEMPLATE = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
-_HEX = frozenset("0123456789abcdef")
-
-
-def _is_id_prefix(value: str) -> bool:
-    return 0 < len(value) <= len(_ID_TEMPLATE) and all(
-        char == "-" if shape == "-" else char in _HEX for char, shape in zip(value, _ID_TEMPLATE, strict=False)
-    )
-
-
-async def _run_id(services: Services, tenant: str, given: str) -> str:
-    """The id of the run that ``given`` names: its id, or the start of it if that is one run's only (as
-    Docker takes a container's). 404 when none of the tenant's runs has it; 409 ``ambiguous-id`` when several do."""
-    if subjects.ID_RE.fullmatch(given):
-        return given
-    prefix = given.lower()
-    # Text that cannot start a UUID names no run: answered like any unknown run.
-    matches = await run_reads.match_run_ids(services.pool, tenant, prefix) if _is_id_prefix(prefix) else None
-    if matches is None or matches.count == 0:
-        raise Problem(404, "not-found", f"no run {given}", "id")
-    if matches.id is None:
-        many = (
-            f"more than {run_reads.MATCHES_COUNTED:,}" if matches.count > run_reads.MATCHES_COUNTED else matches.count
-        )
-        raise Problem(409, "ambiguous-id", f"run id prefix {given} matches {many} runs; give more of the id", "id")
-    return matches.id
+        raise Problem(422, "validation-error", f"invalid {field} {text!r}: expected an ISO 8601 time", field) from None
 
 
 async def _run_row(services: Services, tenant: str, given: str) -> RunRow:
-    run_id = await _run_id(services, tenant, given)
+    run_id = await resolve_run_id(services, tenant, given)
     row = await run_reads.get_run(services.pool, tenant, run_id)
     if row is None:
         raise Problem(404, "not-found", f"no run {given}", "id")
@@ -197,7 +172,7 @@ async def cancel_run(
     request: Request[Any, Any, Any], run_id: str, services: Services, identity: Identity
 ) -> Response[bytes]:
     """Cancel a run: its unfinished tasks are marked cancelled and late results are ignored."""
-    run_id = await _run_id(services, identity.tenant, run_id)
+    run_id = await resolve_run_id(services, identity.tenant, run_id)
     row = await services.orchestrator.cancel(identity.tenant, run_id)
     await _audit(request, services, identity, "run.cancel", run_id, "cancelled")
     return _json(views.run(row))
@@ -209,7 +184,7 @@ async def signal_run(
 ) -> Response[bytes]:
     """Send a named signal to a run waiting for it (human in the loop); its data becomes the waiting step's
     output. 409 when the run is not waiting for that signal now."""
-    run_id = await _run_id(services, identity.tenant, run_id)
+    run_id = await resolve_run_id(services, identity.tenant, run_id)
     step = await services.orchestrator.signal(identity.tenant, run_id, data.name, data.data)
     await _audit(request, services, identity, "run.signal", f"{run_id}:{data.name}", "delivered")
     return _json({"run_id": run_id, "signal": data.name, "step": step}, 202)
@@ -227,6 +202,7 @@ async def run_events(
 
     A finished run with no event after ``Last-Event-ID`` answers 204 No Content, which tells an EventSource to
     stop reconnecting; an id past the run's last event is refused (422): no stream could ever reach it.
+
     With ``logs=true``, what its tools write to stderr while they run comes too, as ``log`` events without an
     id: what the last hour kept of it first, then as it is written (a reconnection gives them all again, each
     numbered by ``data.seq`` within its attempt; each task event keeps the tail for the record).
@@ -234,11 +210,11 @@ async def run_events(
     row = await _run_row(services, identity.tenant, run_id)
     after = _resumed_after(last_event_id)
     if after > row.last_seq:
-        detail = f"run {run_id} has no event {after}: its last event is {row.last_seq}"
+        detail = f"run {row.id} has no event {after}: its last event is {row.last_seq}"
         raise Problem(422, "validation-error", detail, "Last-Event-ID")
     if after == row.last_seq and row.state in FINAL_RUN_STATES:
         return Response(b"", status_code=204)
-    stream = _event_stream(services, identity.tenant, row.id, after, logs)
+    stream = event_stream(services, identity.tenant, row.id, after, logs)
     return ServerSentEvent(stream, headers={"Cache-Control": "no-store"})
 
 
@@ -250,9 +226,10 @@ def _resumed_after(last_event_id: str | None) -> int:
     return int(last_event_id)
 
 
-async def _event_stream(
+async def event_stream(
     services: Services, tenant: str, run_id: str, after: int, logs: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
+    """A run's events after ``after``, live, ending after its final one (the dashboard streams them too)."""
     # PostgreSQL is the record; NATS only says "look again", so a lost notification costs at most
     # one poll interval and never a gap.
     keepalive = services.settings.sse_keepalive_seconds
@@ -262,7 +239,8 @@ async def _event_stream(
     try:
         async with contextlib.aclosing(looks):
             async for look in looks:
-                for piece in _tool_logs(look.carried):
+                pieces = _tool_logs(look.carried)
+                for piece in pieces:
                     yield ServerSentEventMessage(data=json_text(views.tool_log(piece)), event="log")
                 rows = await run_reads.events_after(services.pool, tenant, run_id, after)
                 for row in rows:
@@ -270,7 +248,7 @@ async def _event_stream(
                     yield ServerSentEventMessage(data=json_text(views.event(row)), event=row.type, id=row.seq)
                     if row.type in FINAL_EVENT_TYPES:
                         return
-                if rows:
+                if rows or pieces:
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since >= keepalive:
                     # No data, so no event for EventSource; proxies see the connection alive, and the id (the

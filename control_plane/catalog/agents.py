@@ -88,6 +88,10 @@ def problems(spec: AgentSpec) -> list[Invalid]:
     if spec.name in {ref.partition("@")[0] for ref in (*spec.agents, *spec.handoffs)}:
         found.append(Invalid("validation-error", "an agent cannot call or hand off to itself", "agents"))
     offered = {ref.partition("@")[0] for ref in spec.tools}
+    for index, ref in enumerate(spec.agents):
+        if ref.partition("@")[0] in offered:
+            # Both would be offered to the model as one function name.
+            found.append(Invalid("validation-error", f"{ref} is both a tool and an agent", f"agents[{index}]"))
     for index, tool in enumerate(spec.approval):
         if tool not in offered:
             found.append(

@@ -19,6 +19,7 @@ from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
 from control_plane.planning.agent import MODEL_TOOL, AgentLoop, AgentTool, Instructions, compile_instructions
 from control_plane.planning.agent_steps import AgentSteps
 from control_plane.planning.kinds import KINDS, parse_workflow
+from control_plane.planning.planner import Offer, PlanSteps
 from control_plane.planning.problems import child_field
 from registry import catalog as store
 from registry.db import Pool
@@ -31,6 +32,10 @@ BUILTIN_SLEEP = "@sleep"
 BUILTIN_SIGNAL = "@signal"
 BUILTIN_AGENT = "@agent"
 """An agent step's own instance in a workflow (``planning.agent_steps``)."""
+BUILTIN_PLAN = "@plan"
+"""A plan step's own instance (``planning.planner``)."""
+BUILTIN_RECORD = "@record"
+"""What the control plane records already succeeded: a plan step's accepted plan."""
 PINS = "pins"
 """The key of a stored workflow holding the version pinned for each tool named without one (and for each
 agent, under ``agent:<name>``)."""
@@ -92,6 +97,8 @@ class Agent:
     output_validator: jsonschema.protocols.Validator | None
     described: tuple[tuple[Tool, dict[str, Any]], ...]
     """Each tool with its stored document: its description and input schema are what the model is shown."""
+    agent_pins: dict[str, str]
+    """The version pinned for each agent of ``agents`` and ``handoffs`` named without one."""
 
     @property
     def ref(self) -> str:
@@ -123,7 +130,10 @@ def _builtin(name: str) -> Tool:
     )
 
 
-BUILTINS = {name: _builtin(name) for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL, BUILTIN_AGENT)}
+BUILTINS = {
+    name: _builtin(name)
+    for name in (BUILTIN_NOOP, BUILTIN_SLEEP, BUILTIN_SIGNAL, BUILTIN_AGENT, BUILTIN_PLAN, BUILTIN_RECORD)
+}
 MODEL_TURN_SECONDS = 300.0
 """The wall limit of one model turn on a worker: longer than the gateway's deadline for one call."""
 # A model turn: a worker asks the gateway. A lost answer (a control plane or a connection gone mid-call) is
@@ -163,13 +173,14 @@ def schema_problem(validator: jsonschema.protocols.Validator, document: Any, fie
 
 
 def _tool_refs(plan: Plan) -> list[ToolRef]:
-    """Every tool the workflow names: its elements' tools and their compensations."""
+    """Every tool the workflow names: its elements' tools, their compensations and what plan steps offer."""
     refs = []
     for info in plan.steps.values():
         if info.tool is not None:
             refs.append(info.tool)
         if info.compensate is not None:
             refs.append(info.compensate.tool)
+        refs.extend(info.uses)
     return refs
 
 
@@ -347,6 +358,15 @@ class Catalog:
 
     async def agent_workflow(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Workflow:
         """An agent as the engine runs it on its own: a workflow whose plan is the agent loop."""
+        plan, pinned = await self.agent_loop(tenant, name, version, field=field)
+        pinned[(MODEL_TOOL, None)] = BUILTINS[MODEL_TOOL]
+        return Workflow(plan.name, plan.version, "agent", plan, pinned, None, {})
+
+    async def agent_loop(
+        self, tenant: str, name: str, version: str | None, *, field: str = "agent"
+    ) -> tuple[AgentLoop, dict[tuple[str, str | None], Tool]]:
+        """An agent's loop, with its sub-agents' and handoffs' loops (pinned when each was applied, so they
+        never form a cycle), and every tool any of them calls, by (name, pinned version)."""
         agent = await self.agent(tenant, name, version, field=field)
         spec = agent.spec
         tools = {
@@ -360,6 +380,14 @@ class Catalog:
             )
             for tool, described in agent.described
         }
+        pinned: dict[tuple[str, str | None], Tool] = {(tool.name, tool.version): tool for tool in agent.tools.values()}
+        nested: dict[str, dict[str, AgentLoop]] = {"agents": {}, "handoffs": {}}
+        for key, loops in nested.items():
+            for ref in getattr(spec, key):
+                other, _, other_version = ref.partition("@")
+                loop, used = await self.agent_loop(tenant, other, other_version or agent.agent_pins.get(other))
+                loops[other] = loop
+                pinned.update(used)
         plan = AgentLoop(
             name=spec.name,
             version=spec.version,
@@ -372,10 +400,11 @@ class Catalog:
             temperature=spec.temperature,
             max_output_tokens=spec.max_output_tokens,
             check_output=_checker(agent.output_validator, "output"),
+            description=spec.description,
+            agents=nested["agents"],
+            handoffs=nested["handoffs"],
         )
-        pinned: dict[tuple[str, str | None], Tool] = {(tool.name, tool.version): tool for tool in agent.tools.values()}
-        pinned[(MODEL_TOOL, None)] = BUILTINS[MODEL_TOOL]
-        return Workflow(spec.name, spec.version, "agent", plan, pinned, None, {})
+        return plan, pinned
 
     async def agent(self, tenant: str, name: str, version: str | None, *, field: str = "agent") -> Agent:
         version = version or self._cached_latest(store.Kind.AGENT, tenant, name)
@@ -391,6 +420,9 @@ class Catalog:
             tool_name, _, tool_version = ref.partition("@")
             pinned = tool_version or pins.get("tools", {}).get(tool_name)
             tools[tool_name] = tool = await self.tool(tenant, tool_name, pinned)
+            if tool_name in BUILTINS:  # noop: no stored document, nothing to describe
+                described.append((tool, {"description": f"the built-in {tool_name} tool"}))
+                continue
             stored = await self._entry(store.Kind.TOOL, tenant, tool.name, tool.version, "tools")
             described.append((tool, msgspec.json.decode(stored.spec)))
         agent = Agent(
@@ -399,6 +431,7 @@ class Catalog:
             tools=tools,
             output_validator=_validator(spec.output_schema, "output_schema"),
             described=tuple(described),
+            agent_pins=pins.get("agents", {}),
         )
         self._agents[(tenant, entry.name, entry.version)] = agent
         return agent
@@ -438,6 +471,19 @@ class Catalog:
             return parse_workflow(document)
         except WorkflowInvalid as invalid:
             raise _all_of([Invalid("invalid-workflow", p.detail, p.field) for p in invalid.problems]) from None
+
+    async def _offer(self, tenant: str, ref: ToolRef, pins: dict[str, str]) -> Offer:
+        """A tool or agent a plan step offers, pinned, with what its planner is told of it."""
+        if ref.agent:
+            agent = await self.agent(tenant, ref.name, ref.version or pins.get(AGENT_PIN + ref.name))
+            return Offer(agent.spec.name, agent.spec.version, True, agent.spec.description)
+        tool = await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
+        if tool.name in BUILTINS:
+            return Offer(tool.name, tool.version, False)
+        stored = msgspec.json.decode(
+            (await self._entry(store.Kind.TOOL, tenant, tool.name, tool.version, ref.field)).spec
+        )
+        return Offer(tool.name, tool.version, False, stored.get("description", ""), stored.get("input_schema"))
 
     # --- resolution --------------------------------------------------------------------------------
 
@@ -483,13 +529,23 @@ class Catalog:
         agent_pins: dict[tuple[str, str | None], str] = {}
         for ref in _tool_refs(plan):
             if not ref.agent:
-                tools[(ref.name, ref.version)] = await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
+                tool = await self.tool(tenant, ref.name, ref.version or pins.get(ref.name))
+                # Plans call the pinned version: by it too.
+                tools[(ref.name, ref.version)] = tools[(tool.name, tool.version)] = tool
                 continue
             run = await self.agent_workflow(tenant, ref.name, ref.version or pins.get(AGENT_PIN + ref.name))
             assert isinstance(run.plan, AgentLoop)
-            agent_pins[(ref.name, ref.version)] = run.ref
+            agent_pins[(ref.name, ref.version)] = agent_pins[(ref.name, run.version)] = run.ref
             loops[run.ref] = run.plan
             tools.update(run.tools)
+        offers = {
+            (ref.name, ref.version, ref.agent): await self._offer(tenant, ref, pins)
+            for info in plan.steps.values()
+            if info.uses and info.tool is not None
+            for ref in (info.tool, *info.uses)
+        }
+        if offers:
+            plan = PlanSteps(plan, loops, offers)
         if loops:
             plan = AgentSteps(plan, loops, agent_pins)
         workflow = Workflow(

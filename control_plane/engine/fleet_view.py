@@ -2,7 +2,8 @@
 
 Follows the heartbeats (``bus.Fleet.watch``). A worker that stops deletes its heartbeat and is forgotten. A
 worker silent for the heartbeat's TTL is asked about in the bucket itself (the authority on expiry); if its
-heartbeat expired, it died, and every task attempt its last heartbeat listed is given up as ``lost``: the
+heartbeat expired, it died, and every task attempt it held is given up as ``lost`` — those its last heartbeat
+listed and those recorded as started by it (its start notices: a task taken after its last heartbeat) —: the
 orchestrator moves the task to its next attempt at once (the old attempt is fenced: its result, should it
 come, is not the current attempt's and changes nothing), and the old task message is withdrawn from the
 stream so that no worker runs it again. An attempt another live worker now holds (JetStream redelivered it
@@ -23,6 +24,8 @@ from bus.messages import Heartbeat, Held, Result
 from bus.streams import withdraw_task
 from control_plane.engine.orchestrator import Orchestrator
 from control_plane.errors import Conflict
+from registry import runs
+from registry.db import Pool
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,8 @@ RETRY_WATCH_SECONDS = 1.0
 
 
 class FleetView:
-    def __init__(self, bus: Bus, fleet: Fleet, orchestrator: Orchestrator) -> None:
+    def __init__(self, pool: Pool, bus: Bus, fleet: Fleet, orchestrator: Orchestrator) -> None:
+        self._pool = pool
         self._bus = bus
         self._fleet = fleet
         self._orchestrator = orchestrator
@@ -106,8 +110,13 @@ class FleetView:
                 await self._recover(beat)
 
     async def _recover(self, beat: Heartbeat) -> None:
+        held = {(h.task_id, h.attempt): h for h in beat.holding}
+        for task in await runs.running_on(self._pool, beat.tenant, beat.worker_id):
+            if (task.id, task.attempt) not in held:
+                seq = task.message_seq or 0
+                held[task.id, task.attempt] = Held(run_id=task.run_id, task_id=task.id, attempt=task.attempt, seq=seq)
         held_by_others = {(h.task_id, h.attempt) for other, _ in self._beats.values() for h in other.holding}
-        lost = [held for held in beat.holding if (held.task_id, held.attempt) not in held_by_others]
+        lost = [h for key, h in held.items() if key not in held_by_others]
         log.warning(
             "worker %s of tenant %s stopped sending heartbeats; retrying the %d task(s) it held",
             beat.worker_id,
@@ -116,11 +125,16 @@ class FleetView:
         )
         if not lost:
             return
-        await self._orchestrator.apply([lost_result(beat, held) for held in lost])
+        await self._orchestrator.apply([lost_result(beat, h) for h in lost])
         # Only after the next attempts are committed: withdrawn first, a crash here would leave a task nobody runs.
-        for held in lost:
-            if held.seq:
-                await withdraw_task(self._bus, held.seq)
+        for h in lost:
+            if not h.seq:
+                continue
+            try:
+                await withdraw_task(self._bus, h.seq)
+            except Exception as error:
+                # Then JetStream redelivers it after the ack wait, and the result of that old attempt is ignored.
+                log.warning("could not withdraw task %s attempt %d from the stream: %s", h.task_id, h.attempt, error)
 
 
 def lost_result(beat: Heartbeat, held: Held) -> Result:

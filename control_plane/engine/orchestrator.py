@@ -26,7 +26,7 @@ from bus.messages import Released, Result, Started, decode_report, json_text
 from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
 from control_plane import metrics
 from control_plane.catalog.documents import RetrySpec, check_name_field
-from control_plane.catalog.resolver import BUILTIN_AGENT, Catalog, Tool, Workflow, schema_problem
+from control_plane.catalog.resolver import BUILTIN_AGENT, BUILTIN_PLAN, Catalog, Tool, Workflow, schema_problem
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
 from control_plane.engine.events import EventLog, outgoing
 from control_plane.engine.run_cache import RunCache
@@ -333,8 +333,8 @@ class Orchestrator:
                 msgspec.json.decode(t.output) if t.output is not None else None,
                 t.error,
                 t.element,
-                # An agent step's loop is rebuilt from the agent and input its own instance recorded.
-                msgspec.json.decode(t.input) if t.tool_name == BUILTIN_AGENT else None,
+                # An agent (or plan) step's loop is rebuilt from what its own instance recorded.
+                msgspec.json.decode(t.input) if t.tool_name in (BUILTIN_AGENT, BUILTIN_PLAN) else None,
             )
             for t in run.tasks
         }
@@ -476,7 +476,9 @@ def _mark_progress(
     task.state = TaskState.RUNNING if started else TaskState.QUEUED
     task.worker_id = notice.worker_id
     task.started_at = notice.started_at if isinstance(notice, Started) else None
-    change.update_task(_as_known(run, task))
+    # Which message the worker holds, should it die running it (see engine.fleet_view).
+    seq = (notice.seq or None) if isinstance(notice, Started) else None
+    change.update_task(msgspec.structs.replace(_as_known(run, task), message_seq=seq))
     data = {"task_id": task.id, "step": task.step, "attempt": task.attempt, "worker_id": notice.worker_id}
     events.add("task.started" if started else "task.released", data)
 

@@ -15,11 +15,19 @@ import msgspec
 
 from bus.messages import Result, encode, json_text
 from bus.states import TaskState
-from control_plane.catalog.resolver import BUILTIN_AGENT, BUILTIN_SIGNAL, BUILTIN_SLEEP, BUILTIN_VERSION, Tool
+from control_plane.catalog.resolver import (
+    BUILTIN_AGENT,
+    BUILTIN_PLAN,
+    BUILTIN_RECORD,
+    BUILTIN_SIGNAL,
+    BUILTIN_SLEEP,
+    BUILTIN_VERSION,
+    Tool,
+)
 from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch
 from control_plane.engine.ids import new_id
 from control_plane.engine.working import WorkingTask
-from control_plane.planning import AwaitSignal, RunAgent, Sleep, Start, ToolCall
+from control_plane.planning import AwaitSignal, Record, RunAgent, RunPlan, Sleep, Start, ToolCall
 from registry import runs
 
 
@@ -63,12 +71,19 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
         )
     detail: dict[str, Any]
     due: float | None
+    state, output = TaskState.QUEUED, None
     if isinstance(action, Sleep):
         name, detail, due = BUILTIN_SLEEP, {"seconds": action.seconds}, now + action.seconds
         event = "timer.started"
     elif isinstance(action, RunAgent):
         # Settled by the planning of its loop (agent_steps), never by a timer or a worker.
         name, detail, due, event = BUILTIN_AGENT, action.input_record(), None, "agent.started"
+    elif isinstance(action, RunPlan):
+        # Settled by the planning of its plan (planner), like an agent step.
+        name, detail, due, event = BUILTIN_PLAN, action.input_record(), None, "plan.started"
+    elif isinstance(action, Record):
+        name, detail, due, event = BUILTIN_RECORD, {}, None, "plan.recorded"
+        state, output = TaskState.SUCCEEDED, json_text(action.output)
     else:
         assert isinstance(action, AwaitSignal)
         name, detail = BUILTIN_SIGNAL, {"signals": list(action.signals), "timeout_seconds": action.timeout_seconds}
@@ -86,8 +101,11 @@ def plan_instance(tenant: str, run_id: str, start: Start, tool: Tool | None, now
         start_by=due,
         element=element,
         published=True,
+        state=state,
+        output=output,
     )
-    return Planned(task=task, dispatch=None, event=event, data={**data, **detail})
+    shown = {"plan": action.output} if isinstance(action, Record) else detail
+    return Planned(task=task, dispatch=None, event=event, data={**data, **shown})
 
 
 class _Waiting(msgspec.Struct, frozen=True):

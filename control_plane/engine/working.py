@@ -32,7 +32,7 @@ class WorkingTask(msgspec.Struct, kw_only=True):
 
     @classmethod
     def new(cls, task: NewTask) -> "WorkingTask":
-        """A task as just recorded: first attempt, queued."""
+        """A task as just recorded: first attempt, queued (or recorded succeeded)."""
         return cls(
             id=task.id,
             step=task.step,
@@ -40,8 +40,8 @@ class WorkingTask(msgspec.Struct, kw_only=True):
             tool_version=task.tool_version,
             queue=task.queue,
             attempt=1,
-            state=TaskState.QUEUED,
-            output=None,
+            state=TaskState(task.state),
+            output=task.output,
             error=None,
             input=task.input,
             element=task.element or task.step,

@@ -5,8 +5,10 @@ of task and run states, itself standard-library only). A planner parses a workfl
 is applied, and then decides the same way every time it is shown the same records, so a run can be
 replayed from what is recorded.
 Three kinds share one interface (model.Plan): DAG (dag.py), finite-state machine (fsm.py) and behavior
-tree (bt.py); conditions are written in a small safe language (expr.py) and step inputs are templates
-(paths.py); compensation (saga.py) is the same for all three. ``kinds`` picks the planner of a document.
+tree (bt.py); agent steps (agent_steps.py) and plan steps (planner.py), whose work the control plane keeps
+under their keys (kept.py), layer over them; conditions are written in a small safe language (expr.py)
+and step inputs are templates (paths.py); compensation (saga.py) is the same for all three.
+``kinds`` picks the planner of a document.
 """
 
 from control_plane.planning.model import (
@@ -14,9 +16,12 @@ from control_plane.planning.model import (
     AwaitSignal,
     Compensation,
     Decision,
+    MakePlan,
     Plan,
+    Record,
     RunAgent,
     RunOutcome,
+    RunPlan,
     Settle,
     Sleep,
     Start,
@@ -34,11 +39,14 @@ __all__ = [
     "AwaitSignal",
     "Compensation",
     "Decision",
+    "MakePlan",
     "Path",
     "PathError",
     "Plan",
+    "Record",
     "RunAgent",
     "RunOutcome",
+    "RunPlan",
     "Settle",
     "Sleep",
     "SpecProblem",

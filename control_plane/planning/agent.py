@@ -9,14 +9,25 @@ each turn's assistant message followed by its tool results — so a control plan
 continues it from PostgreSQL, and a key once started is never started again: no finished model call or
 tool call is repeated.
 
-- A turn whose message has no tool calls is the final answer. With an output schema, its content must be
-  JSON the schema accepts; on a mismatch the model gets one repair turn naming the problem, then the run
-  fails with it.
+- A turn whose message has no tool calls is the final answer. With an output check (the output schema, or
+  a plan step's plan validator), its content must be JSON the check accepts; on a mismatch the model gets
+  one repair turn naming the problem, then the run fails with it.
 - A tool call naming a tool the agent does not have, or arguments that are not JSON or fail the tool's
   input schema, is not run: the problem goes back to the model as that call's result. Three turns in a row
   whose calls were all invalid fail the run.
 - The loop fails with ``max-turns`` when the last allowed turn still asks for tools, and when the turns'
   tokens pass the agent's ``max_tokens``.
+- **Sub-agents** (``agents``) are offered to the model as functions named for them, taking ``{"input": any}``.
+  A call to one is an instance the control plane keeps (``RunAgent``, recording the sub-agent and its
+  input) at ``turn-<n>/call-<i>``, and the sub-agent's own loop runs keyed under it
+  (``turn-<n>/call-<i>/turn-<m>``..., at any depth, rebuilt from the records like the rest); when that loop
+  ends the call is settled with its final answer, or with ``{"error": ...}`` when it failed (max-turns, say)
+  — the caller's model gets the result either way, and carries on.
+- **Handoffs** (``handoffs``) are offered as functions ``handoff_to_<name>``. A turn calling one ends the
+  current agent's part (its other calls are not run): the agent handed to carries on with the transcript
+  so far under its own instructions (the system message), tools, limits and output check, its turns
+  numbered on (``turn-<n+1>``...), each turn's request naming the agent that answers it. The run's answer is
+  the last agent's.
 
 Pure like the other planners: checkers of schemas come in as functions (the catalog builds them).
 """
@@ -26,11 +37,22 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bus.states import RunState, TaskState
-from control_plane.planning.model import FINISHED, Decision, RunOutcome, Start, StepInfo, StepState, ToolCall, ToolRef
+from control_plane.planning.model import (
+    FINISHED,
+    Decision,
+    RunAgent,
+    RunOutcome,
+    Settle,
+    Start,
+    StepInfo,
+    StepState,
+    ToolCall,
+    ToolRef,
+)
 from control_plane.planning.model import failed as fail
 from control_plane.planning.paths import Path, PathError, parse_path
 
@@ -39,6 +61,11 @@ MODEL_TOOL = "@model"
 TURN = "turn"
 """The element every turn is an instance of (its retry policy is the ``@model`` tool's)."""
 INVALID_CALLS_LIMIT = 3
+HANDOFF = "handoff_to_"
+"""The prefix of the function that hands the conversation to an agent of ``handoffs``."""
+SUB_AGENT_PARAMETERS = {"type": "object", "properties": {"input": {}}, "required": ["input"]}
+"""A sub-agent's function: its input, any JSON, is the sub-agent's first user message."""
+_NO_PARAMETERS: Mapping[str, Any] = {"type": "object", "properties": {}}
 PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 """``{{$.input.x}}`` in instructions: a path, rendered as text (a string as it is, anything else as JSON)."""
 
@@ -84,10 +111,7 @@ class AgentTool:
     check: Check | None = None
 
     def function(self) -> dict[str, Any]:
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": dict(self.parameters)},
-        }
+        return _function(self.name, self.description, self.parameters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +129,19 @@ class AgentLoop:
     temperature: float | None = None
     max_output_tokens: int | None = None
     check_output: Check | None = None
+    description: str = ""
+    agents: Mapping[str, AgentLoop] = field(default_factory=dict)
+    """The agents it may call as tools, by name."""
+    handoffs: Mapping[str, AgentLoop] = field(default_factory=dict)
+    """The agents it may hand the conversation to, by name."""
 
     @property
     def kind(self) -> str:
         return "agent"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
 
     @property
     def steps(self) -> Mapping[str, StepInfo]:
@@ -124,66 +157,105 @@ class AgentLoop:
         return frozenset()
 
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
+        agent = self
         try:
-            system = self.instructions.render({"input": run_input})
+            system = agent.instructions.render({"input": run_input})
         except PathError as exc:
             return fail(f"instructions: {exc}")
         messages: list[dict[str, Any]] = [
             {"role": "system", "content": system},
             {"role": "user", "content": _text(run_input)},
         ]
-        tokens, invalid_turns, repaired = 0, 0, False
+        settled: list[Settle] = []
+        # Each agent's limits count its own turns, from the turn the conversation was handed to it.
+        turns, tokens, invalid_turns, repaired = 0, 0, 0, False
         turn = 1
         while True:
             key = f"turn-{turn}"
             state = states.get(key)
             if state is None:
-                if turn > self.max_turns:
-                    return fail(f"max-turns: the agent still asked for tools after {self.max_turns} turns")
-                return Decision((Start(key, TURN, self._turn(messages)),), None)
+                if turns >= agent.max_turns:
+                    return fail(f"max-turns: the agent still asked for tools after {agent.max_turns} turns")
+                return Decision((Start(key, TURN, agent._turn(messages)),), None, tuple(settled))
             if state.state not in FINISHED:
-                return Decision((), None)
+                return Decision((), None, tuple(settled))
             if state.state != TaskState.SUCCEEDED:
                 return fail(f"turn {turn}: {state.error or state.state}")
+            turns += 1
             answer = state.output if isinstance(state.output, dict) else {}
             message = answer.get("message") if isinstance(answer.get("message"), dict) else None
             if message is None:
                 return fail(f"turn {turn}: the model's answer holds no message")
             tokens += _tokens(answer.get("usage"))
-            if self.max_tokens is not None and tokens > self.max_tokens:
-                return fail(f"max-tokens: the turns used {tokens} tokens, over the agent's {self.max_tokens}")
+            if agent.max_tokens is not None and tokens > agent.max_tokens:
+                return fail(f"max-tokens: the turns used {tokens} tokens, over the agent's {agent.max_tokens}")
             messages.append(_assistant(message))
             calls = message.get("tool_calls") or []
             if not calls:
-                final, problem = self._final(message.get("content"))
+                final, problem = agent._final(message.get("content"))
                 if problem is None:
-                    return Decision((), RunOutcome(RunState.SUCCEEDED, final, None))
+                    return Decision((), RunOutcome(RunState.SUCCEEDED, final, None), tuple(settled))
                 if repaired:
-                    return fail(f"output_schema: {problem}")
+                    return fail(f"final answer: {problem}")
                 repaired = True
                 messages.append({"role": "user", "content": _repair(problem)})
                 turn += 1
                 continue
-            starts, waiting, results, all_invalid = self._calls(key, calls, states)
+            handed = agent._handoff(calls)
+            if handed is not None:
+                target, results = handed
+                agent = agent.handoffs[target]
+                try:
+                    messages[0] = {"role": "system", "content": agent.instructions.render({"input": run_input})}
+                except PathError as exc:
+                    return fail(f"instructions of {target}: {exc}")
+                messages.extend(results)
+                turns, tokens, invalid_turns, repaired = 0, 0, 0, False
+                turn += 1
+                continue
+            starts, waiting, results, all_invalid = agent._calls(key, calls, states, settled)
             if starts or waiting:
-                return Decision(tuple(starts), None)
+                return Decision(tuple(starts), None, tuple(settled))
             invalid_turns = invalid_turns + 1 if all_invalid else 0
             if invalid_turns >= INVALID_CALLS_LIMIT:
                 return fail(f"{INVALID_CALLS_LIMIT} turns in a row asked only for invalid tool calls")
             messages.extend(results)
             turn += 1
 
+    def _handoff(self, calls: list[Any]) -> tuple[str, list[dict[str, Any]]] | None:
+        """The agent the first handoff call of a turn names, with every call's result; None: no handoff."""
+        names = [_function_name(call) for call in calls]
+        chosen = next(
+            (i for i, name in enumerate(names) if name.startswith(HANDOFF) and name[len(HANDOFF) :] in self.handoffs),
+            None,
+        )
+        if chosen is None:
+            return None
+        target = names[chosen][len(HANDOFF) :]
+        not_run = {"error": f"not run: the conversation was handed to {target}"}
+        results = [
+            _tool_message(_call_id(call), {"handoff": target} if index == chosen else not_run)
+            for index, call in enumerate(calls)
+        ]
+        return target, results
+
     def _turn(self, messages: list[dict[str, Any]]) -> ToolCall:
         body: dict[str, Any] = {"model": self.model, "messages": messages}
-        if self.tools:
-            body["tools"] = [tool.function() for tool in self.tools.values()]
+        functions = [tool.function() for tool in self.tools.values()]
+        functions += [_function(name, agent.description, SUB_AGENT_PARAMETERS) for name, agent in self.agents.items()]
+        functions += [
+            _function(f"{HANDOFF}{name}", f"Hand the conversation to {name}: {agent.description}", _NO_PARAMETERS)
+            for name, agent in self.handoffs.items()
+        ]
+        if functions:
+            body["tools"] = functions
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_output_tokens is not None:
             body["max_tokens"] = self.max_output_tokens
         if self.check_output is not None:
             body["response_format"] = {"type": "json_object"}
-        return ToolCall(MODEL_TOOL, None, self.model_queue, {"agent": f"{self.name}@{self.version}", "body": body})
+        return ToolCall(MODEL_TOOL, None, self.model_queue, {"agent": self.ref, "body": body})
 
     def _final(self, content: Any) -> tuple[Any, str | None]:
         """The final answer (parsed JSON when there is an output schema) and what is wrong with it."""
@@ -196,10 +268,11 @@ class AgentLoop:
         return value, self.check_output(value)
 
     def _calls(
-        self, key: str, calls: list[Any], states: Mapping[str, StepState]
+        self, key: str, calls: list[Any], states: Mapping[str, StepState], settled: list[Settle]
     ) -> tuple[list[Start], bool, list[dict[str, Any]], bool]:
         """The calls of turn ``key``: those to start, whether any is running, the tool messages of the
-        finished ones, and whether every call was invalid."""
+        finished ones, and whether every call was invalid; sub-agent calls whose loops end now go to
+        ``settled``."""
         starts: list[Start] = []
         waiting, all_invalid = False, True
         results: list[dict[str, Any]] = []
@@ -209,10 +282,12 @@ class AgentLoop:
                 results.append(_tool_message(call_id, {"error": problem}))
                 continue
             all_invalid = False
-            tool = self.tools[name]
             call_key = f"{key}/call-{index}"
             state = states.get(call_key)
+            if name in self.agents and (state is None or state.state not in FINISHED):
+                state = self._sub_agent(call_key, name, arguments["input"], state, states, starts, settled)
             if state is None:
+                tool = self.tools[name]
                 starts.append(Start(call_key, tool.name, ToolCall(tool.name, tool.version, tool.queue, arguments)))
             elif state.state not in FINISHED:
                 waiting = True
@@ -222,25 +297,88 @@ class AgentLoop:
                 results.append(_tool_message(call_id, {"error": state.error or str(state.state)}))
         return starts, waiting, results, all_invalid
 
+    def _sub_agent(
+        self,
+        key: str,
+        name: str,
+        sub_input: Any,
+        state: StepState | None,
+        states: Mapping[str, StepState],
+        starts: list[Start],
+        settled: list[Settle],
+    ) -> StepState:
+        """A call to sub-agent ``name`` at ``key``, not finished before this decision: its loop's next move
+        (with the call's own instance, when it begins) and the call's state after it."""
+        agent = self.agents[name]
+        decision = nested_decision(agent, key, name, sub_input, states)
+        if decision.outcome is None:
+            if state is None:
+                starts.append(Start(key, name, RunAgent(agent.ref, sub_input)))
+            starts.extend(decision.start)
+            settled.extend(decision.settle)
+            return StepState(TaskState.RUNNING, step=name)
+        outcome = decision.outcome
+        if state is None:
+            # It ended before it began (its instructions cannot be rendered): never recorded, and the
+            # same records end it the same way again.
+            return StepState(TaskState.FAILED, None, outcome.error, name)
+        settle = (
+            Settle(key, TaskState.SUCCEEDED, outcome.output, None)
+            if outcome.state == RunState.SUCCEEDED
+            else Settle(key, TaskState.FAILED, None, outcome.error)
+        )
+        settled.extend((*decision.settle, settle))
+        return StepState(settle.state, settle.output, settle.error, name)
+
     def _call(self, call: Any) -> tuple[str, str, Any, str | None]:
-        """(id, tool name, arguments, problem) of one tool call the model asked for."""
+        """(id, tool or sub-agent name, arguments, problem) of one tool call the model asked for."""
         function = call.get("function") if isinstance(call, dict) else None
-        call_id = str(call.get("id", "")) if isinstance(call, dict) else ""
+        call_id = _call_id(call)
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             return call_id, "", None, "a tool call needs a function with a name"
         name = function["name"]
         tool = self.tools.get(name)
-        if tool is None:
-            offered = ", ".join(self.tools) or "none"
+        if tool is None and name not in self.agents:
+            offered = ", ".join([*self.tools, *self.agents]) or "none"
             return call_id, name, None, f"there is no tool {name!r} (the tools are: {offered})"
         raw = function.get("arguments") or "{}"
         try:
             arguments = json.loads(raw) if isinstance(raw, str) else raw
         except json.JSONDecodeError as exc:
             return call_id, name, None, f"the arguments of {name} are not JSON ({exc.msg})"
-        if tool.check is not None and (problem := tool.check(arguments)):
+        if tool is None:
+            if not isinstance(arguments, dict) or "input" not in arguments:
+                return call_id, name, None, f'the arguments of {name} need its input, as {{"input": ...}}'
+        elif tool.check is not None and (problem := tool.check(arguments)):
             return call_id, name, None, f"the arguments of {name} do not match its input schema: {problem}"
         return call_id, name, arguments, None
+
+
+def nested_decision(
+    loop: AgentLoop, key: str, element: str, loop_input: Any, states: Mapping[str, StepState]
+) -> Decision:
+    """The next move of an agent loop run under ``key``: its instances are keyed ``<key>/turn-<n>...`` and
+    are instances of the elements ``<element>/turn``, ``<element>/<tool>``..."""
+    prefix = f"{key}/"
+    own = {k[len(prefix) :]: s for k, s in states.items() if k.startswith(prefix)}
+    decision = loop.decide(loop_input, own)
+    starts = tuple(Start(prefix + s.key, f"{element}/{s.step}", s.action) for s in decision.start)
+    settled = tuple(Settle(prefix + s.key, s.state, s.output, s.error) for s in decision.settle)
+    return Decision(starts, decision.outcome, settled)
+
+
+def _function(name: str, description: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": dict(parameters)}}
+
+
+def _function_name(call: Any) -> str:
+    function = call.get("function") if isinstance(call, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _call_id(call: Any) -> str:
+    return str(call.get("id", "")) if isinstance(call, dict) else ""
 
 
 def _assistant(message: Mapping[str, Any]) -> dict[str, Any]:
@@ -255,7 +393,7 @@ def _tool_message(call_id: str, content: Any) -> dict[str, Any]:
 
 
 def _repair(problem: str) -> str:
-    return f"Your answer does not match the required output schema: {problem}. Answer again with JSON only."
+    return f"Your answer was not accepted: {problem}. Answer again with JSON only."
 
 
 def _tokens(usage: Any) -> int:

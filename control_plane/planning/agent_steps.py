@@ -20,74 +20,34 @@ from dataclasses import dataclass
 from typing import Any
 
 from bus.states import RunState, TaskState
-from control_plane.planning.agent import AgentLoop
-from control_plane.planning.model import (
-    FINISHED,
-    Decision,
-    Plan,
-    RunAgent,
-    RunOutcome,
-    Settle,
-    Start,
-    StepInfo,
-    StepState,
-    ToolCall,
-)
+from control_plane.planning.agent import AgentLoop, nested_decision
+from control_plane.planning.kept import Layer, layered
+from control_plane.planning.model import Decision, RunAgent, RunOutcome, Start, StepState, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
-class AgentSteps:
+class AgentSteps(Layer):
     """A workflow's plan with its agent steps run as agent loops (the ``Plan`` protocol)."""
 
-    plan: Plan
     loops: Mapping[str, AgentLoop]
     """Each agent the workflow runs, by its pinned ``name@version``."""
     pins: Mapping[tuple[str, str | None], str]
     """The pinned ``name@version`` of each agent as the workflow names it (name, version or None)."""
 
-    @property
-    def kind(self) -> str:
-        return self.plan.kind
-
-    @property
-    def steps(self) -> Mapping[str, StepInfo]:
-        return self.plan.steps
-
-    @property
-    def signals(self) -> frozenset[str]:
-        return self.plan.signals
-
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
-        agents = {key: state for key, state in states.items() if state.input is not None}
-        inner = {key: state for key, state in states.items() if not _in_loop(key, agents)}
-        starts: list[Start] = []
-        settled: list[Settle] = []
-        for key, state in agents.items():
-            if state.state in FINISHED:
-                continue
-            decision = self._loop(key, state, states)
-            starts.extend(decision.start)
-            if decision.outcome is not None:
-                output, error = decision.outcome.output, decision.outcome.error
-                if decision.outcome.state == RunState.SUCCEEDED:
-                    settled.append(Settle(key, TaskState.SUCCEEDED, output, error))
-                else:
-                    settled.append(Settle(key, TaskState.FAILED, output, error))
-                inner[key] = StepState(settled[-1].state, output, error, state.step, state.input)
-        decision = self.plan.decide(run_input, inner)
-        if decision.outcome is not None:
-            return Decision((), decision.outcome, tuple(settled))
-        for start in decision.start:
-            starts.extend(self._begin(start) if _is_agent_call(start) else (start,))
-        return Decision(tuple(starts), None, tuple(settled))
+        return layered(self.plan, run_input, states, is_agent_record, self._loop, self._begin)
 
-    def _begin(self, start: Start) -> list[Start]:
+    def _begin(self, start: Start) -> Decision:
         """An agent step the planner asks for: its own instance, and its loop's first turn."""
-        assert isinstance(start.action, ToolCall)
+        if not isinstance(start.action, ToolCall) or not start.action.agent:
+            return Decision((start,), None)
         ref = self.pins[(start.action.tool, start.action.tool_version)]
         agent = RunAgent(ref, start.action.input)
         record = StepState(TaskState.QUEUED, step=start.step, input=agent.input_record())
-        return [Start(start.key, start.step, agent), *self._loop(start.key, record, {}).start]
+        first = self._loop(start.key, record, {})
+        return (
+            first if first.outcome is not None else Decision((Start(start.key, start.step, agent), *first.start), None)
+        )
 
     def _loop(self, key: str, state: StepState, states: Mapping[str, StepState]) -> Decision:
         """The next move of agent step ``key``'s loop, over its own instances (their keys under it)."""
@@ -97,18 +57,9 @@ class AgentSteps:
             return Decision(
                 (), RunOutcome(RunState.FAILED, None, f"agent step {key!r} names no agent of this workflow")
             )
-        prefix = f"{key}/"
-        own = {k[len(prefix) :]: s for k, s in states.items() if k.startswith(prefix)}
-        decision = loop.decide(recorded.get("input"), own)
-        element = state.step or key
-        starts = tuple(Start(prefix + s.key, f"{element}/{s.step}", s.action) for s in decision.start)
-        return Decision(starts, decision.outcome)
+        return nested_decision(loop, key, state.step or key, recorded.get("input"), states)
 
 
-def _is_agent_call(start: Start) -> bool:
-    return isinstance(start.action, ToolCall) and start.action.agent
-
-
-def _in_loop(key: str, agents: Mapping[str, StepState]) -> bool:
-    """Whether ``key`` is an instance of an agent step's loop (keyed under it)."""
-    return any(key.startswith(f"{agent}/") for agent in agents)
+def is_agent_record(state: StepState) -> bool:
+    """Whether ``state`` is an agent step's own instance (``RunAgent.input_record``)."""
+    return isinstance(state.input, dict) and "agent" in state.input

@@ -40,6 +40,11 @@ does not fall back), its fallback instance starts, keyed ``<key>.fallback``, its
 ``<step>.fallback`` (a step name has no ``.``, so none clashes). Its output stands in for the step's; if it
 fails too, so does the step. ``queue`` defaults to ``default`` and ``input`` to the step's own input.
 
+``plan: {agent, goal, tools, agents}`` instead of ``tool``, ``queue`` and ``retry``: a plan step (see
+planner.py). Its planning agent (``agent``) is asked for a DAG reaching ``goal`` (a template) that uses only
+the ``tools`` and ``agents`` listed (at least one); the plan reads the step's ``input`` as its ``$.input``,
+and the step's output is the plan's output.
+
 ``loop: {steps: [...], until: "<condition>", max_iterations: N}`` instead of ``tool``, ``queue``,
 ``input``, ``retry`` and ``compensate``: a bounded loop. Its steps are written like any step, but need
 only each other (loops do not nest); they may read what the loop step may, besides. Iteration i (from 1) runs them keyed
@@ -66,6 +71,7 @@ from control_plane.planning.expr import Condition, compile_condition
 from control_plane.planning.fields import (
     NAME,
     QUEUE,
+    TOOL,
     Shape,
     check_keys,
     read_call,
@@ -75,10 +81,12 @@ from control_plane.planning.fields import (
     read_string,
     read_target,
     read_template,
+    read_tool,
 )
 from control_plane.planning.model import (
     FAILURES,
     Decision,
+    MakePlan,
     RunOutcome,
     Start,
     StepInfo,
@@ -104,9 +112,11 @@ _STEP_KEYS = (
     "continue_on_failure",
     "fallback",
     "loop",
+    "plan",
 )
 _LOOP_STEP_KEYS = ("name", "needs", "loop", "when", "continue_on_failure", "fallback")
 _LOOP_KEYS = ("steps", "until", "max_iterations")
+_PLAN_KEYS = ("agent", "goal", "tools", "agents")
 _FALLBACK = ".fallback"
 # What a loop step's fallback is given when it names no input: a loop has no input of its own.
 _RUN_INPUT = compile_template("$.input", "input")
@@ -119,6 +129,18 @@ class Call:
     tool: ToolRef
     queue: str
     input: Template
+
+
+@dataclass(frozen=True, slots=True)
+class PlanCall:
+    """A plan step: its planning agent, its goal and the plan's input (rendered when it starts), and the
+    tools and agents the plan may use."""
+
+    planner: ToolRef
+    goal: Template
+    input: Template
+    tools: tuple[ToolRef, ...]
+    agents: tuple[ToolRef, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +158,7 @@ class DagStep:
 
     name: str
     needs: frozenset[str]
-    does: Call | Loop
+    does: Call | Loop | PlanCall
     when: Condition | None = None
     continue_on_failure: bool = False
     fallback: Call | None = None
@@ -268,6 +290,9 @@ def _outcome(
         return {"output": None}
     if isinstance(step.does, Loop):
         return _run_loop(step, step.does, key, context, states, starts)
+    if isinstance(step.does, PlanCall):
+        starts.append(_ask_plan(key, step.name, step.does, context))
+        return None
     starts.append(_start(key, step.name, step.does, context))
     return None
 
@@ -307,6 +332,14 @@ def _start(key: str, name: str, call: Call, context: Mapping[str, Any]) -> Start
     except PathError as exc:
         raise _InputError(f"step {name!r} input: {exc}") from None
     return Start(key, name, ToolCall(call.tool.name, call.tool.version, call.queue, rendered, call.tool.agent))
+
+
+def _ask_plan(key: str, name: str, plan: PlanCall, context: Mapping[str, Any]) -> Start:
+    try:
+        goal, rendered = plan.goal.render(context), plan.input.render(context)
+    except PathError as exc:
+        raise _InputError(f"step {name!r} input: {exc}") from None
+    return Start(key, name, MakePlan(plan.planner, goal, rendered, plan.tools, plan.agents))
 
 
 def _run_loop(
@@ -350,7 +383,7 @@ class _Draft:
     field: str
     name: str | None = None
     needs: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (field, step name)
-    call: Call | None = None
+    call: Call | PlanCall | None = None
     loop: _LoopDraft | None = None
     when: Condition | None = None
     continue_on_failure: bool = False
@@ -411,7 +444,9 @@ def _read_step(field: str, raw: Any, problems: list[SpecProblem], *, in_loop: bo
     draft.needs = _read_needs(raw, field, problems)
     draft.when = _read_condition(raw, "when", field, draft.reads, problems)
     draft.continue_on_failure = _read_flag(raw, "continue_on_failure", field, problems)
-    if not is_loop:
+    if "plan" in raw and not is_loop:
+        _read_plan(raw, draft, problems)
+    elif not is_loop:
         _read_call(raw, draft, problems)
     elif in_loop:
         problems.append(SpecProblem(f"{field}.loop", "loops do not nest"))
@@ -437,6 +472,61 @@ def _read_call(raw: Mapping[str, Any], draft: _Draft, problems: list[SpecProblem
     compensate = read_compensation(raw, field, draft.name, problems)
     if draft.name is not None:
         draft.info = StepInfo(draft.name, field, tool, retry, compensate)
+
+
+def _read_plan(raw: Mapping[str, Any], draft: _Draft, problems: list[SpecProblem]) -> None:
+    """The fields of a plan step: ``plan: {agent, goal, tools, agents}`` and the plan's ``input``."""
+    field = draft.field
+    for key in ("tool", "agent", "queue", "retry"):
+        if key in raw:
+            problems.append(SpecProblem(f"{field}.{key}", "a plan step runs the plan its agent makes, not a call"))
+    spec, where = raw["plan"], f"{field}.plan"
+    if not isinstance(spec, Mapping):
+        problems.append(SpecProblem(where, "must be a mapping with agent, goal, tools and agents"))
+        return
+    check_keys(spec, _PLAN_KEYS, where, "a plan", problems)
+    ref = read_tool(spec, "agent", where, problems)
+    planner = None if ref is None else ToolRef(ref.field, ref.name, ref.version, agent=True)
+    goal = None
+    if spec.get("goal") is None:
+        problems.append(SpecProblem(f"{where}.goal", "required"))
+    else:
+        goal = read_template(spec, "goal", where, None, problems)
+    tools = _read_refs(spec, "tools", where, problems)
+    agents = _read_refs(spec, "agents", where, problems, agent=True)
+    if tools == () and agents == ():
+        problems.append(SpecProblem(f"{where}.tools", "a plan needs at least one tool or agent to use"))
+    template = read_template(raw, "input", field, "$.input", problems)
+    draft.reads.extend(_template_reads(goal))
+    draft.reads.extend(_template_reads(template))
+    if planner and goal and template and tools is not None and agents is not None:
+        draft.call = PlanCall(planner, goal, template, tools, agents)
+    draft.fallback = _read_fallback(raw, field, template, draft.reads, problems)
+    compensate = read_compensation(raw, field, draft.name, problems)
+    if draft.name is not None:
+        uses = (*(tools or ()), *(agents or ()))
+        draft.info = StepInfo(draft.name, field, planner, None, compensate, uses)
+
+
+def _read_refs(
+    spec: Mapping[str, Any], key: str, field: str, problems: list[SpecProblem], *, agent: bool = False
+) -> tuple[ToolRef, ...] | None:
+    """``spec[key]``: a list of distinct ``name[@version]``; () when absent, None when it has problems."""
+    values = spec.get(key, [])
+    if not isinstance(values, list):
+        problems.append(SpecProblem(f"{field}.{key}", "must be a list of names, each name or name@version"))
+        return None
+    refs: list[ToolRef] = []
+    for j, value in enumerate(values):
+        at = f"{field}.{key}[{j}]"
+        if not isinstance(value, str) or not TOOL.pattern.fullmatch(value):
+            problems.append(SpecProblem(at, f"must be {TOOL.description}, not {value!r}"))
+            continue
+        name, _, version = value.partition("@")
+        if any(ref.name == name for ref in refs):
+            problems.append(SpecProblem(at, f"{name!r} is listed twice"))
+        refs.append(ToolRef(at, name, version or None, agent))
+    return tuple(refs) if len(refs) == len(values) else None
 
 
 def _read_needs(raw: Mapping[str, Any], field: str, problems: list[SpecProblem]) -> list[tuple[str, str]]:
@@ -743,7 +833,7 @@ def _build(scope: _Scope) -> tuple[DagStep, ...]:
     steps: list[DagStep] = []
     for i in scope.order:
         draft = scope.drafts[i]
-        does: Call | Loop | None = draft.call
+        does: Call | Loop | PlanCall | None = draft.call
         if draft.loop is not None:
             loop = draft.loop
             assert loop.scope and loop.until and loop.max_iterations, "no problem, so complete"

@@ -85,7 +85,39 @@ class RunAgent:
         return {"agent": self.agent, "input": self.input}
 
 
-Action: TypeAlias = ToolCall | Sleep | AwaitSignal | RunAgent
+@dataclass(frozen=True, slots=True)
+class MakePlan:
+    """A plan step as its workflow's planner asks for it (``planner.PlanSteps`` runs it): the planning agent,
+    the goal and the input rendered, and the tools and agents the plan may use, as the document names them."""
+
+    planner: ToolRef
+    goal: Any
+    input: Any
+    tools: tuple[ToolRef, ...]
+    agents: tuple[ToolRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """A plan step's own instance (``planner``): kept by the control plane, it records the pinned planning
+    agent and what it was asked, from which the planning loop is rebuilt; settled with the plan's output."""
+
+    planner: str
+    input: Any
+
+    def input_record(self) -> dict[str, Any]:
+        return {"planner": self.planner, "input": self.input}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An instance recorded already succeeded with ``output``: what the control plane decided and keeps (a
+    plan step's validated plan)."""
+
+    output: Any
+
+
+Action: TypeAlias = ToolCall | Sleep | AwaitSignal | RunAgent | MakePlan | RunPlan | Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +193,8 @@ class StepInfo:
     tool: ToolRef | None = None
     retry: Mapping[str, Any] | None = None
     compensate: Compensation | None = None
+    uses: tuple[ToolRef, ...] = ()
+    """Further tools and agents it names, pinned when the workflow is applied: a plan step's offers."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 stored as a salted PBKDF2 hash found by its prefix.
 
 Verifying a hash is deliberately slow, so a verified key is remembered (by a digest of the whole key)
-for a short while: the hot path pays the hash once, not per request.
+for a short while: the hot path pays the hash once, not per request. A key revoked here is forgotten at
+once, with its logins; one revoked through another control plane is noticed within ``_LIVE_CHECK_SECONDS``
+(a remembered key's row is read again that often, without its hash).
 """
 
 import asyncio
@@ -12,7 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from control_plane.errors import Unauthenticated
+from control_plane.errors import Conflict, Unauthenticated
 from control_plane.security.identity import Identity
 from control_plane.security.tokens import TokenIssuer, looks_like_jwt, unauthorized
 from registry import keys, tenants
@@ -22,8 +24,9 @@ __all__ = ["DEFAULT_TENANT", "Authenticator", "Identity", "KeyCheck", "KeyReject
 
 _ITERATIONS = 200_000
 _CACHE_SECONDS = 60.0
+_LIVE_CHECK_SECONDS = 2.0
 DEFAULT_TENANT = "default"
-PLATFORM_ADMIN = "platform-admin"
+PLATFORM_ADMIN = keys.PLATFORM_ADMIN
 
 
 def new_key() -> str:
@@ -65,22 +68,31 @@ class KeyCheck:
     fresh: bool
     prefix: str | None = None
     tenant: str | None = None
+    revoked: bool = False
+    """The key exists but was revoked: refused without its secret checked, so it is no guess to brake."""
+
+    @property
+    def guessed(self) -> bool:
+        """Whether this refusal may be a guess of a known key's secret (which the brake counts)."""
+        return self.identity is None and self.tenant is not None and not self.revoked
 
 
 class KeyRejected(Unauthenticated):
     """A 401 for an API key, naming the key's prefix and tenant when it exists (for the audit trail)."""
 
-    def __init__(self, prefix: str | None, tenant: str | None) -> None:
+    def __init__(self, check: KeyCheck) -> None:
         super().__init__("unauthorized", "the API key is not valid", "Authorization")
-        self.prefix = prefix
-        self.tenant = tenant
+        self.check = check
+        self.prefix = check.prefix
+        self.tenant = check.tenant
 
 
 class Authenticator:
     def __init__(self, pool: Pool, issuer: TokenIssuer) -> None:
         self._pool = pool
         self.issuer = issuer
-        self._verified: dict[bytes, tuple[Identity, float]] = {}
+        # digest of the key -> (identity, verified until, row last read at)
+        self._verified: dict[bytes, tuple[Identity, float, float]] = {}
 
     async def install_key(self, key: str, tenant: str = DEFAULT_TENANT, role: str = PLATFORM_ADMIN) -> None:
         """Store ``key`` (e.g. the embedded stack's local admin key) for ``tenant``; a platform admin's role
@@ -100,25 +112,59 @@ class Authenticator:
         return key, Identity(tenant, role, prefix)
 
     async def key_identity(self, prefix: str) -> Identity | None:
+        """The identity of the live key with ``prefix``; None when it does not exist or was revoked."""
         stored = await keys.find_key(self._pool, prefix)
-        return None if stored is None else Identity(stored.tenant, stored.role, stored.prefix)
+        return None if stored is None or stored.revoked else Identity(stored.tenant, stored.role, stored.prefix)
+
+    async def revoke_key(self, prefix: str) -> keys.KeyInfo | None:
+        """Revoke the live key with ``prefix`` and every login made with it; None when there is no such key.
+        Refuses (409) to revoke the last live platform-admin key, which would lock every admin out."""
+        try:
+            revocation = await keys.revoke_key(self._pool, prefix)
+        except keys.LastPlatformAdmin:
+            raise Conflict(
+                "last-platform-admin", f"key {prefix} is the last live platform-admin key; make another first", "id"
+            ) from None
+        if revocation is None:
+            return None
+        self._verified = {digest: entry for digest, entry in self._verified.items() if entry[0].key_prefix != prefix}
+        self.issuer.revoked(revocation.families)
+        return revocation.key
+
+    async def _remembered(self, cache_key: bytes) -> Identity | None:
+        cached = self._verified.get(cache_key)
+        if cached is None:
+            return None
+        identity, until, read_at = cached
+        now = time.monotonic()
+        if until <= now:
+            return None
+        if now - read_at > _LIVE_CHECK_SECONDS:
+            if not await keys.is_live(self._pool, identity.key_prefix):
+                del self._verified[cache_key]
+                return None
+            self._verified[cache_key] = (identity, until, now)
+        return identity
 
     async def check_key(self, key: str) -> KeyCheck:
         cache_key = hashlib.sha256(key.encode()).digest()
-        cached = self._verified.get(cache_key)
-        if cached is not None and cached[1] > time.monotonic():
-            return KeyCheck(cached[0], fresh=False)
+        remembered = await self._remembered(cache_key)
+        if remembered is not None:
+            return KeyCheck(remembered, fresh=False)
         split = _split(key)
         stored = None if split is None else await keys.find_key(self._pool, split[0])
         if split is None or stored is None:
             return KeyCheck(None, fresh=True, prefix=split[0] if split else None)
+        if stored.revoked:
+            return KeyCheck(None, fresh=True, prefix=stored.prefix, tenant=stored.tenant, revoked=True)
         # The hash takes a good part of a CPU for a while (that is its point): not on the event loop.
         if not await asyncio.to_thread(_verify, split[1], stored.hash):
             return KeyCheck(None, fresh=True, prefix=stored.prefix, tenant=stored.tenant)
         identity = Identity(stored.tenant, stored.role, stored.prefix)
         if len(self._verified) > 10_000:
             self._verified.clear()
-        self._verified[cache_key] = (identity, time.monotonic() + _CACHE_SECONDS)
+        now = time.monotonic()
+        self._verified[cache_key] = (identity, now + _CACHE_SECONDS, now)
         return KeyCheck(identity, fresh=True)
 
     async def identify(self, authorization: str | None) -> tuple[Identity, KeyCheck | None]:
@@ -129,7 +175,7 @@ class Authenticator:
         if token.startswith("af_"):
             check = await self.check_key(token)
             if check.identity is None:
-                raise KeyRejected(check.prefix, check.tenant)
+                raise KeyRejected(check)
             return check.identity, check
         if looks_like_jwt(token):
             return await self.issuer.verify(token), None

@@ -15,6 +15,7 @@ naming another key) and takes the new key from the shared key file.
 """
 
 import asyncio
+import functools
 import re
 
 from bus.config import SettingsError
@@ -25,7 +26,7 @@ from control_plane.security.master_key import KeySource
 from registry import audit
 from registry import secrets as stored
 from registry.db import Pool
-from registry.secrets import SecretInfo
+from registry.secrets import SealedRow, SecretInfo
 
 __all__ = ["MAX_VALUE_BYTES", "SecretInfo", "SecretStore"]
 
@@ -59,6 +60,21 @@ def _owner(scope: str) -> str:
 
 def _not_found(scope: str, name: str) -> NotFound:
     return NotFound("secret-not-found", f"{_owner(scope)} has no secret {name}", "name")
+
+
+def _rewrapped(old: MasterKey, new: MasterKey, row: SealedRow) -> bytes:
+    """A row's data key wrapped by ``new``; a row that does not open stops the rotation (which changes
+    nothing then): re-wrapped or not, it would stay unreadable, and the invariant that every row is wrapped
+    by the key the database names would no longer hold."""
+    try:
+        return old.rewrap(new, row.scope, row.name, row.wrapped_key)
+    except EnvelopeError:
+        raise Conflict(
+            "secret-unreadable",
+            f"{_owner(row.scope)}'s secret {row.name} does not open under the master key (its row was altered or"
+            " copied from another): set it again or delete it, then rotate",
+            "new_key",
+        ) from None
 
 
 class SecretStore:
@@ -166,9 +182,12 @@ class SecretStore:
                 raise Invalid("validation-error", "the new master key is the current one", "new_key")
             if file is not None:
                 await asyncio.to_thread(master_key.stage, file, old, new)
-            count = await stored.rewrap_all(
-                conn, old.id, new.id, lambda row: old.rewrap(new, row.scope, row.name, row.wrapped_key)
-            )
+            try:
+                count = await stored.rewrap_all(conn, old.id, new.id, functools.partial(_rewrapped, old, new))
+            except BaseException:
+                if file is not None:
+                    await asyncio.to_thread(master_key.discard_staged, file)
+                raise
             if count is None:
                 if file is not None:
                     await asyncio.to_thread(master_key.discard_staged, file)

@@ -190,7 +190,7 @@ class TokenIssuer:
             self._pool, _digest(refresh_token), _digest(successor), self._refresh_lifetime
         )
         if outcome is store.Refresh.REUSED and family is not None:
-            self._families[family.id] = (True, time.monotonic())
+            self.revoked([family.id])
         if outcome is not store.Refresh.ROTATED or family is None:
             detail = {
                 store.Refresh.UNKNOWN: "the refresh token is not valid",
@@ -203,6 +203,12 @@ class TokenIssuer:
         if identity is None:
             raise RefreshRejected("the API key of this login no longer exists", family)
         return TokenPair(await self._access_token(identity, family.id), successor, self._access_seconds), identity
+
+    def revoked(self, families: list[uuid.UUID]) -> None:
+        """Take note of logins revoked in the store by this control plane: their tokens fail here at once."""
+        now = time.monotonic()
+        for family in families:
+            self._families[family] = (True, now)
 
     async def verify(self, token: str) -> Identity:
         """The identity an access token carries; 401 for anything but a valid, live EdDSA token of ours."""

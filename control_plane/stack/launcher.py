@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from bus import InvalidName
 from bus.commands import CommandParser
 from control_plane.security.authentication import new_key
-from control_plane.stack import local_model, nats, nats_identity, postgres
+from control_plane.stack import doctor, local_model, nats, nats_identity, postgres
 from control_plane.stack.processes import (
     StackError,
     alive,
@@ -38,12 +38,11 @@ from control_plane.stack.processes import (
     tcp_open,
     wait_until,
 )
-from control_plane.stack.settings import StackSettings
+from control_plane.stack.settings import DEFAULT_PORT, StackSettings
 from registry.db import ensure_database
 
 STATE_FILE = "stack.json"
 KEY_FILE = "admin.key"
-DEFAULT_PORT = 8080
 NATS_DIR = "nats"
 
 
@@ -395,6 +394,15 @@ def _print_status(report: dict[str, Any]) -> None:
         say(f"af up starts again what exited (its logs are in {Path(report['home']) / 'logs'}); af down stops the rest")
 
 
+def _doctor(settings: StackSettings, output: str) -> None:
+    state = StackState.read(settings.home)
+    running = state.api_url if state and any(alive(part.pid) for part in state.parts) else ""
+    checks = doctor.diagnose(settings, running)
+    print(json.dumps(doctor.report(checks), indent=2) if output == "json" else doctor.render(checks))
+    if not doctor.healthy(checks):
+        raise SystemExit(1)
+
+
 def _wait_for_signal(home: Path, state: StackState) -> None:
     stop_now = False
 
@@ -437,6 +445,18 @@ def main(argv: list[str] | None = None) -> None:
     show.add_argument(
         "-o", "--output", choices=["table", "json"], default="table", help="How to print the report (default table)."
     )
+    doctor_command = commands.add_parser(
+        "doctor",
+        description="Check that this machine has what the stack needs (nats-server, PostgreSQL, AF_HOME, the "
+        "API port, runsc and its platform, a C compiler, the local model when enabled), each with the fix for "
+        "what is missing; exit 1 when something required is missing.",
+    )
+    doctor_command.add_argument(
+        "--local-model", action="store_true", help="Check the local model as af up --local-model needs it."
+    )
+    doctor_command.add_argument(
+        "-o", "--output", choices=["table", "json"], default="table", help="How to print the report (default table)."
+    )
     argv = sys.argv[1:] if argv is None else argv
     try:
         settings = StackSettings.read(os.environ)
@@ -466,6 +486,10 @@ def main(argv: list[str] | None = None) -> None:
             _wait_for_signal(home, state)
             say("Stopping AgentFlow")
             down(home)
+        elif args.command == "doctor":
+            if args.local_model:
+                settings = dataclasses.replace(settings, local_model=True)
+            _doctor(settings, args.output)
         elif args.command == "down":
             if down(home) == 0:
                 say(f"no stack was running from {home}")

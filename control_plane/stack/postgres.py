@@ -38,8 +38,10 @@ class RunAs:
         """Whether this user may enter the directory ``path`` (and so every directory above it)."""
         if self.uid is None:
             return True
+        # The system's test, not PATH's: a PATH directory of ours may be closed to this user.
+        test = shutil.which("test", path=os.defpath) or "test"
         result = subprocess.run(
-            ["test", "-x", str(path)], user=self.uid, group=self.gid, extra_groups=[], cwd="/", check=False
+            [test, "-x", str(path)], user=self.uid, group=self.gid, extra_groups=[], cwd="/", check=False
         )
         return result.returncode == 0
 

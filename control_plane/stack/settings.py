@@ -9,6 +9,9 @@ from pathlib import Path
 
 from control_plane.stack.processes import StackError
 
+DEFAULT_PORT = 8080
+"""The API's port when AF_PORT is 0 and it is free."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StackSettings:

@@ -1,6 +1,6 @@
 package agentflow
 
-// Tools and workflows: versioned JSON documents, immutable once stored.
+// Tools, workflows and agents: versioned JSON documents, immutable once stored.
 
 import (
 	"context"
@@ -9,24 +9,25 @@ import (
 	"time"
 )
 
-// Entry is one stored version of a tool or a workflow.
+// Entry is one stored version of a tool, a workflow or an agent.
 type Entry struct {
 	// Tenant owns the entry.
 	Tenant string `json:"tenant"`
-	// Name is the tool's or workflow's name.
+	// Name is the tool's, workflow's or agent's name.
 	Name string `json:"name"`
 	// Version is the entry's version, e.g. 1.0.0.
 	Version string `json:"version"`
 	// Kind is a workflow's planner: fsm, bt or dag ("" for a tool).
 	Kind string `json:"kind,omitempty"`
-	// Spec is the stored document (a workflow's with its tools pinned to versions).
+	// Spec is the stored document (a workflow's or an agent's with its tools pinned to versions).
 	Spec json.RawMessage `json:"spec"`
 	// Digest identifies the content: the same document again has the same digest.
 	Digest string `json:"digest"`
 	// CreatedAt is when the version was first stored.
 	CreatedAt time.Time `json:"created_at"`
 	// Created is true when this call stored the version (HTTP 201), false when the same version with the
-	// same content was already there (HTTP 200). Only [Client.RegisterTool] and [Client.ApplyWorkflow] set it.
+	// same content was already there (HTTP 200). Only [Client.RegisterTool], [Client.ApplyWorkflow] and
+	// [Client.ApplyAgent] set it.
 	Created bool `json:"-"`
 }
 
@@ -67,6 +68,23 @@ func (c *Client) GetWorkflow(ctx context.Context, name, version string) (*Entry,
 // ListWorkflows lists the newest version of each of the tenant's workflows.
 func (c *Client) ListWorkflows(ctx context.Context) ([]Entry, error) {
 	return c.entries(ctx, "/v1/workflows")
+}
+
+// ApplyAgent validates and stores an agent version: a model (a tier or a deployment's name), instructions
+// and the tools it may call, pinned to versions. The API reports every problem of an invalid document at
+// once, in [Problem.Problems]. Run it with [RunRequest.Agent].
+func (c *Client) ApplyAgent(ctx context.Context, document any) (*Entry, error) {
+	return c.store(ctx, "/v1/agents", document)
+}
+
+// GetAgent reads one version of an agent; version "" or "latest" is its newest.
+func (c *Client) GetAgent(ctx context.Context, name, version string) (*Entry, error) {
+	return c.entry(ctx, "/v1/agents/", name, version)
+}
+
+// ListAgents lists the newest version of each of the tenant's agents.
+func (c *Client) ListAgents(ctx context.Context) ([]Entry, error) {
+	return c.entries(ctx, "/v1/agents")
 }
 
 func (c *Client) store(ctx context.Context, path string, document any) (*Entry, error) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -195,15 +196,41 @@ func TestStackEventsReplayAFinishedRunAndResumeAfterAnID(t *testing.T) {
 func TestStackListsRunsByStatePageByPageWithCursors(t *testing.T) {
 	c, ctx := stack(t)
 	mine := map[string]bool{}
+	var first time.Time
 	for i := range 3 {
 		started, err := c.StartRun(ctx, RunRequest{Tool: "go-sdk-echo@1.0.0", Input: map[string]string{"text": fmt.Sprint(i)}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.WaitRun(ctx, started.ID); err != nil {
+		done, err := c.WaitRun(ctx, started.ID)
+		if err != nil {
 			t.Fatal(err)
 		}
+		if first.IsZero() {
+			first = done.CreatedAt
+		}
 		mine[started.ID] = true
+	}
+
+	since, err := c.ListRuns(ctx, RunFilter{Since: first, Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, run := range since.Items {
+		if mine[run.ID] {
+			found++
+		}
+		if run.CreatedAt.Before(first) {
+			t.Fatalf("listed %+v, created before %v", run, first)
+		}
+	}
+	if found != len(mine) {
+		t.Fatalf("found %d of my %d runs among those since the first of them", found, len(mine))
+	}
+	none, err := c.ListRuns(ctx, RunFilter{Workflow: "go-sdk-no-such-workflow"})
+	if err != nil || len(none.Items) != 0 {
+		t.Fatalf("the runs of a workflow never run: %+v (%v), want none", none, err)
 	}
 
 	page, err := c.ListRuns(ctx, RunFilter{Limit: 2})
@@ -213,6 +240,21 @@ func TestStackListsRunsByStatePageByPageWithCursors(t *testing.T) {
 	next, err := c.ListRuns(ctx, RunFilter{Limit: 2, Cursor: page.NextCursor})
 	if err != nil || len(next.Items) == 0 || next.Items[0].ID == page.Items[1].ID || next.Items[0].CreatedAt.After(page.Items[1].CreatedAt) {
 		t.Fatalf("second page %+v (%v), want the runs older than the first page's", next, err)
+	}
+
+	// Filters: no workflow's runs are these tool runs, and nothing was created after the last of them.
+	byWorkflow, err := c.ListRuns(ctx, RunFilter{Workflow: "go-sdk-gate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range byWorkflow.Items {
+		if run.Workflow != "go-sdk-gate@1.0.0" || mine[run.ID] {
+			t.Fatalf("listed %+v among the runs of go-sdk-gate", run)
+		}
+	}
+	later, err := c.ListRuns(ctx, RunFilter{Since: time.Now().Add(time.Hour)})
+	if err != nil || len(later.Items) != 0 {
+		t.Fatalf("runs created in an hour: %+v (%v), want none", later, err)
 	}
 
 	seen, listed := 0, 0
@@ -349,4 +391,65 @@ func TestStackExchangesTheKeyAndRefreshesARefusedOrExpiringToken(t *testing.T) {
 	if !errors.As(err, &problem) || !errors.Is(err, ErrUnauthorized) || problem.Field != "api_key" {
 		t.Fatalf("a wrong key: %v, want 401 unauthorized at field api_key", err)
 	}
+}
+
+func TestStackAppliesAnAgentAndRunsItToItsAnswer(t *testing.T) {
+	c, ctx := stack(t)
+	// A scripted model of this tenant's own, named (not a tier), so that no other test's tier changes.
+	model := map[string]any{"name": "go-sdk-mock", "provider": "mock", "options": map[string]any{
+		"turns": []any{map[string]string{"content": "forty-two"}},
+	}}
+	r, err := jsonRequest("POST", "/v1/models", model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.call(ctx, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	agent := map[string]any{
+		"name": "go-sdk-agent", "version": "1.0.0", "model": "go-sdk-mock",
+		"instructions": "Answer {{$.input.question}}", "tools": []string{"go-sdk-echo@1.0.0"},
+	}
+	applied, err := c.ApplyAgent(ctx, agent)
+	if err != nil || applied.Name != "go-sdk-agent" {
+		t.Fatalf("applied %+v (%v), want the agent", applied, err)
+	}
+	got, err := c.GetAgent(ctx, "go-sdk-agent", "")
+	if err != nil || got.Digest != applied.Digest {
+		t.Fatalf("latest agent %+v (%v), want the applied version", got, err)
+	}
+	listed, err := c.ListAgents(ctx)
+	if err != nil || !containsEntry(listed, "go-sdk-agent") {
+		t.Fatalf("agents %+v (%v), want go-sdk-agent among them", listed, err)
+	}
+
+	started, err := c.StartRun(ctx, RunRequest{Agent: "go-sdk-agent@1.0.0", Input: map[string]string{"question": "why?"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := c.WaitRun(ctx, started.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.State != RunSucceeded || run.Agent != "go-sdk-agent@1.0.0" || run.Workflow != "" {
+		t.Fatalf("agent run %+v, want it succeeded as a run of the agent", run)
+	}
+	if !strings.Contains(string(run.Output), "forty-two") {
+		t.Fatalf("agent run output %s, want the model's answer", run.Output)
+	}
+
+	_, err = c.StartRun(ctx, RunRequest{Agent: "go-sdk-no-such-agent"})
+	var problem *Problem
+	if !errors.As(err, &problem) || !errors.Is(err, ErrNotFound) || problem.Slug() != "unknown-agent" {
+		t.Fatalf("unknown agent: %v, want an unknown-agent problem", err)
+	}
+}
+
+func containsEntry(entries []Entry, name string) bool {
+	for _, entry := range entries {
+		if entry.Name == name {
+			return true
+		}
+	}
+	return false
 }

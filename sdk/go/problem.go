@@ -22,8 +22,9 @@ type Kind string
 func (k Kind) Error() string { return string(k) }
 
 const (
-	// ErrNotFound means the named tool, workflow, run or version does not exist (for this tenant). A run that
-	// names an unknown tool or workflow (types unknown-tool, unknown-workflow) is of this kind too.
+	// ErrNotFound means the named tool, workflow, agent, run or version does not exist (for this tenant). A
+	// run that names an unknown tool, workflow or agent (types unknown-tool, unknown-workflow,
+	// unknown-agent), and an agent whose model no deployment serves (model-not-found), are of this kind too.
 	ErrNotFound Kind = "not found"
 	// ErrValidation means the request itself is invalid: a name, a version, the JSON, a document or an input.
 	ErrValidation Kind = "invalid request"
@@ -47,6 +48,8 @@ var kindOfSlug = map[string]Kind{
 	"not-found":             ErrNotFound,
 	"unknown-tool":          ErrNotFound,
 	"unknown-workflow":      ErrNotFound,
+	"unknown-agent":         ErrNotFound,
+	"model-not-found":       ErrNotFound,
 	"invalid-name":          ErrValidation,
 	"bad-version":           ErrValidation,
 	"malformed-json":        ErrValidation,
@@ -59,6 +62,7 @@ var kindOfSlug = map[string]Kind{
 	"run-finished":          ErrConflict,
 	"not-waiting":           ErrConflict,
 	"tenant-exists":         ErrConflict,
+	"last-platform-admin":   ErrConflict,
 	"unauthorized":          ErrUnauthorized,
 	"forbidden":             ErrForbidden,
 	"rate-limited":          ErrRateLimited,

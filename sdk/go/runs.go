@@ -40,10 +40,12 @@ type Run struct {
 	ID string `json:"id"`
 	// Tenant owns the run.
 	Tenant string `json:"tenant"`
-	// Workflow is the workflow it runs, as name@version ("" for a run of a single tool).
+	// Workflow is the workflow it runs, as name@version ("" for a run of a single tool or agent).
 	Workflow string `json:"workflow"`
-	// Tool is the tool it runs, as name@version ("" for a run of a workflow).
+	// Tool is the tool it runs, as name@version ("" for a run of a workflow or an agent).
 	Tool string `json:"tool"`
+	// Agent is the agent it runs, as name@version ("" for a run of a workflow or a tool).
+	Agent string `json:"agent"`
 	// State is where the run is.
 	State RunState `json:"state"`
 	// Input is the run's input document.
@@ -140,12 +142,14 @@ type TokenCounts struct {
 	OutputTokens int64 `json:"output_tokens"`
 }
 
-// RunRequest says what to run: exactly one of Workflow and Tool, each named name or name@version.
+// RunRequest says what to run: exactly one of Workflow, Tool and Agent, each named name or name@version.
 type RunRequest struct {
 	// Workflow is the workflow to run.
 	Workflow string `json:"workflow,omitempty"`
 	// Tool is the single tool to run.
 	Tool string `json:"tool,omitempty"`
+	// Agent is the agent to run on its own: its model turns and the tool calls it asks for are the run's tasks.
+	Agent string `json:"agent,omitempty"`
 	// Input is the run's input: anything that encodes to JSON (omitted when nil).
 	Input any `json:"input,omitempty"`
 	// Queue sends the run's tasks to this queue instead of each tool's own.
@@ -165,7 +169,7 @@ type StartedRun struct {
 	Created bool `json:"created"`
 }
 
-// StartRun starts a run of a workflow or of a single tool.
+// StartRun starts a run of a workflow, of a single tool or of a single agent.
 func (c *Client) StartRun(ctx context.Context, run RunRequest) (*StartedRun, error) {
 	r, err := jsonRequest(http.MethodPost, "/v1/runs", run)
 	if err != nil {
@@ -196,8 +200,13 @@ type RunFilter struct {
 	State RunState
 	// Limit is the page size, 1 to 500 (0 for the API's default, 50).
 	Limit int
-	// Cursor starts the page after the run it names: pass [RunPage.NextCursor] ("" for the first page).
+	// Cursor starts the page after the run it names: pass [RunPage.NextCursor] ("" for the first page), with
+	// the same filters.
 	Cursor string
+	// Workflow keeps the runs of this workflow only, named name or name@version ("" for all).
+	Workflow string
+	// Since keeps the runs created at or after this time (the zero time for all).
+	Since time.Time
 }
 
 // RunPage is one page of runs, newest first.
@@ -219,6 +228,12 @@ func (c *Client) ListRuns(ctx context.Context, filter RunFilter) (*RunPage, erro
 	}
 	if filter.Cursor != "" {
 		query.Set("cursor", filter.Cursor)
+	}
+	if filter.Workflow != "" {
+		query.Set("workflow", filter.Workflow)
+	}
+	if !filter.Since.IsZero() {
+		query.Set("since", filter.Since.UTC().Format(time.RFC3339Nano))
 	}
 	page := &RunPage{}
 	if _, err := c.call(ctx, &request{method: http.MethodGet, path: "/v1/runs", query: query}, page); err != nil {

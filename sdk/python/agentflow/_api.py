@@ -351,6 +351,20 @@ def create_key(tenant: str, role: str) -> Call[JSON]:
     return Call("POST", f"/v1/tenants/{_segment(tenant)}/keys", _json, body={"role": role})
 
 
+def list_keys(tenant: str | None = None, *, include_revoked: bool = False) -> Call[list[JSON]]:
+    """The API keys of the caller's tenant (platform admins may name another), each `{"id", "tenant", "role",
+    "created_at", "revoked_at"}`: never the key itself."""
+    params: dict[str, Any] = {"include_revoked": include_revoked}
+    if tenant is not None:
+        params["tenant"] = tenant
+    return Call("GET", "/v1/keys", _items, params=params)
+
+
+def revoke_key(key_id: str) -> Call[JSON]:
+    """Revoke the API key `key_id` (its prefix) and every token got with it; answers the key as now stored."""
+    return Call("DELETE", f"/v1/keys/{_segment(key_id)}", _json)
+
+
 def list_audit(limit: int = 100, tenant: str | None = None) -> Call[list[JSON]]:
     """The audit trail, newest first (tenant admins; platform admins may name another tenant)."""
     params: dict[str, Any] = {"limit": limit} if tenant is None else {"limit": limit, "tenant": tenant}

@@ -117,6 +117,8 @@ class Client:
     list_tenants = _sync(_api.list_tenants)
     create_tenant = _sync(_api.create_tenant)
     create_key = _sync(_api.create_key)
+    list_keys = _sync(_api.list_keys)
+    revoke_key = _sync(_api.revoke_key)
     list_audit = _sync(_api.list_audit)
     health = _sync(_api.health)
 
@@ -242,6 +244,8 @@ class AsyncClient:
     list_tenants = _async(_api.list_tenants)
     create_tenant = _async(_api.create_tenant)
     create_key = _async(_api.create_key)
+    list_keys = _async(_api.list_keys)
+    revoke_key = _async(_api.revoke_key)
     list_audit = _async(_api.list_audit)
     health = _async(_api.health)
 

@@ -25,6 +25,7 @@ from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
 from ._login import forget_login, login_file
+from ._scaffold import DEFAULT_TEMPLATE, TEMPLATES, scaffold
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -144,6 +145,18 @@ def _console(stderr: bool = False) -> Console:
     return console
 
 
+def _print_rich(table: Table) -> None:
+    console = _console()
+    if console.is_terminal:
+        console.print(table)
+        return
+    # Off a terminal, without the cells' padding at the ends of lines, which a wide table gives every row.
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
+
+
 def _print_json(data: Any, *, one_line: bool = False) -> None:
     """`one_line` keeps a stream of documents (events, then the final run) valid JSON Lines."""
     if one_line:
@@ -167,7 +180,7 @@ def _print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     table = Table(*columns, box=None, pad_edge=False)
     for row in cells:
         table.add_row(*row)
-    _console().print(table)
+    _print_rich(table)
 
 
 def _print_fields(fields: Iterable[tuple[str, str]]) -> None:
@@ -175,7 +188,7 @@ def _print_fields(fields: Iterable[tuple[str, str]]) -> None:
     for name, value in fields:
         if value:
             table.add_row(name, value)
-    _console().print(table)
+    _print_rich(table)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -859,20 +872,34 @@ def _wait(client: Client, run_id: str) -> JSON:
         unserved = (unserved | waiting) - served
 
 
+def _starting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options of a command that starts a run (`af run`, `af runs rerun`), with --output and the session."""
+    options: list[Callable[[Callable[..., None]], Callable[..., None]]] = [
+        click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run."),
+        click.option("--queue", metavar="QUEUE", help="The worker queue to run on (default: the steps' own)."),
+        click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded."),
+        click.option(
+            "--follow", is_flag=True, help="Like --wait, printing each event, and the tools' stderr, as it happens."
+        ),
+        click.option(
+            "--require-worker",
+            is_flag=True,
+            help="Refuse the run if no live worker serves its queue (instead of warning).",
+        ),
+        _output_option,
+        _pass_session,
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command("run")
 @click.argument("ref", metavar="NAME[@VERSION]")
 @click.option("--tool", "of_tool", is_flag=True, help="NAME is a tool, run on its own, not a workflow.")
 @click.option("--agent", "of_agent", is_flag=True, help="NAME is an agent, run on its own, not a workflow.")
 @click.option("--input", "input_", metavar="JSON|@FILE", callback=_parse_input, help="The run's input.")
-@click.option("--idempotency-key", metavar="KEY", help="Starting again with the same KEY starts no new run.")
-@click.option("--queue", metavar="QUEUE", help="The worker queue to run on.")
-@click.option("--wait", is_flag=True, help="Wait for the run to end and print it; exit 1 unless it succeeded.")
-@click.option("--follow", is_flag=True, help="Like --wait, printing each event, and the tools' stderr, as it happens.")
-@click.option(
-    "--require-worker", is_flag=True, help="Refuse the run if no live worker serves its queue (instead of warning)."
-)
-@_output_option
-@_pass_session
+@_starting_options
 def run_command(
     session: _Session,
     ref: str,
@@ -901,6 +928,12 @@ def run_command(
         queue=queue,
         require_worker=require_worker,
     )
+    _show_started(client, run, wait=wait, follow=follow, output=output)
+
+
+def _show_started(client: Client, run: JSON, *, wait: bool, follow: bool, output: str) -> None:
+    """Print a run just started: its id, or with `wait` / `follow` the run once it ended (exit 1 unless it
+    succeeded)."""
     unserved = {warning["queue"] for warning in run.get("warnings", []) if warning.get("type") == "no-worker"}
     for name in sorted(unserved):
         click.echo(f"af: warning: {_no_worker(name)}", err=True)
@@ -990,6 +1023,37 @@ def runs_ls(
 def runs_get(session: _Session, run_id: str, output: str) -> None:
     """Show a run with its tasks."""
     _print_run(session.client.get_run(run_id), output)
+
+
+@runs_group.command("rerun")
+@click.argument("run_id", metavar="ID")
+@_starting_options
+def runs_rerun(
+    session: _Session,
+    run_id: str,
+    idempotency_key: str | None,
+    queue: str | None,
+    wait: bool,
+    follow: bool,
+    require_worker: bool,
+    output: str,
+) -> None:
+    """Start a new run of run ID's workflow, tool or agent, at the same version, with the same input; print
+    its id."""
+    if wait and follow:
+        raise click.UsageError("--wait and --follow exclude each other")
+    client = session.client
+    earlier = client.get_run(run_id)
+    run: JSON = client.start_run(
+        workflow=earlier.get("workflow"),
+        tool=earlier.get("tool"),
+        agent=earlier.get("agent"),
+        input=earlier.get("input"),
+        idempotency_key=idempotency_key,
+        queue=queue,
+        require_worker=require_worker,
+    )
+    _show_started(client, run, wait=wait, follow=follow, output=output)
 
 
 @cli.command("logs")
@@ -1224,6 +1288,63 @@ def tenants_add_key(session: _Session, tenant: str, role: str, output: str) -> N
         _print_key(key)
 
 
+@cli.group("keys")
+def keys_group() -> None:
+    """API keys: list them, revoke them (tenant admins of their tenant, platform admins)."""
+
+
+@keys_group.command("ls")
+@click.option("--tenant", metavar="TENANT", help="Another tenant's keys (platform admins).")
+@click.option("--all", "include_revoked", is_flag=True, help="Also the revoked keys.")
+@_output_option
+@_pass_session
+def keys_ls(session: _Session, tenant: str | None, include_revoked: bool, output: str) -> None:
+    """List the API keys of your tenant by id (the key's prefix); the keys themselves are never shown again."""
+    items = session.client.list_keys(tenant, include_revoked=include_revoked)
+    if output == "json":
+        _print_json({"items": items})
+        return
+    _print_table(
+        ["ID", "TENANT", "ROLE", "CREATED", "REVOKED"],
+        (
+            [key["id"], key["tenant"], key["role"], _when(key.get("created_at")), _when(key.get("revoked_at"))]
+            for key in items
+        ),
+    )
+
+
+@keys_group.command("revoke")
+@click.argument("key_id", metavar="ID")
+@_output_option
+@_pass_session
+def keys_revoke(session: _Session, key_id: str, output: str) -> None:
+    """Revoke API key ID: it fails authentication at once, and so does every token got with it."""
+    key = session.client.revoke_key(key_id)
+    if output == "json":
+        _print_json(key)
+    else:
+        click.echo(f"key {key['id']} ({key['role']} of tenant {key['tenant']}) revoked")
+
+
+@cli.command("init")
+@click.argument("directory", metavar="[DIR]", default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--template",
+    type=click.Choice(sorted(TEMPLATES)),
+    default=DEFAULT_TEMPLATE,
+    show_default=True,
+    help="default: a tool with its test, a workflow and an agent; tool: the tool and its test alone.",
+)
+def init_command(directory: Path, template: str) -> None:
+    """Start a project in DIR (default: here), which must be new or empty: files to register with `af`
+    and a README with the commands that run them."""
+    written = scaffold(directory, template)
+    click.echo(f"{template} project in {directory}:")
+    for path in written:
+        click.echo(f"  {path}")
+    click.echo(f"next: cd {directory} and follow README.md (af up --detach, af tool register ...)")
+
+
 # ---- server commands ------------------------------------------------------------------------------
 
 
@@ -1257,6 +1378,7 @@ for _name, _summary in [
     ("up", "Start the embedded stack on this machine."),
     ("down", "Stop the embedded stack."),
     ("status", "Show the embedded stack's processes."),
+    ("doctor", "Check that this machine has what the stack needs."),
 ]:
     cli.add_command(_server_command(_name, "control_plane.stack", _name, summary=_summary))
 

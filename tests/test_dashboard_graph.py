@@ -1,0 +1,69 @@
+"""The dashboard's graph layout (pure): layers from the workflow document, states from the run's tasks."""
+
+from typing import Any
+
+from control_plane.dashboard.graph import layout
+
+
+def _task(element: str, state: str, finished: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {"element": element, "state": state, "finished_at": finished, **fields}
+
+
+def test_a_dag_step_sits_one_layer_right_of_the_latest_step_it_needs() -> None:
+    document = {
+        "kind": "dag",
+        "steps": [{"name": "a"}, {"name": "b", "needs": ["a"]}, {"name": "c"}, {"name": "d", "needs": ["b", "c"]}],
+    }
+    graph = layout(document, [_task("a", "succeeded"), _task("b", "running")], "running")
+    placed = {n.name: (n.layer, n.state) for n in graph.nodes}
+    assert placed == {"a": (0, "succeeded"), "b": (1, "running"), "c": (0, "pending"), "d": (2, "pending")}
+    assert {(e.source.name, e.target.name) for e in graph.edges} == {("a", "b"), ("b", "d"), ("c", "d")}
+
+
+WAIT = {
+    "kind": "fsm",
+    "initial": "ask",
+    "states": {
+        "ask": {
+            "wait": {"signals": ["go"], "timeout_seconds": 1},
+            "transitions": [{"signal": "go", "to": "done"}, {"timeout": True, "to": "expired"}],
+        },
+        "done": {"final": True},
+        "expired": {"final": True},
+    },
+}
+
+
+def test_the_final_state_a_signal_led_to_takes_the_runs_state() -> None:
+    tasks = [_task("ask", "succeeded", "2026-01-01T00:00:01+00:00", output={"signal": "go", "data": None})]
+    states = {n.name: n.state for n in layout(WAIT, tasks, "succeeded").nodes}
+    assert states == {"ask": "succeeded", "done": "succeeded", "expired": "pending"}
+
+
+def test_the_final_state_a_timeout_led_to_takes_the_runs_state() -> None:
+    tasks = [_task("ask", "failed", "2026-01-01T00:00:01+00:00", error="timed out waiting for a signal")]
+    states = {n.name: n.state for n in layout(WAIT, tasks, "succeeded").nodes}
+    assert states == {"ask": "failed", "done": "pending", "expired": "succeeded"}
+
+
+def test_no_final_state_is_marked_while_the_run_runs() -> None:
+    tasks = [_task("ask", "succeeded", "2026-01-01T00:00:01+00:00", output={"signal": "go"})]
+    assert {n.name: n.state for n in layout(WAIT, tasks, "running").nodes}["done"] == "pending"
+
+
+def test_a_behavior_tree_is_laid_out_by_depth_with_its_composites() -> None:
+    document = {
+        "kind": "bt",
+        "root": {
+            "sequence": [{"selector": [{"name": "p", "tool": "t"}, {"name": "q", "tool": "t"}]}, {"condition": "x"}]
+        },
+    }
+    graph = layout(document, [_task("p", "failed"), _task("q", "succeeded")], "running")
+    placed = {n.name: (n.layer, n.kind, n.state) for n in graph.nodes}
+    assert placed == {
+        "root": (0, "sequence", "pending"),
+        "root.sequence[0]": (1, "selector", "pending"),
+        "p": (2, "tool", "failed"),
+        "q": (2, "tool", "succeeded"),
+        "root.sequence[1]": (1, "condition", "pending"),
+    }
