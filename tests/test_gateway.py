@@ -196,6 +196,7 @@ def test_tool_calls_and_embeddings_come_back_in_openai_shape(
     )
     (call,) = reply.choices[0].message.tool_calls or []
     assert call.function.name == "lookup" and reply.choices[0].finish_reason == "tool_calls"
+    assert upstream.seen("up-tools")["last"]["tools"] == tools  # with their type: llama.cpp refuses one without
     apply(http, **upstream_model(upstream, "up-embed", mode="embedding"))
     vectors = llm.embeddings.create(model="up-embed", input=["one", "two"], dimensions=4)
     assert [len(item.embedding) for item in vectors.data] == [4, 4] and vectors.model == "up-embed"

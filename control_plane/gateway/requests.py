@@ -42,7 +42,9 @@ class FunctionSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     strict: bool | None = None
 
 
-class ToolSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+class ToolSpec(msgspec.Struct, frozen=True):
+    """Sent on with its ``type`` always: OpenAI's API and llama.cpp's server refuse a tool without one."""
+
     function: FunctionSpec
     type: Literal["function"] = "function"
 

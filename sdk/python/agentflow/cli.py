@@ -854,6 +854,10 @@ def _follow(client: Client, run_id: str, output: str) -> JSON:
     return client.get_run(run_id)
 
 
+CONTROL_PLANE_QUEUE = "control-plane"
+"""Where the API shows the tasks the control plane keeps itself (an agent step, a timer): no worker's."""
+
+
 def _no_worker(queue: str) -> str:
     return f"no live worker serves queue {queue!r}: the run waits until one starts (af worker start --queue {queue})"
 
@@ -874,6 +878,7 @@ def _wait(client: Client, run_id: str) -> JSON:
         except AgentFlowError:
             continue  # the caller may not read the fleet: it just waits
         waiting = {task["queue"] for task in run.get("tasks", []) if task.get("state") == "queued"}
+        waiting.discard(CONTROL_PLANE_QUEUE)
         for queue in sorted(waiting - served - unserved):
             click.echo(f"af: still waiting: {_no_worker(queue)}", err=True)
         unserved = (unserved | waiting) - served
@@ -1010,7 +1015,7 @@ def runs_ls(
         (
             [
                 run["id"],
-                run.get("workflow") or run.get("tool") or "",
+                run.get("workflow") or run.get("agent") or run.get("tool") or "",
                 run.get("state", ""),
                 _when(run.get("created_at")),
                 _duration(run.get("created_at"), run.get("finished_at")),
