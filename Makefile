@@ -101,7 +101,7 @@ bench-peers: install
 		echo "installing redis-server (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
-	$(BIN)/pip install -q 'celery[redis]' redis taskiq taskiq-nats
+	$(BIN)/pip install -q 'celery[redis]' redis taskiq taskiq-nats dbos
 	@# LiteLLM's proxy, the model gateway's peer, in a virtualenv of its own: its pins never touch AgentFlow's.
 	test -x .venv-litellm/bin/litellm || { $(PYTHON) -m venv .venv-litellm && .venv-litellm/bin/pip install -q 'litellm[proxy]'; }
 	$(BIN)/python -m bench --peers

@@ -67,12 +67,15 @@ class Bench:
     # --- processes ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.args.peers and self.args.only is None:
-            self.peers = peers.start(self.home, self.wait_seconds())
         settings = dataclasses.replace(StackSettings.read(os.environ), home=self.home)
         if self.args.local_model:
             settings = dataclasses.replace(settings, local_model=True)
         self.state = stack.up(settings, workers=0, concurrency=1)
+        if self.args.peers and self.args.only is None:
+            postgres_pid = self._parts().get("postgres", 0)
+            self.peers = peers.start(
+                self.home, self.wait_seconds(), database_url=self.state.database_url, postgres_pid=postgres_pid
+            )
         # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
         self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
         if self.gateway_on():
@@ -523,11 +526,13 @@ ROWS = (
     ("AgentFlow, noop, durable path", "agentflow"),
     ("Celery, prefork, Redis", "celery"),
     ("taskiq, taskiq-nats JetStream", "taskiq"),
+    ("DBOS, 1-step workflow, PostgreSQL", "dbos"),
+    ("DBOS, 3-step workflow", "dbos-3step"),
     ("AgentFlow, process sandbox", "process-sandbox"),
     ("AgentFlow, gVisor (runsc) cold", "runsc-cold"),
     ("AgentFlow, gVisor (runsc) warm pool", "runsc-warm"),
 )
-PEER_NAMES = {"celery": "Celery", "taskiq": "taskiq"}
+PEER_NAMES = {"celery": "Celery", "taskiq": "taskiq", "dbos": "DBOS"}
 PLANNER = "planner:"
 """The prefix of the planner phases' systems in ``Bench.samples``; the report nests them under ``planners``."""
 

@@ -1,6 +1,7 @@
 """Benchmark peers (``af bench --peers``, ``make bench-peers``): the same noop workload through other task systems.
 
-Each peer brings its own server on a free loopback port (Celery: redis-server; taskiq: nats-server), runs its
+Each peer brings its own server on a free loopback port (Celery: redis-server; taskiq: nats-server; DBOS uses a
+database of its own on the stack's PostgreSQL server), runs its
 workers as real processes the bench starts and stops by PID, and is measured exactly like AgentFlow: latency one
 at a time, sustained tasks/s and the drain rate of a pre-filled queue with 1 and 2 workers, CPU per task.
 The peers are not dependencies of AgentFlow: ``make bench-peers`` installs them into the virtualenv.
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 READY = "af-bench-worker-ready"
 
 # The distributions whose versions the report records.
-DISTRIBUTIONS = ("celery", "kombu", "redis", "taskiq", "taskiq-nats", "nats-py")
+DISTRIBUTIONS = ("celery", "kombu", "redis", "taskiq", "taskiq-nats", "nats-py", "dbos")
 
 
 class PeerMissing(RuntimeError):
@@ -65,10 +66,15 @@ class Peer(Protocol):
         ...
 
 
-def start(home: Path, timeout: float) -> list[Peer]:
-    """Start every peer's server under ``home``; ``timeout`` bounds each wait for results."""
+def start(home: Path, timeout: float, *, database_url: str, postgres_pid: int) -> list[Peer]:
+    """Start every peer's server under ``home``; ``timeout`` bounds each wait for results.
+
+    DBOS keeps its state on the stack's PostgreSQL server (``database_url``, ``postgres_pid``), in a database of
+    its own; each durable peer runs a one-step and a three-step workflow, as two rows.
+    """
     try:
         from bench.celery_peer import CeleryPeer
+        from bench.dbos_peer import DBOSPeer, prepare
         from bench.taskiq_peer import TaskiqPeer
     except ImportError as error:
         raise PeerMissing(f"the benchmark peers are not installed ({error}): run `make bench-peers`") from error
@@ -76,6 +82,8 @@ def start(home: Path, timeout: float) -> list[Peer]:
     try:
         started.append(CeleryPeer(home, timeout))
         started.append(TaskiqPeer(home, timeout))
+        dbos_url = prepare(database_url)
+        started += [DBOSPeer(dbos_url, postgres_pid, steps, timeout) for steps in (1, 3)]
     except BaseException:
         for peer in started:
             peer.stop()
