@@ -59,12 +59,14 @@ class Completions:
 
 
 class AgentFlowClient:
-    def __init__(self, api_url: str, nats_url: str, token: str, tool: str) -> None:
+    def __init__(self, api_url: str, nats_url: str, token: str, tool: str, *, workflow: str = "") -> None:
+        """Runs of ``tool`` alone, or with ``workflow`` (``name@version``) runs of that workflow."""
         parts = urlsplit(api_url)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._nats_url = nats_url
         self._token = token
         self._tool = tool
+        self._workflow = workflow
         self._completions = Completions()
         self._counter = 0
 
@@ -82,6 +84,8 @@ class AgentFlowClient:
 
     def _item(self) -> bytes:
         self._counter += 1
+        if self._workflow:
+            return b'{"workflow":"%s","input":{"n":%d}}' % (self._workflow.encode(), self._counter)
         return b'{"tool":"%s","input":{"i":%d}}' % (self._tool.encode(), self._counter)
 
     async def submit_batch(self, http: LeanHTTP, size: int) -> list[str]:

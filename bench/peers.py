@@ -1,10 +1,11 @@
 """Benchmark peers (``af bench --peers``, ``make bench-peers``): the same noop workload through other task systems.
 
-Each peer brings its own server on a free loopback port (Celery: redis-server; taskiq: nats-server; DBOS uses a
-database of its own on the stack's PostgreSQL server), runs its
+Each peer brings its own server on a free loopback port (Celery: redis-server; taskiq: nats-server; Restate:
+restate-server; DBOS uses a database of its own on the stack's PostgreSQL server), runs its
 workers as real processes the bench starts and stops by PID, and is measured exactly like AgentFlow: latency one
 at a time, sustained tasks/s and the drain rate of a pre-filled queue with 1 and 2 workers, CPU per task.
-The peers are not dependencies of AgentFlow: ``make bench-peers`` installs them into the virtualenv.
+The peers are not dependencies of AgentFlow: ``make bench-peers`` installs them into the virtualenv (and
+restate-server from npm into the checkout's gitignored ``.restate-server``).
 """
 
 import importlib.metadata
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 READY = "af-bench-worker-ready"
 
 # The distributions whose versions the report records.
-DISTRIBUTIONS = ("celery", "kombu", "redis", "taskiq", "taskiq-nats", "nats-py", "dbos")
+DISTRIBUTIONS = ("celery", "kombu", "redis", "taskiq", "taskiq-nats", "nats-py", "dbos", "restate-sdk", "hypercorn")
 
 
 class PeerMissing(RuntimeError):
@@ -73,6 +74,7 @@ def start(home: Path, timeout: float, *, database_url: str, postgres_pid: int) -
     its own; each durable peer runs a one-step and a three-step workflow, as two rows.
     """
     try:
+        from bench import restate_peer
         from bench.celery_peer import CeleryPeer
         from bench.dbos_peer import DBOSPeer, prepare
         from bench.taskiq_peer import TaskiqPeer
@@ -84,6 +86,7 @@ def start(home: Path, timeout: float, *, database_url: str, postgres_pid: int) -
         started.append(TaskiqPeer(home, timeout))
         dbos_url = prepare(database_url)
         started += [DBOSPeer(dbos_url, postgres_pid, steps, timeout) for steps in (1, 3)]
+        started += restate_peer.start(home, timeout)
     except BaseException:
         for peer in started:
             peer.stop()
@@ -102,6 +105,11 @@ def versions() -> dict[str, str]:
     if redis is not None:  # "Redis server v=7.0.15 sha=…"
         answer = subprocess.run([redis, "--version"], capture_output=True, text=True, timeout=10, check=False)
         found["redis-server"] = next((w[2:] for w in answer.stdout.split() if w.startswith("v=")), "unknown")
+    from bench.restate_peer import SERVER  # here: that module imports this one
+
+    if SERVER.exists():  # "restate-server 1.7.12"
+        answer = subprocess.run([SERVER, "--version"], capture_output=True, text=True, timeout=10, check=False)
+        found["restate-server"] = answer.stdout.split()[-1] if answer.stdout.split() else "unknown"
     return found
 
 
