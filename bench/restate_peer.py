@@ -5,8 +5,9 @@ SDK documents) on 127.0.0.1:P, bound with ``SO_REUSEPORT`` so that a second work
 knows one deployment (one URI), registered once when the server starts. The app holds a service whose ``noop``
 handler returns its input (``restate``: a durable invocation, journaled by the server) and a workflow whose
 ``run`` makes three noop ``ctx.run`` steps one after another (``restate-3step``: each step's result journaled).
-The client calls the server's HTTP ingress with httpx: request-response one at a time and for the sustained
-rate (:data:`CALLERS` at once); a drain sends one-way invocations (``/send``) and attaches to each.
+The client calls the server's HTTP ingress over keep-alive connections of the bench's lean HTTP/1.1 client:
+request-response one at a time and for the sustained rate (:data:`CALLERS` at once); a drain sends one-way
+invocations (``/send``) and attaches to each.
 restate-server runs with its state under the bench home, on free loopback ports, telemetry off, and a retry
 policy of at most :data:`RETRY_MAX` between attempts (its default grows to a minute): a drain's invocations
 wait for a worker, and the rate measured should be Restate's, not its backoff's.
@@ -23,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import restate
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from bench.http import LeanHTTP
 from bench.peers import READY, PeerMissing, logged_since
 from control_plane.stack.processes import free_port, spawn, stop, wait_until
 
@@ -155,7 +158,7 @@ class RestatePeer:
         self._steps = steps
         self._timeout = timeout
         self._keys = itertools.count()
-        self._http: httpx.AsyncClient | None = None
+        self._connections: list[LeanHTTP] = []
 
     def parts(self) -> dict[str, int]:
         return {"restate-server": self._server.process.pid}
@@ -164,14 +167,12 @@ class RestatePeer:
         return self._server.worker_command(), {}
 
     async def open(self) -> None:
-        limits = httpx.Limits(max_connections=CALLERS, max_keepalive_connections=CALLERS)
-        self._http = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{self._server.ingress}", timeout=self._timeout, limits=limits
-        )
-
-    def _client(self) -> httpx.AsyncClient:
-        assert self._http is not None, "open() first"
-        return self._http
+        """:data:`CALLERS` keep-alive connections to the ingress, one per caller (the lean client AgentFlow's
+        rows use: httpx's CPU per request would be charged to Restate's rows)."""
+        for _ in range(CALLERS):
+            connection = LeanHTTP("127.0.0.1", self._server.ingress, "")
+            await connection.connect()
+            self._connections.append(connection)
 
     def _path(self) -> str:
         """The handler of one new invocation: the service's, or a workflow of a key of its own."""
@@ -179,13 +180,17 @@ class RestatePeer:
             return f"/{SERVICE}/noop"
         return f"/{WORKFLOW}/bench-{next(self._keys)}/run"
 
-    def _item(self) -> dict[str, int]:
-        return {"i": next(self._keys)}
+    def _item(self) -> bytes:
+        return msgspec.json.encode({"i": next(self._keys)})
 
-    async def _call(self) -> float:
-        answer = await self._client().post(self._path(), json=self._item())
-        if answer.status_code != 200:
-            raise RuntimeError(f"Restate ingress answered {answer.status_code}: {answer.text[:300]}")
+    async def _ask(self, connection: LeanHTTP, method: str, path: str, body: bytes = b"") -> bytes:
+        status, answer = await asyncio.wait_for(connection.request(method, path, body), self._timeout)
+        if status not in (200, 202):
+            raise RuntimeError(f"Restate ingress answered {status} to {method} {path}: {answer[:300]!r}")
+        return answer
+
+    async def _call(self, connection: LeanHTTP) -> float:
+        await self._ask(connection, "POST", self._path(), self._item())
         return time.perf_counter()
 
     async def reset(self) -> None:
@@ -195,7 +200,7 @@ class RestatePeer:
         samples = []
         for _ in range(count):
             started = time.perf_counter()
-            samples.append(await self._call() - started)
+            samples.append(await self._call(self._connections[0]) - started)
         return samples
 
     async def sustained(self, count: int) -> float:
@@ -203,29 +208,26 @@ class RestatePeer:
         remaining = iter(range(count))
         started = time.perf_counter()
 
-        async def caller() -> float:
+        async def caller(connection: LeanHTTP) -> float:
             last = started
             for _ in remaining:
-                last = await self._call()
+                last = await self._call(connection)
             return last
 
-        finished = await asyncio.gather(*(caller() for _ in range(CALLERS)))
+        finished = await asyncio.gather(*(caller(connection) for connection in self._connections))
         return count / (max(finished) - started)
 
     async def submit(self, count: int) -> list[str]:
-        """One-way invocations (``/send``); their ids."""
-        ids: list[str] = []
-        for start in range(0, count, CALLERS):
-            answers = await asyncio.gather(
-                *(
-                    self._client().post(f"{self._path()}/send", json=self._item())
-                    for _ in range(min(CALLERS, count - start))
-                )
-            )
-            for answer in answers:
-                if answer.status_code not in (200, 202):
-                    raise RuntimeError(f"Restate ingress answered {answer.status_code}: {answer.text[:300]}")
-                ids.append(answer.json()["invocationId"])
+        """One-way invocations (``/send``), :data:`CALLERS` at once; their ids, in order."""
+        ids: list[str] = [""] * count
+        remaining = iter(range(count))
+
+        async def sender(connection: LeanHTTP) -> None:
+            for index in remaining:
+                answer = await self._ask(connection, "POST", f"{self._path()}/send", self._item())
+                ids[index] = msgspec.json.decode(answer)["invocationId"]
+
+        await asyncio.gather(*(sender(connection) for connection in self._connections))
         return ids
 
     async def completions(self, submitted: list[str]) -> list[float]:
@@ -233,19 +235,18 @@ class RestatePeer:
         queue = list(reversed(submitted))
         seen: list[float] = []
 
-        async def attacher() -> None:
+        async def attacher(connection: LeanHTTP) -> None:
             while queue:
-                answer = await self._client().get(f"/restate/invocation/{queue.pop()}/attach")
-                if answer.status_code != 200:
-                    raise RuntimeError(f"Restate attach answered {answer.status_code}: {answer.text[:300]}")
+                await self._ask(connection, "GET", f"/restate/invocation/{queue.pop()}/attach")
                 seen.append(time.perf_counter())
 
-        await asyncio.gather(*(attacher() for _ in range(CALLERS)))
+        await asyncio.gather(*(attacher(connection) for connection in self._connections))
         return sorted(seen)
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        for connection in self._connections:
+            await connection.close()
+        self._connections = []
 
     def stop(self) -> None:
         self._server.stop()
