@@ -20,7 +20,7 @@ from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions
 
-from bench.peers import READY
+from bench.peers import READY, PolledClient
 from registry.db import dsn_with_database, ensure_database
 
 DATABASE = "af_bench_dbos"
@@ -51,8 +51,11 @@ def three_step_workflow(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-class DBOSBenchClient:
+class DBOSBenchClient(PolledClient):
     """The enqueuing side: :class:`DBOSClient` from outside the application, as a service calling DBOS does."""
+
+    waiters = WAITERS
+    submit_at_once = SUBMIT_AT_ONCE
 
     def __init__(self, url: str, steps: int, timeout: float) -> None:
         self._client = DBOSClient(system_database_url=url, system_database_pool_size=WAITERS + 4)
@@ -60,44 +63,13 @@ class DBOSBenchClient:
         self._timeout = timeout
         self._counter = 0
 
-    async def _enqueue(self) -> Any:
+    async def _start(self) -> Any:
         self._counter += 1
         return await self._client.enqueue_async(self._options, {"i": self._counter})
 
     async def _wait(self, handle: Any) -> float:
         await asyncio.wait_for(handle.get_result(polling_interval_sec=RESULT_POLL_SECONDS), self._timeout)
         return time.perf_counter()
-
-    async def round_trips(self, count: int) -> list[float]:
-        samples = []
-        for _ in range(count):
-            started = time.perf_counter()
-            await self._wait(await self._enqueue())
-            samples.append(time.perf_counter() - started)
-        return samples
-
-    async def submit(self, count: int) -> list[Any]:
-        handles: list[Any] = []
-        for start in range(0, count, SUBMIT_AT_ONCE):
-            handles += await asyncio.gather(*(self._enqueue() for _ in range(min(SUBMIT_AT_ONCE, count - start))))
-        return handles
-
-    async def completions(self, handles: list[Any]) -> list[float]:
-        """When each result was read, sorted; results are awaited in submission order, ``WAITERS`` at once."""
-        queue = list(reversed(handles))
-        seen: list[float] = []
-
-        async def waiter() -> None:
-            while queue:
-                seen.append(await self._wait(queue.pop()))
-
-        await asyncio.gather(*(waiter() for _ in range(WAITERS)))
-        return sorted(seen)
-
-    async def sustained(self, count: int) -> float:
-        started = time.perf_counter()
-        finished = await self.completions(await self.submit(count))
-        return count / (finished[-1] - started)
 
     def close(self) -> None:
         self._client.destroy()

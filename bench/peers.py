@@ -8,9 +8,11 @@ The peers are not dependencies of AgentFlow: ``make bench-peers`` installs them 
 restate-server from npm into the checkout's gitignored ``.restate-server``).
 """
 
+import asyncio
 import importlib.metadata
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,6 +67,55 @@ class Peer(Protocol):
     def stop(self) -> None:
         """Stop its server by PID."""
         ...
+
+
+class PolledClient:
+    """A peer's client that starts a task, then waits for its result by polling (taskiq, DBOS).
+
+    Subclasses start one task in :meth:`_start` and return the ``perf_counter()`` at which its result was read
+    from :meth:`_wait`; results are awaited in submission order, ``waiters`` at once.
+    """
+
+    waiters: int
+    submit_at_once: int
+
+    async def _start(self) -> Any:
+        raise NotImplementedError
+
+    async def _wait(self, handle: Any) -> float:
+        raise NotImplementedError
+
+    async def round_trips(self, count: int) -> list[float]:
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            samples.append(await self._wait(await self._start()) - started)
+        return samples
+
+    async def submit(self, count: int) -> list[Any]:
+        handles: list[Any] = []
+        for start in range(0, count, self.submit_at_once):
+            batch = min(self.submit_at_once, count - start)
+            handles += await asyncio.gather(*(self._start() for _ in range(batch)))
+        return handles
+
+    async def completions(self, handles: list[Any]) -> list[float]:
+        """When each result was read, sorted."""
+        queue = list(reversed(handles))
+        seen: list[float] = []
+
+        async def waiter() -> None:
+            while queue:
+                seen.append(await self._wait(queue.pop()))
+
+        await asyncio.gather(*(waiter() for _ in range(self.waiters)))
+        return sorted(seen)
+
+    async def sustained(self, count: int) -> float:
+        """Tasks per second: start every task, then wait for every result."""
+        started = time.perf_counter()
+        finished = await self.completions(await self.submit(count))
+        return count / (finished[-1] - started)
 
 
 def start(home: Path, timeout: float, *, database_url: str, postgres_pid: int) -> list[Peer]:
