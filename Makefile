@@ -115,15 +115,22 @@ soak: install
 bench: install
 	$(BIN)/python -m bench
 
-# The same benchmark with AgentFlow's peers beside it: Celery (Redis), taskiq (taskiq-nats) and, for the model
-# gateway, LiteLLM's proxy. They come from PyPI here only, never into AgentFlow's dependencies; redis-server is
-# Debian's.
+# The same benchmark with AgentFlow's peers beside it: Celery (Redis), taskiq (taskiq-nats), the durable DBOS (on
+# the stack's PostgreSQL) and Restate, and, for the model gateway, LiteLLM's proxy. They come from PyPI (and
+# restate-server from npm) here only, never into AgentFlow's dependencies; redis-server is Debian's.
 bench-peers: install
 	@if ! command -v redis-server >/dev/null 2>&1; then \
 		echo "installing redis-server (Debian package)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	fi
-	$(BIN)/pip install -q 'celery[redis]' redis taskiq taskiq-nats
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "installing npm (Debian package)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	fi
+	$(BIN)/pip install -q 'celery[redis]' redis taskiq taskiq-nats dbos restate-sdk hypercorn
+	@# Restate's server: the npm package's prebuilt binary, into the gitignored .restate-server.
+	test -x .restate-server/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server \
+		|| npm install --silent --no-audit --no-fund --prefix .restate-server @restatedev/restate-server
 	@# LiteLLM's proxy, the model gateway's peer, in a virtualenv of its own: its pins never touch AgentFlow's.
 	test -x .venv-litellm/bin/litellm || { $(PYTHON) -m venv .venv-litellm && .venv-litellm/bin/pip install -q 'litellm[proxy]'; }
 	$(BIN)/python -m bench --peers

@@ -3,7 +3,8 @@
 Every repetition measures, in turn: raw JetStream (nats-py) with 1 and 2 worker processes, AgentFlow's
 durable path with the built-in ``noop`` tool (no sandbox: the platform itself) with 1 and 2 workers,
 and AgentFlow with a tool in the process sandbox and in gVisor (runsc, cold and from the warm pool); with
-``--peers``, the same noop task through Celery (Redis) and taskiq (NATS JetStream) too (``bench/peers.py``).
+``--peers``, the same noop task through Celery (Redis) and taskiq (NATS JetStream) too, and 1-step and 3-step
+workflows through DBOS and Restate beside AgentFlow's 3-step DAG (``bench/peers.py``).
 Reported: per-task latency one at a time (p50/p95/p99, HTTP submit included for AgentFlow), sustained tasks/s,
 the drain rate of a pre-filled queue (tasks/s over the last 90% of results once workers start), CPU per
 task by process, the median of the repetitions, and AgentFlow's ratios to raw JetStream and to each peer.
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 import uvloop
 
 from bench import agent_turns, gateway, local_model, peers, planners, raw
@@ -43,6 +45,7 @@ from control_plane.stack.settings import StackSettings
 
 T = TypeVar("T")
 
+THREE_STEP = "bench-three-step@1.0.0"
 ECHO_TOOL = b"""{"name": "bench-echo", "version": "1", "runtime": {"command": ["python3", "-c",
  "import sys; sys.stdout.write(sys.stdin.read())"]}}"""
 
@@ -67,12 +70,15 @@ class Bench:
     # --- processes ----------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self.args.peers and self.args.only is None:
-            self.peers = peers.start(self.home, self.wait_seconds())
         settings = dataclasses.replace(StackSettings.read(os.environ), home=self.home)
         if self.args.local_model:
             settings = dataclasses.replace(settings, local_model=True)
         self.state = stack.up(settings, workers=0, concurrency=1)
+        if self.args.peers and self.args.only is None:
+            postgres_pid = self._parts().get("postgres", 0)
+            self.peers = peers.start(
+                self.home, self.wait_seconds(), database_url=self.state.database_url, postgres_pid=postgres_pid
+            )
         # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
         self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
         if self.gateway_on():
@@ -246,9 +252,6 @@ class Bench:
 
     async def task_phases(self, index: int) -> None:
         args = self.args
-        assert self.state is not None
-        token = (self.home / stack.KEY_FILE).read_text().strip()
-
         for count in (1, 2):
             _progress(f"[{index + 1}/{args.repeat}] raw JetStream, {count} worker(s)")
             self.set_workers("raw", count)
@@ -273,30 +276,38 @@ class Bench:
                     lambda _: _raw_completions(client, args.tasks, self.wait_seconds()),
                 )
 
-        for count in (1, 2):
-            _progress(f"[{index + 1}/{args.repeat}] AgentFlow noop, {count} worker(s)")
-            self.set_workers("agentflow", count)
-            async with AgentFlowClient(self.state.api_url, self.nats_url, token, "noop") as af:
-                if count == 1:
-                    await af.round_trips(20)
-                    self.latency("agentflow", await af.round_trips(args.latency_runs))
-                rate = await self.measured("agentflow", args.tasks, lambda: af.sustained(args.tasks))
-                self.record("agentflow", f"tasks_per_s_{count}w", rate)
-
-        async with AgentFlowClient(self.state.api_url, self.nats_url, token, "noop") as af:
-            for count in (1, 2):
-                _progress(f"[{index + 1}/{args.repeat}] AgentFlow noop, drain with {count} worker(s)")
-                await self.drained(
-                    "agentflow",
-                    count,
-                    lambda: _agentflow_submit(af, args.tasks),
-                    lambda run_ids: _agentflow_completions(af, run_ids, self.wait_seconds()),
-                )
+        await self.agentflow_phases(index, "agentflow", "noop")
+        await self.agentflow_phases(index, "agentflow-3step", "3-step workflow", workflow=THREE_STEP)
 
         for peer in self.peers:
             await self.peer_phases(index, peer)
 
         await self.sandbox_phases(index)
+
+    async def agentflow_phases(self, index: int, system: str, what: str, *, workflow: str = "") -> None:
+        """AgentFlow's rows of the ``noop`` tool, or of ``workflow`` (its steps ``noop``), without a sandbox."""
+        args = self.args
+        assert self.state is not None
+        token = (self.home / stack.KEY_FILE).read_text().strip()
+        for count in (1, 2):
+            _progress(f"[{index + 1}/{args.repeat}] AgentFlow {what}, {count} worker(s)")
+            self.set_workers("agentflow", count)
+            async with AgentFlowClient(self.state.api_url, self.nats_url, token, "noop", workflow=workflow) as af:
+                if count == 1:
+                    await af.round_trips(20)
+                    self.latency(system, await af.round_trips(args.latency_runs))
+                rate = await self.measured(system, args.tasks, lambda: af.sustained(args.tasks))
+                self.record(system, f"tasks_per_s_{count}w", rate)
+
+        async with AgentFlowClient(self.state.api_url, self.nats_url, token, "noop", workflow=workflow) as af:
+            for count in (1, 2):
+                _progress(f"[{index + 1}/{args.repeat}] AgentFlow {what}, drain with {count} worker(s)")
+                await self.drained(
+                    system,
+                    count,
+                    lambda: _agentflow_submit(af, args.tasks),
+                    lambda run_ids: _agentflow_completions(af, run_ids, self.wait_seconds()),
+                )
 
     async def sandbox_phases(self, index: int) -> None:
         """The echo tool in each sandbox: latency one at a time, then sustained rates with 1 and 2 workers."""
@@ -379,6 +390,7 @@ class Bench:
         assert self.state is not None
         token = (self.home / stack.KEY_FILE).read_text().strip()
         await _register_echo(self.state.api_url, token)
+        await _apply_three_step(self.state.api_url, token)
         if self.agents_on():
             await agent_turns.register(self.state.api_url, token)
         if self.gateway_on():
@@ -416,9 +428,14 @@ class Bench:
         }
         summary: dict[str, Any] = {k: v for k, v in medians.items() if not k.startswith((PLANNER, AGENT))}
         summary["ratios"] = {}
-        if "agentflow" in summary:
-            for other in ("raw", *(peer.system for peer in self.peers)):
-                summary["ratios"].update(_ratios(summary["agentflow"], summary[other], other))
+        for other in ("raw", *(peer.system for peer in self.peers)):
+            # A 3-step row is compared with AgentFlow's 3-step workflow, every other with its noop row.
+            mine = "agentflow-3step" if other.endswith("-3step") else "agentflow"
+            if mine in summary and other in summary:
+                summary["ratios"].update(_ratios(summary[mine], summary[other], other))
+        if "agentflow-3step" in summary and "raw" in summary:
+            three_step = summary["agentflow-3step"]["p50_ms"] / summary["raw"]["p50_ms"]
+            summary["ratios"]["p50_latency_agentflow_3step_to_raw"] = three_step
         summary["gateway_overhead"] = gateway.overheads(summary)
         agents = {k.removeprefix(AGENT): v for k, v in medians.items() if k.startswith(AGENT)}
         if agents:
@@ -525,7 +542,7 @@ async def _agentflow_completions(af: AgentFlowClient, run_ids: list[str], second
     return sorted(finished[run_id] for run_id in run_ids)
 
 
-async def _register_echo(api_url: str, token: str) -> None:
+async def _post_setup(api_url: str, token: str, path: str, body: bytes, what: str) -> None:
     from urllib.parse import urlsplit
 
     from bench.http import LeanHTTP
@@ -533,22 +550,45 @@ async def _register_echo(api_url: str, token: str) -> None:
     parts = urlsplit(api_url)
     http = LeanHTTP(parts.hostname or "127.0.0.1", parts.port or 80, token)
     await http.connect()
-    status, body = await http.post("/v1/tools", ECHO_TOOL)
+    status, answer = await http.post(path, body)
     await http.close()
     if status not in (200, 201):
-        raise RuntimeError(f"registering the bench tool answered {status}: {body!r}")
+        raise RuntimeError(f"{what} answered {status}: {answer!r}")
+
+
+async def _register_echo(api_url: str, token: str) -> None:
+    await _post_setup(api_url, token, "/v1/tools", ECHO_TOOL, "registering the bench tool")
+
+
+async def _apply_three_step(api_url: str, token: str) -> None:
+    """The 3-step workflow of the ``agentflow-3step`` rows: a DAG of three ``noop`` steps, one after another."""
+    name = THREE_STEP.partition("@")[0]
+    doc = msgspec.json.encode(planners.layered_dag(3, 1, tool="noop", name=name))
+    await _post_setup(api_url, token, "/v1/workflows", doc, "applying the 3-step workflow")
 
 
 ROWS = (
     ("raw JetStream (nats-py)", "raw"),
     ("AgentFlow, noop, durable path", "agentflow"),
+    ("AgentFlow, 3-step DAG of noop", "agentflow-3step"),
     ("Celery, prefork, Redis", "celery"),
     ("taskiq, taskiq-nats JetStream", "taskiq"),
+    ("DBOS, 1-step workflow, PostgreSQL", "dbos"),
+    ("DBOS, 3-step workflow", "dbos-3step"),
+    ("Restate, 1-step service handler", "restate"),
+    ("Restate, 3-step workflow", "restate-3step"),
     ("AgentFlow, process sandbox", "process-sandbox"),
     ("AgentFlow, gVisor (runsc) cold", "runsc-cold"),
     ("AgentFlow, gVisor (runsc) warm pool", "runsc-warm"),
 )
-PEER_NAMES = {"celery": "Celery", "taskiq": "taskiq"}
+PEER_NAMES = {
+    "celery": "Celery",
+    "taskiq": "taskiq",
+    "dbos": "DBOS",
+    "restate": "Restate",
+    "dbos-3step": "DBOS 3-step",
+    "restate-3step": "Restate 3-step",
+}
 AGENT = "agent:"
 """The prefix of the agents phase's systems in ``Bench.samples``; the report nests them under ``agents``."""
 PLANNER = "planner:"
@@ -629,10 +669,16 @@ def _render_ratios(r: dict[str, float], summary: dict[str, Any]) -> list[str]:
         f"sustained {r['sustained_1w_agentflow_to_raw']:.2f}x with 1 worker, "
         f"{r['sustained_2w_agentflow_to_raw']:.2f}x with 2 workers (target >= 0.8x)",
     ]
+    if "p50_latency_agentflow_3step_to_raw" in r:
+        lines.append(
+            f"AgentFlow 3-step workflow / raw JetStream round trip: p50 latency "
+            f"{r['p50_latency_agentflow_3step_to_raw']:.2f}x (target <= 6x)"
+        )
     for key, name in (("raw", "raw JetStream"), *PEER_NAMES.items()):
         if f"drain_1w_agentflow_to_{key}" not in r:
             continue
-        line = f"AgentFlow / {name}: "
+        mine = "AgentFlow 3-step" if key.endswith("-3step") else "AgentFlow"
+        line = f"{mine} / {name}: "
         if key != "raw":
             line += (
                 f"p50 latency {r[f'p50_latency_agentflow_to_{key}']:.2f}x; sustained "
@@ -670,7 +716,8 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument(
         "--peers",
         action="store_true",
-        help="Also run the noop task through Celery (Redis) and taskiq (NATS JetStream); `make bench-peers`.",
+        help="Also run the noop task through Celery (Redis) and taskiq (NATS JetStream), and 1- and 3-step workflows "
+        "through DBOS and Restate; `make bench-peers`.",
     )
     parser.add_argument(
         "--planners",

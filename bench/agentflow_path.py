@@ -59,14 +59,18 @@ class Completions:
 
 
 class AgentFlowClient:
-    def __init__(self, api_url: str, nats_url: str, token: str, tool: str, *, kind: str = "tool") -> None:
-        """Runs of ``tool`` (with ``kind`` "agent": of the agent of that name)."""
+    def __init__(
+        self, api_url: str, nats_url: str, token: str, tool: str, *, workflow: str = "", kind: str = "tool"
+    ) -> None:
+        """Runs of ``tool`` alone (with ``kind`` "agent": of the agent of that name), or with ``workflow``
+        (``name@version``) runs of that workflow."""
         parts = urlsplit(api_url)
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._nats_url = nats_url
         self._token = token
         self._tool = tool
         self._kind = kind.encode()
+        self._workflow = workflow
         self._completions = Completions()
         self._counter = 0
 
@@ -84,6 +88,8 @@ class AgentFlowClient:
 
     def _item(self) -> bytes:
         self._counter += 1
+        if self._workflow:
+            return b'{"workflow":"%s","input":{"n":%d}}' % (self._workflow.encode(), self._counter)
         return b'{"%s":"%s","input":{"i":%d}}' % (self._kind, self._tool.encode(), self._counter)
 
     async def submit_batch(self, http: LeanHTTP, size: int) -> list[str]:

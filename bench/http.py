@@ -11,7 +11,7 @@ class LeanHTTP:
     def __init__(self, host: str, port: int, token: str) -> None:
         self._host = host
         self._port = port
-        self._auth = f"Authorization: Bearer {token}\r\n".encode()
+        self._auth = f"Authorization: Bearer {token}\r\n".encode() if token else b""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -19,9 +19,13 @@ class LeanHTTP:
         self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        return await self.request("POST", path, body)
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """One request and its answer, whose body must come with a Content-Length (no chunked encoding)."""
         assert self._reader is not None and self._writer is not None
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n"
         ).encode()
         self._writer.write(head + self._auth + b"\r\n" + body)
@@ -34,6 +38,8 @@ class LeanHTTP:
             name, _, value = line.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value.strip())
+            elif name.strip().lower() == b"transfer-encoding":
+                raise RuntimeError(f"{method} {path}: a {value.strip().decode()} answer, which this client cannot read")
         return int(status_line.split()[1]), await self._reader.readexactly(length)
 
     async def close(self) -> None:

@@ -1,14 +1,18 @@
 """Benchmark peers (``af bench --peers``, ``make bench-peers``): the same noop workload through other task systems.
 
-Each peer brings its own server on a free loopback port (Celery: redis-server; taskiq: nats-server), runs its
+Each peer brings its own server on a free loopback port (Celery: redis-server; taskiq: nats-server; Restate:
+restate-server; DBOS uses a database of its own on the stack's PostgreSQL server), runs its
 workers as real processes the bench starts and stops by PID, and is measured exactly like AgentFlow: latency one
 at a time, sustained tasks/s and the drain rate of a pre-filled queue with 1 and 2 workers, CPU per task.
-The peers are not dependencies of AgentFlow: ``make bench-peers`` installs them into the virtualenv.
+The peers are not dependencies of AgentFlow: ``make bench-peers`` installs them into the virtualenv (and
+restate-server from npm into the checkout's gitignored ``.restate-server``).
 """
 
+import asyncio
 import importlib.metadata
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,7 +20,7 @@ from typing import Any, Protocol
 READY = "af-bench-worker-ready"
 
 # The distributions whose versions the report records.
-DISTRIBUTIONS = ("celery", "kombu", "redis", "taskiq", "taskiq-nats", "nats-py")
+DISTRIBUTIONS = ("celery", "kombu", "redis", "taskiq", "taskiq-nats", "nats-py", "dbos", "restate-sdk", "hypercorn")
 
 
 class PeerMissing(RuntimeError):
@@ -65,10 +69,65 @@ class Peer(Protocol):
         ...
 
 
-def start(home: Path, timeout: float) -> list[Peer]:
-    """Start every peer's server under ``home``; ``timeout`` bounds each wait for results."""
+class PolledClient:
+    """A peer's client that starts a task, then waits for its result by polling (taskiq, DBOS).
+
+    Subclasses start one task in :meth:`_start` and return the ``perf_counter()`` at which its result was read
+    from :meth:`_wait`; results are awaited in submission order, ``waiters`` at once.
+    """
+
+    waiters: int
+    submit_at_once: int
+
+    async def _start(self) -> Any:
+        raise NotImplementedError
+
+    async def _wait(self, handle: Any) -> float:
+        raise NotImplementedError
+
+    async def round_trips(self, count: int) -> list[float]:
+        samples = []
+        for _ in range(count):
+            started = time.perf_counter()
+            samples.append(await self._wait(await self._start()) - started)
+        return samples
+
+    async def submit(self, count: int) -> list[Any]:
+        handles: list[Any] = []
+        for start in range(0, count, self.submit_at_once):
+            batch = min(self.submit_at_once, count - start)
+            handles += await asyncio.gather(*(self._start() for _ in range(batch)))
+        return handles
+
+    async def completions(self, handles: list[Any]) -> list[float]:
+        """When each result was read, sorted."""
+        queue = list(reversed(handles))
+        seen: list[float] = []
+
+        async def waiter() -> None:
+            while queue:
+                seen.append(await self._wait(queue.pop()))
+
+        await asyncio.gather(*(waiter() for _ in range(self.waiters)))
+        return sorted(seen)
+
+    async def sustained(self, count: int) -> float:
+        """Tasks per second: start every task, then wait for every result."""
+        started = time.perf_counter()
+        finished = await self.completions(await self.submit(count))
+        return count / (finished[-1] - started)
+
+
+def start(home: Path, timeout: float, *, database_url: str, postgres_pid: int) -> list[Peer]:
+    """Start every peer's server under ``home``; ``timeout`` bounds each wait for results.
+
+    DBOS keeps its state on the stack's PostgreSQL server (``database_url``, ``postgres_pid``), in a database of
+    its own; each durable peer runs a one-step and a three-step workflow, as two rows.
+    """
     try:
+        from bench import restate_peer
         from bench.celery_peer import CeleryPeer
+        from bench.dbos_peer import DBOSPeer, prepare
         from bench.taskiq_peer import TaskiqPeer
     except ImportError as error:
         raise PeerMissing(f"the benchmark peers are not installed ({error}): run `make bench-peers`") from error
@@ -76,6 +135,9 @@ def start(home: Path, timeout: float) -> list[Peer]:
     try:
         started.append(CeleryPeer(home, timeout))
         started.append(TaskiqPeer(home, timeout))
+        dbos_url = prepare(database_url)
+        started += [DBOSPeer(dbos_url, postgres_pid, steps, timeout) for steps in (1, 3)]
+        started += restate_peer.start(home, timeout)
     except BaseException:
         for peer in started:
             peer.stop()
@@ -94,6 +156,11 @@ def versions() -> dict[str, str]:
     if redis is not None:  # "Redis server v=7.0.15 sha=…"
         answer = subprocess.run([redis, "--version"], capture_output=True, text=True, timeout=10, check=False)
         found["redis-server"] = next((w[2:] for w in answer.stdout.split() if w.startswith("v=")), "unknown")
+    from bench.restate_peer import SERVER  # here: that module imports this one
+
+    if SERVER.exists():  # "restate-server 1.7.12"
+        answer = subprocess.run([SERVER, "--version"], capture_output=True, text=True, timeout=10, check=False)
+        found["restate-server"] = answer.stdout.split()[-1] if answer.stdout.split() else "unknown"
     return found
 
 

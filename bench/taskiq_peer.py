@@ -22,7 +22,7 @@ from taskiq import TaskiqEvents
 from taskiq.exceptions import ResultGetError
 from taskiq_nats import NATSObjectStoreResultBackend, PullBasedJetStreamBroker
 
-from bench.peers import READY
+from bench.peers import READY, PolledClient
 from control_plane.stack import nats as embedded_nats
 from control_plane.stack.processes import stop
 
@@ -78,13 +78,15 @@ def worker_broker() -> PullBasedJetStreamBroker:
     return broker
 
 
-class TaskiqClient:
+class TaskiqClient(PolledClient):
     """The kicking side: kicks tasks and polls the result backend, as a taskiq client does."""
+
+    submit_at_once = SUBMIT_AT_ONCE
 
     def __init__(self, nats_url: str, timeout: float, *, waiters: int = WAITERS) -> None:
         self._broker, self._task = _build(nats_url)
         self._timeout = timeout
-        self._waiters = waiters
+        self.waiters = waiters
         self._counter = 0
 
     async def open(self) -> None:
@@ -104,7 +106,7 @@ class TaskiqClient:
     async def close(self) -> None:
         await self._broker.shutdown()
 
-    async def _kick(self) -> Any:
+    async def _start(self) -> Any:
         self._counter += 1
         return await self._task.kiq({"i": self._counter})
 
@@ -122,38 +124,6 @@ class TaskiqClient:
             if result.is_err:
                 raise RuntimeError(f"taskiq task {kicked.task_id} failed: {result.error}")
             return time.perf_counter()
-
-    async def round_trips(self, count: int) -> list[float]:
-        samples = []
-        for _ in range(count):
-            started = time.perf_counter()
-            await self._wait(await self._kick())
-            samples.append(time.perf_counter() - started)
-        return samples
-
-    async def submit(self, count: int) -> list[Any]:
-        kicked: list[Any] = []
-        for start in range(0, count, SUBMIT_AT_ONCE):
-            kicked += await asyncio.gather(*(self._kick() for _ in range(min(SUBMIT_AT_ONCE, count - start))))
-        return kicked
-
-    async def completions(self, kicked: list[Any]) -> list[float]:
-        """When each result was read, sorted; results are awaited in submission order, ``waiters`` at once."""
-        queue = list(reversed(kicked))
-        seen: list[float] = []
-
-        async def waiter() -> None:
-            while queue:
-                seen.append(await self._wait(queue.pop()))
-
-        await asyncio.gather(*(waiter() for _ in range(self._waiters)))
-        return sorted(seen)
-
-    async def sustained(self, count: int) -> float:
-        """Tasks per second: kick every task, then wait for every result."""
-        started = time.perf_counter()
-        finished = await self.completions(await self.submit(count))
-        return count / (finished[-1] - started)
 
     async def purge(self) -> None:
         js = self._broker.client.jetstream()

@@ -74,3 +74,15 @@ def test_the_package_directory_is_the_projects_root_and_only_its_packages_are_fo
         for init in (project / name).rglob("__init__.py")
     }
     assert set(found) == every_package
+
+
+def test_make_bench_peers_installs_the_durable_peers_beside_agentflow_never_into_its_dependencies(venv: Path) -> None:
+    plan = _plan("bench-peers", venv)
+
+    assert f"{venv}/bin/pip install -q 'celery[redis]' redis taskiq taskiq-nats dbos restate-sdk hypercorn" in plan
+    assert "npm install --silent --no-audit --no-fund --prefix .restate-server @restatedev/restate-server" in plan
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {}).values()
+    declared = " ".join([*project["dependencies"], *(requirement for extra in extras for requirement in extra)])
+    assert "dbos" not in declared
+    assert "restate" not in declared
