@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -196,3 +197,44 @@ async def consumer_levels(bus: Bus) -> list[ConsumerLevel]:
                 ConsumerLevel(stream, name, info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0)
             )
     return levels
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBacklog:
+    """The tasks of one (tenant, queue) on the bus that no worker has taken yet: what a fleet scales on."""
+
+    tenant: str
+    queue: str
+    depth: int
+    """Tasks published and not yet delivered to any worker (tasks held by admission are not on the bus)."""
+    oldest_age_seconds: float
+    """How long the oldest of them has waited since it was published; 0 when none waits."""
+
+
+async def queue_backlogs(bus: Bus, tenant: str | None = None) -> list[QueueBacklog]:
+    """The backlog of every queue holding tasks (of ``tenant``, or of every tenant), sorted by tenant and queue.
+
+    A queue no worker ever pulled has no consumer: all its messages wait. Otherwise what waits is what its
+    consumer has not delivered yet, starting after the last stream sequence it delivered.
+    """
+    js = bus.jetstream
+    info = await js.stream_info(
+        subjects.TASKS_STREAM, subjects_filter=subjects.ALL_TASKS if tenant is None else subjects.tenant_tasks(tenant)
+    )
+    consumers = {c.name: c for c in await js.consumers_info(subjects.TASKS_STREAM)}
+    backlogs = []
+    for subject, count in sorted((info.state.subjects or {}).items()):
+        owner, queue = subjects.tasks_of(subject)
+        consumer = consumers.get(subjects.task_consumer(owner, queue))
+        depth, after = count, 0
+        if consumer is not None:
+            depth = consumer.num_pending or 0
+            after = consumer.delivered.stream_seq if consumer.delivered is not None else 0
+        age = 0.0
+        if depth:
+            with contextlib.suppress(NotFoundError):
+                oldest = await js.get_msg(subjects.TASKS_STREAM, seq=after + 1, subject=subject, next=True)
+                if oldest.time is not None:
+                    age = max(0.0, time.time() - oldest.time.timestamp())
+        backlogs.append(QueueBacklog(owner, queue, depth, age))
+    return backlogs
