@@ -12,6 +12,7 @@ from nats.js.errors import APIError, NotFoundError
 from bus import subjects
 from bus.connection import Bus
 from bus.fleet import Fleet
+from bus.model_health import HealthBucket
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +72,30 @@ STREAMS = (
 )
 
 
-async def ensure_streams(bus: Bus) -> None:
-    """Create each stream, or bring an existing one to the configuration above, then the worker bucket.
+async def ensure_streams(bus: Bus, replicas: int = 1) -> None:
+    """Create each stream, or bring an existing one to the configuration above, then the worker and model
+    buckets; each with ``replicas`` copies (``AF_NATS_REPLICAS``: 3 on a 3-node cluster), an existing one
+    brought to that count.
 
     The control plane's job: workers only wait for them (``wait_for_streams``).
     """
     js = bus.jetstream
-    for config in STREAMS:
-        assert config.name is not None
+    for base in STREAMS:
+        assert base.name is not None
+        config = base.evolve(num_replicas=replicas)
         try:
-            await js.stream_info(config.name)
+            await js.stream_info(base.name)
         except NotFoundError:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
     await _drop_legacy_task_consumers(bus)
-    await Fleet.open(bus)
+    await Fleet.open(bus, replicas)
+    await HealthBucket.open(bus, replicas)
+    for bucket in (subjects.WORKERS_BUCKET, subjects.MODELS_BUCKET):
+        info = await js.stream_info(f"KV_{bucket}")
+        if info.config.num_replicas != replicas:
+            await js.update_stream(info.config.evolve(num_replicas=replicas))
 
 
 async def _drop_legacy_task_consumers(bus: Bus) -> None:
