@@ -6,8 +6,10 @@ import logging
 import time
 from dataclasses import dataclass
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from bus import subjects
 from bus.connection import Bus
@@ -123,6 +125,10 @@ async def wait_for_streams(bus: Bus, every: float = 0.5) -> None:
             if not waiting:
                 log.info("waiting for the control plane to create the streams")
                 waiting = True
+            await asyncio.sleep(every)
+        except (NatsTimeout, NoRespondersError, ServiceUnavailableError) as error:
+            # A NATS cluster electing leaders (a node just lost, or all just started) answers nothing for a while.
+            log.info("waiting for JetStream to answer (%s)", type(error).__name__)
             await asyncio.sleep(every)
 
 

@@ -84,6 +84,11 @@ def start(
     return NatsServer(process, port, log, route)
 
 
+def node_route(index: int, route_ports: Sequence[int]) -> Route:
+    """Node ``index``'s place in the cluster whose nodes take routes on ``route_ports``."""
+    return Route(f"node-{index}", route_ports[index], tuple(route_ports))
+
+
 def start_cluster(
     store_dir: Path,
     logs: Path,
@@ -98,8 +103,8 @@ def start_cluster(
     route_ports = tuple(free_port() for _ in range(size))
     servers: list[NatsServer] = []
     try:
-        for index, route_port in enumerate(route_ports):
-            route = Route(f"node-{index}", route_port, route_ports)
+        for index in range(size):
+            route = node_route(index, route_ports)
             node_port = ports[index] if index < len(ports) else None
             log = logs / f"nats-{index}.log"
             servers.append(start(store_dir / route.name, log, port=node_port, config=config, route=route))
