@@ -30,7 +30,7 @@ class ProcessSettings:
     its traces go."""
 
     nats_url: str = "nats://127.0.0.1:4222"
-    """``AF_NATS_URL``: the NATS server with JetStream."""
+    """``AF_NATS_URL``: the NATS server with JetStream, or several servers of one cluster, comma-separated."""
     nats_user: str = ""
     """``AF_NATS_USER``: this process's NATS user, where the server requires one (``af up`` gives each
     process its own)."""

@@ -61,6 +61,9 @@ def inbox_prefix(user: str) -> str:
 async def connect(url: str, name: str, user: str = "", password: str = "") -> Bus:
     """Connect with unlimited reconnects, so a restarted nats-server is picked up again.
 
+    ``url`` may name several servers of one cluster, comma-separated: any of them serves, and a lost one is
+    replaced by another (the servers the cluster announces are tried too).
+
     ``user`` and ``password`` are this process's NATS identity (``AF_NATS_USER``, ``AF_NATS_PASSWORD``);
     empty for a server without authentication. Refused credentials raise NotAuthorized instead of being
     tried again for ever.
@@ -85,7 +88,7 @@ async def connect(url: str, name: str, user: str = "", password: str = "") -> Bu
 
     connecting = asyncio.ensure_future(
         nats.connect(
-            url,
+            [server.strip() for server in url.split(",")],
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,

@@ -7,12 +7,19 @@ redelivered while the work goes on past the consumer's ack wait.
 """
 
 import asyncio
+import logging
 
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from bus.connection import Bus
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_PAUSE_SECONDS = 0.5
 
 
 class Delivery:
@@ -102,6 +109,11 @@ class Consumer:
         try:
             return [Delivery(msg) for msg in await fetching]
         except (TimeoutError, NatsTimeout):
+            return []
+        except (ServiceUnavailableError, NoRespondersError) as error:
+            # A NATS cluster that lost the consumer's leader answers 503 until it has elected another.
+            log.info("JetStream is electing a consumer leader (%s); pulling again shortly", type(error).__name__)
+            await asyncio.sleep(UNAVAILABLE_PAUSE_SECONDS)
             return []
 
 

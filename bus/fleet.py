@@ -41,14 +41,15 @@ class Fleet:
         self._bucket = bucket
 
     @classmethod
-    async def open(cls, bus: Bus) -> "Fleet":
-        """The bucket, created if it is not there yet (``bus.streams.ensure_streams`` creates it first)."""
+    async def open(cls, bus: Bus, replicas: int = 1) -> "Fleet":
+        """The bucket, created (with ``replicas`` copies) if it is not there yet (``bus.streams.ensure_streams``
+        creates it first)."""
         try:
             return cls(await bus.jetstream.key_value(subjects.WORKERS_BUCKET))
         except NotFoundError:
             return cls(
                 await bus.jetstream.create_key_value(
-                    KeyValueConfig(bucket=subjects.WORKERS_BUCKET, history=1, ttl=TTL_SECONDS)
+                    KeyValueConfig(bucket=subjects.WORKERS_BUCKET, history=1, ttl=TTL_SECONDS, replicas=replicas)
                 )
             )
 

@@ -48,11 +48,14 @@ class HealthBucket:
         self._bucket = bucket
 
     @classmethod
-    async def open(cls, bus: Bus) -> "HealthBucket":
+    async def open(cls, bus: Bus, replicas: int = 1) -> "HealthBucket":
+        """The bucket, created (with ``replicas`` copies) if it is not there yet (``bus.streams.ensure_streams``
+        creates it first)."""
         try:
             return cls(await bus.jetstream.key_value(subjects.MODELS_BUCKET))
         except NotFoundError:
-            return cls(await bus.jetstream.create_key_value(KeyValueConfig(bucket=subjects.MODELS_BUCKET, history=1)))
+            config = KeyValueConfig(bucket=subjects.MODELS_BUCKET, history=1, replicas=replicas)
+            return cls(await bus.jetstream.create_key_value(config))
 
     async def change(self, key: str, change: Callable[[ModelHealth], ModelHealth | None]) -> ModelHealth:
         """Apply ``change`` to the deployment's current health (a default one if none is stored) until no

@@ -3,14 +3,18 @@
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from bus import subjects
 from bus.connection import Bus
 from bus.fleet import Fleet
+from bus.model_health import HealthBucket
 
 log = logging.getLogger(__name__)
 
@@ -70,22 +74,30 @@ STREAMS = (
 )
 
 
-async def ensure_streams(bus: Bus) -> None:
-    """Create each stream, or bring an existing one to the configuration above, then the worker bucket.
+async def ensure_streams(bus: Bus, replicas: int = 1) -> None:
+    """Create each stream, or bring an existing one to the configuration above, then the worker and model
+    buckets; each with ``replicas`` copies (``AF_NATS_REPLICAS``: 3 on a 3-node cluster), an existing one
+    brought to that count.
 
     The control plane's job: workers only wait for them (``wait_for_streams``).
     """
     js = bus.jetstream
-    for config in STREAMS:
-        assert config.name is not None
+    for base in STREAMS:
+        assert base.name is not None
+        config = base.evolve(num_replicas=replicas)
         try:
-            await js.stream_info(config.name)
+            await js.stream_info(base.name)
         except NotFoundError:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
     await _drop_legacy_task_consumers(bus)
-    await Fleet.open(bus)
+    await Fleet.open(bus, replicas)
+    await HealthBucket.open(bus, replicas)
+    for bucket in (subjects.WORKERS_BUCKET, subjects.MODELS_BUCKET):
+        info = await js.stream_info(f"KV_{bucket}")
+        if info.config.num_replicas != replicas:
+            await js.update_stream(info.config.evolve(num_replicas=replicas))
 
 
 async def _drop_legacy_task_consumers(bus: Bus) -> None:
@@ -113,6 +125,10 @@ async def wait_for_streams(bus: Bus, every: float = 0.5) -> None:
             if not waiting:
                 log.info("waiting for the control plane to create the streams")
                 waiting = True
+            await asyncio.sleep(every)
+        except (NatsTimeout, NoRespondersError, ServiceUnavailableError) as error:
+            # A NATS cluster electing leaders (a node just lost, or all just started) answers nothing for a while.
+            log.info("waiting for JetStream to answer (%s)", type(error).__name__)
             await asyncio.sleep(every)
 
 
@@ -196,3 +212,44 @@ async def consumer_levels(bus: Bus) -> list[ConsumerLevel]:
                 ConsumerLevel(stream, name, info.num_pending or 0, info.num_ack_pending or 0, info.num_redelivered or 0)
             )
     return levels
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBacklog:
+    """The tasks of one (tenant, queue) on the bus that no worker has taken yet: what a fleet scales on."""
+
+    tenant: str
+    queue: str
+    depth: int
+    """Tasks published and not yet delivered to any worker (tasks held by admission are not on the bus)."""
+    oldest_age_seconds: float
+    """How long the oldest of them has waited since it was published; 0 when none waits."""
+
+
+async def queue_backlogs(bus: Bus, tenant: str | None = None) -> list[QueueBacklog]:
+    """The backlog of every queue holding tasks (of ``tenant``, or of every tenant), sorted by tenant and queue.
+
+    A queue no worker ever pulled has no consumer: all its messages wait. Otherwise what waits is what its
+    consumer has not delivered yet, starting after the last stream sequence it delivered.
+    """
+    js = bus.jetstream
+    info = await js.stream_info(
+        subjects.TASKS_STREAM, subjects_filter=subjects.ALL_TASKS if tenant is None else subjects.tenant_tasks(tenant)
+    )
+    consumers = {c.name: c for c in await js.consumers_info(subjects.TASKS_STREAM)}
+    backlogs = []
+    for subject, count in sorted((info.state.subjects or {}).items()):
+        owner, queue = subjects.tasks_of(subject)
+        consumer = consumers.get(subjects.task_consumer(owner, queue))
+        depth, after = count, 0
+        if consumer is not None:
+            depth = consumer.num_pending or 0
+            after = consumer.delivered.stream_seq if consumer.delivered is not None else 0
+        age = 0.0
+        if depth:
+            with contextlib.suppress(NotFoundError):
+                oldest = await js.get_msg(subjects.TASKS_STREAM, seq=after + 1, subject=subject, next=True)
+                if oldest.time is not None:
+                    age = max(0.0, time.time() - oldest.time.timestamp())
+        backlogs.append(QueueBacklog(owner, queue, depth, age))
+    return backlogs

@@ -52,6 +52,17 @@ def tasks(tenant: str, queue: str) -> str:
     return f"af.{check_name('tenant', tenant)}.tasks.{check_name('queue', queue)}"
 
 
+def tenant_tasks(tenant: str) -> str:
+    """Every queue's tasks of one tenant."""
+    return f"af.{check_name('tenant', tenant)}.tasks.*"
+
+
+def tasks_of(subject: str) -> tuple[str, str]:
+    """The tenant and queue of a task subject (``af.<tenant>.tasks.<queue>``)."""
+    _, tenant, _, queue = subject.split(".")
+    return tenant, queue
+
+
 def results(tenant: str, run_id: str) -> str:
     return f"af.{check_name('tenant', tenant)}.results.{check_id('run id', run_id)}"
 

@@ -1,4 +1,5 @@
-"""Periodic samples of what the control plane does not see pass by: consumer backlogs and the fleet."""
+"""Periodic samples of what the control plane does not see pass by: consumer backlogs, queue depths and the
+fleet."""
 
 import asyncio
 import contextlib
@@ -6,7 +7,7 @@ import logging
 
 from bus import Bus, Fleet
 from bus.metrics import Labels
-from bus.streams import consumer_levels
+from bus.streams import consumer_levels, queue_backlogs
 from control_plane import metrics
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ async def sample_once(bus: Bus, fleet: Fleet) -> None:
     metrics.CONSUMER_PENDING.replace({(c.stream, c.consumer): c.pending for c in levels})
     metrics.CONSUMER_ACK_PENDING.replace({(c.stream, c.consumer): c.ack_pending for c in levels})
     metrics.CONSUMER_REDELIVERED.replace({(c.stream, c.consumer): c.redelivered for c in levels})
+    backlogs = await queue_backlogs(bus)
+    metrics.QUEUE_DEPTH.replace({(b.tenant, b.queue): b.depth for b in backlogs})
+    metrics.QUEUE_OLDEST_AGE.replace({(b.tenant, b.queue): b.oldest_age_seconds for b in backlogs})
     workers: dict[Labels, float] = {}
     capacity: dict[Labels, float] = {}
     in_flight: dict[Labels, float] = {}

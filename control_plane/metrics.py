@@ -53,6 +53,16 @@ CONSUMER_REDELIVERED = Levels(
     "Messages delivered more than once and not yet acknowledged",
     ["stream", "consumer"],
 )
+QUEUE_DEPTH = Levels(
+    "agentflow_queue_depth_tasks",
+    "Tasks on the bus that no worker has taken yet (what a worker autoscaler scales on)",
+    ["tenant", "queue"],
+)
+QUEUE_OLDEST_AGE = Levels(
+    "agentflow_queue_oldest_task_age_seconds",
+    "How long the oldest task no worker has taken yet has waited since it was published",
+    ["tenant", "queue"],
+)
 WORKERS = Levels("agentflow_workers", "Workers with a live heartbeat", ["tenant", "queue"])
 WORKER_CAPACITY = Levels(
     "agentflow_workers_capacity_tasks", "Tasks the live workers run at once at most", ["tenant", "queue"]

@@ -60,7 +60,7 @@ class Services:
         if applied:
             log.info("database schema: applied %s", ", ".join(applied))
         bus = await connect(settings.nats_url, "agentflow-control-plane", settings.nats_user, settings.nats_password)
-        await ensure_streams(bus)
+        await ensure_streams(bus, settings.nats_replicas)
         await ensure_results_consumer(bus)
         issuer = TokenIssuer(
             pool, settings.access_token_seconds, settings.refresh_token_seconds, settings.signing_key_rotation_hours

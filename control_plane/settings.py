@@ -54,6 +54,9 @@ class Settings(ProcessSettings):
     master_key_file: str = ""
     """``AF_MASTER_KEY_FILE``: the file holding the master key (mode 0600), made with a new random key at
     the first start; default ``$AF_HOME/master.key`` (``AF_HOME`` as ``af up`` reads it)."""
+    nats_replicas: int = 1
+    """``AF_NATS_REPLICAS``: how many copies of each of AgentFlow's streams and KV buckets JetStream keeps (1 to
+    5, at most the cluster's size): 3 on a 3-node cluster, so that losing one node loses no task or result."""
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     """The model gateway's (``control_plane.gateway.settings``)."""
 
@@ -67,6 +70,8 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
         raise SettingsError("AF_DATABASE_URL is not set: the control plane needs PostgreSQL")
     if settings.max_in_flight_per_tenant < 0:
         raise SettingsError("AF_MAX_IN_FLIGHT_PER_TENANT: must be 0 (no ceiling) or more")
+    if not 1 <= settings.nats_replicas <= 5:
+        raise SettingsError("AF_NATS_REPLICAS: must be 1 to 5 (JetStream keeps at most 5 copies)")
     if settings.sse_keepalive_seconds <= 0:
         raise SettingsError("AF_SSE_KEEPALIVE_SECONDS: must be more than 0")
     check_log_format(settings.log_format)

@@ -361,6 +361,15 @@ class Stack:
     """The nats-server in use (owned or shared): granting a worker a new queue reloads it."""
     extra_env: dict[str, str] = field(default_factory=dict)
     """Set for every process of this stack (AF_OTLP_ENDPOINT, say)."""
+    nats_cluster: list[nats.NatsServer] = field(default_factory=list)
+    """The nodes of this stack's own NATS cluster, when it runs one instead of a single server."""
+
+    @property
+    def nats_client_urls(self) -> str:
+        """AF_NATS_URL of this stack's processes (their credentials go apart, as AF_NATS_USER)."""
+        if self.nats_cluster:
+            return nats.urls(self.nats_cluster)
+        return self.nats_served_by.url if self.nats_served_by else self.nats_url
 
     def env(self, **extra: str) -> dict[str, str]:
         """A process's environment; its NATS identity is the control plane's unless ``extra`` names another.
@@ -370,7 +379,7 @@ class Stack:
         return {
             **os.environ,
             "TMPDIR": str(temp),
-            "AF_NATS_URL": self.nats_served_by.url if self.nats_served_by else self.nats_url,
+            "AF_NATS_URL": self.nats_client_urls,
             **nats_identities(self.root).env(nats_identity.CONTROL_PLANE),
             "AF_DATABASE_URL": self.database_url,
             "AF_MASTER_KEY_FILE": str(self.master_key_file),
@@ -443,8 +452,10 @@ class Stack:
         """Let ``tenant``'s workers pull ``queue`` (reloading nats-server if that is new); their NATS identity."""
         identities = nats_identities(self.root)
         if identities.grant(tenant, queue):
-            assert self.nats_served_by is not None
-            nats.reload(self.nats_served_by.process.pid, self.nats_served_by.log)
+            assert self.nats_served_by is not None or self.nats_cluster
+            for server in self.nats_cluster or [self.nats_served_by]:
+                assert server is not None
+                nats.reload(server.process.pid, server.log)
         return identities.env(nats_identity.worker_user(tenant))
 
     def client(self) -> Client:
@@ -473,6 +484,15 @@ class Stack:
         assert self.nats_server is not None
         self.nats_server = self.nats_served_by = start_nats(self.root, port=self.nats_server.port)
 
+    def kill_nats_node(self, index: int) -> None:
+        node = self.nats_cluster[index]
+        os.kill(node.process.pid, signal.SIGKILL)
+        node.process.wait()
+
+    def restart_nats_node(self, index: int) -> None:
+        config = nats_identities(self.root).config
+        self.nats_cluster[index] = nats.restart(self.nats_cluster[index], self.root / "nats", config=config)
+
     def kill_postgres(self) -> None:
         assert self.pg_server is not None
         os.kill(self.pg_server.process.pid, signal.SIGKILL)
@@ -497,6 +517,9 @@ class Stack:
             process.wait()
         if self.nats_server is not None:
             stop(self.nats_server.process.pid)
+        for node in self.nats_cluster:
+            if node.process.poll() is None:
+                stop(node.process.pid)
         if self.pg_server is not None:
             stop(self.pg_server.process.pid, sig=signal.SIGINT)
 
@@ -524,6 +547,26 @@ def isolated_stack(tmp_root: Path, *, durable: bool = False, **env: str) -> Iter
         running.nats_server = running.nats_served_by = start_nats(root)
         running.pg_server = start_postgres(root, durable=durable)
         running.nats_url, running.database_url = admin_url(root, running.nats_server), running.pg_server.dsn
+        running.start_control_plane()
+        yield running
+    finally:
+        running.stop_all()
+
+
+@contextlib.contextmanager
+def clustered_stack(tmp_root: Path, size: int = 3, **env: str) -> Iterator[Stack]:
+    """Like ``isolated_stack``, on a NATS cluster of ``size`` nodes on loopback (routes between them, a store
+    dir each) whose control plane keeps AgentFlow's streams and buckets at ``size`` replicas."""
+    root = tmp_root / f"cluster-{time.monotonic_ns()}"
+    root.mkdir()
+    root.chmod(0o755)
+    running = Stack(root, "", "", extra_env={"AF_NATS_REPLICAS": str(size), **env})
+    try:
+        config = nats_identities(root).config
+        running.nats_cluster = nats.start_cluster(root / "nats", root / "logs", size, config=config)
+        running.pg_server = start_postgres(root)
+        running.nats_url = ",".join(admin_url(root, node) for node in running.nats_cluster)
+        running.database_url = running.pg_server.dsn
         running.start_control_plane()
         yield running
     finally:

@@ -83,7 +83,15 @@ async def test_a_queue_never_has_more_tasks_in_flight_than_its_limit(stack: Stac
     async with AsyncClient(api_url=stack.api_url, token=stack.token) as af:
         await af.register_tool(sleeper(0.3))
         configured = await af.configure_queue(queue, max_in_flight=2)
-        assert {"queue": queue, "max_in_flight": 2, "priority": 0, "in_flight": 0, "held": 0} in configured["items"]
+        assert {
+            "queue": queue,
+            "max_in_flight": 2,
+            "priority": 0,
+            "in_flight": 0,
+            "held": 0,
+            "depth": 0,
+            "oldest_age_seconds": 0.0,
+        } in configured["items"]
         with workers(stack, queue):
             loads: list[dict[str, Any]] = []
             sampling = asyncio.create_task(sample(af, queue, loads))

@@ -377,7 +377,15 @@ def test_a_queue_limit_set_with_af_queues_is_listed_as_json_and_as_a_table(af: A
     result = af("queues", "set", "cli-limited", "--max-in-flight", "3", "--priority", "4", "--output", "json")
     assert result.returncode == 0, result.stderr
     listed = json.loads(af("queues", "ls", "--output", "json").stdout)
-    entry = {"queue": "cli-limited", "max_in_flight": 3, "priority": 4, "in_flight": 0, "held": 0}
+    entry = {
+        "queue": "cli-limited",
+        "max_in_flight": 3,
+        "priority": 4,
+        "in_flight": 0,
+        "held": 0,
+        "depth": 0,
+        "oldest_age_seconds": 0.0,
+    }
     assert entry in listed["items"]
     table = af("queues", "ls")
     assert table.returncode == 0

@@ -2,6 +2,7 @@
 process with AF_HOME in a fresh directory; every process it started is gone afterwards, whatever failed. With
 `--local-model`, the local model server is one more of its processes, and the gateway's `local` model answers."""
 
+import asyncio
 import json
 import os
 import pwd
@@ -13,6 +14,8 @@ import httpx
 import pytest
 from agentflow import Client
 
+from bus import connect, subjects
+from control_plane.stack import nats_identity
 from control_plane.stack.processes import StackError
 from control_plane.stack.settings import StackSettings
 from tests.conftest import Embedded, gone
@@ -229,3 +232,44 @@ def test_a_cluster_already_in_a_home_postgres_cannot_enter_stops_af_up_before_it
         assert not (embedded.home / "stack.json").exists()
     finally:
         embedded.stop_all()
+
+
+def test_up_with_a_nats_cluster_runs_three_nodes_whose_streams_have_three_replicas_and_repairs_a_killed_one(
+    embedded: Embedded,
+) -> None:
+    up = embedded("up", "--workers", "1", "--nats-cluster", "3", "--detach")
+    assert up.returncode == 0, up.stderr
+    assert "NATS cluster (3 nodes)" in up.stderr
+    before = embedded.pids()
+    assert [name for name in before if name.startswith("nats-")] == ["nats-node-0", "nats-node-1", "nats-node-2"]
+    assert len(embedded.state["nats_url"].split(",")) == 3
+    assert "AF_NATS_REPLICAS" not in embedded.env, "af up asks for the replicas itself"
+
+    os.kill(before["nats-node-1"], signal.SIGKILL)
+    while not gone(before["nats-node-1"]):
+        time.sleep(0.05)
+    api_url, token = embedded.state["api_url"], (embedded.home / "admin.key").read_text().strip()
+    with Client(api_url=api_url, token=token) as af:
+        run = af.start_run(tool="noop", input={"on": "two nodes of three"})
+        assert af.wait_run(run["id"], timeout=90)["state"] == "succeeded"
+
+    repaired = embedded("up", "--detach")
+    assert repaired.returncode == 0, repaired.stderr
+    after = embedded.pids()
+    assert after["nats-node-1"] != before["nats-node-1"] and after["nats-node-0"] == before["nats-node-0"]
+    replicas = asyncio.run(stream_replicas(embedded.home, embedded.state["nats_url"]))
+    assert replicas == 3
+
+    down = embedded("down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in embedded.seen if not gone(pid)] == []
+
+
+async def stream_replicas(home: Path, urls: str) -> int:
+    """The tasks stream's configured replicas, asked as the stack's admin."""
+    identities = nats_identity.Identities.load(home / "nats")
+    bus = await connect(",".join(identities.url(url) for url in urls.split(",")), "test-stack-cluster")
+    try:
+        return (await bus.jetstream.stream_info(subjects.TASKS_STREAM)).config.num_replicas
+    finally:
+        await bus.close()

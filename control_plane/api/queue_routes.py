@@ -4,6 +4,7 @@ from typing import Any
 
 from litestar import Request, Response, get, put
 
+from bus.streams import queue_backlogs
 from control_plane.api import views
 from control_plane.api.answers import json_response as _json
 from control_plane.api.answers import record as _audit
@@ -15,8 +16,9 @@ from registry import limits as in_flight
 
 @get("/v1/queues", opt={"permission": ("queues", "read")})
 async def list_queues(services: Services, identity: Identity) -> Response[bytes]:
-    """The tenant's in-flight limit and, per queue, its limit, priority, tasks in flight and tasks held."""
-    return _json(views.queues(services.dispatcher.admission, identity.tenant))
+    """The tenant's in-flight limit and, per queue, its limit, priority, tasks in flight, tasks held, and its
+    backlog on the bus: tasks no worker has taken yet (``depth``) and how long the oldest has waited."""
+    return await _queues(services, identity.tenant)
 
 
 @put("/v1/queues/{queue:str}", opt={"permission": ("queues", "write")})
@@ -46,7 +48,11 @@ async def _configure(
     services.dispatcher.limits_changed(identity.tenant)
     target = limit.queue or identity.tenant
     await _audit(request, services, identity, action, f"{target}:{limit.max_in_flight}:{limit.priority}", "set")
-    return _json(views.queues(services.dispatcher.admission, identity.tenant))
+    return await _queues(services, identity.tenant)
+
+
+async def _queues(services: Services, tenant: str) -> Response[bytes]:
+    return _json(views.queues(services.dispatcher.admission, tenant, await queue_backlogs(services.bus, tenant)))
 
 
 ROUTES = [list_queues, configure_queue, configure_limits]

@@ -8,6 +8,7 @@ import msgspec
 
 from bus.messages import Heartbeat, ToolLog
 from bus.states import TaskState
+from bus.streams import QueueBacklog
 from control_plane.catalog.resolver import BUILTIN_SIGNAL
 from control_plane.engine.admission import Admission
 from control_plane.engine.step_instances import Waiting
@@ -144,11 +145,22 @@ def worker(beat: Heartbeat) -> dict[str, Any]:
     return view
 
 
-def queues(admission: Admission, tenant: str) -> dict[str, Any]:
+def queues(admission: Admission, tenant: str, backlogs: list[QueueBacklog]) -> dict[str, Any]:
+    """Each queue with its limits and load (this control plane's admission) and its backlog on the bus."""
     in_flight, held = admission.tenant_load(tenant)
+    waiting = {backlog.queue: backlog for backlog in backlogs}
+    items: dict[str, dict[str, Any]] = {load.queue: dataclasses.asdict(load) for load in admission.load_of(tenant)}
+    for queue in waiting.keys() - items.keys():  # its tasks were admitted by another control plane
+        limit = admission.queue_limit(tenant, queue)
+        items[queue] = {"queue": queue, "max_in_flight": limit.max_in_flight, "priority": limit.priority}
+        items[queue] |= {"in_flight": 0, "held": 0}
+    for queue, item in items.items():
+        backlog = waiting.get(queue)
+        item["depth"] = backlog.depth if backlog else 0
+        item["oldest_age_seconds"] = round(backlog.oldest_age_seconds, 3) if backlog else 0.0
     return {
         "max_in_flight": admission.tenant_limit(tenant),
         "in_flight": in_flight,
         "held": held,
-        "items": [dataclasses.asdict(load) for load in admission.load_of(tenant)],
+        "items": [items[queue] for queue in sorted(items)],
     }

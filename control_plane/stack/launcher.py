@@ -44,6 +44,8 @@ from registry.db import ensure_database
 STATE_FILE = "stack.json"
 KEY_FILE = "admin.key"
 NATS_DIR = "nats"
+NATS_NODE = "nats-node-"
+"""The part name of a node of ``af up --nats-cluster N``'s cluster, before its index."""
 
 
 @dataclass
@@ -73,6 +75,8 @@ class StackState:
     """Directories of this stack outside ``home`` (a PostgreSQL cluster's), deleted by ``af down``."""
     local_model_url: str = ""
     """The local model server's OpenAI-compatible base URL, when the stack runs one."""
+    nats_route_ports: list[int] = field(default_factory=list)
+    """With ``--nats-cluster N``: the port each node takes routes on (its client port is in ``nats_url``)."""
 
     def save(self) -> None:
         path = Path(self.home) / STATE_FILE
@@ -107,7 +111,7 @@ def _api_port(settings: StackSettings) -> int:
     return free_port() if tcp_open(DEFAULT_PORT) else DEFAULT_PORT
 
 
-def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
+def up(settings: StackSettings, workers: int, concurrency: int, nats_nodes: int = 1) -> StackState:
     """Start every part, recording each in stack.json as soon as it runs (so a failure can be undone); on a
     stack some of whose parts died, start those again instead (``repair``)."""
     home = settings.home
@@ -129,7 +133,10 @@ def up(settings: StackSettings, workers: int, concurrency: int) -> StackState:
     say(f"Starting AgentFlow from {home}")
     try:
         nats_identity.Identities.create(home / NATS_DIR)
-        _run_step("nats-server (JetStream)", lambda: _start_nats(state))
+        if nats_nodes > 1:
+            _run_step(f"NATS cluster ({nats_nodes} nodes)", lambda: _start_nats_cluster(state, nats_nodes))
+        else:
+            _run_step("nats-server (JetStream)", lambda: _start_nats(state))
         if settings.database_url:
             state.database_url = settings.database_url
             _done(_step("PostgreSQL"), "AF_DATABASE_URL")
@@ -166,6 +173,8 @@ def repair(settings: StackSettings, state: StackState) -> StackState:
             continue
         if part.name == "nats-server":
             _run_step(part.name, lambda: _start_nats(state))
+        elif part.name.startswith(NATS_NODE):
+            _run_step(part.name, functools.partial(_start_nats_node, state, int(part.name.removeprefix(NATS_NODE))))
         elif part.name == "postgres":
             _run_step(part.name, lambda: _start_postgres(state))
         elif part.name == "local-model":
@@ -201,6 +210,28 @@ def _start_nats(state: StackState) -> str:
     server = nats.start(home / NATS_DIR, home / "logs" / "nats.log", port=_port(state.nats_url), config=config)
     state.nats_url = server.url
     _record(state, Part("nats-server", server.process.pid, str(server.log)))
+    return f"{server.url}, pid {server.process.pid}"
+
+
+def _start_nats_cluster(state: StackState, size: int) -> str:
+    home = Path(state.home)
+    config = nats_identities(home).config
+    servers = nats.start_cluster(home / NATS_DIR, home / "logs", size, config=config)
+    state.nats_url = nats.urls(servers)
+    state.nats_route_ports = [server.route.port for server in servers if server.route is not None]
+    for index, server in enumerate(servers):
+        _record(state, Part(f"{NATS_NODE}{index}", server.process.pid, str(server.log)))
+    return f"{state.nats_url}, pids {', '.join(str(server.process.pid) for server in servers)}"
+
+
+def _start_nats_node(state: StackState, index: int) -> str:
+    """One node of the stack's cluster again, on its ports, from its store: it catches up from the others."""
+    home = Path(state.home)
+    route = nats.node_route(index, state.nats_route_ports)
+    port = _port(state.nats_url.split(",")[index])
+    log = home / "logs" / f"nats-{index}.log"
+    server = nats.start(home / NATS_DIR / route.name, log, port=port, config=nats_identities(home).config, route=route)
+    _record(state, Part(f"{NATS_NODE}{index}", server.process.pid, str(server.log)))
     return f"{server.url}, pid {server.process.pid}"
 
 
@@ -242,6 +273,8 @@ def _start_control_plane(settings: StackSettings, state: StackState) -> str:
     }
     if state.local_model_url:
         env["AF_LOCAL_MODEL_URL"] = state.local_model_url
+    if state.nats_route_ports:  # every stream and bucket on every node, unless the user asks for fewer
+        env.setdefault("AF_NATS_REPLICAS", str(len(state.nats_route_ports)))
     log = home / "logs" / "control-plane.log"
     process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
     state.api_url = f"http://127.0.0.1:{port}"
@@ -294,12 +327,13 @@ def nats_identities(home: Path) -> nats_identity.Identities:
 def grant_worker(home: Path, tenant: str, queue: str) -> dict[str, str]:
     """Let ``tenant``'s workers pull ``queue`` on the running stack's NATS server; returns their settings."""
     state = StackState.read(home)
-    server = next((p for p in state.parts if p.name == "nats-server" and alive(p.pid)), None) if state else None
-    if state is None or server is None:
+    servers = [p for p in state.parts if p.name.startswith("nats-") and alive(p.pid)] if state else []
+    if state is None or not servers:
         raise StackError(f"no stack is running from {home} (af up starts one)")
     identities = nats_identities(home)
     if identities.grant(tenant, queue):
-        nats.reload(server.pid, Path(server.log))
+        for server in servers:
+            nats.reload(server.pid, Path(server.log))
     return {"AF_NATS_URL": state.nats_url, **identities.env(nats_identity.worker_user(tenant))}
 
 
@@ -321,7 +355,7 @@ def exec_worker(settings: StackSettings, args: list[str]) -> None:
     os.execve(sys.executable, [sys.executable, "-m", "worker", "start", *args], env)
 
 
-_STOP_ORDER = ("worker", "control-plane", "local-model", "postgres", "nats-server")
+_STOP_ORDER = ("worker", "control-plane", "local-model", "postgres", "nats-")
 
 
 def down(home: Path, *, quiet: bool = False) -> int:
@@ -435,6 +469,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     start.add_argument("--detach", action="store_true", help="Leave the stack running and return.")
     start.add_argument(
+        "--nats-cluster",
+        metavar="N",
+        type=int,
+        default=1,
+        help="Run NATS as a cluster of N nodes on loopback (3: one may fail), with AgentFlow's streams and "
+        "buckets at N replicas (at most 5); default 1, a single server.",
+    )
+    start.add_argument(
         "--local-model",
         action="store_true",
         help="Also start the local model server (llama.cpp with SmolLM2-135M-Instruct): the gateway's `local` "
@@ -477,9 +519,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "up":
             if args.workers < 0:
                 parser.error("--workers must be 0 or more")
+            if not 1 <= args.nats_cluster <= 5:
+                parser.error("--nats-cluster must be 1 to 5 (JetStream keeps at most 5 replicas)")
             if args.local_model:
                 settings = dataclasses.replace(settings, local_model=True)
-            state = up(settings, args.workers, args.concurrency)
+            state = up(settings, args.workers, args.concurrency, args.nats_cluster)
             if args.detach:
                 say(f"AgentFlow is up: API {state.api_url}; stop it with `af down`")
                 return

@@ -1182,7 +1182,8 @@ def queues_group() -> None:
 @_output_option
 @_pass_session
 def queues_ls(session: _Session, output: str) -> None:
-    """List the queues with their limits, priorities, tasks in flight and tasks held."""
+    """List the queues with their limits, priorities, tasks in flight, tasks held, and tasks waiting for a
+    worker on the bus (DEPTH) with the age of the oldest (OLDEST)."""
     _print_queues(session.client.list_queues(), output)
 
 
@@ -1216,7 +1217,7 @@ def _print_queues(answer: dict[str, Any], output: str) -> None:
         f" limit {'none' if limit is None else limit}"
     )
     _print_table(
-        ["QUEUE", "MAX-IN-FLIGHT", "PRIORITY", "IN-FLIGHT", "HELD"],
+        ["QUEUE", "MAX-IN-FLIGHT", "PRIORITY", "IN-FLIGHT", "HELD", "DEPTH", "OLDEST"],
         (
             [
                 queue["queue"],
@@ -1224,6 +1225,8 @@ def _print_queues(answer: dict[str, Any], output: str) -> None:
                 str(queue.get("priority", 0)),
                 str(queue.get("in_flight", 0)),
                 str(queue.get("held", 0)),
+                str(queue.get("depth", 0)),
+                f"{queue.get('oldest_age_seconds', 0):.1f}s",
             ]
             for queue in answer.get("items", [])
         ),
