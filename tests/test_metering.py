@@ -23,7 +23,7 @@ from registry import connect as connect_db
 from registry import llm_calls, usage
 from registry.llm_calls import LlmCall
 from registry.usage import UsageRecord
-from tests.conftest import Collector, Stack
+from tests.conftest import Collector, Stack, running_gateway
 from tests.test_observability import scrape, total, wait_for
 
 PROBLEM = "urn:agentflow:problem:"
@@ -127,13 +127,15 @@ def cli_as(stack: Stack, key: str) -> tuple[CliRunner, Any]:
 
 
 async def test_a_turn_delivered_twice_at_once_is_metered_once(
-    gateway: Gateway, http: httpx.Client, tenant: tuple[str, str]
+    gateway: Gateway, stack: Stack, http: httpx.Client, tenant: tuple[str, str]
 ) -> None:
     apply(http, name="metered-mock", provider="mock", prices=PRICED)
     turn = CallContext(tenant=tenant[0], run_id=str(uuid.uuid4()), task_id="t", attempt=1, turn=0, caller="agent:a@1")
     body = {"model": "metered-mock", "messages": [{"role": "user", "content": "plan"}]}
-    # Both deliveries miss the replay when they race; the second's usage row is the first's key again.
-    first, second = await asyncio.gather(gateway.chat(body, context=turn), gateway.chat(body, context=turn))
+    # Two control planes (one gateway shares a call in flight with the same key): both deliveries miss the
+    # replay when they race, and the second's usage row is the first's key again.
+    async with running_gateway(stack) as other:
+        first, second = await asyncio.gather(gateway.chat(body, context=turn), other.chat(body, context=turn))
     again = await gateway.chat(body, context=turn)
     assert first["id"] != second["id"], "both deliveries called the model"
     assert again in (first, second) and second["usage"] == first["usage"]
