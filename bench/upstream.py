@@ -438,6 +438,9 @@ class Server:
                 await writer.drain()
                 if fault == "stall":
                     await asyncio.sleep(3600)
+                # The first delta reaches the caller before the connection drops (a cut mid-way, not a response
+                # whose last bytes and end arrive in one read).
+                await asyncio.sleep(0.05)
                 raise Closed()
             data = frame.encode()
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))

@@ -19,6 +19,7 @@ from control_plane.stack import nats_identity
 from control_plane.stack.processes import StackError
 from control_plane.stack.settings import StackSettings
 from tests.conftest import Embedded, gone
+from tests.test_nats_cluster import REPLICATED
 from worker.settings import default_worker_id
 
 PART_NAMES = ["nats-server", "postgres", "control-plane", "worker-1", "worker-2"]
@@ -245,6 +246,11 @@ def test_up_with_a_nats_cluster_runs_three_nodes_whose_streams_have_three_replic
     assert len(embedded.state["nats_url"].split(",")) == 3
     assert "AF_NATS_REPLICAS" not in embedded.env, "af up asks for the replicas itself"
 
+    # Losing a node before every stream has its three current copies would be losing two of three.
+    deadline = time.monotonic() + 60
+    while not asyncio.run(streams_current(embedded.home, embedded.state["nats_url"])):
+        assert time.monotonic() < deadline, "the streams never had three current copies"
+        time.sleep(0.2)
     os.kill(before["nats-node-1"], signal.SIGKILL)
     while not gone(before["nats-node-1"]):
         time.sleep(0.05)
@@ -263,6 +269,23 @@ def test_up_with_a_nats_cluster_runs_three_nodes_whose_streams_have_three_replic
     down = embedded("down")
     assert down.returncode == 0, down.stderr
     assert [pid for pid in embedded.seen if not gone(pid)] == []
+
+
+async def streams_current(home: Path, urls: str) -> bool:
+    """Whether every replicated stream has a leader and two current replicas, asked as the stack's admin."""
+    identities = nats_identity.Identities.load(home / "nats")
+    bus = await connect(",".join(identities.url(url) for url in urls.split(",")), "test-stack-cluster")
+    try:
+        for name in REPLICATED:
+            info = await bus.jetstream.stream_info(name)
+            current = [peer for peer in (info.cluster.replicas if info.cluster else None) or [] if peer.current]
+            if info.cluster is None or info.cluster.leader is None or len(current) < 2:
+                return False
+        return True
+    except Exception:  # a stream without a leader for the moment answers no info
+        return False
+    finally:
+        await bus.close()
 
 
 async def stream_replicas(home: Path, urls: str) -> int:
