@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 UNAVAILABLE_PAUSE_SECONDS = 0.5
 
 
+ABANDON_GRACE_SECONDS = 0.25
+"""How long a pull cut short by ``stop`` still waits for what the server is already sending."""
+
+
 class Delivery:
     """One JetStream message delivered to this process. Hashable by identity."""
 
@@ -102,6 +106,10 @@ class Consumer:
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({fetching, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            if not fetching.done():
+                # What the server has already sent to this request is taken rather than left to be delivered
+                # again only after the ack wait: a draining worker finishes it.
+                await asyncio.wait({fetching}, timeout=ABANDON_GRACE_SECONDS)
             if not fetching.done():
                 fetching.cancel()
                 await asyncio.gather(fetching, return_exceptions=True)
