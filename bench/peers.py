@@ -19,6 +19,12 @@ from typing import Any, Protocol
 # Printed by a peer's worker once it consumes: the bench waits for it before it submits.
 READY = "af-bench-worker-ready"
 
+# Where `make bench-peers` installs restate-server's npm package (gitignored), in the checkout's root.
+RESTATE_SERVER = (
+    Path(__file__).resolve().parent.parent
+    / ".restate-server/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server"
+)
+
 # The distributions whose versions the report records.
 DISTRIBUTIONS = ("celery", "kombu", "redis", "taskiq", "taskiq-nats", "nats-py", "dbos", "restate-sdk", "hypercorn")
 
@@ -156,10 +162,8 @@ def versions() -> dict[str, str]:
     if redis is not None:  # "Redis server v=7.0.15 sha=…"
         answer = subprocess.run([redis, "--version"], capture_output=True, text=True, timeout=10, check=False)
         found["redis-server"] = next((w[2:] for w in answer.stdout.split() if w.startswith("v=")), "unknown")
-    from bench.restate_peer import SERVER  # here: that module imports this one
-
-    if SERVER.exists():  # "restate-server 1.7.12"
-        answer = subprocess.run([SERVER, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    if RESTATE_SERVER.exists():  # "restate-server 1.7.12"
+        answer = subprocess.run([RESTATE_SERVER, "--version"], capture_output=True, text=True, timeout=10, check=False)
         found["restate-server"] = answer.stdout.split()[-1] if answer.stdout.split() else "unknown"
     return found
 

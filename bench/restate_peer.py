@@ -30,14 +30,9 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from bench.http import LeanHTTP
-from bench.peers import READY, PeerMissing, logged_since
+from bench.peers import READY, RESTATE_SERVER, PeerMissing, logged_since
 from control_plane.stack.processes import free_port, spawn, stop, wait_until
 
-# Where `make bench-peers` installs the npm package (gitignored), in the checkout's root.
-SERVER = (
-    Path(__file__).resolve().parent.parent
-    / ".restate-server/node_modules/@restatedev/restate-server-linux-x64/bin/restate-server"
-)
 SERVICE, WORKFLOW = "BenchNoop", "BenchThree"
 CALLERS = 64
 RETRY_MAX = "200ms"
@@ -93,9 +88,9 @@ class RestateServer:
     """restate-server under ``home`` on free loopback ports, the services' deployment registered."""
 
     def __init__(self, home: Path, timeout: float) -> None:
-        binary = SERVER
+        binary = RESTATE_SERVER
         if not binary.exists():
-            raise PeerMissing(f"{SERVER} not found: run `make bench-peers` (it installs @restatedev/restate-server)")
+            raise PeerMissing(f"{binary} not found: run `make bench-peers` (it installs @restatedev/restate-server)")
         self.home = home
         self.ingress, self.admin, fabric = free_port(), free_port(), free_port()
         config = home / "restate.toml"
