@@ -19,7 +19,6 @@ from bus.model_health import HealthBucket
 log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 120.0
-EVENTS_MAX_AGE_SECONDS = 24 * 3600.0
 CHANNELS_MAX_AGE_SECONDS = 7 * 24 * 3600.0
 LOGS_MAX_AGE_SECONDS = 3600.0
 LOGS_MAX_BYTES = 256 * 1_048_576
@@ -44,14 +43,6 @@ STREAMS = (
         subjects=[subjects.ALL_RESULTS],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
-        duplicate_window=DUPLICATE_WINDOW_SECONDS,
-    ),
-    StreamConfig(
-        name=subjects.EVENTS_STREAM,
-        subjects=[subjects.ALL_EVENTS],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=EVENTS_MAX_AGE_SECONDS,
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
     ),
     StreamConfig(
@@ -91,6 +82,10 @@ async def ensure_streams(bus: Bus, replicas: int = 1) -> None:
             await js.add_stream(config)
         else:
             await js.update_stream(config)
+    for retired in subjects.RETIRED_STREAMS:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(retired)
+            log.info("deleted stream %s, which this version no longer uses", retired)
     await _drop_legacy_task_consumers(bus)
     await Fleet.open(bus, replicas)
     await HealthBucket.open(bus, replicas)

@@ -9,7 +9,8 @@ ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 
 TASKS_STREAM = "AF_TASKS"
 RESULTS_STREAM = "AF_RESULTS"
-EVENTS_STREAM = "AF_EVENTS"
+RETIRED_STREAMS = ("AF_EVENTS",)
+"""Streams of earlier versions that the control plane deletes: run events now go over core NATS only."""
 CHANNELS_STREAM = "AF_CHANNELS"
 LOGS_STREAM = "AF_LOGS"
 WORKERS_BUCKET = "af_workers"

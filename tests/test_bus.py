@@ -177,3 +177,17 @@ async def test_the_fleet_watch_tells_each_heartbeat_and_a_leave_and_the_bucket_t
         assert told[1] is None
     assert await fleet.status(key) == "left"
     assert await fleet.status(subjects.worker_key(TENANT, "w-never-seen")) == "expired"
+
+
+async def test_run_events_are_kept_by_no_stream_and_the_events_stream_of_earlier_versions_is_deleted(bus: Bus) -> None:
+    [retired] = subjects.RETIRED_STREAMS
+    await bus.jetstream.add_stream(name=retired, subjects=["af.*.events.*"])
+    await ensure_streams(bus)
+    names = {info.config.name for info in await bus.jetstream.streams_info()}
+    assert retired not in names and subjects.TASKS_STREAM in names
+    # A run's events still reach a watcher live, over core NATS.
+    run_id = str(uuid.uuid4())
+    async with contextlib.aclosing(watch(bus, subjects.events(TENANT, run_id), 30.0)) as looks:
+        assert await anext(looks) == 0
+        await notify(bus, Outgoing(subjects.events(TENANT, run_id), b"{}", f"{run_id}:ev:1"))
+        assert await asyncio.wait_for(anext(looks), 5.0) == 1

@@ -15,7 +15,6 @@ WAIT_SECONDS = 90.0
 REPLICATED = (
     subjects.TASKS_STREAM,
     subjects.RESULTS_STREAM,
-    subjects.EVENTS_STREAM,
     subjects.LOGS_STREAM,
     subjects.CHANNELS_STREAM,
     f"KV_{subjects.WORKERS_BUCKET}",
