@@ -543,3 +543,114 @@ def test_an_opened_node_shows_what_its_tool_writes_to_stderr_while_it_runs(
     expect(admin_page.locator("#node .task-live-logs")).to_contain_text("step 2 done")
     expect(admin_page.locator("#timeline")).not_to_contain_text("log")  # pieces of stderr are not events
     expect(admin_page.locator("#node .task-logs")).to_contain_text("step 2 done")  # the tail, once finished
+
+
+DASH_LOOKUP = {
+    "name": "dash-lookup",
+    "version": "1",
+    "runtime": {
+        "command": [
+            "python3",
+            "-c",
+            "import json, sys; q = json.load(sys.stdin)['query']; print(json.dumps({'found': q.upper()}))",
+        ]
+    },
+    "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+}
+
+
+@pytest.fixture(scope="module")
+def careful_agent(stack: Stack) -> str:
+    """Agent ``dash-careful`` (scripted by the mock model): its first turn looks "tides" up, a call that needs
+    approval, its second answers; and workflow ``dash-careful-dag``, whose one step is that agent."""
+    turns = [{"tool_calls": [{"name": "dash-lookup", "arguments": {"query": "tides"}}]}, {"content": "They are TIDES."}]
+    documents = [
+        ("/v1/tools", DASH_LOOKUP),
+        ("/v1/models", {"name": "dash-script", "provider": "mock", "options": {"turns": turns}}),
+        (
+            "/v1/agents",
+            {
+                "name": "dash-careful",
+                "version": "1",
+                "instructions": "Answer {{$.input.question}}",
+                "model": "dash-script",
+                "tools": ["dash-lookup"],
+                "approval": ["dash-lookup"],
+            },
+        ),
+        (
+            "/v1/workflows",
+            {
+                "name": "dash-careful-dag",
+                "version": "1",
+                "kind": "dag",
+                "steps": [{"name": "research", "agent": "dash-careful", "input": {"question": "$.input.q"}}],
+            },
+        ),
+    ]
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.token}"}) as http:
+        for path, document in documents:
+            answer = http.post(path, json=document)
+            assert answer.status_code in (200, 201, 409), answer.text
+    return "dash-careful"
+
+
+def _start(stack: Stack, document: dict[str, Any]) -> str:
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.token}"}) as http:
+        answer = http.post("/v1/runs", json=document)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+
+def test_an_agent_runs_page_shows_its_turns_live_and_its_conversation_and_an_approval_is_given_from_it(
+    admin_page: Page, stack: Stack, careful_agent: str, screenshots: Path
+) -> None:
+    run_id = _start(stack, {"agent": careful_agent, "input": {"question": "what are tides?"}})
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    admin_page.evaluate("window.notReloaded = true")
+    expect(_node(admin_page, "turn-1")).to_have_attribute("data-state", "succeeded")
+    expect(_node(admin_page, "turn-1/approve-0")).to_have_attribute("data-state", re.compile("queued|running"))
+    conversation = admin_page.get_by_role("region", name="Conversation")
+    expect(conversation.locator(".turn[data-turn='1']")).to_contain_text("Answer what are tides?")
+    expect(conversation.locator(".tool-call")).to_contain_text("calls dash-lookup")
+    expect(conversation.locator(".tool-call")).to_contain_text("approval: queued")
+    admin_page.screenshot(path=screenshots / "agent-run-waiting.png", full_page=True)
+    admin_page.get_by_label("Signal").fill("approve")
+    admin_page.get_by_label("Data (JSON)").fill('{"call": "turn-1/call-0", "approved": true, "note": "ok"}')
+    admin_page.get_by_role("button", name="Send the signal").click()
+    expect(admin_page.locator("#flash")).to_contain_text("Sent signal approve.")
+    expect(admin_page.locator("#run-state")).to_have_text("succeeded")
+    expect(_node(admin_page, "turn-1/call-0")).to_have_attribute("data-state", "succeeded")
+    expect(_node(admin_page, "turn-2")).to_have_attribute("data-state", "succeeded")
+    expect(conversation.locator(".tool-call .result")).to_contain_text('"found": "TIDES"')
+    expect(conversation.locator(".turn[data-turn='2'] .answer")).to_have_text("They are TIDES.")
+    expect(conversation).to_contain_text("2 turn(s), 2 model call(s)")
+    assert admin_page.evaluate("window.notReloaded") is True, "the page changed without being loaded again"
+    admin_page.screenshot(path=screenshots / "agent-run-conversation.png", full_page=True)
+
+
+def test_an_agent_step_of_a_workflow_shows_its_conversation_in_its_node(
+    admin_page: Page, stack: Stack, careful_agent: str, screenshots: Path
+) -> None:
+    run_id = _start(stack, {"workflow": "dash-careful-dag", "input": {"q": "tides?"}})
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}")
+    expect(_node(admin_page, "research")).to_have_attribute("data-state", re.compile("queued|running|succeeded"))
+    expect(admin_page.locator("#run-live g.node[data-node='research'] .sub")).to_contain_text("agent")
+    admin_page.locator("#run-live g.node[data-node='research'] a").click()
+    panel = admin_page.locator("#node")
+    expect(panel.get_by_role("region", name="Conversation")).to_contain_text("dash-careful@1")
+    expect(panel.locator(".tool-call")).to_contain_text("approval: queued")
+    admin_page.get_by_label("Signal").fill("approve")
+    admin_page.get_by_label("Data (JSON)").fill('{"call": "research/turn-1/call-0", "approved": true}')
+    admin_page.get_by_role("button", name="Send the signal").click()
+    expect(admin_page.locator("#flash")).to_contain_text("Sent signal approve.")
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.token}"}) as http:
+        deadline = time.monotonic() + 30
+        while http.get(f"/v1/runs/{run_id}").json()["state"] != "succeeded":
+            assert time.monotonic() < deadline, f"run {run_id} never succeeded"
+            time.sleep(0.2)
+    admin_page.goto(f"{stack.api_url}/ui/runs/{run_id}?node=research")
+    expect(admin_page.locator("#run-state")).to_have_text("succeeded")
+    expect(panel.locator(".turn[data-turn='2'] .answer")).to_have_text("They are TIDES.")
+    expect(panel.locator(".tool-call .result")).to_contain_text('"found": "TIDES"')
+    admin_page.screenshot(path=screenshots / "agent-step-node.png", full_page=True)

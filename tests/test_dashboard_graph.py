@@ -67,3 +67,44 @@ def test_a_behavior_tree_is_laid_out_by_depth_with_its_composites() -> None:
         "q": (2, "tool", "succeeded"),
         "root.sequence[1]": (1, "condition", "pending"),
     }
+
+
+def test_an_agent_runs_graph_is_its_loop_each_turn_right_of_the_calls_the_turn_before_asked_for() -> None:
+    tasks = [
+        {"step": "turn-1", "element": "looker", "state": "succeeded"},
+        {"step": "turn-1/call-0", "element": "turn-1/call-0", "state": "succeeded"},
+        {"step": "turn-1/approve-1", "element": "turn-1/approve-1", "state": "succeeded"},
+        {"step": "turn-1/call-1", "element": "turn-1/call-1", "state": "failed"},
+        {"step": "turn-2", "element": "turn-2", "state": "succeeded"},
+        {"step": "turn-3", "element": "turn-3", "state": "running"},
+        {"step": "turn-1/call-0/turn-1", "element": "turn-1/call-0/turn-1", "state": "succeeded"},  # a sub-agent's
+    ]
+    graph = layout({"kind": "agent"}, tasks, "running")
+    placed = {n.name: (n.kind, n.layer, n.state) for n in graph.nodes}
+    assert placed == {
+        "turn-1": ("turn", 0, "succeeded"),
+        "turn-1/call-0": ("call", 1, "succeeded"),
+        "turn-1/approve-1": ("approve", 1, "succeeded"),
+        "turn-1/call-1": ("call", 1, "failed"),
+        "turn-2": ("turn", 2, "succeeded"),
+        "turn-3": ("turn", 4, "running"),
+    }
+    assert {(e.source.name, e.target.name) for e in graph.edges} == {
+        ("turn-1", "turn-1/call-0"),
+        ("turn-1", "turn-1/approve-1"),
+        ("turn-1", "turn-1/call-1"),
+        ("turn-1/call-0", "turn-2"),
+        ("turn-1/approve-1", "turn-2"),
+        ("turn-1/call-1", "turn-2"),
+        ("turn-2", "turn-3"),
+    }
+
+
+def test_agent_and_plan_steps_are_drawn_as_such_in_every_planners_graph() -> None:
+    dag = {"kind": "dag", "steps": [{"name": "review", "agent": "reviewer@1"}, {"name": "p", "plan": {"goal": "g"}}]}
+    fsm = {"kind": "fsm", "initial": "think", "states": {"think": {"agent": "a@1"}, "end": {"final": True}}}
+    bt = {"kind": "bt", "root": {"sequence": [{"name": "ask", "agent": "a@1"}, {"name": "fetch", "tool": "t@1"}]}}
+    assert {n.name: n.kind for n in layout(dag, [], "running").nodes} == {"review": "agent", "p": "plan"}
+    assert {n.name: n.kind for n in layout(fsm, [], "running").nodes} == {"think": "agent", "end": "final"}
+    kinds = {n.name: n.kind for n in layout(bt, [], "running").nodes}
+    assert kinds["ask"] == "agent" and kinds["fetch"] == "tool"

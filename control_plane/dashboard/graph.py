@@ -2,10 +2,13 @@
 
 The layers come from the workflow document: a DAG step sits one layer right of the latest step it needs, an
 FSM state one layer right of the first state that reaches it (breadth first from the initial state), a
-behavior-tree node one layer right of its parent. A node's state is its latest task's (tasks name the workflow
-element they run); an FSM's final state takes the run's final state once the run reached it.
+behavior-tree node one layer right of its parent. An agent run has no document to draw: its graph is its loop
+as recorded, each model turn one layer right of the tool calls (and approvals) the turn before asked for. A
+node's state is its latest task's (tasks name the workflow element they run); an FSM's final state takes the
+run's final state once the run reached it.
 """
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +21,10 @@ MARGIN = 12
 
 _BT_COMPOSITES = ("sequence", "selector", "parallel", "retry", "timeout", "invert", "repeat_until")
 _FINAL_RUN_STATES = ("succeeded", "failed", "cancelled")
+_STEP_KINDS = ("agent", "plan", "tool")
+"""What a DAG step, an FSM state or a behavior-tree leaf runs, by the key that says it."""
+_LOOP_KEY = re.compile(r"turn-(\d+)(?:/(call|approve)-(\d+))?")
+"""An agent loop's own instances: its turns and what each asked for (a sub-agent's nested loop is its call's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +33,7 @@ class Node:
     """The workflow element (step, state or leaf name), or a behavior-tree composite's field path."""
     label: str
     kind: str
-    """tool, wait, sleep, final, condition, or a behavior-tree composite's key."""
+    """tool, agent, plan, wait, sleep, final, condition, turn, call, approve, or a behavior-tree composite's key."""
     layer: int
     row: int
     state: str
@@ -92,10 +99,15 @@ def latest_tasks(tasks: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, A
 
 
 def layout(document: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]], run_state: str) -> Graph:
-    """The graph of a run of workflow ``document`` with its ``tasks``, in state ``run_state``."""
+    """The graph of a run of workflow ``document`` (of kind ``agent`` for an agent's run) with its ``tasks``, in
+    state ``run_state``."""
     kind = str(document.get("kind", "dag"))
     latest = latest_tasks(tasks)
-    if kind == "fsm":
+    if kind == "agent":
+        drafts, links = _loop(tasks)
+        by_step = {str(task["step"]): task for task in tasks}  # a loop's instances are its elements
+        states = {d.name: _state_of(d, by_step) for d in drafts}
+    elif kind == "fsm":
         drafts, links = _fsm(document)
         states = {d.name: _state_of(d, latest) for d in drafts}
         reached = _final_reached(document, latest) if run_state in _FINAL_RUN_STATES else None
@@ -131,15 +143,44 @@ def _dag(document: Mapping[str, Any]) -> tuple[list[_Draft], list[tuple[str, str
             layers[name] = 1 + max(before, default=-1)
         return layers[name]
 
-    drafts = [_Draft(name, name, "tool", layer_of(name)) for name in needs]
+    kinds = {str(s["name"]): _step_kind(s) for s in steps}
+    drafts = [_Draft(name, name, kinds[name], layer_of(name)) for name in needs]
     return drafts, [(need, name) for name, before in needs.items() for need in before]
 
 
+def _step_kind(step: Mapping[str, Any]) -> str:
+    return next((key for key in _STEP_KINDS if step.get(key)), "tool")
+
+
 def _fsm_kind(state: Mapping[str, Any]) -> str:
-    for key in ("final", "wait", "tool"):
+    for key in ("final", "wait", *_STEP_KINDS):
         if state.get(key):
             return key
     return "sleep" if "sleep_seconds" in state else "tool"
+
+
+def _loop(tasks: Sequence[Mapping[str, Any]]) -> tuple[list[_Draft], list[tuple[str, str]]]:
+    """An agent run's turns (layers 0, 2, 4…) and the calls and approvals each asked for (the layer between)."""
+    turns: dict[int, list[str]] = {}
+    drafts: dict[str, _Draft] = {}
+    for task in tasks:
+        step = str(task["step"])
+        found = _LOOP_KEY.fullmatch(step)
+        if found is None or step in drafts:
+            continue
+        number = int(found.group(1))
+        if found.group(2) is None:
+            drafts[step] = _Draft(step, step, "turn", 2 * (number - 1))
+            turns.setdefault(number, [])
+        else:
+            drafts[step] = _Draft(step, step, found.group(2), 2 * number - 1)
+            turns.setdefault(number, []).append(step)
+    links: list[tuple[str, str]] = []
+    for number, asked in turns.items():
+        following = f"turn-{number + 1}"
+        links += [(f"turn-{number}", step) for step in asked]
+        links += [(step, following) for step in asked] if asked else [(f"turn-{number}", following)]
+    return sorted(drafts.values(), key=lambda d: (d.layer, d.name)), links
 
 
 def _fsm(document: Mapping[str, Any]) -> tuple[list[_Draft], list[tuple[str, str]]]:
@@ -223,8 +264,8 @@ def _bt_children(node: Mapping[str, Any], key: str) -> list[tuple[Any, str]]:
 def _bt_walk(node: Any, path: str, depth: int, parent: str | None = None) -> Iterator[tuple[_Draft, str | None]]:
     if not isinstance(node, Mapping):
         return
-    if "tool" in node or "wait_signal" in node:
-        kind = "tool" if "tool" in node else "wait"
+    if "wait_signal" in node or any(key in node for key in _STEP_KINDS):
+        kind = "wait" if "wait_signal" in node else _step_kind(node)
         name = str(node.get("name") or (node.get("wait_signal") or {}).get("name") or path)
         yield _Draft(name, name, kind, depth), parent
         return

@@ -1,5 +1,6 @@
-"""A run's page: its workflow as a live graph, a node's tasks (input, output, error, logs, sandbox figures,
-tokens), the events timeline, and the actions cancel, signal and re-run."""
+"""A run's page: its workflow as a live graph (an agent's run: its turns and tool calls), a node's tasks (input,
+output, error, logs, sandbox figures, tokens), an agent's conversation (the run's, or an agent step's in its
+node), the events timeline, and the actions cancel, signal and re-run."""
 
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -29,17 +30,20 @@ def _checked(run_id: str) -> str:
 
 
 def _target(run: dict[str, Any]) -> tuple[str, str, str]:
-    """(``workflow`` or ``tool``, name, version) of what the run runs."""
-    kind = "workflow" if run.get("workflow") else "tool"
+    """(``workflow``, ``agent`` or ``tool``, name, version) of what the run runs."""
+    kind = next(key for key in ("workflow", "agent", "tool") if run.get(key))
     name, _, version = str(run[kind]).partition("@")
     return kind, name, version
 
 
 async def _document(session: Session, run: dict[str, Any]) -> dict[str, Any]:
-    """The workflow document the run follows; a tool run is a one-node DAG of its tool."""
+    """The workflow document the run follows; a tool run is a one-node DAG of its tool, an agent's run a loop
+    drawn from its tasks."""
     kind, name, version = _target(run)
     if kind == "tool":
         return {"kind": "dag", "steps": [{"name": name, "tool": f"{name}@{version}"}]}
+    if kind == "agent":
+        return {"kind": "agent"}
     spec: dict[str, Any] = (await session.get(f"/v1/workflows/{name}/versions/{version}"))["spec"]
     return spec
 
@@ -51,29 +55,45 @@ def _tool_run_tasks(run: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**task, "element": name} for task in tasks] if kind == "tool" else tasks
 
 
-def _signals(document: dict[str, Any]) -> list[str]:
-    """Every signal the workflow's waits take, for the signal form."""
-    found: set[str] = set()
+APPROVE = "approve"
+"""The signal that answers an agent's call waiting for approval (``af signal RUN approve``)."""
+
+
+def _signals(document: dict[str, Any], run: dict[str, Any]) -> list[str]:
+    """Every signal the workflow's waits take, the run waits for now, and an agent's approvals, for the form."""
+    found = {str(s) for wait in run.get("waiting") or [] for s in wait.get("signals") or []}
+    if document.get("kind") == "agent":
+        found.add(APPROVE)
 
     def visit(node: Any) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key in ("wait", "wait_signal") and isinstance(value, dict):
                     found.update(str(s) for s in value.get("signals") or [])
+                elif key == "agent":
+                    found.add(APPROVE)
                 visit(value)
         elif isinstance(node, list):
             for item in node:
                 visit(item)
 
-    visit(document.get("states") or document.get("root") or {})
+    visit(document.get("states") or document.get("root") or document.get("steps") or {})
     return sorted(found)
 
 
-async def _live_context(session: Session, run_id: str) -> dict[str, Any]:
+async def _drawn(session: Session, run_id: str) -> dict[str, Any]:
+    """The run, its document and its graph."""
     run = await session.get(f"/v1/runs/{run_id}")
     document = await _document(session, run)
-    tasks = _tool_run_tasks(run)
-    return {"run": run, "document": document, "graph": graph.layout(document, tasks, run["state"])}
+    return {"run": run, "document": document, "graph": graph.layout(document, _tool_run_tasks(run), run["state"])}
+
+
+async def _live_context(session: Session, run_id: str) -> dict[str, Any]:
+    """What the run's events change on its page: its state, its graph, an agent's conversation."""
+    context = await _drawn(session, run_id)
+    agent = context["run"].get("agent")
+    context["conversation"] = await session.get(f"/v1/runs/{run_id}/transcript") if agent else None
+    return context
 
 
 @get("/runs/{run_id:str}")
@@ -85,11 +105,11 @@ async def run_detail(
     final = run["state"] in FINAL_RUN_STATES
     context |= {
         "final_events": FINAL_EVENTS,
-        "signals": _signals(context["document"]),
+        "signals": _signals(context["document"], run),
         "can_cancel": not final and await session.may("runs", "cancel"),
         "can_signal": not final and await session.may("runs", "signal"),
         "can_rerun": await session.may("runs", "write"),
-        "node": _node_context(run, node) if node else None,
+        "node": await _node_context(session, run, context["graph"], node) if node else None,
     }
     return await page(session, "run.html", title=f"Run {run_id}", active="/ui/runs", **context)
 
@@ -120,16 +140,23 @@ async def run_events(
     return ServerSentEvent(unnamed())
 
 
-def _node_context(run: dict[str, Any], name: str) -> dict[str, Any]:
+async def _node_context(session: Session, run: dict[str, Any], drawn: graph.Graph, name: str) -> dict[str, Any]:
+    """A node's tasks, and for an agent step the conversation of its loop."""
     tasks = [t for t in _tool_run_tasks(run) if t["element"] == name]
-    return {"name": name, "tasks": list(reversed(tasks)), "run_id": run["id"]}
+    agent_step = any(n.name == name and n.kind == "agent" for n in drawn.nodes)
+    conversation = None
+    if agent_step and any(t["step"] == name for t in tasks):
+        conversation = await session.get(f"/v1/runs/{run['id']}/transcript", step=name)
+    return {"name": name, "tasks": list(reversed(tasks)), "run_id": run["id"], "conversation": conversation}
 
 
 @get("/runs/{run_id:str}/nodes/{name:str}")
 async def run_node(run_id: str, name: str, session: Session) -> Response[str]:
-    """A node's tasks, newest first: each attempt's input, output, error, logs, sandbox and tokens."""
-    run = await session.get(f"/v1/runs/{_checked(run_id)}")
-    return fragment(session, "node.html", node=_node_context(run, name))
+    """A node's tasks, newest first: each attempt's input, output, error, logs, sandbox and tokens; an agent
+    step's conversation above them."""
+    context = await _drawn(session, _checked(run_id))
+    node = await _node_context(session, context["run"], context["graph"], name)
+    return fragment(session, "node.html", node=node)
 
 
 async def _act(session: Session, path: str, document: Any, done: str) -> Response[str]:
