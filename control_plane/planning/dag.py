@@ -208,6 +208,10 @@ class DagWorkflow:
 
     def _decide_from(self, progress: _Progress, states: Mapping[str, StepState]) -> Decision:
         """Advance the steps ``progress`` has to look at, in topological order, like a replay of them all."""
+        if progress.unread:
+            # A replay from the start: the steps with no needs, and those with records, are where it begins.
+            progress.unread = False
+            progress.absorb(list(states))
         settled, pending, due = progress.settled, progress.pending, progress.due
         starts: list[Start] = []
         again: list[int] = []
@@ -256,10 +260,11 @@ class _Progress(Memo):
 
     settled: the context entry of each settled step (see below); a settled step stays so as long as the
         records it was settled from stay as they are.
-    pending: a heap of the places (in ``order``) of the steps to look at: every step, in a replay from the
-        start; then the steps whose records were set since, those a settled need may have made ready, and
-        those that asked for starts. A step that waits (running, or its needs not settled) is looked at
-        again only when one of those happens.
+    pending: a heap of the places (in ``order``) of the steps to look at: in a replay from the start, the
+        steps with no needs and those with records (``unread`` until those are added); then the steps whose
+        records were set since, those a settled need may have made ready, and those that asked for starts.
+        A step that waits (running, or its needs not settled) is looked at again only when one of those
+        happens; one with neither records nor settled needs would only be passed over, as in a replay.
     due: the places in ``pending``.
 
     Kept in a ``Records`` from one decision to the next, each decision costs what the records set since
@@ -267,15 +272,16 @@ class _Progress(Memo):
     sends the next decision back to a replay from the start.
     """
 
-    __slots__ = ("context", "due", "pending", "plan", "settled")
+    __slots__ = ("context", "due", "pending", "plan", "settled", "unread")
 
     def __init__(self, plan: DagWorkflow, run_input: Any) -> None:
         super().__init__(run_input)
         self.plan = plan
         self.settled: dict[str, Any] = {}
         self.context = {"input": run_input, "steps": self.settled}
-        self.pending = list(range(len(plan.order)))
+        self.pending = [i for i, step in enumerate(plan.order) if not step.needs]
         self.due = set(self.pending)
+        self.unread = True
 
     def look_at(self, i: int) -> None:
         if i not in self.due:
