@@ -4,6 +4,8 @@ The pure phase needs no server. For each kind it builds a workflow document of `
 parse (what applying it costs), then replays a run the way the orchestrator meets it when results arrive
 one at a time: decide with no records, record what was started as queued, finish the oldest queued tool
 call as succeeded with its input as output (every tool echoes), decide again, until the run has an outcome.
+The records are a ``Records`` kept from one decision to the next, as the engine's working copy of a run
+keeps them, so each planner decides from what it kept of its last decision.
 Timers and signals stay queued (no timer runs out). Every ``plan.decide`` call is timed with
 ``time.perf_counter_ns``.
 
@@ -29,6 +31,7 @@ from control_plane.planning import Plan, StepState, ToolCall
 from control_plane.planning.bt import benchmark_document
 from control_plane.planning.fsm import chain_document
 from control_plane.planning.kinds import parse_workflow
+from control_plane.planning.records import Records
 
 KINDS = ("dag", "fsm", "bt")
 RUN_INPUT = {"n": 0}
@@ -88,7 +91,7 @@ class Replay:
 
 def replay(plan: Plan, run_input: Any = RUN_INPUT) -> Replay:
     """Replay a whole run of ``plan`` (see the module docstring); raises RuntimeError unless it succeeds."""
-    states: dict[str, StepState] = {}
+    states = Records()
     queued: deque[tuple[str, StepState]] = deque()
     samples: list[float] = []
     tasks = 0
@@ -102,14 +105,14 @@ def replay(plan: Plan, run_input: Any = RUN_INPUT) -> Replay:
                 raise RuntimeError(f"the {plan.kind} replay failed: {decision.outcome.error}")
             return Replay(samples, tasks)
         for start in decision.start:
-            states[start.key] = StepState(TaskState.QUEUED, step=start.step)
+            states.set(start.key, StepState(TaskState.QUEUED, step=start.step))
             if isinstance(start.action, ToolCall):
                 queued.append((start.key, StepState(TaskState.SUCCEEDED, start.action.input, step=start.step)))
                 tasks += 1
         if not queued:
             raise RuntimeError(f"the {plan.kind} replay is stuck after {len(samples)} decisions")
         key, finished = queued.popleft()
-        states[key] = finished
+        states.set(key, finished)
 
 
 def timed_parse(doc: Mapping[str, Any], times: int = 3) -> tuple[Plan, float]:

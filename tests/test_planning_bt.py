@@ -25,6 +25,8 @@ from control_plane.planning import (
 from control_plane.planning.bt import MAX_DEPTH, BtWorkflow, benchmark_document, parse_bt
 from control_plane.planning.fields import DOCUMENT_KEYS
 from control_plane.planning.model import FINISHED
+from control_plane.planning.records import Records
+from tests.planning_replays import run_against_replays
 
 RUN_INPUT = {"topic": "tides", "flag": True}
 
@@ -750,3 +752,40 @@ def test_a_run_replays_the_same_never_restarts_a_key_never_stalls_and_keeps_its_
             return
         run.finish_some()
     pytest.fail("the run did not end")
+
+
+# --- ticking on from the last decision ----------------------------------------------------------------------
+
+
+@st.composite
+def random_sequences(draw: st.DrawFn) -> BtWorkflow:
+    """A random tree whose root is a sequence, the root a run ticks on from."""
+    children, _ = RandomTree(draw).children([], 0, in_turn=True)
+    return parse_bt({"kind": "bt", "root": {"sequence": children}})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plan=random_sequences(), data=st.data())
+def test_ticking_on_from_the_last_decision_decides_as_a_tick_from_the_root(
+    plan: BtWorkflow, data: st.DataObject
+) -> None:
+    names = [name.replace(".timeout", ".expired") for name in plan.steps]
+    strays = [*plan.steps, *names, *(f"{name}#2" for name in names)]
+
+    run_against_replays(plan, RUN_INPUT, data, lambda start: results(start.action), strays)
+
+
+def test_the_benchmark_tree_ticked_result_by_result_decides_as_a_tick_from_the_root() -> None:
+    plan = parse_bt(benchmark_document(60))
+    records = Records()
+    while (decision := plan.decide(RUN_INPUT, records)).outcome is None:
+        assert decision == plan.decide(RUN_INPUT, dict(records))
+        for start in decision.start:
+            records.set(start.key, StepState("queued", step=start.step))
+        key = next(key for key, record in records.items() if record.state == "queued" and ".timeout" not in key)
+        records.set(key, done({"n": 0}))
+    assert decision.outcome.state == "succeeded"
+    # The fetch of the first group failing now (no engine records that) is met by a tick from the root.
+    records.set("fetch-0", fail())
+
+    assert plan.decide(RUN_INPUT, records) == fails("root.sequence[0].sequence[0]: 'fetch-0' failed: boom")

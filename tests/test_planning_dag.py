@@ -25,6 +25,8 @@ from control_plane.planning.model import (
 )
 from control_plane.planning.paths import compile_template
 from control_plane.planning.problems import WorkflowInvalid
+from control_plane.planning.records import Records
+from tests.planning_replays import run_against_replays
 
 RUN_INPUT = {"text": "one two three", "lang": "en"}
 
@@ -842,6 +844,33 @@ def test_once_a_step_fails_nothing_else_starts(dag: RandomDag, data: st.DataObje
     states[failed] = StepState("failed", error="boom")
 
     assert parse_dag(dag.doc).decide({"seed": 1}, states) == fails(f"step {failed!r} failed: boom")
+
+
+@given(dag=dags(), data=st.data())
+@settings(deadline=None)
+def test_deciding_from_the_last_decision_decides_as_a_replay_of_every_step(dag: RandomDag, data: st.DataObject) -> None:
+    wf = parse_dag(dag.doc)
+    run_input = {"seed": 1, "skip": data.draw(st.dictionaries(st.sampled_from(sorted(dag.needs)), st.booleans()))}
+
+    run_against_replays(wf, run_input, data, lambda start: st.one_of(st.just(StepState("running")), ENDS), dag.keys)
+
+
+def test_a_layered_run_decided_result_by_result_starts_each_layer_once_the_one_before_settled() -> None:
+    wf = parse_dag(layered_document(layers=3, width=4))
+    records = Records()
+    for layer in range(3):
+        decision = wf.decide(RUN_INPUT, records)
+        assert started(decision) == [f"l{layer}-{j}" for j in range(4)]
+        for key in started(decision):
+            records.set(key, StepState("queued"))
+        for j in range(4):
+            assert wf.decide(RUN_INPUT, records) == Decision((), None)
+            records.set(f"l{layer}-{j}", done({"n": j}))
+    assert wf.decide(RUN_INPUT, records).outcome is not None
+    # A record of a settled step set again (no engine does) sends the decision back to a replay of every step.
+    records.set("l1-2", StepState("failed", error="boom"))
+
+    assert wf.decide(RUN_INPUT, records) == fails("step 'l1-2' failed: boom")
 
 
 # --- benchmark workflows ------------------------------------------------------------------------------------

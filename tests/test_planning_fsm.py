@@ -21,6 +21,8 @@ from control_plane.planning.model import (
     ToolRef,
 )
 from control_plane.planning.problems import WorkflowInvalid
+from control_plane.planning.records import Records
+from tests.planning_replays import run_against_replays
 
 RUN_INPUT = {"text": "a first idea"}
 
@@ -728,3 +730,33 @@ def test_any_records_at_all_give_a_decision_that_starts_no_recorded_key(
     errors = st.sampled_from([None, "timed out", "boom"])
     records = data.draw(st.dictionaries(keys, st.builds(StepState, st.sampled_from(_OUTCOMES), outputs, errors)))
     _check_replay(wf, {"v": 0}, records)
+
+
+# --- walking on from the last decision ----------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(_machines(), st.data())
+def test_walking_on_from_the_last_decision_decides_as_a_walk_from_the_initial_state(
+    document: dict[str, Any], data: st.DataObject
+) -> None:
+    wf = parse_fsm(document)
+    strays = [name if n == 1 else f"{name}#{n}" for name in wf.steps for n in range(1, 4)]
+
+    run_against_replays(wf, {"v": 1}, data, lambda start: st.just(_record(data.draw, start.action)), strays)
+
+
+def test_a_chain_walks_on_decision_by_decision_and_walks_again_when_a_record_it_used_changes() -> None:
+    wf = parse_fsm(chain_document(50))
+    records = Records()
+    run_input = {"n": 0}
+    for i in range(50):
+        decision = wf.decide(run_input, records)
+        assert decision == wf.decide(run_input, dict(records))
+        assert decision.start[0].key == f"s{i}" and call(decision).input == {"n": i - 1 if i else 0}
+        records.set(f"s{i}", StepState("succeeded", {"n": i}))
+    assert wf.decide(run_input, records).outcome == RunOutcome("succeeded", {"n": 49}, None)
+
+    records.set("s3", StepState("failed", error="boom"))
+
+    assert wf.decide(run_input, records) == Decision((), RunOutcome("failed", None, "state 's3' failed: boom"))

@@ -27,8 +27,6 @@ from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
 from control_plane import metrics
 from control_plane.catalog.documents import RetrySpec, check_name_field
 from control_plane.catalog.resolver import (
-    BUILTIN_AGENT,
-    BUILTIN_PLAN,
     Catalog,
     Tool,
     Workflow,
@@ -39,9 +37,9 @@ from control_plane.engine.dispatch import CONTROL_PLANE, Dispatch, Dispatcher
 from control_plane.engine.events import EventLog, outgoing
 from control_plane.engine.run_cache import RunCache
 from control_plane.engine.step_instances import due_result, plan_instance, signal_result, waiting_for
-from control_plane.engine.working import WorkingRun, WorkingTask
+from control_plane.engine.working import PlanView, WorkingRun, WorkingTask
 from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
-from control_plane.planning import Settle, StepState, ToolCall, decide
+from control_plane.planning import Settle, ToolCall, decide
 from control_plane.planning.agent import MODEL_TOOL, turn_summary
 from registry import runs
 from registry.db import Pool
@@ -346,21 +344,14 @@ class Orchestrator:
     def _plan_workflow(
         run: WorkingRun, workflow: Workflow, change: Change, events: EventLog
     ) -> tuple[RunState, str | None, str | None] | None:
-        states = {
-            t.step: StepState(
-                t.state,
-                msgspec.json.decode(t.output) if t.output is not None else None,
-                t.error,
-                t.element,
-                # An agent (or plan) step's loop is rebuilt from what its own instance recorded.
-                msgspec.json.decode(t.input) if t.tool_name in (BUILTIN_AGENT, BUILTIN_PLAN) else None,
-            )
-            for t in run.tasks
-        }
-        decision = decide(workflow.plan, msgspec.json.decode(run.input), states)
+        view = run.view = run.view or PlanView(run.input)
+        view.show(run.tasks, change.task_updates)
+        decision = decide(workflow.plan, view.run_input, view.records)
         now = time.time()
         for settle in decision.settle:
             _settle(run, settle, now, change, events)
+        if decision.settle:
+            view.show(run.tasks, change.task_updates)
         for start in decision.start:
             tool = workflow.tool(start.action) if isinstance(start.action, ToolCall) else None
             if problem := _input_problem(tool, start.action, start.key):

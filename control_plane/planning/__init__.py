@@ -7,7 +7,9 @@ replayed from what is recorded.
 Three kinds share one interface (model.Plan): DAG (dag.py), finite-state machine (fsm.py) and behavior
 tree (bt.py); agent steps (agent_steps.py) and plan steps (planner.py), whose work the control plane keeps
 under their keys (kept.py), layer over them; conditions are written in a small safe language (expr.py)
-and step inputs are templates (paths.py); compensation (saga.py) is the same for all three.
+and step inputs are templates (paths.py); compensation (saga.py) is the same for all three. Shown a
+``records.Records`` kept from one decision of a run to the next, a planner decides on from the memo it
+kept there rather than replaying the run, and decides exactly as the replay would.
 ``kinds`` picks the planner of a document.
 """
 

@@ -1,7 +1,9 @@
 """The behavior-tree planner: a run ticks a tree of nodes from its root until the root succeeds or fails.
 
 ``parse_bt`` checks a workflow document once, when it is applied; ``BtWorkflow.decide`` then replays one
-tick of the whole tree over the recorded step instances, linear in the nodes it enters.
+tick of the whole tree over the recorded step instances, linear in the nodes it enters. Shown a
+``records.Records``, a tree whose root is a sequence is ticked on from the first child of the root that
+had not yet succeeded for good in its last decision of the run (see ``_Ticked``).
 
 The document::
 
@@ -107,6 +109,7 @@ from control_plane.planning.model import (
 )
 from control_plane.planning.paths import Path, Template, compile_template
 from control_plane.planning.problems import SpecProblem, WorkflowInvalid
+from control_plane.planning.records import Memo, memoized
 
 # Bounds the recursion of parsing and ticking, far beyond any tree written by hand.
 MAX_DEPTH = 64
@@ -161,9 +164,12 @@ class _Tick:
 
     open: the leaves whose latest instance met is queued or running, which readers wait for.
     met: how many keys the tick has looked up; an attempt that looked up none would fail the same way again.
+    looked_up: every key looked up, in order (a memo depends on the records of those it kept the effect of).
+    undo: how to put ``outputs`` and ``open`` back as they were before the changes made since it was emptied:
+        (leaf name, its entry in outputs or _ABSENT, whether it was open), newest last.
     """
 
-    __slots__ = ("context", "met", "open", "outputs", "starts", "states")
+    __slots__ = ("context", "looked_up", "met", "open", "outputs", "starts", "states", "undo")
 
     def __init__(self, run_input: Any, states: Mapping[str, StepState]) -> None:
         self.states = states
@@ -172,9 +178,12 @@ class _Tick:
         self.open: set[str] = set()
         self.starts: list[Start] = []
         self.met = 0
+        self.looked_up: list[str] = []
+        self.undo: list[tuple[str, Any, bool]] = []
 
     def record(self, key: str) -> StepState | None:
         self.met += 1
+        self.looked_up.append(key)
         return self.states.get(key)
 
     def leaf(self, field: str, name: str, key: str) -> _Status | None:
@@ -182,6 +191,7 @@ class _Tick:
         record = self.record(key)
         if record is None:
             return None
+        self.undo.append((name, self.outputs.get(name, _ABSENT), name in self.open))
         if record.state not in FINISHED:
             self.open.add(name)
             return _RUNNING
@@ -190,6 +200,19 @@ class _Tick:
             self.outputs[name] = {"output": record.output}
             return _SUCCEEDED
         return _Failed(f"{field}: {name!r} {record.state}" + (f": {record.error}" if record.error else ""))
+
+    def roll_back(self) -> None:
+        """Undo what leaves did to ``outputs`` and ``open`` since ``undo`` was last emptied."""
+        while self.undo:
+            name, entry, was_open = self.undo.pop()
+            if entry is _ABSENT:
+                self.outputs.pop(name, None)
+            else:
+                self.outputs[name] = entry
+            if was_open:
+                self.open.add(name)
+            else:
+                self.open.discard(name)
 
     def waits_for(self, reads: frozenset[str]) -> bool:
         return not self.open.isdisjoint(reads)
@@ -200,6 +223,32 @@ class _Tick:
         status = node.tick(self, visit)
         made, self.starts = self.starts, kept
         return status, made
+
+
+_ABSENT = object()
+
+
+class _Ticked(Memo):
+    """How far a run's tick of a root sequence got for good: its first ``done`` children succeeded and
+    started nothing, leaving ``tick`` as it stands (their outputs, the leaves left open), from the records
+    of the keys in ``used``.
+
+    Kept in a ``Records`` from one decision to the next, a decision ticks on from child ``done``, so it
+    costs what the children not yet done do; a record in ``used`` set again (never, in the engine: a
+    finished instance stays so, and the records a finished child found missing stay missing) sends the
+    next decision back to a tick from the root.
+    """
+
+    __slots__ = ("done", "tick", "used")
+
+    def __init__(self, run_input: Any) -> None:
+        super().__init__(run_input)
+        self.tick = _Tick(run_input, {})
+        self.done = 0
+        self.used: set[str] = set()
+
+    def absorb(self, changed: list[str]) -> bool:
+        return self.used.isdisjoint(changed)
 
 
 # --- nodes ----------------------------------------------------------------------------------------------
@@ -455,8 +504,36 @@ class BtWorkflow:
 
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
         """The next move of a run: what to start, or how the run ended."""
+        if isinstance(self.root, SequenceNode):
+            return memoized(self, run_input, states, _Ticked, self._tick_on)
         tick = _Tick(run_input, states)
-        status = self.root.tick(tick, _FIRST)
+        return self._decision(self.root.tick(tick, _FIRST), tick)
+
+    def _tick_on(self, ticked: _Ticked, states: Mapping[str, StepState]) -> Decision:
+        """Tick the root sequence on from its first child not done for good (``SequenceNode.tick`` from
+        there), and count as done for good each child that succeeds starting nothing while all before it do."""
+        assert isinstance(self.root, SequenceNode)
+        children = self.root.children
+        tick = ticked.tick
+        tick.states, tick.starts = states, []
+        status: _Status = _SUCCEEDED
+        for i in range(ticked.done, len(children)):
+            status = children[i].tick(tick, _FIRST)
+            if status == _SUCCEEDED and not tick.starts and ticked.done == i:
+                ticked.done = i + 1
+                ticked.used.update(tick.looked_up)
+                tick.looked_up.clear()
+                tick.undo.clear()
+            if status != _SUCCEEDED:
+                break
+        decision = self._decision(status, tick)
+        # What the children not done for good did is done again by the next decision.
+        tick.roll_back()
+        tick.looked_up.clear()
+        tick.states, tick.starts = {}, []
+        return decision
+
+    def _decision(self, status: _Status, tick: _Tick) -> Decision:
         # A settled root leaves nothing to start but the records of timers that ran out first; the outcome
         # waits for them, so that no later replay can disagree with it.
         if status == _RUNNING or tick.starts:

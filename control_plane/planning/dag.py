@@ -2,7 +2,8 @@
 
 ``parse_dag`` checks a workflow document once, when it is applied; ``DagWorkflow.decide`` is then a pure
 function of (workflow, run input, recorded step instances), called on every result, linear in the step
-instances plus the needs.
+instances plus the needs; shown a ``records.Records``, it looks only at the steps that the records set
+since its last decision of the run can change (and those they make ready), so a whole run is linear too.
 
 The document::
 
@@ -97,6 +98,7 @@ from control_plane.planning.model import (
 )
 from control_plane.planning.paths import PathError, Template, compile_template
 from control_plane.planning.problems import SpecProblem, WorkflowInvalid
+from control_plane.planning.records import Memo, memoized
 
 _STEP_NAME = Shape(NAME.pattern.pattern, f"a step name matching ^{NAME.pattern.pattern}$")
 _STEP_KEYS = (
@@ -177,6 +179,20 @@ class DagWorkflow:
     order: tuple[DagStep, ...]
     output: Template
     steps: Mapping[str, StepInfo]
+    positions: Mapping[str, int] = dataclasses.field(init=False, repr=False, compare=False)
+    """Each top-level step's place in ``order``, by name."""
+    followers: tuple[tuple[int, ...], ...] = dataclasses.field(init=False, repr=False, compare=False)
+    """The places of the steps that need the step at each place."""
+
+    def __post_init__(self) -> None:
+        positions = {step.name: i for i, step in enumerate(self.order)}
+        followers: list[list[int]] = [[] for _ in self.order]
+        for i, step in enumerate(self.order):
+            for need in step.needs:
+                if need in positions:
+                    followers[positions[need]].append(i)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "followers", tuple(map(tuple, followers)))
 
     @property
     def kind(self) -> str:
@@ -188,21 +204,101 @@ class DagWorkflow:
 
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
         """The next move of a run: what to start, or how the run ended."""
-        settled: dict[str, Any] = {}
-        context = {"input": run_input, "steps": settled}
+        return memoized(self, run_input, states, lambda run_input: _Progress(self, run_input), self._decide_from)
+
+    def _decide_from(self, progress: _Progress, states: Mapping[str, StepState]) -> Decision:
+        """Advance the steps ``progress`` has to look at, in topological order, like a replay of them all."""
+        if progress.unread:
+            # A replay from the start: the steps with no needs, and those with records, are where it begins.
+            progress.unread = False
+            progress.absorb(list(states))
+        settled, pending, due = progress.settled, progress.pending, progress.due
         starts: list[Start] = []
+        again: list[int] = []
         try:
-            error = _advance_all(self.order, "", context, settled, states, starts)
-        except _InputError as exc:
-            return failed(str(exc))
-        if error is not None:
-            return failed(error)
+            while pending:
+                i = pending[0]
+                step = self.order[i]
+                recorded = states.get(step.name)
+                # Most steps of a long run are done or waiting: see to them here, without the general case's calls.
+                if recorded is None and not settled.keys() >= step.needs:
+                    # Looked at again once a need settles, or it is recorded.
+                    due.discard(heapq.heappop(pending))
+                    continue
+                made = len(starts)
+                if recorded is not None and recorded.state == TaskState.SUCCEEDED and not isinstance(step.does, Loop):
+                    settled[step.name] = {"output": recorded.output}
+                else:
+                    try:
+                        error = _advance(step, step.name, progress.context, settled, states, starts)
+                    except _InputError as exc:
+                        return failed(str(exc))
+                    if error is not None:
+                        return failed(error)
+                if len(starts) > made:
+                    # What it starts is asked for again until it is recorded, as a replay would.
+                    again.append(heapq.heappop(pending))
+                else:
+                    due.discard(heapq.heappop(pending))
+                if step.name in settled:
+                    for follower in self.followers[i]:
+                        progress.look_at(follower)
+        finally:
+            # Still in ``due``: back in the heap for the next decision.
+            for i in again:
+                heapq.heappush(pending, i)
         if len(settled) < len(self.order):
             return Decision(tuple(starts), None)
         try:
-            return Decision((), RunOutcome(RunState.SUCCEEDED, self.output.render(context), None))
+            return Decision((), RunOutcome(RunState.SUCCEEDED, self.output.render(progress.context), None))
         except PathError as exc:
             return failed(f"output: {exc}")
+
+
+class _Progress(Memo):
+    """What a run's records settled so far, and the top-level steps to look at in the next decision.
+
+    settled: the context entry of each settled step (see below); a settled step stays so as long as the
+        records it was settled from stay as they are.
+    pending: a heap of the places (in ``order``) of the steps to look at: in a replay from the start, the
+        steps with no needs and those with records (``unread`` until those are added); then the steps whose
+        records were set since, those a settled need may have made ready, and those that asked for starts.
+        A step that waits (running, or its needs not settled) is looked at again only when one of those
+        happens; one with neither records nor settled needs would only be passed over, as in a replay.
+    due: the places in ``pending``.
+
+    Kept in a ``Records`` from one decision to the next, each decision costs what the records set since
+    can change; a record of a settled step set again (never, in the engine: a finished instance stays so)
+    sends the next decision back to a replay from the start.
+    """
+
+    __slots__ = ("context", "due", "pending", "plan", "settled", "unread")
+
+    def __init__(self, plan: DagWorkflow, run_input: Any) -> None:
+        super().__init__(run_input)
+        self.plan = plan
+        self.settled: dict[str, Any] = {}
+        self.context = {"input": run_input, "steps": self.settled}
+        self.pending = [i for i, step in enumerate(plan.order) if not step.needs]
+        self.due = set(self.pending)
+        self.unread = True
+
+    def look_at(self, i: int) -> None:
+        if i not in self.due:
+            self.due.add(i)
+            heapq.heappush(self.pending, i)
+
+    def absorb(self, changed: list[str]) -> bool:
+        for key in changed:
+            # Every key a top-level step reads: <name>, <name>.fallback, <loop>#<i>/<step>[.fallback].
+            name = key.split("#", 1)[0].removesuffix(_FALLBACK)
+            i = self.plan.positions.get(name)
+            if i is None:
+                continue
+            if name in self.settled:
+                return False
+            self.look_at(i)
+        return True
 
 
 # --- deciding -------------------------------------------------------------------------------------------

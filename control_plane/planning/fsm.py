@@ -8,7 +8,9 @@ always taken. A failed instance takes the ``timeout: true`` transition when a wa
 instance ``S#n`` (the first is ``S``), so loops replay like anything else.
 
 ``parse_fsm`` checks a document once, when it is applied; ``FsmWorkflow.decide`` then replays the walk from
-the initial state over the recorded instances, linear in the visits made so far. Inputs, outputs and
+the initial state over the recorded instances, linear in the visits made so far; shown a
+``records.Records``, it walks on from where its last decision of the run stopped instead, so that a whole
+run is linear in its visits. Inputs, outputs and
 conditions read ``$.steps.S.output``, the latest output of ``S`` on the walk; unlike in a DAG, a state
 may be read before it has run (a loop reads the previous round), so a path that finds nothing reads null.
 """
@@ -51,6 +53,7 @@ from control_plane.planning.model import (
 )
 from control_plane.planning.paths import Template
 from control_plane.planning.problems import SpecProblem, WorkflowInvalid, child_field
+from control_plane.planning.records import Memo, memoized
 
 DEFAULT_MAX_STEPS = 100
 _DOC_KEYS = (*DOCUMENT_KEYS, "initial", "max_steps", "states")
@@ -174,29 +177,55 @@ class FsmWorkflow:
         return "fsm"
 
     def decide(self, run_input: Any, states: Mapping[str, StepState]) -> Decision:
-        outputs: dict[str, dict[str, Any]] = {}
-        context = {"input": run_input, "steps": outputs}
-        visits: dict[str, int] = {}
-        current = self.initial
-        made = 0
-        while not isinstance(state := self.states[current], FinalState):
-            if made == self.max_steps:
-                return failed(f"max_steps ({self.max_steps}) reached in state {current!r} before a final state")
-            made += 1
-            visits[current] = visit = visits.get(current, 0) + 1
-            key = current if visit == 1 else f"{current}#{visit}"
+        return memoized(self, run_input, states, lambda run_input: _Walk(run_input, self.initial), self._walk)
+
+    def _walk(self, walk: _Walk, states: Mapping[str, StepState]) -> Decision:
+        """Walk on from where ``walk`` stands over the finished instances recorded, to the next move."""
+        while not isinstance(state := self.states[walk.current], FinalState):
+            if walk.made == self.max_steps:
+                return failed(f"max_steps ({self.max_steps}) reached in state {walk.current!r} before a final state")
+            visit = walk.visits.get(walk.current, 0) + 1
+            key = walk.current if visit == 1 else f"{walk.current}#{visit}"
             record = states.get(key)
             if record is None:
-                return Decision((state.start(key, context),), None)
+                return Decision((state.start(key, walk.context),), None)
             if record.state not in FINISHED:
                 return _NOTHING_YET
+            # From here on the walk depends on this record: should it change, the walk starts again.
+            walk.used.add(key)
             if record.state == TaskState.SUCCEEDED:
-                outputs[current] = {"output": record.output}
-            following = state.follow(record, context)
+                walk.outputs[walk.current] = {"output": record.output}
+            following = state.follow(record, walk.context)
             if isinstance(following, Decision):
                 return following
-            current = following
-        return Decision((), state.outcome(context))
+            walk.visits[walk.current] = visit
+            walk.made += 1
+            walk.current = following
+        return Decision((), state.outcome(walk.context))
+
+
+class _Walk(Memo):
+    """Where a run's walk stands after the finished instances it went through (``used``): the state it is
+    in, the visits of each state and the steps made so far, and the outputs they left.
+
+    Kept in a ``Records`` from one decision to the next, it walks on from there, so a whole run costs
+    what its visits do; a record it used set again (never, in the engine: a finished instance stays so)
+    sends the walk back to the initial state.
+    """
+
+    __slots__ = ("context", "current", "made", "outputs", "used", "visits")
+
+    def __init__(self, run_input: Any, initial: str) -> None:
+        super().__init__(run_input)
+        self.current = initial
+        self.made = 0
+        self.visits: dict[str, int] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.context = {"input": run_input, "steps": self.outputs}
+        self.used: set[str] = set()
+
+    def absorb(self, changed: list[str]) -> bool:
+        return self.used.isdisjoint(changed)
 
 
 @dataclass(slots=True)

@@ -23,19 +23,22 @@ from control_plane.planning.model import (
     ToolCall,
 )
 from control_plane.planning.paths import PathError
+from control_plane.planning.records import Memo, memoized
 
 UNDO = "undo:"
 
 
 def decide(plan: Plan, run_input: Any, states: Mapping[str, StepState]) -> Decision:
     """``plan.decide``, followed by the compensations of what succeeded when the plan fails."""
-    planned = {key: state for key, state in states.items() if not key.startswith(UNDO)}
-    decision = plan.decide(run_input, planned if len(planned) < len(states) else states)
+    # Until a compensation is recorded, the plan is shown the records as they are (a Records keeps its memos).
+    undoing = memoized(_Undoing, run_input, states, _Undoing, _undoing)
+    planned = {key: state for key, state in states.items() if not key.startswith(UNDO)} if undoing else states
+    decision = plan.decide(run_input, planned)
     if decision.outcome is None or decision.outcome.state == RunState.SUCCEEDED:
         return decision
     undone: list[str] = []
     problems: list[str] = []
-    for key, state in reversed(planned.items()):
+    for key, state in reversed(list(planned.items())):
         element = state.step or key
         info = plan.steps.get(element)
         if state.state != TaskState.SUCCEEDED or info is None or info.compensate is None:
@@ -54,6 +57,27 @@ def decide(plan: Plan, run_input: Any, states: Mapping[str, StepState]) -> Decis
     summary = [f"compensated {', '.join(repr(key) for key in undone)}"] if undone else []
     error = "; ".join([decision.outcome.error or "the run failed", *summary, *problems])
     return Decision((), RunOutcome(RunState.FAILED, None, error))
+
+
+class _Undoing(Memo):
+    """Whether a compensation is recorded (None: not looked for yet); a ``Records`` is looked at again only in
+    the keys set since."""
+
+    __slots__ = ("found",)
+
+    def __init__(self, run_input: Any) -> None:
+        super().__init__(run_input)
+        self.found: bool | None = None
+
+    def absorb(self, changed: list[str]) -> bool:
+        self.found = bool(self.found) or any(key.startswith(UNDO) for key in changed)
+        return True
+
+
+def _undoing(memo: _Undoing, states: Mapping[str, StepState]) -> bool:
+    if memo.found is None:
+        memo.found = any(key.startswith(UNDO) for key in states)
+    return memo.found
 
 
 def _compensate(key: str, element: str, state: StepState, run_input: Any, compensate: Compensation) -> Decision:
