@@ -121,7 +121,7 @@ def test_an_invalid_tool_call_goes_back_to_the_model_which_then_answers(
     assert "do not match its input schema" in results[1]["content"]
 
 
-def test_an_agent_that_never_stops_calling_tools_fails_at_max_turns(
+def test_an_agent_that_never_stops_calling_tools_fails_at_max_turns_even_asked_to_answer_at_the_last(
     stack: Stack, tenant: tuple[str, str, httpx.Client]
 ) -> None:
     _, key, http = tenant
@@ -130,6 +130,13 @@ def test_an_agent_that_never_stops_calling_tools_fails_at_max_turns(
     final = _run(stack, key, "looper", "loop")
     assert final["state"] == "failed" and final["error"].startswith("max-turns"), final
     assert [task["step"] for task in final["tasks"]] == ["turn-1", "turn-1/call-0", "turn-2", "turn-2/call-0"]
+    assert all("tool_choice" not in task["input"]["body"] for task in final["tasks"][::2])
+    # Asked for the answer at its last turn (the mock's script does not listen), it still fails there.
+    _agent(http, name="pressed", model="script-loop", tools=["lookup"], limits={"max_turns": 2, "last_turn": "answer"})
+    final = _run(stack, key, "pressed", "loop")
+    assert final["state"] == "failed" and final["error"].startswith("max-turns"), final
+    turns = [task for task in final["tasks"] if "/" not in task["step"]]
+    assert [turn["input"]["body"].get("tool_choice") for turn in turns] == [None, "none"]
 
 
 def test_an_answer_that_misses_the_output_schema_gets_one_repair_turn_then_fails(

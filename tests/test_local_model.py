@@ -1,9 +1,10 @@
 """The local model through the gateway: a control plane given ``AF_LOCAL_MODEL_URL`` registers the platform's
 ``local`` deployment, and llama.cpp's server with SmolLM2-135M-Instruct (a real model, generating on this
 machine's CPU) answers through AgentFlow's ``/v1/llm``, whole and streamed, to the official ``openai`` package,
-with the tokens it counted itself."""
+with the tokens it counted itself, and held to a JSON schema, with tool calls where its chat template has none."""
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -109,6 +110,38 @@ def test_the_local_model_streams_its_answer_chunk_by_chunk_with_usage(llm: opena
     call = recorded(http, stream=True)
     assert call["outcome"] == "ok" and call["ttft_ms"] is not None and call["tokens_estimated"] is False
     assert call["response"]["choices"][0]["message"]["content"] == "".join(pieces)
+
+
+LOOKUP = {
+    "type": "function",
+    "function": {
+        "name": "lookup",
+        "description": "Looks a query up",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+    },
+}
+
+
+def test_the_local_model_held_to_a_schema_answers_a_tool_call_whole_and_streamed(llm: openai.OpenAI) -> None:
+    asked: dict[str, Any] = {
+        "model": "local",
+        "messages": [{"role": "user", "content": "Look up the capital of France."}],
+        "tools": [LOOKUP],
+        "tool_choice": "required",
+        "temperature": 0,
+    }
+    reply = llm.chat.completions.create(**asked)
+    (call,) = reply.choices[0].message.tool_calls or []
+    assert reply.choices[0].finish_reason == "tool_calls" and call.function.name == "lookup"
+    assert isinstance(json.loads(call.function.arguments)["query"], str)
+    chunks = list(llm.chat.completions.create(**asked, stream=True))
+    calls = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert [(d.function.name, d.function.arguments) for d in calls if d.function] == [
+        ("lookup", call.function.arguments)
+    ], "the same call, in one piece"
+    answered = llm.chat.completions.create(**{**asked, "tool_choice": "none"})
+    assert answered.choices[0].finish_reason == "stop" and answered.choices[0].message.content
+    assert not answered.choices[0].message.tool_calls
 
 
 def test_a_tenants_own_local_deployment_in_a_tier_answers_for_that_tier(http: httpx.Client, llm: openai.OpenAI) -> None:

@@ -1,6 +1,7 @@
 """Plan steps on the real stack: the planning agent's turns go through the model gateway (the scripted mock
 provider), AgentFlow checks its DAG with the validator `af workflow apply` uses and only the tools and agents
-the step offers, records it, and runs it under the step's key; a bad plan gets one repair turn, then fails."""
+the step offers, records it, and runs it under the step's key; a bad plan gets one repair turn, then fails.
+A plan is a state of an FSM and a leaf of a behavior tree too."""
 
 import asyncio
 import json
@@ -119,6 +120,81 @@ def test_a_plan_step_runs_the_dag_its_planner_made_under_its_key_and_later_steps
     with Client(api_url=stack.api_url, token=key) as af:
         events = [event["type"] for event in af.events(final["id"], idle_timeout=5)]
     assert "plan.started" in events and "plan.recorded" in events
+
+
+def _run_workflow(http: httpx.Client, key: str, stack: Stack, workflow: dict[str, Any]) -> dict[str, Any]:
+    answer = http.post("/v1/workflows", json=workflow)
+    assert answer.status_code == 201, answer.text
+    with Client(api_url=stack.api_url, token=key) as af:
+        started = af.start_run(workflow=workflow["name"], input={"goal": "learn about tides", "topic": "tides"})
+        final = af.wait_run(started["id"], timeout=90)
+    assert final["state"] == "succeeded", (
+        final["error"],
+        [(t["step"], t["state"], t["error"]) for t in final["tasks"]],
+    )
+    return final
+
+
+PLANNED = {"research", "research/plan/turn-1", "research/plan", "research/look", "research/sum", "research/sum/turn-1"}
+
+
+def test_a_plan_state_of_an_fsm_runs_its_plan_and_its_transition_reads_the_plan_output(
+    stack: Stack, tenant: tuple[str, httpx.Client]
+) -> None:
+    key, http = tenant
+    _model(http, "script-fsm-planner", [{"content": json.dumps(GOOD)}])
+    _agent(http, "fsm-planner", "script-fsm-planner")
+    plan = {"agent": "fsm-planner", "goal": "$.input.goal", "tools": ["lookup"], "agents": ["summer"]}
+    found = '$.steps.research.output.found == "TIDES"'
+    workflow = {
+        "name": "planned-fsm",
+        "version": "1",
+        "kind": "fsm",
+        "initial": "research",
+        "states": {
+            "research": {
+                "plan": plan,
+                "input": {"topic": "$.input.topic"},
+                "transitions": [{"to": "found", "when": found}, {"to": "lost"}],
+            },
+            "found": {"final": True, "output": "$.steps.research.output.summary"},
+            "lost": {"final": True, "status": "failed"},
+        },
+    }
+    final = _run_workflow(http, key, stack, workflow)
+    assert final["output"] == "in short: done"
+    steps = _steps(final)
+    assert set(steps) == PLANNED
+    assert steps["research"]["tool"] == "@plan@1" and steps["research/plan"]["output"] == GOOD
+
+
+def test_a_plan_leaf_of_a_behavior_tree_runs_its_plan_and_the_next_leaf_reads_its_output(
+    stack: Stack, tenant: tuple[str, httpx.Client]
+) -> None:
+    key, http = tenant
+    _model(http, "script-bt-planner", [{"content": json.dumps(GOOD)}])
+    _agent(http, "bt-planner", "script-bt-planner")
+    plan = {"agent": "bt-planner", "goal": "$.input.goal", "tools": ["lookup"], "agents": ["summer"]}
+    workflow = {
+        "name": "planned-bt",
+        "version": "1",
+        "kind": "bt",
+        "root": {
+            "sequence": [
+                {"name": "research", "plan": plan, "input": {"topic": "$.input.topic"}},
+                {"name": "check", "tool": "lookup", "input": {"query": "$.steps.research.output.summary"}},
+            ]
+        },
+        "output": {"research": "$.steps.research.output", "check": "$.steps.check.output"},
+    }
+    final = _run_workflow(http, key, stack, workflow)
+    assert final["output"] == {
+        "research": {"found": "TIDES", "summary": "in short: done"},
+        "check": {"found": "IN SHORT: DONE"},
+    }
+    steps = _steps(final)
+    assert set(steps) == PLANNED | {"check"}
+    assert steps["research"]["tool"] == "@plan@1" and steps["research/plan"]["output"] == GOOD
 
 
 def test_a_bad_plan_goes_back_to_the_planner_with_its_problems_for_one_repair_turn(

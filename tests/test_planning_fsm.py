@@ -490,13 +490,13 @@ CASES: dict[str, tuple[Change, list[tuple[str, str]]]] = {
         [
             (
                 "states.work",
-                "a state has exactly one of tool, agent, wait, sleep_seconds, final, not tool and sleep_seconds",
+                "a state has exactly one of tool, agent, plan, wait, sleep_seconds, final, not tool and sleep_seconds",
             )
         ],
     ),
     "a state of no kind": (
         _delete(_S, "work", "tool"),
-        [("states.work", "a state has exactly one of tool, agent, wait, sleep_seconds, final")],
+        [("states.work", "a state has exactly one of tool, agent, plan, wait, sleep_seconds, final")],
     ),
     "unknown top-level key": (_set("stats", value=1), [("stats", "unknown key; an fsm workflow has")]),
     "unknown key of an action state": (

@@ -1,12 +1,16 @@
 """The plan validator, pure: a plan is checked as `af workflow apply` checks a DAG, and as a plan (only the
-tools and agents offered, no nesting, no retries or compensations of its own); and a plan step's document."""
+tools and agents offered, no nesting, no retries or compensations of its own); and a plan step's document,
+as a DAG step, an FSM state and a behavior-tree leaf."""
 
 import pytest
 
 from bus.states import RunState
 from control_plane.planning.agent import AgentLoop, compile_instructions
 from control_plane.planning.agent_steps import AgentSteps
+from control_plane.planning.bt import parse_bt
 from control_plane.planning.dag import parse_dag
+from control_plane.planning.fsm import parse_fsm
+from control_plane.planning.model import MakePlan, ToolRef
 from control_plane.planning.planner import Offer, PlanSteps, check_plan
 from control_plane.planning.problems import WorkflowInvalid
 
@@ -71,6 +75,44 @@ def test_a_plan_step_needs_an_agent_a_goal_and_something_to_offer() -> None:
         "steps[0].plan.agent: required",
         "steps[0].plan.goal: required",
         "steps[0].plan.tools: a plan needs at least one tool or agent to use",
+    ]
+
+
+PLAN = {"agent": "helper", "goal": "$.input.goal", "tools": ["lookup"]}
+
+
+def test_a_plan_state_and_a_plan_leaf_ask_for_their_plan_and_are_checked_like_a_dag_plan_step() -> None:
+    fsm = parse_fsm(
+        {
+            "initial": "p",
+            "states": {
+                "p": {"plan": PLAN, "input": {"t": "$.input.t"}, "transitions": [{"to": "end"}]},
+                "end": {"final": True},
+            },
+        }
+    )
+    bt = parse_bt({"root": {"sequence": [{"name": "p", "plan": PLAN, "input": {"t": "$.input.t"}}]}})
+    planner, lookup = ToolRef("states.p.plan.agent", "helper", None, True), ToolRef("", "lookup", None)
+    for workflow in (fsm, bt):
+        (start,) = workflow.decide({"goal": "tides", "t": 1}, {}).start
+        assert start.key == "p" and isinstance(start.action, MakePlan)
+        assert (start.action.goal, start.action.input) == ("tides", {"t": 1})
+        info = workflow.steps["p"]
+        assert info.tool is not None and (info.tool.name, info.tool.agent) == (planner.name, True)
+        assert [(ref.name, ref.agent) for ref in info.uses] == [(lookup.name, False)]
+    with pytest.raises(WorkflowInvalid) as refused:
+        bad = {"plan": {"goal": "g"}, "queue": "q", "transitions": [{"to": "end"}]}
+        parse_fsm({"initial": "p", "states": {"p": bad, "end": {"final": True}}})
+    assert [str(problem) for problem in refused.value.problems] == [
+        "states.p.queue: unknown key; a plan state has plan, input, compensate, transitions, on_failure",
+        "states.p.plan.agent: required",
+        "states.p.plan.tools: a plan needs at least one tool or agent to use",
+    ]
+    with pytest.raises(WorkflowInvalid) as refused:
+        parse_bt({"root": {"name": "p", "plan": {"agent": "helper", "tools": ["lookup"]}, "tool": "x"}})
+    assert [str(problem) for problem in refused.value.problems] == [
+        "root.tool: unknown key; a plan leaf has name, plan, input, compensate",
+        "root.plan.goal: required",
     ]
 
 

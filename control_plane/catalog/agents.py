@@ -10,7 +10,7 @@ the tools whose calls wait for a human's approval. ``instructions`` is a templat
 reads the step's input with the planners' path language, compiled once (``planning.agent``) and rendered per turn.
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -25,6 +25,10 @@ Turns = Annotated[int, msgspec.Meta(ge=1, le=200)]
 class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     max_turns: Turns = 10
     """Model turns in one step; the step fails with ``max-turns`` when the last one still asks for tools."""
+    last_turn: Literal["tools", "answer"] = "tools"
+    """``answer``: the last turn ``max_turns`` allows is asked for the final answer (``tool_choice: none``),
+    as CrewAI's agents give their best answer at their iteration limit; ``tools``: it is offered the tools
+    like any turn. Either way a last turn that still calls a tool fails the step with ``max-turns``."""
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] | None = None
     """Input and output tokens of all the step's turns together; null: only the tenant's budgets."""
     wall_seconds: Annotated[float, msgspec.Meta(gt=0, le=7 * 24 * 3600)] = 600.0

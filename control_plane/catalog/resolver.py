@@ -396,6 +396,7 @@ class Catalog:
             tools=tools,
             model_queue=BUILTINS[MODEL_TOOL].queue,
             max_turns=spec.limits.max_turns,
+            answer_last_turn=spec.limits.last_turn == "answer",
             max_tokens=spec.limits.max_tokens,
             temperature=spec.temperature,
             max_output_tokens=spec.max_output_tokens,

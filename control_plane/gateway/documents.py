@@ -100,6 +100,14 @@ class OpenAIOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Sent with every request (``OpenAI-Organization``, say)."""
 
 
+class LocalOptions(OpenAIOptions, frozen=True, forbid_unknown_fields=True):
+    tools: Literal["schema", "native"] = "schema"
+    """How a request's tools reach the local model server: ``schema``, described in the system message with
+    the reply held to a JSON schema of a call or an answer (``providers.local``), since llama.cpp's server
+    drops ``tools`` for a model whose chat template has none, as SmolLM2's has not; ``native``, sent as
+    ``tools`` for a model whose template takes them."""
+
+
 class AnthropicOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     headers: dict[str, str] = {}
     version: str = "2023-06-01"
@@ -110,7 +118,7 @@ class AnthropicOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 OPTIONS: dict[str, type[msgspec.Struct]] = {
     "openai": OpenAIOptions,
-    "local": OpenAIOptions,
+    "local": LocalOptions,
     "anthropic": AnthropicOptions,
     "mock": MockOptions,
 }

@@ -44,6 +44,7 @@ from control_plane.gateway.failures import Failure
 from control_plane.gateway.health import Board
 from control_plane.gateway.providers.anthropic import AnthropicProvider
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
+from control_plane.gateway.providers.local import LocalProvider
 from control_plane.gateway.providers.mock import MockProvider
 from control_plane.gateway.providers.openai import OpenAIProvider
 from control_plane.gateway.providers.transport import Http
@@ -139,14 +140,18 @@ class Gateway:
         if settings.local_model_url:
             await deployments.register(PLATFORM, LOCAL)
         http = Http()
-        openai = OpenAIProvider(http)
         return cls(
             deployments=deployments,
             board=Board(await HealthBucket.open(bus), settings),
             recorder=Recorder(pool),
             budgets=Budgets(pool),
             keys=KeyCache(credentials),
-            providers={"openai": openai, "local": openai, "anthropic": AnthropicProvider(http), "mock": MockProvider()},
+            providers={
+                "openai": OpenAIProvider(http),
+                "local": LocalProvider(http),
+                "anthropic": AnthropicProvider(http),
+                "mock": MockProvider(),
+            },
             settings=settings,
             http=http,
         )

@@ -16,7 +16,8 @@ tool call is repeated.
   input schema, is not run: the problem goes back to the model as that call's result. Three turns in a row
   whose calls were all invalid fail the run.
 - The loop fails with ``max-turns`` when the last allowed turn still asks for tools, and when the turns'
-  tokens pass the agent's ``max_tokens``.
+  tokens pass the agent's ``max_tokens``. With ``answer_last_turn``, the last allowed turn's request says
+  ``tool_choice: none``, asking the model for its final answer instead.
 - **Sub-agents** (``agents``) are offered to the model as functions named for them, taking ``{"input": any}``.
   A call to one is an instance the control plane keeps (``RunAgent``, recording the sub-agent and its
   input) at ``turn-<n>/call-<i>``, and the sub-agent's own loop runs keyed under it
@@ -140,6 +141,8 @@ class AgentLoop:
     tools: Mapping[str, AgentTool]
     model_queue: str
     max_turns: int
+    answer_last_turn: bool = False
+    """The last turn ``max_turns`` allows is asked for the final answer (``tool_choice: none``)."""
     max_tokens: int | None = None
     temperature: float | None = None
     max_output_tokens: int | None = None
@@ -195,7 +198,8 @@ class AgentLoop:
             if state is None:
                 if turns >= agent.max_turns:
                     return fail(f"max-turns: the agent still asked for tools after {agent.max_turns} turns")
-                return Decision((Start(key, TURN, agent._turn(messages)),), None, tuple(settled))
+                last = turns + 1 >= agent.max_turns
+                return Decision((Start(key, TURN, agent._turn(messages, last)),), None, tuple(settled))
             if state.state not in FINISHED:
                 return Decision((), None, tuple(settled))
             if state.state != TaskState.SUCCEEDED:
@@ -258,7 +262,7 @@ class AgentLoop:
         ]
         return target, results
 
-    def _turn(self, messages: list[dict[str, Any]]) -> ToolCall:
+    def _turn(self, messages: list[dict[str, Any]], last: bool) -> ToolCall:
         body: dict[str, Any] = {"model": self.model, "messages": messages}
         functions = [tool.function() for tool in self.tools.values()]
         functions += [_function(name, agent.description, SUB_AGENT_PARAMETERS) for name, agent in self.agents.items()]
@@ -268,6 +272,8 @@ class AgentLoop:
         ]
         if functions:
             body["tools"] = functions
+            if last and self.answer_last_turn:
+                body["tool_choice"] = "none"
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_output_tokens is not None:

@@ -20,7 +20,11 @@ A node is a tool leaf, a mapping with ``tool``::
     retry: {...}                      # overrides the tool's retry policy (the control plane checks it)
     compensate: {tool, queue, input}  # undoes the leaf if the run fails later (see saga.py)
 
-or a mapping with exactly one of these keys::
+``agent: name[@version]`` in place of ``tool`` runs an agent there; ``plan: {agent, goal, tools, agents}``
+in place of ``tool``, ``queue`` and ``retry`` runs the plan its planning agent makes, as a DAG's plan step
+(see planner.py): the leaf succeeds with the plan's output.
+
+A node may also be a mapping with exactly one of these keys::
 
     sequence: [<node>, ...]                 # each child in turn; fails at the first that fails
     selector: [<node>, ...]                 # each child in turn until one succeeds; fails if none does
@@ -85,9 +89,11 @@ from control_plane.planning.fields import (
     DOCUMENT_KEYS,
     NAME,
     QUEUE,
+    PlanCall,
     check_keys,
     read_compensation,
     read_number,
+    read_plan,
     read_retry,
     read_signals,
     read_string,
@@ -116,6 +122,7 @@ MAX_DEPTH = 64
 _DOC_KEYS = (*DOCUMENT_KEYS, "root", "output")
 _KINDS = ("sequence", "selector", "parallel", "retry", "timeout", "invert", "repeat_until", "condition", "wait_signal")
 _TOOL_KEYS = ("name", "tool", "agent", "queue", "input", "retry", "compensate")
+_PLAN_KEYS = ("name", "plan", "input", "compensate")
 # The keys of the mapping under a node's kind, and how a problem describes it.
 _SPECS = {
     "parallel": (("children", "success_threshold"), "children, and optionally success_threshold"),
@@ -259,7 +266,7 @@ class _Ticked(Memo):
 
 @dataclass(frozen=True, slots=True)
 class ToolLeaf:
-    """Calls ``tool`` with ``input`` rendered when an instance starts."""
+    """Calls ``tool`` with ``input`` rendered when an instance starts; or asks for ``plan`` (a plan leaf)."""
 
     field: str
     name: str
@@ -267,6 +274,7 @@ class ToolLeaf:
     queue: str
     input: Template
     reads: frozenset[str]
+    plan: PlanCall | None = None
 
     def tick(self, tick: _Tick, visit: _Visit) -> _Status:
         key = self.name + visit.suffix
@@ -274,6 +282,9 @@ class ToolLeaf:
         if status is not None:
             return status
         if not tick.waits_for(self.reads):
+            if self.plan is not None:
+                tick.starts.append(Start(key, self.name, self.plan.ask(tick.context)))
+                return _RUNNING
             call = ToolCall(
                 self.tool.name, self.tool.version, self.queue, self.input.render(tick.context), self.tool.agent
             )
@@ -604,6 +615,9 @@ class _Reader:
         """The kind of node ``raw`` is, its keys checked; None (reported) when it cannot be told."""
         kinds = [kind for kind in _KINDS if kind in raw]
         # A tool leaf's ``retry`` is its retry policy, not a retry node.
+        if "plan" in raw:
+            check_keys(raw, _PLAN_KEYS, field, "a plan leaf", self.problems)
+            return "plan"
         if "tool" in raw or "agent" in raw or (not kinds and "name" in raw):
             check_keys(raw, _TOOL_KEYS, field, "a tool leaf", self.problems)
             return "tool"
@@ -658,6 +672,26 @@ class _Reader:
         if len(self.problems) > count or name is None or tool is None or queue is None or template is None:
             return None
         return ToolLeaf(field, name, tool, queue, template, frozenset(reads))
+
+    def plan_leaf(self, raw: Mapping[str, Any], field: str) -> Node | None:
+        count = len(self.problems)
+        name = read_string(raw, "name", field, NAME, self.problems)
+        read = read_plan(raw, field, self.problems, missing_is_null=True)
+        compensate = read_compensation(raw, field, name, self.problems)
+        reads: list[str] = []
+        for template in (read.goal, read.input) if read is not None else ():
+            for path_field, path in template.paths if template is not None else ():
+                if path.step is not None:
+                    self.read(path_field, [path.step])
+                    reads.append(path.step)
+        if name is not None:
+            self.name(name, f"{field}.name", field)
+            planner, uses = (read.planner, read.uses) if read is not None else (None, ())
+            self.steps[name] = StepInfo(name, field, planner, None, compensate, uses)
+        if len(self.problems) > count or name is None or read is None or read.call is None:
+            return None
+        plan = read.call
+        return ToolLeaf(field, name, plan.planner, "default", plan.input, frozenset(reads), plan)
 
     def wait_signal(self, raw: Mapping[str, Any], field: str) -> Node | None:
         count = len(self.problems)
@@ -812,6 +846,7 @@ class _Reader:
 
 _NODE_READERS: dict[str, Callable[[_Reader, Mapping[str, Any], str], Node | None]] = {
     "tool": _Reader.tool_leaf,
+    "plan": _Reader.plan_leaf,
     "wait_signal": _Reader.wait_signal,
     "condition": _Reader.condition_leaf,
     "sequence": _Reader.sequence,

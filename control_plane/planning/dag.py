@@ -72,22 +72,21 @@ from control_plane.planning.expr import Condition, compile_condition
 from control_plane.planning.fields import (
     NAME,
     QUEUE,
-    TOOL,
+    PlanCall,
     Shape,
     check_keys,
     read_call,
     read_compensation,
     read_number,
+    read_plan,
     read_retry,
     read_string,
     read_target,
     read_template,
-    read_tool,
 )
 from control_plane.planning.model import (
     FAILURES,
     Decision,
-    MakePlan,
     RunOutcome,
     Start,
     StepInfo,
@@ -118,7 +117,6 @@ _STEP_KEYS = (
 )
 _LOOP_STEP_KEYS = ("name", "needs", "loop", "when", "continue_on_failure", "fallback")
 _LOOP_KEYS = ("steps", "until", "max_iterations")
-_PLAN_KEYS = ("agent", "goal", "tools", "agents")
 _FALLBACK = ".fallback"
 # What a loop step's fallback is given when it names no input: a loop has no input of its own.
 _RUN_INPUT = compile_template("$.input", "input")
@@ -131,18 +129,6 @@ class Call:
     tool: ToolRef
     queue: str
     input: Template
-
-
-@dataclass(frozen=True, slots=True)
-class PlanCall:
-    """A plan step: its planning agent, its goal and the plan's input (rendered when it starts), and the
-    tools and agents the plan may use."""
-
-    planner: ToolRef
-    goal: Template
-    input: Template
-    tools: tuple[ToolRef, ...]
-    agents: tuple[ToolRef, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,10 +418,9 @@ def _start(key: str, name: str, call: Call, context: Mapping[str, Any]) -> Start
 
 def _ask_plan(key: str, name: str, plan: PlanCall, context: Mapping[str, Any]) -> Start:
     try:
-        goal, rendered = plan.goal.render(context), plan.input.render(context)
+        return Start(key, name, plan.ask(context))
     except PathError as exc:
         raise _InputError(f"step {name!r} input: {exc}") from None
-    return Start(key, name, MakePlan(plan.planner, goal, rendered, plan.tools, plan.agents))
 
 
 def _run_loop(
@@ -576,53 +561,16 @@ def _read_plan(raw: Mapping[str, Any], draft: _Draft, problems: list[SpecProblem
     for key in ("tool", "agent", "queue", "retry"):
         if key in raw:
             problems.append(SpecProblem(f"{field}.{key}", "a plan step runs the plan its agent makes, not a call"))
-    spec, where = raw["plan"], f"{field}.plan"
-    if not isinstance(spec, Mapping):
-        problems.append(SpecProblem(where, "must be a mapping with agent, goal, tools and agents"))
+    read = read_plan(raw, field, problems)
+    if read is None:
         return
-    check_keys(spec, _PLAN_KEYS, where, "a plan", problems)
-    ref = read_tool(spec, "agent", where, problems)
-    planner = None if ref is None else ToolRef(ref.field, ref.name, ref.version, agent=True)
-    goal = None
-    if spec.get("goal") is None:
-        problems.append(SpecProblem(f"{where}.goal", "required"))
-    else:
-        goal = read_template(spec, "goal", where, None, problems)
-    tools = _read_refs(spec, "tools", where, problems)
-    agents = _read_refs(spec, "agents", where, problems, agent=True)
-    if tools == () and agents == ():
-        problems.append(SpecProblem(f"{where}.tools", "a plan needs at least one tool or agent to use"))
-    template = read_template(raw, "input", field, "$.input", problems)
-    draft.reads.extend(_template_reads(goal))
-    draft.reads.extend(_template_reads(template))
-    if planner and goal and template and tools is not None and agents is not None:
-        draft.call = PlanCall(planner, goal, template, tools, agents)
-    draft.fallback = _read_fallback(raw, field, template, draft.reads, problems)
+    draft.reads.extend(_template_reads(read.goal))
+    draft.reads.extend(_template_reads(read.input))
+    draft.call = read.call
+    draft.fallback = _read_fallback(raw, field, read.input, draft.reads, problems)
     compensate = read_compensation(raw, field, draft.name, problems)
     if draft.name is not None:
-        uses = (*(tools or ()), *(agents or ()))
-        draft.info = StepInfo(draft.name, field, planner, None, compensate, uses)
-
-
-def _read_refs(
-    spec: Mapping[str, Any], key: str, field: str, problems: list[SpecProblem], *, agent: bool = False
-) -> tuple[ToolRef, ...] | None:
-    """``spec[key]``: a list of distinct ``name[@version]``; () when absent, None when it has problems."""
-    values = spec.get(key, [])
-    if not isinstance(values, list):
-        problems.append(SpecProblem(f"{field}.{key}", "must be a list of names, each name or name@version"))
-        return None
-    refs: list[ToolRef] = []
-    for j, value in enumerate(values):
-        at = f"{field}.{key}[{j}]"
-        if not isinstance(value, str) or not TOOL.pattern.fullmatch(value):
-            problems.append(SpecProblem(at, f"must be {TOOL.description}, not {value!r}"))
-            continue
-        name, _, version = value.partition("@")
-        if any(ref.name == name for ref in refs):
-            problems.append(SpecProblem(at, f"{name!r} is listed twice"))
-        refs.append(ToolRef(at, name, version or None, agent))
-    return tuple(refs) if len(refs) == len(values) else None
+        draft.info = StepInfo(draft.name, field, read.planner, None, compensate, read.uses)
 
 
 def _read_needs(raw: Mapping[str, Any], field: str, problems: list[SpecProblem]) -> list[tuple[str, str]]:

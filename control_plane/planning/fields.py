@@ -1,13 +1,15 @@
-"""Reading the fields every kind of workflow shares: names, tools, queues, numbers, retry policies and
-compensations. Each reader reports what is wrong as a SpecProblem at the exact field and returns None."""
+"""Reading the fields every kind of workflow shares: names, tools, queues, numbers, retry policies,
+compensations and plan steps. Each reader reports what is wrong as a SpecProblem at the exact field and
+returns None."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from control_plane.planning.model import Compensation, ToolRef
+from control_plane.planning.model import Compensation, MakePlan, ToolRef
 from control_plane.planning.paths import Template, compile_template
 from control_plane.planning.problems import SpecProblem, WorkflowInvalid, child_field
 
@@ -184,3 +186,85 @@ def read_signals(raw: Mapping[str, Any], field: str, problems: list[SpecProblem]
         else:
             signals.append(signal)
     return tuple(signals) if len(signals) == len(value) else None
+
+
+PLAN_KEYS = ("agent", "goal", "tools", "agents")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanCall:
+    """A plan step (a DAG step, an FSM state or a BT leaf with ``plan:``; ``planner.PlanSteps`` runs it): its
+    planning agent, its goal and the plan's input (rendered when it starts), and the tools and agents the
+    plan may use."""
+
+    planner: ToolRef
+    goal: Template
+    input: Template
+    tools: tuple[ToolRef, ...]
+    agents: tuple[ToolRef, ...]
+
+    def ask(self, context: Mapping[str, Any]) -> MakePlan:
+        """What the step asks for, its goal and input rendered in ``context`` (raises PathError)."""
+        return MakePlan(self.planner, self.goal.render(context), self.input.render(context), self.tools, self.agents)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanFields:
+    """A plan step's fields as read: its call (None when any is invalid), and what the rest of the document is
+    checked with whatever else is wrong: the planning agent and what it offers (for the StepInfo), the goal
+    and the input (for the paths they read)."""
+
+    call: PlanCall | None
+    planner: ToolRef | None
+    uses: tuple[ToolRef, ...]
+    goal: Template | None
+    input: Template | None
+
+
+def read_plan(
+    raw: Mapping[str, Any], field: str, problems: list[SpecProblem], *, missing_is_null: bool = False
+) -> PlanFields | None:
+    """``plan: {agent, goal, tools, agents}`` and the plan's ``input`` (default ``$.input``) of the element
+    at ``field``; ``missing_is_null`` as for its other templates. None when ``plan`` is not even a mapping."""
+    spec, where = raw["plan"], f"{field}.plan"
+    if not isinstance(spec, Mapping):
+        problems.append(SpecProblem(where, "must be a mapping with agent, goal, tools and agents"))
+        return None
+    check_keys(spec, PLAN_KEYS, where, "a plan", problems)
+    ref = read_tool(spec, "agent", where, problems)
+    planner = None if ref is None else ToolRef(ref.field, ref.name, ref.version, agent=True)
+    goal = None
+    if spec.get("goal") is None:
+        problems.append(SpecProblem(f"{where}.goal", "required"))
+    else:
+        goal = read_template(spec, "goal", where, None, problems, missing_is_null=missing_is_null)
+    tools = _read_refs(spec, "tools", where, problems)
+    agents = _read_refs(spec, "agents", where, problems, agent=True)
+    if tools == () and agents == ():
+        problems.append(SpecProblem(f"{where}.tools", "a plan needs at least one tool or agent to use"))
+    template = read_template(raw, "input", field, "$.input", problems, missing_is_null=missing_is_null)
+    call = None
+    if planner and goal and template and tools is not None and agents is not None:
+        call = PlanCall(planner, goal, template, tools, agents)
+    return PlanFields(call, planner, (*(tools or ()), *(agents or ())), goal, template)
+
+
+def _read_refs(
+    spec: Mapping[str, Any], key: str, field: str, problems: list[SpecProblem], *, agent: bool = False
+) -> tuple[ToolRef, ...] | None:
+    """``spec[key]``: a list of distinct ``name[@version]``; () when absent, None when it has problems."""
+    values = spec.get(key, [])
+    if not isinstance(values, list):
+        problems.append(SpecProblem(f"{field}.{key}", "must be a list of names, each name or name@version"))
+        return None
+    refs: list[ToolRef] = []
+    for j, value in enumerate(values):
+        at = f"{field}.{key}[{j}]"
+        if not isinstance(value, str) or not TOOL.pattern.fullmatch(value):
+            problems.append(SpecProblem(at, f"must be {TOOL.description}, not {value!r}"))
+            continue
+        name, _, version = value.partition("@")
+        if any(ref.name == name for ref in refs):
+            problems.append(SpecProblem(at, f"{name!r} is listed twice"))
+        refs.append(ToolRef(at, name, version or None, agent))
+    return tuple(refs) if len(refs) == len(values) else None

@@ -1,9 +1,11 @@
 """The finite-state-machine planner: a run walks from an initial state along transitions to a final state.
 
-A state either calls a tool (``tool``), waits for a signal (``wait``), sleeps (``sleep_seconds``) or ends
-the run (``final``). After a state's step instance succeeds, its transitions are tried in order: the first
-whose ``when`` condition holds (or whose ``signal`` arrived, in a wait state) is taken; one with neither is
-always taken. A failed instance takes the ``timeout: true`` transition when a wait timed out, else goes to
+A state either calls a tool (``tool``), runs an agent (``agent``), runs a plan its planning agent makes
+(``plan: {agent, goal, tools, agents}``, as a DAG's plan step: see planner.py), waits for a signal
+(``wait``), sleeps (``sleep_seconds``) or ends the run (``final``). After a state's step instance
+succeeds, its transitions are tried in order: the first whose ``when`` condition holds (or whose
+``signal`` arrived, in a wait state) is taken; one with neither is always taken. A failed instance takes
+the ``timeout: true`` transition when a wait timed out, else goes to
 ``on_failure``, else fails the run. States may be visited again: the n-th visit of state ``S`` is the step
 instance ``S#n`` (the first is ``S``), so loops replay like anything else.
 
@@ -29,9 +31,11 @@ from control_plane.planning.fields import (
     DOCUMENT_KEYS,
     NAME,
     QUEUE,
+    PlanCall,
     check_keys,
     read_compensation,
     read_number,
+    read_plan,
     read_retry,
     read_signals,
     read_string,
@@ -58,10 +62,11 @@ from control_plane.planning.records import Memo, memoized
 DEFAULT_MAX_STEPS = 100
 _DOC_KEYS = (*DOCUMENT_KEYS, "initial", "max_steps", "states")
 # The key that makes a state of each kind; a state has exactly one of them.
-_KINDS = ("tool", "agent", "wait", "sleep_seconds", "final")
+_KINDS = ("tool", "agent", "plan", "wait", "sleep_seconds", "final")
 _STATE_KEYS = {
     "tool": ("tool", "queue", "input", "retry", "compensate", "transitions", "on_failure"),
     "agent": ("agent", "queue", "input", "retry", "compensate", "transitions", "on_failure"),
+    "plan": ("plan", "input", "compensate", "transitions", "on_failure"),
     "wait": ("wait", "transitions", "on_failure"),
     "sleep_seconds": ("sleep_seconds", "transitions", "on_failure"),
     "final": ("final", "status", "error", "output"),
@@ -70,6 +75,7 @@ _ANY_STATE_KEYS = tuple(dict.fromkeys(key for keys in _STATE_KEYS.values() for k
 _STATE_WHAT = {
     "tool": "an action state",
     "agent": "an agent state",
+    "plan": "a plan state",
     "wait": "a wait state",
     "sleep_seconds": "a sleep state",
     "final": "a final state",
@@ -110,18 +116,24 @@ class CallTool:
         return ToolCall(self.tool.name, self.tool.version, self.queue, self.input.render(context), self.tool.agent)
 
 
+_Action = CallTool | PlanCall | Sleep | AwaitSignal
+
+
 @dataclass(frozen=True, slots=True)
 class FsmState:
     """A state that is not final: each visit is one step instance doing ``action``."""
 
     name: str
-    action: CallTool | Sleep | AwaitSignal
+    action: _Action
     transitions: tuple[Transition, ...]
     on_failure: str | None
 
     def start(self, key: str, context: Mapping[str, Any]) -> Start:
-        action = self.action.call(context) if isinstance(self.action, CallTool) else self.action
-        return Start(key, self.name, action)
+        if isinstance(self.action, CallTool):
+            return Start(key, self.name, self.action.call(context))
+        if isinstance(self.action, PlanCall):
+            return Start(key, self.name, self.action.ask(context))
+        return Start(key, self.name, self.action)
 
     def follow(self, record: StepState, context: Mapping[str, Any]) -> str | Decision:
         """The state to go to after the finished instance ``record``, or the decision that fails the run."""
@@ -317,9 +329,11 @@ def _read_state(draft: _Draft, raw: Mapping[str, Any], problems: list[SpecProble
     if draft.kind == "final":
         draft.state = _read_final(draft, raw, problems)
         return
-    action: CallTool | Sleep | AwaitSignal | None
+    action: _Action | None
     if draft.kind in ("tool", "agent"):
         action = _read_call(draft, raw, problems)
+    elif draft.kind == "plan":
+        action = _read_plan(draft, raw, problems)
     else:
         draft.info = StepInfo(draft.name, draft.field)
         action = (
@@ -357,6 +371,19 @@ def _read_call(draft: _Draft, raw: Mapping[str, Any], problems: list[SpecProblem
     if tool is None or queue is None or template is None:
         return None
     return CallTool(tool, queue, template)
+
+
+def _read_plan(draft: _Draft, raw: Mapping[str, Any], problems: list[SpecProblem]) -> PlanCall | None:
+    read = read_plan(raw, draft.field, problems, missing_is_null=True)
+    compensate = read_compensation(raw, draft.field, draft.name, problems)
+    if read is None:
+        draft.info = StepInfo(draft.name, draft.field, compensate=compensate)
+        return None
+    draft.info = StepInfo(draft.name, draft.field, read.planner, None, compensate, read.uses)
+    for template in (read.goal, read.input):
+        if template is not None:
+            draft.reads.extend(_template_reads(template))
+    return read.call
 
 
 def _read_wait(raw: Mapping[str, Any], state_field: str, problems: list[SpecProblem]) -> AwaitSignal | None:
@@ -423,7 +450,7 @@ def _read_final_output(
 
 
 def _read_transitions(
-    draft: _Draft, raw: Mapping[str, Any], action: CallTool | Sleep | AwaitSignal | None, problems: list[SpecProblem]
+    draft: _Draft, raw: Mapping[str, Any], action: _Action | None, problems: list[SpecProblem]
 ) -> tuple[Transition, ...] | None:
     """The state's transitions; None when any is invalid."""
     specs = raw.get("transitions")
@@ -442,7 +469,7 @@ def _read_transition(
     i: int,
     spec: Any,
     last: bool,
-    action: CallTool | Sleep | AwaitSignal | None,
+    action: _Action | None,
     problems: list[SpecProblem],
 ) -> Transition | None:
     transition_field = f"{draft.field}.transitions[{i}]"
@@ -491,7 +518,7 @@ def _read_signal_guard(
     draft: _Draft,
     spec: Mapping[str, Any],
     transition_field: str,
-    action: CallTool | Sleep | AwaitSignal | None,
+    action: _Action | None,
     problems: list[SpecProblem],
 ) -> str | None:
     # Where the state's kind or its wait is invalid, that problem is reported already and says enough.
@@ -511,7 +538,7 @@ def _read_timeout_guard(
     draft: _Draft,
     spec: Mapping[str, Any],
     transition_field: str,
-    action: CallTool | Sleep | AwaitSignal | None,
+    action: _Action | None,
     problems: list[SpecProblem],
 ) -> bool:
     if "timeout" not in spec:

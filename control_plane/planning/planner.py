@@ -1,7 +1,8 @@
 """The LLM planner: plan steps, whose planning agent answers with a DAG that the run then runs.
 
-A DAG step ``{name: X, plan: {agent, goal, tools, agents}, input}`` asks for a plan (``MakePlan``); this
-layer, between the workflow's planner and the engine, runs it (``kept.layered``):
+A DAG step ``{name: X, plan: {agent, goal, tools, agents}, input}`` asks for a plan (``MakePlan``), as does
+an FSM state or a behavior-tree leaf with ``plan:`` (``fields.read_plan`` reads them alike); this layer,
+between the workflow's planner and the engine, runs it (``kept.layered``):
 
 - the step's own instance (``RunPlan``: the built-in ``@plan``, kept by the control plane) records the
   pinned planning agent and what it is asked: the goal, the plan's input, and each tool and agent the plan

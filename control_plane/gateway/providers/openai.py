@@ -1,6 +1,7 @@
 """The ``openai`` provider: any OpenAI-compatible HTTP endpoint (OpenAI, vLLM, llama.cpp's server, Ollama,
 OpenRouter…), over the gateway's HTTP client (``transport``): chat completions with tools and response
-formats, streamed (SSE) or whole, with usage; embeddings. The ``local`` provider is this one at ``AF_LOCAL_MODEL_URL``.
+formats, streamed (SSE) or whole, with usage; embeddings. The ``local`` provider (``providers.local``) is this
+one at ``AF_LOCAL_MODEL_URL``, asking for tool calls through a JSON schema.
 
 Answers are checked against the protocol's shape: anything else is a ``garbage`` failure, so that a broken
 upstream never reaches a caller as a malformed completion.
@@ -127,11 +128,13 @@ def _usage(usage: _Usage | None) -> Usage | None:
 
 
 class OpenAIProvider:
-    def __init__(self, http: Http) -> None:
+    def __init__(self, http: Http, options: type[OpenAIOptions] = OpenAIOptions) -> None:
         self._http = http
+        self._options = options
+        """The type of its deployments' options (``local``'s have more)."""
 
     def _headers(self, target: Target) -> dict[str, str]:
-        headers = dict(options_of(target.spec, OpenAIOptions).headers)
+        headers = dict(options_of(target.spec, self._options).headers)
         if target.api_key:
             headers["Authorization"] = f"Bearer {target.api_key}"
         if target.spec.provider == "local":

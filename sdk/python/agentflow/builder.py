@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Self, TypeAlias
+from typing import Any, Literal, Self, TypeAlias
 
 Node: TypeAlias = dict[str, Any]
 """A behavior-tree node, as the document holds it."""
@@ -497,7 +497,8 @@ class Agent:
     model: a tier (`tier1` … `tier4`) or a model deployment's name.
     tools: `name[@version]` of the tools it may call (pinned when applied); agents: agents it may call as
     tools; handoffs: agents it may hand the conversation to; approval: tools whose calls wait for a human.
-    max_turns, max_tokens, wall_seconds: the step's limits (the server's defaults when None).
+    max_turns, max_tokens, wall_seconds: the step's limits (the server's defaults when None); last_turn:
+    "answer" asks the last turn max_turns allows for the final answer (tool_choice none), "tools" does not.
     output_schema: the JSON Schema its final answer must match.
 
     >>> Agent(name="triage", version="1", instructions="Sort {{$.input.ticket}}", model="tier1").to_dict()
@@ -516,6 +517,7 @@ class Agent:
     handoffs: tuple[str, ...] = ()
     approval: tuple[str, ...] = ()
     max_turns: int | None = None
+    last_turn: Literal["tools", "answer"] | None = None
     max_tokens: int | None = None
     wall_seconds: float | None = None
     output_schema: Mapping[str, Any] | None = None
@@ -534,7 +536,7 @@ class Agent:
             if getattr(self, key):
                 document[key] = list(getattr(self, key))
         limits: dict[str, Any] = {}
-        for key in ("max_turns", "max_tokens", "wall_seconds"):
+        for key in ("max_turns", "last_turn", "max_tokens", "wall_seconds"):
             _put(limits, key, getattr(self, key))
         if limits:
             document["limits"] = limits
