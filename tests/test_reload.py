@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from agentflow import AsyncClient
 
-from bus.config import SettingsError
+from bus.config import SettingsError, reloadable
+from control_plane.settings import Settings as ControlPlaneSettings
 from control_plane.stack.processes import stop
 from tests.conftest import ControlPlane, Stack, eventually
+from worker.settings import Settings as WorkerSettings
 from worker.settings import load as load_worker_settings
 
 
@@ -169,3 +171,13 @@ def reloads_said(log: Path, count: int) -> Callable[[], Awaitable[list[dict[str,
 def test_an_unknown_log_level_is_refused_naming_it() -> None:
     with pytest.raises(SettingsError, match="AF_LOG_LEVEL: expected one of debug, info, warning, error, got 'loud'"):
         load_worker_settings(env={"AF_LOG_LEVEL": "loud"})
+
+
+@pytest.mark.parametrize("process, kind", [("control plane", ControlPlaneSettings), ("worker", WorkerSettings)])
+def test_the_readme_names_every_setting_that_reloads(process: str, kind: type) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith(f"| {process} | `AF_LOG_LEVEL`")]
+    reloads = row.split(" | ")[1]
+    # The gateway's AF_LLM_* settings are named together.
+    missing = [name for name in reloadable(kind) if f"`AF_{name.upper()}`" not in reloads]
+    assert [name for name in missing if not (name.startswith("llm_") and "`AF_LLM_*`" in reloads)] == []
