@@ -10,13 +10,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from agentflow import AsyncClient
 
 from bus.config import SettingsError, reloadable
 from control_plane.settings import Settings as ControlPlaneSettings
 from control_plane.stack.processes import stop
-from tests.conftest import ControlPlane, Stack, eventually
+from tests.conftest import ControlPlane, Stack, eventually, expect_problem
 from worker.settings import Settings as WorkerSettings
 from worker.settings import load as load_worker_settings
 
@@ -118,6 +119,24 @@ async def test_a_changed_file_is_taken_on_without_a_signal(stack: Stack, tmp_pat
     assert said[0] == f"settings reloaded ({config} changed): AF_MAX_IN_FLIGHT_PER_TENANT=9"
     assert said[1].startswith(f"settings not reloaded ({config} changed), those in force stay: AF_CONFIG: cannot read")
     assert after == 9
+
+
+async def test_a_reload_turns_the_gateways_zero_credential_mode_on(stack: Stack, tmp_path: Path) -> None:
+    config = tmp_path / "agentflow.toml"
+    write(config, "[control_plane]\nno_llm = 0\n")
+    key = await stack.tenant_key(f"reload-{uuid.uuid4().hex[:6]}")
+    ask = {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}
+    with stack.another_control_plane(AF_CONFIG=str(config), AF_CONFIG_WATCH_SECONDS="0") as another:
+        async with httpx.AsyncClient(base_url=another.url, headers={"Authorization": f"Bearer {key}"}) as http:
+            before = await http.post("/v1/llm/chat/completions", json=ask)
+            write(config, "[control_plane]\nno_llm = 1\n")
+            os.kill(another.process.pid, signal.SIGHUP)
+            await eventually("the reload", reloads_said(another.log, 1))
+            after = await http.post("/v1/llm/chat/completions", json=ask)
+
+    expect_problem(before, 404, "model-not-found")
+    assert (after.status_code, after.json()["model"]) == (200, "mock"), after.text
+    assert after.json()["choices"][0]["message"]["content"] == "mock: hi"
 
 
 async def test_a_worker_takes_on_a_reloaded_concurrency_and_refuses_a_bad_one(stack: Stack, tmp_path: Path) -> None:
