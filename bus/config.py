@@ -8,6 +8,10 @@ A setting's name is its field's (``nats_url``: ``AF_NATS_URL``, ``nats_url`` in 
 ``nats_url``), or the name the field's metadata gives as ``setting``. A field whose type is a dataclass of its
 own (a group, such as the sandbox's settings) is read from the same layers: each of its fields is a setting
 beside the others.
+
+A setting whose field's metadata is ``RELOADS`` is taken on by a running process at a reload (``bus.reload``:
+SIGHUP, or its ``AF_CONFIG`` file changed): ``reloaded`` keeps every other setting as the process started
+with it, since those are built into connections, listeners and consumers that only a restart makes again.
 """
 
 import dataclasses
@@ -16,12 +20,17 @@ import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as setting_field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 
 class SettingsError(ValueError):
     """A missing or malformed setting; the message names it."""
+
+
+RELOADS: Mapping[str, Any] = {"reloads": True}
+"""The metadata of a field a running process takes on again at a reload (the others need a restart)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,13 +45,16 @@ class ProcessSettings:
     process its own)."""
     nats_password: str = ""
     """``AF_NATS_PASSWORD``: that user's password."""
-    log_level: str = "info"
-    """``AF_LOG_LEVEL``: debug, info, warning or error."""
+    log_level: str = setting_field(default="info", metadata=RELOADS)
+    """``AF_LOG_LEVEL``: debug, info, warning or error (debug logs every HTTP request too)."""
     log_format: str = "auto"
     """``AF_LOG_FORMAT``: ``json`` (JSON lines), ``text``, or ``auto`` (text on a terminal, JSON otherwise)."""
     otlp_endpoint: str = ""
     """``AF_OTLP_ENDPOINT``: an OTLP/HTTP collector (``http://host:4318``) to send traces to; unset, none
     are recorded."""
+    config_watch_seconds: float = 2.0
+    """``AF_CONFIG_WATCH_SECONDS``: how often a running process looks at its ``AF_CONFIG`` file for a change
+    to reload (0: only SIGHUP reloads)."""
 
 
 S = TypeVar("S")
@@ -55,12 +67,12 @@ def load(
     env = os.environ if env is None else env
     names = set(_settings(kind))
     values: dict[str, Any] = {}
-    config_file = env.get("AF_CONFIG")
-    if config_file:
+    path = config_file(env)
+    if path:
         try:
-            values.update(tomllib.loads(Path(config_file).read_text()).get(section, {}))
+            values.update(tomllib.loads(Path(path).read_text()).get(section, {}))
         except (OSError, tomllib.TOMLDecodeError) as error:
-            raise SettingsError(f"AF_CONFIG: cannot read {config_file}: {error}") from error
+            raise SettingsError(f"AF_CONFIG: cannot read {path}: {error}") from error
     for name in names:
         raw = env.get(f"AF_{name.upper()}")
         if raw is not None:
@@ -70,6 +82,11 @@ def load(
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r} in [{section}] of AF_CONFIG")
     return _build(kind, values)
+
+
+def config_file(env: Mapping[str, str] | None = None) -> str | None:
+    """The TOML file of the settings (``AF_CONFIG``), if one is named."""
+    return (os.environ if env is None else env).get("AF_CONFIG") or None
 
 
 def _settings(kind: type[Any]) -> dict[str, Any]:
@@ -109,3 +126,51 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         except (TypeError, ValueError):
             raise SettingsError(f"AF_{name.upper()}: expected a number, got {value!r}") from None
     return str(value)
+
+
+def reloadable(kind: type[Any]) -> list[str]:
+    """The names of the settings of ``kind`` (groups included) that a reload changes."""
+    found: list[str] = []
+    types = typing.get_type_hints(kind)
+    for each in dataclasses.fields(kind):
+        if dataclasses.is_dataclass(types[each.name]):
+            found += reloadable(types[each.name])
+        elif each.metadata.get("reloads"):
+            found.append(each.metadata.get("setting", each.name))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded(Generic[S]):
+    settings: S
+    """The settings in force before, with the reloadable ones of the new load."""
+    changed: list[tuple[str, Any]]
+    """The reloadable settings that changed, by name, with their new values."""
+    need_restart: list[str]
+    """The names of the settings that changed too but are kept until a restart."""
+
+
+def reloaded(current: S, new: S) -> Reloaded[S]:
+    """What a process running with ``current`` takes of ``new``, a load of its settings made since."""
+    changed: list[tuple[str, Any]] = []
+    need_restart: list[str] = []
+
+    def merge(old: Any, loaded: Any) -> Any:
+        kept: dict[str, Any] = {}
+        types = typing.get_type_hints(type(old))
+        for each in dataclasses.fields(old):
+            before, after = getattr(old, each.name), getattr(loaded, each.name)
+            name = each.metadata.get("setting", each.name)
+            if dataclasses.is_dataclass(types[each.name]):
+                kept[each.name] = merge(before, after)
+            elif before == after:
+                kept[each.name] = before
+            elif each.metadata.get("reloads"):
+                kept[each.name] = after
+                changed.append((name, after))
+            else:
+                kept[each.name] = before
+                need_restart.append(name)
+        return dataclasses.replace(old, **kept)
+
+    return Reloaded(merge(current, new), changed, need_restart)

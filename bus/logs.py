@@ -17,6 +17,7 @@ from bus.config import SettingsError
 from bus.messages import json_text
 
 LOG_FORMATS = ("auto", "json", "text")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class Scope(NamedTuple):
@@ -35,6 +36,16 @@ _KEYS = ("tenant", "run_id", "task_id")
 def check_log_format(value: str) -> None:
     if value not in LOG_FORMATS:
         raise SettingsError(f"AF_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+
+
+def check_log_level(value: str) -> None:
+    if value.lower() not in LOG_LEVELS:
+        raise SettingsError(f"AF_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+
+
+def set_level(level: str) -> None:
+    """Let records of ``level`` and above through (at the start, and when the settings are reloaded)."""
+    logging.getLogger().setLevel(level.upper())
 
 
 class JsonFormatter(logging.Formatter):
@@ -77,6 +88,5 @@ def setup(component: str, level: str, log_format: str, **fields: str) -> None:
     else:
         named = " ".join([component, *fields.values()])
         handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {named} %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(level.upper())
+    logging.getLogger().handlers = [handler]
+    set_level(level)

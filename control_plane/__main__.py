@@ -4,26 +4,40 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import uvicorn
 from litestar import Litestar
 
 from bus import logs, tracing
 from bus.commands import CommandParser
+from bus.config import config_file
+from bus.reload import Reloads
 from control_plane.api import Observed, create_app
 from control_plane.services import Services, preflight
 from control_plane.settings import Settings, SettingsError, load
 
 
-def build(settings: Settings) -> Litestar:
+def build(settings: Settings, load_again: Callable[[], Settings]) -> Litestar:
+    """The app; ``load_again`` loads the settings as they are now, for a reload (SIGHUP, or AF_CONFIG changed)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        app.state.services = await Services.start(settings)
+        services = app.state.services = await Services.start(settings)
+        reloads = Reloads(
+            settings,
+            load_again,
+            services.reconfigure,
+            config_file=config_file(),
+            watch_seconds=settings.config_watch_seconds,
+        )
+        following = asyncio.create_task(reloads.follow(), name="reloads")
         try:
             yield
         finally:
-            await app.state.services.close()
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+            await services.close()
 
     return create_app(lifespan)
 
@@ -43,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        settings = load({k: v for k, v in vars(args).items() if k != "command"})
+        flags = {k: v for k, v in vars(args).items() if k != "command"}
+        settings = load(flags)
         logs.setup("control-plane", settings.log_level, settings.log_format)
         asyncio.run(preflight(settings))
     except SettingsError as error:
@@ -51,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     tracing.setup("agentflow-control-plane", settings.otlp_endpoint)
     uvicorn.run(
-        Observed(build(settings)),
+        Observed(build(settings, lambda: load(flags))),
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -128,6 +128,16 @@ class Services:
         await self.bus.close()
         await self.pool.close()
 
+    async def reconfigure(self, settings: Settings) -> None:
+        """Hand reloaded settings (``bus.reload``: SIGHUP, or the config file changed) to the parts that use
+        them; ``settings`` keeps those that need a restart as they were."""
+        await self.gateway.reconfigure(settings.gateway)  # first: the one part that may fail
+        self.dispatcher.admission.set_ceiling(settings.max_in_flight_per_tenant)
+        self.quotas.set_defaults(settings.requests_per_second, settings.max_concurrent_runs)
+        self.brake.set_per_minute(settings.auth_failures_per_minute)
+        self.settings = settings  # what routes read per request (the event stream's keep-alive)
+        self.dispatcher.wake()  # a higher ceiling releases held tasks now, not at the next round
+
     async def checks(self) -> dict[str, str]:
         checks = {"nats": "ok" if self.bus.is_connected else "disconnected"}
         try:

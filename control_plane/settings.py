@@ -5,9 +5,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bus.config import ProcessSettings, SettingsError
+from bus.config import RELOADS, ProcessSettings, SettingsError
 from bus.config import load as load_layers
-from bus.logs import check_log_format
+from bus.reload import check as check_process
 from control_plane.gateway.settings import GatewaySettings
 from control_plane.gateway.settings import check as check_gateway
 from control_plane.security.master_key import FILE_NAME as MASTER_KEY_FILE_NAME
@@ -28,7 +28,7 @@ class Settings(ProcessSettings):
     """``AF_PORT``: the HTTP API's port."""
     bootstrap_key_file: str = ""
     """``AF_BOOTSTRAP_KEY_FILE``: a file holding the local admin key of tenant ``default`` (written by ``af up``)."""
-    max_in_flight_per_tenant: int = 20_000
+    max_in_flight_per_tenant: int = field(default=20_000, metadata=RELOADS)
     """``AF_MAX_IN_FLIGHT_PER_TENANT``: the most tasks any one tenant may have on the bus at once (0: no
     ceiling); its further tasks wait, held in PostgreSQL, so that a flood from one tenant cannot crowd out
     the others. A tenant's own limit (``PUT /v1/limits``) may only be lower."""
@@ -38,14 +38,14 @@ class Settings(ProcessSettings):
     """``AF_REFRESH_TOKEN_SECONDS``: how long an unused refresh token is valid."""
     signing_key_rotation_hours: int = 7 * 24
     """``AF_SIGNING_KEY_ROTATION_HOURS``: a control plane starting with an older newest signing key adds one."""
-    requests_per_second: float = 2000.0
+    requests_per_second: float = field(default=2000.0, metadata=RELOADS)
     """``AF_REQUESTS_PER_SECOND``: each tenant's request rate (and burst) per control plane, unless the tenant
     sets its own."""
-    max_concurrent_runs: int = 100_000
+    max_concurrent_runs: int = field(default=100_000, metadata=RELOADS)
     """``AF_MAX_CONCURRENT_RUNS``: each tenant's unfinished runs at most, unless the tenant sets its own."""
-    auth_failures_per_minute: int = 10
+    auth_failures_per_minute: int = field(default=10, metadata=RELOADS)
     """``AF_AUTH_FAILURES_PER_MINUTE``: failed token requests one source address may make before 429s."""
-    sse_keepalive_seconds: float = 15.0
+    sse_keepalive_seconds: float = field(default=15.0, metadata=RELOADS)
     """``AF_SSE_KEEPALIVE_SECONDS``: how long a run's event stream may stay quiet before it sends a comment,
     so that a proxy does not take a long step's silence for a dead connection."""
     master_key: str = field(default="", repr=False)
@@ -72,8 +72,14 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
         raise SettingsError("AF_MAX_IN_FLIGHT_PER_TENANT: must be 0 (no ceiling) or more")
     if not 1 <= settings.nats_replicas <= 5:
         raise SettingsError("AF_NATS_REPLICAS: must be 1 to 5 (JetStream keeps at most 5 copies)")
+    if settings.requests_per_second <= 0:
+        raise SettingsError("AF_REQUESTS_PER_SECOND: must be more than 0")
+    if settings.max_concurrent_runs < 0:
+        raise SettingsError("AF_MAX_CONCURRENT_RUNS: must be 0 or more")
+    if settings.auth_failures_per_minute < 1:
+        raise SettingsError("AF_AUTH_FAILURES_PER_MINUTE: must be 1 or more")
     if settings.sse_keepalive_seconds <= 0:
         raise SettingsError("AF_SSE_KEEPALIVE_SECONDS: must be more than 0")
-    check_log_format(settings.log_format)
+    check_process(settings)
     check_gateway(settings.gateway)
     return settings

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -339,6 +339,15 @@ async def wait_until_pulled(js: JetStreamContext, queue: str) -> None:
     await eventually(f"a worker to pull the task of queue {queue}", pulled)
 
 
+@dataclass(frozen=True)
+class ControlPlane:
+    """A control plane process a test started, beside the stack's own."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
 @dataclass
 class Stack:
     """The servers of one test session, with helpers to start more AgentFlow processes."""
@@ -418,25 +427,35 @@ class Stack:
     def extra_control_plane(self, **env: str) -> Iterator[str]:
         """Another control plane on the same servers (its own settings, e.g. limits, from ``env``), stopped on
         leaving: two would share the results of runs. Yields its URL."""
+        with self.another_control_plane(**env) as another:
+            yield another.url
+
+    @contextlib.contextmanager
+    def another_control_plane(self, *, unset: Collection[str] = (), **env: str) -> Iterator["ControlPlane"]:
+        """``extra_control_plane``'s process, its log and its URL; ``unset`` names variables of the stack's
+        environment it goes without (so that its config file's setting counts, say)."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = self.root / "logs" / f"control-plane-{port}.log"
         argv = [sys.executable, "-m", "control_plane", "start"]
-        process = spawn("control plane", argv, log, env=self.env(AF_PORT=str(port), **env))
+        environment = {k: v for k, v in self.env(AF_PORT=str(port), **env).items() if k not in unset}
+        process = spawn("control plane", argv, log, env=environment)
         try:
             wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
-            yield url
+            yield ControlPlane(url, process, log)
         finally:
             stop(process.pid, timeout=15)
             process.wait()
 
     def start_worker(
-        self, queue: str = "default", concurrency: int = 8, *, tenant: str = "default", **env: str
+        self, queue: str = "default", concurrency: int | None = 8, *, tenant: str = "default", **env: str
     ) -> subprocess.Popen[bytes]:
+        """A worker of ``queue``; with ``concurrency`` None, it takes its concurrency from ``env`` or its file."""
         worker_id = f"test-{queue}-{len(self.processes)}"
         log = self.root / "logs" / f"{worker_id}.log"
-        argv = [sys.executable, "-m", "worker", "start", "--queue", queue, "--concurrency", str(concurrency)]
-        argv += ["--tenant", tenant]
+        argv = [sys.executable, "-m", "worker", "start", "--queue", queue, "--tenant", tenant]
+        if concurrency is not None:
+            argv += ["--concurrency", str(concurrency)]
         identity = self.grant_worker(tenant, queue)
         process = spawn("worker", argv, log, env=self.env(AF_WORKER_ID=worker_id, **identity, **env))
         self.processes.append(process)

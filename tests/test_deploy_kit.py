@@ -276,6 +276,13 @@ def pod_environment(pod: Object, secrets: dict[str, dict[str, str]], pod_name: s
     return env
 
 
+def test_every_alert_rule_says_in_the_operations_guide_what_to_do_when_it_fires() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    rows = [line for line in guide.splitlines() if line.startswith("| `AgentFlow")]
+    assert sorted(row.split("`")[1] for row in rows) == sorted(rule["alert"] for rule in rules)
+
+
 def test_the_processes_start_and_serve_from_the_environment_the_chart_gives_their_pods(
     stack: Stack, tmp_path: Path
 ) -> None:

@@ -1,16 +1,19 @@
 """``python -m worker start --queue Q --concurrency N``: run one worker process."""
 
 import argparse
+import asyncio
 import sys
 
 import uvloop
 
 from bus import NotAuthorized, logs, tracing
 from bus.commands import CommandParser
+from bus.config import config_file
 from bus.metrics import serve
+from bus.reload import Reloads
 from sandbox import BACKENDS, SandboxError, open_backend
 from worker.service import Worker
-from worker.settings import SettingsError, load
+from worker.settings import Settings, SettingsError, load
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        settings = load({k: v for k, v in vars(args).items() if k != "command"})
+        flags = {k: v for k, v in vars(args).items() if k != "command"}
+        settings = load(flags)
         backend = open_backend(settings.sandbox)
     except (SettingsError, SandboxError) as error:
         print(f"af worker: {error}", file=sys.stderr)
@@ -56,11 +60,29 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
+    worker = Worker(settings, backend, metrics_port)
+    reloads = Reloads(
+        settings,
+        lambda: load(flags),
+        worker.reconfigure,
+        config_file=config_file(),
+        watch_seconds=settings.config_watch_seconds,
+    )
     try:
-        uvloop.run(Worker(settings, backend, metrics_port).run())
+        uvloop.run(_run(worker, reloads))
     except NotAuthorized as error:
         print(f"af worker: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+async def _run(worker: Worker, reloads: Reloads[Settings]) -> None:
+    """The worker, taking on reloaded settings while it runs."""
+    following = asyncio.create_task(reloads.follow(), name="reloads")
+    try:
+        await worker.run()
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,14 @@ class Worker:
         """Stop pulling and drain (what SIGTERM and SIGINT do)."""
         self._stop.set()
 
+    async def reconfigure(self, settings: Settings) -> None:
+        """Take on reloaded settings (``bus.reload``; those that need a restart come as they were): the next
+        pull asks for as many tasks as the new concurrency leaves room for, a drain and a model turn started
+        from now on wait as long as they say."""
+        self._settings = settings
+        metrics.track_load(lambda: len(self._in_flight), settings.concurrency, settings.tenant, settings.queue)
+        self._holding_changed.set()  # the next heartbeat, which tells the fleet the concurrency, goes out now
+
     async def run(self) -> None:
         settings = self._settings
         loop = asyncio.get_running_loop()

@@ -1,10 +1,12 @@
 """The HTTP API observed: every request counted and timed by route template and status, and, while
-tracing is on, a server span that the request's work (planning, publishing) continues.
+tracing is on, a server span that the request's work (planning, publishing) continues; at log level debug,
+a line per request (an access log an operator turns on with a reload, without a restart).
 
 An ASGI wrapper around the whole app rather than a route middleware, so requests that match no route
 (404, 405) are counted too; Litestar writes the matched route's template into the shared scope.
 """
 
+import logging
 import time
 from typing import Any
 
@@ -12,6 +14,8 @@ from opentelemetry.trace import SpanKind
 
 from bus import tracing
 from control_plane import metrics
+
+log = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Receive = Any
@@ -43,8 +47,10 @@ class Observed:
                 await self._app(scope, receive, send_noting_status)
         finally:
             route = scope.get("path_template") or "unmatched"
+            took = time.perf_counter() - began
             metrics.HTTP_REQUESTS.add((method, route, str(status)))
-            metrics.HTTP_DURATION.observe((method, route), time.perf_counter() - began)
+            metrics.HTTP_DURATION.observe((method, route), took)
+            log.debug("%s %s %d in %.1f ms", method, scope["path"], status, took * 1000)
 
     async def _traced(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])

@@ -57,6 +57,10 @@ class Admission:
 
     # --- limits -------------------------------------------------------------------------------------
 
+    def set_ceiling(self, tenant_ceiling: int) -> None:
+        """The platform's ceiling reloaded: admissions and releases from now on go by it."""
+        self._ceiling = tenant_ceiling
+
     def configure(self, limits: Iterable[QueueLimit]) -> None:
         for limit in limits:
             self._limits[(limit.tenant, limit.queue)] = limit

@@ -72,6 +72,10 @@ class Deployments:
         self._no_llm = no_llm
         self._cache: dict[str, tuple[dict[str, Deployment], float]] = {}
 
+    def reconfigure(self, *, no_llm: bool) -> None:
+        """``AF_NO_LLM`` reloaded: chains resolved from now on follow it."""
+        self._no_llm = no_llm
+
     async def visible(self, tenant: str) -> dict[str, Deployment]:
         """The tenant's deployments by name: its own, and the platform's it does not hide."""
         cached = self._cache.get(tenant)

@@ -156,6 +156,16 @@ class Gateway:
             http=http,
         )
 
+    async def reconfigure(self, settings: GatewaySettings) -> None:
+        """Take on reloaded settings: the calls started from now on go by them. A local model server named
+        for the first time gets the platform's ``local`` deployment, as at a start (first: it may fail, and a
+        reload that fails changes nothing)."""
+        if settings.local_model_url and not self._settings.local_model_url:
+            await self.deployments.register(PLATFORM, LOCAL)
+        self._settings = settings
+        self.board.reconfigure(settings)
+        self.deployments.reconfigure(no_llm=bool(settings.no_llm))
+
     def forget_credential(self, scope: str, name: str) -> None:
         """The secret ``name`` of ``scope`` changed: the next call reveals it again."""
         self._keys.forget(scope, name)

@@ -154,6 +154,10 @@ class Board:
         self._others: dict[str, dict[str, ModelStats]] = {}
         self._own: dict[str, Window] = {}
 
+    def reconfigure(self, settings: GatewaySettings) -> None:
+        """Reloaded settings: the cool-downs decided from now on go by them."""
+        self._settings = settings
+
     # --- the mirror ------------------------------------------------------------------------------------
 
     def _on_health(self, key: str, health: ModelHealth | None) -> None:

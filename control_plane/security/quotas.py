@@ -64,6 +64,12 @@ class TenantQuotas:
         # the same query.
         self._counting: set[str] = set()
 
+    def set_defaults(self, requests_per_second: float, max_concurrent_runs: int) -> None:
+        """The defaults reloaded: every tenant's limits are read again at its next request."""
+        self._default_rate = requests_per_second
+        self._default_runs = max_concurrent_runs
+        self._limits.clear()
+
     async def _of(self, tenant: str) -> _Limits:
         limits = self._limits.get(tenant)
         if limits is None or time.monotonic() - limits.read_at > _REFRESH_SECONDS:
@@ -118,6 +124,12 @@ class FailureBrake:
     def __init__(self, per_minute: int) -> None:
         self._per_minute = per_minute
         self._buckets: dict[str, TokenBucket] = {}
+
+    def set_per_minute(self, per_minute: int) -> None:
+        """Reloaded: the brake of every source from now on, those counting already included."""
+        self._per_minute = per_minute
+        for bucket in self._buckets.values():
+            bucket.rate, bucket.capacity = per_minute / 60, per_minute
 
     def check(self, source: str) -> None:
         bucket = self._buckets.get(source)
