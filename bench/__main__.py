@@ -2,7 +2,8 @@
 
 Every repetition measures, in turn: raw JetStream (nats-py) with 1 and 2 worker processes, AgentFlow's
 durable path with the built-in ``noop`` tool (no sandbox: the platform itself) with 1 and 2 workers,
-and AgentFlow with a tool in the process sandbox and in gVisor (runsc, cold and from the warm pool); with
+and AgentFlow with a tool in the process sandbox and in gVisor (runsc: cold, from the warm pool with the tool
+prestarted and without, and one sandbox reused across calls), with the workers' CPU per call; with
 ``--peers``, the same noop task through Celery (Redis) and taskiq (NATS JetStream) too, and 1-step and 3-step
 workflows through DBOS and Restate beside AgentFlow's 3-step DAG (``bench/peers.py``).
 Reported: per-task latency one at a time (p50/p95/p99, HTTP submit included for AgentFlow), sustained tasks/s,
@@ -46,8 +47,15 @@ from control_plane.stack.settings import StackSettings
 T = TypeVar("T")
 
 THREE_STEP = "bench-three-step@1.0.0"
-ECHO_TOOL = b"""{"name": "bench-echo", "version": "1", "runtime": {"command": ["python3", "-c",
- "import sys; sys.stdout.write(sys.stdin.read())"]}}"""
+ECHO_COMMAND = ["python3", "-c", "import sys; sys.stdout.write(sys.stdin.read())"]
+ECHO_TOOLS = {
+    "bench-echo": {},  # prestarted in a warm sandbox, the default
+    "bench-echo-exec": {"prestart": False},  # started in the warm sandbox when its call comes
+    "bench-echo-reuse": {"reuse": True},
+}
+"""The sandboxed phases' tool, in the runtimes they compare."""
+SANDBOX_PAUSE_SECONDS = 0.5
+"""Between the sandboxed latency phase's calls: a warm sandbox boots in 200-300 ms here."""
 
 
 def _progress(message: str) -> None:
@@ -186,13 +194,19 @@ class Bench:
         """
         servers = self._parts() if parts is None else parts
         pids = {**servers, **{f"worker-{i}": w.pid for i, w in enumerate(self.workers)}}
-        before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
+
+        def cpu(name: str) -> float:
+            # A worker's sandboxes (runsc's clients, sandboxes and gofers, the process sandbox's tools) exit
+            # during the phase: their CPU is counted once the worker has reaped them.
+            return tree_cpu_seconds(pids[name], reaped=name.startswith("worker-"))
+
+        before = {name: cpu(name) for name in pids}
         client_before = self_cpu_seconds()
         rate = await work()
         used: dict[str, float] = {}
-        for name, pid in pids.items():
+        for name in pids:
             key = "workers" if name.startswith("worker-") else name
-            used[key] = used.get(key, 0.0) + (tree_cpu_seconds(pid) - before[name]) * 1e6 / tasks
+            used[key] = used.get(key, 0.0) + (cpu(name) - before[name]) * 1e6 / tasks
         used["client"] = (self_cpu_seconds() - client_before) * 1e6 / tasks
         for key, value in used.items():
             self.record(system, f"cpu_us:{key}", value)
@@ -314,13 +328,17 @@ class Bench:
         args = self.args
         assert self.state is not None
         token = (self.home / stack.KEY_FILE).read_text().strip()
-        for system, sandbox, warm in self.sandboxes():
+        for system, sandbox, warm, tool in self.sandboxes():
             for count in (1, 2):
                 _progress(f"[{index + 1}/{args.repeat}] AgentFlow {system}, {count} worker(s)")
                 self.set_workers("agentflow", count, concurrency=4, sandbox=sandbox, warm=warm)
-                async with AgentFlowClient(self.state.api_url, self.nats_url, token, "bench-echo") as af:
+                async with AgentFlowClient(self.state.api_url, self.nats_url, token, tool) as af:
                     if count == 1:
-                        self.latency(system, await af.round_trips(max(10, args.latency_runs // 10)))
+                        # A first call starts the worker's pool; then one call at a time, paced so that a warm
+                        # pool refills between them (the sustained phase shows what it costs when it cannot).
+                        await af.round_trips(1)
+                        runs = max(10, args.latency_runs // 10)
+                        self.latency(system, await af.round_trips(runs, pause=SANDBOX_PAUSE_SECONDS))
                     rate = await self.measured(
                         system, args.sandbox_tasks, lambda: af.sustained(args.sandbox_tasks, batch=50)
                     )
@@ -377,13 +395,19 @@ class Bench:
             await self.drained(peer.system, count, submit, peer.completions, peer=peer)
         self.set_workers(peer.system, 0)
 
-    def sandboxes(self) -> list[tuple[str, str, int]]:
-        """(row, backend, warm pool size) of the sandboxed phases: gVisor rows only where runsc is installed."""
+    def sandboxes(self) -> list[tuple[str, str, int, str]]:
+        """(row, backend, warm pool size, tool) of the sandboxed phases: gVisor rows only where runsc is
+        installed."""
         if not self.args.sandbox_tasks:
             return []
-        chosen = [("process-sandbox", "process", 0)]
+        chosen = [("process-sandbox", "process", 0, "bench-echo")]
         if self.args.sandbox in (None, "runsc") and shutil.which("runsc"):
-            chosen += [("runsc-cold", "runsc", 0), ("runsc-warm", "runsc", 4)]
+            chosen += [
+                ("runsc-cold", "runsc", 0, "bench-echo"),
+                ("runsc-warm", "runsc", 4, "bench-echo"),
+                ("runsc-warm-exec", "runsc", 4, "bench-echo-exec"),
+                ("runsc-reuse", "runsc", 4, "bench-echo-reuse"),
+            ]
         return chosen
 
     async def run(self) -> dict[str, Any]:
@@ -557,7 +581,9 @@ async def _post_setup(api_url: str, token: str, path: str, body: bytes, what: st
 
 
 async def _register_echo(api_url: str, token: str) -> None:
-    await _post_setup(api_url, token, "/v1/tools", ECHO_TOOL, "registering the bench tool")
+    for name, runtime in ECHO_TOOLS.items():
+        tool = {"name": name, "version": "1", "runtime": {"command": ECHO_COMMAND, **runtime}}
+        await _post_setup(api_url, token, "/v1/tools", msgspec.json.encode(tool), f"registering {name}")
 
 
 async def _apply_three_step(api_url: str, token: str) -> None:
@@ -579,8 +605,11 @@ ROWS = (
     ("Restate, 3-step workflow", "restate-3step"),
     ("AgentFlow, process sandbox", "process-sandbox"),
     ("AgentFlow, gVisor (runsc) cold", "runsc-cold"),
-    ("AgentFlow, gVisor (runsc) warm pool", "runsc-warm"),
+    ("AgentFlow, gVisor warm, prestarted", "runsc-warm"),
+    ("AgentFlow, gVisor warm, exec at call", "runsc-warm-exec"),
+    ("AgentFlow, gVisor reused sandbox", "runsc-reuse"),
 )
+GVISOR_ROWS = ("runsc-cold", "runsc-warm", "runsc-warm-exec", "runsc-reuse")
 PEER_NAMES = {
     "celery": "Celery",
     "taskiq": "taskiq",
@@ -644,11 +673,8 @@ def _render_tasks(summary: dict[str, Any]) -> list[str]:
     r = summary["ratios"]
     if "p50_latency_agentflow_to_raw" in r:  # the noop rows ran
         lines += _render_ratios(r, summary)
-    gvisor = [key for key in ("runsc-cold", "runsc-warm") if key in summary]
-    if "process-sandbox" in summary and gvisor:
-        base = summary["process-sandbox"]["p50_ms"]
-        over = ", ".join(f"{key} {summary[key]['p50_ms'] - base:.1f} ms" for key in gvisor)
-        lines += ["", f"gVisor's overhead per call over the process sandbox, p50: {over}"]
+    if "process-sandbox" in summary and any(key in summary for key in GVISOR_ROWS):
+        lines += _render_gvisor(summary)
     lines += [
         "",
         "CPU us per task in the sustained phases (all processes of each part):",
@@ -659,6 +685,29 @@ def _render_tasks(summary: dict[str, Any]) -> list[str]:
             continue
         cpu = {k.split(":", 1)[1]: v for k, v in m.items() if k.startswith("cpu_us:")}
         lines.append(f"  {label:<38}" + "  ".join(f"{name} {value:.0f}" for name, value in sorted(cpu.items())))
+    return lines
+
+
+def _render_gvisor(summary: dict[str, Any]) -> list[str]:
+    """Each gVisor row beside the process sandbox: its p50 overhead per call, the workers' CPU per call in the
+    sustained phases (sandboxes included: a warm pool's refills, a reused sandbox's wipes), and its rates."""
+    base = summary["process-sandbox"]
+    lines = [
+        "",
+        "gVisor per call, beside the process sandbox (overhead: p50 latency over it; CPU: the workers' per call in"
+        " the sustained phases, sandboxes and pool refills included, and over the process sandbox's):",
+    ]
+    for key in ("process-sandbox", *GVISOR_ROWS):
+        m = summary.get(key)
+        if m is None:
+            continue
+        overhead = "" if key == "process-sandbox" else f"overhead {m['p50_ms'] - base['p50_ms']:6.1f} ms"
+        cpu, base_cpu = m.get("cpu_us:workers", 0.0) / 1000, base.get("cpu_us:workers", 0.0) / 1000
+        excess = "" if key == "process-sandbox" else f" (+{cpu - base_cpu:.1f})"
+        lines.append(
+            f"  {key:<16}{overhead:<22}CPU {cpu:6.1f} ms{excess:<10}"
+            f"  sustained {m['tasks_per_s_1w']:.1f} calls/s with 1 worker, {m['tasks_per_s_2w']:.1f} with 2"
+        )
     return lines
 
 
@@ -752,7 +801,8 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sandbox",
         choices=["process", "runsc"],
-        help="Run only the sandboxed phases: the process sandbox, and with runsc its cold and warm rows too.",
+        help="Run only the sandboxed phases: the process sandbox, and with runsc its cold, warm (prestarted or"
+        " not) and reused rows too.",
     )
     parser.add_argument(
         "--planner-nodes", metavar="N", type=int, default=1000, help="Nodes of each planner's workflow."

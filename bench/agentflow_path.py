@@ -105,12 +105,14 @@ class AgentFlowClient:
             run_ids.append(item["id"])
         return run_ids
 
-    async def round_trips(self, count: int) -> list[float]:
-        """Seconds from the HTTP submit to the committed final state, one run at a time."""
+    async def round_trips(self, count: int, *, pause: float = 0.0) -> list[float]:
+        """Seconds from the HTTP submit to the committed final state, one run at a time, ``pause`` seconds
+        between them."""
         http = await self._connection()
         samples = []
         try:
             for _ in range(count):
+                await asyncio.sleep(pause)
                 started = time.perf_counter()
                 status, body = await http.post("/v1/runs", self._item())
                 if status != 201:

@@ -23,22 +23,24 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds used by the process itself)."""
+def _stat(pid: int, reaped: bool = False) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds used by the process itself, and with ``reaped`` by the children it waited for)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
+    ticks = sum(int(fields[i]) for i in ((11, 12, 13, 14) if reaped else (11, 12)))
+    return int(fields[1]), ticks / _TICKS
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of ``root`` and every live descendant (PostgreSQL's backends are children of the postmaster)."""
+def tree_cpu_seconds(root: int, *, reaped: bool = False) -> float:
+    """CPU seconds of ``root`` and every live descendant (PostgreSQL's backends are children of the postmaster);
+    with ``reaped`` those of the descendants that exited and were waited for too (a worker's sandboxes)."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            stat = _stat(int(entry.name))
+            stat = _stat(int(entry.name), reaped)
             if stat is not None:
                 parents[int(entry.name)], cpu[int(entry.name)] = stat
     total, frontier = 0.0, [root]

@@ -21,6 +21,11 @@ class ToolRuntime(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     image: str | None = None
     warm: int = 0
     """Sandboxes a worker keeps started ahead of this tool's calls (0: the worker's default)."""
+    prestart: bool = True
+    """A warm sandbox starts the tool's own process ahead of its call; the tool then gets no per-call
+    environment (``AF_RUN_ID``...). Older messages, without it, decode as prestarted."""
+    reuse: bool = False
+    """One sandbox serves several calls of this tenant and tool version, a fresh process each."""
 
 
 class ToolLimits(msgspec.Struct, frozen=True, kw_only=True):

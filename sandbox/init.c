@@ -7,10 +7,22 @@
  * name and content of each file), writes the files, hands the nonce to the parent on a close-on-exec pipe
  * and execs the tool. The parent waits for it with wait4 and writes one line on stderr: a newline, the
  * nonce and {"exit_code", "run_seconds", "cpu_seconds", "max_rss_kb"}. EOF before a whole call: exit 0.
+ *
+ * With `--serve REUSE [TOOL ARGV...]` (a warm sandbox that prestarts its tool, or one reused across calls) the
+ * init keeps the sandbox's stdin and hands each tool its input on a pipe of its own. It first reads the files of
+ * /work (a length, then name and content fields, as above) and writes them. Then, for each call: with a TOOL
+ * ARGV it forks and execs the tool at once (the base environment of config.json: nothing of the call), which
+ * blocks reading its input; without one the child waits for the protocol above on its pipe. The call comes as
+ * a nonce field and a field of the bytes to pass on (the tool's input, or the protocol then the input); the
+ * init copies them into the pipe and closes it, waits for the tool, kills whatever it left running (kill -1
+ * from pid 1) and reaps it, and reports. With REUSE 0 it then exits; with 1 it wipes /work and /tmp, writes
+ * the files again and serves the next call, or exits if the wipe fails (the backend drops the sandbox).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,14 +38,20 @@
 
 extern char **environ;
 
-static void read_exactly(char *buffer, size_t size) {
+/* Whether `size` bytes came on stdin before EOF. */
+static int read_all(char *buffer, size_t size) {
     size_t got = 0;
     while (got < size) {
         ssize_t n = read(0, buffer + got, size - got);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) _exit(0);
+        if (n <= 0) return 0;
         got += (size_t)n;
     }
+    return 1;
+}
+
+static void read_exactly(char *buffer, size_t size) {
+    if (!read_all(buffer, size)) _exit(0);
 }
 
 static uint32_t big_endian(const unsigned char *bytes) {
@@ -73,37 +91,39 @@ static void preload(int count, char **paths) {
     }
 }
 
-static void become_tool(int nonce_in) {
+/* A length-prefixed list of fields from stdin, each a NUL-terminated copy; EOF before it ends: exit 0. */
+static char **read_fields(size_t *count) {
     unsigned char header[4];
     read_exactly((char *)header, 4);
     uint32_t size = big_endian(header);
     char *body = malloc(size + 1);
     read_exactly(body, size);
-    /* Each field becomes a NUL-terminated copy. */
-    size_t count = 0, capacity = 16;
+    size_t capacity = 16;
     char **fields = malloc(capacity * sizeof *fields);
+    *count = 0;
     for (uint32_t at = 0; at + 4 <= size;) {
         uint32_t length = big_endian((unsigned char *)body + at);
-        if (count == capacity) fields = realloc(fields, (capacity *= 2) * sizeof *fields);
-        fields[count++] = strndup(body + at + 4, length);
+        if (*count == capacity) fields = realloc(fields, (capacity *= 2) * sizeof *fields);
+        fields[(*count)++] = strndup(body + at + 4, length);
         at += 4 + length;
     }
-    size_t argc = strtoul(fields[1], NULL, 10);
-    char **argv = calloc(argc + 1, sizeof *argv);
-    for (size_t i = 0; i < argc; i++) argv[i] = fields[2 + i];
-    size_t envc = strtoul(fields[2 + argc], NULL, 10);
-    char **env = calloc(envc + 1, sizeof *env);
-    for (size_t i = 0; i < envc; i++) env[i] = fields[3 + argc + i];
-    for (size_t i = 3 + argc + envc; i + 1 < count; i += 2) {
-        make_parents(fields[i]);
-        int file = open(fields[i], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    free(body);
+    return fields;
+}
+
+/* Name and content pairs, written relative to the working dir (/work). */
+static void write_files(char **pairs, size_t count) {
+    for (size_t i = 0; i + 1 < count; i += 2) {
+        make_parents(pairs[i]);
+        int file = open(pairs[i], O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (file >= 0) {
-            write_all(file, fields[i + 1], strlen(fields[i + 1]));
+            write_all(file, pairs[i + 1], strlen(pairs[i + 1]));
             close(file);
         }
     }
-    write_all(nonce_in, fields[0], strlen(fields[0]));
-    environ = env; /* execvp looks the command up in the tool's PATH */
+}
+
+static void exec_tool(char **argv) {
     execvp(argv[0], argv);
     char message[512];
     int length = snprintf(message, sizeof message, "agentflow launcher: cannot start '%s': %s\n", argv[0],
@@ -112,7 +132,120 @@ static void become_tool(int nonce_in) {
     _exit(START_FAILED);
 }
 
+static void become_tool(int nonce_in) {
+    size_t count;
+    char **fields = read_fields(&count);
+    size_t argc = strtoul(fields[1], NULL, 10);
+    char **argv = calloc(argc + 1, sizeof *argv);
+    for (size_t i = 0; i < argc; i++) argv[i] = fields[2 + i];
+    size_t envc = strtoul(fields[2 + argc], NULL, 10);
+    char **env = calloc(envc + 1, sizeof *env);
+    for (size_t i = 0; i < envc; i++) env[i] = fields[3 + argc + i];
+    size_t first_file = 3 + argc + envc;
+    write_files(fields + first_file, count > first_file ? count - first_file : 0);
+    if (nonce_in >= 0) write_all(nonce_in, fields[0], strlen(fields[0]));
+    environ = env; /* execvp looks the command up in the tool's PATH */
+    exec_tool(argv);
+}
+
+static void report(const char *nonce, size_t length, int status, const struct rusage *usage,
+                   const struct timespec *started, const struct timespec *ended) {
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    double run = (double)(ended->tv_sec - started->tv_sec) + (double)(ended->tv_nsec - started->tv_nsec) / 1e9;
+    double cpu = (double)(usage->ru_utime.tv_sec + usage->ru_stime.tv_sec) +
+                 (double)(usage->ru_utime.tv_usec + usage->ru_stime.tv_usec) / 1e6;
+    char line[512];
+    int size = snprintf(line, sizeof line,
+                        "\n%.*s{\"exit_code\": %d, \"run_seconds\": %.6f, \"cpu_seconds\": %.6f, \"max_rss_kb\": %ld}\n",
+                        (int)length, nonce, code, run, cpu, usage->ru_maxrss);
+    write_all(2, line, (size_t)size);
+}
+
+static int remove_entry(const char *path, const struct stat *info, int kind, struct FTW *at) {
+    (void)info;
+    if (at->level == 0) return 0; /* the mount point itself stays */
+    if (kind == FTW_DNR || kind == FTW_NS) return -1;
+    return remove(path);
+}
+
+/* Empty `dir` (without crossing into other mounts); nonzero if anything is left. */
+static int wipe(const char *dir) {
+    return nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Pass `size` bytes of stdin on to `fd`; a tool that stopped reading gets none of the rest, which is read all
+ * the same so that the next call starts where it should. Whether all of them came before EOF. */
+static int pass_on(int fd, uint32_t size) {
+    char buffer[65536];
+    int open_ = 1;
+    while (size > 0) {
+        ssize_t n = read(0, buffer, size < sizeof buffer ? size : sizeof buffer);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return 0;
+        size -= (uint32_t)n;
+        for (ssize_t done = 0; open_ && done < n;) {
+            ssize_t written = write(fd, buffer + done, (size_t)(n - done));
+            if (written < 0 && errno == EINTR) continue;
+            if (written <= 0) open_ = 0; /* EPIPE: the tool has closed its stdin or exited */
+            else done += written;
+        }
+    }
+    return 1;
+}
+
+static int serve(int reuse, char **tool) {
+    signal(SIGPIPE, SIG_IGN);
+    size_t file_count;
+    char **files = read_fields(&file_count);
+    for (;;) {
+        write_files(files, file_count);
+        int feed[2];
+        if (pipe2(feed, O_CLOEXEC) != 0) return START_FAILED;
+        pid_t pid = fork();
+        if (pid < 0) return START_FAILED;
+        if (pid == 0) {
+            dup2(feed[0], 0);
+            if (tool[0] != NULL) exec_tool(tool);
+            become_tool(-1);
+        }
+        close(feed[0]);
+        unsigned char header[4];
+        char nonce[128];
+        uint32_t length = 0, size = 0;
+        int called = read_all((char *)header, 4) && (length = big_endian(header)) <= sizeof nonce &&
+                     read_all(nonce, length) && read_all((char *)header, 4);
+        struct timespec started, ended;
+        clock_gettime(CLOCK_MONOTONIC, &started);
+        if (called) {
+            size = big_endian(header);
+            called = pass_on(feed[1], size);
+        }
+        close(feed[1]);
+        if (!called) kill(pid, SIGKILL); /* no call came (the pool is being emptied) */
+        int status;
+        struct rusage usage;
+        while (wait4(pid, &status, 0, &usage) < 0 && errno == EINTR) {
+        }
+        clock_gettime(CLOCK_MONOTONIC, &ended);
+        /* Nothing the tool started outlives its call: it could write into the next call's output. */
+        kill(-1, SIGKILL);
+        while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
+        }
+        if (!called) return 0;
+        report(nonce, length, status, &usage, &started, &ended);
+        chmod("/work", 0755); /* in case the tool took its own rights away */
+        if (!reuse) return 0;
+        if (wipe("/work") != 0 || wipe("/tmp") != 0) {
+            static const char message[] =
+                "agentflow launcher: cannot start the next call: /work or /tmp could not be wiped\n";
+            write_all(2, message, sizeof message - 1);
+            return START_FAILED;
+        }
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 3 && strcmp(argv[1], "--serve") == 0) return serve(strcmp(argv[2], "1") == 0, argv + 3);
     int nonce_pipe[2];
     if (pipe2(nonce_pipe, O_CLOEXEC) != 0) return START_FAILED;
     pid_t pid = fork();
@@ -139,14 +272,6 @@ int main(int argc, char **argv) {
     }
     clock_gettime(CLOCK_MONOTONIC, &ended);
     if (length == 0) return 0; /* no call came (the pool is being emptied) */
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-    double run = (double)(ended.tv_sec - started.tv_sec) + (double)(ended.tv_nsec - started.tv_nsec) / 1e9;
-    double cpu = (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-                 (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-    char report[512];
-    int size = snprintf(report, sizeof report,
-                        "\n%.*s{\"exit_code\": %d, \"run_seconds\": %.6f, \"cpu_seconds\": %.6f, \"max_rss_kb\": %ld}\n",
-                        (int)length, nonce, code, run, cpu, usage.ru_maxrss);
-    write_all(2, report, (size_t)size);
+    report(nonce, length, status, &usage, &started, &ended);
     return 0;
 }

@@ -36,6 +36,22 @@ class Output:
         self._output_bytes = output_bytes
         self._nonce = nonce
 
+    def expect_report(self, nonce: bytes) -> None:
+        """Look for the report under `nonce` from now on: a sandbox started before its call learns its nonce
+        with the call."""
+        self._nonce = nonce
+
+    def next_call(self) -> None:
+        """Forget the call just reported and collect for the next one, in a sandbox that serves several: what
+        its tool writes before its call (a prestarted tool's start-up) belongs to that call."""
+        loop = asyncio.get_running_loop()
+        self.stdout = bytearray()
+        self.stderr_tail = bytearray()
+        self.overflowed = loop.create_future()
+        self.reported = loop.create_future()
+        self.on_stderr = None
+        self._nonce = None
+
     @property
     def output_truncated(self) -> bool:
         return self.overflowed.done()

@@ -201,6 +201,7 @@ async def finish_tool(
     kill: Callable[[int], Awaitable[None]],
     arrived: float,
     settle: Callable[[Coroutine[Any, Any, None]], object] | None = None,
+    keep: bool = False,
 ) -> Outcome:
     """Feed `stdin_data` to a started tool and collect its output until it exits, under call.limits.
 
@@ -211,7 +212,8 @@ async def finish_tool(
 
     A sandbox's init that reports its tool's end (Tool.reported) ends the call at once: its exit status and
     measures are the report's, and waiting for the process (the sandbox's teardown) is handed to `settle`,
-    off the call's path.
+    off the call's path. With `keep` (a sandbox that serves several calls) the process is left running after
+    the report, its stdin open.
     """
     started = time.monotonic()
     timed_out = False
@@ -219,7 +221,8 @@ async def finish_tool(
     try:
         assert tool.stdin is not None
         tool.stdin.write(stdin_data)
-        tool.stdin.close()  # after the buffer is flushed; a tool that exits without reading it is no error
+        if not keep:
+            tool.stdin.close()  # after the buffer is flushed; a tool that exits without reading it is no error
         # asyncio.wait leaves the futures alone: they record what became of the tool, and a timeout or
         # cancel must not undo that.
         async with asyncio.timeout(call.limits.wall_seconds):
@@ -232,7 +235,9 @@ async def finish_tool(
         raise
     ended = time.monotonic()
     killed_by_us = timed_out or tool.output_truncated
-    if tool.reported.done() and not killed_by_us and settle is not None:
+    if tool.reported.done() and not killed_by_us and keep:
+        pass  # the sandbox serves on
+    elif tool.reported.done() and not killed_by_us and settle is not None:
         settle(_end(tool, kill))
     else:
         await _end(tool, kill)

@@ -72,6 +72,17 @@ class SandboxCall:
     warm: int = 0
     """Sandboxes to keep started ahead for this call's pool (runsc); 0: the backend's default."""
 
+    prestart: bool = False
+    """runsc, in a warm pool: each warm sandbox starts the tool's own process ahead of its call, blocked on its
+    stdin, so the call skips the tool's exec and start-up. The tool then runs with the sandbox's base
+    environment only: `env` is not given to it (nor on a cold call of the same pool, so that a tool never
+    sees it only sometimes)."""
+
+    reuse: bool = False
+    """runsc: the sandbox outlives the call and serves the next calls of its pool (the worker names one per
+    tenant and tool version), each with a fresh tool process, whatever it left running killed and /work and
+    /tmp wiped between them. Faster under load, but not a fresh kernel per call: see RunscBackend."""
+
     on_stderr: Callable[[bytes], None] | None = None
     """Given each piece of the tool's stderr as it arrives, on the event loop, while the call runs (the report
     of a sandbox's init taken out); it must not block. The Outcome's stderr_tail is kept all the same."""
@@ -83,7 +94,7 @@ class Outcome:
 
     kind: str
     """The kind of sandbox that ran the call: "process", "runsc-cold" (a sandbox created for it), "runsc-warm"
-    (one from the warm pool) or "docker"."""
+    (one from the warm pool, prestarted or reused included) or "docker"."""
 
     exit_code: int | None
     """The tool's exit status; minus the signal number if a signal it did not get from us ended it; None

@@ -45,6 +45,8 @@ _INSTALL_HINT = (
 )
 _RETIRE_SECONDS = 5.0
 """How long an unused warm sandbox may take to end once told to."""
+_REUSE_CALLS = 1000
+"""Calls a reused sandbox serves before it is replaced: its init's own CPU time counts against RLIMIT_CPU."""
 
 
 class RunscBackend:
@@ -75,6 +77,22 @@ class RunscBackend:
     writes its files into its /work and sends its call. A warm sandbox serves one call and is deleted after
     it, as on the cold path; a keeper task per pool starts the replacements, and drops the pool after
     `idle_seconds` without a call. With no warm sandbox ready a call takes the cold path.
+
+    Prestart (`call.prestart`, in a warm pool): the warm sandbox's init (init.c's `--serve`) has the tool's own
+    process started already, its files in /work and the base environment, blocked reading its stdin; the call
+    sends its nonce and input, which the init passes on. Under the ptrace platform the tool's exec and start-up
+    (python3's, about 60 ms) were most of a warm call's cost. The call's own environment never reaches such a
+    tool (cold calls of the pool drop it too); a tool that reads it asks for no prestart.
+
+    Reuse (`call.reuse`): the sandbox goes back into its pool after its call and serves the next calls of the
+    same pool (tenant and tool version: the worker's pool name) and limits, never another's, up to
+    `_REUSE_CALLS`; a fresh tool process per call (prestarted or not), and between calls its init kills every
+    process the call left, then wipes /work and /tmp and writes the tool's files again (a sandbox whose
+    scratch cannot be wiped ends instead). A call that timed out, overflowed, was cancelled or hit the memory
+    limit ends its sandbox as ever. What is not renewed between calls: the sandbox's kernel (gVisor's Sentry:
+    its page cache, SysV IPC objects, its memory), so a call can leave state a later call of the same tenant
+    and tool version may see, or exhaust what they share; the boot (about 125 ms of CPU) is paid once
+    instead of per call. Needs init.c: with the Python init, calls take the one-call paths.
 
     State lives in a dir per backend under `root`; a new backend deletes the sandboxes and dirs that dead
     workers left there, and close() those of its own.
@@ -119,7 +137,7 @@ class RunscBackend:
         _build_rootfs(self._rootfs)
         self._init = _install_init(self._rootfs)
         self._preload = _PRELOAD if self._init != LAUNCHER else ()
-        self._pools: dict[tuple[str, Limits], _Pool] = {}
+        self._pools: dict[tuple[str, Limits, _Served | None], _Pool] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
         self._closed = False
 
@@ -127,7 +145,12 @@ class RunscBackend:
         """Run one call in a sandbox of its own, a warm one if one is ready; SandboxError if it cannot start."""
         check_sandboxed_call(call, "runsc", self._closed)
         arrived = time.monotonic()
-        warm = self._take_warm(call)
+        served = self._serving(call)
+        warm, pool = self._take_warm(call, served)
+        if pool is not None and pool.served is not None and (warm is not None or pool.served.reuse):
+            return await self._run_served(call, pool, pool.served, warm, arrived)
+        # A call of a prestarted pool that finds no sandbox ready: its tool gets what a prestarted one would.
+        env = SANDBOX_ENV if served else {**SANDBOX_ENV, **call.env}
         container = warm.container if warm else _container_id(call.call_id)
         bundle = self._calls / container
         kill = functools.partial(self._kill, container)
@@ -141,9 +164,11 @@ class RunscBackend:
             else:
                 config = self._config(call.limits, container, bundle, self._init, SANDBOX_ENV)
                 await asyncio.to_thread(_write_bundle, bundle, config, call.files)
-                tool, nonce = await self._start(container, call.limits, f"call {call.call_id}")
+                nonce = secrets.token_hex(16).encode()
+                tool = await self._start(container, call.limits, f"call {call.call_id}", nonce)
+            assert nonce is not None  # a sandbox of the one-call path has its nonce from the start
             told = True
-            request = _child.request(nonce.decode(), list(call.command), {**SANDBOX_ENV, **call.env}, {})
+            request = _child.request(nonce.decode(), list(call.command), env, {})
             stdin = request + call.stdin
             kind = "runsc-warm" if warm else "runsc-cold"
             outcome = await finish_tool(call, kind, tool, stdin, kill=kill, arrived=arrived, settle=teardown.append)
@@ -154,19 +179,59 @@ class RunscBackend:
             tracked = self._track(cleanup)
             if not teardown:
                 await asyncio.shield(tracked)
-        if _start_failed(outcome):
-            raise SandboxError(
-                f"call {call.call_id}: cannot start {call.command[0]!r} in the sandbox: {outcome.stderr_tail.strip()}"
+        return _checked(call, tool, outcome, tool.reported.done())
+
+    async def _run_served(
+        self, call: SandboxCall, pool: _Pool, served: _Served, warm: _Warm | None, arrived: float
+    ) -> Outcome:
+        """Run `call` in a served sandbox (init.c's `--serve`): `warm`, or with reuse and none idle, one started
+        for it; a reused one goes back into `pool` after a call that ended with its init's report."""
+        kind = "runsc-warm" if warm else "runsc-cold"
+        pool.busy += 1
+        teardown: list[Coroutine[Any, Any, None]] = []
+        told = False
+        try:
+            if warm is None:
+                warm = await self._start_warm(call.limits, served)
+            nonce = secrets.token_hex(16).encode()
+            passed = call.stdin
+            if not served.command:  # the tool's child waits for the one-call protocol
+                env = {**SANDBOX_ENV, **call.env}
+                passed = _child.request(nonce.decode(), list(call.command), env, {}) + call.stdin
+            warm.tool.expect_report(nonce)
+            keep = served.reuse and warm.calls + 1 < _REUSE_CALLS
+            kill = functools.partial(self._kill, warm.container)
+            told = True
+            frame = _field(nonce) + _field(passed)
+            outcome = await finish_tool(
+                call, kind, warm.tool, frame, kill=kill, arrived=arrived, settle=teardown.append, keep=keep
             )
-        if tool.reported.done() or outcome.exit_code is None or not 128 < outcome.exit_code < 128 + signal.NSIG:
-            return outcome
-        # The `runsc run` client reaps the sandbox and its gofer: its rusage is the sandbox's use of the host.
-        used = tool.rusage.ru_utime + tool.rusage.ru_stime if tool.rusage else None
-        return at_memory_limit(dataclasses.replace(outcome, exit_code=128 - outcome.exit_code), call.limits, used)
+        except BaseException:
+            # Shielded, and remembered so that close() can wait for it, as on the one-call path.
+            if warm is not None:
+                ending = self._clean_up(warm.container, self._calls / warm.container) if told else self._retire(warm)
+                await asyncio.shield(self._track(ending))
+            raise
+        finally:
+            pool.busy -= 1
+            pool.wanted.set()  # the keeper counts busy sandboxes of a reused pool: one may not come back
+        reported = warm.tool.reported.done()  # before next_call() forgets it
+        if keep and reported and not warm.tool.exited.done() and outcome.exit_code is not None:
+            warm.tool.next_call()
+            warm.calls += 1
+            if self._closed or pool.keeper is None or pool.keeper.done():
+                self._track(self._retire(warm))
+            else:
+                pool.ready.insert(0, warm)  # the one used last goes first: the others may go idle and end
+        else:
+            cleanup = self._track(self._clean_up(warm.container, self._calls / warm.container, *teardown))
+            if not teardown:
+                await asyncio.shield(cleanup)
+        return _checked(call, warm.tool, outcome, reported)
 
     def warm_containers(self, call: SandboxCall) -> list[str]:
-        """The ids of the warm sandboxes ready for `call`."""
-        pool = self._pools.get((call.pool, call.limits))
+        """The ids of the warm sandboxes ready for `call` (reused ones waiting for their next call included)."""
+        pool = self._pools.get((call.pool, call.limits, self._serving(call)))
         return [warm.container for warm in pool.ready] if pool else []
 
     async def settled(self) -> None:
@@ -194,12 +259,25 @@ class RunscBackend:
         task.add_done_callback(self._cleanups.discard)
         return task
 
-    def _take_warm(self, call: SandboxCall) -> _Warm | None:
-        """A ready warm sandbox for `call`, if any, and a nudge to its pool's keeper to replace it."""
-        size = call.warm or self._warm
-        if not size:
+    def _serving(self, call: SandboxCall) -> _Served | None:
+        """What the served sandboxes of `call`'s pool start with, if its calls are served (prestart or reuse)."""
+        if self._init == LAUNCHER:  # the Python init has no --serve
             return None
-        pool = self._pools.setdefault((call.pool, call.limits), _Pool())
+        files = tuple(sorted(call.files.items()))
+        command = call.command if call.prestart else ()
+        if call.reuse:
+            return _Served(command, files, reuse=True)
+        if call.prestart and (call.warm or self._warm):
+            return _Served(command, files, reuse=False)
+        return None
+
+    def _take_warm(self, call: SandboxCall, served: _Served | None) -> tuple[_Warm | None, _Pool | None]:
+        """A ready warm sandbox for `call`, if any, and its pool (none without warm sandboxes or reuse), with a
+        nudge to the pool's keeper to replace it."""
+        size = call.warm or self._warm
+        if not size and not (served and served.reuse):
+            return None, None
+        pool = self._pools.setdefault((call.pool, call.limits, served), _Pool(served))
         pool.size = size
         pool.last_used = time.monotonic()
         taken = None
@@ -214,14 +292,14 @@ class RunscBackend:
         pool.wanted.set()
         if pool.keeper is None or pool.keeper.done():
             pool.keeper = asyncio.ensure_future(self._keep(call.limits, pool))
-        return taken
+        return taken, pool
 
     async def _keep(self, limits: Limits, pool: _Pool) -> None:
         """Keep `pool` full until the backend closes or the pool has gone `idle_seconds` without a call."""
         try:
             while not self._closed:
-                if len(pool.ready) < pool.size:
-                    pool.ready.append(await self._start_warm(limits))
+                if len(pool.ready) + pool.busy * (pool.served is not None and pool.served.reuse) < pool.size:
+                    pool.ready.append(await self._start_warm(limits, pool.served))
                     continue
                 pool.wanted.clear()
                 idle_left = pool.last_used + self._idle_seconds - time.monotonic()
@@ -237,19 +315,26 @@ class RunscBackend:
             for warm in retired:
                 self._track(self._retire(warm))
 
-    async def _start_warm(self, limits: Limits) -> _Warm:
-        """Start a sandbox for calls of `limits` whose init waits for its call (see _child)."""
+    async def _start_warm(self, limits: Limits, served: _Served | None) -> _Warm:
+        """Start a sandbox for calls of `limits` whose init waits for its call (see _child), or, `served`, one
+        whose init serves calls (init.c's --serve) and has their tool started already if it prestarts."""
         container = _container_id("warm")
         bundle = self._calls / container
-        config = self._config(limits, container, bundle, (*self._init, *self._preload), SANDBOX_ENV)
+        argv = (*self._init, *self._preload)
+        nonce: bytes | None = secrets.token_hex(16).encode()
+        if served is not None:
+            argv, nonce = (*self._init, "--serve", "1" if served.reuse else "0", *served.command), None
+        config = self._config(limits, container, bundle, argv, SANDBOX_ENV)
         await asyncio.to_thread(_write_bundle, bundle, config, {})
-        tool, nonce = await self._start(container, limits, f"warm sandbox {container}")
+        tool = await self._start(container, limits, f"warm sandbox {container}", nonce)
+        if served is not None:
+            assert tool.stdin is not None
+            tool.stdin.write(_field(b"".join(_field(part.encode()) for pair in served.files for part in pair)))
         return _Warm(container, tool, nonce)
 
-    async def _start(self, container: str, limits: Limits, name: str) -> tuple[Tool, bytes]:
-        """Start the sandbox of a written bundle, its init waiting for its call; the nonce its report will
-        carry. If it cannot start, its bundle is cleaned up."""
-        nonce = secrets.token_hex(16).encode()
+    async def _start(self, container: str, limits: Limits, name: str, nonce: bytes | None) -> Tool:
+        """Start the sandbox of a written bundle, its init waiting for its call, whose report will carry `nonce`
+        (None: the call will tell). If it cannot start, its bundle is cleaned up."""
         bundle = self._calls / container
         try:
             tool = await start_tool(
@@ -264,7 +349,7 @@ class RunscBackend:
         except BaseException:
             await asyncio.shield(self._track(self._clean_up(container, bundle)))
             raise
-        return tool, nonce
+        return tool
 
     async def _retire(self, warm: _Warm) -> None:
         """End an unused warm sandbox with an empty call: at EOF its init exits."""
@@ -411,13 +496,31 @@ class _Warm:
 
     container: str
     tool: Tool
-    nonce: bytes
+    nonce: bytes | None
+    """The nonce of its report; None for a served sandbox, whose calls each bring their own."""
+    calls: int = 0
+    """Calls it has served (a reused sandbox)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """What the served sandboxes of a pool start with (init.c's --serve): part of the pool's key, so that a
+    sandbox only ever serves calls of the same tool."""
+
+    command: tuple[str, ...]
+    """The tool each sandbox prestarts; empty: the tool is started when its call comes."""
+    files: tuple[tuple[str, str], ...]
+    """The tool's files, written into /work before each call."""
+    reuse: bool
+    """Whether a sandbox serves more than one call."""
 
 
 @dataclass(slots=True)
 class _Pool:
     """The warm sandboxes of one pool, and the task that keeps them topped up."""
 
+    served: _Served | None
+    """How its sandboxes serve their calls; None: each waits for one call of the ordinary protocol."""
     ready: list[_Warm] = field(default_factory=list)
     size: int = 0
     """How many to keep ready (the last call's wish)."""
@@ -425,6 +528,28 @@ class _Pool:
     """Set when a sandbox is taken or the backend closes: the keeper has something to do."""
     last_used: float = 0.0
     keeper: asyncio.Future[None] | None = None
+    busy: int = 0
+    """Calls running in its served sandboxes: a reused sandbox comes back after its call."""
+
+
+def _field(data: bytes) -> bytes:
+    """One field as init.c reads it: a 4-byte big-endian length, then the bytes."""
+    return len(data).to_bytes(4, "big") + data
+
+
+def _checked(call: SandboxCall, tool: Tool, outcome: Outcome, reported: bool) -> Outcome:
+    """`outcome`, or SandboxError if the tool could not start; a sandbox that ended on a signal without its
+    init's report (`reported`) was killed by its memory cgroup (runsc reports signal N as 128 + N, as a shell
+    does)."""
+    if _start_failed(outcome):
+        raise SandboxError(
+            f"call {call.call_id}: cannot start {call.command[0]!r} in the sandbox: {outcome.stderr_tail.strip()}"
+        )
+    if reported or outcome.exit_code is None or not 128 < outcome.exit_code < 128 + signal.NSIG:
+        return outcome
+    # The `runsc run` client reaps the sandbox and its gofer: its rusage is the sandbox's use of the host.
+    used = tool.rusage.ru_utime + tool.rusage.ru_stime if tool.rusage else None
+    return at_memory_limit(dataclasses.replace(outcome, exit_code=128 - outcome.exit_code), call.limits, used)
 
 
 def _start_failed(outcome: Outcome) -> bool:

@@ -511,3 +511,12 @@ def test_a_tenant_limit_of_zero_is_a_validation_error(http: httpx.Client) -> Non
 def test_a_warm_pool_size_out_of_range_is_a_validation_error_on_its_field(http: httpx.Client, warm: object) -> None:
     spec = tool_spec("warm-checked", runtime={"command": ["python3", "-c", "print('{}')"], "warm": warm})
     assert_problem(http.post("/v1/tools", json=spec), 422, "validation-error", "runtime.warm")
+
+
+@pytest.mark.parametrize("field", ["prestart", "reuse"])
+@pytest.mark.parametrize("value", ["no", 1, None], ids=["string", "number", "null"])
+def test_a_sandbox_switch_that_is_not_a_boolean_is_a_validation_error_on_its_field(
+    http: httpx.Client, field: str, value: object
+) -> None:
+    spec = tool_spec("switch-checked", runtime={"command": ["python3", "-c", "print('{}')"], field: value})
+    assert_problem(http.post("/v1/tools", json=spec), 422, "validation-error", f"runtime.{field}")

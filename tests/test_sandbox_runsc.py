@@ -18,11 +18,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from bus.messages import Task, ToolRuntime
 from sandbox import Limits, RunscBackend, SandboxCall, SandboxError, SandboxSettings, open_backend
 from sandbox.gvisor import TOOL_UID
 from tests.sandbox_probes import python, reach_host_loopback, try_writing
+from worker.execute import Executor
 from worker.settings import load as load_worker_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -590,4 +593,170 @@ async def test_each_tool_version_keeps_the_warm_sandboxes_it_asks_for_in_a_pool_
         assert (await backend.run(asks_none)).kind == "runsc-cold"
     finally:
         await backend.close()
+    assert await entries(tmp_path) == []
+
+
+async def ready_for(backend: RunscBackend, call: SandboxCall, count: int = 1) -> list[str]:
+    """The ids of the `count` sandboxes ready for `call`, once its pool has them."""
+    assert await eventually(lambda: len(backend.warm_containers(call)) == count, seconds=30)
+    return backend.warm_containers(call)
+
+
+PRESTART_PROBE = """
+import json, os, sys
+document = json.load(sys.stdin)
+print(json.dumps({"input": document, "env": dict(os.environ), "work": sorted(os.listdir("/work"))}))
+"""
+
+
+async def test_a_prestarted_tool_gets_each_calls_input_and_answers_it_but_no_per_call_environment(
+    tmp_path: Path,
+) -> None:
+    backend = RunscBackend(tmp_path, warm=1)
+    answers = []
+    try:
+        for number in range(3):
+            call = python(
+                PRESTART_PROBE,
+                stdin=json.dumps({"n": number}).encode(),
+                env={"AF_RUN_ID": "run-1"},
+                files={"in.txt": "x"},
+                prestart=True,
+            )
+            if number:  # the first call is cold and starts the pool; the others find their tool waiting
+                await ready_for(backend, call)
+            outcome = await backend.run(call)
+            assert outcome.exit_code == 0, outcome.stderr_tail
+            answers.append((outcome.kind, json.loads(outcome.stdout)))
+        await backend.settled()
+    finally:
+        await backend.close()
+
+    base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/work", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+    assert answers == [
+        (kind, {"input": {"n": number}, "env": base, "work": ["in.txt"]})
+        for number, kind in enumerate(["runsc-cold", "runsc-warm", "runsc-warm"])
+    ]
+    assert await entries(tmp_path) == []
+
+
+def noop_task(prestart: bool, run_id: str) -> Task:
+    """A task of a tool that answers the per-call variables it sees, with a warm pool of one."""
+    code = "import json, os; print(json.dumps({k: v for k, v in os.environ.items() if k.startswith('AF_')}))"
+    runtime = ToolRuntime(command=("python3", "-c", code), warm=1, prestart=prestart)
+    return Task(
+        tenant="acme", run_id=run_id, task_id=f"{run_id}-t", attempt=1, step="s", tool="env@1", runtime=runtime,
+        input=msgspec.Raw(b"{}"),
+    )  # fmt: skip
+
+
+async def test_a_tool_that_asks_for_no_prestart_still_gets_its_per_call_environment_from_a_warm_sandbox(
+    tmp_path: Path,
+) -> None:
+    backend = RunscBackend(tmp_path)
+    executor = Executor(backend, "worker-1")
+    results = {}
+    try:
+        for prestart in (False, True):
+            await executor.execute(noop_task(prestart, "run-0"))  # cold: it starts the tool version's pool
+            call = SandboxCall(call_id="probe", command=noop_task(prestart, "").runtime.command, stdin=b"")
+            await ready_for(backend, dataclasses.replace(call, pool="acme/env@1", warm=1, prestart=prestart))
+            results[prestart] = await executor.execute(noop_task(prestart, "run-1"))
+    finally:
+        await backend.close()
+
+    # Older task messages, which carry no prestart, decode as prestarted.
+    old = msgspec.json.encode(noop_task(True, "run-2")).replace(b',"prestart":false', b"")
+    assert msgspec.json.decode(old, type=Task).runtime.prestart
+    assert {
+        prestart: (r.ok, r.sandbox, msgspec.json.decode(r.output or b"null")) for prestart, r in results.items()
+    } == {
+        False: (True, "runsc-warm", {"AF_RUN_ID": "run-1", "AF_TASK_ID": "run-1-t", "AF_ATTEMPT": "1"}),
+        True: (True, "runsc-warm", {}),
+    }
+
+
+REUSE_PROBE = """
+import json, os, subprocess, sys
+tenant = sys.stdin.read().replace("/", "-")
+seen = {"work": sorted(os.listdir("/work")), "tmp": sorted(os.listdir("/tmp")),
+        "others": sorted(int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid()))}
+print(json.dumps(seen))
+sys.stdout.flush()
+# What a call leaves for the next: files in /work and /tmp, and a process that would write into its output.
+for left in ("/work/left-by-" + tenant, "/tmp/left-by-" + tenant):
+    open(left, "w").write(tenant)
+subprocess.Popen(["sh", "-c", "sleep 1; echo leaked"], start_new_session=True)
+"""
+
+
+async def test_a_reused_sandbox_serves_only_its_tenant_and_tool_version_and_each_call_starts_clean(
+    tmp_path: Path,
+) -> None:
+    backend = RunscBackend(tmp_path)
+    calls = {
+        pool: python(REUSE_PROBE, stdin=pool.encode(), pool=pool, files={"tool.txt": pool}, reuse=True, prestart=True)
+        for pool in ("acme/probe@1", "beta/probe@1", "acme/probe@2")
+    }
+    served = []  # (pool, kind, the sandbox it went back to, what the tool saw)
+    try:
+        for pool in ("acme/probe@1", "acme/probe@1", "beta/probe@1", "acme/probe@2", "acme/probe@1"):
+            outcome = await backend.run(calls[pool])
+            assert outcome.exit_code == 0, outcome.stderr_tail
+            (back,) = await ready_for(backend, calls[pool])
+            served.append((pool, outcome.kind, back, json.loads(outcome.stdout)))
+            await asyncio.sleep(1.5)  # time for the leftover process to write, were it alive
+    finally:
+        await backend.close()
+
+    assert [(pool, kind) for pool, kind, _, _ in served] == [
+        ("acme/probe@1", "runsc-cold"),
+        ("acme/probe@1", "runsc-warm"),
+        ("beta/probe@1", "runsc-cold"),  # another tenant: never acme's sandbox
+        ("acme/probe@2", "runsc-cold"),  # another version: never version 1's
+        ("acme/probe@1", "runsc-warm"),
+    ]
+    kept = [container for _, _, container, _ in served]
+    assert kept[0] == kept[1] == kept[4] and len({kept[0], kept[2], kept[3]}) == 3
+    # Each call found only its tool's files, an empty /tmp and no process of an earlier call.
+    assert [seen for _, _, _, seen in served] == [{"work": ["tool.txt"], "tmp": [], "others": []}] * 5
+    assert await entries(tmp_path) == []
+
+
+CRASH_PROBE = """
+import os, sys, time
+order = sys.stdin.read()
+if order == "crash":
+    os.kill(os.getpid(), 11)
+if order == "hang":
+    time.sleep(60)
+print(order)
+"""
+
+
+@pytest.mark.parametrize("reuse", [False, True], ids=["prestarted", "prestarted-and-reused"])
+async def test_a_prestarted_tool_that_crashes_or_hangs_fails_only_its_own_call(tmp_path: Path, reuse: bool) -> None:
+    backend = RunscBackend(tmp_path, warm=1)
+    limits = Limits(wall_seconds=2)
+
+    def call(order: str) -> SandboxCall:
+        return python(CRASH_PROBE, stdin=order.encode(), limits=limits, prestart=True, reuse=reuse)
+
+    outcomes = []
+    try:
+        for order in ("first", "crash", "after-crash", "hang", "after-hang"):
+            if order != "first":
+                await ready_for(backend, call(order))
+            outcomes.append(await backend.run(call(order)))
+        await backend.settled()
+        assert await eventually(lambda: containers(backend.state) == backend.warm_containers(call("")))
+    finally:
+        await backend.close()
+
+    first, crash, after_crash, hang, after_hang = outcomes
+    assert (first.exit_code, first.stdout) == (0, b"first\n")
+    assert (crash.kind, crash.exit_code, crash.memory_exceeded) == ("runsc-warm", -signal.SIGSEGV, False)
+    assert (after_crash.kind, after_crash.exit_code, after_crash.stdout) == ("runsc-warm", 0, b"after-crash\n")
+    assert (hang.timed_out, hang.exit_code) == (True, None)
+    assert (after_hang.kind, after_hang.exit_code, after_hang.stdout) == ("runsc-warm", 0, b"after-hang\n")
     assert await entries(tmp_path) == []

@@ -63,6 +63,8 @@ class Executor:
             image=task.runtime.image,
             pool=f"{task.tenant}/{task.tool}",
             warm=task.runtime.warm,
+            prestart=task.runtime.prestart,
+            reuse=task.runtime.reuse,
             on_stderr=None if live is None else live.write,
         )
         kind = self._backend.kind

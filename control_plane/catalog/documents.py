@@ -23,7 +23,14 @@ class RuntimeSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_
     image: str | None = None
     warm: Annotated[int, msgspec.Meta(ge=0, le=32)] = 0
     """Sandboxes each worker keeps started ahead of this tool version's calls (runsc; 0: the worker's
-    ``AF_RUNSC_WARM``). Each call still gets a fresh sandbox of its own."""
+    ``AF_RUNSC_WARM``). Each call still gets a fresh sandbox of its own, unless ``reuse``."""
+    prestart: bool = True
+    """A warm sandbox (runsc) starts the tool's own process ahead of its call, blocked on its stdin, which then
+    brings the input; such a tool gets none of the per-call variables (``AF_RUN_ID``, ``AF_TASK_ID``,
+    ``AF_ATTEMPT``, ``TRACEPARENT``), so a tool that reads them says ``false``."""
+    reuse: bool = False
+    """One sandbox (runsc) serves many calls of this tenant and tool version, a fresh tool process each, /work
+    and /tmp wiped and leftover processes killed between them; not a fresh kernel per call (README)."""
 
 
 class LimitsSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

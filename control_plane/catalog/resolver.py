@@ -263,6 +263,8 @@ def _tool_from_spec(spec: ToolSpec) -> Tool:
             rootfs=spec.runtime.rootfs,
             image=spec.runtime.image,
             warm=spec.runtime.warm,
+            prestart=spec.runtime.prestart,
+            reuse=spec.runtime.reuse,
         ),
         limits=msgspec.convert(msgspec.to_builtins(spec.limits), ToolLimits),
         network=spec.network,
