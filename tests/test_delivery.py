@@ -253,7 +253,11 @@ async def test_a_busy_worker_hands_back_a_task_that_outlasts_the_drain_deadline(
         log = worker_log(stack, worker_id)
         assert "handing back 1 task(s) that did not finish in time" in log, log
         assert f"worker {worker_id} stopped after 0 task(s)" in log, log
-        assert [t["state"] for t in (await af.get_run(run["id"]))["tasks"]] == ["queued"]
+
+        async def handed_back() -> bool:  # the control plane applies the worker's hand-back after it exits
+            return [t["state"] for t in (await af.get_run(run["id"]))["tasks"]] == ["queued"]
+
+        await eventually("the task handed back to be queued again", handed_back)
     finally:
         stop_worker(process)
         with contextlib.suppress(Conflict):  # finished, if the worker kept it
