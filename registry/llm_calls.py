@@ -2,7 +2,9 @@
 together with their metered usage (``registry.usage``).
 
 A call with an idempotency key (a run's model turn) is found again by it: the response of its successful
-call is what a redelivered turn is answered with, so the model is not called twice for one turn.
+call is what a redelivered turn is answered with, so the model is not called twice for one turn. While
+one is called, its key is leased (``llm_call_leases``) to the control plane calling it, so that another
+asked for the same turn at once waits for that answer instead of calling the model too.
 """
 
 from collections.abc import Sequence
@@ -108,6 +110,56 @@ async def replay(pool: Pool, tenant: str, idempotency_key: str) -> str | None:
         idempotency_key,
     )
     return None if value is None else str(value)
+
+
+_TAKE = (
+    "WITH taken AS ("
+    " INSERT INTO llm_call_leases (tenant, idempotency_key, holder, expires_at)"
+    " VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
+    " ON CONFLICT (tenant, idempotency_key) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at"
+    " WHERE llm_call_leases.holder = EXCLUDED.holder OR llm_call_leases.expires_at < now()"
+    " RETURNING 1)"
+    " SELECT EXISTS (SELECT 1 FROM taken) AS held, (SELECT response::text FROM llm_calls"
+    " WHERE tenant = $1 AND idempotency_key = $2 AND outcome = 'ok' AND response IS NOT NULL"
+    " ORDER BY at LIMIT 1) AS response"
+)
+
+
+async def take_lease(
+    pool: Pool, tenant: str, idempotency_key: str, holder: str, seconds: float
+) -> tuple[bool, str | None]:
+    """Lease the key to ``holder`` for ``seconds`` unless another holds it unexpired (the holder renews its
+    own); whether it holds it, and the response recorded for the key, if any (``replay``'s).
+
+    One statement, so a turn's usual call costs one round trip here. Its read of the record may predate the
+    lease's change, which is safe because a lease is released only after a call that recorded no answer:
+    after a call that did, the lease stays until it runs out, so a delivery racing that call's end finds the
+    lease held and reads again, and one taking the lease once it ran out reads a record committed long before.
+    """
+    row = await pool.fetchrow(_TAKE, tenant, idempotency_key, holder, seconds)
+    assert row is not None
+    response = row["response"]
+    return bool(row["held"]), None if response is None else str(response)
+
+
+async def release_lease(pool: Pool, tenant: str, idempotency_key: str, holder: str) -> None:
+    """Give the key's lease up (its call recorded no answer): the next delivery of the turn calls the model."""
+    await pool.execute(
+        "DELETE FROM llm_call_leases WHERE tenant = $1 AND idempotency_key = $2 AND holder = $3",
+        tenant,
+        idempotency_key,
+        holder,
+    )
+
+
+async def sweep_leases(pool: Pool, older_than_seconds: float) -> int:
+    """Delete the leases that ran out more than ``older_than_seconds`` ago; how many."""
+    deleted = await pool.fetchval(
+        "WITH gone AS (DELETE FROM llm_call_leases WHERE expires_at < now() - make_interval(secs => $1) RETURNING 1)"
+        " SELECT count(*) FROM gone",
+        older_than_seconds,
+    )
+    return int(deleted or 0)
 
 
 _READ = (

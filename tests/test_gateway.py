@@ -19,7 +19,19 @@ from click.testing import CliRunner
 
 from control_plane.errors import NotFound
 from control_plane.gateway import CallContext, Gateway
-from tests.conftest import Stack, Upstream, apply, as_key, eventually, expect_problem, recorded, upstream_model
+from registry import connect as connect_db
+from registry import llm_calls
+from tests.conftest import (
+    Stack,
+    Upstream,
+    apply,
+    as_key,
+    eventually,
+    expect_problem,
+    recorded,
+    running_gateway,
+    upstream_model,
+)
 
 # --- deployments as documents -----------------------------------------------------------------------
 
@@ -312,6 +324,39 @@ async def test_a_turn_asked_again_while_its_call_is_in_flight_waits_for_that_cal
     first, again = await asyncio.gather(gateway.chat(body, context=turn), gateway.chat(body, context=turn))
     assert first == again
     assert (await asyncio.to_thread(upstream.seen, "up-slow-turns"))["requests"] == 1
+
+
+async def test_a_turn_asked_of_two_control_planes_at_once_calls_the_model_once(
+    gateway: Gateway, stack: Stack, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
+) -> None:
+    apply(http, **upstream_model(upstream, "up-raced-turns"))
+    await asyncio.to_thread(upstream.fail, "up-raced-turns", latency_ms=800)
+    body = {"model": "up-raced-turns", "messages": [{"role": "user", "content": "race"}]}
+    turn = CallContext(tenant=tenant[0], run_id=str(uuid.uuid4()), task_id=str(uuid.uuid4()), attempt=1, turn=1)
+    # Another control plane's gateway: it shares no call in flight with this one, only PostgreSQL.
+    async with running_gateway(stack) as other:
+        first, again = await asyncio.gather(gateway.chat(body, context=turn), other.chat(body, context=turn))
+    assert first == again
+    assert (await asyncio.to_thread(upstream.seen, "up-raced-turns"))["requests"] == 1
+
+
+async def test_a_turn_whose_lease_a_dead_control_plane_holds_is_called_once_the_lease_runs_out(
+    gateway: Gateway, stack: Stack, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
+) -> None:
+    apply(http, **upstream_model(upstream, "up-orphan-turns"))
+    body = {"model": "up-orphan-turns", "messages": [{"role": "user", "content": "orphan"}]}
+    turn = CallContext(tenant=tenant[0], run_id=str(uuid.uuid4()), task_id=str(uuid.uuid4()), attempt=1, turn=1)
+    assert turn.idempotency_key is not None
+    pool = await connect_db(stack.database_url)
+    try:  # a control plane that took the turn's lease for a second and died without a word
+        held, _ = await llm_calls.take_lease(pool, tenant[0], turn.idempotency_key, "dead", 1.0)
+    finally:
+        await pool.close()
+    assert held
+    # The two-control-plane race above shows that a held lease is waited for; here it ends unreleased.
+    answered = await gateway.chat(body, context=turn)
+    assert answered["choices"][0]["message"]["content"] == "echo: orphan"
+    assert (await asyncio.to_thread(upstream.seen, "up-orphan-turns"))["requests"] == 1
 
 
 async def test_cancelling_a_runs_tasks_stops_their_calls_in_flight_and_records_why(

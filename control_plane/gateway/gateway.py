@@ -1,11 +1,11 @@
 """``Gateway``: every model call, routed down its chain with failover, and recorded.
 
 One call: the request is checked (``requests``); a call with an idempotency key already answered is
-answered again from its record, calling no provider, and one whose key is in flight in this process waits
-for that call's answer; the caller's ``model`` becomes a chain
-(``deployments``); a tenant or run that has spent its budget is refused (``budgets``, ``budget-exceeded``);
-the chain is ordered by health, latency and cost (``routing``); each deployment is tried in turn within
-its attempt timeout and the call's deadline:
+answered again from its record, calling no provider, and one whose key is in flight waits for that call's
+answer (in this process, or in another control plane holding the key's lease: ``leases``); the caller's
+``model`` becomes a chain (``deployments``); a tenant or run that has spent its budget is refused
+(``budgets``, ``budget-exceeded``); the chain is ordered by health, latency and cost (``routing``); each
+deployment is tried in turn within its attempt timeout and the call's deadline:
 
 - a retryable failure (429, 5xx, timeout, connection, garbage, a wrong key) moves on down the chain and
   counts towards the deployment's cool-down (``health``);
@@ -42,6 +42,7 @@ from control_plane.gateway.deployments import LOCAL, Chain, Deployment, Deployme
 from control_plane.gateway.documents import PLATFORM, ModelSpec
 from control_plane.gateway.failures import Failure
 from control_plane.gateway.health import Board
+from control_plane.gateway.leases import TurnLeases
 from control_plane.gateway.providers.anthropic import AnthropicProvider
 from control_plane.gateway.providers.base import Answer, Piece, Provider, Target, Usage
 from control_plane.gateway.providers.local import LocalProvider
@@ -120,6 +121,7 @@ class Gateway:
         providers: Mapping[str, Provider],
         settings: GatewaySettings,
         http: Http,
+        leases: TurnLeases,
     ) -> None:
         self.deployments = deployments
         self.board = board
@@ -131,6 +133,8 @@ class Gateway:
         self._http = http
         self._keyed: dict[str, tuple[CallContext, asyncio.Future[dict[str, Any]]]] = {}
         """The calls with an idempotency key in flight: a request of the same key waits for its answer."""
+        self.leases = leases
+        """The keys of the calls in flight across control planes (PostgreSQL)."""
 
     @classmethod
     async def open(cls, pool: Pool, bus: Bus, settings: GatewaySettings, credentials: Credentials) -> "Gateway":
@@ -154,6 +158,7 @@ class Gateway:
             },
             settings=settings,
             http=http,
+            leases=TurnLeases(pool),
         )
 
     async def reconfigure(self, settings: GatewaySettings) -> None:
@@ -171,9 +176,11 @@ class Gateway:
         self._keys.forget(scope, name)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Record calls and share health until ``stop``; then write the records still queued. The token
+        """Record calls, share health and sweep leases until ``stop``; then write the records still queued. The token
         encodings are loaded meanwhile, off the event loop (a count asked for before waits for its own)."""
-        await asyncio.gather(self.recorder.run(stop), self.board.run(stop), asyncio.to_thread(tokens.load))
+        await asyncio.gather(
+            self.recorder.run(stop), self.board.run(stop), self.leases.run(stop), asyncio.to_thread(tokens.load)
+        )
 
     async def close(self) -> None:
         await self._http.close()
@@ -190,11 +197,8 @@ class Gateway:
             return await self._chat(request, context)
         keyed = self._keyed.get(key)
         if keyed is None:
-            if (recorded := await self.recorder.replay(context.tenant, key)) is not None:
-                return recorded
-            keyed = self._keyed.get(key)  # another request of the key may have started while we read
-        if keyed is None:
-            keyed = self._keyed[key] = (context, asyncio.ensure_future(self._chat(request, context)))
+            call = self.leases.call_once(context.tenant, key, lambda: self._chat(request, context))
+            keyed = self._keyed[key] = (context, asyncio.ensure_future(call))
             keyed[1].add_done_callback(lambda done: self._forget(key, done))
         # A caller that leaves (its worker died, its request timed out) leaves the call to finish and be
         # recorded, since the turn tried again is answered from that record.
