@@ -1,5 +1,6 @@
 """Periodic samples of what the control plane does not see pass by: consumer backlogs, queue depths and the
-fleet."""
+fleet. Taken by the control plane holding the leader's lease only, so that a sum over control planes (a
+dashboard's) counts each once; the others show none."""
 
 import asyncio
 import contextlib
@@ -9,20 +10,39 @@ from bus import Bus, Fleet
 from bus.metrics import Labels
 from bus.streams import consumer_levels, queue_backlogs
 from control_plane import metrics
+from registry.leases import Lease
 
 log = logging.getLogger(__name__)
 
 SAMPLE_SECONDS = 5.0
 
 
-async def sample(bus: Bus, fleet: Fleet, stop: asyncio.Event) -> None:
+SAMPLED = (
+    metrics.CONSUMER_PENDING,
+    metrics.CONSUMER_ACK_PENDING,
+    metrics.CONSUMER_REDELIVERED,
+    metrics.QUEUE_DEPTH,
+    metrics.QUEUE_OLDEST_AGE,
+    metrics.WORKERS,
+    metrics.WORKER_CAPACITY,
+    metrics.WORKER_IN_FLIGHT,
+)
+
+
+async def sample(bus: Bus, fleet: Fleet, stop: asyncio.Event, lease: Lease) -> None:
     while not stop.is_set():
-        try:
-            await sample_once(bus, fleet)
-        except Exception as error:
-            log.debug("sampling consumers and workers failed: %s", error)
+        metrics.LEADER.replace({(): 1.0 if lease.held else 0.0})
+        if not lease.held:
+            for family in SAMPLED:
+                family.replace({})
+        else:
+            try:
+                await sample_once(bus, fleet)
+            except Exception as error:
+                log.debug("sampling consumers and workers failed: %s", error)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
+            # A control plane without the lease looks again soon: it samples within a second of taking over.
+            await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS if lease.held else 1.0)
 
 
 async def sample_once(bus: Bus, fleet: Fleet) -> None:

@@ -53,6 +53,11 @@ CONSUMER_REDELIVERED = Levels(
     "Messages delivered more than once and not yet acknowledged",
     ["stream", "consumer"],
 )
+LEADER = Levels(
+    "agentflow_control_plane_leader",
+    "1 on the control plane holding the leader's lease (outbox relay, due timers, these samples), else 0",
+    [],
+)
 QUEUE_DEPTH = Levels(
     "agentflow_queue_depth_tasks",
     "Tasks on the bus that no worker has taken yet (what a worker autoscaler scales on)",

@@ -24,9 +24,10 @@ from control_plane.security.secrets import SecretStore
 from control_plane.security.tokens import TokenIssuer
 from control_plane.settings import Settings
 from registry import connect as connect_db
-from registry import limits, migrate
+from registry import migrate
 from registry.db import Pool, ping
 from registry.installation import installation_id
+from registry.leases import Lease
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ class Services:
     brake: FailureBrake
     secrets: SecretStore
     gateway: Gateway
+    lease: Lease
+    """The leader's lease: its holder, of every control plane on this database, runs the duties that must
+    run once (docs/architecture.md, "Several control planes")."""
     stack_id: str
     """The installation's id (``registry.installation``): what a client ties its stored login to."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,9 +77,7 @@ class Services:
         await authorizer.load()
         catalog = Catalog(pool)
         secrets = await open_secrets(pool, settings)
-        admission = Admission(settings.max_in_flight_per_tenant)
-        admission.configure(await limits.all_limits(pool))
-        dispatcher = Dispatcher(pool, bus, catalog, admission)
+        dispatcher = Dispatcher(pool, bus, catalog, Admission(settings.max_in_flight_per_tenant))
         cache = RunCache()
         submitter = Submitter(pool, catalog, dispatcher, cache)
         orchestrator = Orchestrator(pool, bus, catalog, dispatcher, cache)
@@ -98,22 +100,25 @@ class Services:
             FailureBrake(settings.auth_failures_per_minute),
             secrets,
             await Gateway.open(pool, bus, settings.gateway, secrets),
+            Lease(settings.database_url),
             await installation_id(pool),
         )
         # Agents' model turns, asked by workers over the bus, answered by the gateway.
         turns = TurnAnswerer(services.gateway)
         await model_turns.serve(bus, turns.answer)
         await model_turns.serve_cancels(bus, turns.cancelled)
+        stop, lease = services.stop, services.lease
         services.loops = [
-            asyncio.create_task(submitter.run(services.stop), name="submitter"),
-            asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
-            asyncio.create_task(dispatcher.relay(services.stop), name="outbox-relay"),
-            asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
-            asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
-            asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
-            asyncio.create_task(fleet_view.run(services.stop), name="fleet"),
-            asyncio.create_task(sample(bus, services.fleet, services.stop), name="sampler"),
-            asyncio.create_task(services.gateway.run(services.stop), name="gateway"),
+            asyncio.create_task(lease.keep(stop), name="lease"),
+            asyncio.create_task(submitter.run(stop), name="submitter"),
+            asyncio.create_task(orchestrator.run(stop), name="orchestrator"),
+            asyncio.create_task(dispatcher.relay(stop, lease), name="outbox-relay"),
+            asyncio.create_task(dispatcher.mark_published(stop), name="outbox-marker"),
+            asyncio.create_task(dispatcher.release(stop), name="release-held"),
+            asyncio.create_task(orchestrator.watch_due(stop, lease), name="due"),
+            asyncio.create_task(fleet_view.run(stop), name="fleet"),
+            asyncio.create_task(sample(bus, services.fleet, stop, lease), name="sampler"),
+            asyncio.create_task(services.gateway.run(stop), name="gateway"),
         ]
         return services
 

@@ -1,7 +1,15 @@
-"""In-flight limits and queue priorities, and the tasks held back by them until a slot frees."""
+"""In-flight limits and queue priorities, and the tasks held back by them until a slot frees.
 
-from collections.abc import Sequence
+Every admission decision (new tasks admitted or held, held tasks released) is taken in a transaction that
+holds its tenant's admission lock (``admitting``), from the tenant's open tasks as that transaction reads
+them after taking the lock: two control planes admitting for one tenant take turns, and the second sees
+what the first committed. So the tasks table is the one ledger, and no count can drift.
+"""
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from bus.states import TaskState
 from registry.db import Pool
@@ -32,11 +40,6 @@ class OpenTask:
     held: bool
 
 
-async def all_limits(pool: Pool) -> list[QueueLimit]:
-    rows = await pool.fetch("SELECT tenant, queue, max_in_flight, priority FROM queue_limits")
-    return rows_of(QueueLimit, rows)
-
-
 async def put_limit(pool: Pool, limit: QueueLimit) -> None:
     await pool.execute(
         "INSERT INTO queue_limits (tenant, queue, max_in_flight, priority) VALUES ($1, $2, $3, $4)"
@@ -49,8 +52,40 @@ async def put_limit(pool: Pool, limit: QueueLimit) -> None:
     )
 
 
+_ADMISSION_LOCK = 0x4146_4144
+"""The class (``"AFAD"``) of the transaction advisory locks ``admitting`` takes, one per tenant."""
+
+_LOCK_AND_LIMITS = """
+SELECT l.queue, l.max_in_flight, l.priority
+FROM (SELECT pg_advisory_xact_lock($1, hashtext($2))) AS locked
+LEFT JOIN queue_limits l ON l.tenant = $2
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Admitting:
+    """A transaction holding one tenant's admission lock, with the tenant's limits as it read them."""
+
+    conn: Any
+    tenant: str
+    limits: list[QueueLimit]
+
+
+@asynccontextmanager
+async def admitting(pool: Pool, tenant: str) -> AsyncIterator[Admitting]:
+    """Hold ``tenant``'s admission lock until the block ends, and commit what it did. What the block reads
+    with ``open_tasks`` is read after the lock was taken: it includes every earlier admission's changes."""
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(_LOCK_AND_LIMITS, _ADMISSION_LOCK, tenant)
+        found = [
+            QueueLimit(tenant, r["queue"], r["max_in_flight"], r["priority"]) for r in rows if r["queue"] is not None
+        ]
+        yield Admitting(conn, tenant, found)
+
+
 async def open_tasks(pool: Pool, tenant: str, control_queue: str) -> list[OpenTask]:
-    """The tenant's tasks that are queued or running on a worker queue: admitted (on the bus) or held."""
+    """The tenant's tasks that are queued or running on a worker queue: admitted (on the bus) or held.
+    ``pool`` may be the connection of ``admitting``."""
     rows = await pool.fetch(
         f"SELECT id::text AS id, queue, held FROM tasks WHERE tenant = $1 AND state IN {one_of(_OPEN)} AND queue <> $2",
         tenant,
@@ -64,9 +99,10 @@ async def tenants_with_held(pool: Pool) -> list[str]:
     return [row["tenant"] for row in rows]
 
 
-async def hold_tasks(pool: Pool, task_ids: Sequence[str]) -> None:
-    """Keep these recorded tasks off the bus (the outbox relay skips held tasks) until released."""
-    await pool.execute(f"UPDATE tasks SET held = true WHERE id = ANY($1::uuid[]) AND state = {_QUEUED}", list(task_ids))
+async def admit_tasks(pool: Pool, task_ids: Sequence[str]) -> None:
+    """Admit these tasks, recorded held until admission decides: the outbox relay now publishes them if
+    their publication fails. ``pool`` is the connection of ``admitting``."""
+    await pool.execute("UPDATE tasks SET held = false WHERE id = ANY($1::uuid[]) AND held", list(task_ids))
 
 
 _RELEASE = f"""
@@ -93,7 +129,8 @@ async def release_held(
     pool: Pool, tenant: str, free_by_queue: Sequence[tuple[str, int, int]], total: int
 ) -> list[PendingTask]:
     """Release up to ``total`` held tasks of ``tenant``, at most ``free`` per ``(queue, free, priority)``:
-    higher-priority queues first, oldest first within a queue. The caller publishes what is returned."""
+    higher-priority queues first, oldest first within a queue. The caller publishes what is returned;
+    ``pool`` is the connection of ``admitting``."""
     if total <= 0 or not free_by_queue:
         return []
     rows = await pool.fetch(

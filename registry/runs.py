@@ -11,8 +11,9 @@ What the store keeps true:
 - A task update applies only to the attempt it names, so a result applies once per (task_id, attempt).
 - A run is recorded with its first tasks, its first events and its audit row, or, when its (tenant,
   idempotency key) is already taken, not at all.
-- New tasks are recorded queued and unpublished (unless the control plane keeps them itself: timers and
-  signal waits); ``unpublished_tasks`` is the outbox that finds those that never reached the bus.
+- New tasks are recorded queued, unpublished and held until admitted (unless the control plane keeps them
+  itself: timers and signal waits); ``unpublished_tasks`` is the outbox that finds those admitted that
+  never reached the bus.
 - A run's ``finished_at`` is set when it reaches a final state; a task's when it reaches one with no
   attempt to follow.
 
@@ -205,12 +206,15 @@ _TASK_UPDATES = Columns(TaskUpdate, id="uuid", run_id="uuid", max_rss_kb="int8",
 
 
 def _insert_tasks(s: Statement) -> str:
-    """New tasks of the runs the statement's ``r`` wrote: queued, or recorded succeeded."""
+    """New tasks of the runs the statement's ``r`` wrote: queued, or recorded succeeded. A task for the bus
+    is recorded held, awaiting admission (``registry.limits.admit_tasks``): never counted in flight before
+    it is admitted, and released like any held task if its control plane dies first."""
     return f"""INSERT INTO tasks (id, tenant, run_id, step, tool_name, tool_version, queue, state, input, start_by,
-                       element, published, output, finished_at)
+                       element, published, output, finished_at, held)
     SELECT u.id, u.tenant, u.run_id, u.step, u.tool_name, u.tool_version, u.queue, u.state,
            u.input::jsonb, to_timestamp(u.start_by), u.element, u.published, u.output::jsonb,
-           CASE WHEN u.state = {literal(TaskState.QUEUED)} THEN NULL ELSE now() END
+           CASE WHEN u.state = {literal(TaskState.QUEUED)} THEN NULL ELSE now() END,
+           u.state = {literal(TaskState.QUEUED)} AND NOT u.published
     FROM {s.unnest(_NEW_TASKS)}
     WHERE u.run_id IN (SELECT id FROM r)"""
 

@@ -416,8 +416,25 @@ class Stack:
 
     @contextlib.contextmanager
     def extra_control_plane(self, **env: str) -> Iterator[str]:
-        """Another control plane on the same servers (its own settings, e.g. limits, from ``env``), stopped on
-        leaving: two would share the results of runs. Yields its URL."""
+        """Another control plane on the same servers, with its own settings from ``env`` (e.g. limits),
+        stopped on leaving so that its settings stay its test's: several control planes share the work
+        safely (tests/test_control_planes.py). Yields its URL."""
+        url, process = self.spawn_control_plane(**env)
+        try:
+            yield url
+        finally:
+            stop(process.pid, timeout=15)
+            process.wait()
+
+    def start_extra_control_plane(self, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+        """Another control plane serving the same servers for the rest of the stack's life (stopped with
+        the stack, or killed by its test); its URL and process."""
+        url, process = self.spawn_control_plane(**env)
+        self.processes.append(process)
+        return url, process
+
+    def spawn_control_plane(self, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
+        """A control plane on the same servers, once it is ready; the caller stops it."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = self.root / "logs" / f"control-plane-{port}.log"
@@ -425,10 +442,10 @@ class Stack:
         process = spawn("control plane", argv, log, env=self.env(AF_PORT=str(port), **env))
         try:
             wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
-            yield url
-        finally:
+        except BaseException:
             stop(process.pid, timeout=15)
-            process.wait()
+            raise
+        return url, process
 
     def start_worker(
         self, queue: str = "default", concurrency: int = 8, *, tenant: str = "default", **env: str

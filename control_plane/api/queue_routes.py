@@ -52,6 +52,8 @@ async def _configure(
 
 
 async def _queues(services: Services, tenant: str) -> Response[bytes]:
+    # The load as the store holds it: another control plane may have admitted or finished tasks since.
+    await services.dispatcher.refresh(tenant)
     return _json(views.queues(services.dispatcher.admission, tenant, await queue_backlogs(services.bus, tenant)))
 
 

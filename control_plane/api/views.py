@@ -146,7 +146,7 @@ def worker(beat: Heartbeat) -> dict[str, Any]:
 
 
 def queues(admission: Admission, tenant: str, backlogs: list[QueueBacklog]) -> dict[str, Any]:
-    """Each queue with its limits and load (this control plane's admission) and its backlog on the bus."""
+    """Each queue with its limits and load (admission's, as just read from the store) and its backlog on the bus."""
     in_flight, held = admission.tenant_load(tenant)
     waiting = {backlog.queue: backlog for backlog in backlogs}
     items: dict[str, dict[str, Any]] = {load.queue: dataclasses.asdict(load) for load in admission.load_of(tenant)}

@@ -5,8 +5,10 @@ keeps its slot through its backoff). New tasks over a limit are *held* in Postgr
 as slots free: higher-priority queues first, oldest first within a queue. New tasks never overtake held
 ones, so a queue stays first-in first-out under pressure.
 
-This is the in-memory ledger of one control plane; the dispatcher loads it from PostgreSQL when it first
-meets a tenant and reloads it periodically, which also heals any drift (another control plane, a crash).
+This is the decision over a tenant's ledger, pure: the dispatcher loads the ledger from PostgreSQL before
+every decision, under the tenant's admission lock (``registry.limits.admitting``), so the tasks table is
+the ledger of every control plane at once and what stays here between decisions only tells when to look
+again (a slot this control plane freed, held tasks it saw).
 """
 
 from collections import Counter
@@ -70,9 +72,6 @@ class Admission:
         return self._limits.get((tenant, queue)) or QueueLimit(tenant, queue, None, 0)
 
     # --- the ledger ---------------------------------------------------------------------------------
-
-    def knows(self, tenant: str) -> bool:
-        return tenant in self._tenants
 
     def load(self, tenant: str, open_tasks: Sequence[OpenTask]) -> None:
         """Replace the tenant's ledger with what PostgreSQL holds."""
@@ -147,9 +146,6 @@ class Admission:
 
     def with_held(self) -> list[str]:
         return [tenant for tenant, ledger in self._tenants.items() if any(ledger.held.values())]
-
-    def tenants(self) -> list[str]:
-        return list(self._tenants)
 
     def load_of(self, tenant: str) -> list[QueueLoad]:
         """Every queue the tenant has a limit for or tasks in, with its limit, priority and load."""

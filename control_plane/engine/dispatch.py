@@ -1,11 +1,17 @@
 """Dispatch: tasks recorded in PostgreSQL go onto the bus, and the outbox makes sure none is left behind.
 
-A task is first committed (``published = false``), then published with ``Nats-Msg-Id = <task>:<attempt>``,
-then marked published. If the control plane dies in between, the relay publishes it again; the stream's
-duplicate window drops the second copy if the first had arrived.
+A task is first committed (``published = false``, held until admitted), then admitted, then published with
+``Nats-Msg-Id = <task>:<attempt>``, then marked published. If the control plane dies before its admission,
+the task is released like any held task; after it, the relay publishes it again, and the stream's duplicate
+window drops the second copy if the first had arrived.
 
 New tasks pass admission first (``control_plane.admission``): those over a tenant's or a queue's in-flight
-limit are held in PostgreSQL and released, here, as earlier tasks finish.
+limit are held in PostgreSQL and released, here, as earlier tasks finish. Each decision is taken under the
+tenant's admission lock in PostgreSQL, from the open tasks read under it (``registry.limits.admitting``), so
+several control planes admitting for one tenant never put more in flight than its limits.
+
+The outbox relay runs on the control plane holding the leader's lease only (``registry.leases``): run on
+several at once it would publish the same tasks twice, which the duplicate window drops, for nothing.
 """
 
 import asyncio
@@ -26,12 +32,18 @@ from control_plane.engine.admission import Admission
 from control_plane.engine.background import Background
 from registry import limits, runs
 from registry.db import Pool
+from registry.leases import Lease
 
 log = logging.getLogger(__name__)
 
 RELAY_INTERVAL_SECONDS = 5.0
 RELAY_AGE_SECONDS = 10.0
-LEDGER_RELOAD_SECONDS = 30.0
+RELEASE_POLL_SECONDS = 1.0
+"""How often held tasks are looked at again without a wake-up: a slot freed by another control plane's
+result wakes nothing here."""
+HELD_SCAN_SECONDS = 10.0
+"""How often every tenant's held tasks are looked for: those another control plane held, or left awaiting
+admission when it died or its admission failed."""
 CONTROL_PLANE = "control-plane"
 """Where the tasks the control plane keeps itself (timers, signal waits) are recorded: never on the bus."""
 
@@ -102,7 +114,6 @@ class Dispatcher:
         self._bus = bus
         self._catalog = catalog
         self.admission = admission or Admission(0)
-        self._ledger_lock = asyncio.Lock()
         self._release_wanted: set[str] = set()
         self._wake_release = asyncio.Event()
         self._published: list[str] = []
@@ -111,18 +122,23 @@ class Dispatcher:
         self._timers: set[asyncio.TimerHandle] = set()
 
     async def dispatch_new(self, dispatches: Sequence[Dispatch]) -> None:
-        """New tasks: publish those admitted, hold the rest in PostgreSQL until slots free."""
+        """New tasks (recorded held, awaiting admission): publish those admitted, leave the rest held in
+        PostgreSQL until slots free."""
         by_tenant: dict[str, list[Dispatch]] = {}
         for dispatch in dispatches:
             by_tenant.setdefault(dispatch.tenant, []).append(dispatch)
         admitted: list[Dispatch] = []
         for tenant, group in by_tenant.items():
-            await self._know(tenant)
-            # Under the ledger's lock, so that a reload cannot miss tasks between admission and their hold.
-            async with self._ledger_lock:
-                going, held = self.admission.admit(tenant, group)
-                if held:
-                    await limits.hold_tasks(self._pool, [d.task_id for d in held])
+            async with limits.admitting(self._pool, tenant) as admitting:
+                open_tasks = await limits.open_tasks(admitting.conn, tenant, CONTROL_PLANE)
+                # Ours to decide: those still held. Another control plane's release may have taken some
+                # already (it publishes them), and they count in flight like any.
+                ours = {d.task_id for d in group} & {t.id for t in open_tasks if t.held}
+                self.admission.configure(admitting.limits)
+                self.admission.load(tenant, [t for t in open_tasks if t.id not in ours])
+                going, held = self.admission.admit(tenant, [d for d in group if d.task_id in ours])
+                if going:
+                    await limits.admit_tasks(admitting.conn, [d.task_id for d in going])
             admitted.extend(going)
             if held:
                 self._want_release(tenant)
@@ -136,31 +152,38 @@ class Dispatcher:
     def limits_changed(self, tenant: str) -> None:
         self._want_release(tenant)
 
+    async def refresh(self, tenant: str) -> None:
+        """Read the tenant's limits and load again (what ``admission`` shows of it is then the store's)."""
+        async with limits.admitting(self._pool, tenant) as admitting:
+            await self._load_ledger(admitting)
+
     async def release(self, stop: asyncio.Event) -> None:
-        """Publish held tasks as slots free; reload the ledger from PostgreSQL now and then."""
+        """Publish held tasks as slots free; look for every tenant's held tasks now and then. Safe on every
+        control plane at once: each release is decided under the tenant's admission lock."""
         loop = asyncio.get_running_loop()
-        reloaded = -LEDGER_RELOAD_SECONDS  # at once: tasks held before a restart wait for no new submission
+        scanned = -HELD_SCAN_SECONDS  # at once: tasks held before a restart wait for no new submission
         while not stop.is_set():
             try:
-                if loop.time() - reloaded >= LEDGER_RELOAD_SECONDS:
-                    reloaded = loop.time()
-                    for tenant in {*self.admission.tenants(), *await limits.tenants_with_held(self._pool)}:
-                        await self._load_ledger(tenant)
                 wanted, self._release_wanted = self._release_wanted | set(self.admission.with_held()), set()
+                if loop.time() - scanned >= HELD_SCAN_SECONDS:
+                    scanned = loop.time()
+                    wanted.update(await limits.tenants_with_held(self._pool))
                 for tenant in wanted:
                     await self.release_once(tenant)
             except Exception as error:
                 log.warning("releasing held tasks failed (tried again shortly): %s", error)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_release.wait(), RELAY_INTERVAL_SECONDS)
+                await asyncio.wait_for(self._wake_release.wait(), RELEASE_POLL_SECONDS)
             self._wake_release.clear()
 
     async def release_once(self, tenant: str) -> int:
-        async with self._ledger_lock:
+        async with limits.admitting(self._pool, tenant) as admitting:
+            await self._load_ledger(admitting)
             queues, total = self.admission.releasable(tenant)
-            pending = await limits.release_held(self._pool, tenant, queues, total)
-            dispatches = [await self._dispatch_of(task) for task in pending]
-            self.admission.released(tenant, dispatches)
+            pending = await limits.release_held(admitting.conn, tenant, queues, total)
+        # Released and committed: if a dispatch cannot be made now, the relay publishes the task later.
+        dispatches = [await self._dispatch_of(task) for task in pending]
+        self.admission.released(tenant, dispatches)
         if dispatches:
             log.debug("released %d held task(s) of tenant %s", len(dispatches), tenant)
             await self.publish_tasks(dispatches)
@@ -175,13 +198,9 @@ class Dispatcher:
         self._release_wanted.add(tenant)
         self._wake_release.set()
 
-    async def _know(self, tenant: str) -> None:
-        if not self.admission.knows(tenant):
-            await self._load_ledger(tenant)
-
-    async def _load_ledger(self, tenant: str) -> None:
-        async with self._ledger_lock:
-            self.admission.load(tenant, await limits.open_tasks(self._pool, tenant, CONTROL_PLANE))
+    async def _load_ledger(self, admitting: limits.Admitting) -> None:
+        self.admission.configure(admitting.limits)
+        self.admission.load(admitting.tenant, await limits.open_tasks(admitting.conn, admitting.tenant, CONTROL_PLANE))
 
     async def publish_tasks(self, dispatches: Sequence[Dispatch]) -> None:
         """Publish and wait until the stream stored every task, then mark them published (in the background)."""
@@ -254,13 +273,15 @@ class Dispatcher:
         except Exception as error:
             log.warning("marking %d task(s) published failed; the relay publishes them again: %s", len(batch), error)
 
-    async def relay(self, stop: asyncio.Event) -> None:
-        """The outbox relay: publish queued tasks that were committed but never marked published."""
+    async def relay(self, stop: asyncio.Event, lease: Lease) -> None:
+        """The outbox relay, while this control plane holds ``lease``: publish queued tasks that were
+        committed but never marked published."""
         while not stop.is_set():
-            try:
-                await self.relay_once()
-            except Exception as error:
-                log.warning("outbox relay pass failed: %s", error)
+            if lease.held:
+                try:
+                    await self.relay_once()
+                except Exception as error:
+                    log.warning("outbox relay pass failed: %s", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), RELAY_INTERVAL_SECONDS)
 

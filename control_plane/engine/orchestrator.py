@@ -45,6 +45,7 @@ from control_plane.planning import Settle, StepState, ToolCall, decide
 from control_plane.planning.agent import MODEL_TOOL, turn_summary
 from registry import runs
 from registry.db import Pool
+from registry.leases import Lease
 from registry.runs import RunRow
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,16 @@ class Orchestrator:
                         await msg.nak(delay=RETRY_APPLY_SECONDS)
                 await asyncio.sleep(RETRY_APPLY_SECONDS)
 
-    async def watch_due(self, stop: asyncio.Event) -> None:
-        """Fire timers that have run out and time out signal waits, and fail queued attempts that no worker
-        started in time (their retry policy applies)."""
+    async def watch_due(self, stop: asyncio.Event, lease: Lease) -> None:
+        """While this control plane holds ``lease``: fire timers that have run out and time out signal waits,
+        and fail queued attempts that no worker started in time (their retry policy applies). Fired on two
+        control planes at once, a due result would apply once all the same (the run's version guard, then
+        the attempt's), so a lease changing hands needs no more than the lease."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SCHEDULE_CHECK_SECONDS)
+            if not lease.held:
+                continue
             try:
                 late = await runs.late_tasks(self._pool, 500)
                 if late:

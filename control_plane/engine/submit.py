@@ -289,7 +289,8 @@ class Submitter:
                 await self._dispatcher.dispatch_new(dispatches)
                 await self._dispatcher.publish_events(events)
             except Exception as error:
-                log.warning("publishing %d task(s) failed; the outbox relay will retry: %s", len(dispatches), error)
+                # Held, they are released by the next look at held tasks; admitted, the outbox relay publishes them.
+                log.warning("publishing %d task(s) failed; they are published later: %s", len(dispatches), error)
 
     async def close(self) -> None:
         await self._background.close()
