@@ -103,6 +103,25 @@ async def rotate(
         return Refresh.ROTATED, family
 
 
+async def revoke(pool: Pool, token_hash: str) -> tuple[Family | None, bool]:
+    """Revoke the family (the login) of the refresh token ``token_hash``, used or not: the family (None for
+    an unknown token) and whether it was live until now."""
+    row = await pool.fetchrow(
+        "UPDATE refresh_families f SET revoked_at = now() FROM refresh_tokens t"
+        " WHERE t.hash = $1 AND f.id = t.family AND f.revoked_at IS NULL"
+        " RETURNING f.id, f.tenant, f.key_prefix",
+        token_hash,
+    )
+    if row is not None:
+        return Family(row["id"], row["tenant"], row["key_prefix"]), True
+    row = await pool.fetchrow(
+        "SELECT f.id, f.tenant, f.key_prefix FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family"
+        " WHERE t.hash = $1",
+        token_hash,
+    )
+    return (None if row is None else Family(row["id"], row["tenant"], row["key_prefix"])), False
+
+
 async def family_revoked(pool: Pool, family: uuid.UUID) -> bool:
     revoked: bool | None = await pool.fetchval(
         "SELECT revoked_at IS NOT NULL FROM refresh_families WHERE id = $1", family

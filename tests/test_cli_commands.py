@@ -17,46 +17,67 @@ from click.testing import CliRunner, Result
 
 Route = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
+
+def task_doc(**fields: Any) -> dict[str, Any]:
+    """A task as the API shows it in its run."""
+    task = {"id": "t", "step": "s", "element": "", "tool": "x@1", "queue": "default", "attempt": 1}
+    task |= {"state": "queued", "input": {}, "output": None, "error": None, "detail": None, "worker_id": None}
+    task |= {"created_at": "2025-01-01T10:00:00+00:00", "started_at": None, "finished_at": None, "sandbox": None}
+    return task | fields
+
+
 RUN = {
     "id": "r1",
+    "tenant": "default",
     "workflow": "triage@1.0.0",
     "tool": None,
+    "agent": None,
     "state": "failed",
     "input": {"url": "x"},
     "output": None,
-    "error": {"message": "step b failed"},
-    "created_at": "2025-01-01T10:00:00Z",
-    "finished_at": "2025-01-01T10:00:03Z",
+    "error": "step b failed",
+    "created_at": "2025-01-01T10:00:00+00:00",
+    "updated_at": "2025-01-01T10:00:03+00:00",
+    "finished_at": "2025-01-01T10:00:03+00:00",
     "tasks": [
-        {
-            "id": "t1",
-            "step": "fetch",
-            "tool": "http-get@1",
-            "state": "succeeded",
-            "attempt": 1,
-            "worker_id": "host-1",
-            "error": None,
-            "started_at": "2025-01-01T10:00:00Z",
-            "finished_at": "2025-01-01T10:00:01.500Z",
-            "sandbox": {
+        task_doc(
+            id="t1",
+            step="fetch",
+            tool="http-get@1",
+            state="succeeded",
+            worker_id="host-1",
+            started_at="2025-01-01T10:00:00+00:00",
+            finished_at="2025-01-01T10:00:01.500000+00:00",
+            sandbox={
                 "kind": "runsc-warm",
                 "cpu_seconds": 0.3121,
                 "max_rss_kb": 65536,
                 "timing": {"queue_seconds": 0.004, "start_seconds": 0.012, "run_seconds": 1.4},
             },
-        },
-        {
-            "id": "t2",
-            "step": "parse",
-            "tool": "parser@2",
-            "state": "dead",
-            "attempt": 3,
-            "worker_id": "host-2",
-            "error": "exit status 1",
-            "started_at": None,
-            "finished_at": None,
-        },
+        ),
+        task_doc(
+            id="t2", step="parse", tool="parser@2", state="dead", attempt=3, worker_id="host-2", error="exit status 1"
+        ),
     ],
+    "usage": None,
+    "waiting": [],
+}
+LISTED = {k: v for k, v in RUN.items() if k not in ("tasks", "usage", "waiting")}
+"""The run as listings and cancel show it."""
+STARTED = {"id": "r1", "state": "running", "created": True}
+WORKER = {
+    "tenant": "default",
+    "queues": ["default", "gpu"],
+    "concurrency": 8,
+    "in_flight": 2,
+    "sandbox": "runsc",
+    "pid": 7,
+    "host": "host",
+    "started_at": "2025-01-01T10:00:00+00:00",
+    "metrics_port": 0,
+    "holding": [],
+    "id": "host-1",
+    "last_heartbeat": "2025-01-01T10:00:00+00:00",
 }
 
 
@@ -119,7 +140,7 @@ TOOL: dict[str, Any] = {
     "version": "1.0.0",
     "spec": {},
     "digest": "sha256:ab",
-    "created_at": None,
+    "created_at": "2025-01-01T10:00:00+00:00",
 }
 
 
@@ -211,7 +232,7 @@ def test_run_prints_the_run_id_and_sends_the_request(tmp_path: Path) -> None:
 def test_run_wait_prints_the_failed_run_and_exits_1() -> None:
     api = API(
         {
-            ("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1"}),
+            ("POST", "/v1/runs"): httpx.Response(201, json=STARTED),
             ("GET", "/v1/runs/r1/events"): events("run.created", "run.failed"),
             ("GET", "/v1/runs/r1"): httpx.Response(200, json=RUN),
         }
@@ -238,7 +259,7 @@ def test_run_wait_prints_the_failed_run_and_exits_1() -> None:
 def test_run_follow_json_prints_json_lines_only() -> None:
     api = API(
         {
-            ("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1"}),
+            ("POST", "/v1/runs"): httpx.Response(201, json=STARTED),
             ("GET", "/v1/runs/r1/events"): events("run.created", "task.queued", "run.succeeded"),
             ("GET", "/v1/runs/r1"): httpx.Response(200, json={**RUN, "state": "succeeded"}),
         }
@@ -256,7 +277,7 @@ def test_run_follow_json_prints_json_lines_only() -> None:
 def test_run_follow_prints_a_line_per_event() -> None:
     api = API(
         {
-            ("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1"}),
+            ("POST", "/v1/runs"): httpx.Response(201, json=STARTED),
             ("GET", "/v1/runs/r1/events"): events("run.created", "run.succeeded"),
             ("GET", "/v1/runs/r1"): httpx.Response(200, json={**RUN, "state": "succeeded"}),
         }
@@ -278,7 +299,7 @@ def test_logs_prints_the_events_so_far() -> None:
 
 
 def test_runs_ls_and_get() -> None:
-    page = {"items": [RUN], "next_cursor": None}
+    page = {"items": [LISTED], "next_cursor": None}
     api = API(
         {
             ("GET", "/v1/runs"): httpx.Response(200, json=page),
@@ -298,7 +319,7 @@ def test_runs_ls_and_get() -> None:
 
 def test_runs_ls_shows_every_id_whole_even_when_the_table_is_too_wide() -> None:
     run_id = "01a23398-fda8-78fa-b290-5d4c0a9e7f31"
-    long_run = {**RUN, "id": run_id, "workflow": "a-workflow-with-a-name-long-enough-to-overflow@12.0.0"}
+    long_run = {**LISTED, "id": run_id, "workflow": "a-workflow-with-a-name-long-enough-to-overflow@12.0.0"}
     api = API({("GET", "/v1/runs"): httpx.Response(200, json={"items": [long_run], "next_cursor": None})})
 
     # A terminal 60 columns wide (rich reads TTY_COMPATIBLE and COLUMNS), and a pipe.
@@ -324,14 +345,7 @@ def test_cancel_of_a_finished_run_is_one_line() -> None:
 
 
 def test_workers_ls() -> None:
-    worker = {
-        "id": "host-1",
-        "queues": ["default", "gpu"],
-        "concurrency": 8,
-        "in_flight": 2,
-        "sandbox": "runsc",
-    }
-    api = API({("GET", "/v1/workers"): httpx.Response(200, json={"items": [worker]})})
+    api = API({("GET", "/v1/workers"): httpx.Response(200, json={"items": [WORKER]})})
 
     result = af(api, "workers", "ls")
 
@@ -356,11 +370,11 @@ ALL_JSON: dict[tuple[str, str], Route] = {
     ("GET", "/v1/tools/echo/versions/latest"): httpx.Response(200, json=TOOL),
     ("GET", "/v1/workflows"): httpx.Response(200, json={"items": []}),
     ("GET", "/v1/workflows/w/versions/latest"): httpx.Response(200, json=TOOL),
-    ("GET", "/v1/runs"): httpx.Response(200, json={"items": [RUN], "next_cursor": "c"}),
+    ("GET", "/v1/runs"): httpx.Response(200, json={"items": [LISTED], "next_cursor": "c"}),
     ("GET", "/v1/runs/r1"): httpx.Response(200, json=RUN),
-    ("POST", "/v1/runs"): httpx.Response(201, json={"id": "r1", "state": "running", "created": True}),
-    ("POST", "/v1/runs/r1/cancel"): httpx.Response(200, json={**RUN, "state": "cancelled"}),
-    ("GET", "/v1/workers"): httpx.Response(200, json={"items": [{"id": "w"}]}),
+    ("POST", "/v1/runs"): httpx.Response(201, json=STARTED),
+    ("POST", "/v1/runs/r1/cancel"): httpx.Response(200, json={**LISTED, "state": "cancelled"}),
+    ("GET", "/v1/workers"): httpx.Response(200, json={"items": [WORKER]}),
 }
 
 
@@ -371,18 +385,18 @@ ALL_JSON: dict[tuple[str, str], Route] = {
         (["tool", "get", "echo"], TOOL),
         (["workflow", "ls"], {"items": []}),
         (["workflow", "get", "w"], TOOL),
-        (["runs", "ls"], {"items": [RUN], "next_cursor": "c"}),
+        (["runs", "ls"], {"items": [LISTED], "next_cursor": "c"}),
         (["runs", "get", "r1"], RUN),
-        (["run", "w"], {"id": "r1", "state": "running", "created": True}),
-        (["cancel", "r1"], {**RUN, "state": "cancelled"}),
-        (["workers", "ls"], {"items": [{"id": "w"}]}),
+        (["run", "w"], STARTED),
+        (["cancel", "r1"], {**LISTED, "state": "cancelled"}),
+        (["workers", "ls"], {"items": [WORKER]}),
     ],
 )
 def test_output_json_prints_only_the_api_json(args: list[str], expected: Any) -> None:
     result = af(API(ALL_JSON), *args, "--output", "json")
 
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == expected
+    assert result.stdout == json.dumps(expected, ensure_ascii=False, indent=2) + "\n"  # the same text, key for key
 
 
 def test_global_flags_reach_the_client_factory() -> None:
@@ -406,7 +420,7 @@ def test_version_prints_the_installed_client_version() -> None:
 
 
 def test_runs_ls_sends_the_workflow_since_and_cursor_and_names_the_next_cursor_on_stderr() -> None:
-    page = {"items": [RUN], "next_cursor": "01a23398-fda8-78fa-b290-5d4c0a9e7f31"}
+    page = {"items": [LISTED], "next_cursor": "01a23398-fda8-78fa-b290-5d4c0a9e7f31"}
     api = API({("GET", "/v1/runs"): httpx.Response(200, json=page)})
     before = datetime.now(UTC)
 

@@ -88,6 +88,25 @@ async def refresh_token(request: Request[Any, Any, Any], data: RefreshRequest, s
     return json_response({**pair.body(), "stack_id": services.stack_id})
 
 
+@post("/v1/auth/revoke", status_code=200)
+async def revoke_token(request: Request[Any, Any, Any], data: RefreshRequest, services: Services) -> Response[bytes]:
+    """End a login (token revocation, RFC 7009, for refresh tokens): the refresh token given, used or not, and
+    every token of its login stop working. Needs no access token: the refresh token is the proof, as for
+    refreshing. ``revoked`` is false when it named no live login (revoked already, or unknown: an unknown
+    token counts as a failed attempt of its source address, as on refresh)."""
+    source = source_address(request) or "unknown"
+    services.brake.check(source)
+    family, revoked = await services.auth.issuer.revoke(data.refresh_token)
+    if family is None:
+        services.brake.failed(source)
+        tenant, actor, target = UNKNOWN_TENANT, "anonymous", "refresh_token"
+    else:
+        tenant, actor, target = family.tenant, f"key:{family.key_prefix}", f"family:{family.id}"
+    outcome = "revoked" if revoked else "unchanged" if family else "rejected"
+    await record_as(request, services, tenant=tenant, actor=actor, action="auth.revoke", target=target, outcome=outcome)
+    return json_response({"revoked": revoked})
+
+
 @get("/.well-known/jwks.json")
 async def jwks(services: Services) -> Response[bytes]:
     """The public keys that verify access tokens (OKP/Ed25519 JWKs named by ``kid``)."""
@@ -246,6 +265,7 @@ async def list_audit(
 ROUTES = [
     issue_token,
     refresh_token,
+    revoke_token,
     jwks,
     rotate_signing_key,
     list_tenants,

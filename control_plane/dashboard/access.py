@@ -1,5 +1,7 @@
-"""Signing in (an API key exchanged for tokens through /v1/auth/token) and out."""
+"""Signing in (an API key exchanged for tokens through /v1/auth/token) and out (the login revoked through
+/v1/auth/revoke, so that its tokens stop working wherever they were copied)."""
 
+import logging
 from typing import Annotated, Any
 
 from litestar import MediaType, Request, Response, get, post
@@ -8,8 +10,17 @@ from litestar.params import Body
 from litestar.response import Redirect
 
 from control_plane.dashboard.rendering import render
-from control_plane.dashboard.session import Api, ApiRefusal, cleared_cookies, token_cookies, token_pair
+from control_plane.dashboard.session import (
+    REFRESH_COOKIE,
+    Api,
+    ApiRefusal,
+    cleared_cookies,
+    token_cookies,
+    token_pair,
+)
 from control_plane.services import Services
+
+log = logging.getLogger(__name__)
 
 HOME = "/ui/runs"
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
@@ -41,7 +52,15 @@ async def signin(request: Request[Any, Any, Any], data: Form) -> Response[Any]:
 
 
 @post("/signout", status_code=303)
-async def signout() -> Response[Any]:
+async def signout(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Revoke the browser's login as any client would (its refresh token, through the API: its access tokens
+    end with it), then clear its cookies."""
+    refresh = request.cookies.get(REFRESH_COOKIE)
+    if refresh:
+        try:
+            await Api(request).call("POST", "/v1/auth/revoke", json={"refresh_token": refresh})
+        except ApiRefusal as refusal:  # braked or malformed: the cookies go all the same
+            log.warning("signing out without revoking the login: %s", refusal.detail)
     return Redirect("/ui/signin", status_code=303, cookies=cleared_cookies())
 
 

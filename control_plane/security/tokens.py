@@ -204,6 +204,14 @@ class TokenIssuer:
             raise RefreshRejected("the API key of this login no longer exists", family)
         return TokenPair(await self._access_token(identity, family.id), successor, self._access_seconds), identity
 
+    async def revoke(self, refresh_token: str) -> tuple[store.Family | None, bool]:
+        """End the login of ``refresh_token`` (used or not): its family and every token of it, here at once and
+        on other control planes within seconds. The family (None: no such token) and whether it was live."""
+        family, revoked = await store.revoke(self._pool, _digest(refresh_token))
+        if family is not None:
+            self.revoked([family.id])
+        return family, revoked
+
     def revoked(self, families: list[uuid.UUID]) -> None:
         """Take note of logins revoked in the store by this control plane: their tokens fail here at once."""
         now = time.monotonic()

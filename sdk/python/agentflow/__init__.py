@@ -3,13 +3,17 @@ asyncio (`AsyncClient`), load tool, workflow and agent files, and build workflow
 (`Workflow`, `StateMachine`, `BehaviorTree`; their transition and node helpers are in `agentflow.builder`) and
 agents (`Agent`).
 
+Answers are typed objects (frozen msgspec Structs, all in `agentflow.models`: `Run`, `RunDetail`, `Task`,
+`Event`, `Tool`, `Workflow`, `Agent`, `Page`...) with the API's field names as attributes; `document(answer)`
+gives the API's JSON back. They are exported here too, but for `models.Workflow` and `models.Agent`: here
+those names are the builders.
+
 >>> from agentflow import Client
 >>> with Client() as af:  # doctest: +SKIP
 ...     run = af.start_run(workflow="triage@1.0.0", input={"url": "https://example.org"})
-...     print(af.wait_run(run["id"])["output"])
+...     print(af.wait_run(run.id).output)
 """
 
-from ._api import Registered
 from ._client import AsyncClient, Client
 from ._config import Settings, default_home
 from ._errors import (
@@ -28,31 +32,102 @@ from ._errors import (
 )
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file
 from .builder import Agent, BehaviorTree, StateMachine, Steps, ToolCall, Workflow
+from .models import (
+    FINAL_RUN_STATES,
+    RUN_STATES,
+    Answer,
+    AuditEntry,
+    Entry,
+    Event,
+    Health,
+    HeldTask,
+    Key,
+    MasterKeyRotation,
+    NewKey,
+    Page,
+    Problem,
+    QueueLoad,
+    Queues,
+    RefusedRun,
+    Registered,
+    Revoked,
+    Run,
+    RunDetail,
+    RunUsage,
+    RunWarning,
+    Sandbox,
+    Secret,
+    Signalled,
+    SignalWait,
+    StartedRun,
+    Task,
+    Tenant,
+    Timing,
+    TokenCount,
+    Tokens,
+    Tool,
+    Worker,
+    document,
+)
 
 __all__ = [
+    "FINAL_RUN_STATES",
+    "RUN_STATES",
     "APIError",
     "Agent",
     "AgentFlowError",
+    "Answer",
     "AsyncClient",
+    "AuditEntry",
     "BehaviorTree",
     "Client",
     "Conflict",
+    "Entry",
+    "Event",
     "FileError",
     "Forbidden",
+    "Health",
+    "HeldTask",
+    "Key",
+    "MasterKeyRotation",
+    "NewKey",
     "NotFound",
+    "Page",
+    "Problem",
+    "QueueLoad",
+    "Queues",
     "RateLimited",
+    "RefusedRun",
     "Registered",
+    "Revoked",
+    "Run",
+    "RunDetail",
+    "RunUsage",
+    "RunWarning",
+    "Sandbox",
+    "Secret",
     "Settings",
+    "SignalWait",
+    "Signalled",
     "StaleLogin",
+    "StartedRun",
     "StateMachine",
     "Steps",
+    "Task",
+    "Tenant",
+    "Timing",
+    "TokenCount",
+    "Tokens",
+    "Tool",
     "ToolCall",
     "TransportError",
     "Unauthorized",
     "ValidationFailed",
     "WaitTimeout",
+    "Worker",
     "Workflow",
     "default_home",
+    "document",
     "load_agent_file",
     "load_model_file",
     "load_tool_file",

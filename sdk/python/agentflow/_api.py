@@ -1,9 +1,9 @@
 """The one request layer under both clients: each API operation as a `Call` (what to send, how to decode
-the answer), and the reading of a run's event stream. Nothing here sends anything."""
+the answer into the typed objects of `_models`), and the reading of a run's event stream. Nothing here sends
+anything."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,28 +13,42 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
+import msgspec
 from httpx_sse import ServerSentEvent
 
 from ._config import Settings
-from ._errors import AgentFlowError, TransportError, WaitTimeout, raise_for_problem
+from ._errors import TransportError, WaitTimeout, raise_for_problem
 from ._login import TokenAuth
+from .models import (
+    Agent,
+    AuditEntry,
+    Event,
+    Health,
+    Key,
+    MasterKeyRotation,
+    NewKey,
+    Page,
+    Queues,
+    RefusedRun,
+    Registered,
+    Revoked,
+    Run,
+    RunDetail,
+    Secret,
+    Signalled,
+    StartedRun,
+    Tenant,
+    Tokens,
+    Tool,
+    Worker,
+    Workflow,
+    decode_as,
+)
 
 T = TypeVar("T")
 JSON = dict[str, Any]
-
-RUN_STATES = ("pending", "running", "succeeded", "failed", "cancelled")
-"""A run's states as the API spells them (the client's own copy: it never imports the server)."""
-FINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled"})
-FINAL_EVENT_TYPES = frozenset(f"run.{state}" for state in FINAL_RUN_STATES)
-
-
-class Registered(dict[str, Any]):
-    """A resource as the API returned it, plus whether this request created it (HTTP 201) or found it
-    already there (HTTP 200: an identical version, or a run with the same idempotency key)."""
-
-    def __init__(self, body: JSON, *, created: bool) -> None:
-        super().__init__(body)
-        self.created = created
+"""A document the SDK does not type (yet): the model gateway's deployments, usage, budgets, calls and
+transcripts, and what is sent."""
 
 
 @dataclass(frozen=True)
@@ -47,16 +61,21 @@ class Call(Generic[T]):
     params: dict[str, Any] | None = None
     body: Any = None
     headers: dict[str, str] | None = None
+    stored_login: bool = True
+    """Sent with the stored login's tokens when the client has one (False: never, not even refreshed)."""
 
     def request_args(self) -> dict[str, Any]:
         """Keyword arguments for `httpx.Client.request` and `httpx.AsyncClient.request` alike."""
-        return {
+        args = {
             "method": self.method,
             "url": self.path,
             "params": self.params,
             "json": self.body,
             "headers": self.headers,
         }
+        if not self.stored_login:
+            args["auth"] = None  # httpx: no auth for this request, the client's notwithstanding
+        return args
 
 
 def http_options(settings: Settings, timeout: float) -> dict[str, Any]:
@@ -76,81 +95,117 @@ def reaching(api_url: str) -> Iterator[None]:
         raise TransportError(api_url, exc) from exc
 
 
-def _json(response: httpx.Response) -> Any:
-    raise_for_problem(response)
-    try:
-        return response.json()
-    except ValueError as exc:
-        status = response.status_code
-        raise AgentFlowError(f"the API answered HTTP {status} with a body that is not JSON") from exc
+def _answer(response: httpx.Response) -> str:
+    return f"the API's answer (HTTP {response.status_code}) to {response.request.method} {response.request.url.path}"
 
 
-def _items(response: httpx.Response) -> list[JSON]:
-    items: list[JSON] = _json(response)["items"]
+def _as(kind: type[T]) -> Callable[[httpx.Response], T]:
+    """Decode a successful answer as a `kind`; raise the problem of any other."""
+
+    def decode(response: httpx.Response) -> T:
+        raise_for_problem(response)
+        return decode_as(kind, response.content, _answer(response))
+
+    return decode
+
+
+_json = _as(JSON)
+
+
+class _Items(msgspec.Struct, Generic[T], frozen=True):
+    items: list[T]
+
+
+def _items(kind: type[T]) -> Callable[[httpx.Response], list[T]]:
+    """Decode a listing (`{"items": [...]}`) as the list of its items."""
+    decode = _as(_Items[kind])  # type: ignore[valid-type]
+
+    def items(response: httpx.Response) -> list[T]:
+        listed: list[T] = decode(response).items
+        return listed
+
     return items
 
 
-def _registered(response: httpx.Response) -> Registered:
-    return Registered(_json(response), created=response.status_code == httpx.codes.CREATED)
+def _registered(kind: type[T]) -> Callable[[httpx.Response], Registered[T]]:
+    """Decode what a registration stored, and whether it created it (201) or found it (200)."""
+    decode = _as(kind)
+
+    def registered(response: httpx.Response) -> Registered[T]:
+        return Registered(value=decode(response), created=response.status_code == httpx.codes.CREATED)
+
+    return registered
+
+
+def _batch(response: httpx.Response) -> list[StartedRun | RefusedRun]:
+    """Each item of a batch's answer as the run started, or the problem it was refused with."""
+    what = _answer(response)
+    answers: list[StartedRun | RefusedRun] = []
+    for item in _items(JSON)(response):
+        encoded = msgspec.json.encode(item)
+        answers.append(
+            decode_as(RefusedRun, encoded, what) if "problem" in item else decode_as(StartedRun, encoded, what)
+        )
+    return answers
 
 
 def _segment(value: str) -> str:
     return quote(value, safe="")
 
 
-def register_tool(spec: JSON) -> Call[Registered]:
+def register_tool(spec: JSON) -> Call[Registered[Tool]]:
     """Register a tool version (`runtime.files` holding contents); `.created` is False when the same
     version with the same content already existed."""
-    return Call("POST", "/v1/tools", _registered, body=spec)
+    return Call("POST", "/v1/tools", _registered(Tool), body=spec)
 
 
-def get_tool(name: str, version: str = "latest") -> Call[JSON]:
+def get_tool(name: str, version: str = "latest") -> Call[Tool]:
     """One version of a tool."""
-    return Call("GET", f"/v1/tools/{_segment(name)}/versions/{_segment(version)}", _json)
+    return Call("GET", f"/v1/tools/{_segment(name)}/versions/{_segment(version)}", _as(Tool))
 
 
-def list_tools() -> Call[list[JSON]]:
-    """Every tool version of the tenant."""
-    return Call("GET", "/v1/tools", _items)
+def list_tools() -> Call[list[Tool]]:
+    """The latest version of every tool of the tenant."""
+    return Call("GET", "/v1/tools", _items(Tool))
 
 
-def apply_workflow(spec: JSON) -> Call[Registered]:
+def apply_workflow(spec: JSON) -> Call[Registered[Workflow]]:
     """Store a workflow version; `.created` is False when the same version with the same content already
     existed."""
-    return Call("POST", "/v1/workflows", _registered, body=spec)
+    return Call("POST", "/v1/workflows", _registered(Workflow), body=spec)
 
 
-def get_workflow(name: str, version: str = "latest") -> Call[JSON]:
+def get_workflow(name: str, version: str = "latest") -> Call[Workflow]:
     """One version of a workflow."""
-    return Call("GET", f"/v1/workflows/{_segment(name)}/versions/{_segment(version)}", _json)
+    return Call("GET", f"/v1/workflows/{_segment(name)}/versions/{_segment(version)}", _as(Workflow))
 
 
-def list_workflows() -> Call[list[JSON]]:
-    """Every workflow version of the tenant."""
-    return Call("GET", "/v1/workflows", _items)
+def list_workflows() -> Call[list[Workflow]]:
+    """The latest version of every workflow of the tenant."""
+    return Call("GET", "/v1/workflows", _items(Workflow))
 
 
-def apply_agent(spec: JSON) -> Call[Registered]:
+def apply_agent(spec: JSON) -> Call[Registered[Agent]]:
     """Store an agent version (its tools pinned to versions); `.created` is False when the same version with
     the same content already existed."""
-    return Call("POST", "/v1/agents", _registered, body=spec)
+    return Call("POST", "/v1/agents", _registered(Agent), body=spec)
 
 
-def get_agent(name: str, version: str = "latest") -> Call[JSON]:
+def get_agent(name: str, version: str = "latest") -> Call[Agent]:
     """One version of an agent."""
-    return Call("GET", f"/v1/agents/{_segment(name)}/versions/{_segment(version)}", _json)
+    return Call("GET", f"/v1/agents/{_segment(name)}/versions/{_segment(version)}", _as(Agent))
 
 
-def list_agents() -> Call[list[JSON]]:
+def list_agents() -> Call[list[Agent]]:
     """The latest version of every agent of the tenant."""
-    return Call("GET", "/v1/agents", _items)
+    return Call("GET", "/v1/agents", _items(Agent))
 
 
-def apply_model(spec: JSON, *, platform: bool = False) -> Call[Registered]:
+def apply_model(spec: JSON, *, platform: bool = False) -> Call[Registered[JSON]]:
     """Apply a model deployment (`platform`: one every tenant may use; platform admins); `.created` is False
     when it replaced (or matched) one of the same name; the answer's `outcome` says which."""
     params = {"scope": "platform"} if platform else None
-    return Call("POST", "/v1/models", _registered, body=spec, params=params)
+    return Call("POST", "/v1/models", _registered(JSON), body=spec, params=params)
 
 
 def list_models() -> Call[JSON]:
@@ -165,17 +220,17 @@ def delete_model(name: str, *, platform: bool = False) -> Call[JSON]:
     return Call("DELETE", f"/v1/models/{_segment(name)}", _json, params=params)
 
 
-def set_secret(name: str, value: str, *, platform: bool = False) -> Call[Registered]:
+def set_secret(name: str, value: str, *, platform: bool = False) -> Call[Registered[Secret]]:
     """Set the tenant's secret `name` to `value`, or replace it (`platform`: the platform's; platform admins).
     The answer holds its name, version and times, never the value; `.created` is False when it replaced one."""
     params = {"scope": "platform"} if platform else None
-    return Call("POST", "/v1/secrets", _registered, body={"name": name, "value": value}, params=params)
+    return Call("POST", "/v1/secrets", _registered(Secret), body={"name": name, "value": value}, params=params)
 
 
-def list_secrets(*, platform: bool = False) -> Call[list[JSON]]:
+def list_secrets(*, platform: bool = False) -> Call[list[Secret]]:
     """The tenant's secrets (`platform`: the platform's): names, versions and times, never values."""
     params = {"scope": "platform"} if platform else None
-    return Call("GET", "/v1/secrets", _items, params=params)
+    return Call("GET", "/v1/secrets", _items(Secret), params=params)
 
 
 def delete_secret(name: str, *, platform: bool = False) -> Call[JSON]:
@@ -184,12 +239,12 @@ def delete_secret(name: str, *, platform: bool = False) -> Call[JSON]:
     return Call("DELETE", f"/v1/secrets/{_segment(name)}", _json, params=params)
 
 
-def rotate_master_key(new_key: str | None = None) -> Call[JSON]:
+def rotate_master_key(new_key: str | None = None) -> Call[MasterKeyRotation]:
     """Re-wrap every secret under a new master key (platform admins): `new_key` (base64 of 32 bytes) when the
     control plane reads its key from `AF_MASTER_KEY`; else it makes one and replaces its key file.
-    Answers `{"secrets": n, "previous_master_id": ..., "master_id": ...}` (ids, never keys)."""
+    Answers how many secrets were re-wrapped and the ids of both keys (never the keys)."""
     body = {} if new_key is None else {"new_key": new_key}
-    return Call("POST", "/v1/secrets:rotate-master", _json, body=body)
+    return Call("POST", "/v1/secrets:rotate-master", _as(MasterKeyRotation), body=body)
 
 
 def usage(*, group_by: str = "model", since: str | None = None, until: str | None = None) -> Call[JSON]:
@@ -226,7 +281,7 @@ def llm_calls(run_id: str | None = None, *, limit: int = 100) -> Call[list[JSON]
     params: dict[str, Any] = {"limit": limit}
     if run_id is not None:
         params["run_id"] = run_id
-    return Call("GET", "/v1/llm/calls", _items, params=params)
+    return Call("GET", "/v1/llm/calls", _items(JSON), params=params)
 
 
 def start_run(
@@ -238,9 +293,9 @@ def start_run(
     idempotency_key: str | None = None,
     queue: str | None = None,
     require_worker: bool = False,
-) -> Call[Registered]:
+) -> Call[StartedRun]:
     """Start a run of a workflow, of a single tool or of a single agent, each named `name[@version]`;
-    `.created` is False when `idempotency_key` matched an existing run, which is returned instead, in its
+    `created` is False when `idempotency_key` matched an existing run, which is returned instead, in its
     current `state`. The answer's `warnings` name each queue of the run's first tasks that no live worker
     serves; `require_worker=True` refuses the run instead (`Conflict`, type `no-worker`)."""
     targets = {"workflow": workflow, "tool": tool, "agent": agent}
@@ -255,18 +310,18 @@ def start_run(
     if require_worker:
         body["require_worker"] = True
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
-    return Call("POST", "/v1/runs", _registered, body=body, headers=headers)
+    return Call("POST", "/v1/runs", _as(StartedRun), body=body, headers=headers)
 
 
-def start_runs(items: list[JSON]) -> Call[list[JSON]]:
-    """Start up to 1,000 runs in one request; each item is `{"workflow" or "tool", "input",
-    "idempotency_key"?}`. Answers, in the same order, `{"id": ...}` or `{"problem": {...}}` per item."""
-    return Call("POST", "/v1/runs:batch", _items, body={"runs": items})
+def start_runs(items: list[JSON]) -> Call[list[StartedRun | RefusedRun]]:
+    """Start up to 1,000 runs in one request; each item is `{"workflow", "tool" or "agent", "input",
+    "idempotency_key"?}`. Answers, in the same order, each run started or the problem it was refused with."""
+    return Call("POST", "/v1/runs:batch", _batch, body={"runs": items})
 
 
-def get_run(run_id: str) -> Call[JSON]:
-    """A run with its tasks."""
-    return Call("GET", f"/v1/runs/{_segment(run_id)}", _json)
+def get_run(run_id: str) -> Call[RunDetail]:
+    """A run with its tasks, model usage and signal waits; `run_id` may be the start of its id."""
+    return Call("GET", f"/v1/runs/{_segment(run_id)}", _as(RunDetail))
 
 
 def get_transcript(run_id: str, step: str | None = None) -> Call[JSON]:
@@ -283,57 +338,65 @@ def list_runs(
     *,
     workflow: str | None = None,
     since: datetime | str | None = None,
-) -> Call[JSON]:
-    """One page of runs, newest first: `{"items": [...], "next_cursor": str | None}`; only those of `workflow`
+) -> Call[Page[Run]]:
+    """One page of runs, newest first; only those of `workflow`
     (`NAME` or `NAME@VERSION`) and created at or after `since` (an aware datetime, or ISO 8601 text) if given.
     Pass `next_cursor` back as `cursor`, with the same filters, for the next page."""
     if isinstance(since, datetime):
         since = since.isoformat()
     params = {"state": state, "limit": limit, "cursor": cursor, "workflow": workflow, "since": since}
-    return Call("GET", "/v1/runs", _json, params={k: v for k, v in params.items() if v is not None})
+    return Call("GET", "/v1/runs", _as(Page[Run]), params={k: v for k, v in params.items() if v is not None})
 
 
-def cancel_run(run_id: str) -> Call[JSON]:
-    """Cancel a run; raises `Conflict` when it has already finished."""
-    return Call("POST", f"/v1/runs/{_segment(run_id)}/cancel", _json)
+def cancel_run(run_id: str) -> Call[Run]:
+    """Cancel a run; answers it, cancelled. Raises `Conflict` when it has already finished."""
+    return Call("POST", f"/v1/runs/{_segment(run_id)}/cancel", _as(Run))
 
 
-def signal_run(run_id: str, name: str, data: Any = None) -> Call[JSON]:
-    """Send signal `name` with `data` to a run waiting for it; answers `{"run_id", "signal", "step"}` (the
-    step that took it). Raises `Conflict` when the run is not waiting for that signal now."""
-    return Call("POST", f"/v1/runs/{_segment(run_id)}/signal", _json, body={"name": name, "data": data})
+def signal_run(run_id: str, name: str, data: Any = None) -> Call[Signalled]:
+    """Send signal `name` with `data` to a run waiting for it; answers the step that took it. Raises
+    `Conflict` when the run is not waiting for that signal now."""
+    return Call("POST", f"/v1/runs/{_segment(run_id)}/signal", _as(Signalled), body={"name": name, "data": data})
 
 
-def list_workers() -> Call[list[JSON]]:
+def list_workers() -> Call[list[Worker]]:
     """The live workers of the tenant."""
-    return Call("GET", "/v1/workers", _items)
+    return Call("GET", "/v1/workers", _items(Worker))
 
 
-def list_queues() -> Call[JSON]:
+def list_queues() -> Call[Queues]:
     """The tenant's in-flight limit and load, and per queue its limit, priority, tasks in flight and held."""
-    return Call("GET", "/v1/queues", _json)
+    return Call("GET", "/v1/queues", _as(Queues))
 
 
-def configure_queue(queue: str, max_in_flight: int | None = None, priority: int = 0) -> Call[JSON]:
+def configure_queue(queue: str, max_in_flight: int | None = None, priority: int = 0) -> Call[Queues]:
     """Set a queue's in-flight limit (None: no limit of its own) and its priority (0-9) among the
     tenant's queues; answers like `list_queues`."""
     body = {"max_in_flight": max_in_flight, "priority": priority}
-    return Call("PUT", f"/v1/queues/{_segment(queue)}", _json, body=body)
+    return Call("PUT", f"/v1/queues/{_segment(queue)}", _as(Queues), body=body)
 
 
-def configure_limits(max_in_flight: int | None) -> Call[JSON]:
+def configure_limits(max_in_flight: int | None) -> Call[Queues]:
     """Set the tenant's in-flight limit over all its queues (None: the platform's ceiling)."""
-    return Call("PUT", "/v1/limits", _json, body={"max_in_flight": max_in_flight})
+    return Call("PUT", "/v1/limits", _as(Queues), body={"max_in_flight": max_in_flight})
 
 
-def exchange_key(api_key: str) -> Call[JSON]:
-    """An access token and a refresh token for an API key: `{"access_token", "refresh_token", "expires_in"}`."""
-    return Call("POST", "/v1/auth/token", _json, body={"api_key": api_key})
+def exchange_key(api_key: str) -> Call[Tokens]:
+    """An access token and a refresh token for an API key."""
+    return Call("POST", "/v1/auth/token", _as(Tokens), body={"api_key": api_key})
 
 
-def list_tenants() -> Call[list[JSON]]:
+def revoke_login(refresh_token: str) -> Call[Revoked]:
+    """End the login of `refresh_token`: it and every token of its login (each refresh token that replaced
+    another, and their access tokens) stop working. `revoked` is False when it named no live login. The
+    refresh token is the proof: the request carries no other (a stored login is not refreshed for it)."""
+    body = {"refresh_token": refresh_token}
+    return Call("POST", "/v1/auth/revoke", _as(Revoked), body=body, stored_login=False)
+
+
+def list_tenants() -> Call[list[Tenant]]:
     """Every tenant (platform admins)."""
-    return Call("GET", "/v1/tenants", _items)
+    return Call("GET", "/v1/tenants", _items(Tenant))
 
 
 def create_tenant(
@@ -342,7 +405,7 @@ def create_tenant(
     admin_key: bool = True,
     max_concurrent_runs: int | None = None,
     requests_per_second: float | None = None,
-) -> Call[JSON]:
+) -> Call[Tenant]:
     """Create a tenant (platform admins); with `admin_key` the answer holds its first tenant-admin key under
     `admin_key`, shown this once."""
     body: JSON = {"name": name, "admin_key": admin_key}
@@ -350,37 +413,37 @@ def create_tenant(
         body["max_concurrent_runs"] = max_concurrent_runs
     if requests_per_second is not None:
         body["requests_per_second"] = requests_per_second
-    return Call("POST", "/v1/tenants", _json, body=body)
+    return Call("POST", "/v1/tenants", _as(Tenant), body=body)
 
 
-def create_key(tenant: str, role: str) -> Call[JSON]:
-    """A new API key of `tenant` with `role` (`{"key", "prefix", "tenant", "role"}`), shown this once."""
-    return Call("POST", f"/v1/tenants/{_segment(tenant)}/keys", _json, body={"role": role})
+def create_key(tenant: str, role: str) -> Call[NewKey]:
+    """A new API key of `tenant` with `role`, shown this once."""
+    return Call("POST", f"/v1/tenants/{_segment(tenant)}/keys", _as(NewKey), body={"role": role})
 
 
-def list_keys(tenant: str | None = None, *, include_revoked: bool = False) -> Call[list[JSON]]:
-    """The API keys of the caller's tenant (platform admins may name another), each `{"id", "tenant", "role",
-    "created_at", "revoked_at"}`: never the key itself."""
+def list_keys(tenant: str | None = None, *, include_revoked: bool = False) -> Call[list[Key]]:
+    """The API keys of the caller's tenant (platform admins may name another), by id (the key's prefix): never
+    the key itself."""
     params: dict[str, Any] = {"include_revoked": include_revoked}
     if tenant is not None:
         params["tenant"] = tenant
-    return Call("GET", "/v1/keys", _items, params=params)
+    return Call("GET", "/v1/keys", _items(Key), params=params)
 
 
-def revoke_key(key_id: str) -> Call[JSON]:
+def revoke_key(key_id: str) -> Call[Key]:
     """Revoke the API key `key_id` (its prefix) and every token got with it; answers the key as now stored."""
-    return Call("DELETE", f"/v1/keys/{_segment(key_id)}", _json)
+    return Call("DELETE", f"/v1/keys/{_segment(key_id)}", _as(Key))
 
 
-def list_audit(limit: int = 100, tenant: str | None = None) -> Call[list[JSON]]:
+def list_audit(limit: int = 100, tenant: str | None = None) -> Call[list[AuditEntry]]:
     """The audit trail, newest first (tenant admins; platform admins may name another tenant)."""
     params: dict[str, Any] = {"limit": limit} if tenant is None else {"limit": limit, "tenant": tenant}
-    return Call("GET", "/v1/audit", _items, params=params)
+    return Call("GET", "/v1/audit", _items(AuditEntry), params=params)
 
 
-def health() -> Call[JSON]:
-    """Liveness of the API: `{"status": "ok"}`."""
-    return Call("GET", "/healthz", _json)
+def health() -> Call[Health]:
+    """Liveness of the API (`status` `ok`), and the installation's id."""
+    return Call("GET", "/healthz", _as(Health))
 
 
 class EventFeed:
@@ -424,21 +487,16 @@ class EventFeed:
             self.open = False
         return not self.open
 
-    def accept(self, sse: ServerSentEvent) -> JSON | None:
+    def accept(self, sse: ServerSentEvent) -> Event | None:
         """Decode one event and close the feed when it is the run's final one; None for a keep-alive."""
         if not sse.data:
             if self.idle_timeout is not None and time.monotonic() - self._last_news >= self.idle_timeout:
                 self.open = False
             return None
         self._last_news = time.monotonic()
-        try:
-            event = json.loads(sse.data)
-        except ValueError:
-            event = None
-        if not isinstance(event, dict):
-            raise AgentFlowError(f"the event stream of run {self.run_id} sent an event that is not an object")
+        event = decode_as(Event, sse.data, f"an event of the stream of run {self.run_id}")
         self.last_event_id = sse.id or self.last_event_id
-        if event.get("type") in FINAL_EVENT_TYPES:
+        if event.final:
             self.open = False
         return event
 
@@ -471,9 +529,9 @@ class RunWait:
     def expired(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
-    def result(self, run: JSON) -> JSON:
+    def result(self, run: RunDetail) -> RunDetail:
         """The run when it has finished; `WaitTimeout` otherwise."""
-        if run.get("state") in FINAL_RUN_STATES:
+        if run.finished:
             return run
         waited = f" after {self.timeout:g} s" if self.timeout is not None else ""
-        raise WaitTimeout(f"run {self.run_id} is still {run.get('state')}{waited}")
+        raise WaitTimeout(f"run {self.run_id} is still {run.state}{waited}")

@@ -1,5 +1,6 @@
 """`Client` and `AsyncClient`: the operations are built once in `_api` and bound to both clients here,
-which differ only in how they send a request and read a stream."""
+which differ only in how they send a request and read a stream. Both answer with the typed objects of
+`_models` (`Run`, `Task`, `Event`, `Page`...)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import httpx
 from httpx_sse import EventSource
 
 from . import _api
-from ._api import JSON, Call, EventFeed, RunWait
+from ._api import Call, EventFeed, RunWait
 from ._config import Settings
 from ._errors import AgentFlowError, raise_for_problem
-from ._login import Login, save_login
+from ._login import Login, forget_login, load_login, save_login
+from .models import Event, Revoked, Run, RunDetail
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -51,7 +53,9 @@ def _described(method: M, build: Callable[..., Any]) -> M:
 
 
 class Client:
-    """A blocking client of the AgentFlow HTTP API.
+    """A blocking client of the AgentFlow HTTP API. Each operation answers with a typed object (a `Run`, a
+    `Page[Run]`, a `Tool`...), frozen, with the API's field names as attributes; `document()` turns one back
+    into the API's JSON.
 
     `api_url` and `token` override `AF_API_URL` / `AF_TOKEN` and the embedded stack's files (see
     `Settings.load`). `transport` replaces the network, e.g. with `httpx.MockTransport` in tests.
@@ -115,6 +119,7 @@ class Client:
     configure_queue = _sync(_api.configure_queue)
     configure_limits = _sync(_api.configure_limits)
     exchange_key = _sync(_api.exchange_key)
+    revoke_login = _sync(_api.revoke_login)
     list_tenants = _sync(_api.list_tenants)
     create_tenant = _sync(_api.create_tenant)
     create_key = _sync(_api.create_key)
@@ -132,13 +137,25 @@ class Client:
             raise AgentFlowError("no API key to log in with: pass one (af login --api-key KEY) or set AF_TOKEN")
         return save_login(Login.from_answer(self.settings.api_url, self.exchange_key(key)))
 
-    def iter_runs(self, state: str | None = None, limit: int = 50) -> Iterator[JSON]:
+    def logout(self) -> Revoked | None:
+        """End the login `login()` stored for this API: its refresh token is revoked through the API (so no
+        token of that login works any more, wherever it was copied), then the stored tokens are removed.
+        None when no login was stored; `revoked` False when the API knew it no more (revoked, or of another
+        stack). If the API cannot be asked, the error is raised and the login stays stored."""
+        login = load_login(self.settings.api_url)
+        if login is None:
+            return None
+        revoked = self.revoke_login(login.refresh_token)
+        forget_login(self.settings.api_url)
+        return revoked
+
+    def iter_runs(self, state: str | None = None, limit: int = 50) -> Iterator[Run]:
         """Every run, newest first, `limit` per request, following the cursors."""
         page = self.list_runs(state, limit)
-        yield from page["items"]
-        while page.get("next_cursor"):
-            page = self.list_runs(state, limit, page["next_cursor"])
-            yield from page["items"]
+        yield from page.items
+        while page.next_cursor:
+            page = self.list_runs(state, limit, page.next_cursor)
+            yield from page.items
 
     def events(
         self,
@@ -147,12 +164,13 @@ class Client:
         *,
         idle_timeout: float | None = None,
         logs: bool = False,
-    ) -> Iterator[JSON]:
-        """The run's events (`{"seq", "type", "at", "data"}`) from after `last_event_id` (default: the
+    ) -> Iterator[Event]:
+        """The run's events (`Event`: `seq`, `type`, `at`, `data`) from after `last_event_id` (default: the
         first), live, until the run's final event, or until none came for `idle_timeout` seconds. With `logs`,
-        also what its tools write to stderr while they run, as `{"type": "log", "at", "data": {"task_id",
-        "step", "attempt", "seq", "text", "truncated"}}`: what the last hour kept first, then as it comes
-        (no id, so they never move `last_event_id`; a reconnection gives them again, `seq` tells)."""
+        also what its tools write to stderr while they run, as events of `type` `log` without a `seq`, whose
+        `data` is `{"task_id", "step", "attempt", "seq", "text", "truncated"}`: what the last hour kept
+        first, then as it comes (they never move `last_event_id`; a reconnection gives them again, their
+        `data["seq"]` tells)."""
         feed = EventFeed(run_id, last_event_id, idle_timeout, logs)
         while feed.open:
             with (
@@ -171,7 +189,7 @@ class Client:
                     if not feed.open:
                         return
 
-    def wait_run(self, run_id: str, timeout: float | None = None) -> JSON:
+    def wait_run(self, run_id: str, timeout: float | None = None) -> RunDetail:
         """The run once it has finished (with its tasks); `WaitTimeout` after `timeout` seconds."""
         wait = RunWait(run_id, timeout)
         for _ in self.events(run_id, idle_timeout=timeout):
@@ -181,7 +199,8 @@ class Client:
 
 
 class AsyncClient:
-    """The asyncio twin of `Client`: the same operations, awaited; `events` is an async iterator.
+    """The asyncio twin of `Client`: the same operations, awaited, with the same typed answers; `events` is
+    an async iterator.
 
     Use it as an async context manager, or call `aclose()`.
     """
@@ -243,6 +262,7 @@ class AsyncClient:
     configure_queue = _async(_api.configure_queue)
     configure_limits = _async(_api.configure_limits)
     exchange_key = _async(_api.exchange_key)
+    revoke_login = _async(_api.revoke_login)
     list_tenants = _async(_api.list_tenants)
     create_tenant = _async(_api.create_tenant)
     create_key = _async(_api.create_key)
@@ -251,13 +271,13 @@ class AsyncClient:
     list_audit = _async(_api.list_audit)
     health = _async(_api.health)
 
-    async def iter_runs(self, state: str | None = None, limit: int = 50) -> AsyncGenerator[JSON]:
+    async def iter_runs(self, state: str | None = None, limit: int = 50) -> AsyncGenerator[Run]:
         page = await self.list_runs(state, limit)
-        for run in page["items"]:
+        for run in page.items:
             yield run
-        while page.get("next_cursor"):
-            page = await self.list_runs(state, limit, page["next_cursor"])
-            for run in page["items"]:
+        while page.next_cursor:
+            page = await self.list_runs(state, limit, page.next_cursor)
+            for run in page.items:
                 yield run
 
     async def events(
@@ -267,7 +287,7 @@ class AsyncClient:
         *,
         idle_timeout: float | None = None,
         logs: bool = False,
-    ) -> AsyncGenerator[JSON]:
+    ) -> AsyncGenerator[Event]:
         feed = EventFeed(run_id, last_event_id, idle_timeout, logs)
         while feed.open:
             with _api.reaching(self.settings.api_url), feed.connection():
@@ -284,7 +304,7 @@ class AsyncClient:
                             return
 
     # The same signature as Client.wait_run, whose timeout also bounds how long the stream may stay quiet.
-    async def wait_run(self, run_id: str, timeout: float | None = None) -> JSON:  # noqa: ASYNC109
+    async def wait_run(self, run_id: str, timeout: float | None = None) -> RunDetail:  # noqa: ASYNC109
         wait = RunWait(run_id, timeout)
         async with aclosing(self.events(run_id, idle_timeout=timeout)) as events:
             async for _ in events:

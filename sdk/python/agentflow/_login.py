@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from ._errors import FileError, StaleLogin, Unauthorized, raise_for_problem
+from .models import Tokens, decode_as
 
 _EARLY_SECONDS = 30.0
 """Refresh this long before the access token expires, so that it does not expire in flight."""
@@ -37,11 +38,9 @@ class Login:
     a new local stack on 127.0.0.1:8080, does not know them."""
 
     @classmethod
-    def from_answer(cls, api_url: str, answer: dict[str, Any]) -> Login:
-        expires_at = time.time() + float(answer["expires_in"])
-        return cls(
-            api_url, answer["access_token"], answer["refresh_token"], expires_at, str(answer.get("stack_id", ""))
-        )
+    def from_answer(cls, api_url: str, answer: Tokens) -> Login:
+        expires_at = time.time() + answer.expires_in
+        return cls(api_url, answer.access_token, answer.refresh_token, expires_at, answer.stack_id)
 
     def expired(self) -> bool:
         return time.time() >= self.expires_at - _EARLY_SECONDS
@@ -112,7 +111,7 @@ class TokenAuth(httpx.Auth):
             raise_for_problem(response)
         except Unauthorized as refused:
             raise StaleLogin(self.login.api_url, refused) from refused
-        self.login = Login.from_answer(self.login.api_url, response.json())
+        self.login = Login.from_answer(self.login.api_url, decode_as(Tokens, response.content, "the refreshed tokens"))
         save_login(self.login, self._path)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import click
 import httpx
@@ -20,12 +20,16 @@ import yaml
 from rich.console import Console
 from rich.table import Column, Table
 
-from ._api import FINAL_RUN_STATES, JSON, RUN_STATES, Registered
+from . import models
+from ._api import JSON
 from ._client import Client
 from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
 from ._login import forget_login, login_file
 from ._scaffold import DEFAULT_TEMPLATE, TEMPLATES, scaffold
+from .models import RUN_STATES, Entry, Event, Registered, RunDetail, RunUsage, Sandbox, SignalWait, StartedRun
+
+E = TypeVar("E", bound=Entry)
 
 ClientFactory = Callable[[str | None, str | None], Client]
 """Makes the client from the `--api-url` and `--token` flags; tests pass one as click's `obj`."""
@@ -158,11 +162,12 @@ def _print_rich(table: Table) -> None:
 
 
 def _print_json(data: Any, *, one_line: bool = False) -> None:
-    """`one_line` keeps a stream of documents (events, then the final run) valid JSON Lines."""
+    """The API's JSON of `data` (answers, or documents holding them); `one_line` keeps a stream of documents
+    (events, then the final run) valid JSON Lines."""
     if one_line:
-        click.echo(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+        click.echo(json.dumps(models.document(data), ensure_ascii=False, separators=(",", ":")))
     else:
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        click.echo(json.dumps(models.document(data), ensure_ascii=False, indent=2))
 
 
 WHOLE_COLUMNS = frozenset({"ID"})
@@ -192,6 +197,9 @@ def _print_fields(fields: Iterable[tuple[str, str]]) -> None:
 
 
 def _parse_time(value: Any) -> datetime | None:
+    """A time of a typed answer, or one of a JSON document (ISO 8601 text)."""
+    if isinstance(value, datetime):
+        return value
     try:
         return datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
@@ -244,21 +252,20 @@ class _EventPrinter:
         self._pieces: dict[tuple[Any, Any], int] = {}
         """The last piece shown of each attempt: a reconnection gives them all again."""
 
-    def __call__(self, event: JSON) -> None:
+    def __call__(self, event: Event) -> None:
         if self._output == "json":
             _print_json(event, one_line=True)
             return
-        data = event.get("data") or {}
+        data = event.data if isinstance(event.data, dict) else {}
         attempt = (data.get("task_id"), data.get("attempt"))
         step = data.get("step") or "-"
-        if event.get("type") == "log":
+        if event.type == "log":
             self._log(attempt, step, data)
             return
         self._stderr(step, self._unended.pop(attempt, ""))
-        moment = _parse_time(event.get("at"))
-        clock = moment.astimezone().strftime("%H:%M:%S") if moment else str(event.get("at", ""))
+        clock = event.at.astimezone().strftime("%H:%M:%S")
         detail = _short(data.get("error") or data.get("output"))
-        click.echo(f"{clock}  {event.get('type', ''):<15} {step:<16} {detail}".rstrip())
+        click.echo(f"{clock}  {event.type:<15} {step:<16} {detail}".rstrip())
         if attempt not in self._streamed:
             self._stderr(step, str(data.get("stderr") or ""))
 
@@ -283,52 +290,51 @@ class _EventPrinter:
             click.echo(f"    [{step}] {line}".rstrip())
 
 
-def _usage(usage: JSON | None) -> str:
+def _usage(usage: RunUsage | None) -> str:
     """Model usage as "1,234 in / 56 out tokens (model-a, model-b)", or empty."""
     if not usage:
         return ""
-    models = ", ".join(sorted(usage.get("by_model", {})))
-    return f"{usage['input_tokens']:,} in / {usage['output_tokens']:,} out tokens ({models})"
+    names = ", ".join(sorted(usage.by_model))
+    return f"{usage.input_tokens:,} in / {usage.output_tokens:,} out tokens ({names})"
 
 
-def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
+def _print_run(run: RunDetail, output: str, *, one_line: bool = False) -> None:
     if output == "json":
         _print_json(run, one_line=one_line)
         return
-    kind = next((kind for kind in ("workflow", "agent", "tool") if run.get(kind)), "tool")
-    target = f"{kind} {run.get(kind)}"
+    kind = "workflow" if run.workflow else "agent" if run.agent else "tool"
     _print_fields(
         [
-            ("run", run["id"]),
-            ("target", target),
-            ("state", run.get("state", "")),
-            ("created", _when(run.get("created_at"))),
-            ("finished", _when(run.get("finished_at"))),
-            ("duration", _duration(run.get("created_at"), run.get("finished_at"))),
-            ("output", _short(run.get("output"), width=2000)),
-            ("error", _short(run.get("error"), width=2000)),
-            ("usage", _usage(run.get("usage"))),
-            *(("waiting", _signal_wait(wait)) for wait in run.get("waiting") or []),
+            ("run", run.id),
+            ("target", f"{kind} {run.target}"),
+            ("state", run.state),
+            ("created", _when(run.created_at)),
+            ("finished", _when(run.finished_at)),
+            ("duration", _duration(run.created_at, run.finished_at)),
+            ("output", _short(run.output, width=2000)),
+            ("error", _short(run.error, width=2000)),
+            ("usage", _usage(run.usage)),
+            *(("waiting", _signal_wait(wait)) for wait in run.waiting),
         ]
     )
-    if run.get("tasks"):
+    if run.tasks:
         click.echo()
         _print_table(
             ["STEP", "TOOL", "STATE", "ATTEMPT", "WORKER", "DURATION", "ERROR"],
             (
                 [
-                    task.get("step", ""),
-                    task.get("tool", ""),
-                    task.get("state", ""),
-                    str(task.get("attempt", "")),
-                    task.get("worker_id") or "",
-                    _duration(task.get("started_at"), task.get("finished_at")),
-                    _short(task.get("error")),
+                    task.step,
+                    task.tool,
+                    task.state,
+                    str(task.attempt),
+                    task.worker_id or "",
+                    _duration(task.started_at, task.finished_at),
+                    _short(task.error),
                 ]
-                for task in run["tasks"]
+                for task in run.tasks
             ),
         )
-        used = [(task.get("step", ""), task["sandbox"]) for task in run["tasks"] if task.get("sandbox")]
+        used = [(task.step, task.sandbox) for task in run.tasks if task.sandbox]
         if used:
             click.echo()
             _print_table(
@@ -337,24 +343,24 @@ def _print_run(run: JSON, output: str, *, one_line: bool = False) -> None:
             )
 
 
-def _signal_wait(wait: JSON) -> str:
+def _signal_wait(wait: SignalWait) -> str:
     """A signal wait as one line: ``approve {"call": "turn-1/call-0"} (step turn-1/approve-0): <about>``."""
-    said = ", ".join(wait.get("signals") or [])
-    if wait.get("match"):
-        said += " " + json.dumps(wait["match"])
-    said += f" (step {wait.get('step')})"
-    if wait.get("about"):
-        said += ": " + _short(wait["about"], width=500)
+    said = ", ".join(wait.signals)
+    if wait.match:
+        said += " " + json.dumps(wait.match)
+    said += f" (step {wait.step})"
+    if wait.about:
+        said += ": " + _short(wait.about, width=500)
     return said
 
 
-def _sandbox_usage(usage: JSON) -> list[str]:
+def _sandbox_usage(usage: Sandbox) -> list[str]:
     """The sandbox kind, CPU time, peak memory and queue, start and run times of a task's latest attempt."""
-    timing = usage.get("timing") or {}
-    measures = [usage.get("cpu_seconds")] + [timing.get(f"{phase}_seconds") for phase in ("queue", "start", "run")]
-    memory = usage.get("max_rss_kb")
+    timing = usage.timing
+    measures = [usage.cpu_seconds, timing.queue_seconds, timing.start_seconds, timing.run_seconds]
+    memory = usage.max_rss_kb
     shown = ["" if seconds is None else _milliseconds(seconds) for seconds in measures]
-    return [usage.get("kind") or "", shown[0], "" if memory is None else f"{memory / 1024:.1f} MiB", *shown[1:]]
+    return [usage.kind, shown[0], "" if memory is None else f"{memory / 1024:.1f} MiB", *shown[1:]]
 
 
 def _milliseconds(seconds: float) -> str:
@@ -384,19 +390,19 @@ def _definitions(
     summary: str,
     verb: str,
     load: Callable[[Path], JSON],
-    store: Callable[[Client, JSON], Registered],
-    fetch: Callable[[Client, str, str], JSON],
-    listing: Callable[[Client], list[JSON]],
-    details: dict[str, Callable[[JSON], str]],
+    store: Callable[[Client, JSON], Registered[E]],
+    fetch: Callable[[Client, str, str], E],
+    listing: Callable[[Client], list[E]],
+    details: dict[str, Callable[[E], str]],
 ) -> click.Group:
-    """The `af tool` and `af workflow` groups, which differ only in what they load, call and list
-    (`details`: the columns of `ls` particular to the kind)."""
+    """The `af tool`, `af workflow` and `af agent` groups, which differ only in what they load, call and
+    list (`details`: the columns of `ls` particular to the kind)."""
     group = click.Group(kind, help=summary)
-    columns: dict[str, Callable[[JSON], str]] = {
-        "NAME": lambda item: item["name"],
-        "VERSION": lambda item: item["version"],
+    columns: dict[str, Callable[[E], str]] = {
+        "NAME": lambda item: item.name,
+        "VERSION": lambda item: item.version,
         **details,
-        "CREATED": lambda item: _when(item.get("created_at")),
+        "CREATED": lambda item: _when(item.created_at),
     }
 
     @group.command(verb, help=f"{verb.capitalize()} a {kind} from a YAML or JSON FILE.")
@@ -409,7 +415,7 @@ def _definitions(
             _print_json(stored)
         else:
             outcome = "created" if stored.created else "unchanged (this version already exists)"
-            click.echo(f"{kind} {stored['name']}@{stored['version']} {outcome}")
+            click.echo(f"{kind} {stored.value.name}@{stored.value.version} {outcome}")
 
     @group.command("ls", help=f"List every {kind} version.")
     @_output_option
@@ -431,29 +437,20 @@ def _definitions(
             _print_json(item)
             return
         _print_fields(
-            [
-                (kind, f"{item['name']}@{item['version']}"),
-                ("digest", item.get("digest", "")),
-                ("created", _when(item.get("created_at"))),
-            ]
+            [(kind, f"{item.name}@{item.version}"), ("digest", item.digest), ("created", _when(item.created_at))]
         )
         click.echo()
-        click.echo(yaml.safe_dump(item.get("spec"), sort_keys=False, allow_unicode=True).rstrip())
+        click.echo(yaml.safe_dump(item.spec, sort_keys=False, allow_unicode=True).rstrip())
 
     return group
 
 
-def _spec(item: JSON) -> JSON:
-    spec = item.get("spec")
-    return spec if isinstance(spec, dict) else {}
-
-
-def _steps(workflow: JSON) -> int:
+def _steps(workflow: models.Workflow) -> int:
     """What a workflow is made of: a dag's steps (a loop and each of its steps), an fsm's states, a bt's nodes."""
-    spec = _spec(workflow)
-    if workflow.get("kind") == "fsm":
+    spec = workflow.spec
+    if workflow.kind == "fsm":
         return len(spec.get("states") or {})
-    if workflow.get("kind") == "bt":
+    if workflow.kind == "bt":
         return _tree_nodes(spec.get("root"))
     return sum(1 + len((step.get("loop") or {}).get("steps") or []) for step in spec.get("steps") or [])
 
@@ -486,7 +483,7 @@ cli.add_command(
         Client.register_tool,
         Client.get_tool,
         Client.list_tools,
-        {"DESCRIPTION": lambda tool: _short(_spec(tool).get("description"), width=40)},
+        {"DESCRIPTION": lambda tool: _short(tool.spec.get("description"), width=40)},
     )
 )
 cli.add_command(
@@ -499,7 +496,7 @@ cli.add_command(
         Client.get_workflow,
         Client.list_workflows,
         {
-            "KIND": lambda workflow: str(workflow.get("kind", "")),
+            "KIND": lambda workflow: workflow.kind or "",
             "STEPS": lambda workflow: str(_steps(workflow)),
         },
     )
@@ -516,8 +513,8 @@ cli.add_command(
         Client.get_agent,
         Client.list_agents,
         {
-            "MODEL": lambda agent: str(_spec(agent).get("model", "")),
-            "TOOLS": lambda agent: str(len(_spec(agent).get("tools") or [])),
+            "MODEL": lambda agent: str(agent.spec.get("model", "")),
+            "TOOLS": lambda agent: str(len(agent.spec.get("tools") or [])),
         },
     )
 )
@@ -542,7 +539,8 @@ def model_apply(session: _Session, file: Path, platform: bool, output: str) -> N
     if output == "json":
         _print_json(stored)
     else:
-        click.echo(f"model {stored['name']} {stored.get('outcome', 'created' if stored.created else 'unchanged')}")
+        outcome = stored.value.get("outcome", "created" if stored.created else "unchanged")
+        click.echo(f"model {stored.value['name']} {outcome}")
 
 
 @model_group.command("delete")
@@ -772,7 +770,7 @@ def secret_set(session: _Session, name: str, from_file: Path | None, platform: b
     if output == "json":
         _print_json(stored)
     else:
-        click.echo(f"secret {stored['name']} {stored['outcome']} (version {stored['version']})")
+        click.echo(f"secret {stored.value.name} {stored.value.outcome} (version {stored.value.version})")
 
 
 @secret_group.command("ls")
@@ -789,12 +787,12 @@ def secret_ls(session: _Session, platform: bool, output: str) -> None:
         ["NAME", "SCOPE", "VERSION", "CREATED", "UPDATED", "UPDATED-BY"],
         (
             [
-                item["name"],
-                item["scope"],
-                str(item["version"]),
-                _when(item.get("created_at")),
-                _when(item.get("updated_at")),
-                item.get("updated_by", ""),
+                item.name,
+                item.scope,
+                str(item.version),
+                _when(item.created_at),
+                _when(item.updated_at),
+                item.updated_by,
             ]
             for item in items
         ),
@@ -828,8 +826,8 @@ def secret_rotate_master(session: _Session, new_key_file: Path | None, output: s
         _print_json(answer)
     else:
         click.echo(
-            f"master key rotated: {answer['secrets']} secrets re-wrapped"
-            f" (key {answer['previous_master_id']} -> {answer['master_id']})"
+            f"master key rotated: {answer.secrets} secrets re-wrapped"
+            f" (key {answer.previous_master_id} -> {answer.master_id})"
         )
 
 
@@ -847,7 +845,7 @@ def _parse_input(ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
-def _follow(client: Client, run_id: str, output: str) -> JSON:
+def _follow(client: Client, run_id: str, output: str) -> RunDetail:
     printer = _EventPrinter(output)
     for event in client.events(run_id, logs=True):
         printer(event)
@@ -862,22 +860,22 @@ def _no_worker(queue: str) -> str:
     return f"no live worker serves queue {queue!r}: the run waits until one starts (af worker start --queue {queue})"
 
 
-def _wait(client: Client, run_id: str) -> JSON:
+def _wait(client: Client, run_id: str) -> RunDetail:
     """The run once it has finished. Whenever it has been quiet for a while, say on stderr which queues its
     waiting tasks are on that no live worker serves (once while each stays unserved)."""
     after: str | None = None
     unserved: set[str] = set()
     while True:
         for event in client.events(run_id, after, idle_timeout=UNSERVED_CHECK_SECONDS):
-            after = str(event["seq"])
+            after = str(event.seq)
         run = client.get_run(run_id)
-        if run.get("state") in FINAL_RUN_STATES:
+        if run.finished:
             return run
         try:
-            served = {queue for worker in client.list_workers() for queue in worker.get("queues", [])}
+            served = {queue for worker in client.list_workers() for queue in worker.queues}
         except AgentFlowError:
             continue  # the caller may not read the fleet: it just waits
-        waiting = {task["queue"] for task in run.get("tasks", []) if task.get("state") == "queued"}
+        waiting = {task.queue for task in run.tasks if task.state == "queued"}
         waiting.discard(CONTROL_PLANE_QUEUE)
         for queue in sorted(waiting - served - unserved):
             click.echo(f"af: still waiting: {_no_worker(queue)}", err=True)
@@ -931,7 +929,7 @@ def run_command(
     if of_tool and of_agent:
         raise click.UsageError("--tool and --agent exclude each other")
     client = session.client
-    run: JSON = client.start_run(
+    run = client.start_run(
         workflow=None if of_tool or of_agent else ref,
         tool=ref if of_tool else None,
         agent=ref if of_agent else None,
@@ -943,22 +941,25 @@ def run_command(
     _show_started(client, run, wait=wait, follow=follow, output=output)
 
 
-def _show_started(client: Client, run: JSON, *, wait: bool, follow: bool, output: str) -> None:
-    """Print a run just started: its id, or with `wait` / `follow` the run once it ended (exit 1 unless it
-    succeeded)."""
-    unserved = {warning["queue"] for warning in run.get("warnings", []) if warning.get("type") == "no-worker"}
+def _show_started(client: Client, started: StartedRun, *, wait: bool, follow: bool, output: str) -> None:
+    """Print a run just started: its id (or the API's answer), or with `wait` / `follow` the run once it
+    ended (exit 1 unless it succeeded)."""
+    unserved = {warning.queue for warning in started.warnings if warning.type == "no-worker"}
     for name in sorted(unserved):
         click.echo(f"af: warning: {_no_worker(name)}", err=True)
-    if follow:
-        run = _follow(client, run["id"], output)
-    elif wait:
-        with _progress(f"waiting for run {run['id']}", output):
-            run = _wait(client, run["id"])
-    elif output == "table":
-        click.echo(run["id"])
+    if not (wait or follow):
+        if output == "json":
+            _print_json(started)
+        else:
+            click.echo(started.id)
         return
+    if follow:
+        run = _follow(client, started.id, output)
+    else:
+        with _progress(f"waiting for run {started.id}", output):
+            run = _wait(client, started.id)
     _print_run(run, output, one_line=follow)
-    if (wait or follow) and run.get("state") != "succeeded":
+    if run.state != "succeeded":
         raise click.exceptions.Exit(1)
 
 
@@ -1013,19 +1014,13 @@ def runs_ls(
     _print_table(
         ["ID", "TARGET", "STATE", "CREATED", "DURATION"],
         (
-            [
-                run["id"],
-                run.get("workflow") or run.get("agent") or run.get("tool") or "",
-                run.get("state", ""),
-                _when(run.get("created_at")),
-                _duration(run.get("created_at"), run.get("finished_at")),
-            ]
-            for run in page["items"]
+            [run.id, run.target, run.state, _when(run.created_at), _duration(run.created_at, run.finished_at)]
+            for run in page.items
         ),
     )
-    if page.get("next_cursor"):
+    if page.next_cursor:
         # On stderr, so that the table alone goes down a pipe.
-        click.echo(f"more: the same command with --cursor {page['next_cursor']}", err=True)
+        click.echo(f"more: the same command with --cursor {page.next_cursor}", err=True)
 
 
 @runs_group.command("get")
@@ -1086,11 +1081,11 @@ def runs_rerun(
         raise click.UsageError("--wait and --follow exclude each other")
     client = session.client
     earlier = client.get_run(run_id)
-    run: JSON = client.start_run(
-        workflow=earlier.get("workflow"),
-        tool=earlier.get("tool"),
-        agent=earlier.get("agent"),
-        input=earlier.get("input"),
+    run = client.start_run(
+        workflow=earlier.workflow,
+        tool=earlier.tool,
+        agent=earlier.agent,
+        input=earlier.input,
         idempotency_key=idempotency_key,
         queue=queue,
         require_worker=require_worker,
@@ -1125,7 +1120,7 @@ def cancel_command(session: _Session, run_id: str, output: str) -> None:
     if output == "json":
         _print_json(run)
     else:
-        click.echo(f"run {run['id']}: {run.get('state')}")
+        click.echo(f"run {run.id}: {run.state}")
 
 
 @cli.command("signal")
@@ -1140,7 +1135,7 @@ def signal_command(session: _Session, run_id: str, name: str, data: Any, output:
     if output == "json":
         _print_json(answer)
     else:
-        click.echo(f"run {answer['run_id']}: signal {answer['signal']} taken by step {answer['step']}")
+        click.echo(f"run {answer.run_id}: signal {answer.signal} taken by step {answer.step}")
 
 
 @cli.group("workers")
@@ -1161,12 +1156,12 @@ def workers_ls(session: _Session, output: str) -> None:
         ["ID", "QUEUES", "CONCURRENCY", "IN-FLIGHT", "SANDBOX", "HEARTBEAT"],
         (
             [
-                worker["id"],
-                ",".join(worker.get("queues") or []),
-                str(worker.get("concurrency", "")),
-                str(worker.get("in_flight", "")),
-                str(worker.get("sandbox", "")),
-                _age(worker.get("last_heartbeat")),
+                worker.id,
+                ",".join(worker.queues),
+                str(worker.concurrency),
+                str(worker.in_flight),
+                worker.sandbox,
+                _age(worker.last_heartbeat),
             ]
             for worker in workers
         ),
@@ -1207,28 +1202,25 @@ def queues_limit(session: _Session, max_in_flight: int | None, output: str) -> N
     _print_queues(session.client.configure_limits(max_in_flight), output)
 
 
-def _print_queues(answer: dict[str, Any], output: str) -> None:
+def _print_queues(answer: models.Queues, output: str) -> None:
     if output == "json":
         _print_json(answer)
         return
-    limit = answer.get("max_in_flight")
-    click.echo(
-        f"tenant: {answer.get('in_flight', 0)} in flight, {answer.get('held', 0)} held,"
-        f" limit {'none' if limit is None else limit}"
-    )
+    limit = answer.max_in_flight
+    click.echo(f"tenant: {answer.in_flight} in flight, {answer.held} held, limit {'none' if limit is None else limit}")
     _print_table(
         ["QUEUE", "MAX-IN-FLIGHT", "PRIORITY", "IN-FLIGHT", "HELD", "DEPTH", "OLDEST"],
         (
             [
-                queue["queue"],
-                "-" if queue.get("max_in_flight") is None else str(queue["max_in_flight"]),
-                str(queue.get("priority", 0)),
-                str(queue.get("in_flight", 0)),
-                str(queue.get("held", 0)),
-                str(queue.get("depth", 0)),
-                f"{queue.get('oldest_age_seconds', 0):.1f}s",
+                queue.queue,
+                "-" if queue.max_in_flight is None else str(queue.max_in_flight),
+                str(queue.priority),
+                str(queue.in_flight),
+                str(queue.held),
+                str(queue.depth),
+                f"{queue.oldest_age_seconds:.1f}s",
             ]
-            for queue in answer.get("items", [])
+            for queue in answer.items
         ),
     )
 
@@ -1251,13 +1243,22 @@ def login_command(session: _Session, api_key: str | None) -> None:
 @cli.command("logout")
 @_pass_session
 def logout_command(session: _Session) -> None:
-    """Forget the tokens `af login` stored for this API (later commands use --token, $AF_TOKEN or the
-    local stack's key)."""
+    """End the login `af login` stored for this API: its refresh token is revoked through the API (no token
+    of that login works any more), and the tokens are removed (later commands use --token, $AF_TOKEN or the
+    local stack's key). An API that cannot be reached cannot revoke it: the tokens are removed all the same."""
     api_url = session.client.settings.api_url
-    if forget_login(api_url):
-        click.echo(f"logged out of {api_url}; its tokens removed from {login_file()}")
-    else:
+    try:
+        revoked = session.client.logout()
+    except TransportError as exc:  # a stack gone for good must not keep its login stored
+        forget_login(api_url)
+        click.echo(f"af: warning: the login could not be revoked: {exc}", err=True)
+        revoked = models.Revoked(revoked=False)
+    if revoked is None:
         click.echo(f"no login was stored for {api_url}")
+    elif revoked.revoked:
+        click.echo(f"logged out of {api_url}: its login revoked, its tokens removed from {login_file()}")
+    else:
+        click.echo(f"logged out of {api_url}; its tokens removed from {login_file()}")
 
 
 @cli.group("tenants")
@@ -1278,18 +1279,18 @@ def tenants_ls(session: _Session, output: str) -> None:
         ["NAME", "MAX-RUNS", "REQUESTS/S", "CREATED"],
         (
             [
-                tenant["name"],
-                str(tenant.get("max_concurrent_runs") or "default"),
-                str(tenant.get("requests_per_second") or "default"),
-                _when(tenant.get("created_at")),
+                tenant.name,
+                str(tenant.max_concurrent_runs or "default"),
+                str(tenant.requests_per_second or "default"),
+                _when(tenant.created_at),
             ]
             for tenant in tenants
         ),
     )
 
 
-def _print_key(key: JSON) -> None:
-    click.echo(f"{key['role']} key of tenant {key['tenant']} (shown only now): {key['key']}")
+def _print_key(key: models.NewKey) -> None:
+    click.echo(f"{key.role} key of tenant {key.tenant} (shown only now): {key.key}")
 
 
 @tenants_group.command("create")
@@ -1314,9 +1315,9 @@ def tenants_create(
     if output == "json":
         _print_json(tenant)
         return
-    click.echo(f"tenant {tenant['name']} created")
-    if tenant.get("admin_key"):
-        _print_key(tenant["admin_key"])
+    click.echo(f"tenant {tenant.name} created")
+    if tenant.admin_key:
+        _print_key(tenant.admin_key)
 
 
 @tenants_group.command("add-key")
@@ -1351,10 +1352,7 @@ def keys_ls(session: _Session, tenant: str | None, include_revoked: bool, output
         return
     _print_table(
         ["ID", "TENANT", "ROLE", "CREATED", "REVOKED"],
-        (
-            [key["id"], key["tenant"], key["role"], _when(key.get("created_at")), _when(key.get("revoked_at"))]
-            for key in items
-        ),
+        ([key.id, key.tenant, key.role, _when(key.created_at), _when(key.revoked_at)] for key in items),
     )
 
 
@@ -1368,7 +1366,7 @@ def keys_revoke(session: _Session, key_id: str, output: str) -> None:
     if output == "json":
         _print_json(key)
     else:
-        click.echo(f"key {key['id']} ({key['role']} of tenant {key['tenant']}) revoked")
+        click.echo(f"key {key.id} ({key.role} of tenant {key.tenant}) revoked")
 
 
 @cli.command("init")
