@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from agentflow import Client, Forbidden
 
@@ -111,6 +112,29 @@ def test_a_refused_stored_login_says_how_to_log_in_again_and_af_logout_forgets_i
     assert out.stdout == f"logged out of {stack.api_url}; its tokens removed from {stored}\n"
     assert stack.api_url not in json.loads(stored.read_text())
     assert af("logout").stdout == f"no login was stored for {stack.api_url}\n"
+
+
+def test_af_logout_revokes_the_login_so_that_its_tokens_no_longer_work_anywhere(
+    af: Af, stack: Stack, config_home: Path
+) -> None:
+    assert af("login", "--api-key", stack.token).returncode == 0
+    stored = config_home / "agentflow" / "login.json"
+    login = json.loads(stored.read_text())[stack.api_url]
+    bearer = {"Authorization": f"Bearer {login['access_token']}"}
+    assert httpx.get(f"{stack.api_url}/v1/tools", headers=bearer, timeout=30).status_code == 200
+
+    out = af("logout")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"logged out of {stack.api_url}: its login revoked, its tokens removed from {stored}\n"
+    assert stack.api_url not in json.loads(stored.read_text())
+    # A copy of the tokens is worth nothing now: the refresh token is refused, and so is the access token.
+    # (From an address of its own: a refused refresh counts against its source, as a guess would.)
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.31"), timeout=30) as copy:
+        refused = copy.post(f"{stack.api_url}/v1/auth/refresh", json={"refresh_token": login["refresh_token"]})
+        assert refused.status_code == 401 and "revoked" in refused.json()["detail"], refused.text
+        assert copy.get(f"{stack.api_url}/v1/tools", headers=bearer).status_code == 401
+    with Client(api_url=stack.api_url, token=stack.token) as client:
+        assert client.revoke_login(login["refresh_token"]).revoked is False  # revoked already
 
 
 def test_a_login_of_an_earlier_local_stack_on_the_same_url_gives_way_to_the_new_stacks_key(

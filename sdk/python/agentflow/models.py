@@ -127,7 +127,7 @@ class Entry(Answer, frozen=True, kw_only=True):
     spec: dict[str, Any]
     """The document as stored (a workflow's tools and an agent's pinned to versions)."""
     digest: str
-    """`sha256:` and the hash of the stored document."""
+    """The SHA-256 of the stored document, in hex."""
     created_at: datetime
 
 
