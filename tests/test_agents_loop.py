@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from agentflow import Client
+from agentflow import AsyncClient, Client, Transcript, document
 
 from bus.states import TaskState
 from control_plane.planning.agent import AgentLoop, AgentTool, compile_instructions
@@ -239,6 +239,10 @@ def test_a_call_that_needs_approval_waits_visibly_and_runs_once_approved_with_af
     assert final["tasks"][2]["output"] == {"found": "TIDES"} and final["waiting"] == []
     (call,) = http.get(f"/v1/runs/{run_id}/transcript").json()["turns"][0]["tool_calls"]
     assert call["approval"]["decision"] == {"call": "turn-1/call-0", "approved": True}
+    with Client(api_url=stack.api_url, token=key) as client:
+        (typed,) = client.get_transcript(run_id).turns[0].tool_calls
+    assert typed.approval is not None and typed.approval.step == "turn-1/approve-0"
+    assert typed.approval.decision == {"call": "turn-1/call-0", "approved": True} and typed.state == "succeeded"
 
 
 def test_a_rejected_call_is_not_run_and_the_rejection_goes_back_to_the_model(
@@ -328,6 +332,20 @@ def test_the_transcript_shows_each_turn_with_its_messages_tool_calls_tokens_and_
         alone = client.start_run(tool="lookup", input={"query": "x"})["id"]
     refused = http.get(f"/v1/runs/{alone}/transcript")
     assert refused.status_code == 409 and refused.json()["type"].endswith("not-an-agent-run"), refused.json()
+
+    # The SDK's answer is typed, the same from both clients, and its document is the API's.
+    with Client(api_url=stack.api_url, token=key) as client:
+        typed = client.get_transcript(final["id"])
+    assert asyncio.run(_transcript_async(stack, key, final["id"])) == typed
+    assert isinstance(typed, Transcript) and document(typed) == transcript
+    assert typed.turns[0].tool_calls[0].result == {"found": "TIDES"} and typed.turns[0].tool_calls[0].approval is None
+    assert typed.turns[1].answer is not None and typed.turns[1].answer["content"] == "They are TIDES."
+    assert (typed.usage.turns, typed.usage.model_calls, typed.agent) == (2, 2, "teller@1")
+
+
+async def _transcript_async(stack: Stack, key: str, run_id: str) -> Transcript:
+    async with AsyncClient(api_url=stack.api_url, token=key) as client:
+        return await client.get_transcript(run_id)
 
 
 def _workflow(http: httpx.Client, document: dict[str, Any]) -> None:

@@ -450,8 +450,23 @@ def test_the_openapi_document_names_the_v1_routes(stack: Stack) -> None:
     assert response.status_code == 200
     document = response.json()
     assert document["openapi"].startswith("3.1")
-    for path in ("/v1/tools", "/v1/workflows", "/v1/runs", "/v1/runs:batch", "/v1/runs/{run_id}", "/v1/workers"):
+    paths = ("/v1/tools", "/v1/workflows", "/v1/runs", "/v1/runs:batch", "/v1/runs/{run_id}", "/v1/workers")
+    for path in (*paths, "/v1/auth/revoke"):
         assert path in document["paths"], sorted(document["paths"])
+    # A route that declares its problems documents each status with the problem document and its types.
+    revoke = document["paths"]["/v1/auth/revoke"]["post"]["responses"]
+    assert {"200", "400", "422", "429"} <= set(revoke), revoke
+    refused = revoke["429"]
+    assert refused["content"]["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/ProblemBody"}
+    assert "urn:agentflow:problem:rate-limited" in refused["description"]
+    assert set(document["components"]["schemas"]["ProblemBody"]["properties"]) == {
+        "type",
+        "title",
+        "status",
+        "detail",
+        "field",
+        "problems",
+    }
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])

@@ -150,6 +150,30 @@ def test_an_expired_access_token_is_refreshed_without_signing_in_again(
     assert "af_ui_access" in renewed and renewed["af_ui_refresh"] != refresh["value"]
 
 
+def test_signing_out_revokes_the_login_so_that_its_cookies_no_longer_work(
+    admin_page: Page, browser_context: BrowserContext, stack: Stack, screenshots: Path
+) -> None:
+    signed_in = {c["name"]: c["value"] for c in browser_context.cookies()}
+    admin_page.get_by_role("button", name="Sign out").click()
+    expect(admin_page).to_have_url(re.compile(r"/ui/signin$"))
+    expect(admin_page.get_by_label("API key")).to_be_visible()
+    admin_page.screenshot(path=str(screenshots / "signed-out.png"))
+    assert not {c["name"] for c in browser_context.cookies()} & {"af_ui_access", "af_ui_refresh"}
+    # A copy of the cookies is worth nothing now: the API refuses the refresh token and the access token
+    # (from an address of its own: a refused refresh counts against its source, as a guess would) ...
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.32"), timeout=30) as copy:
+        refused = copy.post(f"{stack.api_url}/v1/auth/refresh", json={"refresh_token": signed_in["af_ui_refresh"]})
+        assert refused.status_code == 401 and "revoked" in refused.json()["detail"], refused.text
+        bearer = {"Authorization": f"Bearer {signed_in['af_ui_access']}"}
+        assert copy.get(f"{stack.api_url}/v1/runs", headers=bearer).status_code == 401
+    # ... and the dashboard, given them back, sends the browser to sign in again.
+    browser_context.add_cookies(
+        [{"name": name, "value": value, "url": f"{stack.api_url}/ui/"} for name, value in signed_in.items()]
+    )
+    admin_page.goto(f"{stack.api_url}/ui/runs")
+    expect(admin_page).to_have_url(re.compile(r"/ui/signin$"))
+
+
 COUNT = {
     "name": "dash-count",
     "version": "1.0.0",

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from agentflow import Client
+from agentflow import Client, document
 from agentflow.cli import cli
 from click.testing import CliRunner, Result
 
@@ -339,7 +339,7 @@ def test_an_agent_run_fails_clearly_without_its_models_secret_and_answers_once_i
         answered = af.wait_run(af.start_run(agent="keyed-agent", input={"question": "tides?"})["id"], timeout=90)
         assert answered["state"] == "succeeded" and answered["output"] == 'echo: {"question":"tides?"}', answered
         assert upstream.seen("up-agent")["headers"]["authorization"] == f"Bearer {value}"
-        assert value not in json.dumps([failed, answered])
+        assert value not in json.dumps(document([failed, answered]))
     assert not admin.holds(value)
 
 
@@ -383,7 +383,7 @@ def test_a_secrets_value_is_nowhere_but_in_the_upstreams_hands(stack: Stack, ups
         for path in ("/v1/secrets", "/v1/models", "/v1/llm/calls", "/v1/audit", f"/v1/runs/{run.json()['id']}"):
             assert http.get(path).status_code == 200
     assert upstream.seen("up-searched")["headers"]["authorization"] == f"Bearer {value}"
-    assert events and value not in json.dumps(events)
+    assert events and value not in json.dumps(document(events))
     assert not every.holds(value)
     dump = subprocess.run([bin_path("pg_dump"), "--dbname", stack.database_url], capture_output=True, check=True).stdout
     assert b"searched-key" in dump and b"secret.reveal" in dump

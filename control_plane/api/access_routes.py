@@ -8,7 +8,7 @@ from litestar.params import Parameter
 
 from control_plane.api.answers import json_response, record, record_as, source_address
 from control_plane.api.gate import UNKNOWN_TENANT
-from control_plane.api.problems import Problem
+from control_plane.api.problems import Problem, documented
 from control_plane.catalog.documents import check_name_field
 from control_plane.errors import Forbidden, NotFound
 from control_plane.security.authentication import PLATFORM_ADMIN
@@ -88,7 +88,11 @@ async def refresh_token(request: Request[Any, Any, Any], data: RefreshRequest, s
     return json_response({**pair.body(), "stack_id": services.stack_id})
 
 
-@post("/v1/auth/revoke", status_code=200)
+@post(
+    "/v1/auth/revoke",
+    status_code=200,
+    responses=documented((400, "malformed-json"), (422, "validation-error"), (429, "rate-limited")),
+)
 async def revoke_token(request: Request[Any, Any, Any], data: RefreshRequest, services: Services) -> Response[bytes]:
     """End a login (token revocation, RFC 7009, for refresh tokens): the refresh token given, used or not, and
     every token of its login stop working. Needs no access token: the refresh token is the proof, as for

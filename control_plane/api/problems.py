@@ -4,6 +4,7 @@ import math
 from typing import Any
 
 import msgspec
+from litestar.openapi.datastructures import ResponseSpec
 
 from control_plane.errors import (
     BudgetExceeded,
@@ -130,3 +131,21 @@ class Problem(Exception):
 
     def as_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self.body())  # type: ignore[no-any-return]
+
+
+def documented(*answers: tuple[int, str]) -> dict[int, ResponseSpec]:
+    """The problems a route answers, as its OpenAPI responses: per status, the problem document and the
+    ``type``s it may carry."""
+    slugs: dict[int, list[str]] = {}
+    for status, slug in answers:
+        assert slug in _TITLES, slug
+        slugs.setdefault(status, []).append(slug)
+    return {
+        status: ResponseSpec(
+            data_container=ProblemBody,
+            generate_examples=False,
+            media_type=PROBLEM_MEDIA_TYPE,
+            description="; ".join(f"{_TYPE_PREFIX}{slug}: {_TITLES[slug]}" for slug in listed),
+        )
+        for status, listed in slugs.items()
+    }

@@ -40,6 +40,7 @@ from .models import (
     Tenant,
     Tokens,
     Tool,
+    Transcript,
     Worker,
     Workflow,
     decode_as,
@@ -47,8 +48,8 @@ from .models import (
 
 T = TypeVar("T")
 JSON = dict[str, Any]
-"""A document the SDK does not type (yet): the model gateway's deployments, usage, budgets, calls and
-transcripts, and what is sent."""
+"""A document the SDK does not type (yet): the model gateway's deployments, usage, budgets and calls, and
+what is sent."""
 
 
 @dataclass(frozen=True)
@@ -324,11 +325,11 @@ def get_run(run_id: str) -> Call[RunDetail]:
     return Call("GET", f"/v1/runs/{_segment(run_id)}", _as(RunDetail))
 
 
-def get_transcript(run_id: str, step: str | None = None) -> Call[JSON]:
+def get_transcript(run_id: str, step: str | None = None) -> Call[Transcript]:
     """An agent run's turns (or those of its agent step `step`, in a workflow's run): messages, answers, tool
     calls and their results, tokens and cost."""
     params = {"step": step} if step is not None else None
-    return Call("GET", f"/v1/runs/{_segment(run_id)}/transcript", _json, params=params)
+    return Call("GET", f"/v1/runs/{_segment(run_id)}/transcript", _as(Transcript), params=params)
 
 
 def list_runs(

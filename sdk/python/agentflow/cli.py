@@ -27,7 +27,18 @@ from ._errors import AgentFlowError, FileError, TransportError
 from ._files import load_agent_file, load_model_file, load_tool_file, load_workflow_file, parse_json, read_text
 from ._login import forget_login, login_file
 from ._scaffold import DEFAULT_TEMPLATE, TEMPLATES, scaffold
-from .models import RUN_STATES, Entry, Event, Registered, RunDetail, RunUsage, Sandbox, SignalWait, StartedRun
+from .models import (
+    RUN_STATES,
+    Entry,
+    Event,
+    Registered,
+    RunDetail,
+    RunUsage,
+    Sandbox,
+    SignalWait,
+    StartedRun,
+    Transcript,
+)
 
 E = TypeVar("E", bound=Entry)
 
@@ -1039,26 +1050,25 @@ def runs_get(session: _Session, run_id: str, transcript: bool, step: str | None,
         _print_transcript(session.client.get_transcript(run_id, step))
 
 
-def _print_transcript(transcript: JSON) -> None:
+def _print_transcript(transcript: Transcript) -> None:
     """Turn by turn: what came in, what the model said, what each call it asked for gave back."""
-    for turn in transcript["turns"]:
-        usage = turn["usage"]
-        cost = f"${usage['cost_usd']:.6f}"
-        said = f"{usage['input_tokens']} in / {usage['output_tokens']} out tokens, {cost}"
-        click.echo(f"turn {turn['turn']}  {turn['state']}  {turn.get('model') or ''}  {said}")
-        for message in turn["messages"]:
+    for turn in transcript.turns:
+        cost = f"${turn.usage.cost_usd:.6f}"
+        said = f"{turn.usage.input_tokens} in / {turn.usage.output_tokens} out tokens, {cost}"
+        click.echo(f"turn {turn.turn}  {turn.state}  {turn.model or ''}  {said}")
+        for message in turn.messages:
             click.echo(f"  {message.get('role')}: {_short(message.get('content'), width=500)}")
-        if turn.get("answer"):
-            click.echo(f"  assistant: {_short(turn['answer'].get('content'), width=500)}")
-        for call in turn["tool_calls"]:
-            approval = call.get("approval")
-            decided = f" approval {approval['state']} {json.dumps(approval['decision'])}" if approval else ""
-            click.echo(f"  -> {call['tool']} {json.dumps(call['arguments'])} [{call['state']}{decided}]")
-            click.echo(f"     = {_short(call.get('result'), width=500)}")
-    usage = transcript["usage"]
+        if turn.answer:
+            click.echo(f"  assistant: {_short(turn.answer.get('content'), width=500)}")
+        for call in turn.tool_calls:
+            approval = call.approval
+            decided = f" approval {approval.state} {json.dumps(approval.decision)}" if approval else ""
+            click.echo(f"  -> {call.tool} {json.dumps(call.arguments)} [{call.state}{decided}]")
+            click.echo(f"     = {_short(call.result, width=500)}")
+    usage = transcript.usage
     click.echo(
-        f"run {transcript['run_id']}  {transcript['state']}  {usage['turns']} turns, {usage['model_calls']} model "
-        f"calls, {usage['input_tokens']} in / {usage['output_tokens']} out tokens, ${usage['cost_usd']:.6f}"
+        f"run {transcript.run_id}  {transcript.state}  {usage.turns} turns, {usage.model_calls} model "
+        f"calls, {usage.input_tokens} in / {usage.output_tokens} out tokens, ${usage.cost_usd:.6f}"
     )
 
 

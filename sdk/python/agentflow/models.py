@@ -313,6 +313,80 @@ class Event(Answer, frozen=True, kw_only=True):
         return self.type in FINAL_EVENT_TYPES
 
 
+class Approval(Answer, frozen=True, kw_only=True):
+    """The approval a tool call of an agent's turn waited for: its signal wait's step and what was decided
+    (the approve signal's data, None until it came)."""
+
+    step: str
+    state: str
+    decision: Any
+
+
+class TurnCall(Answer, frozen=True, kw_only=True):
+    """A tool call a model turn asked for, and the result the model was given for it."""
+
+    id: str | None
+    tool: str | None
+    arguments: Any
+    """As the model wrote them: parsed when they are JSON."""
+    step: str | None
+    """The step that ran it (None: not run)."""
+    state: str
+    """The call's task state, or `not run`."""
+    result: Any
+    approval: Approval | None = None
+    """When the agent's policy made the call wait for approval."""
+
+
+class TurnUsage(Answer, frozen=True, kw_only=True):
+    input_tokens: int
+    output_tokens: int
+    cost_usd: int | float
+    # int | float: the API writes a sum of no calls as 0, and document() must give that back unchanged.
+
+
+class Turn(Answer, frozen=True, kw_only=True):
+    """One model turn of an agent: the messages it added to the conversation, the answer, the calls it asked
+    for, and what its model calls (failed attempts included) cost."""
+
+    turn: int
+    """From 1."""
+    step: str
+    state: str
+    error: str | None
+    model: str | None
+    """The deployment that answered."""
+    latency_ms: float | None
+    messages: list[dict[str, Any]]
+    answer: dict[str, Any] | None
+    """The model's message (role, content, tool_calls); None until it answered."""
+    tool_calls: tuple[TurnCall, ...]
+    usage: TurnUsage
+    model_calls: int
+
+
+class TranscriptUsage(TurnUsage, frozen=True, kw_only=True):
+    """A transcript's usage summed over its turns."""
+
+    turns: int
+    model_calls: int
+
+
+class Transcript(Answer, frozen=True, kw_only=True):
+    """An agent run's turns (or those of an agent step of a workflow's run), read back from what it recorded."""
+
+    run_id: str
+    step: str | None
+    """The agent step (None: the run is an agent's)."""
+    agent: str | None
+    """`name@version` of the agent."""
+    state: str
+    output: Any
+    error: str | None
+    turns: tuple[Turn, ...]
+    usage: TranscriptUsage
+
+
 # ---- workers and queues ---------------------------------------------------------------------------
 
 
