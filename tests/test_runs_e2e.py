@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from agentflow import Client, Conflict, load_tool_file
+from agentflow.models import StartedRun
 
 from control_plane.stack.processes import stop
 from registry import audit, connect
@@ -228,7 +229,7 @@ def test_repeating_a_finished_run_answers_the_state_it_ended_in(client: Client) 
     again = client.start_run(tool="noop", input={"n": "repeat"}, idempotency_key="order-finished")
     assert (again["id"], again["state"], again.created) == (first["id"], "succeeded", False)
     (item,) = client.start_runs([{"tool": "noop", "input": {"n": "repeat"}, "idempotency_key": "order-finished"}])
-    assert item == {"id": first["id"], "state": "succeeded", "created": False}
+    assert item == StartedRun(id=first["id"], state="succeeded", created=False)
 
 
 def test_a_batch_answers_each_item_with_a_run_or_its_own_problem(client: Client) -> None:

@@ -76,6 +76,10 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         """The field `key` as the API's JSON has it, or `default` when the answer has none."""
         return document(self).get(key, default)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether the API's JSON of this answer has the field `key` (as `key in answer` reads a dict)."""
+        return key in document(self)
+
 
 class Registered(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     """What a registration stored (`value`: a tool, workflow, agent, secret or model deployment, as the API
@@ -91,6 +95,9 @@ class Registered(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
 
     def get(self, key: str, default: Any = None) -> Any:
         return document(self).get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in document(self)
 
 
 class Page(Answer, Generic[T], frozen=True, kw_only=True):
