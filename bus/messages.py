@@ -248,6 +248,8 @@ class TurnRequest(msgspec.Struct, frozen=True, kw_only=True):
     agent: str
     body: msgspec.Raw
     """An OpenAI chat completion request (``model`` a tier or a deployment's name)."""
+    first: bool = False
+    """Asked on the first delivery of the turn's first attempt: no call of it can have been made before."""
 
 
 class TurnReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

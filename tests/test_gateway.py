@@ -340,6 +340,47 @@ async def test_a_turn_asked_of_two_control_planes_at_once_calls_the_model_once(
     assert (await asyncio.to_thread(upstream.seen, "up-raced-turns"))["requests"] == 1
 
 
+async def test_a_turn_asked_for_the_first_time_is_called_once_and_then_answered_from_its_record(
+    gateway: Gateway, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
+) -> None:
+    apply(http, **upstream_model(upstream, "up-first-turns"))
+    body = {"model": "up-first-turns", "messages": [{"role": "user", "content": "first"}]}
+    ids = {"tenant": tenant[0], "run_id": str(uuid.uuid4()), "task_id": str(uuid.uuid4()), "attempt": 1, "turn": 1}
+    # Its call starts while its lease is taken; the redelivery that follows asks it as not new.
+    answered = await gateway.chat(body, context=CallContext(**ids, first=True))  # type: ignore[arg-type]
+    assert answered["choices"][0]["message"]["content"] == "echo: first"
+    again = await gateway.chat(body, context=CallContext(**ids))  # type: ignore[arg-type]
+    assert again == answered
+    assert (await asyncio.to_thread(upstream.seen, "up-first-turns"))["requests"] == 1
+
+
+async def test_a_turn_asked_as_new_whose_lease_another_control_plane_holds_gets_that_holders_answer(
+    gateway: Gateway, stack: Stack, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
+) -> None:
+    apply(http, **upstream_model(upstream, "up-doubled-turns"))
+    await asyncio.to_thread(upstream.fail, "up-doubled-turns", latency_ms=800)
+    body = {"model": "up-doubled-turns", "messages": [{"role": "user", "content": "doubled"}]}
+    ids = {"tenant": tenant[0], "run_id": str(uuid.uuid4()), "task_id": str(uuid.uuid4()), "attempt": 1, "turn": 1}
+    async with running_gateway(stack) as other:
+        holding = asyncio.ensure_future(other.chat(body, context=CallContext(**ids)))  # type: ignore[arg-type]
+
+        async def leased() -> bool:
+            return bool((await asyncio.to_thread(upstream.seen, "up-doubled-turns"))["requests"])
+
+        await eventually("the other control plane calling the model", leased)
+        # A task message published twice: the second delivery looks new, but the lease is the holder's.
+        doubled = await gateway.chat(body, context=CallContext(**ids, first=True))  # type: ignore[arg-type]
+        assert doubled == await holding
+
+    async def recorded() -> list[str]:
+        answer = await asyncio.to_thread(http.get, "/v1/llm/calls", params={"run_id": ids["run_id"]})
+        return [call["outcome"] for call in answer.json()["items"]]
+
+    # One answered call: the early one, stopped once the lease was found to be another's, answered nothing.
+    outcomes = await eventually("the holder's call recorded", recorded)
+    assert outcomes.count("ok") == 1 and set(outcomes) <= {"ok", "cancelled"}, outcomes
+
+
 async def test_a_turn_whose_lease_a_dead_control_plane_holds_is_called_once_the_lease_runs_out(
     gateway: Gateway, stack: Stack, http: httpx.Client, tenant: tuple[str, str], upstream: Upstream
 ) -> None:

@@ -29,11 +29,12 @@ class Executor:
         self._publish_log = publish_log
         self._ask_model = ask_model
 
-    async def execute(self, task: Task, traceparent: str | None = None) -> Result:
-        """Run ``task``; ``traceparent`` is the trace context the tool gets as ``TRACEPARENT``."""
+    async def execute(self, task: Task, traceparent: str | None = None, *, first: bool = False) -> Result:
+        """Run ``task``; ``traceparent`` is the trace context the tool gets as ``TRACEPARENT``; ``first``: this
+        is the first delivery of the task's first attempt."""
         started = time.time()
         if task.runtime.builtin is not None:
-            return await self._builtin(task, started)
+            return await self._builtin(task, started, first)
         if not tracing.enabled:
             return await self._sandboxed(task, started, traceparent)
         with tracing.tracer.start_as_current_span(
@@ -85,12 +86,12 @@ class Executor:
             metrics.SANDBOX_FAILURES.add((kind, reason))
         return self._from_outcome(task, started, outcome)
 
-    async def _builtin(self, task: Task, started: float) -> Result:
+    async def _builtin(self, task: Task, started: float, first: bool) -> Result:
         if task.runtime.builtin == "noop":
             return self._result(task, started, ok=True, output=task.input, sandbox="builtin")
         if task.runtime.builtin == MODEL_TOOL and self._ask_model is not None:
             try:
-                output = await run_turn(self._ask_model, task)
+                output = await run_turn(self._ask_model, task, first=first)
             except TurnFailed as failure:
                 return self._failed(task, started, "retryable" if failure.retryable else "exit", failure.reason)
             return self._result(task, started, ok=True, output=msgspec.Raw(output), sandbox="builtin")

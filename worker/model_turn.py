@@ -43,14 +43,21 @@ class TurnFailed(Exception):
         self.retryable = retryable
 
 
-async def run_turn(ask: Ask, task: Task) -> bytes:
-    """The output of the turn, as JSON; raises TurnFailed with the reason and whether a retry may succeed."""
+async def run_turn(ask: Ask, task: Task, *, first: bool = False) -> bytes:
+    """The output of the turn, as JSON; raises TurnFailed with the reason and whether a retry may succeed.
+    ``first``: this is the first delivery of the task's first attempt (``TurnRequest.first``)."""
     try:
         turn = msgspec.json.decode(task.input, type=_Turn)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise TurnFailed(f"a model turn's input is malformed: {error}", retryable=False) from None
     request = TurnRequest(
-        tenant=task.tenant, run_id=task.run_id, task_id=task.task_id, step=task.step, agent=turn.agent, body=turn.body
+        tenant=task.tenant,
+        run_id=task.run_id,
+        task_id=task.task_id,
+        step=task.step,
+        agent=turn.agent,
+        body=turn.body,
+        first=first,
     )
     reply = await ask(request)
     if not reply.ok:

@@ -38,6 +38,9 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 PULL_WAIT_SECONDS = 1.0
+ANNOUNCE_AFTER_SECONDS = 0.05
+"""A task still running after this long is announced: one that finishes sooner needs no start notice (its result
+says when it started), which spares the control plane a write per short model turn or tool call."""
 MAX_HELD_IN_HEARTBEAT = 1000
 """A heartbeat lists at most this many held attempts (about 150 KB), well under NATS's largest message; the
 control plane knows the rest from their start notices."""
@@ -175,13 +178,16 @@ class Worker:
         self._holding[msg] = Held(run_id=task.run_id, task_id=task.task_id, attempt=task.attempt, seq=msg.stream_seq)
         self._holding_changed.set()
         try:
-            if _announced(task):
-                await self._announce(task, msg.stream_seq)
+            announcing = asyncio.create_task(self._announce_later(task, msg.stream_seq)) if _announced(task) else None
             self._running[msg] = time.monotonic()
             try:
-                result = await self._execute(task, traceparent)
+                result = await self._execute(task, traceparent, first=msg.deliveries == 1 and task.attempt == 1)
             finally:
                 del self._running[msg]
+                if announcing is not None:
+                    # Awaited before the result is published, so a notice that did go out precedes it.
+                    announcing.cancel()
+                    await asyncio.gather(announcing, return_exceptions=True)
             deliveries, queued_at = msg.deliveries, msg.stored_at
             # Clocks of different hosts: a nats-server ahead of the worker would make the wait negative.
             waited = None if queued_at is None else max(0.0, result.started_at - queued_at)
@@ -234,10 +240,10 @@ class Worker:
         if deliveries > 1:
             metrics.REDELIVERIES.add(key)
 
-    async def _execute(self, task: Task, traceparent: str | None) -> Result:
+    async def _execute(self, task: Task, traceparent: str | None, *, first: bool) -> Result:
         """Run the task; a cancel notice for it stops the execution (and its sandbox) with a cancelled result."""
         started = time.time()
-        execution = asyncio.create_task(self._executor.execute(task, traceparent))
+        execution = asyncio.create_task(self._executor.execute(task, traceparent, first=first))
         self._executions[task.task_id] = execution
         try:
             return await execution
@@ -261,10 +267,12 @@ class Worker:
                 log.info("stopping task %s of run %s: cancelled", task_id, notice.run_id)
                 execution.cancel()
 
-    async def _announce(self, task: Task, seq: int) -> None:
-        """Say the attempt started (the control plane marks the task running, and records which worker holds
-        the message at ``seq``). Not awaited by the stream: the result that follows travels the same
-        connection, so it cannot overtake this notice."""
+    async def _announce_later(self, task: Task, seq: int) -> None:
+        """Say the attempt started, once it has run ANNOUNCE_AFTER_SECONDS (the control plane marks the task
+        running, and records which worker holds the message at ``seq``). Not awaited by the stream: the result
+        that follows travels the same connection, so it cannot overtake this notice."""
+        started_at = time.time()
+        await asyncio.sleep(ANNOUNCE_AFTER_SECONDS)
         started = Started(
             tenant=task.tenant,
             run_id=task.run_id,
@@ -272,7 +280,7 @@ class Worker:
             attempt=task.attempt,
             worker_id=self._settings.worker_id,
             sandbox=self._backend.kind if task.runtime.builtin is None else "builtin",
-            started_at=time.time(),
+            started_at=started_at,
             seq=seq,
         )
         await self._notify(task, started)

@@ -426,6 +426,9 @@ def _fold_result(
     attempt to come after its backoff under ``policy``) or is dead (attempts exhausted)."""
     state, output, error = _outcome(result, tool)
     data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
+    if task.state == TaskState.QUEUED and _announced(tool):
+        # Workers announce only attempts that outlive their announce delay; a quicker one's result tells its start.
+        events.add("task.started", {**data, "worker_id": result.worker_id})
     data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
     next_attempt = not_before = None
     if result.error_kind == "lost":
@@ -476,6 +479,11 @@ def _fold_result(
     change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
     task.state, task.output, task.error = state, output, error
     task.attempt = next_attempt or task.attempt
+
+
+def _announced(tool: Tool) -> bool:
+    """Whether the run's events tell when the tool's attempts start: sandboxed tools and model turns."""
+    return tool.runtime.builtin is None or tool.name == MODEL_TOOL
 
 
 def _mark_progress(

@@ -71,6 +71,8 @@ class CallContext(msgspec.Struct, frozen=True, kw_only=True):
     turn: int | None = None
     caller: str = "api"
     """``agent:reviewer@1``, ``api:key:<prefix>``…"""
+    first: bool = False
+    """The turn was never asked before (``TurnRequest.first``): its call may start while its lease is taken."""
 
     @property
     def idempotency_key(self) -> str | None:
@@ -197,7 +199,7 @@ class Gateway:
             return await self._chat(request, context)
         keyed = self._keyed.get(key)
         if keyed is None:
-            call = self.leases.call_once(context.tenant, key, lambda: self._chat(request, context))
+            call = self.leases.call_once(context.tenant, key, lambda: self._chat(request, context), first=context.first)
             keyed = self._keyed[key] = (context, asyncio.ensure_future(call))
             keyed[1].add_done_callback(lambda done: self._forget(key, done))
         # A caller that leaves (its worker died, its request timed out) leaves the call to finish and be

@@ -37,29 +37,54 @@ class TurnLeases:
         self.holder = uuid.uuid4().hex
         """This gateway's name on the leases it holds."""
 
-    async def call_once(self, tenant: str, key: str, call: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    async def call_once(
+        self, tenant: str, key: str, call: Callable[[], Awaitable[dict[str, Any]]], *, first: bool = False
+    ) -> dict[str, Any]:
         """The answer recorded for turn ``key``, or ``call()``'s, made while holding the turn's lease (waited
-        for while another control plane holds it)."""
-        wait = FIRST_WAIT_SECONDS
-        while True:
-            held, recorded = await llm_calls.take_lease(self._pool, tenant, key, self.holder, LEASE_SECONDS)
-            if recorded is not None:
-                completion: dict[str, Any] = msgspec.json.decode(recorded)
-                return completion
-            if held:
-                break
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, LONGEST_WAIT_SECONDS)
+        for while another control plane holds it).
+
+        ``first``: the turn was never asked before, so no other call of it can hold the lease or have recorded
+        an answer; the call starts while the lease is taken rather than a database round trip later. Should
+        the lease still turn out to be another's (a task message published twice, past JetStream's duplicate
+        window), that early call is stopped and the holder's answer waited for."""
+        early = asyncio.ensure_future(call()) if first else None
+        try:
+            recorded = await self._take(tenant, key, early)
+        except BaseException:
+            if early is not None:
+                early.cancel()
+            raise
+        if recorded is not None:
+            completion: dict[str, Any] = msgspec.json.decode(recorded)
+            return completion
         renewing = asyncio.create_task(self._renew(tenant, key))
         answered = False
         try:
-            answer = await call()
+            answer = await (early if early is not None and not early.cancelled() else call())
             answered = True
             return answer
         finally:
             renewing.cancel()
             if not answered:
                 await llm_calls.release_lease(self._pool, tenant, key, self.holder)
+
+    async def _take(self, tenant: str, key: str, early: "asyncio.Future[dict[str, Any]] | None") -> str | None:
+        """Take the turn's lease (None once held) unless an answer is recorded for it (that answer); an
+        ``early`` call is stopped as soon as the lease is found to be another's."""
+        wait = FIRST_WAIT_SECONDS
+        while True:
+            held, recorded = await llm_calls.take_lease(self._pool, tenant, key, self.holder, LEASE_SECONDS)
+            if held and recorded is None:
+                return None
+            if early is not None and not early.done():
+                log.warning("model turn %s was asked as new but its lease is another's: stopping its call", key)
+            if early is not None:
+                early.cancel("the turn's lease is another's")
+                await asyncio.gather(early, return_exceptions=True)
+            if recorded is not None:
+                return recorded
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, LONGEST_WAIT_SECONDS)
 
     async def _renew(self, tenant: str, key: str) -> None:
         while True:

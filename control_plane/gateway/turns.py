@@ -58,6 +58,7 @@ class TurnAnswerer:
             attempt=1,
             turn=turn_number(request.step),
             caller=f"agent:{request.agent}",
+            first=request.first,
         )
         try:
             body = msgspec.json.decode(request.body)
