@@ -96,6 +96,17 @@ def test_an_unknown_model_is_estimated_and_marked_as_such() -> None:
     assert usage.estimated and usage.completion_tokens == 1
 
 
+@pytest.mark.parametrize("words", [3, 2_000])
+async def test_a_count_from_the_event_loop_is_the_blocking_count_short_in_place_or_long_in_a_thread(
+    words: int,
+) -> None:
+    request = parse_chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "token " * words}]})
+    assert (tokens._chars(request, {"content": "ok"}) < tokens.INLINE_CHARS) == (words == 3)
+    for model in ("gpt-4o", "claude-3-5-haiku-latest"):
+        expected = tokens.chat_usage(model, request, {"content": "ok"})
+        assert await tokens.count_chat_usage(model, request, {"content": "ok"}) == expected
+
+
 def test_a_providers_silence_is_counted_by_tiktoken_or_recorded_as_an_estimate(
     http: httpx.Client, llm: openai.OpenAI, official: dict[str, tiktoken.Encoding]
 ) -> None:

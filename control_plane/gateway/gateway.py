@@ -85,7 +85,7 @@ async def _usage_of(answer: Answer, request: ChatRequest, deployment: Deployment
     """The provider's usage, or the gateway's count of it."""
     if answer.usage is not None:
         return answer.usage
-    return await asyncio.to_thread(tokens.chat_usage, deployment.spec.remote_model, request, answer.message)
+    return await tokens.count_chat_usage(deployment.spec.remote_model, request, answer.message)
 
 
 def cost_of(spec: ModelSpec | None, usage: Usage | None) -> float:

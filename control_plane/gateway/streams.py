@@ -174,4 +174,4 @@ class ChatStream:
     async def _usage(self, gathered: _Gathered) -> Usage:
         if gathered.usage is not None:
             return gathered.usage
-        return await asyncio.to_thread(tokens.chat_usage, self._model, self.request, gathered.answer().message)
+        return await tokens.count_chat_usage(self._model, self.request, gathered.answer().message)

@@ -13,6 +13,7 @@ Any other model (Claude's, a local Llama…) is estimated at four characters a t
 overhead: close enough to route by and to show, and recorded as an estimate.
 """
 
+import asyncio
 import base64
 import gzip
 import hashlib
@@ -33,6 +34,9 @@ _PER_MESSAGE = 3
 _PER_NAME = 1
 _PER_ANSWER = 3
 _CHARS_PER_TOKEN = 4
+INLINE_CHARS = 2_000
+"""A prompt and answer shorter than this are encoded on the event loop (well under 100 µs); a longer one in a
+thread, whose hop costs more than encoding a short text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +169,27 @@ def counter(model: str) -> Counter:
 
 def chat_usage(model: str, request: ChatRequest, message: dict[str, Any]) -> Usage:
     """The usage of an answer of ``model`` whose provider reported none (blocking: a long prompt takes
-    milliseconds to count, so the gateway calls it in a thread)."""
+    milliseconds to count; ``count_chat_usage`` is for the event loop)."""
     count = counter(model)
     prompt, answer = count.prompt(request), count.answer(message)
     return Usage(prompt_tokens=prompt, completion_tokens=answer, estimated=count.estimated)
+
+
+async def count_chat_usage(model: str, request: ChatRequest, message: dict[str, Any]) -> Usage:
+    """``chat_usage`` from the event loop: counted in place when that is quick (an estimate, or a text under
+    INLINE_CHARS), in a thread otherwise."""
+    if counter(model).estimated or _chars(request, message) < INLINE_CHARS:
+        return chat_usage(model, request, message)
+    return await asyncio.to_thread(chat_usage, model, request, message)
+
+
+def _chars(request: ChatRequest, message: dict[str, Any]) -> int:
+    """About how many characters a count encodes."""
+    texts = [text_of(m.content) for m in request.messages]
+    texts += [c.function.arguments for m in request.messages for c in m.tool_calls or []]
+    texts += [json.dumps(_tool(t.function)) for t in request.tools or []]
+    texts += [str(message.get("content") or ""), json.dumps(message.get("tool_calls") or [])]
+    return sum(map(len, texts))
 
 
 def embedding_usage(model: str, texts: list[str]) -> Usage:
