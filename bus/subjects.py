@@ -23,6 +23,10 @@ ALL_CHANNELS = "af.*.chan.*"
 ALL_MODEL_TURNS = "af.*.llm.turns"
 ALL_CANCELS = "af.*.cancel"
 ALL_LOGS = "af.*.logs.*"
+TASKS_KEEPER = "af.keeper.tasks"
+RESULTS_KEEPER = "af.keeper.results"
+"""Subjects of the work-queue streams that no consumer's filter matches (three tokens, where a tenant's have
+four): the message kept there holds the stream's last block open (``bus.streams.keep_last_blocks``)."""
 
 
 class InvalidName(ValueError):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus import Bus, Fleet, connect, model_turns
-from bus.streams import ensure_results_consumer, ensure_streams
+from bus.streams import ensure_results_consumer, ensure_streams, keep_last_blocks
 from control_plane.catalog.resolver import Catalog
 from control_plane.engine.admission import Admission
 from control_plane.engine.dispatch import Dispatcher
@@ -109,6 +109,7 @@ class Services:
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
             asyncio.create_task(dispatcher.relay(services.stop), name="outbox-relay"),
             asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
+            asyncio.create_task(keep_last_blocks(bus, services.stop), name="stream-keeper"),
             asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
             asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
             asyncio.create_task(fleet_view.run(services.stop), name="fleet"),

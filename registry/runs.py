@@ -478,11 +478,7 @@ async def running_on(pool: Pool, tenant: str, worker_id: str) -> list[RunningTas
 
 
 async def mark_published(pool: Pool, task_ids: Sequence[str]) -> None:
-    """Note these tasks as on the bus. Committed without waiting for the disk: a mark lost in a crash only
-    makes the outbox publish the task again, which JetStream drops as a duplicate of its message id."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL synchronous_commit = off")
-        await conn.execute("UPDATE tasks SET published = true WHERE id = ANY($1::uuid[])", list(task_ids))
+    await pool.execute("UPDATE tasks SET published = true WHERE id = ANY($1::uuid[])", list(task_ids))
 
 
 class PendingTask(msgspec.Struct, frozen=True, kw_only=True):

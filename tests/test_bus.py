@@ -16,10 +16,10 @@ from bus import Bus, Fleet, WatchLost, connect, subjects
 from bus.consume import bind
 from bus.messages import encode
 from bus.publish import Outgoing, notify, publish
-from bus.streams import ensure_streams, ensure_task_consumer, withdraw_task
+from bus.streams import KEEP_SECONDS, ensure_streams, ensure_task_consumer, keep_last_blocks, withdraw_task
 from bus.watch import watch, watch_carrying
 from control_plane.stack.nats import NatsServer
-from tests.conftest import admin_url, heartbeat_of, noop_task
+from tests.conftest import admin_url, eventually, heartbeat_of, noop_task
 
 TENANT = "bus-test"
 TRACEPARENT = f"00-{'1' * 32}-{'2' * 16}-01"
@@ -191,3 +191,39 @@ async def test_run_events_are_kept_by_no_stream_and_the_events_stream_of_earlier
         assert await anext(looks) == 0
         await notify(bus, Outgoing(subjects.events(TENANT, run_id), b"{}", f"{run_id}:ev:1"))
         assert await asyncio.wait_for(anext(looks), 5.0) == 1
+
+
+async def test_a_keeper_holds_the_tasks_streams_last_block_while_tasks_come_and_go_and_no_worker_gets_it(
+    bus: Bus, tmp_root: Path
+) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    consumer = await bind(bus, subjects.TASKS_STREAM, await ensure_task_consumer(bus, TENANT, queue))
+    blocks = tmp_root / "nats" / "jetstream" / "$G" / "streams" / subjects.TASKS_STREAM / "msgs"
+
+    async def one_task_done() -> None:
+        task = noop_task(TENANT)
+        await publish(bus, Outgoing(subjects.tasks(TENANT, queue), encode(task), task.task_id))
+        [delivery] = await consumer.pull(1, 5.0)
+        assert delivery.subject == subjects.tasks(TENANT, queue)
+        await delivery.ack()
+
+    async def keepers() -> int:
+        info = await bus.jetstream.stream_info(subjects.TASKS_STREAM, subjects_filter=subjects.TASKS_KEEPER)
+        return info.state.messages
+
+    stop = asyncio.Event()
+    keeping = asyncio.create_task(keep_last_blocks(bus, stop))
+    try:
+        await one_task_done()
+        await eventually("a keeper on the tasks stream", keepers)
+        await asyncio.sleep(KEEP_SECONDS * 1.5)  # the keeper of the task above, written after it
+        files = sorted(path.name for path in blocks.glob("*.blk"))
+        for _ in range(20):
+            await one_task_done()
+        # Without the keeper, each acknowledgement empties the last block: deleted, and a new file made.
+        assert sorted(path.name for path in blocks.glob("*.blk")) == files
+        await asyncio.sleep(KEEP_SECONDS * 1.5)
+        assert await keepers() == 1  # a new keeper for the new writes, the older ones purged
+    finally:
+        stop.set()
+        await keeping

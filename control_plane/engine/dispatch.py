@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 RELAY_INTERVAL_SECONDS = 5.0
 RELAY_AGE_SECONDS = 10.0
+MARK_EVERY_SECONDS = 1.0
+"""How often tasks published are noted as such, all in one statement: well within RELAY_AGE_SECONDS, so the
+relay publishes none of them again, and rarely enough that a busy control plane writes one statement a
+second rather than one a dispatch (a mark lost in a crash only has the relay publish the task again, which
+JetStream drops as a duplicate of its message id)."""
 LEDGER_RELOAD_SECONDS = 30.0
 CONTROL_PLANE = "control-plane"
 """Where the tasks the control plane keeps itself (timers, signal waits) are recorded: never on the bus."""
@@ -232,10 +237,12 @@ class Dispatcher:
         loop.call_later(delay + 1, self._timers.discard, handle)
 
     async def mark_published(self, stop: asyncio.Event) -> None:
-        """Record published tasks: all that gathered since the last write, in one statement."""
+        """Record published tasks: every MARK_EVERY_SECONDS, all that gathered since the last write."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._has_published.wait(), 1.0)
+                await asyncio.wait_for(self._has_published.wait(), MARK_EVERY_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), MARK_EVERY_SECONDS)
             self._has_published.clear()
             await self.flush_marks()
 
