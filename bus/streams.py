@@ -117,25 +117,26 @@ async def keep_last_blocks(bus: Bus, stop: asyncio.Event) -> None:
     ``openat``). A message no consumer takes keeps the block in use. Blocks fill and roll over, so every
     ``KEEP_SECONDS`` while messages arrive a new keeper is written (into the block written now) and the
     older ones purged."""
-    kept: dict[str, int] = {}
     while not stop.is_set():
         for stream, subject in KEEPERS:
             try:
-                kept[stream] = await _keep(bus, stream, subject, kept.get(stream, 0))
+                await _keep(bus, stream, subject)
             except Exception as error:  # a stream being set up or electing a leader: the next pass keeps it
                 log.debug("cannot keep the last block of %s: %s", stream, error)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), KEEP_SECONDS)
 
 
-async def _keep(bus: Bus, stream: str, subject: str, keeper_seq: int) -> int:
-    """The sequence of ``stream``'s keeper: ``keeper_seq`` if nothing was stored after it, else a new one's."""
+async def _keep(bus: Bus, stream: str, subject: str) -> None:
+    """Write a new keeper on ``stream`` unless its newest message is one (written by any control plane, so
+    that several of them stop once messages stop), then purge the older keepers."""
     js = bus.jetstream
-    if (await js.stream_info(stream)).state.last_seq == keeper_seq:
-        return keeper_seq
-    stored = await js.publish(subject, b"", stream=stream)
+    last = (await js.stream_info(stream)).state.last_seq
+    with contextlib.suppress(NotFoundError):
+        if last and (await js.get_last_msg(stream, subject)).seq == last:
+            return
+    await js.publish(subject, b"", stream=stream)
     await js.purge_stream(stream, subject=subject, keep=1)
-    return stored.seq
 
 
 async def wait_for_streams(bus: Bus, every: float = 0.5) -> None:

@@ -262,7 +262,8 @@ async def test_a_new_backend_deletes_the_call_dirs_a_killed_worker_left_and_clos
     backend = ProcessBackend(tmp_path)
     try:
         assert not left.exists()
-        assert (await backend.run(python("print(1)"))).stdout == b"1\n"
+        outcome = await backend.run(python("print(1)"))
+        assert outcome.stdout == b"1\n", outcome
         assert os.listdir(tmp_path) == [backend.dir.name]
         assert os.listdir(backend.dir) == []  # each call's dir is wiped after it
     finally:
