@@ -129,14 +129,15 @@ async def keep_last_blocks(bus: Bus, stop: asyncio.Event) -> None:
 
 async def _keep(bus: Bus, stream: str, subject: str) -> None:
     """Write a new keeper on ``stream`` unless its newest message is one (written by any control plane, so
-    that several of them stop once messages stop), then purge the older keepers."""
+    that several of them stop once messages stop), and purge all keepers but the newest."""
     js = bus.jetstream
-    last = (await js.stream_info(stream)).state.last_seq
-    with contextlib.suppress(NotFoundError):
-        if last and (await js.get_last_msg(stream, subject)).seq == last:
-            return
-    await js.publish(subject, b"", stream=stream)
-    await js.purge_stream(stream, subject=subject, keep=1)
+    state = (await js.stream_info(stream, subjects_filter=subject)).state
+    kept = (state.subjects or {}).get(subject, 0)
+    if not kept or (await js.get_last_msg(stream, subject)).seq != state.last_seq:
+        await js.publish(subject, b"", stream=stream)
+        kept += 1
+    if kept > 1:
+        await js.purge_stream(stream, subject=subject, keep=1)
 
 
 async def wait_for_streams(bus: Bus, every: float = 0.5) -> None:

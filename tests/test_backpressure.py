@@ -140,6 +140,8 @@ async def test_a_flood_from_one_tenant_does_not_starve_another(stack: Stack) -> 
             await af.register_tool(sleeper(0.05))
         await flood.configure_limits(max_in_flight=4)
         with workers(stack, queue, tenant="flood"), workers(stack, queue, tenant="calm"):
+            # The calm tenant's worker is up first: a flood finished while it started would prove nothing.
+            await finished_tasks(calm, await start_runs(calm, "sleeps-50ms", queue, 1))
             flooded = await start_runs(flood, "sleeps-50ms", queue, 300)
             await eventually("the flood to be held back", lambda: held_in(flood, queue))
             calm_runs = await start_runs(calm, "sleeps-50ms", queue, 5)

@@ -209,7 +209,7 @@ async def test_a_keeper_holds_the_tasks_streams_last_block_while_tasks_come_and_
 
     async def keepers() -> int:
         info = await bus.jetstream.stream_info(subjects.TASKS_STREAM, subjects_filter=subjects.TASKS_KEEPER)
-        return info.state.messages
+        return (info.state.subjects or {}).get(subjects.TASKS_KEEPER, 0)
 
     stop = asyncio.Event()
     # Two, as two control planes keep the same streams.
