@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import os
 import resource
 import signal
@@ -59,6 +60,7 @@ class Tool(Output):
         self.finished: asyncio.Future[None] = loop.create_future()
         """Resolves once the process has exited and its stdout and stderr are closed."""
         self.stdin: asyncio.WriteTransport | None = None
+        self._pipes: list[asyncio.ReadTransport] = []
         self._popen = popen
         self._open_pipes = 2
         self._pidfd = os.pidfd_open(popen.pid)
@@ -69,8 +71,9 @@ class Tool(Output):
         popen = self._popen
         assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
         self.stdin, _ = await loop.connect_write_pipe(asyncio.Protocol, popen.stdin)
-        await loop.connect_read_pipe(lambda: _Pipe(self, 1), popen.stdout)
-        await loop.connect_read_pipe(lambda: _Pipe(self, 2), popen.stderr)
+        for fd, pipe in ((1, popen.stdout), (2, popen.stderr)):
+            transport, _ = await loop.connect_read_pipe(functools.partial(_Pipe, self, fd), pipe)
+            self._pipes.append(transport)
 
     def drain_stdout(self) -> None:
         """Take what is waiting in the stdout pipe now, without waiting for the event loop to notice it: the
@@ -99,10 +102,16 @@ class Tool(Output):
             self.finished.set_result(None)
 
     def close(self) -> None:
-        """Close the pipes (the process must have exited or been killed)."""
+        """Close the pipes (the process must have exited or been killed).
+
+        Through their transports, which stop watching them first: a pipe closed under its transport stays in
+        the event loop's selector, and a later file descriptor given the same number (a pipe, a pidfd) would
+        then never be watched, its output or its exit never seen."""
         if self.stdin is not None:
             self.stdin.close()
-        for pipe in (self._popen.stdout, self._popen.stderr):
+        for transport in self._pipes:
+            transport.close()
+        for pipe in (self._popen.stdout, self._popen.stderr)[len(self._pipes) :]:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()

@@ -141,6 +141,19 @@ async def test_processes_a_tool_leaves_behind_are_killed_when_it_exits(backend: 
     assert await all_gone(int(outcome.stdout))
 
 
+async def test_calls_after_one_whose_pipes_a_runaway_descendant_held_still_get_their_output(
+    backend: ProcessBackend,
+) -> None:
+    # The descendant leaves the tool's session, so it outlives the kill and holds the pipes until they are
+    # closed from our side; the next calls' pipes then take the same file descriptor numbers.
+    runaway = "import subprocess; subprocess.Popen(['sleep', '4'], start_new_session=True); print('held')"
+    held = await backend.run(python(runaway))
+    assert held.stdout == b"held\n"
+    for n in range(5):
+        outcome = await backend.run(python(f"print({n})"))
+        assert (outcome.exit_code, outcome.stdout, outcome.timed_out) == (0, f"{n}\n".encode(), False)
+
+
 async def test_output_past_the_cap_is_cut_and_the_tool_killed(backend: ProcessBackend) -> None:
     outcome = await backend.run(
         replace(
