@@ -37,4 +37,17 @@ class TaskState(StrEnum):
 FINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
 """A run in one of these changes no more."""
 FINAL_TASK_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.DEAD})
+
+MODEL_TOOL = "@model"
+"""The built-in tool of a model turn (the catalog's and the worker's name): a worker asks the gateway for the
+completion."""
+
+
+def announces_start(builtin: str | None) -> bool:
+    """Whether an attempt of a task of this built-in (None: a sandboxed tool) is told running when it starts,
+    its worker's notice and its run's ``task.started`` event: sandboxed tools and model turns take long enough
+    for "running, on this worker" to matter; a no-op does not."""
+    return builtin is None or builtin == MODEL_TOOL
+
+
 """A task in one of these is finished: no attempt of it runs or will run."""

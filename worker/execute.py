@@ -7,13 +7,11 @@ import msgspec
 
 from bus import tracing
 from bus.messages import RETRYABLE_EXIT_CODE, ErrorKind, Result, Task
+from bus.states import MODEL_TOOL
 from sandbox import Backend, Limits, Outcome, SandboxCall, SandboxError
 from worker import metrics
 from worker.model_turn import Ask, TurnFailed, run_turn
 from worker.tool_logs import LiveStderr, Publish
-
-MODEL_TOOL = "@model"
-"""The built-in of an agent's model turn (the control plane's planning names it the same)."""
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,12 @@ from bus.messages import (
     encode,
 )
 from bus.publish import Outgoing, notify, publish
+from bus.states import announces_start
 from bus.streams import ensure_task_consumer, wait_for_streams
 from bus.watch import listen
 from sandbox import Backend
 from worker import metrics
-from worker.execute import MODEL_TOOL, Executor
+from worker.execute import Executor
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ says when it started), which spares the control plane a write per short model tu
 MAX_HELD_IN_HEARTBEAT = 1000
 """A heartbeat lists at most this many held attempts (about 150 KB), well under NATS's largest message; the
 control plane knows the rest from their start notices."""
-
-
-def _announced(task: Task) -> bool:
-    """Whether the control plane hears when the task starts: sandboxed tools and model turns take long
-    enough for "running, on this worker" to matter; a no-op does not."""
-    return task.runtime.builtin is None or task.runtime.builtin == MODEL_TOOL
 
 
 class Worker:
@@ -177,8 +172,9 @@ class Worker:
     async def _complete(self, bus: Bus, msg: Delivery, task: Task, traceparent: str | None) -> None:
         self._holding[msg] = Held(run_id=task.run_id, task_id=task.task_id, attempt=task.attempt, seq=msg.stream_seq)
         self._holding_changed.set()
+        announced = announces_start(task.runtime.builtin)
         try:
-            announcing = asyncio.create_task(self._announce_later(task, msg.stream_seq)) if _announced(task) else None
+            announcing = asyncio.create_task(self._announce_later(task, msg.stream_seq)) if announced else None
             self._running[msg] = time.monotonic()
             try:
                 result = await self._execute(task, traceparent, first=msg.deliveries == 1 and task.attempt == 1)
@@ -208,7 +204,7 @@ class Worker:
             self._count(task, result, deliveries, waited)
         except asyncio.CancelledError:
             await msg.nak()
-            if _announced(task):
+            if announced:
                 await self._notify(
                     task,
                     Released(

@@ -12,11 +12,12 @@ import jsonschema
 import msgspec
 
 from bus.messages import ToolLimits, ToolRuntime
+from bus.states import MODEL_TOOL
 from control_plane.catalog import agents
 from control_plane.catalog.documents import RetrySpec, ToolSpec, check_name_field, check_tool, check_version, convert
 from control_plane.errors import Conflict, Invalid
 from control_plane.planning import Plan, ToolCall, ToolRef, WorkflowInvalid
-from control_plane.planning.agent import MODEL_TOOL, AgentLoop, AgentTool, Instructions, compile_instructions
+from control_plane.planning.agent import AgentLoop, AgentTool, Instructions, compile_instructions
 from control_plane.planning.agent_steps import AgentSteps
 from control_plane.planning.kinds import KINDS, parse_workflow
 from control_plane.planning.planner import Offer, PlanSteps

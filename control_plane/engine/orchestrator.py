@@ -23,7 +23,7 @@ import msgspec
 from bus import Bus, Delivery, subjects, tracing
 from bus.consume import bind
 from bus.messages import Released, Result, Started, decode_report, json_text
-from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, RunState, TaskState
+from bus.states import FINAL_RUN_STATES, FINAL_TASK_STATES, MODEL_TOOL, RunState, TaskState, announces_start
 from control_plane import metrics
 from control_plane.catalog.documents import RetrySpec, check_name_field
 from control_plane.catalog.resolver import (
@@ -40,7 +40,7 @@ from control_plane.engine.step_instances import due_result, plan_instance, signa
 from control_plane.engine.working import PlanView, WorkingRun, WorkingTask
 from control_plane.errors import Conflict, Invalid, NotFound, Unavailable
 from control_plane.planning import Settle, ToolCall, decide
-from control_plane.planning.agent import MODEL_TOOL, turn_summary
+from control_plane.planning.agent import turn_summary
 from registry import runs
 from registry.db import Pool
 from registry.runs import RunRow
@@ -426,7 +426,7 @@ def _fold_result(
     attempt to come after its backoff under ``policy``) or is dead (attempts exhausted)."""
     state, output, error = _outcome(result, tool)
     data: dict[str, Any] = {"task_id": task.id, "step": task.step, "attempt": task.attempt}
-    if task.state == TaskState.QUEUED and _announced(tool):
+    if task.state == TaskState.QUEUED and announces_start(tool.runtime.builtin):
         # Workers announce only attempts that outlive their announce delay; a quicker one's result tells its start.
         events.add("task.started", {**data, "worker_id": result.worker_id})
     data["duration_ms"] = round((result.finished_at - result.started_at) * 1000, 3)
@@ -479,11 +479,6 @@ def _fold_result(
     change.ended.append((task.queue, task.tool_name, "retrying" if next_attempt else state, round_trip))
     task.state, task.output, task.error = state, output, error
     task.attempt = next_attempt or task.attempt
-
-
-def _announced(tool: Tool) -> bool:
-    """Whether the run's events tell when the tool's attempts start: sandboxed tools and model turns."""
-    return tool.runtime.builtin is None or tool.name == MODEL_TOOL
 
 
 def _mark_progress(

@@ -76,9 +76,9 @@ class TurnLeases:
             held, recorded = await llm_calls.take_lease(self._pool, tenant, key, self.holder, LEASE_SECONDS)
             if held and recorded is None:
                 return None
-            if early is not None and not early.done():
-                log.warning("model turn %s was asked as new but its lease is another's: stopping its call", key)
             if early is not None:
+                if not early.done():
+                    log.warning("model turn %s was asked as new but its lease is another's: stopping its call", key)
                 early.cancel("the turn's lease is another's")
                 await asyncio.gather(early, return_exceptions=True)
             if recorded is not None:

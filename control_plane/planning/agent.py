@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bus.states import RunState, TaskState
+from bus.states import MODEL_TOOL, RunState, TaskState
 from control_plane.planning.model import (
     FINISHED,
     Action,
@@ -64,8 +64,6 @@ from control_plane.planning.model import (
 from control_plane.planning.model import failed as fail
 from control_plane.planning.paths import Path, PathError, parse_path
 
-MODEL_TOOL = "@model"
-"""The built-in tool of a model turn: a worker asks the gateway for the completion."""
 TURN = "turn"
 """The element every turn is an instance of (its retry policy is the ``@model`` tool's)."""
 APPROVE = "approve"
