@@ -4,6 +4,7 @@ fleet."""
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from bus import Bus, Fleet
 from bus.metrics import Labels
@@ -13,12 +14,28 @@ from control_plane import metrics
 log = logging.getLogger(__name__)
 
 SAMPLE_SECONDS = 5.0
+SAMPLED = (
+    metrics.CONSUMER_PENDING,
+    metrics.CONSUMER_ACK_PENDING,
+    metrics.CONSUMER_REDELIVERED,
+    metrics.QUEUE_DEPTH,
+    metrics.QUEUE_OLDEST_AGE,
+    metrics.WORKERS,
+    metrics.WORKER_CAPACITY,
+    metrics.WORKER_IN_FLIGHT,
+)
+"""What the sampler sets: another control plane's while this one does not lead."""
 
 
-async def sample(bus: Bus, fleet: Fleet, stop: asyncio.Event) -> None:
+async def sample(bus: Bus, fleet: Fleet, stop: asyncio.Event, leads: Callable[[], bool]) -> None:
+    """Sample while this control plane ``leads`` (one set of series for all control planes)."""
     while not stop.is_set():
         try:
-            await sample_once(bus, fleet)
+            if leads():
+                await sample_once(bus, fleet)
+            else:
+                for family in SAMPLED:
+                    family.replace({})
         except Exception as error:
             log.debug("sampling consumers and workers failed: %s", error)
         with contextlib.suppress(TimeoutError):

@@ -63,6 +63,9 @@ QUEUE_OLDEST_AGE = Levels(
     "How long the oldest task no worker has taken yet has waited since it was published",
     ["tenant", "queue"],
 )
+LEADER = Levels(
+    "agentflow_control_plane_leader", "1 while this control plane holds the lease on the singleton duties", []
+)
 WORKERS = Levels("agentflow_workers", "Workers with a live heartbeat", ["tenant", "queue"])
 WORKER_CAPACITY = Levels(
     "agentflow_workers_capacity_tasks", "Tasks the live workers run at once at most", ["tenant", "queue"]

@@ -11,6 +11,7 @@ from control_plane.catalog.resolver import Catalog
 from control_plane.engine.admission import Admission
 from control_plane.engine.dispatch import Dispatcher
 from control_plane.engine.fleet_view import FleetView
+from control_plane.engine.leadership import Leadership
 from control_plane.engine.orchestrator import Orchestrator
 from control_plane.engine.run_cache import RunCache
 from control_plane.engine.submit import Submitter
@@ -50,6 +51,7 @@ class Services:
     gateway: Gateway
     stack_id: str
     """The installation's id (``registry.installation``): what a client ties its stored login to."""
+    leadership: Leadership
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     loops: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -99,21 +101,25 @@ class Services:
             secrets,
             await Gateway.open(pool, bus, settings.gateway, secrets),
             await installation_id(pool),
+            Leadership(settings.database_url),
         )
         # Agents' model turns, asked by workers over the bus, answered by the gateway.
         turns = TurnAnswerer(services.gateway)
         await model_turns.serve(bus, turns.answer)
         await model_turns.serve_cancels(bus, turns.cancelled)
+        leads = services.leadership.leads
+        await services.leadership.check()
         services.loops = [
+            asyncio.create_task(services.leadership.run(services.stop), name="leadership"),
             asyncio.create_task(submitter.run(services.stop), name="submitter"),
             asyncio.create_task(orchestrator.run(services.stop), name="orchestrator"),
-            asyncio.create_task(dispatcher.relay(services.stop), name="outbox-relay"),
+            asyncio.create_task(dispatcher.relay(services.stop, leads), name="outbox-relay"),
             asyncio.create_task(dispatcher.mark_published(services.stop), name="outbox-marker"),
             asyncio.create_task(keep_last_blocks(bus, services.stop), name="stream-keeper"),
             asyncio.create_task(dispatcher.release(services.stop), name="release-held"),
-            asyncio.create_task(orchestrator.watch_due(services.stop), name="due"),
-            asyncio.create_task(fleet_view.run(services.stop), name="fleet"),
-            asyncio.create_task(sample(bus, services.fleet, services.stop), name="sampler"),
+            asyncio.create_task(orchestrator.watch_due(services.stop, leads), name="due"),
+            asyncio.create_task(fleet_view.run(services.stop, leads), name="fleet"),
+            asyncio.create_task(sample(bus, services.fleet, services.stop, leads), name="sampler"),
             asyncio.create_task(services.gateway.run(services.stop), name="gateway"),
         ]
         return services

@@ -1,7 +1,11 @@
 """In-flight limits and queue priorities, and the tasks held back by them until a slot frees."""
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
+
+import asyncpg
 
 from bus.states import TaskState
 from registry.db import Pool
@@ -13,6 +17,9 @@ TENANT_WIDE = ""
 _QUEUED = literal(TaskState.QUEUED)
 _OPEN = (TaskState.QUEUED, TaskState.RUNNING)
 """A task in flight: admitted (on the bus, or running) or held."""
+_LEDGER_LOCK = 0x6166_6C67
+"""The class of the advisory locks that take a tenant's ledger (the other key is the tenant's hash)."""
+Executor: TypeAlias = Pool | asyncpg.Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +56,14 @@ async def put_limit(pool: Pool, limit: QueueLimit) -> None:
     )
 
 
-async def open_tasks(pool: Pool, tenant: str, control_queue: str) -> list[OpenTask]:
+async def tenant_limits(db: Executor, tenant: str) -> list[QueueLimit]:
+    rows = await db.fetch("SELECT tenant, queue, max_in_flight, priority FROM queue_limits WHERE tenant = $1", tenant)
+    return rows_of(QueueLimit, rows)
+
+
+async def open_tasks(db: Executor, tenant: str, control_queue: str) -> list[OpenTask]:
     """The tenant's tasks that are queued or running on a worker queue: admitted (on the bus) or held."""
-    rows = await pool.fetch(
+    rows = await db.fetch(
         f"SELECT id::text AS id, queue, held FROM tasks WHERE tenant = $1 AND state IN {one_of(_OPEN)} AND queue <> $2",
         tenant,
         control_queue,
@@ -64,9 +76,9 @@ async def tenants_with_held(pool: Pool) -> list[str]:
     return [row["tenant"] for row in rows]
 
 
-async def hold_tasks(pool: Pool, task_ids: Sequence[str]) -> None:
+async def hold_tasks(db: Executor, task_ids: Sequence[str]) -> None:
     """Keep these recorded tasks off the bus (the outbox relay skips held tasks) until released."""
-    await pool.execute(f"UPDATE tasks SET held = true WHERE id = ANY($1::uuid[]) AND state = {_QUEUED}", list(task_ids))
+    await db.execute(f"UPDATE tasks SET held = true WHERE id = ANY($1::uuid[]) AND state = {_QUEUED}", list(task_ids))
 
 
 _RELEASE = f"""
@@ -90,13 +102,13 @@ RETURNING tasks.id::text AS id, tasks.tenant, tasks.run_id::text AS run_id, task
 
 
 async def release_held(
-    pool: Pool, tenant: str, free_by_queue: Sequence[tuple[str, int, int]], total: int
+    db: Executor, tenant: str, free_by_queue: Sequence[tuple[str, int, int]], total: int
 ) -> list[PendingTask]:
     """Release up to ``total`` held tasks of ``tenant``, at most ``free`` per ``(queue, free, priority)``:
     higher-priority queues first, oldest first within a queue. The caller publishes what is returned."""
     if total <= 0 or not free_by_queue:
         return []
-    rows = await pool.fetch(
+    rows = await db.fetch(
         _RELEASE,
         tenant,
         [q for q, _, _ in free_by_queue],
@@ -105,3 +117,22 @@ async def release_held(
         total,
     )
     return rows_of(PendingTask, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    """A tenant's limits and open tasks as PostgreSQL holds them, read under the tenant's ledger lock."""
+
+    connection: asyncpg.Connection
+    """The locked transaction's: holds and releases made on it commit with the lock's release."""
+    limits: list[QueueLimit]
+    open_tasks: list[OpenTask]
+
+
+@contextlib.asynccontextmanager
+async def locked_ledger(pool: Pool, tenant: str, control_queue: str) -> AsyncIterator[Ledger]:
+    """The tenant's ledger, with every other control plane's admissions and releases for the tenant kept
+    out until the block's transaction ends: what one admits, the next one counts."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LEDGER_LOCK, tenant)
+        yield Ledger(conn, await tenant_limits(conn, tenant), await open_tasks(conn, tenant, control_queue))

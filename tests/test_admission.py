@@ -97,8 +97,27 @@ def test_tasks_of_unknown_tenants_or_ids_free_nothing() -> None:
     admission = ledger(QueueLimit("t", "q", 1))
     admission.admit("t", tasks("q", 2))
     assert admission.finished("other", ["q-0"]) is False
-    assert admission.finished("t", ["never-admitted"]) is False
+    # Another control plane's task, unknown here, may have freed a slot of the limited tenant: worth a release.
+    assert admission.finished("t", ["never-admitted"]) is True
     assert admission.tenant_load("t") == (1, 1)
+
+
+def test_a_tenant_is_limited_while_a_limit_of_its_own_is_set() -> None:
+    admission = ledger(QueueLimit("t", "q", None, 3))
+    assert not admission.limited("t")
+    admission.configure([QueueLimit("t", "", 5)])
+    assert admission.limited("t")
+    admission.configure_tenant("t", [QueueLimit("t", "q", None, 3)])
+    assert not admission.limited("t") and admission.tenant_limit("t") is None
+
+
+def test_tasks_the_relay_found_take_the_room_left_beside_held_ones() -> None:
+    admission = ledger(QueueLimit("t", "q", 2))
+    admission.admit("t", tasks("q", 3))  # q-2 held
+    admission.finished("t", ["q-0"])
+    assert admission.admit("t", tasks("q", 1, start=5))[0] == []  # new ones queue behind q-2
+    admitted, held = admission.admit("t", tasks("q", 1, start=6), behind_held=False)
+    assert len(admitted) == 1 and held == []
 
 
 def test_new_tasks_a_load_already_counted_in_flight_are_admitted_once() -> None:

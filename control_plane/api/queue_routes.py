@@ -52,6 +52,7 @@ async def _configure(
 
 
 async def _queues(services: Services, tenant: str) -> Response[bytes]:
+    await services.dispatcher.refresh(tenant)  # what every control plane admitted, not this one alone
     return _json(views.queues(services.dispatcher.admission, tenant, await queue_backlogs(services.bus, tenant)))
 
 

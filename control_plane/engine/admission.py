@@ -5,8 +5,11 @@ keeps its slot through its backoff). New tasks over a limit are *held* in Postgr
 as slots free: higher-priority queues first, oldest first within a queue. New tasks never overtake held
 ones, so a queue stays first-in first-out under pressure.
 
-This is the in-memory ledger of one control plane; the dispatcher loads it from PostgreSQL when it first
-meets a tenant and reloads it periodically, which also heals any drift (another control plane, a crash).
+This is the in-memory ledger of one control plane. For a tenant with a limit of its own, the dispatcher
+loads it from PostgreSQL under the tenant's ledger lock before each admission and release, so that several
+control planes admitting at once count each other's tasks; for any other tenant it is loaded when first met
+and reloaded periodically (the platform's ceiling holds per control plane between reloads), and read again
+under the lock before a task is held.
 """
 
 from collections import Counter
@@ -54,6 +57,8 @@ class Admission:
         """The most any tenant may have in flight (0: no ceiling), whatever its own limit says."""
         self._limits: dict[tuple[str, str], QueueLimit] = {}
         self._tenants: dict[str, _Tenant] = {}
+        self._limited: set[str] = set()
+        """Tenants with a limit of their own (``limited``)."""
 
     # --- limits -------------------------------------------------------------------------------------
 
@@ -62,8 +67,24 @@ class Admission:
         self._ceiling = tenant_ceiling
 
     def configure(self, limits: Iterable[QueueLimit]) -> None:
+        touched = set()
         for limit in limits:
             self._limits[(limit.tenant, limit.queue)] = limit
+            touched.add(limit.tenant)
+        for tenant in touched:
+            own = any(t == tenant and limit.max_in_flight is not None for (t, _), limit in self._limits.items())
+            (self._limited.add if own else self._limited.discard)(tenant)
+
+    def configure_tenant(self, tenant: str, limits: Iterable[QueueLimit]) -> None:
+        """Replace the tenant's limits with ``limits`` (as read from PostgreSQL)."""
+        for key in [key for key in self._limits if key[0] == tenant]:
+            del self._limits[key]
+        self._limited.discard(tenant)
+        self.configure(limits)
+
+    def limited(self, tenant: str) -> bool:
+        """Whether the tenant has an in-flight limit of its own, on itself or on one of its queues."""
+        return tenant in self._limited
 
     def tenant_limit(self, tenant: str) -> int | None:
         own = self._limits.get((tenant, TENANT_WIDE))
@@ -87,13 +108,15 @@ class Admission:
             else:
                 ledger.in_flight.setdefault(task.queue, set()).add(task.id)
 
-    def admit(self, tenant: str, tasks: Sequence[D]) -> tuple[list[D], list[D]]:
-        """Split new tasks into those that go onto the bus now and those to hold."""
+    def admit(self, tenant: str, tasks: Sequence[D], *, behind_held: bool = True) -> tuple[list[D], list[D]]:
+        """Split new tasks into those that go onto the bus now and those to hold: all of them while the tenant
+        has held tasks, unless ``behind_held`` is False (tasks the outbox relay found, which may have been
+        admitted before a crash: those take only the room left)."""
         ledger = self._tenants[tenant]
         for task in tasks:
             # A load from PostgreSQL between the tasks' commit and now counted them in flight already.
             ledger.in_flight.get(task.queue, set()).discard(task.task_id)
-        if any(ledger.held.values()):
+        if behind_held and any(ledger.held.values()):
             admitted: list[D] = []
             held = list(tasks)
         else:
@@ -122,11 +145,13 @@ class Admission:
         self.admitted(tenant, tasks)
 
     def finished(self, tenant: str, task_ids: Iterable[str]) -> bool:
-        """Free the slots of tasks that reached a final state; True if held tasks may now be released."""
+        """Free the slots of tasks that reached a final state; True if held tasks may now be released (for a
+        limited tenant, whenever the ledger last read showed held tasks: another control plane's tasks, which
+        this one may not know, can have freed the slots)."""
         ledger = self._tenants.get(tenant)
         if ledger is None:
             return False
-        freed = False
+        freed = self.limited(tenant)
         for task_id in task_ids:
             for ids in ledger.in_flight.values():
                 if task_id in ids:

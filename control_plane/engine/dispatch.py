@@ -5,13 +5,15 @@ then marked published. If the control plane dies in between, the relay publishes
 duplicate window drops the second copy if the first had arrived.
 
 New tasks pass admission first (``control_plane.admission``): those over a tenant's or a queue's in-flight
-limit are held in PostgreSQL and released, here, as earlier tasks finish.
+limit are held in PostgreSQL and released, here, as earlier tasks finish. For a tenant with limits of its
+own, every admission and release reads the tenant's ledger from PostgreSQL under its advisory lock
+(``registry.limits.locked_ledger``), so that limits hold however many control planes admit at once.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,6 +39,8 @@ relay publishes none of them again, and rarely enough that a busy control plane 
 second rather than one a dispatch (a mark lost in a crash only has the relay publish the task again, which
 JetStream drops as a duplicate of its message id)."""
 LEDGER_RELOAD_SECONDS = 30.0
+LIMITS_RELOAD_SECONDS = 2.0
+"""How soon a limit set through another control plane applies here."""
 CONTROL_PLANE = "control-plane"
 """Where the tasks the control plane keeps itself (timers, signal waits) are recorded: never on the bus."""
 
@@ -115,7 +119,7 @@ class Dispatcher:
         self._retries = Background("publishing a retry (the relay publishes it again)")
         self._timers: set[asyncio.TimerHandle] = set()
 
-    async def dispatch_new(self, dispatches: Sequence[Dispatch]) -> None:
+    async def dispatch_new(self, dispatches: Sequence[Dispatch], *, behind_held: bool = True) -> None:
         """New tasks: publish those admitted, hold the rest in PostgreSQL until slots free."""
         by_tenant: dict[str, list[Dispatch]] = {}
         for dispatch in dispatches:
@@ -125,13 +129,36 @@ class Dispatcher:
             await self._know(tenant)
             # Under the ledger's lock, so that a reload cannot miss tasks between admission and their hold.
             async with self._ledger_lock:
-                going, held = self.admission.admit(tenant, group)
-                if held:
-                    await limits.hold_tasks(self._pool, [d.task_id for d in held])
+                held: list[Dispatch] = []
+                if not self.admission.limited(tenant):
+                    going, held = self.admission.admit(tenant, group, behind_held=behind_held)
+                if self.admission.limited(tenant) or held:
+                    # Over the ceiling by this ledger, which other control planes' finished tasks leave behind:
+                    # decided again on the record.
+                    going, held = await self._admit_locked(tenant, group, behind_held)
             admitted.extend(going)
             if held:
                 self._want_release(tenant)
         await self.publish_tasks(admitted)
+
+    async def _admit_locked(
+        self, tenant: str, group: Sequence[Dispatch], behind_held: bool
+    ) -> tuple[list[Dispatch], list[Dispatch]]:
+        async with limits.locked_ledger(self._pool, tenant, CONTROL_PLANE) as ledger:
+            self._read(tenant, ledger)
+            going, held = self.admission.admit(tenant, group, behind_held=behind_held)
+            if held:
+                await limits.hold_tasks(ledger.connection, [d.task_id for d in held])
+        return going, held
+
+    def _read(self, tenant: str, ledger: limits.Ledger) -> None:
+        self.admission.configure_tenant(tenant, ledger.limits)
+        self.admission.load(tenant, ledger.open_tasks)
+
+    async def refresh(self, tenant: str) -> None:
+        """Read the tenant's limits and ledger again (what another control plane admitted, held or freed)."""
+        async with self._ledger_lock, limits.locked_ledger(self._pool, tenant, CONTROL_PLANE) as ledger:
+            self._read(tenant, ledger)
 
     def settle(self, tenant: str, finished_task_ids: Sequence[str]) -> None:
         """Tasks reached a final state: their slots free, and held tasks may follow."""
@@ -145,8 +172,12 @@ class Dispatcher:
         """Publish held tasks as slots free; reload the ledger from PostgreSQL now and then."""
         loop = asyncio.get_running_loop()
         reloaded = -LEDGER_RELOAD_SECONDS  # at once: tasks held before a restart wait for no new submission
+        limits_read = loop.time()
         while not stop.is_set():
             try:
+                if loop.time() - limits_read >= LIMITS_RELOAD_SECONDS:
+                    limits_read = loop.time()
+                    self.admission.configure(await limits.all_limits(self._pool))
                 if loop.time() - reloaded >= LEDGER_RELOAD_SECONDS:
                     reloaded = loop.time()
                     for tenant in {*self.admission.tenants(), *await limits.tenants_with_held(self._pool)}:
@@ -157,13 +188,14 @@ class Dispatcher:
             except Exception as error:
                 log.warning("releasing held tasks failed (tried again shortly): %s", error)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_release.wait(), RELAY_INTERVAL_SECONDS)
+                await asyncio.wait_for(self._wake_release.wait(), LIMITS_RELOAD_SECONDS)
             self._wake_release.clear()
 
     async def release_once(self, tenant: str) -> int:
-        async with self._ledger_lock:
+        async with self._ledger_lock, limits.locked_ledger(self._pool, tenant, CONTROL_PLANE) as ledger:
+            self._read(tenant, ledger)
             queues, total = self.admission.releasable(tenant)
-            pending = await limits.release_held(self._pool, tenant, queues, total)
+            pending = await limits.release_held(ledger.connection, tenant, queues, total)
             dispatches = [await self._dispatch_of(task) for task in pending]
             self.admission.released(tenant, dispatches)
         if dispatches:
@@ -261,11 +293,13 @@ class Dispatcher:
         except Exception as error:
             log.warning("marking %d task(s) published failed; the relay publishes them again: %s", len(batch), error)
 
-    async def relay(self, stop: asyncio.Event) -> None:
-        """The outbox relay: publish queued tasks that were committed but never marked published."""
+    async def relay(self, stop: asyncio.Event, leads: Callable[[], bool]) -> None:
+        """The outbox relay, while this control plane ``leads``: publish queued tasks that were committed but
+        never marked published."""
         while not stop.is_set():
             try:
-                await self.relay_once()
+                if leads():
+                    await self.relay_once()
             except Exception as error:
                 log.warning("outbox relay pass failed: %s", error)
             with contextlib.suppress(TimeoutError):
@@ -276,7 +310,8 @@ class Dispatcher:
         dispatches = [await self._dispatch_of(task) for task in pending]
         if dispatches:
             log.info("outbox relay: publishing %d task(s) left unpublished", len(dispatches))
-            await self.publish_tasks(dispatches)
+            # Through admission: a control plane may have died between a task's commit and its admission.
+            await self.dispatch_new(dispatches, behind_held=False)
         return len(dispatches)
 
     async def _dispatch_of(self, task: runs.PendingTask) -> Dispatch:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from bus import Bus, Fleet, subjects
 from bus.fleet import TTL_SECONDS
@@ -65,13 +66,16 @@ class FleetView:
             warnings.append({"type": "no-worker", "queue": queue, "detail": detail, "field": "queue"})
         return warnings
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Follow the fleet and recover the tasks of dead workers until ``stop`` is set."""
+    async def run(self, stop: asyncio.Event, leads: Callable[[], bool]) -> None:
+        """Follow the fleet and, while this control plane ``leads``, recover the tasks of dead workers, until
+        ``stop`` is set."""
         following = asyncio.create_task(self._follow())
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), CHECK_SECONDS)
+                if not leads():
+                    continue
                 try:
                     await self.check()
                 except Exception as error:

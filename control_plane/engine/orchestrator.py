@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,12 +118,14 @@ class Orchestrator:
                         await msg.nak(delay=RETRY_APPLY_SECONDS)
                 await asyncio.sleep(RETRY_APPLY_SECONDS)
 
-    async def watch_due(self, stop: asyncio.Event) -> None:
-        """Fire timers that have run out and time out signal waits, and fail queued attempts that no worker
-        started in time (their retry policy applies)."""
+    async def watch_due(self, stop: asyncio.Event, leads: Callable[[], bool]) -> None:
+        """While this control plane ``leads``: fire timers that have run out and time out signal waits, and
+        fail queued attempts that no worker started in time (their retry policy applies)."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SCHEDULE_CHECK_SECONDS)
+            if not leads():
+                continue
             try:
                 late = await runs.late_tasks(self._pool, 500)
                 if late:
@@ -177,10 +180,12 @@ class Orchestrator:
             by_run.setdefault(result.run_id, []).append(result)
         for _ in range(MAX_REPLANS):
             states = self._cache.take(by_run)
+            cached = set(states)
             missing = [run_id for run_id in by_run if run_id not in states]
             if missing:
                 states.update(await self._load(missing))
             changes = []
+            unconfirmed: list[str] = []
             for run_id, run_results in by_run.items():
                 state = states.get(run_id)
                 if state is None or state.tenant != run_results[0].tenant:
@@ -189,32 +194,43 @@ class Orchestrator:
                 began = time.perf_counter()
                 change = await self._plan(state, run_results)
                 metrics.PLAN_STEP.observe((state.target_kind,), time.perf_counter() - began)
-                if change is None:
+                if change is None and run_id in cached:
+                    # Nothing to do by the cached copy, which no write guards: another control plane may have
+                    # made the task these results are for. Only the record can say they change nothing.
+                    unconfirmed.append(run_id)
+                elif change is None:
                     self._cache.put(state)
                 else:
                     if traceparents and (traceparent := traceparents.get(run_id)):
                         _carry(change, traceparent)
                     changes.append(change)
-            if not changes:
-                return
-            applied = await runs.apply_changes(
-                self._pool,
-                [c.run for c in changes],
-                [u for c in changes for u in c.task_updates.values()],
-                [t for c in changes for t in c.new_tasks],
-                [e for c in changes for e in c.events],
-            )
-            done = [c for c in changes if c.run.id in applied]
-            updates = [u for c in done for u in c.task_updates.values()]
-            metrics.APPLY_BATCH.observe(len(updates))
-            for state_name, count in Counter(u.state for u in updates).items():
-                metrics.RESULTS_APPLIED.labels(state_name).inc(count)
-            await self._committed(done, states)
-            # The rest were changed by someone else since they were read (or cached): read and plan again.
-            by_run = {c.run.id: by_run[c.run.id] for c in changes if c.run.id not in applied}
+            applied = await self._write(changes, states)
+            # The rest were changed by someone else since they were read (or cached), or were judged on a cached copy:
+            # read and plan again.
+            again = [*(c.run.id for c in changes if c.run.id not in applied), *unconfirmed]
+            by_run = {run_id: by_run[run_id] for run_id in again}
             if not by_run:
                 return
         raise RuntimeError(f"runs {sorted(by_run)} kept changing while results were applied")
+
+    async def _write(self, changes: list[Change], states: dict[str, WorkingRun]) -> set[str]:
+        """Write the changes in one statement and follow up those committed; the ids of the runs applied."""
+        if not changes:
+            return set()
+        applied = await runs.apply_changes(
+            self._pool,
+            [c.run for c in changes],
+            [u for c in changes for u in c.task_updates.values()],
+            [t for c in changes for t in c.new_tasks],
+            [e for c in changes for e in c.events],
+        )
+        done = [c for c in changes if c.run.id in applied]
+        updates = [u for c in done for u in c.task_updates.values()]
+        metrics.APPLY_BATCH.observe(len(updates))
+        for state_name, count in Counter(u.state for u in updates).items():
+            metrics.RESULTS_APPLIED.labels(state_name).inc(count)
+        await self._committed(done, states)
+        return applied
 
     async def cancel(self, tenant: str, run_id: str) -> RunRow:
         """Cancel a run that has not finished; returns the run as cancelled. Raises NotFound, or Conflict if
