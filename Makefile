@@ -110,7 +110,7 @@ test: install lint typecheck
 # The long soak: 1,000 runs while processes are killed at random (the short one runs in `make test`).
 soak: install
 	mkdir -p bench/results
-	AF_SOAK_RUNS=1000 AF_SOAK_REPORT=bench/results/soak.json $(BIN)/python -m pytest -q -s tests/test_soak.py
+	AF_SOAK_RUNS=1000 AF_SOAK_REPORT_DIR=bench/results $(BIN)/python -m pytest -q -s tests/test_soak.py
 
 bench: install
 	$(BIN)/python -m bench

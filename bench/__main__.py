@@ -74,6 +74,8 @@ class Bench:
         self.peers: list[peers.Peer] = []
         self.gateway_servers = gateway.Servers(self.home)
         self.gateway_targets: list[gateway.Target] = []
+        self.more_api_urls: list[str] = []
+        """The control planes beside the stack's own (``--control-planes``): submits are spread over all."""
 
     # --- processes ----------------------------------------------------------------------------------
 
@@ -81,7 +83,10 @@ class Bench:
         settings = dataclasses.replace(StackSettings.read(os.environ), home=self.home)
         if self.args.local_model:
             settings = dataclasses.replace(settings, local_model=True)
-        self.state = stack.up(settings, workers=0, concurrency=1)
+        self.state = stack.up(settings, workers=0, concurrency=1, nats_nodes=self.args.nats_cluster)
+        for index in range(2, self.args.control_planes + 1):
+            _progress(f"control plane {index}")
+            self.more_api_urls.append(stack.start_another_control_plane(settings, self.state, index))
         if self.args.peers and self.args.only is None:
             postgres_pid = self._parts().get("postgres", 0)
             self.peers = peers.start(
@@ -306,14 +311,18 @@ class Bench:
         for count in (1, 2):
             _progress(f"[{index + 1}/{args.repeat}] AgentFlow {what}, {count} worker(s)")
             self.set_workers("agentflow", count)
-            async with AgentFlowClient(self.state.api_url, self.nats_url, token, "noop", workflow=workflow) as af:
+            async with AgentFlowClient(
+                self.state.api_url, self.nats_url, token, "noop", workflow=workflow, more_urls=self.more_api_urls
+            ) as af:
                 if count == 1:
                     await af.round_trips(20)
                     self.latency(system, await af.round_trips(args.latency_runs))
                 rate = await self.measured(system, args.tasks, lambda: af.sustained(args.tasks))
                 self.record(system, f"tasks_per_s_{count}w", rate)
 
-        async with AgentFlowClient(self.state.api_url, self.nats_url, token, "noop", workflow=workflow) as af:
+        async with AgentFlowClient(
+            self.state.api_url, self.nats_url, token, "noop", workflow=workflow, more_urls=self.more_api_urls
+        ) as af:
             for count in (1, 2):
                 _progress(f"[{index + 1}/{args.repeat}] AgentFlow {what}, drain with {count} worker(s)")
                 await self.drained(
@@ -469,6 +478,8 @@ class Bench:
             summary["planners"] = planned
         summary["runs"] = {"repeat": self.args.repeat, "latency_runs": self.args.latency_runs, "tasks": self.args.tasks}
         summary["runs"]["task_phases"] = self.args.only is None
+        summary["runs"]["control_planes"] = self.args.control_planes
+        summary["runs"]["nats_nodes"] = self.args.nats_cluster
         summary["runs"]["gateway_calls"] = self.args.gateway_calls if self.gateway_on() else 0
         if self.args.planners:
             summary["runs"]["planner_nodes"] = self.args.planner_nodes
@@ -815,6 +826,22 @@ def arguments() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fanout-runs", metavar="N", type=int, default=5, help="Timed end-to-end DAG runs per repetition; 0 skips."
+    )
+    parser.add_argument(
+        "--control-planes",
+        metavar="N",
+        type=int,
+        choices=[1, 2, 3],
+        default=1,
+        help="Control planes on the same servers (default 1); AgentFlow's submits are spread over all of them.",
+    )
+    parser.add_argument(
+        "--nats-cluster",
+        metavar="N",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="NATS nodes (default 1); with 3, AgentFlow's streams are kept at three replicas.",
     )
     parser.add_argument(
         "-o", "--output", choices=["table", "json"], default="table", help="How to print the report (default table)."

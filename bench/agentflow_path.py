@@ -6,6 +6,7 @@ the run's final state is committed.
 
 import asyncio
 import time
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import msgspec
@@ -60,12 +61,22 @@ class Completions:
 
 class AgentFlowClient:
     def __init__(
-        self, api_url: str, nats_url: str, token: str, tool: str, *, workflow: str = "", kind: str = "tool"
+        self,
+        api_url: str,
+        nats_url: str,
+        token: str,
+        tool: str,
+        *,
+        workflow: str = "",
+        kind: str = "tool",
+        more_urls: Sequence[str] = (),
     ) -> None:
         """Runs of ``tool`` alone (with ``kind`` "agent": of the agent of that name), or with ``workflow``
-        (``name@version``) runs of that workflow."""
-        parts = urlsplit(api_url)
-        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        (``name@version``) runs of that workflow; submitted to ``api_url`` or, in turn, to the control planes of
+        ``more_urls`` too."""
+        self._addresses = [
+            (parts.hostname or "127.0.0.1", parts.port or 80) for parts in map(urlsplit, [api_url, *more_urls])
+        ]
         self._nats_url = nats_url
         self._token = token
         self._tool = tool
@@ -81,8 +92,10 @@ class AgentFlowClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._completions.close()
 
-    async def _connection(self) -> LeanHTTP:
-        http = LeanHTTP(self._host, self._port, self._token)
+    async def _connection(self, index: int = 0) -> LeanHTTP:
+        """A connection to control plane ``index`` (modulo their number)."""
+        host, port = self._addresses[index % len(self._addresses)]
+        http = LeanHTTP(host, port, self._token)
         await http.connect()
         return http
 
@@ -108,10 +121,11 @@ class AgentFlowClient:
     async def round_trips(self, count: int, *, pause: float = 0.0) -> list[float]:
         """Seconds from the HTTP submit to the committed final state, one run at a time, ``pause`` seconds
         between them."""
-        http = await self._connection()
+        connections = [await self._connection(index) for index in range(len(self._addresses))]
         samples = []
         try:
-            for _ in range(count):
+            for number in range(count):
+                http = connections[number % len(connections)]
                 await asyncio.sleep(pause)
                 started = time.perf_counter()
                 status, body = await http.post("/v1/runs", self._item())
@@ -120,7 +134,8 @@ class AgentFlowClient:
                 finished = await self._completions.wait(msgspec.json.decode(body)["id"])
                 samples.append(finished - started)
         finally:
-            await http.close()
+            for http in connections:
+                await http.close()
         self._check_failures()
         return samples
 
@@ -130,8 +145,8 @@ class AgentFlowClient:
         in_flight = asyncio.Semaphore(window)
         remaining = [count]
 
-        async def submit_loop() -> None:
-            http = await self._connection()
+        async def submit_loop(index: int) -> None:
+            http = await self._connection(index)
             try:
                 while remaining[0] > 0:
                     size = min(batch, remaining[0])
@@ -144,7 +159,8 @@ class AgentFlowClient:
 
         done_before = len(self._completions.finished)
         started = time.perf_counter()
-        submitters = [asyncio.ensure_future(submit_loop()) for _ in range(connections)]
+        connections = max(connections, len(self._addresses))
+        submitters = [asyncio.ensure_future(submit_loop(index)) for index in range(connections)]
         seen = 0
         while seen < count:
             await asyncio.sleep(0.005)

@@ -82,6 +82,7 @@ class Services:
         submitter = Submitter(pool, catalog, dispatcher, cache)
         orchestrator = Orchestrator(pool, bus, catalog, dispatcher, cache)
         fleet = await Fleet.open(bus)
+        leadership = Leadership(settings.database_url)
         fleet_view = FleetView(pool, bus, fleet, orchestrator)
         await fleet_view.load()
         services = cls(
@@ -96,12 +97,12 @@ class Services:
             submitter,
             orchestrator,
             authorizer,
-            TenantQuotas(pool, settings.requests_per_second, settings.max_concurrent_runs),
-            FailureBrake(settings.auth_failures_per_minute),
+            TenantQuotas(pool, settings.requests_per_second, settings.max_concurrent_runs, leadership.control_planes),
+            FailureBrake(settings.auth_failures_per_minute, leadership.control_planes),
             secrets,
             await Gateway.open(pool, bus, settings.gateway, secrets),
             await installation_id(pool),
-            Leadership(settings.database_url),
+            leadership,
         )
         # Agents' model turns, asked by workers over the bus, answered by the gateway.
         turns = TurnAnswerer(services.gateway)

@@ -9,12 +9,18 @@ import asyncpg
 
 _LEASE_LOCK = 0x6166_6C64
 """The class of the leases' advisory locks (the other key names the duty)."""
-_KEEPALIVES = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"}
+_SESSION = {
+    "application_name": "agentflow-control-plane",
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+}
+"""Every control plane holds one such session: counting them counts the live control planes."""
 
 
 async def lease_connection(dsn: str) -> asyncpg.Connection:
     """A connection of its own for holding leases."""
-    return await asyncpg.connect(dsn, server_settings=_KEEPALIVES, timeout=5, command_timeout=5)
+    return await asyncpg.connect(dsn, server_settings=_SESSION, timeout=5, command_timeout=5)
 
 
 async def try_lease(conn: asyncpg.Connection, duty: int) -> bool:
@@ -33,3 +39,12 @@ async def holds_lease(conn: asyncpg.Connection, duty: int) -> bool:
         duty,
     )
     return bool(found)
+
+
+async def control_planes(conn: asyncpg.Connection) -> int:
+    """The live control planes of ``conn``'s database: the lease sessions open on it, ``conn``'s own included."""
+    count = await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+        _SESSION["application_name"],
+    )
+    return max(1, int(count))

@@ -434,18 +434,26 @@ class Stack:
     def another_control_plane(self, *, unset: Collection[str] = (), **env: str) -> Iterator["ControlPlane"]:
         """``extra_control_plane``'s process, its log and its URL; ``unset`` names variables of the stack's
         environment it goes without (so that its config file's setting counts, say)."""
-        port = free_port()
+        another = self.start_another_control_plane(unset=unset, **env)
+        try:
+            yield another
+        finally:
+            stop(another.process.pid, timeout=15)
+            another.process.wait()
+
+    def start_another_control_plane(
+        self, port: int | None = None, *, unset: Collection[str] = (), **env: str
+    ) -> "ControlPlane":
+        """A control plane beside the stack's own, on ``port`` (a free one if None); ``stop_all`` stops it."""
+        port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         log = self.root / "logs" / f"control-plane-{port}.log"
         argv = [sys.executable, "-m", "control_plane", "start"]
         environment = {k: v for k, v in self.env(AF_PORT=str(port), **env).items() if k not in unset}
         process = spawn("control plane", argv, log, env=environment)
-        try:
-            wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
-            yield ControlPlane(url, process, log)
-        finally:
-            stop(process.pid, timeout=15)
-            process.wait()
+        self.processes.append(process)
+        wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
+        return ControlPlane(url, process, log)
 
     def start_worker(
         self, queue: str = "default", concurrency: int | None = 8, *, tenant: str = "default", **env: str
@@ -573,7 +581,7 @@ def isolated_stack(tmp_root: Path, *, durable: bool = False, **env: str) -> Iter
 
 
 @contextlib.contextmanager
-def clustered_stack(tmp_root: Path, size: int = 3, **env: str) -> Iterator[Stack]:
+def clustered_stack(tmp_root: Path, size: int = 3, *, durable: bool = False, **env: str) -> Iterator[Stack]:
     """Like ``isolated_stack``, on a NATS cluster of ``size`` nodes on loopback (routes between them, a store
     dir each) whose control plane keeps AgentFlow's streams and buckets at ``size`` replicas."""
     root = tmp_root / f"cluster-{time.monotonic_ns()}"
@@ -583,7 +591,7 @@ def clustered_stack(tmp_root: Path, size: int = 3, **env: str) -> Iterator[Stack
     try:
         config = nats_identities(root).config
         running.nats_cluster = nats.start_cluster(root / "nats", root / "logs", size, config=config)
-        running.pg_server = start_postgres(root)
+        running.pg_server = start_postgres(root, durable=durable)
         running.nats_url = ",".join(admin_url(root, node) for node in running.nats_cluster)
         running.database_url = running.pg_server.dsn
         running.start_control_plane()

@@ -10,6 +10,7 @@ import httpx
 from agentflow import AsyncClient, Client
 
 from control_plane.engine.dispatch import LIMITS_RELOAD_SECONDS
+from control_plane.engine.leadership import LEASE_CHECK_SECONDS
 from tests.conftest import Stack, eventually
 from tests.test_backpressure import most_at_once, sleeper, workers
 
@@ -48,7 +49,10 @@ def test_runs_submitted_through_two_control_planes_all_finish_and_apply_each_res
         run_ids = [clients[i % 2].start_run(workflow="two-cps", input={"n": i})["id"] for i in range(60)]
         finals = [clients[(i + 1) % 2].wait_run(run_id, timeout=60) for i, run_id in enumerate(run_ids)]
         applied = Counter(
-            e["data"]["task_id"] for run_id in run_ids for e in clients[0].events(run_id) if e["type"] == "task.succeeded"
+            e["data"]["task_id"]
+            for run_id in run_ids
+            for e in clients[0].events(run_id)
+            if e["type"] == "task.succeeded"
         )
     assert {final["state"] for final in finals} == {"succeeded"}
     assert all(len(final["tasks"]) == 4 for final in finals)
@@ -106,3 +110,23 @@ async def test_a_queue_limit_holds_while_two_control_planes_admit_at_once(stack:
 async def _held(af: AsyncClient, queue: str) -> int:
     answer = await af.list_queues()
     return sum(q["held"] for q in answer["items"] if q["queue"] == queue)
+
+
+def _admitted(url: str, key: str, requests: int) -> int:
+    """How many of ``requests`` sent at once to the control plane at ``url`` it answers without a 429."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        return sum(client.get("/v1/tools").status_code != 429 for _ in range(requests))
+
+
+def test_control_planes_share_a_tenants_request_rate(stack: Stack) -> None:
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {stack.token}"}, timeout=30) as admin:
+        answer = admin.post("/v1/tenants", json={"name": "cps-rate", "requests_per_second": 6})
+        assert answer.status_code == 201, answer.text
+        key = answer.json()["admin_key"]["key"]
+    alone = _admitted(stack.api_url, key, 12)
+    with stack.extra_control_plane() as other:
+        time.sleep(LEASE_CHECK_SECONDS * 2 + 1)  # both have counted two live control planes, and buckets refilled
+        shares = [_admitted(stack.api_url, key, 12), _admitted(other, key, 12)]
+    # Alone, a second's worth (6) and what refills meanwhile; each of two, half of that.
+    assert alone >= 6
+    assert all(share <= 4 for share in shares), shares

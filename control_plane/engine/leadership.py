@@ -1,5 +1,6 @@
 """Leadership: whether this control plane runs the duties that must run once across all control planes of a
-database (the outbox relay, due timers and deadlines, the recovery of dead workers' tasks, the samplers).
+database (the outbox relay, due timers and deadlines, the recovery of dead workers' tasks, the samplers),
+and how many control planes are live (each holds a lease session).
 
 The leader holds a lease (``registry.leases``, a PostgreSQL session advisory lock); every control plane asks
 for it each LEASE_CHECK_SECONDS, so when the leader dies or loses its database, another leads within about
@@ -29,6 +30,12 @@ class Leadership:
         self._database_url = database_url
         self._conn: asyncpg.Connection | None = None
         self._leads = False
+        self._control_planes = 1
+
+    def control_planes(self) -> int:
+        """How many control planes were live at the last check (1 when it could not tell): what shares
+        per-control-plane budgets such as request rates."""
+        return self._control_planes
 
     def leads(self) -> bool:
         """Whether this control plane held the lease at its last check."""
@@ -41,6 +48,7 @@ class Leadership:
                 self._conn = await leases.lease_connection(self._database_url)
             ask = leases.holds_lease if self._leads else leases.try_lease
             held = await ask(self._conn, SINGLETON_DUTIES)
+            self._control_planes = await leases.control_planes(self._conn)
         except Exception as error:
             log.warning("the leader's lease could not be checked (not leading until it can): %s", error)
             held = False

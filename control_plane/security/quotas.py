@@ -1,8 +1,11 @@
 """Per-tenant limits (request rate, concurrent runs) and the brake on guessing API keys (failed token
-exchanges per source address). Buckets live in memory: each control plane enforces its own share."""
+exchanges per source address). Buckets live in memory: each control plane enforces its share of a rate, the
+rate over the live control planes (``shares``), so that together they admit the rate however requests are
+spread over them (behind a balancer that spreads them evenly, each sees its share)."""
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from control_plane.errors import Throttled
@@ -51,9 +54,16 @@ class _Limits:
     read_at: float
 
 
+def _alone() -> int:
+    return 1
+
+
 class TenantQuotas:
-    def __init__(self, pool: Pool, requests_per_second: float, max_concurrent_runs: int) -> None:
+    def __init__(
+        self, pool: Pool, requests_per_second: float, max_concurrent_runs: int, shares: Callable[[], int] = _alone
+    ) -> None:
         self._pool = pool
+        self._shares = shares
         self._default_rate = requests_per_second
         self._default_runs = max_concurrent_runs
         self._limits: dict[str, _Limits] = {}
@@ -84,10 +94,11 @@ class TenantQuotas:
         """429 when ``tenant`` sends requests faster than its rate."""
         limits = await self._of(tenant)
         bucket = self._buckets.get(tenant)
-        if bucket is None or bucket.rate != limits.requests_per_second:
+        share = limits.requests_per_second / self._shares()
+        if bucket is None or bucket.rate != share:
             if len(self._buckets) > _MAX_BUCKETS:
                 self._buckets.clear()
-            bucket = self._buckets[tenant] = TokenBucket(limits.requests_per_second, limits.requests_per_second)
+            bucket = self._buckets[tenant] = TokenBucket(share, max(1.0, share))
         wait = bucket.take()
         if wait:
             raise Throttled(
@@ -121,15 +132,17 @@ class TenantQuotas:
 class FailureBrake:
     """Failed attempts per source address: ``per_minute`` of them, then 429 until the bucket refills."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, shares: Callable[[], int] = _alone) -> None:
         self._per_minute = per_minute
+        self._shares = shares
         self._buckets: dict[str, TokenBucket] = {}
 
     def set_per_minute(self, per_minute: int) -> None:
         """Reloaded: the brake of every source from now on, those counting already included."""
         self._per_minute = per_minute
+        share = per_minute / self._shares()
         for bucket in self._buckets.values():
-            bucket.rate, bucket.capacity = per_minute / 60, per_minute
+            bucket.rate, bucket.capacity = share / 60, max(1.0, share)
 
     def check(self, source: str) -> None:
         bucket = self._buckets.get(source)
@@ -145,5 +158,6 @@ class FailureBrake:
         if bucket is None:
             if len(self._buckets) > _MAX_BUCKETS:
                 self._buckets.clear()
-            bucket = self._buckets[source] = TokenBucket(self._per_minute / 60, self._per_minute)
+            share = self._per_minute / self._shares()
+            bucket = self._buckets[source] = TokenBucket(share / 60, max(1.0, share))
         bucket.take()

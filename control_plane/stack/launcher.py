@@ -181,6 +181,9 @@ def repair(settings: StackSettings, state: StackState) -> StackState:
             _run_step(part.name, lambda: _start_local_model(state))
         elif part.name == "control-plane":
             _run_step(part.name, lambda: _start_control_plane(settings, state))
+        elif part.name.startswith("control-plane-"):
+            index = int(part.name.removeprefix("control-plane-"))
+            _run_step(part.name, functools.partial(start_another_control_plane, settings, state, index))
         else:
             index = int(part.name.removeprefix("worker-"))
             _run_step(part.name, functools.partial(_start_worker, settings, state, index))
@@ -261,6 +264,36 @@ def _start_local_model(state: StackState) -> str:
 def _start_control_plane(settings: StackSettings, state: StackState) -> str:
     home = Path(state.home)
     port = _port(state.api_url) or _api_port(settings)
+    log = home / "logs" / "control-plane.log"
+    process = spawn(
+        "control plane",
+        [sys.executable, "-m", "control_plane", "start"],
+        log,
+        env=_control_plane_env(settings, state, port),
+    )
+    state.api_url = f"http://127.0.0.1:{port}"
+    _record(state, Part("control-plane", process.pid, str(log)))
+    wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
+    state.stack_id = str(get_json(f"{state.api_url}/healthz")["stack_id"])
+    state.save()
+    return f"{state.api_url}, pid {process.pid}"
+
+
+def start_another_control_plane(settings: StackSettings, state: StackState, index: int) -> str:
+    """Control plane ``index`` (2, 3, ...) beside the stack's own, on a free port, on the same servers; ``down``
+    stops it with the rest. Its URL."""
+    port = free_port()
+    log = Path(state.home) / "logs" / f"control-plane-{index}.log"
+    argv = [sys.executable, "-m", "control_plane", "start"]
+    process = spawn("control plane", argv, log, env=_control_plane_env(settings, state, port))
+    url = f"http://127.0.0.1:{port}"
+    _record(state, Part(f"control-plane-{index}", process.pid, str(log)))
+    wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
+    return url
+
+
+def _control_plane_env(settings: StackSettings, state: StackState, port: int) -> dict[str, str]:
+    home = Path(state.home)
     env = {
         **settings.env,
         "AF_NATS_URL": state.nats_url,
@@ -275,14 +308,7 @@ def _start_control_plane(settings: StackSettings, state: StackState) -> str:
         env["AF_LOCAL_MODEL_URL"] = state.local_model_url
     if state.nats_route_ports:  # every stream and bucket on every node, unless the user asks for fewer
         env.setdefault("AF_NATS_REPLICAS", str(len(state.nats_route_ports)))
-    log = home / "logs" / "control-plane.log"
-    process = spawn("control plane", [sys.executable, "-m", "control_plane", "start"], log, env=env)
-    state.api_url = f"http://127.0.0.1:{port}"
-    _record(state, Part("control-plane", process.pid, str(log)))
-    wait_until("control plane", lambda: http_ok(f"{state.api_url}/readyz"), timeout=60, process=process, log=log)
-    state.stack_id = str(get_json(f"{state.api_url}/healthz")["stack_id"])
-    state.save()
-    return f"{state.api_url}, pid {process.pid}"
+    return env
 
 
 def _postgres_dir(home: Path) -> Path:
