@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.runtime-stamp
 STAMP   := $(VENV)/.installed-stamp
 LOCAL_MODEL := $(VENV)/.local-model-stamp
 
-.PHONY: install install-runtime local-model system-deps docker-engine browser dashboard-assets demo test lint typecheck bench bench-peers soak clean
+.PHONY: install install-runtime local-model system-deps docker-engine browser dashboard-assets demo test lint typecheck bench bench-peers bench-control-planes soak clean
 
 install: system-deps docker-engine browser dashboard-assets $(STAMP)
 install: $(BIN)/go
@@ -134,6 +134,10 @@ bench-peers: install
 	@# LiteLLM's proxy, the model gateway's peer, in a virtualenv of its own: its pins never touch AgentFlow's.
 	test -x .venv-litellm/bin/litellm || { $(PYTHON) -m venv .venv-litellm && .venv-litellm/bin/pip install -q 'litellm[proxy]'; }
 	$(BIN)/python -m bench --peers
+
+# AgentFlow with 1 and 2 control planes, on one NATS node and on a 3-node cluster, in one table.
+bench-control-planes: install
+	$(BIN)/python -m bench.topologies
 
 clean:
 	rm -rf $(DASHBOARD)/node_modules $(DASHBOARD)/static/vendor

@@ -83,17 +83,22 @@ class Bench:
         settings = dataclasses.replace(StackSettings.read(os.environ), home=self.home)
         if self.args.local_model:
             settings = dataclasses.replace(settings, local_model=True)
-        self.state = stack.up(settings, workers=0, concurrency=1, nats_nodes=self.args.nats_cluster)
-        for index in range(2, self.args.control_planes + 1):
-            _progress(f"control plane {index}")
-            self.more_api_urls.append(stack.start_another_control_plane(settings, self.state, index))
+        self.state = stack.up(
+            settings,
+            workers=0,
+            concurrency=1,
+            nats_nodes=self.args.nats_cluster,
+            control_planes=self.args.control_planes,
+        )
+        self.more_api_urls = stack.more_api_urls(self.state)
         if self.args.peers and self.args.only is None:
             postgres_pid = self._parts().get("postgres", 0)
             self.peers = peers.start(
                 self.home, self.wait_seconds(), database_url=self.state.database_url, postgres_pid=postgres_pid
             )
         # The benchmark's own clients and the raw baseline use subjects of their own: they connect as the admin.
-        self.nats_url = stack.nats_identities(self.home).url(self.state.nats_url)
+        identities = stack.nats_identities(self.home)
+        self.nats_url = ",".join(identities.url(url) for url in self.state.nats_url.split(","))
         if self.gateway_on():
             self.gateway_servers.start_upstream()
 
@@ -178,11 +183,9 @@ class Bench:
 
     def _parts(self) -> dict[str, int]:
         assert self.state is not None
-        parts = {p.name: p.pid for p in self.state.parts}
-        found = {"nats-server": parts["nats-server"], "control-plane": parts["control-plane"]}
-        if "postgres" in parts:
-            found["postgres"] = parts["postgres"]
-        return found
+        # Every NATS node and every control plane: their CPU adds up under the group's name (``_group``).
+        servers = ("nats-server", "nats-node-", "control-plane", "postgres")
+        return {p.name: p.pid for p in self.state.parts if p.name.startswith(servers)}
 
     # --- measurements -------------------------------------------------------------------------------
 
@@ -210,7 +213,7 @@ class Bench:
         rate = await work()
         used: dict[str, float] = {}
         for name in pids:
-            key = "workers" if name.startswith("worker-") else name
+            key = _group(name)
             used[key] = used.get(key, 0.0) + (cpu(name) - before[name]) * 1e6 / tasks
         used["client"] = (self_cpu_seconds() - client_before) * 1e6 / tasks
         for key, value in used.items():
@@ -495,6 +498,14 @@ class Bench:
         return summary
 
 
+def _group(part: str) -> str:
+    """The figure a process's CPU counts in: its workers', its NATS nodes' or its control planes' together."""
+    for prefix, group in (("worker-", "workers"), ("nats-node-", "nats-server"), ("control-plane", "control-plane")):
+        if part.startswith(prefix):
+            return group
+    return part
+
+
 def _ratios(af: dict[str, float], other: dict[str, float], name: str) -> dict[str, float]:
     """AgentFlow's figures over another row's: below 1 is faster for latency, above 1 is faster for rates."""
     pairs = {"p50_latency": "p50_ms", "sustained_1w": "tasks_per_s_1w", "sustained_2w": "tasks_per_s_2w"}
@@ -663,11 +674,18 @@ def render(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _topology(runs: dict[str, Any]) -> str:
+    planes, nodes = runs.get("control_planes", 1), runs.get("nats_nodes", 1)
+    nats = "one NATS node" if nodes == 1 else f"a {nodes}-node NATS cluster (AgentFlow's streams at {nodes} replicas)"
+    return f"{planes} control plane{'s' if planes > 1 else ''} (submits spread over them), {nats}"
+
+
 def _render_tasks(summary: dict[str, Any]) -> list[str]:
     runs = summary["runs"]
     lines = [
         f"AgentFlow bench: median of {runs['repeat']} runs; latency over {runs['latency_runs']} tasks one at a time;"
         f" sustained and drain over {runs['tasks']} tasks",
+        _topology(runs),
         "",
         f"{'system':<38}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'1 worker/s':>12}{'2 workers/s':>13}"
         f"{'drain 1w/s':>12}{'drain 2w/s':>12}",

@@ -86,7 +86,7 @@ class RawClient:
         self._counter = 0
 
     async def __aenter__(self) -> "RawClient":
-        self._nc = await nats.connect(self._url)
+        self._nc = await nats.connect(self._url.split(","))  # one URL, or a cluster's
         self._js = self._nc.jetstream()
         self._results = await self._js.pull_subscribe_bind(CLIENT_DURABLE, stream=RESULTS_STREAM)
         return self
@@ -144,7 +144,7 @@ async def serve(url: str, concurrency: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     js = nc.jetstream()
     sub = await js.pull_subscribe_bind(WORKER_DURABLE, stream=TASKS_STREAM)
     in_flight: set[asyncio.Task[None]] = set()

@@ -267,3 +267,43 @@ async def stream_replicas(home: Path, urls: str) -> int:
         return (await bus.jetstream.stream_info(subjects.TASKS_STREAM)).config.num_replicas
     finally:
         await bus.close()
+
+
+def test_up_with_two_control_planes_serves_the_api_on_each_and_restarts_a_killed_one(embedded: Embedded) -> None:
+    up = embedded("up", "--workers", "1", "--control-planes", "2", "--detach")
+    assert up.returncode == 0, up.stderr
+    before = embedded.pids()
+    assert "control-plane" in before and "control-plane-2" in before
+    second = next(part for part in embedded.state["parts"] if part["name"] == "control-plane-2")
+    urls = [embedded.state["api_url"], second["health"].removesuffix("/readyz")]
+    leaders = ["agentflow_control_plane_leader 1.0" in httpx.get(f"{url}/metrics").text for url in urls]
+    assert leaders == [True, False]
+    token = (embedded.home / "admin.key").read_text().strip()
+    for url in urls:
+        with Client(api_url=url, token=token) as af:
+            run = af.start_run(tool="noop", input={"through": url})
+            assert af.wait_run(run["id"], timeout=60)["state"] == "succeeded"
+
+    os.kill(before["control-plane-2"], signal.SIGKILL)
+    while not gone(before["control-plane-2"]):
+        time.sleep(0.05)
+    status = embedded("status", "--output", "json")
+    assert status.returncode == 1
+    repaired = embedded("up", "--detach")
+    assert repaired.returncode == 0, repaired.stderr
+    assert embedded.pids()["control-plane-2"] != before["control-plane-2"]
+    again = next(part for part in embedded.state["parts"] if part["name"] == "control-plane-2")
+    assert again["health"] == second["health"], "started again on its port"
+    report = json.loads(embedded("status", "--output", "json").stdout)
+    assert all(part["alive"] for part in report["parts"])
+    assert next(p for p in report["parts"] if p["name"] == "control-plane-2")["healthy"] is True
+
+    down = embedded("down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in embedded.seen if not gone(pid)] == []
+
+
+def test_up_refuses_a_count_of_control_planes_out_of_range(embedded: Embedded) -> None:
+    refused = embedded("up", "--control-planes", "0", "--detach")
+    assert refused.returncode != 0
+    assert "--control-planes must be 1 to 5" in refused.stderr

@@ -46,6 +46,9 @@ KEY_FILE = "admin.key"
 NATS_DIR = "nats"
 NATS_NODE = "nats-node-"
 """The part name of a node of ``af up --nats-cluster N``'s cluster, before its index."""
+ANOTHER_CONTROL_PLANE = "control-plane-"
+"""The part name of a control plane beside the stack's own (``--control-planes N``), before its index."""
+READY_PATH = "/readyz"
 
 
 @dataclass
@@ -111,7 +114,9 @@ def _api_port(settings: StackSettings) -> int:
     return free_port() if tcp_open(DEFAULT_PORT) else DEFAULT_PORT
 
 
-def up(settings: StackSettings, workers: int, concurrency: int, nats_nodes: int = 1) -> StackState:
+def up(
+    settings: StackSettings, workers: int, concurrency: int, nats_nodes: int = 1, control_planes: int = 1
+) -> StackState:
     """Start every part, recording each in stack.json as soon as it runs (so a failure can be undone); on a
     stack some of whose parts died, start those again instead (``repair``)."""
     home = settings.home
@@ -149,6 +154,8 @@ def up(settings: StackSettings, workers: int, concurrency: int, nats_nodes: int 
             key_file.touch(mode=0o600)
             key_file.write_text(new_key() + "\n")
         _run_step("control plane", lambda: _start_control_plane(settings, state))
+        for index in range(2, control_planes + 1):
+            _run_step(f"control plane {index}", functools.partial(start_another_control_plane, settings, state, index))
         sandbox = settings.sandbox or ("runsc" if shutil.which("runsc") else "process")
         if workers and sandbox == "process":
             say(
@@ -181,9 +188,9 @@ def repair(settings: StackSettings, state: StackState) -> StackState:
             _run_step(part.name, lambda: _start_local_model(state))
         elif part.name == "control-plane":
             _run_step(part.name, lambda: _start_control_plane(settings, state))
-        elif part.name.startswith("control-plane-"):
-            index = int(part.name.removeprefix("control-plane-"))
-            _run_step(part.name, functools.partial(start_another_control_plane, settings, state, index))
+        elif part.name.startswith(ANOTHER_CONTROL_PLANE):
+            index, port = int(part.name.removeprefix(ANOTHER_CONTROL_PLANE)), _port(part.health) or 0
+            _run_step(part.name, functools.partial(start_another_control_plane, settings, state, index, port))
         else:
             index = int(part.name.removeprefix("worker-"))
             _run_step(part.name, functools.partial(_start_worker, settings, state, index))
@@ -279,17 +286,24 @@ def _start_control_plane(settings: StackSettings, state: StackState) -> str:
     return f"{state.api_url}, pid {process.pid}"
 
 
-def start_another_control_plane(settings: StackSettings, state: StackState, index: int) -> str:
-    """Control plane ``index`` (2, 3, ...) beside the stack's own, on a free port, on the same servers; ``down``
-    stops it with the rest. Its URL."""
-    port = free_port()
+def start_another_control_plane(settings: StackSettings, state: StackState, index: int, port: int = 0) -> str:
+    """Control plane ``index`` (2, 3, ...) beside the stack's own, on ``port`` (a free one if 0), on the same
+    servers; ``down`` stops it with the rest. Its URL."""
+    port = port or free_port()
     log = Path(state.home) / "logs" / f"control-plane-{index}.log"
     argv = [sys.executable, "-m", "control_plane", "start"]
     process = spawn("control plane", argv, log, env=_control_plane_env(settings, state, port))
     url = f"http://127.0.0.1:{port}"
-    _record(state, Part(f"control-plane-{index}", process.pid, str(log)))
-    wait_until("control plane", lambda: http_ok(f"{url}/readyz"), timeout=60, process=process, log=log)
+    _record(state, Part(f"{ANOTHER_CONTROL_PLANE}{index}", process.pid, str(log), health=f"{url}{READY_PATH}"))
+    wait_until("control plane", lambda: http_ok(f"{url}{READY_PATH}"), timeout=60, process=process, log=log)
     return url
+
+
+def more_api_urls(state: StackState) -> list[str]:
+    """The API URLs of the control planes beside the stack's own (``af up --control-planes N``)."""
+    return [
+        p.health.removesuffix(READY_PATH) for p in state.parts if p.name.startswith(ANOTHER_CONTROL_PLANE) and p.health
+    ]
 
 
 def _control_plane_env(settings: StackSettings, state: StackState, port: int) -> dict[str, str]:
@@ -495,6 +509,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     start.add_argument("--detach", action="store_true", help="Leave the stack running and return.")
     start.add_argument(
+        "--control-planes",
+        metavar="N",
+        type=int,
+        default=1,
+        help="Control plane processes on the same servers (default 1; at most 5): one leads the duties that must "
+        "run once, the others take over when it dies; the API is served by each, on its own port (af status).",
+    )
+    start.add_argument(
         "--nats-cluster",
         metavar="N",
         type=int,
@@ -547,9 +569,11 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error("--workers must be 0 or more")
             if not 1 <= args.nats_cluster <= 5:
                 parser.error("--nats-cluster must be 1 to 5 (JetStream keeps at most 5 replicas)")
+            if not 1 <= args.control_planes <= 5:
+                parser.error("--control-planes must be 1 to 5")
             if args.local_model:
                 settings = dataclasses.replace(settings, local_model=True)
-            state = up(settings, args.workers, args.concurrency, args.nats_cluster)
+            state = up(settings, args.workers, args.concurrency, args.nats_cluster, args.control_planes)
             if args.detach:
                 say(f"AgentFlow is up: API {state.api_url}; stop it with `af down`")
                 return
