@@ -1,9 +1,8 @@
 """The bench report's rows and ratios (pure code): 3-step rows are compared with AgentFlow's 3-step workflow."""
 
-import argparse
 from typing import Any
 
-from bench.__main__ import Bench, render
+from bench.__main__ import Bench, arguments, render
 
 
 class _Peer:
@@ -24,9 +23,8 @@ def _row(p50: float, rate: float) -> dict[str, float]:
 
 
 def _summary(rows: dict[str, dict[str, float]]) -> dict[str, Any]:
-    args = argparse.Namespace(
-        repeat=1, latency_runs=10, tasks=10, only=None, gateway_calls=0, sandbox=None, planners=False
-    )
+    args = arguments().parse_args(["--repeat", "1", "--latency-runs", "10", "--tasks", "10", "--no-planners"])
+    args.gateway_calls = 0
     bench = Bench.__new__(Bench)
     bench.args = args
     bench.peers = [_Peer("dbos"), _Peer("dbos-3step")]  # type: ignore[list-item]
@@ -55,3 +53,10 @@ def test_a_three_step_peer_is_compared_with_agentflows_three_step_workflow_and_t
     assert "DBOS, 3-step workflow" in table
     assert "AgentFlow 3-step workflow / raw JetStream round trip: p50 latency 6.00x (target <= 6x)" in table
     assert "AgentFlow 3-step / DBOS 3-step: p50 latency 0.25x" in table
+
+
+def test_the_report_names_its_topology() -> None:
+    one = render(_summary({"raw": _row(1.0, 1000), "agentflow": _row(4.0, 500)}))
+    assert "1 control plane (submits spread over them), one NATS node" in one
+    args = arguments().parse_args(["--control-planes", "2", "--nats-cluster", "3", "--no-planners"])
+    assert (args.control_planes, args.nats_cluster) == (2, 3)
