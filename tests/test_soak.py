@@ -88,6 +88,8 @@ class Soak:
 
     stack: Stack
     others: list[ControlPlane] = field(default_factory=list)
+    pace: float = PACE_SECONDS
+    """Seconds between submissions."""
 
     @property
     def kinds(self) -> list[str]:
@@ -169,7 +171,7 @@ class Soak:
                 order = order or rng.sample(self.kinds, len(self.kinds))
                 kills.append(self.kill_one(order.pop(), rng))
                 next_kill = time.monotonic() + rng.uniform(*KILL_EVERY_SECONDS)
-            time.sleep(PACE_SECONDS)
+            time.sleep(self.pace)
         return accepted, kills
 
     def check(
@@ -227,6 +229,9 @@ def test_a_soak_with_random_kills_loses_no_run_and_applies_no_result_twice(own_s
 
 SOAK_LIMIT = 6
 """The soak queue's in-flight limit, held across both control planes."""
+LIMITED_PACE_SECONDS = 0.05
+"""Between the limited soak's submissions: runs arrive slower than the limit lets them through (6 tools of
+~80 ms at once), so that a kill's recovery, not a backlog of held tasks, is what its probe run measures."""
 
 
 def test_a_soak_with_two_control_planes_on_a_nats_cluster_loses_no_run_and_keeps_the_limit(
@@ -236,7 +241,7 @@ def test_a_soak_with_two_control_planes_on_a_nats_cluster_loses_no_run_and_keeps
     with clustered_stack(tmp_root, 3, durable=True) as stack:
         stack.start_worker(concurrency=4, AF_SANDBOX="process")
         stack.start_worker(concurrency=4, AF_SANDBOX="process")
-        soak = Soak(stack, [stack.start_another_control_plane()])
+        soak = Soak(stack, [stack.start_another_control_plane()], pace=LIMITED_PACE_SECONDS)
         soak.register()
         with stack.client() as af:
             af.configure_queue("default", max_in_flight=SOAK_LIMIT)
