@@ -98,7 +98,7 @@ class Services:
             orchestrator,
             authorizer,
             TenantQuotas(pool, settings.requests_per_second, settings.max_concurrent_runs, leadership.control_planes),
-            FailureBrake(settings.auth_failures_per_minute, leadership.control_planes),
+            FailureBrake(settings.auth_failures_per_minute),
             secrets,
             await Gateway.open(pool, bus, settings.gateway, secrets),
             await installation_id(pool),

@@ -1,7 +1,7 @@
 """Per-tenant limits (request rate, concurrent runs) and the brake on guessing API keys (failed token
-exchanges per source address). Buckets live in memory: each control plane enforces its share of a rate, the
-rate over the live control planes (``shares``), so that together they admit the rate however requests are
-spread over them (behind a balancer that spreads them evenly, each sees its share)."""
+exchanges per source address). Buckets live in memory. Each control plane admits its share of a tenant's
+request rate, the rate over the live control planes (``shares``), so that together they admit the rate when
+a balancer spreads requests evenly; the brake is kept per control plane."""
 
 import math
 import time
@@ -132,17 +132,15 @@ class TenantQuotas:
 class FailureBrake:
     """Failed attempts per source address: ``per_minute`` of them, then 429 until the bucket refills."""
 
-    def __init__(self, per_minute: int, shares: Callable[[], int] = _alone) -> None:
+    def __init__(self, per_minute: int) -> None:
         self._per_minute = per_minute
-        self._shares = shares
         self._buckets: dict[str, TokenBucket] = {}
 
     def set_per_minute(self, per_minute: int) -> None:
         """Reloaded: the brake of every source from now on, those counting already included."""
         self._per_minute = per_minute
-        share = per_minute / self._shares()
         for bucket in self._buckets.values():
-            bucket.rate, bucket.capacity = share / 60, max(1.0, share)
+            bucket.rate, bucket.capacity = per_minute / 60, per_minute
 
     def check(self, source: str) -> None:
         bucket = self._buckets.get(source)
@@ -158,6 +156,5 @@ class FailureBrake:
         if bucket is None:
             if len(self._buckets) > _MAX_BUCKETS:
                 self._buckets.clear()
-            share = self._per_minute / self._shares()
-            bucket = self._buckets[source] = TokenBucket(share / 60, max(1.0, share))
+            bucket = self._buckets[source] = TokenBucket(self._per_minute / 60, self._per_minute)
         bucket.take()
