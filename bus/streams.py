@@ -27,6 +27,8 @@ this much of it over every tenant at most (the oldest goes first); the record is
 TASK_ACK_WAIT_SECONDS = 30.0
 KEEPERS = ((subjects.TASKS_STREAM, subjects.TASKS_KEEPER), (subjects.RESULTS_STREAM, subjects.RESULTS_KEEPER))
 KEEP_SECONDS = 1.0
+ELECTION_SECONDS = 30.0
+"""How long the control plane's start waits for a NATS cluster electing leaders."""
 NO_MESSAGE_FOUND = 10057
 """JetStream's error code for a message that is not (or no longer) in its stream."""
 SEQUENCE_NOT_FOUND = 10043
@@ -72,8 +74,21 @@ async def ensure_streams(bus: Bus, replicas: int = 1) -> None:
     buckets; each with ``replicas`` copies (``AF_NATS_REPLICAS``: 3 on a 3-node cluster), an existing one
     brought to that count.
 
-    The control plane's job: workers only wait for them (``wait_for_streams``).
+    The control plane's job: workers only wait for them (``wait_for_streams``). A NATS cluster that just lost
+    a node answers nothing while it elects leaders: the whole is tried again for up to ELECTION_SECONDS.
     """
+    deadline = time.monotonic() + ELECTION_SECONDS
+    while True:
+        try:
+            return await _ensure_streams(bus, replicas)
+        except (NatsTimeout, NoRespondersError, ServiceUnavailableError) as error:
+            if time.monotonic() > deadline:
+                raise
+            log.info("JetStream did not answer while setting up streams (%s); trying again", type(error).__name__)
+            await asyncio.sleep(1.0)
+
+
+async def _ensure_streams(bus: Bus, replicas: int) -> None:
     js = bus.jetstream
     for base in STREAMS:
         assert base.name is not None
